@@ -1,0 +1,15 @@
+//! hlstm-ir: the graph IR of hlstmc, its text form, verifier and reference interpreter.
+
+pub mod graph;
+pub mod interp;
+pub mod op;
+pub mod shape;
+pub mod sparsity;
+pub mod tensor;
+pub mod text;
+pub mod verify;
+
+pub use graph::{Graph, Node, Port, Value, ValueInfo};
+pub use op::{Act, BinOp, Constant, Op, Recurrence};
+pub use sparsity::Sparsity;
+pub use tensor::{DType, Dim, Tensor, TensorType};

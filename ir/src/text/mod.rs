@@ -1,0 +1,1 @@
+//! The `.hir` text form: printer and parser (in progress).
