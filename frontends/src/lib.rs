@@ -1,1 +1,3 @@
-//! placeholder
+//! hlstm-frontends: model importers. ONNX is the one frontend.
+
+pub mod onnx;

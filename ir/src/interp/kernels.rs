@@ -7,9 +7,9 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice as NdSlice, Zip};
 
 pub type KResult<T> = Result<T, String>;
 
-/// Largest element count a kernel may allocate for one result (1 Gi elements): a shape read from
+/// Largest element count a kernel may allocate for one result (256 Mi elements): a shape read from
 /// a damaged file must fail before memory does.
-pub const MAX_ELEMENTS: usize = 1 << 30;
+pub const MAX_ELEMENTS: usize = 1 << 28;
 
 pub fn check_size(shape: &[usize]) -> KResult<()> {
     let mut n: usize = 1;
