@@ -65,11 +65,19 @@ impl PartialEq for Graph {
         };
         a.iter().zip(&b).all(|(&x, &y)| {
             self.nodes[x] == other.nodes[y] && ops(self, x, &pos_a) == ops(other, y, &pos_b)
-        }) && self.inputs.iter().map(|n| pos_a[n]).eq(other.inputs.iter().map(|n| pos_b[n]))
+        }) && self
+            .inputs
+            .iter()
+            .map(|n| pos_a[n])
+            .eq(other.inputs.iter().map(|n| pos_b[n]))
             && self.outputs.len() == other.outputs.len()
-            && self.outputs.iter().zip(&other.outputs).all(|((na, va), (nb, vb))| {
-                na == nb && pos_a[&va.node] == pos_b[&vb.node] && va.slot == vb.slot
-            })
+            && self
+                .outputs
+                .iter()
+                .zip(&other.outputs)
+                .all(|((na, va), (nb, vb))| {
+                    na == nb && pos_a[&va.node] == pos_b[&vb.node] && va.slot == vb.slot
+                })
     }
 }
 
@@ -95,7 +103,10 @@ impl Graph {
         let n = self.nodes.add_node(Node {
             name: name.to_string(),
             op: Op::Input,
-            results: vec![ValueInfo { name: name.to_string(), ty }],
+            results: vec![ValueInfo {
+                name: name.to_string(),
+                ty,
+            }],
         });
         self.inputs.push(n);
         Value { node: n, slot: 0 }
@@ -106,8 +117,14 @@ impl Graph {
         let ty = value.ty();
         let n = self.nodes.add_node(Node {
             name: name.to_string(),
-            op: Op::Const(Arc::new(Constant { name: name.to_string(), value })),
-            results: vec![ValueInfo { name: name.to_string(), ty }],
+            op: Op::Const(Arc::new(Constant {
+                name: name.to_string(),
+                value,
+            })),
+            results: vec![ValueInfo {
+                name: name.to_string(),
+                ty,
+            }],
         });
         Value { node: n, slot: 0 }
     }
@@ -121,10 +138,21 @@ impl Graph {
         operands: &[Option<Value>],
         results: Vec<ValueInfo>,
     ) -> NodeIndex {
-        let n = self.nodes.add_node(Node { name: name.to_string(), op, results });
+        let n = self.nodes.add_node(Node {
+            name: name.to_string(),
+            op,
+            results,
+        });
         for (slot, v) in operands.iter().enumerate() {
             if let Some(v) = v {
-                self.nodes.add_edge(v.node, n, Port { out_slot: v.slot, in_slot: slot });
+                self.nodes.add_edge(
+                    v.node,
+                    n,
+                    Port {
+                        out_slot: v.slot,
+                        in_slot: slot,
+                    },
+                );
             }
         }
         n
@@ -134,7 +162,13 @@ impl Graph {
     pub fn operands(&self, n: NodeIndex) -> Vec<Option<Value>> {
         let mut by_slot: BTreeMap<usize, Value> = BTreeMap::new();
         for e in self.nodes.edges_directed(n, Direction::Incoming) {
-            by_slot.insert(e.weight().in_slot, Value { node: e.source(), slot: e.weight().out_slot });
+            by_slot.insert(
+                e.weight().in_slot,
+                Value {
+                    node: e.source(),
+                    slot: e.weight().out_slot,
+                },
+            );
         }
         let len = by_slot.keys().next_back().map_or(0, |k| k + 1);
         (0..len).map(|s| by_slot.get(&s).copied()).collect()
@@ -159,8 +193,11 @@ impl Graph {
         for n in self.nodes.node_indices() {
             indeg.insert(n, self.nodes.edges_directed(n, Direction::Incoming).count());
         }
-        let mut ready: BTreeSet<NodeIndex> =
-            indeg.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+        let mut ready: BTreeSet<NodeIndex> = indeg
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(n, _)| *n)
+            .collect();
         let mut order = Vec::with_capacity(indeg.len());
         while let Some(n) = ready.pop_first() {
             order.push(n);
@@ -216,7 +253,14 @@ impl Graph {
             .collect();
         for (id, target, in_slot) in edges {
             self.nodes.remove_edge(id);
-            self.nodes.add_edge(to.node, target, Port { out_slot: to.slot, in_slot });
+            self.nodes.add_edge(
+                to.node,
+                target,
+                Port {
+                    out_slot: to.slot,
+                    in_slot,
+                },
+            );
         }
         for (_, v) in self.outputs.iter_mut() {
             if *v == from {

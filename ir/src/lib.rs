@@ -5,6 +5,7 @@ pub mod interp;
 pub mod op;
 pub mod shape;
 pub mod sparsity;
+pub mod stats;
 pub mod tensor;
 pub mod text;
 pub mod verify;

@@ -15,15 +15,30 @@ pub enum Act {
     Relu,
     Exp,
     Neg,
-    LeakyRelu { alpha: f32 },
-    HardSigmoid { alpha: f32, beta: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     /// alpha * x + beta
-    Affine { alpha: f32, beta: f32 },
+    Affine {
+        alpha: f32,
+        beta: f32,
+    },
     /// x if x > alpha else 0
-    ThresholdedRelu { alpha: f32 },
+    ThresholdedRelu {
+        alpha: f32,
+    },
     /// alpha * tanh(beta * x)
-    ScaledTanh { alpha: f32, beta: f32 },
-    Elu { alpha: f32 },
+    ScaledTanh {
+        alpha: f32,
+        beta: f32,
+    },
+    Elu {
+        alpha: f32,
+    },
     Softsign,
     Softplus,
 }
@@ -68,12 +83,27 @@ impl Act {
             "relu" => Act::Relu,
             "exp" => Act::Exp,
             "neg" => Act::Neg,
-            "leaky_relu" => Act::LeakyRelu { alpha: alpha.unwrap_or(0.01) },
-            "hard_sigmoid" => Act::HardSigmoid { alpha: alpha.unwrap_or(0.2), beta: beta.unwrap_or(0.5) },
-            "affine" => Act::Affine { alpha: alpha.unwrap_or(1.0), beta: beta.unwrap_or(0.0) },
-            "thresholded_relu" => Act::ThresholdedRelu { alpha: alpha.unwrap_or(1.0) },
-            "scaled_tanh" => Act::ScaledTanh { alpha: alpha.unwrap_or(1.0), beta: beta.unwrap_or(1.0) },
-            "elu" => Act::Elu { alpha: alpha.unwrap_or(1.0) },
+            "leaky_relu" => Act::LeakyRelu {
+                alpha: alpha.unwrap_or(0.01),
+            },
+            "hard_sigmoid" => Act::HardSigmoid {
+                alpha: alpha.unwrap_or(0.2),
+                beta: beta.unwrap_or(0.5),
+            },
+            "affine" => Act::Affine {
+                alpha: alpha.unwrap_or(1.0),
+                beta: beta.unwrap_or(0.0),
+            },
+            "thresholded_relu" => Act::ThresholdedRelu {
+                alpha: alpha.unwrap_or(1.0),
+            },
+            "scaled_tanh" => Act::ScaledTanh {
+                alpha: alpha.unwrap_or(1.0),
+                beta: beta.unwrap_or(1.0),
+            },
+            "elu" => Act::Elu {
+                alpha: alpha.unwrap_or(1.0),
+            },
             "softsign" => Act::Softsign,
             "softplus" => Act::Softplus,
             _ => return None,
@@ -96,21 +126,37 @@ impl Act {
             Act::Exp => x.exp(),
             Act::Neg => -x,
             Act::LeakyRelu { alpha } => {
-                if x >= 0.0 { x } else { alpha * x }
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
             }
             Act::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Act::Affine { alpha, beta } => alpha * x + beta,
             Act::ThresholdedRelu { alpha } => {
-                if x > alpha { x } else { 0.0 }
+                if x > alpha {
+                    x
+                } else {
+                    0.0
+                }
             }
             Act::ScaledTanh { alpha, beta } => alpha * (beta * x).tanh(),
             Act::Elu { alpha } => {
-                if x >= 0.0 { x } else { alpha * (x.exp() - 1.0) }
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * (x.exp() - 1.0)
+                }
             }
             Act::Softsign => x / (1.0 + x.abs()),
             Act::Softplus => {
                 // log(1 + e^x) without overflow for large x.
-                if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() }
+                if x > 0.0 {
+                    x + (-x).exp().ln_1p()
+                } else {
+                    x.exp().ln_1p()
+                }
             }
         }
     }
@@ -184,34 +230,65 @@ pub enum Op {
     /// numpy matmul semantics.
     MatMul,
     /// [a, b, c?]: alpha * a' b' + beta * c
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
-    Softmax { axis: i64 },
-    LogSoftmax { axis: i64 },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    Softmax {
+        axis: i64,
+    },
+    LogSoftmax {
+        axis: i64,
+    },
     /// [cond, x, y]
     Where,
-    Concat { axis: i64 },
+    Concat {
+        axis: i64,
+    },
     /// [x, split?]; without sizes, `num_outputs` equal parts (the last smaller, as opset 18).
-    Split { axis: i64, num_outputs: usize },
+    Split {
+        axis: i64,
+        num_outputs: usize,
+    },
     /// [data, starts, ends, axes?, steps?]
     Slice,
     /// [data, indices]
-    Gather { axis: i64 },
+    Gather {
+        axis: i64,
+    },
     /// [data, axes]
     Unsqueeze,
     /// [data, axes?]
     Squeeze,
-    Flatten { axis: i64 },
+    Flatten {
+        axis: i64,
+    },
     /// [data, shape]
-    Reshape { allowzero: bool },
-    Transpose { perm: Option<Vec<usize>> },
+    Reshape {
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
     /// [data, shape]
     Expand,
-    Shape { start: i64, end: Option<i64> },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
     /// [shape]
-    ConstantOfShape { value: Tensor },
-    Cast { to: DType },
+    ConstantOfShape {
+        value: Tensor,
+    },
+    Cast {
+        to: DType,
+    },
     /// Reverses the order along one axis (used for Scan inputs and outputs read backwards).
-    Reverse { axis: i64 },
+    Reverse {
+        axis: i64,
+    },
     Recurrence(Recurrence),
 }
 

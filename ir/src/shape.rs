@@ -15,7 +15,13 @@ pub struct Operand<'a> {
 
 fn bcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
     let n = a.len().max(b.len());
-    let get = |s: &[Dim], i: usize| if i + s.len() >= n { s[i + s.len() - n].clone() } else { Dim::Known(1) };
+    let get = |s: &[Dim], i: usize| {
+        if i + s.len() >= n {
+            s[i + s.len() - n].clone()
+        } else {
+            Dim::Known(1)
+        }
+    };
     (0..n)
         .map(|i| {
             let (x, y) = (get(a, i), get(b, i));
@@ -54,7 +60,9 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
         }
     }
     // All operands constant and small: evaluate, which is exact for every op.
-    if !matches!(op, Op::Recurrence(_) | Op::Input | Op::Const(_)) && args.iter().flatten().all(|a| a.value.is_some()) {
+    if !matches!(op, Op::Recurrence(_) | Op::Input | Op::Const(_))
+        && args.iter().flatten().all(|a| a.value.is_some())
+    {
         let vals: Vec<Option<&Tensor>> = args.iter().map(|a| a.and_then(|a| a.value)).collect();
         let small = vals.iter().flatten().all(|t| t.len() <= 1 << 16);
         if small {
@@ -69,8 +77,16 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
     let arg = |i: usize| args.get(i).copied().flatten();
     Ok(match op {
         Op::Input | Op::Const(_) => return Err("inputs and constants carry their own types".into()),
-        Op::Identity | Op::Unary(_) | Op::Clip | Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Reverse { .. } => same(s0),
-        Op::Cast { to } => vec![TensorType { dtype: *to, shape: s0 }],
+        Op::Identity
+        | Op::Unary(_)
+        | Op::Clip
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Reverse { .. } => same(s0),
+        Op::Cast { to } => vec![TensorType {
+            dtype: *to,
+            shape: s0,
+        }],
         Op::Binary(_) => {
             let t1 = arg(1).map(|a| a.ty).ok_or("operand 1 is missing")?;
             if t1.dtype != dt0 {
@@ -82,7 +98,11 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
             }
         }
         Op::Where => {
-            let (c, x, y) = (arg(0).ok_or("cond")?.ty, arg(1).ok_or("x")?.ty, arg(2).ok_or("y")?.ty);
+            let (c, x, y) = (
+                arg(0).ok_or("cond")?.ty,
+                arg(1).ok_or("x")?.ty,
+                arg(2).ok_or("y")?.ty,
+            );
             if c.dtype != DType::Bool {
                 return Err(format!("condition must be bool, got {}", c.dtype));
             }
@@ -90,20 +110,34 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                 (Some(a), Some(b), Some(d)) => Some(bcast_dims(&bcast_dims(a, b)?, d)?),
                 _ => None,
             };
-            vec![TensorType { dtype: x.dtype, shape }]
+            vec![TensorType {
+                dtype: x.dtype,
+                shape,
+            }]
         }
         Op::MatMul => {
             let t1 = arg(1).ok_or("B")?.ty;
             match (&s0, &t1.shape) {
                 (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => {
-                    let (ka, kb) = (&a[a.len() - 1], &b[if b.len() == 1 { 0 } else { b.len() - 2 }]);
+                    let (ka, kb) = (
+                        &a[a.len() - 1],
+                        &b[if b.len() == 1 { 0 } else { b.len() - 2 }],
+                    );
                     if let (Dim::Known(p), Dim::Known(q)) = (ka, kb) {
                         if p != q {
                             return Err(format!("inner dimensions differ: {p} vs {q}"));
                         }
                     }
-                    let ba = if a.len() > 2 { &a[..a.len() - 2] } else { &[][..] };
-                    let bb = if b.len() > 2 { &b[..b.len() - 2] } else { &[][..] };
+                    let ba = if a.len() > 2 {
+                        &a[..a.len() - 2]
+                    } else {
+                        &[][..]
+                    };
+                    let bb = if b.len() > 2 {
+                        &b[..b.len() - 2]
+                    } else {
+                        &[][..]
+                    };
                     let mut out = bcast_dims(ba, bb)?;
                     if a.len() >= 2 {
                         out.push(a[a.len() - 2].clone());
@@ -117,12 +151,22 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                 _ => same(None),
             }
         }
-        Op::Gemm { trans_a, trans_b, .. } => {
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => {
             let t1 = arg(1).ok_or("B")?.ty;
             match (&s0, &t1.shape) {
                 (Some(a), Some(b)) if a.len() == 2 && b.len() == 2 => {
-                    let (m, ka) = if *trans_a { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
-                    let (kb, n) = if *trans_b { (&b[1], &b[0]) } else { (&b[0], &b[1]) };
+                    let (m, ka) = if *trans_a {
+                        (&a[1], &a[0])
+                    } else {
+                        (&a[0], &a[1])
+                    };
+                    let (kb, n) = if *trans_b {
+                        (&b[1], &b[0])
+                    } else {
+                        (&b[0], &b[1])
+                    };
                     if let (Dim::Known(p), Dim::Known(q)) = (ka, kb) {
                         if p != q {
                             return Err(format!("inner dimensions differ: {p} vs {q}"));
@@ -130,7 +174,13 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                     }
                     same(Some(vec![m.clone(), n.clone()]))
                 }
-                (Some(a), Some(b)) => return Err(format!("gemm needs 2-D operands, got rank {} and {}", a.len(), b.len())),
+                (Some(a), Some(b)) => {
+                    return Err(format!(
+                        "gemm needs 2-D operands, got rank {} and {}",
+                        a.len(),
+                        b.len()
+                    ));
+                }
                 _ => same(None),
             }
         }
@@ -148,17 +198,22 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                     }
                     let ax = k::norm_axis(*axis, r)?;
                     let mut out = sh[0].clone();
-                    out[ax] = sh.iter().try_fold(Dim::Known(0), |acc, s| match (acc, &s[ax]) {
-                        (Dim::Known(p), Dim::Known(q)) => Some(Dim::Known(p + q)),
-                        _ => None,
-                    }).unwrap_or(Dim::Unknown);
+                    out[ax] = sh
+                        .iter()
+                        .try_fold(Dim::Known(0), |acc, s| match (acc, &s[ax]) {
+                            (Dim::Known(p), Dim::Known(q)) => Some(Dim::Known(p + q)),
+                            _ => None,
+                        })
+                        .unwrap_or(Dim::Unknown);
                     same(Some(out))
                 }
                 None => same(None),
             }
         }
         Op::Split { axis, num_outputs } => {
-            let Some(s) = s0 else { return Ok(vec![TensorType::unranked(dt0); *num_outputs]) };
+            let Some(s) = s0 else {
+                return Ok(vec![TensorType::unranked(dt0); *num_outputs]);
+            };
             let ax = k::norm_axis(*axis, s.len())?;
             let sizes = match (&s[ax], arg(1)) {
                 (Dim::Known(n), None) => Some(k::split_sizes(*n, None, *num_outputs)?),
@@ -172,7 +227,10 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                 .map(|i| {
                     let mut d = s.clone();
                     d[ax] = sizes.as_ref().map_or(Dim::Unknown, |z| Dim::Known(z[i]));
-                    TensorType { dtype: dt0, shape: Some(d) }
+                    TensorType {
+                        dtype: dt0,
+                        shape: Some(d),
+                    }
                 })
                 .collect()
         }
@@ -213,9 +271,12 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
             });
             vec![TensorType::new(DType::I64, vec![n.unwrap_or(Dim::Unknown)])]
         }
-        Op::Unsqueeze | Op::Squeeze | Op::Reshape { .. } | Op::Expand | Op::Slice | Op::ConstantOfShape { .. } => {
-            infer_shaped(op, args, s0.as_deref(), dt0)?
-        }
+        Op::Unsqueeze
+        | Op::Squeeze
+        | Op::Reshape { .. }
+        | Op::Expand
+        | Op::Slice
+        | Op::ConstantOfShape { .. } => infer_shaped(op, args, s0.as_deref(), dt0)?,
         Op::Recurrence(r) => {
             let body = &r.body;
             let mut out: Vec<TensorType> = body.outputs[..r.num_carried.min(body.outputs.len())]
@@ -232,7 +293,10 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                     d.extend(s.iter().cloned());
                     d
                 });
-                out.push(TensorType { dtype: ty.dtype, shape });
+                out.push(TensorType {
+                    dtype: ty.dtype,
+                    shape,
+                });
             }
             out
         }
@@ -240,7 +304,12 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
 }
 
 /// Ops whose result shape comes from a constant operand.
-fn infer_shaped(op: &Op, args: &[Option<Operand>], s0: Option<&[Dim]>, dt0: DType) -> Result<Vec<TensorType>, String> {
+fn infer_shaped(
+    op: &Op,
+    args: &[Option<Operand>],
+    s0: Option<&[Dim]>,
+    dt0: DType,
+) -> Result<Vec<TensorType>, String> {
     let v1 = args.get(1).copied().flatten().and_then(|a| ints(a.value));
     let concrete = s0.and_then(|s| s.iter().map(Dim::known).collect::<Option<Vec<_>>>());
     let unranked = vec![TensorType::unranked(dt0)];
@@ -248,11 +317,18 @@ fn infer_shaped(op: &Op, args: &[Option<Operand>], s0: Option<&[Dim]>, dt0: DTyp
         Op::Unsqueeze => match (s0, v1) {
             (Some(s), Some(axes)) => {
                 let r = s.len() + axes.len();
-                let ax: Vec<usize> = axes.iter().map(|&a| k::norm_axis(a, r)).collect::<Result<_, _>>()?;
+                let ax: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| k::norm_axis(a, r))
+                    .collect::<Result<_, _>>()?;
                 let mut it = s.iter();
                 let mut out = Vec::new();
                 for i in 0..r {
-                    out.push(if ax.contains(&i) { Dim::Known(1) } else { it.next().cloned().ok_or("axes out of range")? });
+                    out.push(if ax.contains(&i) {
+                        Dim::Known(1)
+                    } else {
+                        it.next().cloned().ok_or("axes out of range")?
+                    });
                 }
                 vec![TensorType::new(dt0, out)]
             }
@@ -261,7 +337,10 @@ fn infer_shaped(op: &Op, args: &[Option<Operand>], s0: Option<&[Dim]>, dt0: DTyp
         Op::Squeeze => match (s0, args.get(1).copied().flatten()) {
             (Some(s), Some(_)) if v1.is_some() => {
                 let axes = v1.unwrap_or_default();
-                let ax: Vec<usize> = axes.iter().map(|&a| k::norm_axis(a, s.len())).collect::<Result<_, _>>()?;
+                let ax: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| k::norm_axis(a, s.len()))
+                    .collect::<Result<_, _>>()?;
                 for &a in &ax {
                     if let Dim::Known(n) = s[a] {
                         if n != 1 {
@@ -269,10 +348,20 @@ fn infer_shaped(op: &Op, args: &[Option<Operand>], s0: Option<&[Dim]>, dt0: DTyp
                         }
                     }
                 }
-                vec![TensorType::new(dt0, s.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, d)| d.clone()).collect())]
+                vec![TensorType::new(
+                    dt0,
+                    s.iter()
+                        .enumerate()
+                        .filter(|(i, _)| !ax.contains(i))
+                        .map(|(_, d)| d.clone())
+                        .collect(),
+                )]
             }
             (Some(s), None) if s.iter().all(|d| d.known().is_some()) => {
-                vec![TensorType::new(dt0, s.iter().filter(|d| **d != Dim::Known(1)).cloned().collect())]
+                vec![TensorType::new(
+                    dt0,
+                    s.iter().filter(|d| **d != Dim::Known(1)).cloned().collect(),
+                )]
             }
             _ => unranked,
         },
@@ -285,7 +374,9 @@ fn infer_shaped(op: &Op, args: &[Option<Operand>], s0: Option<&[Dim]>, dt0: DTyp
                         .iter()
                         .enumerate()
                         .map(|(i, &d)| match d {
-                            0 if !allowzero => s0.and_then(|s| s.get(i).cloned()).unwrap_or(Dim::Unknown),
+                            0 if !allowzero => {
+                                s0.and_then(|s| s.get(i).cloned()).unwrap_or(Dim::Unknown)
+                            }
                             d if d > 0 => Dim::Known(d as usize),
                             _ => Dim::Unknown,
                         })
@@ -302,22 +393,32 @@ fn infer_shaped(op: &Op, args: &[Option<Operand>], s0: Option<&[Dim]>, dt0: DTyp
             }
             _ => unranked,
         },
-        Op::ConstantOfShape { value } => match args.first().copied().flatten().and_then(|a| ints(a.value)) {
-            Some(t) => {
-                let s: Vec<usize> = t.iter().map(|&d| d.max(0) as usize).collect();
-                k::check_size(&s)?;
-                vec![known(value.dtype(), s)]
-            }
-            None => {
-                let rank = args.first().copied().flatten().and_then(|a| a.ty.concrete()).and_then(|c| c.first().copied());
-                match rank {
-                    Some(r) => vec![TensorType::new(value.dtype(), vec![Dim::Unknown; r])],
-                    None => vec![TensorType::unranked(value.dtype())],
+        Op::ConstantOfShape { value } => {
+            match args.first().copied().flatten().and_then(|a| ints(a.value)) {
+                Some(t) => {
+                    let s: Vec<usize> = t.iter().map(|&d| d.max(0) as usize).collect();
+                    k::check_size(&s)?;
+                    vec![known(value.dtype(), s)]
+                }
+                None => {
+                    let rank = args
+                        .first()
+                        .copied()
+                        .flatten()
+                        .and_then(|a| a.ty.concrete())
+                        .and_then(|c| c.first().copied());
+                    match rank {
+                        Some(r) => vec![TensorType::new(value.dtype(), vec![Dim::Unknown; r])],
+                        None => vec![TensorType::unranked(value.dtype())],
+                    }
                 }
             }
-        },
+        }
         Op::Slice => {
-            let consts: Option<Vec<Tensor>> = args[1..].iter().map(|a| a.and_then(|a| a.value.cloned())).collect::<Option<Vec<_>>>();
+            let consts: Option<Vec<Tensor>> = args[1..]
+                .iter()
+                .map(|a| a.and_then(|a| a.value.cloned()))
+                .collect::<Option<Vec<_>>>();
             match (s0, consts) {
                 (Some(s), Some(_)) => {
                     // Slice a zero tensor of the same shape, with unknown dims as 1 and then
@@ -326,16 +427,33 @@ fn infer_shaped(op: &Op, args: &[Option<Operand>], s0: Option<&[Dim]>, dt0: DTyp
                     k::check_size(&probe)?;
                     let z = Tensor::zeros(DType::Bool, &probe);
                     let get = |i: usize| args.get(i).copied().flatten().and_then(|a| a.value);
-                    let r = k::slice(&z, get(1).ok_or("starts")?, get(2).ok_or("ends")?, get(3), get(4))?;
+                    let r = k::slice(
+                        &z,
+                        get(1).ok_or("starts")?,
+                        get(2).ok_or("ends")?,
+                        get(3),
+                        get(4),
+                    )?;
                     let sliced_axes: Vec<usize> = match get(3).and_then(|t| t.to_i64_vec()) {
-                        Some(a) => a.iter().map(|&x| k::norm_axis(x, s.len())).collect::<Result<_, _>>()?,
+                        Some(a) => a
+                            .iter()
+                            .map(|&x| k::norm_axis(x, s.len()))
+                            .collect::<Result<_, _>>()?,
                         None => (0..get(1).map_or(0, |t| t.len())).collect(),
                     };
                     let dims = r
                         .shape()
                         .iter()
                         .enumerate()
-                        .map(|(i, &n)| if s[i].known().is_some() { Dim::Known(n) } else if sliced_axes.contains(&i) { Dim::Unknown } else { s[i].clone() })
+                        .map(|(i, &n)| {
+                            if s[i].known().is_some() {
+                                Dim::Known(n)
+                            } else if sliced_axes.contains(&i) {
+                                Dim::Unknown
+                            } else {
+                                s[i].clone()
+                            }
+                        })
                         .collect();
                     vec![TensorType::new(dt0, dims)]
                 }

@@ -36,10 +36,19 @@ impl Sparsity {
                 zero_cols = (0..c).filter(|&j| !col_nz[j]).collect();
             }
         }
-        Sparsity { elements, nonzeros, zero_rows, zero_cols }
+        Sparsity {
+            elements,
+            nonzeros,
+            zero_rows,
+            zero_cols,
+        }
     }
 
     pub fn density(&self) -> f64 {
-        if self.elements == 0 { 0.0 } else { self.nonzeros as f64 / self.elements as f64 }
+        if self.elements == 0 {
+            0.0
+        } else {
+            self.nonzeros as f64 / self.elements as f64
+        }
     }
 }

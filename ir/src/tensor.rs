@@ -83,7 +83,10 @@ pub struct TensorType {
 
 impl TensorType {
     pub fn new(dtype: DType, shape: Vec<Dim>) -> Self {
-        TensorType { dtype, shape: Some(shape) }
+        TensorType {
+            dtype,
+            shape: Some(shape),
+        }
     }
     pub fn known(dtype: DType, dims: &[usize]) -> Self {
         TensorType::new(dtype, dims.iter().map(|&d| Dim::Known(d)).collect())
@@ -196,10 +199,14 @@ impl Tensor {
         Tensor::F32(ArrayD::from_elem(IxDyn(&[]), v))
     }
     pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Option<Tensor> {
-        ArrayD::from_shape_vec(IxDyn(shape), data).ok().map(Tensor::F32)
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .ok()
+            .map(Tensor::F32)
     }
     pub fn from_i64(shape: &[usize], data: Vec<i64>) -> Option<Tensor> {
-        ArrayD::from_shape_vec(IxDyn(shape), data).ok().map(Tensor::I64)
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .ok()
+            .map(Tensor::I64)
     }
     pub fn zeros(dtype: DType, shape: &[usize]) -> Tensor {
         match dtype {

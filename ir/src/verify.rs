@@ -28,16 +28,25 @@ pub fn verify(g: &Graph) -> Result<(), String> {
 }
 
 fn verify_in(g: &Graph, ctx: &str) -> Result<(), String> {
-    let order = g.topo_order().map_err(|n| format!("{ctx}node '{n}': the graph has a cycle"))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| format!("{ctx}node '{n}': the graph has a cycle"))?;
     for &i in &g.inputs {
         if !matches!(g.nodes.node_weight(i).map(|n| &n.op), Some(Op::Input)) {
-            return Err(format!("{ctx}graph input #{} is not an input node", i.index()));
+            return Err(format!(
+                "{ctx}graph input #{} is not an input node",
+                i.index()
+            ));
         }
     }
     for (name, v) in &g.outputs {
         match g.nodes.node_weight(v.node) {
             Some(n) if v.slot < n.results.len() => {}
-            _ => return Err(format!("{ctx}graph output '{name}' refers to a missing value")),
+            _ => {
+                return Err(format!(
+                    "{ctx}graph output '{name}' refers to a missing value"
+                ));
+            }
         }
     }
     for n in order {
@@ -47,19 +56,29 @@ fn verify_in(g: &Graph, ctx: &str) -> Result<(), String> {
             return Err(at("an input node that is not a graph input".into()));
         }
         if node.results.len() != node.op.num_results() {
-            return Err(at(format!("has {} results, the op makes {}", node.results.len(), node.op.num_results())));
+            return Err(at(format!(
+                "has {} results, the op makes {}",
+                node.results.len(),
+                node.op.num_results()
+            )));
         }
         let operands = g.operands(n);
         for o in operands.iter().flatten() {
             if o.slot >= g.nodes[o.node].results.len() {
-                return Err(at(format!("reads result {} of '{}', which has fewer", o.slot, g.nodes[o.node].name)));
+                return Err(at(format!(
+                    "reads result {} of '{}', which has fewer",
+                    o.slot, g.nodes[o.node].name
+                )));
             }
         }
         if let Op::Recurrence(r) = &node.op {
             let body = &r.body;
             let expect_in = r.num_carried + r.num_scanned + r.num_invariant;
             if body.inputs.len() != expect_in {
-                return Err(at(format!("body has {} inputs, expected {expect_in}", body.inputs.len())));
+                return Err(at(format!(
+                    "body has {} inputs, expected {expect_in}",
+                    body.inputs.len()
+                )));
             }
             if body.outputs.len() < r.num_carried {
                 return Err(at("body has fewer outputs than carried states".into()));
@@ -74,16 +93,31 @@ fn verify_in(g: &Graph, ctx: &str) -> Result<(), String> {
         }
         let types: Vec<Option<(TensorType, Option<crate::Tensor>)>> = operands
             .iter()
-            .map(|o| o.map(|v| (g.value_type(v).clone(), g.constant(v).map(|c| c.value.clone()))))
+            .map(|o| {
+                o.map(|v| {
+                    (
+                        g.value_type(v).clone(),
+                        g.constant(v).map(|c| c.value.clone()),
+                    )
+                })
+            })
             .collect();
         let args: Vec<Option<Operand>> = types
             .iter()
-            .map(|t| t.as_ref().map(|(ty, val)| Operand { ty, value: val.as_ref() }))
+            .map(|t| {
+                t.as_ref().map(|(ty, val)| Operand {
+                    ty,
+                    value: val.as_ref(),
+                })
+            })
             .collect();
         let inferred = infer(&node.op, &args).map_err(at)?;
         for (slot, (decl, inf)) in node.results.iter().zip(&inferred).enumerate() {
             if !compatible(&decl.ty, inf) {
-                return Err(at(format!("result {slot} is declared {} but inference gives {inf}", decl.ty)));
+                return Err(at(format!(
+                    "result {slot} is declared {} but inference gives {inf}",
+                    decl.ty
+                )));
             }
         }
     }

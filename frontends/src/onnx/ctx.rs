@@ -24,7 +24,15 @@ pub struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn new(opset: i64, model_dir: Option<&'a Path>, outer: Option<&'a Ctx<'a>>) -> Self {
-        Ctx { g: Graph::new(), values: HashMap::new(), opset, model_dir, outer, captures: Vec::new(), fresh: 0 }
+        Ctx {
+            g: Graph::new(),
+            values: HashMap::new(),
+            opset,
+            model_dir,
+            outer,
+            captures: Vec::new(),
+            fresh: 0,
+        }
     }
 
     pub fn fresh_name(&mut self, base: &str) -> String {
@@ -80,12 +88,24 @@ impl<'a> Ctx<'a> {
 
     /// Adds an op; folds it when every operand is a constant. `names` name the results (ONNX
     /// output names); missing ones are generated from the node name.
-    pub fn add(&mut self, node: &str, op: Op, operands: &[Option<Value>], names: &[&str]) -> Result<Vec<Value>, String> {
+    pub fn add(
+        &mut self,
+        node: &str,
+        op: Op,
+        operands: &[Option<Value>],
+        names: &[&str],
+    ) -> Result<Vec<Value>, String> {
         let n = op.num_results();
         let result_names: Vec<String> = (0..n)
             .map(|i| match names.get(i) {
                 Some(s) if !s.is_empty() => s.to_string(),
-                _ => if n == 1 { format!("{node}:out") } else { format!("{node}:out{i}") },
+                _ => {
+                    if n == 1 {
+                        format!("{node}:out")
+                    } else {
+                        format!("{node}:out{i}")
+                    }
+                }
             })
             .collect();
         let consts: Option<Vec<Option<&Tensor>>> = operands
@@ -98,7 +118,11 @@ impl<'a> Ctx<'a> {
         if let Some(vals) = consts {
             if !matches!(op, Op::Recurrence(_) | Op::Input | Op::Const(_)) && !operands.is_empty() {
                 let results = eval_op(&op, &vals)?;
-                return Ok(results.into_iter().zip(&result_names).map(|(t, nm)| self.g.add_const(nm, t)).collect());
+                return Ok(results
+                    .into_iter()
+                    .zip(&result_names)
+                    .map(|(t, nm)| self.g.add_const(nm, t))
+                    .collect());
             }
         }
         let types: Vec<Option<(TensorType, Option<Tensor>)>> = operands
@@ -107,16 +131,30 @@ impl<'a> Ctx<'a> {
             .collect();
         let args: Vec<Option<Operand>> = types
             .iter()
-            .map(|t| t.as_ref().map(|(ty, val)| Operand { ty, value: val.as_ref() }))
+            .map(|t| {
+                t.as_ref().map(|(ty, val)| Operand {
+                    ty,
+                    value: val.as_ref(),
+                })
+            })
             .collect();
         let tys = infer(&op, &args)?;
-        let results = tys.into_iter().zip(result_names).map(|(ty, name)| ValueInfo { name, ty }).collect();
+        let results = tys
+            .into_iter()
+            .zip(result_names)
+            .map(|(ty, name)| ValueInfo { name, ty })
+            .collect();
         let idx = self.g.add_node(node, op, operands, results);
         Ok((0..n).map(|slot| Value { node: idx, slot }).collect())
     }
 
     /// `add` for single-result ops.
-    pub fn add1(&mut self, node: &str, op: Op, operands: &[Option<Value>]) -> Result<Value, String> {
+    pub fn add1(
+        &mut self,
+        node: &str,
+        op: Op,
+        operands: &[Option<Value>],
+    ) -> Result<Value, String> {
         Ok(self.add(node, op, operands, &[])?[0])
     }
 }
@@ -148,7 +186,12 @@ pub fn attr_s(node: &NodeProto, name: &str) -> Option<String> {
 }
 
 pub fn attr_strings(node: &NodeProto, name: &str) -> Option<Vec<String>> {
-    attr(node, name).map(|a| a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+    attr(node, name).map(|a| {
+        a.strings
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    })
 }
 
 pub fn attr_t<'n>(node: &'n NodeProto, name: &str) -> Option<&'n TensorProto> {

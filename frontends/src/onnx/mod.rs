@@ -18,13 +18,20 @@ pub const MAX_OPSET: i64 = 25;
 
 #[derive(Debug)]
 pub enum ImportError {
-    Io { path: PathBuf, err: std::io::Error },
+    Io {
+        path: PathBuf,
+        err: std::io::Error,
+    },
     /// The bytes are not a valid ONNX model.
     Decode(String),
     /// Op types with no importer: (op type, first node using it).
     Unsupported(Vec<(String, String)>),
     /// A node could not be imported.
-    Node { node: String, op: String, msg: String },
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
     /// A problem with the model as a whole (opset, inputs, outputs, initializers).
     Model(String),
 }
@@ -51,13 +58,17 @@ impl std::error::Error for ImportError {}
 
 /// Reads and imports an ONNX model file.
 pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
-    let bytes = std::fs::read(path).map_err(|err| ImportError::Io { path: path.to_path_buf(), err })?;
+    let bytes = std::fs::read(path).map_err(|err| ImportError::Io {
+        path: path.to_path_buf(),
+        err,
+    })?;
     import_bytes(&bytes, path.parent())
 }
 
 /// Imports a serialized ONNX model; `model_dir` is where external data files live.
 pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>) -> Result<Graph, ImportError> {
-    let model = ModelProto::parse_from_bytes(bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
+    let model =
+        ModelProto::parse_from_bytes(bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
     import_model(&model, model_dir)
 }
 
@@ -69,13 +80,18 @@ pub fn opset_of(model: &ModelProto) -> Result<i64, ImportError> {
         .map(|o| o.version)
         .ok_or_else(|| ImportError::Decode("the model imports no default-domain opset".into()))?;
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
-        return Err(ImportError::Model(format!("opset {opset} is not supported (hlstmc reads opsets {MIN_OPSET} to {MAX_OPSET})")));
+        return Err(ImportError::Model(format!(
+            "opset {opset} is not supported (hlstmc reads opsets {MIN_OPSET} to {MAX_OPSET})"
+        )));
     }
     Ok(opset)
 }
 
 pub fn import_model(model: &ModelProto, model_dir: Option<&Path>) -> Result<Graph, ImportError> {
-    let graph = model.graph.as_ref().ok_or_else(|| ImportError::Decode("the model has no graph".into()))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::Decode("the model has no graph".into()))?;
     if graph.node.is_empty() && graph.output.is_empty() {
         return Err(ImportError::Decode("the model's graph is empty".into()));
     }
@@ -83,7 +99,8 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
     check_supported(graph)?;
     let mut ctx = Ctx::new(opset, model_dir, None);
     import_graph(&mut ctx, graph, &[])?;
-    hlstm_ir::verify::verify(&ctx.g).map_err(|m| ImportError::Model(format!("the imported graph is ill-formed: {m}")))?;
+    hlstm_ir::verify::verify(&ctx.g)
+        .map_err(|m| ImportError::Model(format!("the imported graph is ill-formed: {m}")))?;
     Ok(ctx.g)
 }
 
@@ -93,9 +110,13 @@ fn check_supported(graph: &GraphProto) -> Result<(), ImportError> {
     fn walk(g: &GraphProto, missing: &mut BTreeMap<String, String>) {
         for n in &g.node {
             if !n.domain.is_empty() && n.domain != "ai.onnx" {
-                missing.entry(format!("{}:{}", n.domain, n.op_type)).or_insert_with(|| node_label(n));
+                missing
+                    .entry(format!("{}:{}", n.domain, n.op_type))
+                    .or_insert_with(|| node_label(n));
             } else if ops::lookup(&n.op_type).is_none() {
-                missing.entry(n.op_type.clone()).or_insert_with(|| node_label(n));
+                missing
+                    .entry(n.op_type.clone())
+                    .or_insert_with(|| node_label(n));
             }
             for a in &n.attribute {
                 if let Some(b) = a.g.as_ref() {
@@ -108,7 +129,11 @@ fn check_supported(graph: &GraphProto) -> Result<(), ImportError> {
         }
     }
     walk(graph, &mut missing);
-    if missing.is_empty() { Ok(()) } else { Err(ImportError::Unsupported(missing.into_iter().collect())) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ImportError::Unsupported(missing.into_iter().collect()))
+    }
 }
 
 /// A node's name, or its first output when it has none.
@@ -116,7 +141,11 @@ pub fn node_label(n: &NodeProto) -> String {
     if !n.name.is_empty() {
         n.name.clone()
     } else {
-        format!("<{}:{}>", n.op_type, n.output.first().map(String::as_str).unwrap_or(""))
+        format!(
+            "<{}:{}>",
+            n.op_type,
+            n.output.first().map(String::as_str).unwrap_or("")
+        )
     }
 }
 
@@ -125,7 +154,12 @@ pub fn value_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
     use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
     let tt = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
         Some(onnx_protobuf::type_proto::Value::TensorType(t)) => t,
-        Some(_) => return Err(format!("'{}' is not a tensor (sequences, maps and optionals are not supported)", vi.name)),
+        Some(_) => {
+            return Err(format!(
+                "'{}' is not a tensor (sequences, maps and optionals are not supported)",
+                vi.name
+            ));
+        }
         None => return Err(format!("'{}' has no type", vi.name)),
     };
     let dtype = tensor::dtype_of(tt.elem_type).map_err(|e| format!("'{}': {e}", vi.name))?;
@@ -145,7 +179,11 @@ pub fn value_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
 /// Imports a graph's initializers, inputs and nodes into `ctx`; for a body, `formal` gives the
 /// types of its formal inputs where the body leaves them undeclared. Returns nothing: the graph's
 /// outputs are added to `ctx.g.outputs`.
-pub fn import_graph(ctx: &mut Ctx, graph: &GraphProto, formal: &[TensorType]) -> Result<(), ImportError> {
+pub fn import_graph(
+    ctx: &mut Ctx,
+    graph: &GraphProto,
+    formal: &[TensorType],
+) -> Result<(), ImportError> {
     let mut initialized = std::collections::HashSet::new();
     for init in &graph.initializer {
         let t = tensor::decode(init, ctx.model_dir)
@@ -155,16 +193,22 @@ pub fn import_graph(ctx: &mut Ctx, graph: &GraphProto, formal: &[TensorType]) ->
         initialized.insert(init.name.clone());
     }
     if !graph.sparse_initializer.is_empty() {
-        return Err(ImportError::Model("sparse initializers are not supported".into()));
+        return Err(ImportError::Model(
+            "sparse initializers are not supported".into(),
+        ));
     }
     let mut k = 0;
     for inp in &graph.input {
         if initialized.contains(&inp.name) {
             continue;
         }
-        let declared = value_type(inp).map_err(|m| ImportError::Model(format!("graph input {m}")))?;
+        let declared =
+            value_type(inp).map_err(|m| ImportError::Model(format!("graph input {m}")))?;
         let ty = match (declared.shape.is_some(), formal.get(k)) {
-            (false, Some(f)) => TensorType { dtype: declared.dtype, shape: f.shape.clone() },
+            (false, Some(f)) => TensorType {
+                dtype: declared.dtype,
+                shape: f.shape.clone(),
+            },
             _ => declared,
         };
         k += 1;
@@ -175,22 +219,60 @@ pub fn import_graph(ctx: &mut Ctx, graph: &GraphProto, formal: &[TensorType]) ->
         import_node(ctx, node)?;
     }
     for out in &graph.output {
-        let v = ctx
-            .lookup(&out.name)
-            .ok_or_else(|| ImportError::Model(format!("graph output '{}' is not produced by any node", out.name)))?;
+        let v = ctx.lookup(&out.name).ok_or_else(|| {
+            ImportError::Model(format!(
+                "graph output '{}' is not produced by any node",
+                out.name
+            ))
+        })?;
         if let Ok(declared) = value_type(out) {
             if declared.dtype != ctx.ty(v).dtype && declared.dtype != DType::F32 {
-                return Err(ImportError::Model(format!("graph output '{}' is declared {} but computed as {}", out.name, declared.dtype, ctx.ty(v).dtype)));
+                return Err(ImportError::Model(format!(
+                    "graph output '{}' is declared {} but computed as {}",
+                    out.name,
+                    declared.dtype,
+                    ctx.ty(v).dtype
+                )));
             }
         }
         ctx.g.outputs.push((out.name.clone(), v));
     }
+    remove_dead(&mut ctx.g);
     Ok(())
+}
+
+/// Removes nodes whose results nobody reads (left behind by folding at import), except inputs.
+fn remove_dead(g: &mut Graph) {
+    loop {
+        let outputs: std::collections::HashSet<_> = g.outputs.iter().map(|(_, v)| v.node).collect();
+        let dead: Vec<_> = g
+            .nodes
+            .node_indices()
+            .filter(|&n| {
+                !matches!(g.nodes[n].op, hlstm_ir::Op::Input)
+                    && !outputs.contains(&n)
+                    && g.nodes
+                        .neighbors_directed(n, petgraph::Direction::Outgoing)
+                        .next()
+                        .is_none()
+            })
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        for n in dead {
+            g.nodes.remove_node(n);
+        }
+    }
 }
 
 fn import_node(ctx: &mut Ctx, node: &NodeProto) -> Result<(), ImportError> {
     let label = node_label(node);
-    let err = |msg: String| ImportError::Node { node: label.clone(), op: node.op_type.clone(), msg };
+    let err = |msg: String| ImportError::Node {
+        node: label.clone(),
+        op: node.op_type.clone(),
+        msg,
+    };
     let f = ops::lookup(&node.op_type).ok_or_else(|| err("unsupported op".into()))?;
     let mut operands = Vec::with_capacity(node.input.len());
     for name in &node.input {

@@ -41,7 +41,10 @@ pub fn dtype_of(code: i32) -> Result<DType, String> {
         INT32 => Ok(DType::I32),
         INT64 => Ok(DType::I64),
         BOOL => Ok(DType::Bool),
-        c => Err(format!("element type {} is not supported (hlstmc computes in f32, with i64, i32 and bool for shapes, indices and masks)", onnx_dtype_name(c))),
+        c => Err(format!(
+            "element type {} is not supported (hlstmc computes in f32, with i64, i32 and bool for shapes, indices and masks)",
+            onnx_dtype_name(c)
+        )),
     }
 }
 
@@ -57,38 +60,74 @@ fn dims_of(t: &TensorProto) -> Result<Vec<usize>, String> {
 
 /// Reads the bytes of an external-data tensor: `location` must stay inside `model_dir`, and
 /// `offset`/`length` must lie inside the file.
-fn external_bytes(t: &TensorProto, model_dir: Option<&Path>, want: usize) -> Result<Vec<u8>, String> {
+fn external_bytes(
+    t: &TensorProto,
+    model_dir: Option<&Path>,
+    want: usize,
+) -> Result<Vec<u8>, String> {
     let mut location = None;
     let mut offset = 0u64;
     let mut length = None;
     for kv in &t.external_data {
         match kv.key.as_str() {
             "location" => location = Some(kv.value.clone()),
-            "offset" => offset = kv.value.parse().map_err(|_| format!("bad external offset '{}'", kv.value))?,
-            "length" => length = Some(kv.value.parse::<u64>().map_err(|_| format!("bad external length '{}'", kv.value))?),
+            "offset" => {
+                offset = kv
+                    .value
+                    .parse()
+                    .map_err(|_| format!("bad external offset '{}'", kv.value))?
+            }
+            "length" => {
+                length = Some(
+                    kv.value
+                        .parse::<u64>()
+                        .map_err(|_| format!("bad external length '{}'", kv.value))?,
+                )
+            }
             _ => {}
         }
     }
     let location = location.ok_or("external data without a location")?;
-    let dir = model_dir.ok_or("external data needs the model's folder, and the model was not read from a file")?;
+    let dir = model_dir
+        .ok_or("external data needs the model's folder, and the model was not read from a file")?;
     let rel = Path::new(&location);
-    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
-        return Err(format!("external data location '{location}' leaves the model's folder"));
+    if rel.is_absolute()
+        || rel.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        return Err(format!(
+            "external data location '{location}' leaves the model's folder"
+        ));
     }
     let path = dir.join(rel);
-    let canon_dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
-    let canon = path.canonicalize().map_err(|e| format!("external data file '{}': {e}", path.display()))?;
+    let canon_dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let canon = path
+        .canonicalize()
+        .map_err(|e| format!("external data file '{}': {e}", path.display()))?;
     if !canon.starts_with(&canon_dir) {
-        return Err(format!("external data location '{location}' leaves the model's folder"));
+        return Err(format!(
+            "external data location '{location}' leaves the model's folder"
+        ));
     }
-    let mut f = File::open(&canon).map_err(|e| format!("external data file '{}': {e}", path.display()))?;
+    let mut f =
+        File::open(&canon).map_err(|e| format!("external data file '{}': {e}", path.display()))?;
     let size = f.metadata().map_err(|e| e.to_string())?.len();
     let len = length.unwrap_or(want as u64);
     if len != want as u64 {
-        return Err(format!("external data length {len} does not match the tensor's {want} bytes"));
+        return Err(format!(
+            "external data length {len} does not match the tensor's {want} bytes"
+        ));
     }
     if offset.checked_add(len).is_none_or(|end| end > size) {
-        return Err(format!("external data offset {offset} + length {len} is beyond the end of '{location}' ({size} bytes)"));
+        return Err(format!(
+            "external data offset {offset} + length {len} is beyond the end of '{location}' ({size} bytes)"
+        ));
     }
     f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; want];
@@ -97,7 +136,10 @@ fn external_bytes(t: &TensorProto, model_dir: Option<&Path>, want: usize) -> Res
 }
 
 fn from_le<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
+    bytes
+        .chunks_exact(N)
+        .map(|c| f(c.try_into().expect("chunk of N bytes")))
+        .collect()
 }
 
 /// Decodes a TensorProto into a tensor.
@@ -111,7 +153,10 @@ pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, Strin
         Some(external_bytes(t, model_dir, want)?)
     } else if !t.raw_data.is_empty() {
         if t.raw_data.len() != want {
-            return Err(format!("raw_data has {} bytes, the shape {dims:?} needs {want}", t.raw_data.len()));
+            return Err(format!(
+                "raw_data has {} bytes, the shape {dims:?} needs {want}",
+                t.raw_data.len()
+            ));
         }
         Some(t.raw_data.clone())
     } else {
@@ -122,7 +167,10 @@ pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, Strin
         (DType::F32, Some(b)) => Tensor::from_f32(&dims, from_le(&b, f32::from_le_bytes)),
         (DType::I64, Some(b)) => Tensor::from_i64(&dims, from_le(&b, i64::from_le_bytes)),
         (DType::I32, Some(b)) => Some(Tensor::I32(shaped(&dims, from_le(&b, i32::from_le_bytes))?)),
-        (DType::Bool, Some(b)) => Some(Tensor::Bool(shaped(&dims, b.iter().map(|&v| v != 0).collect())?)),
+        (DType::Bool, Some(b)) => Some(Tensor::Bool(shaped(
+            &dims,
+            b.iter().map(|&v| v != 0).collect(),
+        )?)),
         (DType::F32, None) => {
             if t.float_data.len() != count {
                 return Err(wrong(t.float_data.len()));
@@ -146,7 +194,10 @@ pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, Strin
             if t.int32_data.len() != count {
                 return Err(wrong(t.int32_data.len()));
             }
-            Some(Tensor::Bool(shaped(&dims, t.int32_data.iter().map(|&v| v != 0).collect())?))
+            Some(Tensor::Bool(shaped(
+                &dims,
+                t.int32_data.iter().map(|&v| v != 0).collect(),
+            )?))
         }
     };
     tensor.ok_or_else(|| format!("data does not fit the shape {dims:?}"))
@@ -176,7 +227,8 @@ pub fn encode(name: &str, t: &Tensor) -> TensorProto {
 pub fn read_pb(path: &Path) -> Result<(String, Tensor), String> {
     use protobuf::Message;
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let t = TensorProto::parse_from_bytes(&bytes).map_err(|e| format!("{}: not a serialized TensorProto: {e}", path.display()))?;
+    let t = TensorProto::parse_from_bytes(&bytes)
+        .map_err(|e| format!("{}: not a serialized TensorProto: {e}", path.display()))?;
     let v = decode(&t, path.parent()).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((t.name.clone(), v))
 }

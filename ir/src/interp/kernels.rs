@@ -1,8 +1,8 @@
 //! Plain, exact implementations of each op on concrete tensors: the reference semantics.
 
+use crate::map_tensor;
 use crate::op::{Act, BinOp};
 use crate::tensor::{DType, Tensor};
-use crate::map_tensor;
 use ndarray::{ArrayD, Axis, IxDyn, Slice as NdSlice, Zip};
 
 pub type KResult<T> = Result<T, String>;
@@ -14,10 +14,14 @@ pub const MAX_ELEMENTS: usize = 1 << 28;
 pub fn check_size(shape: &[usize]) -> KResult<()> {
     let mut n: usize = 1;
     for &d in shape {
-        n = n.checked_mul(d).ok_or_else(|| format!("shape {shape:?} overflows"))?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| format!("shape {shape:?} overflows"))?;
     }
     if n > MAX_ELEMENTS {
-        return Err(format!("shape {shape:?} has {n} elements, more than the limit {MAX_ELEMENTS}"));
+        return Err(format!(
+            "shape {shape:?} has {n} elements, more than the limit {MAX_ELEMENTS}"
+        ));
     }
     Ok(())
 }
@@ -37,8 +41,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> KResult<Vec<usize>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -64,7 +76,9 @@ fn zip2<A: Clone, B: Clone, C>(
     let shape = broadcast_shapes(a.shape(), b.shape())?;
     let av = a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
     let bv = b.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
-    Ok(Zip::from(&av).and(&bv).map_collect(|x, y| f(x.clone(), y.clone())))
+    Ok(Zip::from(&av)
+        .and(&bv)
+        .map_collect(|x, y| f(x.clone(), y.clone())))
 }
 
 pub fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> KResult<Tensor> {
@@ -93,7 +107,13 @@ pub fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> KResult<Tensor> {
         })?),
         (Tensor::I64(x), Tensor::I64(y)) => Tensor::I64(int_op!(x, y, 0i64)?),
         (Tensor::I32(x), Tensor::I32(y)) => Tensor::I32(int_op!(x, y, 0i32)?),
-        _ => return Err(format!("operand types {} and {} differ or are not numeric", a.dtype(), b.dtype())),
+        _ => {
+            return Err(format!(
+                "operand types {} and {} differ or are not numeric",
+                a.dtype(),
+                b.dtype()
+            ));
+        }
     })
 }
 
@@ -112,7 +132,10 @@ fn scalar_of(t: Option<&Tensor>, what: &str) -> KResult<Option<Tensor>> {
     match t {
         None => Ok(None),
         Some(t) if t.len() == 1 => Ok(Some(t.clone())),
-        Some(t) => Err(format!("{what} must be a scalar, got shape {:?}", t.shape())),
+        Some(t) => Err(format!(
+            "{what} must be a scalar, got shape {:?}",
+            t.shape()
+        )),
     }
 }
 
@@ -152,7 +175,8 @@ pub fn clip(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>) -> KResult<T
 }
 
 fn f32_of<'a>(t: &'a Tensor, what: &str) -> KResult<&'a ArrayD<f32>> {
-    t.as_f32().ok_or_else(|| format!("{what} must be f32, got {}", t.dtype()))
+    t.as_f32()
+        .ok_or_else(|| format!("{what} must be f32, got {}", t.dtype()))
 }
 
 /// 2-D product, accumulated in f64 so the oracle carries no reordering error of its own.
@@ -174,13 +198,25 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> KResult<Tensor> {
         return Err("matmul operands must have rank >= 1".into());
     }
     // numpy: a 1-D operand gains a unit axis that is dropped from the result.
-    let a2 = if a.ndim() == 1 { a.clone().insert_axis(Axis(0)) } else { a.clone() };
-    let b2 = if b.ndim() == 1 { b.clone().insert_axis(Axis(1)) } else { b.clone() };
+    let a2 = if a.ndim() == 1 {
+        a.clone().insert_axis(Axis(0))
+    } else {
+        a.clone()
+    };
+    let b2 = if b.ndim() == 1 {
+        b.clone().insert_axis(Axis(1))
+    } else {
+        b.clone()
+    };
     let (ra, rb) = (a2.ndim(), b2.ndim());
     let (m, k) = (a2.shape()[ra - 2], a2.shape()[ra - 1]);
     let (k2, n) = (b2.shape()[rb - 2], b2.shape()[rb - 1]);
     if k != k2 {
-        return Err(format!("inner dimensions differ: {:?} x {:?}", a.shape(), b.shape()));
+        return Err(format!(
+            "inner dimensions differ: {:?} x {:?}",
+            a.shape(),
+            b.shape()
+        ));
     }
     let batch = broadcast_shapes(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2])?;
     let mut sa = batch.clone();
@@ -194,11 +230,21 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> KResult<Tensor> {
     let bv = bcast(&b2, &sb)?;
     let av = av.as_standard_layout();
     let bv = bv.as_standard_layout();
-    let (ad, bd) = (av.as_slice().ok_or("layout")?, bv.as_slice().ok_or("layout")?);
+    let (ad, bd) = (
+        av.as_slice().ok_or("layout")?,
+        bv.as_slice().ok_or("layout")?,
+    );
     let nb: usize = batch.iter().product();
     let mut out = vec![0f32; nb * m * n];
     for i in 0..nb {
-        mm2(&ad[i * m * k..(i + 1) * m * k], &bd[i * k * n..(i + 1) * k * n], m, k, n, &mut out[i * m * n..(i + 1) * m * n]);
+        mm2(
+            &ad[i * m * k..(i + 1) * m * k],
+            &bd[i * k * n..(i + 1) * k * n],
+            m,
+            k,
+            n,
+            &mut out[i * m * n..(i + 1) * m * n],
+        );
     }
     let mut res = ArrayD::from_shape_vec(IxDyn(&so), out).map_err(|e| e.to_string())?;
     if b.ndim() == 1 {
@@ -212,10 +258,22 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> KResult<Tensor> {
     Ok(Tensor::F32(res))
 }
 
-pub fn gemm(a: &Tensor, b: &Tensor, c: Option<&Tensor>, alpha: f32, beta: f32, ta: bool, tb: bool) -> KResult<Tensor> {
+pub fn gemm(
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+    alpha: f32,
+    beta: f32,
+    ta: bool,
+    tb: bool,
+) -> KResult<Tensor> {
     let (a, b) = (f32_of(a, "A")?, f32_of(b, "B")?);
     if a.ndim() != 2 || b.ndim() != 2 {
-        return Err(format!("gemm needs 2-D operands, got {:?} and {:?}", a.shape(), b.shape()));
+        return Err(format!(
+            "gemm needs 2-D operands, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        ));
     }
     let a = if ta { a.t().to_owned() } else { a.clone() };
     let b = if tb { b.t().to_owned() } else { b.clone() };
@@ -223,9 +281,13 @@ pub fn gemm(a: &Tensor, b: &Tensor, c: Option<&Tensor>, alpha: f32, beta: f32, t
     let mut y = f32_of(&ab, "AB")?.mapv(|v| v * alpha);
     if let Some(c) = c {
         let c = f32_of(c, "C")?;
-        let cb = c
-            .broadcast(y.raw_dim())
-            .ok_or_else(|| format!("C of shape {:?} does not broadcast to {:?}", c.shape(), y.shape()))?;
+        let cb = c.broadcast(y.raw_dim()).ok_or_else(|| {
+            format!(
+                "C of shape {:?} does not broadcast to {:?}",
+                c.shape(),
+                y.shape()
+            )
+        })?;
         y.zip_mut_with(&cb, |v, w| *v += beta * w);
     }
     Ok(Tensor::F32(y))
@@ -249,14 +311,19 @@ pub fn softmax(x: &Tensor, axis: i64, log: bool) -> KResult<Tensor> {
 }
 
 pub fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> KResult<Tensor> {
-    let Tensor::Bool(c) = c else { return Err(format!("condition must be bool, got {}", c.dtype())) };
+    let Tensor::Bool(c) = c else {
+        return Err(format!("condition must be bool, got {}", c.dtype()));
+    };
     let shape = broadcast_shapes(&broadcast_shapes(c.shape(), x.shape())?, y.shape())?;
     let cb = bcast(c, &shape)?;
     macro_rules! sel {
         ($xa:expr, $ya:expr) => {{
             let xb = bcast($xa, &shape)?;
             let yb = bcast($ya, &shape)?;
-            Zip::from(&cb).and(&xb).and(&yb).map_collect(|c, x, y| if *c { x.clone() } else { y.clone() })
+            Zip::from(&cb)
+                .and(&xb)
+                .and(&yb)
+                .map_collect(|c, x, y| if *c { x.clone() } else { y.clone() })
         }};
     }
     Ok(match (x, y) {
@@ -264,7 +331,13 @@ pub fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> KResult<Tensor> {
         (Tensor::I64(a), Tensor::I64(b)) => Tensor::I64(sel!(a, b)),
         (Tensor::I32(a), Tensor::I32(b)) => Tensor::I32(sel!(a, b)),
         (Tensor::Bool(a), Tensor::Bool(b)) => Tensor::Bool(sel!(a, b)),
-        _ => return Err(format!("x and y types differ: {} vs {}", x.dtype(), y.dtype())),
+        _ => {
+            return Err(format!(
+                "x and y types differ: {} vs {}",
+                x.dtype(),
+                y.dtype()
+            ));
+        }
     })
 }
 
@@ -277,10 +350,19 @@ pub fn concat(xs: &[&Tensor], axis: i64) -> KResult<Tensor> {
             for t in xs {
                 match t {
                     Tensor::$v(a) => views.push(a.view()),
-                    o => return Err(format!("operand types differ: {} vs {}", first.dtype(), o.dtype())),
+                    o => {
+                        return Err(format!(
+                            "operand types differ: {} vs {}",
+                            first.dtype(),
+                            o.dtype()
+                        ));
+                    }
                 }
             }
-            Tensor::$v(ndarray::concatenate(ax, &views).map_err(|e| format!("shapes do not concatenate: {e}"))?)
+            Tensor::$v(
+                ndarray::concatenate(ax, &views)
+                    .map_err(|e| format!("shapes do not concatenate: {e}"))?,
+            )
         }};
     }
     Ok(match first {
@@ -295,7 +377,9 @@ pub fn concat(xs: &[&Tensor], axis: i64) -> KResult<Tensor> {
 pub fn split_sizes(len: usize, sizes: Option<&[i64]>, num: usize) -> KResult<Vec<usize>> {
     if let Some(s) = sizes {
         if s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() != len as i64 || s.len() != num {
-            return Err(format!("split sizes {s:?} do not sum to {len} in {num} parts"));
+            return Err(format!(
+                "split sizes {s:?} do not sum to {len} in {num} parts"
+            ));
         }
         return Ok(s.iter().map(|&v| v as usize).collect());
     }
@@ -330,8 +414,17 @@ pub fn split(x: &Tensor, axis: i64, sizes: Option<&Tensor>, num: usize) -> KResu
     Ok(out)
 }
 
-pub fn slice(x: &Tensor, starts: &Tensor, ends: &Tensor, axes: Option<&Tensor>, steps: Option<&Tensor>) -> KResult<Tensor> {
-    let ints = |t: &Tensor, w: &str| t.to_i64_vec().ok_or_else(|| format!("{w} must be integers"));
+pub fn slice(
+    x: &Tensor,
+    starts: &Tensor,
+    ends: &Tensor,
+    axes: Option<&Tensor>,
+    steps: Option<&Tensor>,
+) -> KResult<Tensor> {
+    let ints = |t: &Tensor, w: &str| {
+        t.to_i64_vec()
+            .ok_or_else(|| format!("{w} must be integers"))
+    };
     let (starts, ends) = (ints(starts, "starts")?, ints(ends, "ends")?);
     let rank = x.shape().len();
     let axes = match axes {
@@ -358,7 +451,10 @@ pub fn slice(x: &Tensor, starts: &Tensor, ends: &Tensor, axes: Option<&Tensor>, 
         let (s, e) = if step > 0 {
             (clampi(fix(starts[i]), 0, dim), clampi(fix(ends[i]), 0, dim))
         } else {
-            (clampi(fix(starts[i]), -1, dim - 1), clampi(fix(ends[i]), -1, dim - 1))
+            (
+                clampi(fix(starts[i]), -1, dim - 1),
+                clampi(fix(ends[i]), -1, dim - 1),
+            )
         };
         let idx: Vec<usize> = if step > 0 {
             (s..e).step_by(step as usize).map(|v| v as usize).collect()
@@ -400,7 +496,9 @@ pub fn gather(x: &Tensor, idx: &Tensor, axis: i64) -> KResult<Tensor> {
 }
 
 pub fn reshape_to(x: &Tensor, shape: &[usize]) -> KResult<Tensor> {
-    Ok(map_tensor!(x, a => a.as_standard_layout().to_owned().into_shape_with_order(IxDyn(shape)).map_err(|e| format!("cannot reshape {:?} to {shape:?}: {e}", a.shape()))?))
+    Ok(
+        map_tensor!(x, a => a.as_standard_layout().to_owned().into_shape_with_order(IxDyn(shape)).map_err(|e| format!("cannot reshape {:?} to {shape:?}: {e}", a.shape()))?),
+    )
 }
 
 /// ONNX Reshape target: 0 copies the input dim (unless allowzero), -1 is inferred.
@@ -427,7 +525,9 @@ pub fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> KResul
         out[i] = total / rest;
     }
     if out.iter().product::<usize>() != total {
-        return Err(format!("cannot reshape {input:?} ({total} elements) to {target:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({total} elements) to {target:?}"
+        ));
     }
     Ok(out)
 }
@@ -440,7 +540,10 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> KResult<Tensor> {
 
 pub fn unsqueeze_shape(input: &[usize], axes: &[i64]) -> KResult<Vec<usize>> {
     let r = input.len() + axes.len();
-    let mut ax: Vec<usize> = axes.iter().map(|&a| norm_axis(a, r)).collect::<KResult<_>>()?;
+    let mut ax: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, r))
+        .collect::<KResult<_>>()?;
     ax.sort_unstable();
     if ax.windows(2).any(|w| w[0] == w[1]) {
         return Err(format!("repeated axes {axes:?}"));
@@ -461,13 +564,21 @@ pub fn squeeze_shape(input: &[usize], axes: Option<&[i64]>) -> KResult<Vec<usize
     match axes {
         None => Ok(input.iter().copied().filter(|&d| d != 1).collect()),
         Some(axes) => {
-            let ax: Vec<usize> = axes.iter().map(|&a| norm_axis(a, input.len())).collect::<KResult<_>>()?;
+            let ax: Vec<usize> = axes
+                .iter()
+                .map(|&a| norm_axis(a, input.len()))
+                .collect::<KResult<_>>()?;
             for &a in &ax {
                 if input[a] != 1 {
                     return Err(format!("cannot squeeze axis {a} of size {}", input[a]));
                 }
             }
-            Ok(input.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, d)| *d).collect())
+            Ok(input
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !ax.contains(i))
+                .map(|(_, d)| *d)
+                .collect())
         }
     }
 }
@@ -479,7 +590,10 @@ pub fn flatten_shape(input: &[usize], axis: i64) -> KResult<Vec<usize>> {
         return Err(format!("flatten axis {axis} out of range for rank {r}"));
     }
     let a = a as usize;
-    Ok(vec![input[..a].iter().product(), input[a..].iter().product()])
+    Ok(vec![
+        input[..a].iter().product(),
+        input[a..].iter().product(),
+    ])
 }
 
 pub fn transpose(x: &Tensor, perm: Option<&[usize]>) -> KResult<Tensor> {
@@ -489,7 +603,10 @@ pub fn transpose(x: &Tensor, perm: Option<&[usize]>) -> KResult<Tensor> {
         None => (0..r).rev().collect(),
     };
     let mut seen = vec![false; r];
-    if p.len() != r || p.iter().any(|&i| i >= r || std::mem::replace(&mut seen[i], true)) {
+    if p.len() != r
+        || p.iter()
+            .any(|&i| i >= r || std::mem::replace(&mut seen[i], true))
+    {
         return Err(format!("perm {p:?} is not a permutation of rank {r}"));
     }
     Ok(map_tensor!(x, a => a.view().permuted_axes(IxDyn(&p)).as_standard_layout().to_owned()))
@@ -529,7 +646,9 @@ pub fn constant_of_shape(shape: &Tensor, value: &Tensor) -> KResult<Tensor> {
     }
     let s: Vec<usize> = t.iter().map(|&d| d as usize).collect();
     check_size(&s)?;
-    Ok(map_tensor!(value, a => ArrayD::from_elem(IxDyn(&s), a.iter().next().cloned().ok_or("value is empty")?)))
+    Ok(
+        map_tensor!(value, a => ArrayD::from_elem(IxDyn(&s), a.iter().next().cloned().ok_or("value is empty")?)),
+    )
 }
 
 pub fn reverse(x: &Tensor, axis: i64) -> KResult<Tensor> {

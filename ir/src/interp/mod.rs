@@ -33,19 +33,29 @@ impl fmt::Display for InterpError {
 impl std::error::Error for InterpError {}
 
 fn graph_err(msg: String) -> InterpError {
-    InterpError { node: String::new(), op: String::new(), msg }
+    InterpError {
+        node: String::new(),
+        op: String::new(),
+        msg,
+    }
 }
 
 /// Runs a graph on inputs given in the order of `g.inputs`; returns outputs in the order of
 /// `g.outputs`.
 pub fn run(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
-    let order = g.topo_order().map_err(|n| graph_err(format!("the graph has a cycle through node '{n}'")))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| graph_err(format!("the graph has a cycle through node '{n}'")))?;
     run_ordered(g, &order, inputs)
 }
 
 fn check_inputs(g: &Graph, inputs: &[Tensor]) -> Result<(), InterpError> {
     if inputs.len() != g.inputs.len() {
-        return Err(graph_err(format!("expected {} inputs, got {}", g.inputs.len(), inputs.len())));
+        return Err(graph_err(format!(
+            "expected {} inputs, got {}",
+            g.inputs.len(),
+            inputs.len()
+        )));
     }
     for (n, t) in g.inputs.iter().zip(inputs) {
         let info = &g.nodes[*n].results[0];
@@ -62,7 +72,11 @@ fn check_inputs(g: &Graph, inputs: &[Tensor]) -> Result<(), InterpError> {
     Ok(())
 }
 
-fn run_ordered(g: &Graph, order: &[NodeIndex], inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
+fn run_ordered(
+    g: &Graph,
+    order: &[NodeIndex],
+    inputs: &[Tensor],
+) -> Result<Vec<Tensor>, InterpError> {
     check_inputs(g, inputs)?;
     let mut env: HashMap<Value, Tensor> = HashMap::new();
     for (n, t) in g.inputs.iter().zip(inputs) {
@@ -89,12 +103,19 @@ fn run_ordered(g: &Graph, order: &[NodeIndex], inputs: &[Tensor]) -> Result<Vec<
     }
     g.outputs
         .iter()
-        .map(|(name, v)| env.get(v).cloned().ok_or_else(|| graph_err(format!("output '{name}' was not computed"))))
+        .map(|(name, v)| {
+            env.get(v)
+                .cloned()
+                .ok_or_else(|| graph_err(format!("output '{name}' was not computed")))
+        })
         .collect()
 }
 
 fn arg<'a>(args: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor, String> {
-    args.get(i).copied().flatten().ok_or_else(|| format!("operand {i} is missing"))
+    args.get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("operand {i} is missing"))
 }
 
 fn opt<'a>(args: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
@@ -112,18 +133,39 @@ pub fn eval_op(op: &Op, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>, String>
         Op::Binary(b) => one(k::binary(*b, arg(args, 0)?, arg(args, 1)?)?),
         Op::Clip => one(k::clip(arg(args, 0)?, opt(args, 1), opt(args, 2))?),
         Op::MatMul => one(k::matmul(arg(args, 0)?, arg(args, 1)?)?),
-        Op::Gemm { alpha, beta, trans_a, trans_b } => {
-            one(k::gemm(arg(args, 0)?, arg(args, 1)?, opt(args, 2), *alpha, *beta, *trans_a, *trans_b)?)
-        }
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => one(k::gemm(
+            arg(args, 0)?,
+            arg(args, 1)?,
+            opt(args, 2),
+            *alpha,
+            *beta,
+            *trans_a,
+            *trans_b,
+        )?),
         Op::Softmax { axis } => one(k::softmax(arg(args, 0)?, *axis, false)?),
         Op::LogSoftmax { axis } => one(k::softmax(arg(args, 0)?, *axis, true)?),
         Op::Where => one(k::where_(arg(args, 0)?, arg(args, 1)?, arg(args, 2)?)?),
         Op::Concat { axis } => {
-            let xs: Vec<&Tensor> = (0..args.len()).map(|i| arg(args, i)).collect::<Result<_, _>>()?;
+            let xs: Vec<&Tensor> = (0..args.len())
+                .map(|i| arg(args, i))
+                .collect::<Result<_, _>>()?;
             one(k::concat(&xs, *axis)?)
         }
-        Op::Split { axis, num_outputs } => k::split(arg(args, 0)?, *axis, opt(args, 1), *num_outputs),
-        Op::Slice => one(k::slice(arg(args, 0)?, arg(args, 1)?, arg(args, 2)?, opt(args, 3), opt(args, 4))?),
+        Op::Split { axis, num_outputs } => {
+            k::split(arg(args, 0)?, *axis, opt(args, 1), *num_outputs)
+        }
+        Op::Slice => one(k::slice(
+            arg(args, 0)?,
+            arg(args, 1)?,
+            arg(args, 2)?,
+            opt(args, 3),
+            opt(args, 4),
+        )?),
         Op::Gather { axis } => one(k::gather(arg(args, 0)?, arg(args, 1)?, *axis)?),
         Op::Unsqueeze => {
             let x = arg(args, 0)?;
@@ -136,7 +178,10 @@ pub fn eval_op(op: &Op, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>, String>
                 Some(t) => Some(t.to_i64_vec().ok_or("axes must be integers")?),
                 None => None,
             };
-            one(k::reshape_to(x, &k::squeeze_shape(x.shape(), axes.as_deref())?)?)
+            one(k::reshape_to(
+                x,
+                &k::squeeze_shape(x.shape(), axes.as_deref())?,
+            )?)
         }
         Op::Flatten { axis } => {
             let x = arg(args, 0)?;
@@ -158,10 +203,16 @@ fn steps_to_run(r: &Recurrence, args: &[Option<&Tensor>], t_len: usize) -> Resul
     if !r.has_seq_lens {
         return Ok(t_len);
     }
-    let lens = arg(args, r.num_operands() - 1)?.to_i64_vec().ok_or("sequence_lens must be integers")?;
-    let Some(&first) = lens.first() else { return Ok(t_len) };
+    let lens = arg(args, r.num_operands() - 1)?
+        .to_i64_vec()
+        .ok_or("sequence_lens must be integers")?;
+    let Some(&first) = lens.first() else {
+        return Ok(t_len);
+    };
     if lens.iter().any(|&l| l != first) {
-        return Err(format!("sequence_lens {lens:?} are unequal; only equal lengths are supported"));
+        return Err(format!(
+            "sequence_lens {lens:?} are unequal; only equal lengths are supported"
+        ));
     }
     if first < 0 || first as usize > t_len {
         return Err(format!("sequence length {first} is outside 0..={t_len}"));
@@ -171,28 +222,48 @@ fn steps_to_run(r: &Recurrence, args: &[Option<&Tensor>], t_len: usize) -> Resul
 
 fn run_recurrence(r: &Recurrence, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>, String> {
     let (nc, ns, ni) = (r.num_carried, r.num_scanned, r.num_invariant);
-    let mut carried: Vec<Tensor> = (0..nc).map(|i| arg(args, i).cloned()).collect::<Result<_, _>>()?;
-    let scanned: Vec<&Tensor> = (nc..nc + ns).map(|i| arg(args, i)).collect::<Result<_, _>>()?;
-    let invariants: Vec<&Tensor> = (nc + ns..nc + ns + ni).map(|i| arg(args, i)).collect::<Result<_, _>>()?;
+    let mut carried: Vec<Tensor> = (0..nc)
+        .map(|i| arg(args, i).cloned())
+        .collect::<Result<_, _>>()?;
+    let scanned: Vec<&Tensor> = (nc..nc + ns)
+        .map(|i| arg(args, i))
+        .collect::<Result<_, _>>()?;
+    let invariants: Vec<&Tensor> = (nc + ns..nc + ns + ni)
+        .map(|i| arg(args, i))
+        .collect::<Result<_, _>>()?;
     let t_len = match scanned.first() {
-        Some(s) => *s.shape().first().ok_or("a scanned input must have rank >= 1")?,
+        Some(s) => *s
+            .shape()
+            .first()
+            .ok_or("a scanned input must have rank >= 1")?,
         None => return Err("a recurrence needs at least one scanned input".into()),
     };
     if let Some(bad) = scanned.iter().find(|s| s.shape().first() != Some(&t_len)) {
-        return Err(format!("scanned inputs differ in length: {t_len} vs {:?}", bad.shape()));
+        return Err(format!(
+            "scanned inputs differ in length: {t_len} vs {:?}",
+            bad.shape()
+        ));
     }
     let len = steps_to_run(r, args, t_len)?;
-    let order = r.body.topo_order().map_err(|n| format!("the body has a cycle through '{n}'"))?;
+    let order = r
+        .body
+        .topo_order()
+        .map_err(|n| format!("the body has a cycle through '{n}'"))?;
     let n_out = r.num_step_outputs();
     let mut per_step: Vec<Vec<Option<Tensor>>> = vec![vec![None; t_len]; n_out];
-    let steps: Box<dyn Iterator<Item = usize>> = if r.reverse { Box::new((0..len).rev()) } else { Box::new(0..len) };
+    let steps: Box<dyn Iterator<Item = usize>> = if r.reverse {
+        Box::new((0..len).rev())
+    } else {
+        Box::new(0..len)
+    };
     for t in steps {
         let mut body_in = carried.clone();
         for s in &scanned {
             body_in.push(crate::map_tensor!(*s, a => a.index_axis(Axis(0), t).to_owned()));
         }
         body_in.extend(invariants.iter().map(|t| (*t).clone()));
-        let out = run_ordered(&r.body, &order, &body_in).map_err(|e| format!("in step {t}: {e}"))?;
+        let out =
+            run_ordered(&r.body, &order, &body_in).map_err(|e| format!("in step {t}: {e}"))?;
         let mut out = out.into_iter();
         carried = out.by_ref().take(nc).collect();
         for (k, o) in out.enumerate() {
@@ -207,12 +278,20 @@ fn run_recurrence(r: &Recurrence, args: &[Option<&Tensor>]) -> Result<Vec<Tensor
 }
 
 /// Stacks per-step outputs along a new axis 0; steps that did not run are zeros.
-fn stack_steps(body: &Graph, out_index: usize, slots: Vec<Option<Tensor>>) -> Result<Tensor, String> {
+fn stack_steps(
+    body: &Graph,
+    out_index: usize,
+    slots: Vec<Option<Tensor>>,
+) -> Result<Tensor, String> {
     let proto = match slots.iter().flatten().next() {
         Some(t) => (t.dtype(), t.shape().to_vec()),
         None => {
             let ty = body.value_type(body.outputs[out_index].1);
-            (ty.dtype, ty.concrete().ok_or("no step ran and the step output shape is not static")?)
+            (
+                ty.dtype,
+                ty.concrete()
+                    .ok_or("no step ran and the step output shape is not static")?,
+            )
         }
     };
     let parts: Vec<Tensor> = slots

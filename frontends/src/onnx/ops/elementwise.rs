@@ -6,7 +6,12 @@ use crate::onnx::tensor::dtype_of;
 use hlstm_ir::{Act, BinOp, Op, Tensor, Value};
 use onnx_protobuf::NodeProto;
 
-pub fn binary(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>]) -> Result<Vec<Value>, String> {
+pub fn binary(
+    ctx: &mut Ctx,
+    node: &NodeProto,
+    label: &str,
+    ops: &[Option<Value>],
+) -> Result<Vec<Value>, String> {
     let op = match node.op_type.as_str() {
         "Add" => BinOp::Add,
         "Sub" => BinOp::Sub,
@@ -14,27 +19,56 @@ pub fn binary(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>
         _ => BinOp::Div,
     };
     // Opsets before 7 had a `broadcast` attribute; from 7 on numpy broadcasting is implicit.
-    ctx.add(label, Op::Binary(op), &[Some(need(ops, 0, "A")?), Some(need(ops, 1, "B")?)], &out_names(node))
+    ctx.add(
+        label,
+        Op::Binary(op),
+        &[Some(need(ops, 0, "A")?), Some(need(ops, 1, "B")?)],
+        &out_names(node),
+    )
 }
 
-pub fn unary(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>]) -> Result<Vec<Value>, String> {
+pub fn unary(
+    ctx: &mut Ctx,
+    node: &NodeProto,
+    label: &str,
+    ops: &[Option<Value>],
+) -> Result<Vec<Value>, String> {
     let act = match node.op_type.as_str() {
         "Neg" => Act::Neg,
         "Exp" => Act::Exp,
         "Sigmoid" => Act::Sigmoid,
         "Tanh" => Act::Tanh,
         "Relu" => Act::Relu,
-        "LeakyRelu" => Act::LeakyRelu { alpha: attr_f(node, "alpha", 0.01) },
-        "HardSigmoid" => Act::HardSigmoid { alpha: attr_f(node, "alpha", 0.2), beta: attr_f(node, "beta", 0.5) },
-        "Elu" => Act::Elu { alpha: attr_f(node, "alpha", 1.0) },
-        "ThresholdedRelu" => Act::ThresholdedRelu { alpha: attr_f(node, "alpha", 1.0) },
+        "LeakyRelu" => Act::LeakyRelu {
+            alpha: attr_f(node, "alpha", 0.01),
+        },
+        "HardSigmoid" => Act::HardSigmoid {
+            alpha: attr_f(node, "alpha", 0.2),
+            beta: attr_f(node, "beta", 0.5),
+        },
+        "Elu" => Act::Elu {
+            alpha: attr_f(node, "alpha", 1.0),
+        },
+        "ThresholdedRelu" => Act::ThresholdedRelu {
+            alpha: attr_f(node, "alpha", 1.0),
+        },
         "Softsign" => Act::Softsign,
         _ => Act::Softplus,
     };
-    ctx.add(label, Op::Unary(act), &[Some(need(ops, 0, "X")?)], &out_names(node))
+    ctx.add(
+        label,
+        Op::Unary(act),
+        &[Some(need(ops, 0, "X")?)],
+        &out_names(node),
+    )
 }
 
-pub fn clip(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>]) -> Result<Vec<Value>, String> {
+pub fn clip(
+    ctx: &mut Ctx,
+    node: &NodeProto,
+    label: &str,
+    ops: &[Option<Value>],
+) -> Result<Vec<Value>, String> {
     let x = need(ops, 0, "input")?;
     let (min, max) = if ctx.opset < 11 {
         // min and max were attributes before opset 11.
@@ -50,16 +84,35 @@ pub fn clip(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>])
 }
 
 /// Identity is an alias: no node is added.
-pub fn identity(_: &mut Ctx, _: &NodeProto, _: &str, ops: &[Option<Value>]) -> Result<Vec<Value>, String> {
+pub fn identity(
+    _: &mut Ctx,
+    _: &NodeProto,
+    _: &str,
+    ops: &[Option<Value>],
+) -> Result<Vec<Value>, String> {
     Ok(vec![need(ops, 0, "input")?])
 }
 
-pub fn where_(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>]) -> Result<Vec<Value>, String> {
-    let args = [Some(need(ops, 0, "condition")?), Some(need(ops, 1, "X")?), Some(need(ops, 2, "Y")?)];
+pub fn where_(
+    ctx: &mut Ctx,
+    node: &NodeProto,
+    label: &str,
+    ops: &[Option<Value>],
+) -> Result<Vec<Value>, String> {
+    let args = [
+        Some(need(ops, 0, "condition")?),
+        Some(need(ops, 1, "X")?),
+        Some(need(ops, 2, "Y")?),
+    ];
     ctx.add(label, Op::Where, &args, &out_names(node))
 }
 
-pub fn cast(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>]) -> Result<Vec<Value>, String> {
+pub fn cast(
+    ctx: &mut Ctx,
+    node: &NodeProto,
+    label: &str,
+    ops: &[Option<Value>],
+) -> Result<Vec<Value>, String> {
     let to = dtype_of(attr_i(node, "to", 1) as i32)?;
     let x = need(ops, 0, "input")?;
     if ctx.ty(x).dtype == to {
@@ -68,22 +121,57 @@ pub fn cast(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>])
     ctx.add(label, Op::Cast { to }, &[Some(x)], &out_names(node))
 }
 
-pub fn softmax(ctx: &mut Ctx, node: &NodeProto, label: &str, ops: &[Option<Value>]) -> Result<Vec<Value>, String> {
+pub fn softmax(
+    ctx: &mut Ctx,
+    node: &NodeProto,
+    label: &str,
+    ops: &[Option<Value>],
+) -> Result<Vec<Value>, String> {
     let log = node.op_type == "LogSoftmax";
     let x = need(ops, 0, "input")?;
-    let make = |axis| if log { Op::LogSoftmax { axis } } else { Op::Softmax { axis } };
+    let make = |axis| {
+        if log {
+            Op::LogSoftmax { axis }
+        } else {
+            Op::Softmax { axis }
+        }
+    };
     if ctx.opset >= 13 {
-        return ctx.add(label, make(attr_i(node, "axis", -1)), &[Some(x)], &out_names(node));
+        return ctx.add(
+            label,
+            make(attr_i(node, "axis", -1)),
+            &[Some(x)],
+            &out_names(node),
+        );
     }
     // Before opset 13 the input is coerced to 2-D at `axis` (default 1) and normalized per row.
-    let rank = ctx.ty(x).rank().ok_or("softmax before opset 13 needs an input of known rank")? as i64;
+    let rank = ctx
+        .ty(x)
+        .rank()
+        .ok_or("softmax before opset 13 needs an input of known rank")? as i64;
     let axis = attr_i(node, "axis", 1);
     let axis = if axis < 0 { axis + rank } else { axis };
     if axis == rank - 1 {
         return ctx.add(label, make(-1), &[Some(x)], &out_names(node));
     }
-    let shape = ctx.add1(&format!("{label}/shape"), Op::Shape { start: 0, end: None }, &[Some(x)])?;
-    let flat = ctx.add1(&format!("{label}/flatten"), Op::Flatten { axis }, &[Some(x)])?;
+    let shape = ctx.add1(
+        &format!("{label}/shape"),
+        Op::Shape {
+            start: 0,
+            end: None,
+        },
+        &[Some(x)],
+    )?;
+    let flat = ctx.add1(
+        &format!("{label}/flatten"),
+        Op::Flatten { axis },
+        &[Some(x)],
+    )?;
     let y = ctx.add1(&format!("{label}/2d"), make(1), &[Some(flat)])?;
-    ctx.add(label, Op::Reshape { allowzero: false }, &[Some(y), Some(shape)], &out_names(node))
+    ctx.add(
+        label,
+        Op::Reshape { allowzero: false },
+        &[Some(y), Some(shape)],
+        &out_names(node),
+    )
 }

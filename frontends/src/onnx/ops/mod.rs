@@ -17,8 +17,8 @@ pub type ImportFn = fn(&mut Ctx, &NodeProto, &str, &[Option<Value>]) -> Result<V
 pub fn lookup(op_type: &str) -> Option<ImportFn> {
     Some(match op_type {
         "Add" | "Sub" | "Mul" | "Div" => elementwise::binary,
-        "Neg" | "Exp" | "Sigmoid" | "Tanh" | "Relu" | "LeakyRelu" | "HardSigmoid" | "Elu" | "Softsign" | "Softplus"
-        | "ThresholdedRelu" => elementwise::unary,
+        "Neg" | "Exp" | "Sigmoid" | "Tanh" | "Relu" | "LeakyRelu" | "HardSigmoid" | "Elu"
+        | "Softsign" | "Softplus" | "ThresholdedRelu" => elementwise::unary,
         "Clip" => elementwise::clip,
         "Identity" => elementwise::identity,
         "Where" => elementwise::where_,
@@ -53,7 +53,10 @@ pub fn out_names(node: &NodeProto) -> Vec<&str> {
 }
 
 pub fn need(ops: &[Option<Value>], i: usize, what: &str) -> Result<Value, String> {
-    ops.get(i).copied().flatten().ok_or_else(|| format!("input {i} ({what}) is missing"))
+    ops.get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("input {i} ({what}) is missing"))
 }
 
 pub fn opt(ops: &[Option<Value>], i: usize) -> Option<Value> {

@@ -1,0 +1,47 @@
+//! Command-line interface: argument definitions and dispatch.
+
+mod inspect;
+mod io;
+mod print_ir;
+mod run;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hlstm_ir::Graph;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "hlstmc",
+    version,
+    about = "A compiler for LSTMs and pruned hidden-layer LSTMs (H-LSTM)",
+    long_about = "hlstmc reads trained recurrent models from ONNX (LSTM/GRU/RNN ops, Scan bodies, \
+                  unrolled PyTorch exports) into its graph IR, and runs them.\n\n\
+                  Example:\n  hlstmc inspect examples/hlstm_scan_H64_X32_T8_sp97.onnx\n  \
+                  hlstmc run examples/hlstm_scan_H64_X32_T8_sp97.onnx -i X=x.npy -o out/"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    Inspect(inspect::InspectArgs),
+    Run(run::RunArgs),
+    PrintIr(print_ir::PrintIrArgs),
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Inspect(a) => inspect::main(a),
+        Command::Run(a) => run::main(a),
+        Command::PrintIr(a) => print_ir::main(a),
+    }
+}
+
+/// Imports a model file; errors name the file.
+pub fn load_model(path: &Path) -> Result<Graph> {
+    hlstm_frontends::onnx::import_file(path).with_context(|| format!("{}", path.display()))
+}

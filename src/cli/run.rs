@@ -1,0 +1,245 @@
+//! `hlstmc run`: run a model on inputs, or check it against ONNX test data.
+
+use super::io::{file_stem, read_tensor, write_npy};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use hlstm_ir::{Graph, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Engine {
+    /// The reference interpreter: exact, slow, the oracle for every other engine.
+    Interp,
+}
+
+/// Run a model on inputs, or check it against reference test data.
+///
+/// Inputs come from .npy files or serialized ONNX TensorProto (.pb) files, one `-i NAME=FILE`
+/// per model input. With `-o DIR` each output is written to DIR/<output name>.npy; otherwise a
+/// summary of each output is printed.
+///
+/// `--test-data DIR` reads DIR/input_K.pb (K in the model's input order), runs, compares with
+/// DIR/output_K.pb and prints the largest absolute and relative error per output. It exits 0 only
+/// if every element satisfies |got - want| <= atol + rtol * |want|.
+///
+/// Examples:
+///   hlstmc run model.onnx -i X=x.npy -o out/
+///   hlstmc run model.onnx --test-data model_dir/test_data_set_0
+#[derive(Args)]
+pub struct RunArgs {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// An input, as NAME=FILE (.npy or .pb); repeat for each model input.
+    #[arg(short = 'i', long = "input", value_name = "NAME=FILE")]
+    pub inputs: Vec<String>,
+    /// Write each output to DIR/<output name>.npy.
+    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// An ONNX test-data folder (input_K.pb, output_K.pb) to run and check against.
+    #[arg(long, value_name = "DIR", conflicts_with = "inputs")]
+    pub test_data: Option<PathBuf>,
+    /// Relative tolerance for --test-data.
+    #[arg(long, default_value_t = 1e-3)]
+    pub rtol: f64,
+    /// Absolute tolerance for --test-data.
+    #[arg(long, default_value_t = 1e-4)]
+    pub atol: f64,
+    /// Which engine runs the model.
+    #[arg(long, value_enum, default_value = "interp")]
+    pub engine: Engine,
+}
+
+pub fn main(a: RunArgs) -> Result<ExitCode> {
+    let g = super::load_model(&a.model)?;
+    if let Some(dir) = &a.test_data {
+        return check_test_data(&g, dir, a.rtol, a.atol, a.engine);
+    }
+    let inputs = named_inputs(&g, &a.inputs)?;
+    let outputs = execute(&g, &inputs, a.engine)?;
+    match &a.out {
+        Some(dir) => write_outputs(&g, &outputs, dir)?,
+        None => {
+            for ((name, _), t) in g.outputs.iter().zip(&outputs) {
+                println!("{name}: {}", summary(t));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn execute(g: &Graph, inputs: &[Tensor], engine: Engine) -> Result<Vec<Tensor>> {
+    match engine {
+        Engine::Interp => hlstm_ir::interp::run(g, inputs).map_err(|e| anyhow!("{e}")),
+    }
+}
+
+fn input_names(g: &Graph) -> Vec<&str> {
+    g.inputs.iter().map(|n| g.nodes[*n].name.as_str()).collect()
+}
+
+/// Orders `-i NAME=FILE` arguments by the model's inputs.
+fn named_inputs(g: &Graph, args: &[String]) -> Result<Vec<Tensor>> {
+    let names = input_names(g);
+    let mut got: Vec<Option<Tensor>> = vec![None; names.len()];
+    for arg in args {
+        let (name, file) = arg
+            .split_once('=')
+            .ok_or_else(|| anyhow!("-i expects NAME=FILE, got '{arg}'"))?;
+        let k = names.iter().position(|n| *n == name).ok_or_else(|| {
+            anyhow!(
+                "the model has no input named '{name}'; its inputs are: {}",
+                names.join(", ")
+            )
+        })?;
+        got[k] = Some(read_tensor(Path::new(file))?);
+    }
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&got)
+        .filter(|(_, t)| t.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing inputs: {} (give each with -i NAME=FILE)",
+            missing.join(", ")
+        );
+    }
+    Ok(got.into_iter().flatten().collect())
+}
+
+/// Writes every output, or none: each goes to a temporary file first, renamed once all succeed.
+fn write_outputs(g: &Graph, outputs: &[Tensor], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let result = (|| {
+        for ((name, _), t) in g.outputs.iter().zip(outputs) {
+            let path = dir.join(format!("{}.npy", file_stem(name)));
+            let tmp = dir.join(format!(".{}.npy.partial", file_stem(name)));
+            write_npy(&tmp, t)?;
+            written.push((tmp, path));
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (tmp, _) in &written {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    for (tmp, path) in written {
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn summary(t: &Tensor) -> String {
+    let vals: Vec<String> = match t {
+        Tensor::F32(a) => a.iter().take(6).map(|v| format!("{v:.6}")).collect(),
+        Tensor::I64(a) => a.iter().take(6).map(|v| v.to_string()).collect(),
+        Tensor::I32(a) => a.iter().take(6).map(|v| v.to_string()).collect(),
+        Tensor::Bool(a) => a.iter().take(6).map(|v| v.to_string()).collect(),
+    };
+    let more = if t.len() > 6 { ", ..." } else { "" };
+    format!("{}{:?} [{}{more}]", t.dtype(), t.shape(), vals.join(", "))
+}
+
+fn check_test_data(
+    g: &Graph,
+    dir: &Path,
+    rtol: f64,
+    atol: f64,
+    engine: Engine,
+) -> Result<ExitCode> {
+    let names = input_names(g);
+    let mut inputs = Vec::new();
+    for k in 0.. {
+        let p = dir.join(format!("input_{k}.pb"));
+        if !p.exists() {
+            break;
+        }
+        inputs.push(read_tensor(&p)?);
+    }
+    if inputs.len() != names.len() {
+        bail!(
+            "{} holds {} inputs, the model takes {} ({})",
+            dir.display(),
+            inputs.len(),
+            names.len(),
+            names.join(", ")
+        );
+    }
+    let outputs = execute(g, &inputs, engine)?;
+    let mut ok = true;
+    for (k, ((name, _), got)) in g.outputs.iter().zip(&outputs).enumerate() {
+        let p = dir.join(format!("output_{k}.pb"));
+        if !p.exists() {
+            println!("{name}: no reference ({} is absent)", p.display());
+            continue;
+        }
+        let want = read_tensor(&p)?;
+        match compare(got, &want, rtol, atol) {
+            Ok(c) => {
+                let verdict = if c.bad == 0 { "ok" } else { "MISMATCH" };
+                println!(
+                    "{name}: {verdict}  max abs err {:.3e}  max rel err {:.3e}  ({} of {} elements out of tolerance)",
+                    c.max_abs, c.max_rel, c.bad, c.count
+                );
+                ok &= c.bad == 0;
+            }
+            Err(e) => {
+                println!("{name}: MISMATCH  {e}");
+                ok = false;
+            }
+        }
+    }
+    println!("{}", if ok { "PASS" } else { "FAIL" });
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+struct Comparison {
+    max_abs: f64,
+    max_rel: f64,
+    bad: usize,
+    count: usize,
+}
+
+fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<Comparison> {
+    if got.shape() != want.shape() {
+        bail!("shape {:?}, expected {:?}", got.shape(), want.shape());
+    }
+    if got.dtype() != want.dtype() {
+        bail!("type {}, expected {}", got.dtype(), want.dtype());
+    }
+    let as_f64 = |t: &Tensor| -> Vec<f64> {
+        match t.cast(hlstm_ir::DType::F32) {
+            Tensor::F32(a) => a.iter().map(|&v| v as f64).collect(),
+            _ => unreachable!("cast to f32"),
+        }
+    };
+    let (g, w) = (as_f64(got), as_f64(want));
+    let mut c = Comparison {
+        max_abs: 0.0,
+        max_rel: 0.0,
+        bad: 0,
+        count: g.len(),
+    };
+    for (x, y) in g.iter().zip(&w) {
+        let d = if x == y { 0.0 } else { (x - y).abs() };
+        let d = if d.is_nan() { f64::INFINITY } else { d };
+        c.max_abs = c.max_abs.max(d);
+        if *y != 0.0 {
+            c.max_rel = c.max_rel.max(d / y.abs());
+        }
+        if d > atol + rtol * y.abs() {
+            c.bad += 1;
+        }
+    }
+    Ok(c)
+}
