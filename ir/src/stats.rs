@@ -76,7 +76,7 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
     let mut seen: HashSet<*const Constant> = HashSet::new();
     let (mut dense, mut nonzero) = (0f64, 0f64);
     collect(g, 1.0, false, &mut st, &mut seen, &mut dense, &mut nonzero);
-    let div = (steps * batch).max(1) as f64;
+    let div = (steps as f64 * batch as f64).max(1.0);
     st.macs_per_step_dense = dense / div;
     st.macs_per_step_nonzero = nonzero / div;
     st
@@ -136,7 +136,7 @@ fn collect(
                 let (Some(Some(a)), Some(Some(b))) = (ops.first(), ops.get(1)) else {
                     continue;
                 };
-                let out: f64 = dims_or_one(&node.results[0].ty).iter().product::<usize>() as f64;
+                let out: f64 = dims_or_one(&node.results[0].ty).iter().map(|&d| d as f64).product();
                 let a_dims = dims_or_one(g.value_type(*a));
                 let k = match &node.op {
                     Op::Gemm { trans_a: true, .. } => a_dims.first().copied().unwrap_or(1),

@@ -63,6 +63,7 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> KResult<Vec<usize>> {
 }
 
 fn bcast<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> KResult<ArrayD<T>> {
+    check_size(shape)?;
     a.broadcast(IxDyn(shape))
         .map(|v| v.to_owned())
         .ok_or_else(|| format!("cannot broadcast {:?} to {shape:?}", a.shape()))
@@ -74,6 +75,7 @@ fn zip2<A: Clone, B: Clone, C>(
     f: impl Fn(A, B) -> C,
 ) -> KResult<ArrayD<C>> {
     let shape = broadcast_shapes(a.shape(), b.shape())?;
+    check_size(&shape)?;
     let av = a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
     let bv = b.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
     Ok(Zip::from(&av)

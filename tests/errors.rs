@@ -1,0 +1,291 @@
+//! Bad input gets an error naming the problem (and the node and op where there is one), a
+//! non-zero exit, no panic and no partial output.
+
+mod common;
+use common::*;
+
+fn fails_with(o: &std::process::Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stdout:\n{}",
+        stdout(o)
+    );
+    assert!(!err.contains("panicked"), "panicked:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks '{n}':\n{err}");
+    }
+}
+
+fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn truncated_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/models/lstm_std_H64_X32_T8/model.onnx"
+    ))
+    .expect("fixture");
+    let p = dir.path().join("cut.onnx");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["cut.onnx", "not a valid ONNX model"],
+    );
+}
+
+#[test]
+fn not_onnx() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("notes.onnx");
+    std::fs::write(&p, "this is a text file, not a protobuf\n").expect("write");
+    fails_with(
+        &hlstmc(&["run", path_str(&p)]),
+        &["notes.onnx", "not a valid ONNX model"],
+    );
+}
+
+#[test]
+fn missing_file() {
+    fails_with(
+        &hlstmc(&["inspect", "/nonexistent/model.onnx"]),
+        &["/nonexistent/model.onnx"],
+    );
+}
+
+#[test]
+fn unknown_ops_are_all_listed_with_their_first_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(
+        17,
+        vec![value_info("X", 1, &[2, 3])],
+        vec![value_info("Z", 1, &[2, 3])],
+        vec![],
+        vec![
+            node("FancyOp", "first_fancy", &["X"], &["A"]),
+            node("FancyOp", "second_fancy", &["A"], &["B"]),
+            node("OtherOp", "other", &["B"], &["Z"]),
+        ],
+    );
+    let p = dir.path().join("m.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &[
+            "unsupported op types",
+            "FancyOp (first used by node 'first_fancy')",
+            "OtherOp (first used by node 'other')",
+        ],
+    );
+    assert!(!stderr(&hlstmc(&["inspect", path_str(&p)])).contains("second_fancy"));
+}
+
+#[test]
+fn missing_initializer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = linear_model();
+    m.graph
+        .as_mut()
+        .expect("graph")
+        .initializer
+        .retain(|t| t.name != "W");
+    let p = dir.path().join("m.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["node 'mm' (MatMul)", "input 'W' is not defined"],
+    );
+}
+
+#[test]
+fn shape_mismatch_in_model_names_the_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = linear_model();
+    let g = m.graph.as_mut().expect("graph");
+    g.initializer[0] = f32_tensor("W", &[5, 4], &[0.0; 20]);
+    let p = dir.path().join("m.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["node 'mm' (MatMul)", "inner dimensions differ"],
+    );
+}
+
+#[test]
+fn wrong_input_name_lists_the_real_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("m.onnx");
+    save(&linear_model(), &p);
+    let x = dir.path().join("x.npy");
+    write_npy_f32(&x, &[2, 3], &[0.0; 6]);
+    let arg = format!("Q={}", x.display());
+    fails_with(
+        &hlstmc(&["run", path_str(&p), "-i", &arg]),
+        &["no input named 'Q'", "inputs are: X"],
+    );
+}
+
+#[test]
+fn missing_input_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("m.onnx");
+    save(&linear_model(), &p);
+    fails_with(&hlstmc(&["run", path_str(&p)]), &["missing inputs: X"]);
+}
+
+#[test]
+fn wrong_input_shape_and_no_partial_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("m.onnx");
+    save(&linear_model(), &p);
+    let x = dir.path().join("x.npy");
+    write_npy_f32(&x, &[3, 2], &[0.0; 6]);
+    let out = dir.path().join("out");
+    let arg = format!("X={}", x.display());
+    fails_with(
+        &hlstmc(&["run", path_str(&p), "-i", &arg, "-o", path_str(&out)]),
+        &["input 'X' expects f32[2,3]", "[3, 2]"],
+    );
+    assert!(
+        !out.join("Y.npy").exists(),
+        "no output may be written on error"
+    );
+}
+
+#[test]
+fn run_writes_outputs_as_npy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("m.onnx");
+    save(&linear_model(), &p);
+    let x = dir.path().join("x.npy");
+    write_npy_f32(&x, &[2, 3], &[1.0, 0.0, 0.0, 0.0, 1.0, 2.0]);
+    let out = dir.path().join("out");
+    let arg = format!("X={}", x.display());
+    let o = hlstmc(&["run", path_str(&p), "-i", &arg, "-o", path_str(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = std::fs::File::open(out.join("Y.npy")).expect("Y.npy written");
+    let y: Vec<f32> = npyz::NpyFile::new(f).expect("npy").into_vec().expect("f32");
+    // Row 0 = W[0] + B; row 1 = W[1] + 2 W[2] + B, with W[i][j] = (4i + j) / 2 - 3.
+    let w = |i: usize, j: usize| (4 * i + j) as f32 * 0.5 - 3.0;
+    let b = [1.0, 2.0, 3.0, 4.0];
+    let want: Vec<f32> = (0..2)
+        .flat_map(|r| {
+            (0..4).map(move |j| {
+                if r == 0 {
+                    w(0, j) + b[j]
+                } else {
+                    w(1, j) + 2.0 * w(2, j) + b[j]
+                }
+            })
+        })
+        .collect();
+    assert_eq!(y, want);
+}
+
+fn external_model(
+    dir: &std::path::Path,
+    location: &str,
+    offset: Option<u64>,
+    length: Option<u64>,
+) -> std::path::PathBuf {
+    let mut m = linear_model();
+    let g = m.graph.as_mut().expect("graph");
+    let w = &mut g.initializer[0];
+    w.raw_data.clear();
+    w.data_location = protobuf::EnumOrUnknown::from_i32(1);
+    w.external_data = external(location, offset, length);
+    let p = dir.join("m.onnx");
+    save(&m, &p);
+    p
+}
+
+#[test]
+fn external_data_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w: Vec<u8> = (0..12)
+        .flat_map(|i| (i as f32 * 0.5 - 3.0).to_le_bytes())
+        .collect();
+    let mut blob = vec![0u8; 16];
+    blob.extend(&w);
+    std::fs::write(dir.path().join("weights.bin"), &blob).expect("write");
+    let p = external_model(dir.path(), "weights.bin", Some(16), Some(48));
+    let o = hlstmc(&["inspect", path_str(&p), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"params_nonzero\""));
+}
+
+#[test]
+fn external_data_outside_the_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = dir.path().join("model");
+    std::fs::create_dir(&inner).expect("mkdir");
+    std::fs::write(dir.path().join("secret.bin"), [0u8; 48]).expect("write");
+    let p = external_model(&inner, "../secret.bin", None, None);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["initializer 'W'", "leaves the model's folder"],
+    );
+    let p = external_model(&inner, "/etc/passwd", None, None);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["leaves the model's folder"],
+    );
+}
+
+#[test]
+fn external_data_beyond_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("w.bin"), [0u8; 40]).expect("write");
+    let p = external_model(dir.path(), "w.bin", Some(0), Some(48));
+    fails_with(&hlstmc(&["inspect", path_str(&p)]), &["beyond the end"]);
+    let p = external_model(dir.path(), "w.bin", Some(u64::MAX - 4), Some(48));
+    fails_with(&hlstmc(&["inspect", path_str(&p)]), &["beyond the end"]);
+}
+
+#[test]
+fn absurd_constant_of_shape_fails_before_allocating() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut shape = TensorProtoBuilder::i64("S", &[3], &[1 << 20, 1 << 20, 1 << 20]);
+    shape.name = "S".into();
+    let m = model(
+        17,
+        vec![value_info("X", 1, &[1])],
+        vec![value_info("Z", 1, &[])],
+        vec![shape],
+        vec![node("ConstantOfShape", "huge", &["S"], &["Z"])],
+    );
+    let p = dir.path().join("m.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["node 'huge' (ConstantOfShape)", "more than the limit"],
+    );
+}
+
+struct TensorProtoBuilder;
+impl TensorProtoBuilder {
+    fn i64(name: &str, dims: &[i64], data: &[i64]) -> onnx_protobuf::TensorProto {
+        let mut t = onnx_protobuf::TensorProto::new();
+        t.name = name.into();
+        t.dims = dims.to_vec();
+        t.data_type = 7;
+        t.int64_data = data.to_vec();
+        t
+    }
+}
+
+#[test]
+fn unsupported_opset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = linear_model();
+    m.opset_import[0].version = 3;
+    let p = dir.path().join("m.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["opset 3 is not supported"],
+    );
+}

@@ -1,0 +1,131 @@
+//! Every fixture model and every ONNX node test runs through the reference interpreter via
+//! `hlstmc run --test-data` and matches its stored reference outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn run_test_data(dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+        .arg("run")
+        .arg(dir.join("model.onnx"))
+        .arg("--test-data")
+        .arg(dir.join("test_data_set_0"))
+        .output()
+        .expect("the hlstmc binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("fixture folder")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_fixture_model_matches_reference_outputs() {
+    let dirs = subdirs(&fixtures().join("models"));
+    assert!(
+        dirs.len() >= 24,
+        "expected the fixture models, found {}",
+        dirs.len()
+    );
+    let failures: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| {
+            let (ok, text) = run_test_data(d);
+            (!ok).then(|| format!("{}:\n{text}", d.display()))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} models failed:\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n")
+    );
+}
+
+/// (name, Some(reason)) for tests the manifest marks unsupported.
+fn manifest() -> Vec<(String, Option<String>)> {
+    let text =
+        std::fs::read_to_string(fixtures().join("onnx-node-manifest.txt")).expect("manifest");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once(" unsupported:") {
+            Some((name, why)) => (name.to_string(), Some(why.trim().to_string())),
+            None => (l.to_string(), None),
+        })
+        .collect()
+}
+
+#[test]
+fn manifest_lists_exactly_the_node_tests() {
+    let on_disk: Vec<String> = subdirs(&fixtures().join("onnx-node"))
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    let listed: Vec<String> = manifest().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        on_disk, listed,
+        "tests/fixtures/onnx-node-manifest.txt is out of date"
+    );
+    for (name, why) in manifest() {
+        if why.is_some() {
+            assert!(
+                name.contains("int8"),
+                "{name} is marked unsupported, but only non-f32 tests may be"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_supported_node_test_matches_reference_outputs() {
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for (name, why) in manifest() {
+        let dir = fixtures().join("onnx-node").join(&name);
+        let (ok, text) = run_test_data(&dir);
+        match why {
+            None => {
+                ran += 1;
+                if !ok {
+                    failures.push(format!("{name}:\n{text}"));
+                }
+            }
+            Some(reason) => {
+                // An unsupported test must fail cleanly, naming the problem, and not pass by luck.
+                assert!(
+                    !ok,
+                    "{name} is marked unsupported ({reason}) but passes: update the manifest"
+                );
+                assert!(
+                    text.contains("error:") && text.contains("not supported"),
+                    "{name}: unclear error:\n{text}"
+                );
+                println!("{name}: unsupported ({reason})");
+            }
+        }
+    }
+    assert!(ran >= 140, "ran only {ran} node tests");
+    assert!(
+        failures.is_empty(),
+        "{} node tests failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
