@@ -34,12 +34,11 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-#[test]
-fn every_fixture_model_matches_reference_outputs() {
-    let dirs = subdirs(&fixtures().join("models"));
+fn check_all(folder: &str, at_least: usize) {
+    let dirs = subdirs(&fixtures().join(folder));
     assert!(
-        dirs.len() >= 24,
-        "expected the fixture models, found {}",
+        dirs.len() >= at_least,
+        "expected {at_least} models in {folder}, found {}",
         dirs.len()
     );
     let failures: Vec<String> = dirs
@@ -49,13 +48,26 @@ fn every_fixture_model_matches_reference_outputs() {
             (!ok).then(|| format!("{}:\n{text}", d.display()))
         })
         .collect();
+    let n = failures.len();
     assert!(
         failures.is_empty(),
-        "{} of {} models failed:\n{}",
-        failures.len(),
+        "{n} of {} models failed:\n{}",
         dirs.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_fixture_model_matches_reference_outputs() {
+    check_all("models", 24);
+}
+
+/// Models written by tools/gen_extra_fixtures.py: multi-layer, bidirectional and batch-first
+/// PyTorch LSTM/GRU/RNN exports, a two-hidden-layer H-LSTM, and ONNX LSTM attributes PyTorch
+/// never writes (layout 1, clip, input_forget, short sequence_lens, activations with parameters).
+#[test]
+fn every_extra_model_matches_reference_outputs() {
+    check_all("extra", 10);
 }
 
 /// (name, Some(reason)) for tests the manifest marks unsupported.
