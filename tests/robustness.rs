@@ -19,6 +19,14 @@ const MODELS: &[&str] = &[
     "models/torch_lstm_H64_X32_T8",
 ];
 
+/// 3000 cases per property; HLSTMC_FUZZ_CASES asks for more (for a longer local search).
+fn cases() -> u32 {
+    std::env::var("HLSTMC_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
+}
+
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -63,7 +71,7 @@ fn truncation_at_every_offset() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn flipped_bytes(which in 0..MODELS.len(), flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4)) {

@@ -440,9 +440,12 @@ pub fn slice(
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err("starts, ends, axes and steps differ in length".into());
     }
+    let norm: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<KResult<_>>()?;
+    if (1..norm.len()).any(|i| norm[..i].contains(&norm[i])) {
+        return Err(format!("slice axes {axes:?} repeat an axis"));
+    }
     let mut out = x.clone();
-    for i in 0..starts.len() {
-        let ax = norm_axis(axes[i], rank)?;
+    for (i, &ax) in norm.iter().enumerate() {
         let dim = x.shape()[ax] as i64;
         let step = steps[i];
         if step == 0 {

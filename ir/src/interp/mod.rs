@@ -294,6 +294,9 @@ fn stack_steps(
             )
         }
     };
+    let mut full = vec![slots.len()];
+    full.extend(&proto.1);
+    k::check_size(&full)?;
     let parts: Vec<Tensor> = slots
         .into_iter()
         .map(|s| s.unwrap_or_else(|| Tensor::zeros(proto.0, &proto.1)))

@@ -427,10 +427,10 @@ fn expand(
             return Ok(z);
         }
         let z = match b_known {
-            Some(bn) => ctx.constant(
-                &format!("{label}/zero_state"),
-                Tensor::zeros(DType::F32, &[bn, h]),
-            ),
+            Some(bn) => {
+                hlstm_ir::interp::kernels::check_size(&[bn, h])?;
+                ctx.constant(&format!("{label}/zero_state"), Tensor::zeros(DType::F32, &[bn, h]))
+            }
             None => {
                 let bsz = ctx.add1(
                     &format!("{label}/batch"),
