@@ -1,1 +1,12 @@
-//! placeholder
+//! hlstm-passes: the pass manager, its instrumentation (dumps, timing, statistics, per-pass
+//! verification), and the passes that optimize the graph IR.
+
+pub mod dce;
+pub mod fold;
+pub mod manager;
+pub mod registry;
+pub mod simplify;
+pub mod verify_each;
+
+pub use manager::{Instrumentation, Pass, PassManager, PassReport, PipelineLog};
+pub use registry::{DEFAULT_PIPELINE, lookup, pass_names};

@@ -1,0 +1,23 @@
+//! Every pass by name, and the default pipeline.
+
+use crate::manager::Pass;
+
+/// The default pipeline, in order (`hlstmc passes` lists it).
+pub const DEFAULT_PIPELINE: &[&str] = &["fold-constants", "simplify", "dce"];
+
+fn all() -> Vec<Box<dyn Pass>> {
+    vec![Box::new(crate::fold::FoldConstants), Box::new(crate::simplify::Simplify), Box::new(crate::dce::Dce)]
+}
+
+pub fn lookup(name: &str) -> Option<Box<dyn Pass>> {
+    all().into_iter().find(|p| p.name() == name)
+}
+
+pub fn pass_names() -> Vec<&'static str> {
+    all().iter().map(|p| p.name()).collect()
+}
+
+/// (name, description) of every pass, for `hlstmc passes`.
+pub fn describe() -> Vec<(&'static str, &'static str)> {
+    all().iter().map(|p| (p.name(), p.description())).collect()
+}
