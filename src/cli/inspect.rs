@@ -23,6 +23,11 @@ pub struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Inspect the graph after the optimization pipeline rather than as imported.
+    #[arg(long)]
+    pub optimized: bool,
+    #[command(flatten)]
+    pub opt: super::optimize::OptArgs,
 }
 
 fn ios(g: &Graph, inputs: bool) -> Vec<(String, TensorType)> {
@@ -57,7 +62,10 @@ fn io_json(list: &[(String, TensorType)]) -> serde_json::Value {
 }
 
 pub fn main(a: InspectArgs) -> Result<ExitCode> {
-    let g = super::load_model(&a.model)?;
+    let mut g = super::load_model(&a.model)?;
+    if a.optimized {
+        super::optimize::optimize(&mut g, &a.opt)?;
+    }
     let st = graph_stats(&g);
     let (inputs, outputs) = (ios(&g, true), ios(&g, false));
     if a.json {

@@ -2,6 +2,9 @@
 
 mod inspect;
 mod io;
+mod opt;
+mod optimize;
+mod passes;
 mod print_ir;
 mod run;
 
@@ -31,6 +34,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     Run(run::RunArgs),
     PrintIr(print_ir::PrintIrArgs),
+    Opt(opt::OptCmdArgs),
+    Passes(passes::PassesArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -38,6 +43,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
         Command::PrintIr(a) => print_ir::main(a),
+        Command::Opt(a) => opt::main(a),
+        Command::Passes(a) => passes::main(a),
     }
 }
 

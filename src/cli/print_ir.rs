@@ -1,24 +1,58 @@
 //! `hlstmc print-ir`: the imported graph IR as text.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use hlstm_ir::Graph;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Print the imported graph IR as `.hir` text.
+/// Print the imported graph IR as `.hir` text (docs/hir.md), before any optimization.
 ///
-/// Large weights are printed by content hash; `--weights FILE` writes their data to a side file
-/// so that the text can be parsed back.
+/// Constants of more than 16 elements are printed by content hash. With `-o FILE` the text goes
+/// to FILE and the data of those constants to FILE.weights, so that the IR parses back whole.
 ///
-/// Example: hlstmc print-ir model.onnx > model.hir
+/// Examples:
+///   hlstmc print-ir model.onnx
+///   hlstmc print-ir model.onnx -o model.hir     (writes model.hir and model.hir.weights)
 #[derive(Args)]
 pub struct PrintIrArgs {
     /// The ONNX model.
     pub model: PathBuf,
+    /// Write the IR to FILE (and its weights to FILE.weights) instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 pub fn main(a: PrintIrArgs) -> Result<ExitCode> {
     let g = super::load_model(&a.model)?;
-    print!("{}", hlstm_ir::text::print(&g));
+    emit(&g, a.output.as_deref())
+}
+
+/// Prints IR to stdout, or writes it and its weight side file (both whole, or neither).
+pub fn emit(g: &Graph, output: Option<&Path>) -> Result<ExitCode> {
+    match output {
+        None => print!("{}", hlstm_ir::text::print(g)),
+        Some(path) => {
+            let (text, store) = hlstm_ir::text::print_with_weights(g);
+            let weights = hlstm_ir::text::side_file_path(path);
+            let tmp_text = path.with_extension("hir.partial");
+            let tmp_weights = weights.with_extension("weights.partial");
+            let written = std::fs::write(&tmp_text, text)
+                .with_context(|| format!("cannot write {}", path.display()))
+                .and_then(|_| {
+                    store
+                        .save(&tmp_weights)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", weights.display()))
+                });
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp_text);
+                let _ = std::fs::remove_file(&tmp_weights);
+                return Err(e);
+            }
+            std::fs::rename(&tmp_text, path)?;
+            std::fs::rename(&tmp_weights, &weights)?;
+            eprintln!("wrote {} and {}", path.display(), weights.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,8 @@ pub enum Engine {
 /// DIR/output_K.pb and prints the largest absolute and relative error per output. It exits 0 only
 /// if every element satisfies |got - want| <= atol + rtol * |want|.
 ///
+/// The default optimization pipeline runs first; -O0 runs the imported graph as it is.
+///
 /// Examples:
 ///   hlstmc run model.onnx -i X=x.npy -o out/
 ///   hlstmc run model.onnx --test-data model_dir/test_data_set_0
@@ -48,10 +50,13 @@ pub struct RunArgs {
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value = "interp")]
     pub engine: Engine,
+    #[command(flatten)]
+    pub opt: super::optimize::OptArgs,
 }
 
 pub fn main(a: RunArgs) -> Result<ExitCode> {
-    let g = super::load_model(&a.model)?;
+    let mut g = super::load_model(&a.model)?;
+    super::optimize::optimize(&mut g, &a.opt)?;
     if let Some(dir) = &a.test_data {
         return check_test_data(&g, dir, a.rtol, a.atol, a.engine);
     }

@@ -1,0 +1,70 @@
+//! Optimization flags shared by `opt`, `run` and `inspect`, and the call into the pass manager.
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use hlstm_ir::Graph;
+use hlstm_passes::{DEFAULT_PIPELINE, Instrumentation, PassManager};
+use std::path::PathBuf;
+
+#[derive(Args, Clone, Debug)]
+pub struct OptArgs {
+    /// Optimization level: -O0 runs no pass; -O1 (the default) runs the default pipeline.
+    #[arg(short = 'O', value_name = "LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub opt_level: u8,
+    /// Run these passes, in this order, instead of the default pipeline (see `hlstmc passes`).
+    #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
+    pub passes: Option<Vec<String>>,
+    /// Print the IR after every pass (to stderr).
+    #[arg(long)]
+    pub print_after_all: bool,
+    /// Print the IR before the named passes.
+    #[arg(long, value_delimiter = ',', value_name = "PASS")]
+    pub print_before: Vec<String>,
+    /// Print the IR after the named passes.
+    #[arg(long, value_delimiter = ',', value_name = "PASS")]
+    pub print_after: Vec<String>,
+    /// Write the IR after each pass to DIR/NN-<pass>.hir, with what each pass adds.
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
+    /// Print a table of the time each pass took (to stderr).
+    #[arg(long)]
+    pub time_passes: bool,
+    /// Print per-pass statistics: nodes, weights, nonzeros and multiply-adds before and after.
+    #[arg(long)]
+    pub stats: bool,
+    /// After each pass, run the verifier and compare the interpreter's outputs on random inputs
+    /// before and after; name the pass that changed the numbers.
+    #[arg(long)]
+    pub verify_each: bool,
+}
+
+impl OptArgs {
+    /// The pipeline these flags select.
+    pub fn pipeline(&self) -> Vec<String> {
+        match (&self.passes, self.opt_level) {
+            (Some(p), _) => p.clone(),
+            (None, 0) => Vec::new(),
+            (None, _) => DEFAULT_PIPELINE.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Runs the selected pipeline on `g` with the requested instrumentation.
+pub fn optimize(g: &mut Graph, a: &OptArgs) -> Result<()> {
+    let names = a.pipeline();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let inst = Instrumentation {
+        print_before: a.print_before.clone(),
+        print_after: a.print_after.clone(),
+        print_after_all: a.print_after_all,
+        dump_dir: a.dump_dir.clone(),
+        time_passes: a.time_passes,
+        stats: a.stats,
+        verify_each: a.verify_each,
+        rtol: 1e-3,
+        atol: 1e-4,
+    };
+    let pm = PassManager::new(&refs, inst).map_err(|e| anyhow!(e))?;
+    pm.run(g, &mut std::io::stderr()).map_err(|e| anyhow!(e))?;
+    Ok(())
+}

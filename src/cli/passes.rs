@@ -1,0 +1,29 @@
+//! `hlstmc passes`: the default pipeline and every pass, one line each.
+
+use anyhow::Result;
+use clap::Args;
+use std::process::ExitCode;
+
+/// List the passes: the default pipeline in order, then every pass with what it does.
+///
+/// Example: hlstmc passes
+#[derive(Args)]
+pub struct PassesArgs {}
+
+pub fn main(_: PassesArgs) -> Result<ExitCode> {
+    println!(
+        "default pipeline: {}",
+        hlstm_passes::DEFAULT_PIPELINE.join(",")
+    );
+    println!();
+    for (name, what) in hlstm_passes::registry::describe() {
+        let mark = if hlstm_passes::DEFAULT_PIPELINE.contains(&name) {
+            "*"
+        } else {
+            " "
+        };
+        println!("{mark} {name:<18} {what}");
+    }
+    println!("\n(* = in the default pipeline)");
+    Ok(ExitCode::SUCCESS)
+}
