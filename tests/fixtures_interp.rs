@@ -8,9 +8,21 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// Runs `hlstmc run --test-data` twice: at -O0 (the interpreter on the imported graph, the
+/// oracle) and with the default optimization pipeline. Both must match the reference.
 fn run_test_data(dir: &Path) -> (bool, String) {
+    let (ok0, text0) = run_test_data_with(dir, &["-O0"]);
+    let (ok1, text1) = run_test_data_with(dir, &[]);
+    (
+        ok0 && ok1,
+        format!("-O0:\n{text0}\ndefault pipeline:\n{text1}"),
+    )
+}
+
+fn run_test_data_with(dir: &Path, flags: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hlstmc"))
         .arg("run")
+        .args(flags)
         .arg(dir.join("model.onnx"))
         .arg("--test-data")
         .arg(dir.join("test_data_set_0"))

@@ -20,7 +20,11 @@ impl Pass for Dce {
     fn run(&self, g: &mut Graph) -> Result<PassReport, String> {
         let mut report = PassReport::default();
         let (nodes, steps, invariants) = dce_graph(g);
-        for (k, v) in [("nodes removed", nodes), ("step outputs removed", steps), ("invariants removed", invariants)] {
+        for (k, v) in [
+            ("nodes removed", nodes),
+            ("step outputs removed", steps),
+            ("invariants removed", invariants),
+        ] {
             if v > 0 {
                 report.counters.insert(k.into(), v);
                 report.changed = true;
@@ -31,7 +35,9 @@ impl Pass for Dce {
 }
 
 fn has_users(g: &Graph, n: NodeIndex, slot: usize) -> bool {
-    g.nodes.edges_directed(n, Direction::Outgoing).any(|e| e.weight().out_slot == slot)
+    g.nodes
+        .edges_directed(n, Direction::Outgoing)
+        .any(|e| e.weight().out_slot == slot)
         || g.outputs.iter().any(|(_, v)| v.node == n && v.slot == slot)
 }
 
@@ -40,7 +46,11 @@ pub fn dce_graph(g: &mut Graph) -> (usize, usize, usize) {
     let (mut nodes, mut steps, mut invs) = (0, 0, 0);
     loop {
         let mut changed = false;
-        let recs: Vec<NodeIndex> = g.nodes.node_indices().filter(|&n| matches!(g.nodes[n].op, Op::Recurrence(_))).collect();
+        let recs: Vec<NodeIndex> = g
+            .nodes
+            .node_indices()
+            .filter(|&n| matches!(g.nodes[n].op, Op::Recurrence(_)))
+            .collect();
         for n in recs {
             let s = trim_step_outputs(g, n);
             let (a, b, c) = match &mut g.nodes[n].op {
@@ -60,7 +70,10 @@ pub fn dce_graph(g: &mut Graph) -> (usize, usize, usize) {
             .filter(|&n| {
                 !matches!(g.nodes[n].op, Op::Input)
                     && !outputs.contains(&n)
-                    && g.nodes.neighbors_directed(n, Direction::Outgoing).next().is_none()
+                    && g.nodes
+                        .neighbors_directed(n, Direction::Outgoing)
+                        .next()
+                        .is_none()
             })
             .collect();
         nodes += dead.len();
@@ -91,7 +104,12 @@ fn trim_step_outputs(g: &mut Graph, n: NodeIndex) -> usize {
             r.body.outputs.remove(slot);
         }
         g.nodes[n].results.remove(slot);
-        let later: Vec<_> = g.nodes.edges_directed(n, Direction::Outgoing).filter(|e| e.weight().out_slot > slot).map(|e| e.id()).collect();
+        let later: Vec<_> = g
+            .nodes
+            .edges_directed(n, Direction::Outgoing)
+            .filter(|e| e.weight().out_slot > slot)
+            .map(|e| e.id())
+            .collect();
         for e in later {
             if let Some(w) = g.nodes.edge_weight_mut(e) {
                 w.out_slot -= 1;
@@ -119,7 +137,12 @@ fn trim_invariants(g: &mut Graph, n: NodeIndex) -> usize {
         let unused = match &g.nodes[n].op {
             Op::Recurrence(r) => {
                 let b = r.body.inputs[idx];
-                r.body.nodes.neighbors_directed(b, Direction::Outgoing).next().is_none() && !r.body.outputs.iter().any(|(_, v)| v.node == b)
+                r.body
+                    .nodes
+                    .neighbors_directed(b, Direction::Outgoing)
+                    .next()
+                    .is_none()
+                    && !r.body.outputs.iter().any(|(_, v)| v.node == b)
             }
             _ => false,
         };
@@ -131,7 +154,11 @@ fn trim_invariants(g: &mut Graph, n: NodeIndex) -> usize {
             r.body.nodes.remove_node(b);
             r.num_invariant -= 1;
         }
-        let edges: Vec<_> = g.nodes.edges_directed(n, Direction::Incoming).map(|e| (e.id(), e.weight().in_slot)).collect();
+        let edges: Vec<_> = g
+            .nodes
+            .edges_directed(n, Direction::Incoming)
+            .map(|e| (e.id(), e.weight().in_slot))
+            .collect();
         for (e, in_slot) in edges {
             if in_slot == idx {
                 g.nodes.remove_edge(e);

@@ -53,7 +53,8 @@ fn fold_graph(g: &mut Graph) -> Result<usize, String> {
         let Some(vals) = vals else { continue };
         let refs: Vec<Option<&Tensor>> = vals.iter().map(|v| v.as_ref()).collect();
         let node = &g.nodes[n];
-        let results = eval_op(&node.op, &refs).map_err(|e| format!("node '{}' ({}): {e}", node.name, node.op.kind()))?;
+        let results = eval_op(&node.op, &refs)
+            .map_err(|e| format!("node '{}' ({}): {e}", node.name, node.op.kind()))?;
         if results.iter().any(|t| t.len() > MAX_FOLDED_ELEMENTS) {
             continue;
         }

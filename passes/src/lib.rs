@@ -5,6 +5,7 @@ pub mod dce;
 pub mod fold;
 pub mod manager;
 pub mod registry;
+pub mod saturate;
 pub mod simplify;
 pub mod verify_each;
 

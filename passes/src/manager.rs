@@ -27,6 +27,8 @@ pub trait Pass {
     /// One line for `hlstmc passes`.
     fn description(&self) -> &'static str;
     fn run(&self, g: &mut Graph) -> Result<PassReport, String>;
+    /// Takes options from the instrumentation (for example, whether to dump e-graphs).
+    fn configure(&mut self, _inst: &Instrumentation) {}
 }
 
 /// Which instrumentation to apply; the defaults print nothing.
@@ -39,6 +41,8 @@ pub struct Instrumentation {
     pub time_passes: bool,
     pub stats: bool,
     pub verify_each: bool,
+    /// Write each saturation run's e-graph as Graphviz text into the dump folder.
+    pub dump_egraph: bool,
     /// Tolerances for --verify-each (the same rule as `run --test-data`).
     pub rtol: f64,
     pub atol: f64,
@@ -58,7 +62,12 @@ impl Snapshot {
         let st = graph_stats(g);
         let mut nodes = 0;
         g.walk(&mut |_, _, _| nodes += 1);
-        Snapshot { nodes, weights: st.params_dense, nonzeros: st.params_nonzero, macs_nonzero: st.macs_per_step_nonzero }
+        Snapshot {
+            nodes,
+            weights: st.params_dense,
+            nonzeros: st.params_nonzero,
+            macs_nonzero: st.macs_per_step_nonzero,
+        }
     }
 }
 
@@ -87,13 +96,20 @@ impl PassManager {
     pub fn new(names: &[&str], inst: Instrumentation) -> Result<PassManager, String> {
         let mut passes = Vec::new();
         for n in names {
-            passes.push(crate::registry::lookup(n).ok_or_else(|| {
-                format!("unknown pass '{n}'; the passes are: {}", crate::registry::pass_names().join(", "))
-            })?);
+            let mut p = crate::registry::lookup(n).ok_or_else(|| {
+                format!(
+                    "unknown pass '{n}'; the passes are: {}",
+                    crate::registry::pass_names().join(", ")
+                )
+            })?;
+            p.configure(&inst);
+            passes.push(p);
         }
         for p in inst.print_before.iter().chain(&inst.print_after) {
             if crate::registry::lookup(p).is_none() {
-                return Err(format!("unknown pass '{p}' in a --print-before/--print-after flag"));
+                return Err(format!(
+                    "unknown pass '{p}' in a --print-before/--print-after flag"
+                ));
             }
         }
         Ok(PassManager { passes, inst })
@@ -107,7 +123,8 @@ impl PassManager {
     pub fn run(&self, g: &mut Graph, err: &mut dyn Write) -> Result<PipelineLog, String> {
         let mut log = PipelineLog::default();
         if let Some(dir) = &self.inst.dump_dir {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             write_file(dir, "00-input.hir", &hlstm_ir::text::print(g))?;
         }
         for (i, pass) in self.passes.iter().enumerate() {
@@ -116,26 +133,46 @@ impl PassManager {
                 dump(err, &format!("IR Dump Before {name}"), g);
             }
             let before = Snapshot::of(g);
-            let reference = if self.inst.verify_each { Some(g.clone()) } else { None };
+            let reference = if self.inst.verify_each {
+                Some(g.clone())
+            } else {
+                None
+            };
             let start = Instant::now();
-            let report = pass.run(g).map_err(|e| format!("pass '{name}' failed: {e}"))?;
+            let report = pass
+                .run(g)
+                .map_err(|e| format!("pass '{name}' failed: {e}"))?;
             let time = start.elapsed();
             if let Some(reference) = reference {
-                hlstm_ir::verify::verify(g).map_err(|e| format!("--verify-each: after pass '{name}' the graph is ill-formed: {e}"))?;
+                hlstm_ir::verify::verify(g).map_err(|e| {
+                    format!("--verify-each: after pass '{name}' the graph is ill-formed: {e}")
+                })?;
                 crate::verify_each::same_numbers(&reference, g, self.inst.rtol, self.inst.atol)
-                    .map_err(|e| format!("--verify-each: pass '{name}' changed the numbers: {e}"))?;
+                    .map_err(|e| {
+                        format!("--verify-each: pass '{name}' changed the numbers: {e}")
+                    })?;
             }
             if self.inst.print_after_all || self.inst.print_after.iter().any(|p| p == name) {
                 dump(err, &format!("IR Dump After {name}"), g);
             }
             if let Some(dir) = &self.inst.dump_dir {
-                write_file(dir, &format!("{:02}-{name}.hir", i + 1), &hlstm_ir::text::print(g))?;
+                write_file(
+                    dir,
+                    &format!("{:02}-{name}.hir", i + 1),
+                    &hlstm_ir::text::print(g),
+                )?;
                 for (suffix, text) in &report.artifacts {
                     write_file(dir, &format!("{:02}-{name}.{suffix}", i + 1), text)?;
                 }
             }
             let after = Snapshot::of(g);
-            log.runs.push(PassRun { name: name.to_string(), time, before, after, report });
+            log.runs.push(PassRun {
+                name: name.to_string(),
+                time,
+                before,
+                after,
+                report,
+            });
         }
         if self.inst.time_passes {
             let _ = err.write_all(time_table(&log).as_bytes());
@@ -160,20 +197,36 @@ fn dump(err: &mut dyn Write, title: &str, g: &Graph) {
 
 pub fn time_table(log: &PipelineLog) -> String {
     let total: Duration = log.runs.iter().map(|r| r.time).sum();
-    let mut s = String::from("===-------------------------------------------------------------------------===\n");
+    let mut s = String::from(
+        "===-------------------------------------------------------------------------===\n",
+    );
     let _ = writeln!(s, "                         Pass execution timing report");
     let _ = writeln!(s, "  Total: {:.3} ms", total.as_secs_f64() * 1e3);
     let _ = writeln!(s, "  {:>10}  {:>6}  pass", "time (ms)", "%");
     for r in &log.runs {
-        let pct = if total.is_zero() { 0.0 } else { 100.0 * r.time.as_secs_f64() / total.as_secs_f64() };
-        let _ = writeln!(s, "  {:>10.3}  {:>5.1}%  {}", r.time.as_secs_f64() * 1e3, pct, r.name);
+        let pct = if total.is_zero() {
+            0.0
+        } else {
+            100.0 * r.time.as_secs_f64() / total.as_secs_f64()
+        };
+        let _ = writeln!(
+            s,
+            "  {:>10.3}  {:>5.1}%  {}",
+            r.time.as_secs_f64() * 1e3,
+            pct,
+            r.name
+        );
     }
     s
 }
 
 pub fn stats_table(log: &PipelineLog) -> String {
     let mut s = String::from("Pass statistics (before -> after):\n");
-    let _ = writeln!(s, "  {:<22} {:>15} {:>19} {:>19} {:>21}", "pass", "nodes", "weights", "nonzeros", "macs/step nonzero");
+    let _ = writeln!(
+        s,
+        "  {:<22} {:>15} {:>19} {:>19} {:>21}",
+        "pass", "nodes", "weights", "nonzeros", "macs/step nonzero"
+    );
     for r in &log.runs {
         let (b, a) = (r.before, r.after);
         let _ = writeln!(

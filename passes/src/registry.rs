@@ -3,10 +3,15 @@
 use crate::manager::Pass;
 
 /// The default pipeline, in order (`hlstmc passes` lists it).
-pub const DEFAULT_PIPELINE: &[&str] = &["fold-constants", "simplify", "dce"];
+pub const DEFAULT_PIPELINE: &[&str] = &["fold-constants", "simplify", "saturate", "dce"];
 
 fn all() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(crate::fold::FoldConstants), Box::new(crate::simplify::Simplify), Box::new(crate::dce::Dce)]
+    vec![
+        Box::new(crate::fold::FoldConstants),
+        Box::new(crate::simplify::Simplify),
+        Box::new(crate::saturate::Saturate::default()),
+        Box::new(crate::dce::Dce),
+    ]
 }
 
 pub fn lookup(name: &str) -> Option<Box<dyn Pass>> {

@@ -35,7 +35,16 @@ fn is_noop(g: &Graph, n: petgraph::stable_graph::NodeIndex) -> Option<Value> {
     };
     match &node.op {
         Op::Identity => Some(x),
-        Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Flatten { .. } | Op::Expand | Op::Cast { .. } if same_type() => Some(x),
+        Op::Reshape { .. }
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::Flatten { .. }
+        | Op::Expand
+        | Op::Cast { .. }
+            if same_type() =>
+        {
+            Some(x)
+        }
         Op::Transpose { perm: Some(p) } if p.iter().enumerate().all(|(i, &j)| i == j) => Some(x),
         Op::Concat { .. } if ops.len() == 1 => Some(x),
         _ => None,

@@ -23,11 +23,21 @@ pub fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
         .iter()
         .map(|&i| {
             let ty = &g.nodes[i].results[0].ty;
-            let dims: Vec<usize> = ty.shape.clone().unwrap_or_default().iter().map(|d| if let Dim::Known(n) = d { *n } else { 2 }).collect();
+            let dims: Vec<usize> = ty
+                .shape
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|d| if let Dim::Known(n) = d { *n } else { 2 })
+                .collect();
             let n: usize = dims.iter().product();
             match ty.dtype {
-                DType::F32 => Tensor::from_f32(&dims, (0..n).map(|_| s.next()).collect()).expect("sized"),
-                DType::Bool => Tensor::Bool(ndarray::ArrayD::from_elem(ndarray::IxDyn(&dims), true)),
+                DType::F32 => {
+                    Tensor::from_f32(&dims, (0..n).map(|_| s.next()).collect()).expect("sized")
+                }
+                DType::Bool => {
+                    Tensor::Bool(ndarray::ArrayD::from_elem(ndarray::IxDyn(&dims), true))
+                }
                 d => Tensor::zeros(d, &dims),
             }
         })
@@ -36,19 +46,35 @@ pub fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
 
 /// Runs both graphs on the same random inputs; Ok when they agree (or the reference cannot run
 /// on random inputs at all, which is reported as a skip by returning Ok).
-pub fn same_numbers(reference: &Graph, candidate: &Graph, rtol: f64, atol: f64) -> Result<(), String> {
+pub fn same_numbers(
+    reference: &Graph,
+    candidate: &Graph,
+    rtol: f64,
+    atol: f64,
+) -> Result<(), String> {
     let inputs = random_inputs(reference, 0x9e37_79b9_7f4a_7c15);
-    let Ok(want) = hlstm_ir::interp::run(reference, &inputs) else { return Ok(()) };
-    let got = hlstm_ir::interp::run(candidate, &inputs).map_err(|e| format!("the optimized graph fails to run: {e}"))?;
+    let Ok(want) = hlstm_ir::interp::run(reference, &inputs) else {
+        return Ok(());
+    };
+    let got = hlstm_ir::interp::run(candidate, &inputs)
+        .map_err(|e| format!("the optimized graph fails to run: {e}"))?;
     if got.len() != want.len() {
         return Err(format!("{} outputs, expected {}", got.len(), want.len()));
     }
     for ((name, _), (g, w)) in reference.outputs.iter().zip(got.iter().zip(&want)) {
         if g.shape() != w.shape() || g.dtype() != w.dtype() {
-            return Err(format!("output '{name}' is {}{:?}, expected {}{:?}", g.dtype(), g.shape(), w.dtype(), w.shape()));
+            return Err(format!(
+                "output '{name}' is {}{:?}, expected {}{:?}",
+                g.dtype(),
+                g.shape(),
+                w.dtype(),
+                w.shape()
+            ));
         }
         let (gf, wf) = (g.cast(DType::F32), w.cast(DType::F32));
-        let (Some(ga), Some(wa)) = (gf.as_f32(), wf.as_f32()) else { continue };
+        let (Some(ga), Some(wa)) = (gf.as_f32(), wf.as_f32()) else {
+            continue;
+        };
         for (i, (x, y)) in ga.iter().zip(wa.iter()).enumerate() {
             let d = (*x as f64 - *y as f64).abs();
             if d.is_nan() && !(x.is_nan() && y.is_nan()) || d > atol + rtol * (*y as f64).abs() {

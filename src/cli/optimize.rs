@@ -32,6 +32,10 @@ pub struct OptArgs {
     /// Print per-pass statistics: nodes, weights, nonzeros and multiply-adds before and after.
     #[arg(long)]
     pub stats: bool,
+    /// With --dump-dir: also write each saturation run's e-graph as Graphviz (.dot, and .svg
+    /// where the `dot` program is installed).
+    #[arg(long)]
+    pub dump_egraph: bool,
     /// After each pass, run the verifier and compare the interpreter's outputs on random inputs
     /// before and after; name the pass that changed the numbers.
     #[arg(long)]
@@ -61,6 +65,7 @@ pub fn optimize(g: &mut Graph, a: &OptArgs) -> Result<()> {
         time_passes: a.time_passes,
         stats: a.stats,
         verify_each: a.verify_each,
+        dump_egraph: a.dump_egraph,
         rtol: 1e-3,
         atol: 1e-4,
     };

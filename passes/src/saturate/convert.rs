@@ -1,0 +1,218 @@
+//! Between the graph IR and the e-graph: one level of a graph (recurrence bodies are saturated
+//! separately) becomes e-nodes under an `outputs` root; the extracted expression becomes a graph
+//! again, with the same inputs in the same order and the same output names.
+
+use super::analysis::{HEGraph, OpEntry, Tables, TensorAnalysis};
+use super::lang::{ConcatAxis, ConstKey, HLang, OpKey, VarKey};
+use egg::{Id, Language, RecExpr};
+use hlstm_ir::shape::{Operand, infer};
+use hlstm_ir::{BinOp, Graph, Op, Tensor, TensorType, Value, ValueInfo};
+use std::collections::HashMap;
+
+/// Builds the e-graph of one graph level (whose first `carried` inputs are carried state, in a
+/// recurrence body); returns it with the root class.
+pub fn to_egraph(g: &Graph, carried: usize, fold_limit: usize) -> Result<(HEGraph, Id), String> {
+    let mut tables = Tables {
+        num_carried: carried,
+        ..Tables::default()
+    };
+    for &i in &g.inputs {
+        tables.inputs.push(g.nodes[i].results[0].clone());
+    }
+    let mut eg = HEGraph::new(TensorAnalysis { tables, fold_limit });
+    let mut ids: HashMap<Value, Id> = HashMap::new();
+    for (k, &i) in g.inputs.iter().enumerate() {
+        ids.insert(
+            Value { node: i, slot: 0 },
+            eg.add(HLang::Input(VarKey(k as u32))),
+        );
+    }
+    let none = eg.add(HLang::NoOperand);
+    let order = g.topo_order().map_err(|n| format!("cycle through '{n}'"))?;
+    for n in order {
+        let node = &g.nodes[n];
+        let operand_ids: Vec<Id> = g
+            .operands(n)
+            .iter()
+            .map(|o| o.map_or(none, |v| ids[&v]))
+            .collect();
+        match &node.op {
+            Op::Input => {}
+            Op::Const(c) => {
+                let k = eg
+                    .analysis
+                    .tables
+                    .add_const(c.name.clone(), c.value.clone());
+                ids.insert(Value { node: n, slot: 0 }, eg.add(HLang::Const(k)));
+            }
+            op => {
+                let two = || [operand_ids[0], operand_ids[1]];
+                let enode = match op {
+                    Op::MatMul if operand_ids.len() == 2 => Some(HLang::MatMul(two())),
+                    Op::Binary(BinOp::Add) => Some(HLang::Add(two())),
+                    Op::Binary(BinOp::Sub) => Some(HLang::Sub(two())),
+                    Op::Binary(BinOp::Mul) => Some(HLang::Mul(two())),
+                    Op::Concat { axis } => {
+                        Some(HLang::Concat(ConcatAxis(*axis), operand_ids.clone()))
+                    }
+                    _ => None,
+                };
+                match enode {
+                    Some(e) => {
+                        ids.insert(Value { node: n, slot: 0 }, eg.add(e));
+                    }
+                    None => {
+                        let t = &mut eg.analysis.tables;
+                        t.ops.push(OpEntry {
+                            name: node.name.clone(),
+                            op: op.clone(),
+                            results: node.results.clone(),
+                        });
+                        let key = t.ops.len() as u32 - 1;
+                        for slot in 0..node.results.len() {
+                            let id = eg.add(HLang::Op(
+                                OpKey {
+                                    op: key,
+                                    slot: slot as u32,
+                                },
+                                operand_ids.clone(),
+                            ));
+                            ids.insert(Value { node: n, slot }, id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let outs: Vec<Id> = g.outputs.iter().map(|(_, v)| ids[v]).collect();
+    let root = eg.add(HLang::Outputs(outs.into_boxed_slice()));
+    eg.rebuild();
+    Ok((eg, root))
+}
+
+/// Rebuilds a graph from an extracted expression; `like` supplies inputs and output names.
+pub fn from_expr(expr: &RecExpr<HLang>, tables: &Tables, like: &Graph) -> Result<Graph, String> {
+    let mut g = Graph::new();
+    for &i in &like.inputs {
+        let info = &like.nodes[i].results[0];
+        g.add_input(&info.name, info.ty.clone());
+    }
+    let inputs = g.inputs.clone();
+    let mut vals: Vec<Option<Value>> = Vec::with_capacity(expr.as_ref().len());
+    // Multi-result ops: one graph node for every (op, operands) pair.
+    let mut op_nodes: HashMap<(u32, Vec<Id>), petgraph::stable_graph::NodeIndex> = HashMap::new();
+    let mut const_nodes: HashMap<ConstKey, Value> = HashMap::new();
+    let mut fresh = 0usize;
+    for (i, enode) in expr.as_ref().iter().enumerate() {
+        let child = |c: &Id| vals[usize::from(*c)];
+        let v = match enode {
+            HLang::NoOperand => None,
+            HLang::Input(k) => Some(Value {
+                node: inputs[k.0 as usize],
+                slot: 0,
+            }),
+            HLang::Const(k) => Some(*const_nodes.entry(*k).or_insert_with(|| {
+                let c = &tables.consts[k.0 as usize];
+                g.add_const(&c.name, (*c.value).clone())
+            })),
+            HLang::Outputs(children) => {
+                for ((name, _), c) in like.outputs.iter().zip(children.iter()) {
+                    let v = child(c).ok_or("an output is an empty operand")?;
+                    g.outputs.push((name.clone(), v));
+                }
+                None
+            }
+            HLang::Op(key, children) => {
+                let entry = &tables.ops[key.op as usize];
+                let operands: Vec<Option<Value>> = children.iter().map(child).collect();
+                let node = match op_nodes.get(&(key.op, children.clone())) {
+                    Some(n) => *n,
+                    None => {
+                        let results = result_types(&g, &entry.op, &operands, &entry.results)?;
+                        let n =
+                            g.add_node(&entry.name, entry.op.clone(), &trim(&operands), results);
+                        op_nodes.insert((key.op, children.clone()), n);
+                        n
+                    }
+                };
+                Some(Value {
+                    node,
+                    slot: key.slot as usize,
+                })
+            }
+            other => {
+                let op = match other {
+                    HLang::MatMul(_) => Op::MatMul,
+                    HLang::Add(_) => Op::Binary(BinOp::Add),
+                    HLang::Sub(_) => Op::Binary(BinOp::Sub),
+                    HLang::Mul(_) => Op::Binary(BinOp::Mul),
+                    HLang::Concat(axis, _) => Op::Concat { axis: axis.0 },
+                    _ => unreachable!("leaves and opaque ops are handled above"),
+                };
+                let operands: Vec<Option<Value>> = other.children().iter().map(child).collect();
+                fresh += 1;
+                let name = format!("{}_{fresh}", op.kind());
+                let results = result_types(&g, &op, &operands, &[])?;
+                let results: Vec<ValueInfo> = results
+                    .into_iter()
+                    .map(|mut r| {
+                        r.name = name.clone();
+                        r
+                    })
+                    .collect();
+                let n = g.add_node(&name, op, &operands, results);
+                Some(Value { node: n, slot: 0 })
+            }
+        };
+        debug_assert_eq!(vals.len(), i);
+        vals.push(v);
+    }
+    Ok(g)
+}
+
+/// Drops trailing empty operand slots.
+fn trim(ops: &[Option<Value>]) -> Vec<Option<Value>> {
+    let end = ops.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+    ops[..end].to_vec()
+}
+
+/// Result types by inference; names (and types inference cannot give) from the original node.
+fn result_types(
+    g: &Graph,
+    op: &Op,
+    operands: &[Option<Value>],
+    original: &[ValueInfo],
+) -> Result<Vec<ValueInfo>, String> {
+    let types: Vec<Option<(TensorType, Option<Tensor>)>> = operands
+        .iter()
+        .map(|o| {
+            o.map(|v| {
+                (
+                    g.value_type(v).clone(),
+                    g.constant(v).map(|c| c.value.clone()),
+                )
+            })
+        })
+        .collect();
+    let args: Vec<Option<Operand>> = types
+        .iter()
+        .map(|t| {
+            t.as_ref().map(|(ty, val)| Operand {
+                ty,
+                value: val.as_ref(),
+            })
+        })
+        .collect();
+    let inferred = match op {
+        Op::Recurrence(_) => original.iter().map(|r| r.ty.clone()).collect(),
+        _ => infer(op, &args)?,
+    };
+    Ok(inferred
+        .into_iter()
+        .enumerate()
+        .map(|(i, ty)| ValueInfo {
+            name: original.get(i).map_or_else(String::new, |r| r.name.clone()),
+            ty,
+        })
+        .collect())
+}

@@ -1,0 +1,292 @@
+//! The rule table: every rewrite by name, with the condition it needs and what it builds.
+//! Conditions read the analysis (types, constant values, sparsity). Appliers that build new
+//! constants check shapes before adding a node. There is no commutativity or associativity.
+
+use super::analysis::{HEGraph, TensorAnalysis};
+use super::lang::{ConcatAxis, HLang};
+use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use hlstm_ir::Tensor;
+
+pub struct NamedRule {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub rewrite: Rewrite<HLang, TensorAnalysis>,
+}
+
+fn var(s: &str) -> Var {
+    s.parse().expect("a pattern variable")
+}
+
+fn pat(s: &str) -> Pattern<HLang> {
+    s.parse().expect("a valid pattern")
+}
+
+fn is_zero(v: Var) -> impl Fn(&mut HEGraph, Id, &Subst) -> bool {
+    move |eg, _, s| eg[s[v]].data.is_zero()
+}
+
+fn is_one(v: Var) -> impl Fn(&mut HEGraph, Id, &Subst) -> bool {
+    move |eg, _, s| eg[s[v]].data.is_one()
+}
+
+/// The matched class has the same concrete type as `v` (so replacing it changes no shape).
+fn same_type(v: Var) -> impl Fn(&mut HEGraph, Id, &Subst) -> bool {
+    move |eg, id, s| {
+        let (a, b) = (&eg[id].data, &eg[s[v]].data);
+        a.concrete().is_some() && a.ty == b.ty
+    }
+}
+
+fn both<A, B>(a: A, b: B) -> impl Fn(&mut HEGraph, Id, &Subst) -> bool
+where
+    A: Fn(&mut HEGraph, Id, &Subst) -> bool,
+    B: Fn(&mut HEGraph, Id, &Subst) -> bool,
+{
+    move |eg, id, s| a(eg, id, s) && b(eg, id, s)
+}
+
+/// Replaces the matched class with a zero constant of its type.
+struct ZeroOfMatch;
+
+impl Applier<HLang, TensorAnalysis> for ZeroOfMatch {
+    fn apply_one(
+        &self,
+        eg: &mut HEGraph,
+        id: Id,
+        _: &Subst,
+        _: Option<&PatternAst<HLang>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let Some(ty) = eg[id].data.ty.clone() else {
+            return vec![];
+        };
+        let Some(dims) = ty.concrete() else {
+            return vec![];
+        };
+        if hlstm_ir::interp::kernels::check_size(&dims).is_err() {
+            return vec![];
+        }
+        let key = format!("zeros:{}:{dims:?}", ty.dtype);
+        let k = eg.analysis.tables.memo_const(key, || {
+            (
+                format!(
+                    "zeros_{}",
+                    dims.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("x")
+                ),
+                Tensor::zeros(ty.dtype, &dims),
+            )
+        });
+        let leaf = eg.add(HLang::Const(k));
+        if eg.union(id, leaf) { vec![id] } else { vec![] }
+    }
+}
+
+/// matmul(concat(x, h), W) -> matmul(x, W[:kx]) + matmul(h, W[kx:]): the input projection and
+/// the recurrent one become separate, so the input part can leave the time loop.
+struct SplitConcatMatmul {
+    x: Var,
+    h: Var,
+    w: Var,
+}
+
+impl Applier<HLang, TensorAnalysis> for SplitConcatMatmul {
+    fn apply_one(
+        &self,
+        eg: &mut HEGraph,
+        id: Id,
+        s: &Subst,
+        _: Option<&PatternAst<HLang>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let (x, h, w) = (s[self.x], s[self.h], s[self.w]);
+        let Some(Tensor::F32(wv)) = eg[w].data.value.as_deref().cloned() else {
+            return vec![];
+        };
+        let (Some(xd), Some(hd)) = (eg[x].data.concrete(), eg[h].data.concrete()) else {
+            return vec![];
+        };
+        if wv.ndim() != 2 || xd.len() < 2 || hd.len() != xd.len() {
+            return vec![];
+        }
+        let (kx, kh) = (xd[xd.len() - 1], hd[hd.len() - 1]);
+        if wv.shape()[0] != kx + kh {
+            return vec![];
+        }
+        let Some(wk) = eg[w].nodes.iter().find_map(|n| {
+            if let HLang::Const(k) = n {
+                Some(*k)
+            } else {
+                None
+            }
+        }) else {
+            return vec![];
+        };
+        let base = eg.analysis.tables.consts[wk.0 as usize].name.clone();
+        let rows = |a: usize, b: usize| {
+            Tensor::F32(
+                wv.slice_axis(ndarray::Axis(0), ndarray::Slice::from(a..b))
+                    .to_owned(),
+            )
+        };
+        let t = &mut eg.analysis.tables;
+        let kt = t.memo_const(format!("split:{}:{kx}:top", wk.0), || {
+            (format!("{base}[:{kx}]"), rows(0, kx))
+        });
+        let kb = t.memo_const(format!("split:{}:{kx}:bottom", wk.0), || {
+            (format!("{base}[{kx}:]"), rows(kx, kx + kh))
+        });
+        let (ct, cb) = (eg.add(HLang::Const(kt)), eg.add(HLang::Const(kb)));
+        let mx = eg.add(HLang::MatMul([x, ct]));
+        let mh = eg.add(HLang::MatMul([h, cb]));
+        let sum = eg.add(HLang::Add([mx, mh]));
+        if eg.union(id, sum) { vec![id] } else { vec![] }
+    }
+}
+
+fn cond<C>(
+    name: &str,
+    searcher: &str,
+    condition: C,
+    applier: Pattern<HLang>,
+) -> Result<Rewrite<HLang, TensorAnalysis>, String>
+where
+    C: Fn(&mut HEGraph, Id, &Subst) -> bool + Send + Sync + 'static,
+{
+    Rewrite::new(
+        name,
+        pat(searcher),
+        egg::ConditionalApplier { condition, applier },
+    )
+}
+
+/// The rule table. Names are what `--stats` reports and tests refer to.
+pub fn rule_table() -> Vec<NamedRule> {
+    let (x, w, z, o, h) = (var("?x"), var("?w"), var("?z"), var("?o"), var("?h"));
+    let mut rules = vec![
+        NamedRule {
+            name: "matmul-zero-weight",
+            description: "x · 0 = 0: a pruned (all-zero) weight block contributes nothing",
+            rewrite: egg::Rewrite::new(
+                "matmul-zero-weight",
+                pat("(matmul ?x ?z)"),
+                egg::ConditionalApplier {
+                    condition: is_zero(z),
+                    applier: ZeroOfMatch,
+                },
+            )
+            .expect("rule"),
+        },
+        NamedRule {
+            name: "matmul-zero-left",
+            description: "0 · x = 0",
+            rewrite: egg::Rewrite::new(
+                "matmul-zero-left",
+                pat("(matmul ?z ?x)"),
+                egg::ConditionalApplier {
+                    condition: is_zero(z),
+                    applier: ZeroOfMatch,
+                },
+            )
+            .expect("rule"),
+        },
+        NamedRule {
+            name: "mul-zero",
+            description: "x * 0 = 0 (and 0 * x)",
+            rewrite: egg::Rewrite::new(
+                "mul-zero",
+                pat("(mul ?x ?z)"),
+                egg::ConditionalApplier {
+                    condition: is_zero(z),
+                    applier: ZeroOfMatch,
+                },
+            )
+            .expect("rule"),
+        },
+        NamedRule {
+            name: "mul-zero-left",
+            description: "0 * x = 0",
+            rewrite: egg::Rewrite::new(
+                "mul-zero-left",
+                pat("(mul ?z ?x)"),
+                egg::ConditionalApplier {
+                    condition: is_zero(z),
+                    applier: ZeroOfMatch,
+                },
+            )
+            .expect("rule"),
+        },
+        NamedRule {
+            name: "add-zero",
+            description: "x + 0 = x when the shapes agree",
+            rewrite: cond(
+                "add-zero",
+                "(add ?x ?z)",
+                both(is_zero(z), same_type(x)),
+                pat("?x"),
+            )
+            .expect("rule"),
+        },
+        NamedRule {
+            name: "add-zero-left",
+            description: "0 + x = x when the shapes agree",
+            rewrite: cond(
+                "add-zero-left",
+                "(add ?z ?x)",
+                both(is_zero(z), same_type(x)),
+                pat("?x"),
+            )
+            .expect("rule"),
+        },
+        NamedRule {
+            name: "sub-zero",
+            description: "x - 0 = x when the shapes agree",
+            rewrite: cond(
+                "sub-zero",
+                "(sub ?x ?z)",
+                both(is_zero(z), same_type(x)),
+                pat("?x"),
+            )
+            .expect("rule"),
+        },
+        NamedRule {
+            name: "mul-one",
+            description: "x * 1 = x when the shapes agree",
+            rewrite: cond(
+                "mul-one",
+                "(mul ?x ?o)",
+                both(is_one(o), same_type(x)),
+                pat("?x"),
+            )
+            .expect("rule"),
+        },
+        NamedRule {
+            name: "mul-one-left",
+            description: "1 * x = x when the shapes agree",
+            rewrite: cond(
+                "mul-one-left",
+                "(mul ?o ?x)",
+                both(is_one(o), same_type(x)),
+                pat("?x"),
+            )
+            .expect("rule"),
+        },
+    ];
+    for axis in [1i64, -1] {
+        let name: &'static str = if axis == 1 {
+            "split-concat-matmul"
+        } else {
+            "split-concat-matmul-neg"
+        };
+        let searcher = format!("(matmul ({} ?x ?h) ?w)", ConcatAxis(axis));
+        rules.push(NamedRule {
+            name,
+            description: "W·[x; h] = W_x·x + W_h·h, so the input part can leave the time loop",
+            rewrite: egg::Rewrite::new(name, pat(&searcher), SplitConcatMatmul { x, h, w })
+                .expect("rule"),
+        });
+    }
+    rules
+}
