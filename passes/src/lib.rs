@@ -3,6 +3,7 @@
 
 pub mod dce;
 pub mod fold;
+pub mod hoist;
 pub mod manager;
 pub mod registry;
 pub mod saturate;

@@ -3,13 +3,14 @@
 use crate::manager::Pass;
 
 /// The default pipeline, in order (`hlstmc passes` lists it).
-pub const DEFAULT_PIPELINE: &[&str] = &["fold-constants", "simplify", "saturate", "dce"];
+pub const DEFAULT_PIPELINE: &[&str] = &["fold-constants", "simplify", "saturate", "hoist", "dce"];
 
 fn all() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(crate::fold::FoldConstants),
         Box::new(crate::simplify::Simplify),
         Box::new(crate::saturate::Saturate::default()),
+        Box::new(crate::hoist::Hoist),
         Box::new(crate::dce::Dce),
     ]
 }
