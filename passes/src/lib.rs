@@ -1,6 +1,7 @@
 //! hlstm-passes: the pass manager, its instrumentation (dumps, timing, statistics, per-pass
 //! verification), and the passes that optimize the graph IR.
 
+pub mod canonicalize;
 pub mod dce;
 pub mod fold;
 pub mod hoist;

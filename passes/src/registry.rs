@@ -3,10 +3,18 @@
 use crate::manager::Pass;
 
 /// The default pipeline, in order (`hlstmc passes` lists it).
-pub const DEFAULT_PIPELINE: &[&str] = &["fold-constants", "simplify", "saturate", "hoist", "dce"];
+pub const DEFAULT_PIPELINE: &[&str] = &[
+    "canonicalize",
+    "fold-constants",
+    "simplify",
+    "saturate",
+    "hoist",
+    "dce",
+];
 
 fn all() -> Vec<Box<dyn Pass>> {
     vec![
+        Box::new(crate::canonicalize::Canonicalize),
         Box::new(crate::fold::FoldConstants),
         Box::new(crate::simplify::Simplify),
         Box::new(crate::saturate::Saturate::default()),

@@ -6,7 +6,7 @@ use super::lang::{ConstKey, HLang};
 use egg::{Analysis, DidMerge, EGraph, Id, Language};
 use hlstm_ir::interp::eval_op;
 use hlstm_ir::shape::{Operand, infer};
-use hlstm_ir::{BinOp, Op, Sparsity, Tensor, TensorType, ValueInfo};
+use hlstm_ir::{Act, BinOp, Op, Sparsity, Tensor, TensorType, ValueInfo};
 use std::sync::Arc;
 
 /// A constant known to the e-graph.
@@ -35,6 +35,36 @@ pub struct Tables {
     /// Constants built by appliers, by a key describing them, so a rule applied again to the
     /// same match adds nothing new and saturation can end.
     pub memo: std::collections::HashMap<String, ConstKey>,
+    /// Constants by content hash.
+    pub by_content: std::collections::HashMap<u64, Vec<ConstKey>>,
+}
+
+/// Bitwise equality (so -0.0 and 0.0, or two NaNs with different payloads, stay apart).
+fn same_bits(a: &Tensor, b: &Tensor) -> bool {
+    match (a, b) {
+        (Tensor::F32(x), Tensor::F32(y)) => {
+            x.shape() == y.shape()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(p, q)| p.to_bits() == q.to_bits())
+        }
+        _ => a == b,
+    }
+}
+
+/// A hash of a tensor's type and contents, for finding equal constants.
+fn content_hash(t: &Tensor) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.dtype().hash(&mut h);
+    t.shape().hash(&mut h);
+    match t {
+        Tensor::F32(a) => a.iter().for_each(|v| v.to_bits().hash(&mut h)),
+        Tensor::I64(a) => a.iter().for_each(|v| v.hash(&mut h)),
+        Tensor::I32(a) => a.iter().for_each(|v| v.hash(&mut h)),
+        Tensor::Bool(a) => a.iter().for_each(|v| v.hash(&mut h)),
+    }
+    h.finish()
 }
 
 impl Tables {
@@ -53,14 +83,27 @@ impl Tables {
         k
     }
 
+    /// Adds a constant, or returns the key of an equal one (bit for bit): equal constants must be
+    /// one leaf, or rules that build constants could go on making new copies of the same value.
     pub fn add_const(&mut self, name: String, value: Tensor) -> ConstKey {
+        let h = content_hash(&value);
+        if let Some(keys) = self.by_content.get(&h) {
+            if let Some(k) = keys
+                .iter()
+                .find(|k| same_bits(&self.consts[k.0 as usize].value, &value))
+            {
+                return *k;
+            }
+        }
         let sparsity = Sparsity::of(&value);
         self.consts.push(ConstEntry {
             name,
             value: Arc::new(value),
             sparsity,
         });
-        ConstKey(self.consts.len() as u32 - 1)
+        let k = ConstKey(self.consts.len() as u32 - 1);
+        self.by_content.entry(h).or_default().push(k);
+        k
     }
 }
 
@@ -106,12 +149,16 @@ impl Data {
 
 pub type HEGraph = EGraph<HLang, TensorAnalysis>;
 
-fn node_op(enode: &HLang, tables: &Tables) -> Option<(Op, usize)> {
+pub fn node_op(enode: &HLang, tables: &Tables) -> Option<(Op, usize)> {
     Some(match enode {
         HLang::MatMul(_) => (Op::MatMul, 0),
         HLang::Add(_) => (Op::Binary(BinOp::Add), 0),
         HLang::Sub(_) => (Op::Binary(BinOp::Sub), 0),
         HLang::Mul(_) => (Op::Binary(BinOp::Mul), 0),
+        HLang::Relu(_) => (Op::Unary(Act::Relu), 0),
+        HLang::Sigmoid(_) => (Op::Unary(Act::Sigmoid), 0),
+        HLang::Tanh(_) => (Op::Unary(Act::Tanh), 0),
+        HLang::Reshape(_) => (Op::Reshape { allowzero: false }, 0),
         HLang::Concat(axis, _) => (Op::Concat { axis: axis.0 }, 0),
         HLang::Op(key, _) => (
             tables.ops.get(key.op as usize)?.op.clone(),

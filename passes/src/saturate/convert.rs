@@ -6,7 +6,7 @@ use super::analysis::{HEGraph, OpEntry, Tables, TensorAnalysis};
 use super::lang::{ConcatAxis, ConstKey, HLang, OpKey, VarKey};
 use egg::{Id, Language, RecExpr};
 use hlstm_ir::shape::{Operand, infer};
-use hlstm_ir::{BinOp, Graph, Op, Tensor, TensorType, Value, ValueInfo};
+use hlstm_ir::{Act, BinOp, Graph, Op, Tensor, TensorType, Value, ValueInfo};
 use std::collections::HashMap;
 
 /// Builds the e-graph of one graph level (whose first `carried` inputs are carried state, in a
@@ -52,6 +52,12 @@ pub fn to_egraph(g: &Graph, carried: usize, fold_limit: usize) -> Result<(HEGrap
                     Op::Binary(BinOp::Add) => Some(HLang::Add(two())),
                     Op::Binary(BinOp::Sub) => Some(HLang::Sub(two())),
                     Op::Binary(BinOp::Mul) => Some(HLang::Mul(two())),
+                    Op::Unary(Act::Relu) => Some(HLang::Relu(operand_ids[0])),
+                    Op::Unary(Act::Sigmoid) => Some(HLang::Sigmoid(operand_ids[0])),
+                    Op::Unary(Act::Tanh) => Some(HLang::Tanh(operand_ids[0])),
+                    Op::Reshape { allowzero: false } if operand_ids.len() == 2 => {
+                        Some(HLang::Reshape(two()))
+                    }
                     Op::Concat { axis } => {
                         Some(HLang::Concat(ConcatAxis(*axis), operand_ids.clone()))
                     }
@@ -141,14 +147,8 @@ pub fn from_expr(expr: &RecExpr<HLang>, tables: &Tables, like: &Graph) -> Result
                 })
             }
             other => {
-                let op = match other {
-                    HLang::MatMul(_) => Op::MatMul,
-                    HLang::Add(_) => Op::Binary(BinOp::Add),
-                    HLang::Sub(_) => Op::Binary(BinOp::Sub),
-                    HLang::Mul(_) => Op::Binary(BinOp::Mul),
-                    HLang::Concat(axis, _) => Op::Concat { axis: axis.0 },
-                    _ => unreachable!("leaves and opaque ops are handled above"),
-                };
+                let (op, _) =
+                    super::analysis::node_op(other, tables).ok_or("an e-node without an op")?;
                 let operands: Vec<Option<Value>> = other.children().iter().map(child).collect();
                 fresh += 1;
                 let name = format!("{}_{fresh}", op.kind());

@@ -43,7 +43,12 @@ impl TensorCost<'_> {
     /// (multiply-adds or element operations, bytes of weights read) of one node.
     fn work_and_bytes(&self, enode: &HLang) -> (f64, f64) {
         match enode {
-            HLang::Const(_) | HLang::Input(_) | HLang::NoOperand | HLang::Outputs(_) => (0.0, 0.0),
+            // A reshape of a contiguous tensor is a view.
+            HLang::Const(_)
+            | HLang::Input(_)
+            | HLang::NoOperand
+            | HLang::Outputs(_)
+            | HLang::Reshape(_) => (0.0, 0.0),
             HLang::MatMul([a, b]) => {
                 let (da, db) = (&self.egraph[*a].data, &self.egraph[*b].data);
                 let k = da.concrete().and_then(|d| d.last().copied()).unwrap_or(1) as f64;

@@ -84,6 +84,11 @@ define_language! {
         "add" = Add([Id; 2]),
         "sub" = Sub([Id; 2]),
         "mul" = Mul([Id; 2]),
+        "relu" = Relu(Id),
+        "sigmoid" = Sigmoid(Id),
+        "tanh" = Tanh(Id),
+        // reshape(x, shape) with allowzero = 0.
+        "reshape" = Reshape([Id; 2]),
         // An empty optional operand slot.
         "none" = NoOperand,
         // The graph outputs, in order: the root of every extraction.

@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod convert;
 pub mod cost;
 pub mod lang;
+pub mod neurons;
 pub mod rules;
 
 use crate::manager::{Instrumentation, Pass, PassReport};

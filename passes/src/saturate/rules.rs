@@ -8,7 +8,7 @@ use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
 use hlstm_ir::Tensor;
 
 pub struct NamedRule {
-    pub name: &'static str,
+    pub name: String,
     pub description: &'static str,
     pub rewrite: Rewrite<HLang, TensorAnalysis>,
 }
@@ -167,7 +167,7 @@ pub fn rule_table() -> Vec<NamedRule> {
     let (x, w, z, o, h) = (var("?x"), var("?w"), var("?z"), var("?o"), var("?h"));
     let mut rules = vec![
         NamedRule {
-            name: "matmul-zero-weight",
+            name: "matmul-zero-weight".into(),
             description: "x · 0 = 0: a pruned (all-zero) weight block contributes nothing",
             rewrite: egg::Rewrite::new(
                 "matmul-zero-weight",
@@ -180,7 +180,7 @@ pub fn rule_table() -> Vec<NamedRule> {
             .expect("rule"),
         },
         NamedRule {
-            name: "matmul-zero-left",
+            name: "matmul-zero-left".into(),
             description: "0 · x = 0",
             rewrite: egg::Rewrite::new(
                 "matmul-zero-left",
@@ -193,7 +193,7 @@ pub fn rule_table() -> Vec<NamedRule> {
             .expect("rule"),
         },
         NamedRule {
-            name: "mul-zero",
+            name: "mul-zero".into(),
             description: "x * 0 = 0 (and 0 * x)",
             rewrite: egg::Rewrite::new(
                 "mul-zero",
@@ -206,7 +206,7 @@ pub fn rule_table() -> Vec<NamedRule> {
             .expect("rule"),
         },
         NamedRule {
-            name: "mul-zero-left",
+            name: "mul-zero-left".into(),
             description: "0 * x = 0",
             rewrite: egg::Rewrite::new(
                 "mul-zero-left",
@@ -219,7 +219,7 @@ pub fn rule_table() -> Vec<NamedRule> {
             .expect("rule"),
         },
         NamedRule {
-            name: "add-zero",
+            name: "add-zero".into(),
             description: "x + 0 = x when the shapes agree",
             rewrite: cond(
                 "add-zero",
@@ -230,7 +230,7 @@ pub fn rule_table() -> Vec<NamedRule> {
             .expect("rule"),
         },
         NamedRule {
-            name: "add-zero-left",
+            name: "add-zero-left".into(),
             description: "0 + x = x when the shapes agree",
             rewrite: cond(
                 "add-zero-left",
@@ -241,7 +241,7 @@ pub fn rule_table() -> Vec<NamedRule> {
             .expect("rule"),
         },
         NamedRule {
-            name: "sub-zero",
+            name: "sub-zero".into(),
             description: "x - 0 = x when the shapes agree",
             rewrite: cond(
                 "sub-zero",
@@ -252,7 +252,7 @@ pub fn rule_table() -> Vec<NamedRule> {
             .expect("rule"),
         },
         NamedRule {
-            name: "mul-one",
+            name: "mul-one".into(),
             description: "x * 1 = x when the shapes agree",
             rewrite: cond(
                 "mul-one",
@@ -263,7 +263,7 @@ pub fn rule_table() -> Vec<NamedRule> {
             .expect("rule"),
         },
         NamedRule {
-            name: "mul-one-left",
+            name: "mul-one-left".into(),
             description: "1 * x = x when the shapes agree",
             rewrite: cond(
                 "mul-one-left",
@@ -282,11 +282,84 @@ pub fn rule_table() -> Vec<NamedRule> {
         };
         let searcher = format!("(matmul ({} ?x ?h) ?w)", ConcatAxis(axis));
         rules.push(NamedRule {
-            name,
+            name: name.into(),
             description: "W·[x; h] = W_x·x + W_h·h, so the input part can leave the time loop",
             rewrite: egg::Rewrite::new(name, pat(&searcher), SplitConcatMatmul { x, h, w })
                 .expect("rule"),
         });
     }
+    rules.push(NamedRule {
+        name: "add-constants".into(),
+        description: "(x + c1) + c2 = x + (c1 + c2) for constants c1, c2 (biases meet after a rewrite)",
+        rewrite: Rewrite::new("add-constants", pat("(add (add ?x ?c1) ?c2)"), AddConstants).expect("rule"),
+    });
+    for (name, description, rewrite) in super::neurons::neuron_rules() {
+        rules.push(NamedRule {
+            name,
+            description,
+            rewrite,
+        });
+    }
     rules
+}
+
+/// (x + c1) + c2 -> x + (c1 + c2) when both are constants and the shape stays the same.
+struct AddConstants;
+
+impl Applier<HLang, TensorAnalysis> for AddConstants {
+    fn apply_one(
+        &self,
+        eg: &mut HEGraph,
+        id: Id,
+        s: &Subst,
+        _: Option<&PatternAst<HLang>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let (x, c1, c2) = (s[var("?x")], s[var("?c1")], s[var("?c2")]);
+        if eg[x].data.value.is_some() {
+            return vec![];
+        }
+        let (Some(a), Some(b)) = (eg[c1].data.value.clone(), eg[c2].data.value.clone()) else {
+            return vec![];
+        };
+        if eg[c1].data.is_zero() || eg[c2].data.is_zero() {
+            return vec![];
+        }
+        let Ok(sum) = hlstm_ir::interp::kernels::binary(hlstm_ir::BinOp::Add, &a, &b) else {
+            return vec![];
+        };
+        let (Some(ka), Some(kb)) = (
+            eg[c1].nodes.iter().find_map(|n| {
+                if let HLang::Const(k) = n {
+                    Some(*k)
+                } else {
+                    None
+                }
+            }),
+            eg[c2].nodes.iter().find_map(|n| {
+                if let HLang::Const(k) = n {
+                    Some(*k)
+                } else {
+                    None
+                }
+            }),
+        ) else {
+            return vec![];
+        };
+        let name = format!(
+            "{}+{}",
+            eg.analysis.tables.consts[ka.0 as usize].name,
+            eg.analysis.tables.consts[kb.0 as usize].name
+        );
+        let k = eg
+            .analysis
+            .tables
+            .memo_const(format!("add:{}:{}", ka.0, kb.0), || (name, sum));
+        let cn = eg.add(HLang::Const(k));
+        let out = eg.add(HLang::Add([x, cn]));
+        if eg[out].data.ty != eg[id].data.ty {
+            return vec![];
+        }
+        if eg.union(id, out) { vec![id] } else { vec![] }
+    }
 }
