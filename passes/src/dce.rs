@@ -23,7 +23,7 @@ impl Pass for Dce {
         for (k, v) in [
             ("nodes removed", nodes),
             ("step outputs removed", steps),
-            ("invariants removed", invariants),
+            ("unused invariants and sequences removed", invariants),
         ] {
             if v > 0 {
                 report.counters.insert(k.into(), v);
@@ -126,15 +126,18 @@ fn trim_step_outputs(g: &mut Graph, n: NodeIndex) -> usize {
 }
 
 /// Removes invariants of recurrence `n` whose body input nobody reads.
+/// Also removes scanned sequences the body never reads, keeping at least one (it gives the
+/// number of steps).
 fn trim_invariants(g: &mut Graph, n: NodeIndex) -> usize {
     let (first, count) = match &g.nodes[n].op {
-        Op::Recurrence(r) => (r.num_carried + r.num_scanned, r.num_invariant),
+        Op::Recurrence(r) => (r.num_carried, r.num_scanned + r.num_invariant),
         _ => return 0,
     };
     let mut removed = 0;
     for k in (0..count).rev() {
         let idx = first + k;
         let unused = match &g.nodes[n].op {
+            Op::Recurrence(r) if idx < r.num_carried + r.num_scanned && r.num_scanned == 1 => false,
             Op::Recurrence(r) => {
                 let b = r.body.inputs[idx];
                 r.body
@@ -152,7 +155,11 @@ fn trim_invariants(g: &mut Graph, n: NodeIndex) -> usize {
         if let Op::Recurrence(r) = &mut g.nodes[n].op {
             let b = r.body.inputs.remove(idx);
             r.body.nodes.remove_node(b);
-            r.num_invariant -= 1;
+            if idx < r.num_carried + r.num_scanned {
+                r.num_scanned -= 1;
+            } else {
+                r.num_invariant -= 1;
+            }
         }
         let edges: Vec<_> = g
             .nodes

@@ -37,6 +37,9 @@ pub struct Tables {
     pub memo: std::collections::HashMap<String, ConstKey>,
     /// Constants by content hash.
     pub by_content: std::collections::HashMap<u64, Vec<ConstKey>>,
+    /// Node and result names of the input graph's matmuls, adds, activations...: (class, op
+    /// kind) -> (node name, result name), so that unchanged nodes keep their names.
+    pub names: Vec<(Id, &'static str, String, String)>,
 }
 
 /// Bitwise equality (so -0.0 and 0.0, or two NaNs with different payloads, stay apart).

@@ -65,7 +65,14 @@ pub fn to_egraph(g: &Graph, carried: usize, fold_limit: usize) -> Result<(HEGrap
                 };
                 match enode {
                     Some(e) => {
-                        ids.insert(Value { node: n, slot: 0 }, eg.add(e));
+                        let id = eg.add(e);
+                        ids.insert(Value { node: n, slot: 0 }, id);
+                        eg.analysis.tables.names.push((
+                            id,
+                            op.kind(),
+                            node.name.clone(),
+                            node.results[0].name.clone(),
+                        ));
                     }
                     None => {
                         let t = &mut eg.analysis.tables;
@@ -96,8 +103,23 @@ pub fn to_egraph(g: &Graph, carried: usize, fold_limit: usize) -> Result<(HEGrap
     Ok((eg, root))
 }
 
-/// Rebuilds a graph from an extracted expression; `like` supplies inputs and output names.
-pub fn from_expr(expr: &RecExpr<HLang>, tables: &Tables, like: &Graph) -> Result<Graph, String> {
+/// Rebuilds a graph from an expression extracted from `eg`; `like` supplies inputs and output
+/// names. Nodes that were in the input graph keep their names.
+pub fn from_expr(expr: &RecExpr<HLang>, eg: &HEGraph, like: &Graph) -> Result<Graph, String> {
+    let tables = &eg.analysis.tables;
+    let names: HashMap<(Id, &'static str), (&str, &str)> = tables
+        .names
+        .iter()
+        .map(|(id, kind, node, result)| ((eg.find(*id), *kind), (node.as_str(), result.as_str())))
+        .collect();
+    // The e-class of each expression node, to find its original name.
+    let mut class_of: Vec<Option<Id>> = Vec::with_capacity(expr.as_ref().len());
+    for enode in expr.as_ref() {
+        let mapped = enode
+            .clone()
+            .map_children(|c| class_of[usize::from(c)].unwrap_or(c));
+        class_of.push(eg.lookup(mapped));
+    }
     let mut g = Graph::new();
     for &i in &like.inputs {
         let info = &like.nodes[i].results[0];
@@ -151,12 +173,19 @@ pub fn from_expr(expr: &RecExpr<HLang>, tables: &Tables, like: &Graph) -> Result
                     super::analysis::node_op(other, tables).ok_or("an e-node without an op")?;
                 let operands: Vec<Option<Value>> = other.children().iter().map(child).collect();
                 fresh += 1;
-                let name = format!("{}_{fresh}", op.kind());
+                let original = class_of[i].and_then(|c| names.get(&(c, op.kind())));
+                let (name, result_name) = match original {
+                    Some((n, r)) => (n.to_string(), r.to_string()),
+                    None => (
+                        format!("{}_{fresh}", op.kind()),
+                        format!("{}_{fresh}", op.kind()),
+                    ),
+                };
                 let results = result_types(&g, &op, &operands, &[])?;
                 let results: Vec<ValueInfo> = results
                     .into_iter()
                     .map(|mut r| {
-                        r.name = name.clone();
+                        r.name = result_name.clone();
                         r
                     })
                     .collect();

@@ -109,7 +109,7 @@ impl Saturate {
             },
         );
         let (_, best) = extractor.find_best(root);
-        let out = convert::from_expr(&best, &runner.egraph.analysis.tables, g)?;
+        let out = convert::from_expr(&best, &runner.egraph, g)?;
         Ok((out, summary))
     }
 
