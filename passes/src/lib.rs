@@ -7,6 +7,7 @@ pub mod fold;
 pub mod hoist;
 pub mod manager;
 pub mod registry;
+pub mod reroll;
 pub mod saturate;
 pub mod simplify;
 pub mod verify_each;

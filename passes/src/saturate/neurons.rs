@@ -303,7 +303,7 @@ impl Applier<HLang, TensorAnalysis> for Mask {
                 if self.incoming {
                     col_zero[j] && !row_zero(j)
                 } else {
-                    row_zero(j) && !col_zero[j]
+                    row_zero(j) && (!col_zero[j] || c.b1[j] != 0.0)
                 }
             })
             .collect();
@@ -321,14 +321,19 @@ impl Applier<HLang, TensorAnalysis> for Mask {
             .iter()
             .map(|k| eg.analysis.tables.consts[k.0 as usize].name.clone())
             .collect();
-        let (x, w1, b1, w2, sh) = (
-            s[var("?x")],
-            s[var("?w1")],
-            s[var("?b1")],
-            s[var("?w2")],
-            s[var("?s")],
-        );
+        let (x, w1, w2, sh) = (s[var("?x")], s[var("?w1")], s[var("?w2")], s[var("?s")]);
         let t = &mut eg.analysis.tables;
+        // The masked neurons' biases are unused once either side of them is zero.
+        let mut b1v = c.b1.clone();
+        for &j in &targets {
+            b1v[j] = 0.0;
+        }
+        let b1m = t.memo_const(format!("{tag}:b1"), || {
+            (
+                format!("{}[dead neurons zeroed]", names[1]),
+                Tensor::F32(ArrayD::from_shape_vec(IxDyn(&c.b1_shape), b1v).expect("sized")),
+            )
+        });
         let out = if self.incoming {
             let mut w2m = c.w2.clone();
             let mut bias = ArrayD::<f32>::zeros(IxDyn(&[g, 1, m]));
@@ -350,9 +355,11 @@ impl Applier<HLang, TensorAnalysis> for Mask {
             });
             let a = {
                 let mm1 = eg.add(HLang::MatMul([x, w1]));
-                let pre = eg.add(HLang::Add([mm1, b1]));
+                let b1n = eg.add(HLang::Const(b1m));
+                let pre = eg.add(HLang::Add([mm1, b1n]));
                 self.layer.node(eg, pre)
             };
+
             let r = eg.add(HLang::Reshape([a, sh]));
             let w2n = eg.add(HLang::Const(w2k));
             let mm2 = eg.add(HLang::MatMul([r, w2n]));
@@ -371,7 +378,8 @@ impl Applier<HLang, TensorAnalysis> for Mask {
             });
             let w1n = eg.add(HLang::Const(w1k));
             let mm1 = eg.add(HLang::MatMul([x, w1n]));
-            let pre = eg.add(HLang::Add([mm1, b1]));
+            let b1n = eg.add(HLang::Const(b1m));
+            let pre = eg.add(HLang::Add([mm1, b1n]));
             let a = self.layer.node(eg, pre);
             let r = eg.add(HLang::Reshape([a, sh]));
             eg.add(HLang::MatMul([r, w2]))
