@@ -62,11 +62,20 @@ fn hoist_graph(g: &mut Graph) -> Result<usize, String> {
     Ok(total)
 }
 
-fn liftable(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::MatMul | Op::Binary(_) | Op::Unary(_) | Op::Concat { .. }
-    )
+fn liftable(body: &Graph, n: NodeIndex) -> bool {
+    match &body.nodes[n].op {
+        Op::MatMul | Op::Binary(_) | Op::Unary(_) | Op::Concat { .. } => true,
+        // A slice along axes counted from the end is the same on a stacked value.
+        Op::Slice => body
+            .operands(n)
+            .get(3)
+            .copied()
+            .flatten()
+            .and_then(|v| body.constant(v))
+            .and_then(|c| c.value.to_i64_vec())
+            .is_some_and(|a| a.iter().all(|&x| x < 0)),
+        _ => false,
+    }
 }
 
 fn classify(body: &Graph, r: &Recurrence) -> Result<HashMap<Value, Kind>, String> {
@@ -89,7 +98,7 @@ fn classify(body: &Graph, r: &Recurrence) -> Result<HashMap<Value, Kind>, String
         let k = match &node.op {
             Op::Input => continue,
             Op::Const(_) => Kind::Invariant,
-            op if liftable(op) => {
+            op if liftable(body, n) => {
                 let ops = body.operands(n);
                 let kinds: Vec<Kind> = ops
                     .iter()

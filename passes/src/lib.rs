@@ -4,6 +4,7 @@
 pub mod canonicalize;
 pub mod dce;
 pub mod fold;
+pub mod fuse;
 pub mod hoist;
 pub mod manager;
 pub mod registry;

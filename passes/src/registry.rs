@@ -9,6 +9,7 @@ pub const DEFAULT_PIPELINE: &[&str] = &[
     "simplify",
     "reroll",
     "saturate",
+    "fuse-gates",
     "hoist",
     "dce",
 ];
@@ -20,6 +21,7 @@ fn all() -> Vec<Box<dyn Pass>> {
         Box::new(crate::simplify::Simplify),
         Box::new(crate::reroll::Reroll),
         Box::new(crate::saturate::Saturate::default()),
+        Box::new(crate::fuse::FuseGates),
         Box::new(crate::hoist::Hoist),
         Box::new(crate::dce::Dce),
     ]
