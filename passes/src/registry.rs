@@ -11,6 +11,7 @@ pub const DEFAULT_PIPELINE: &[&str] = &[
     "saturate",
     "fuse-gates",
     "hoist",
+    "prune-inputs",
     "dce",
 ];
 
@@ -23,6 +24,7 @@ fn all() -> Vec<Box<dyn Pass>> {
         Box::new(crate::saturate::Saturate::default()),
         Box::new(crate::fuse::FuseGates),
         Box::new(crate::hoist::Hoist),
+        Box::new(crate::prune_inputs::PruneInputs),
         Box::new(crate::dce::Dce),
     ]
 }

@@ -1,0 +1,121 @@
+//! prune-inputs: input features that no gate reads (all-zero rows of every weight on them)
+//! leave the projection: matmul(x, W) becomes matmul(gather(x, used), W[used, :]). Applied
+//! where x is a model input or a step input, whose gather a kernel does as part of its loads.
+
+use crate::manager::{Pass, PassReport};
+use hlstm_ir::shape::{Operand, infer};
+use hlstm_ir::{Graph, Op, Tensor, Value, ValueInfo};
+use ndarray::Axis;
+use petgraph::stable_graph::NodeIndex;
+
+pub struct PruneInputs;
+
+impl Pass for PruneInputs {
+    fn name(&self) -> &'static str {
+        "prune-inputs"
+    }
+    fn description(&self) -> &'static str {
+        "drop input features no weight reads from the matmuls on model and step inputs"
+    }
+    fn run(&self, g: &mut Graph) -> Result<PassReport, String> {
+        let mut report = PassReport::default();
+        let (n, features) = prune_graph(g)?;
+        if n > 0 {
+            report.changed = true;
+            report.counters.insert("projections pruned".into(), n);
+            report
+                .counters
+                .insert("input features dropped".into(), features);
+        }
+        Ok(report)
+    }
+}
+
+fn prune_graph(g: &mut Graph) -> Result<(usize, usize), String> {
+    let (mut count, mut dropped) = (0, 0);
+    let nodes: Vec<NodeIndex> = g.nodes.node_indices().collect();
+    for n in nodes {
+        if let Op::Recurrence(r) = &mut g.nodes[n].op {
+            let (a, b) = prune_graph(&mut r.body)?;
+            count += a;
+            dropped += b;
+            continue;
+        }
+        if !matches!(g.nodes[n].op, Op::MatMul) {
+            continue;
+        }
+        let ops = g.operands(n);
+        let (Some(Some(x)), Some(Some(w))) = (ops.first().copied(), ops.get(1).copied()) else {
+            continue;
+        };
+        if !matches!(g.nodes[x.node].op, Op::Input) {
+            continue;
+        }
+        let Some(c) = g.constant(w) else { continue };
+        let Tensor::F32(wv) = &c.value else { continue };
+        if wv.ndim() != 2 {
+            continue;
+        }
+        let used: Vec<usize> = (0..wv.shape()[0])
+            .filter(|&i| wv.index_axis(Axis(0), i).iter().any(|v| *v != 0.0))
+            .collect();
+        if used.is_empty() || used.len() == wv.shape()[0] {
+            continue;
+        }
+        let name = c.name.clone();
+        let kept = Tensor::F32(wv.select(Axis(0), &used));
+        dropped += wv.shape()[0] - used.len();
+        let idx = g.add_const(
+            &format!("{name}/used_inputs"),
+            Tensor::from_i64(&[used.len()], used.iter().map(|&i| i as i64).collect()).expect("1-D"),
+        );
+        let wk = g.add_const(&format!("{name}[used inputs]"), kept);
+        let label = g.nodes[n].name.clone();
+        let gx = add(
+            g,
+            &format!("{label}/used_inputs"),
+            Op::Gather { axis: -1 },
+            &[Some(x), Some(idx)],
+        )?;
+        let mm = add(g, &label, Op::MatMul, &[Some(gx), Some(wk)])?;
+        g.nodes[mm.node].results[0].name = g.nodes[n].results[0].name.clone();
+        g.replace_uses(Value { node: n, slot: 0 }, mm);
+        g.nodes.remove_node(n);
+        count += 1;
+    }
+    Ok((count, dropped))
+}
+
+fn add(g: &mut Graph, name: &str, op: Op, operands: &[Option<Value>]) -> Result<Value, String> {
+    let types: Vec<Option<(hlstm_ir::TensorType, Option<Tensor>)>> = operands
+        .iter()
+        .map(|o| {
+            o.map(|v| {
+                (
+                    g.value_type(v).clone(),
+                    g.constant(v).map(|c| c.value.clone()),
+                )
+            })
+        })
+        .collect();
+    let args: Vec<Option<Operand>> = types
+        .iter()
+        .map(|t| {
+            t.as_ref().map(|(ty, val)| Operand {
+                ty,
+                value: val.as_ref(),
+            })
+        })
+        .collect();
+    let ty = infer(&op, &args)?.swap_remove(0);
+    let node = g.add_node(
+        name,
+        op,
+        operands,
+        vec![ValueInfo {
+            name: name.to_string(),
+            ty,
+        }],
+    );
+    Ok(Value { node, slot: 0 })
+}
