@@ -162,7 +162,11 @@ impl PassManager {
                     &hlstm_ir::text::print(g),
                 )?;
                 for (suffix, text) in &report.artifacts {
-                    write_file(dir, &format!("{:02}-{name}.{suffix}", i + 1), text)?;
+                    let file = format!("{:02}-{name}.{suffix}", i + 1);
+                    write_file(dir, &file, text)?;
+                    if suffix.ends_with(".dot") {
+                        render_svg(&dir.join(&file), err);
+                    }
                 }
             }
             let after = Snapshot::of(g);
@@ -187,6 +191,34 @@ impl PassManager {
 fn write_file(dir: &std::path::Path, name: &str, text: &str) -> Result<(), String> {
     let p = dir.join(name);
     std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+}
+
+/// Renders a Graphviz file to SVG beside it when the `dot` program is installed; says so once
+/// when it is not.
+fn render_svg(dot_file: &std::path::Path, err: &mut dyn Write) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let svg = dot_file.with_extension("svg");
+    match std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .arg(dot_file)
+        .arg("-o")
+        .arg(&svg)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            let _ = writeln!(err, "warning: dot failed ({s}) on {}", dot_file.display());
+        }
+        Err(_) => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                let _ = writeln!(
+                    err,
+                    "note: the `dot` program (Graphviz) is not installed; e-graphs are written as .dot only"
+                );
+            }
+        }
+    }
 }
 
 fn dump(err: &mut dyn Write, title: &str, g: &Graph) {
