@@ -7,6 +7,7 @@ pub mod fold;
 pub mod fuse;
 pub mod hoist;
 pub mod manager;
+pub mod normalize;
 pub mod prune_inputs;
 pub mod registry;
 pub mod reroll;

@@ -380,13 +380,11 @@ fn reroll(g: &mut Graph) -> Result<Option<usize>, String> {
             .collect::<Result<_, _>>()?;
         match places.first() {
             Some(Src::Local(p, q)) if places.iter().all(|x| x == &Src::Local(*p, *q)) => {
-                // The stack is reshaped after the loop anyway: look through reshapes that only
-                // add or drop unit axes, so the step emits the value itself.
+                // The stack is reshaped after the loop anyway: look through unsqueezes and
+                // squeezes, so the step emits the value itself.
                 let (mut p, mut q) = (*p, *q);
-                while let (
-                    Op::Unsqueeze | Op::Squeeze | Op::Reshape { .. },
-                    Some(Src::Local(p2, q2)),
-                ) = (&g.nodes[steps[1][p]].op, template[p].first())
+                while let (Op::Unsqueeze | Op::Squeeze, Some(Src::Local(p2, q2))) =
+                    (&g.nodes[steps[1][p]].op, template[p].first())
                 {
                     (p, q) = (*p2, *q2);
                 }
