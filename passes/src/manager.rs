@@ -43,6 +43,8 @@ pub struct Instrumentation {
     pub verify_each: bool,
     /// Write each saturation run's e-graph as Graphviz text into the dump folder.
     pub dump_egraph: bool,
+    /// Limits for equality saturation (the defaults when None).
+    pub saturate_limits: Option<crate::saturate::Limits>,
     /// Tolerances for --verify-each (the same rule as `run --test-data`).
     pub rtol: f64,
     pub atol: f64,

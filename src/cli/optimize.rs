@@ -36,6 +36,16 @@ pub struct OptArgs {
     /// where the `dot` program is installed).
     #[arg(long)]
     pub dump_egraph: bool,
+    /// Equality saturation: stop after this many iterations.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub saturate_iterations: usize,
+    /// Equality saturation: stop once an e-graph has this many e-nodes (checked between
+    /// iterations, so a run may overshoot).
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub saturate_nodes: usize,
+    /// Equality saturation: stop after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub saturate_seconds: f64,
     /// After each pass, run the verifier and compare the interpreter's outputs on random inputs
     /// before and after; name the pass that changed the numbers.
     #[arg(long)]
@@ -66,6 +76,13 @@ pub fn optimize(g: &mut Graph, a: &OptArgs) -> Result<()> {
         stats: a.stats,
         verify_each: a.verify_each,
         dump_egraph: a.dump_egraph,
+        saturate_limits: Some(hlstm_passes::saturate::Limits {
+            iterations: a.saturate_iterations,
+            nodes: a.saturate_nodes,
+            time: std::time::Duration::try_from_secs_f64(a.saturate_seconds).map_err(|_| {
+                anyhow!("--saturate-seconds must be a finite number of seconds >= 0")
+            })?,
+        }),
         rtol: 1e-3,
         atol: 1e-4,
     };

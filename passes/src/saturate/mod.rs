@@ -170,6 +170,9 @@ impl Pass for Saturate {
     }
     fn configure(&mut self, inst: &Instrumentation) {
         self.dump_egraph = inst.dump_egraph;
+        if let Some(l) = &inst.saturate_limits {
+            self.limits = l.clone();
+        }
     }
     fn run(&self, g: &mut Graph) -> Result<PassReport, String> {
         let mut report = PassReport::default();
