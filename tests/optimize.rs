@@ -2,8 +2,8 @@
 //!
 //! - `inspect --optimized --json` reports `macs_per_step_nonzero` equal to the independent count
 //!   in tests/fixtures/README.md (no multiply-add left on a zero weight or a dead neuron);
-//! - the unrolled and torch-exported H-LSTMs optimize to what their Scan form does (ignored until
-//!   the re-roll pass lands);
+//! - the unrolled and torch-exported H-LSTMs optimize to what their Scan form does (equal
+//!   `loop_body_ops`, multiply-adds and nonzero parameters);
 //! - a dense LSTM keeps one matmul, on h, inside its time loop, its x projection outside; the
 //!   first layers of a dense H-LSTM's gate networks are one matmul on h inside the loop, their
 //!   x part outside, also when the gates arrive as separate networks (gate-by-gate Scan forms);
@@ -195,7 +195,6 @@ fn scan_and_lstm_forms_reach_the_fixture_table_macs() {
 }
 
 #[test]
-#[ignore = "needs the re-roll pass (issue 3, in progress)"]
 fn unrolled_forms_match_the_scan_form() {
     let mut bad = macs_mismatches(UNROLLED_FORMS);
     for group in SAME_MODEL {
