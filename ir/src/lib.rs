@@ -2,6 +2,7 @@
 
 pub mod graph;
 pub mod interp;
+pub mod kernel;
 pub mod op;
 pub mod shape;
 pub mod sparsity;

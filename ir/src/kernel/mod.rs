@@ -1,0 +1,255 @@
+//! The kernel IR: what code generation sees. A program is a list of statements over flat f32
+//! buffers addressed through strided views; the time loop is a statement whose views advance by
+//! a step stride each iteration. Shapes are static here (the lowering picks them from the
+//! graph); weights are constants the backend may bake into code.
+//!
+//! Text form (`.kir`, printed by [`print`]):
+//!
+//! ```text
+//! program "model"
+//! buffer %0 "X" input 0 [8,1,32]
+//! buffer %1 "Y" output 0 [8,1,64]
+//! buffer %2 "h" temp [1,64]
+//! const $0 "W1" [96,256] nnz 736
+//! loop t in 0..8 {
+//!   matmul %3[+0; 1x256 : 256,1] = %2[+0; 1x64 : 64,1] x $0 (sparse-unrolled)
+//!   sigmoid %4[+0; 1x64 : 64,1] = %3[+0; 1x64 : 256,1]
+//!   copy %1[+0 +64t; 1x64 : 64,1] = %4[+0; 1x64 : 64,1]
+//! }
+//! ```
+
+pub mod interp;
+mod print;
+
+pub use print::print;
+
+use crate::op::{Act, BinOp};
+use std::sync::Arc;
+
+/// Index of a buffer in [`Program::buffers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufId(pub usize);
+
+/// Index of a constant in [`Program::consts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConstId(pub usize);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufKind {
+    /// The program's input number k (caller-owned, read-only).
+    Input(usize),
+    /// The program's output number k (caller-owned, written).
+    Output(usize),
+    /// Scratch or carried state, owned by the context.
+    Temp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    pub name: String,
+    pub kind: BufKind,
+    /// Logical dims (for printing and for inputs/outputs); the buffer holds their product.
+    pub dims: Vec<usize>,
+}
+
+impl Buffer {
+    pub fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A constant tensor (a weight), row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Const {
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub data: Arc<Vec<f32>>,
+}
+
+impl Const {
+    pub fn nonzeros(&self) -> usize {
+        self.data.iter().filter(|v| **v != 0.0).count()
+    }
+}
+
+/// Where a view's elements live: a buffer, or a constant (read-only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    Buf(BufId),
+    Const(ConstId),
+}
+
+/// A strided view of a buffer or constant: element `(i_0, ..., i_{r-1})` at step `t` of the innermost
+/// enclosing loop lives at `offset + t * step_stride + sum(i_d * strides[d])`. A stride of 0
+/// broadcasts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub storage: Storage,
+    pub offset: isize,
+    pub dims: Vec<usize>,
+    pub strides: Vec<isize>,
+    /// Added per iteration of the innermost enclosing loop (0 outside loops, or for values that
+    /// are the same every step).
+    pub step_stride: isize,
+}
+
+impl View {
+    /// A contiguous row-major view of a whole buffer.
+    pub fn whole(buf: BufId, dims: &[usize]) -> View {
+        View {
+            storage: Storage::Buf(buf),
+            offset: 0,
+            dims: dims.to_vec(),
+            strides: row_major_strides(dims),
+            step_stride: 0,
+        }
+    }
+    /// A contiguous row-major view of a whole constant.
+    pub fn constant(c: ConstId, dims: &[usize]) -> View {
+        View {
+            storage: Storage::Const(c),
+            offset: 0,
+            dims: dims.to_vec(),
+            strides: row_major_strides(dims),
+            step_stride: 0,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub fn row_major_strides(dims: &[usize]) -> Vec<isize> {
+    let mut s = vec![0isize; dims.len()];
+    let mut acc = 1isize;
+    for d in (0..dims.len()).rev() {
+        s[d] = acc;
+        acc *= dims[d] as isize;
+    }
+    s
+}
+
+/// How a matmul with a constant weight is generated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Dense tiled SIMD loops reading the weight from read-only data.
+    Dense,
+    /// One FMA per nonzero weight, the weight an immediate: no loop, no index.
+    SparseUnrolled,
+    /// A compressed-row loop over the nonzeros (values and column indices in read-only data).
+    SparseCsr,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Dense => "dense",
+            Strategy::SparseUnrolled => "sparse-unrolled",
+            Strategy::SparseCsr => "sparse-csr",
+        }
+    }
+}
+
+/// The right operand of a matmul.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Weight {
+    /// A constant [K, N] matrix.
+    Const(ConstId, Strategy),
+    /// A run-time [K, N] matrix (a weight given as a model input), read by a dense kernel.
+    View(View),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// out[M, N] = a[M, K] · w[K, N] (views of rank 2).
+    MatMul { out: View, a: View, w: Weight },
+    /// out = act(x), elementwise over out's dims (x broadcast to them by its strides).
+    Unary { op: Act, out: View, x: View },
+    /// out = a op b, elementwise; a and b are broadcast to out's dims by their strides.
+    Binary {
+        op: BinOp,
+        out: View,
+        a: View,
+        b: View,
+    },
+    /// out = clamp(x, min, max).
+    Clip {
+        out: View,
+        x: View,
+        min: f32,
+        max: f32,
+    },
+    /// out = x (any strides: slices, concats, transposes, broadcasts are copies of views; x may
+    /// be a constant).
+    Copy { out: View, x: View },
+    /// Runs `body` for t in 0..trip (or trip-1 down to 0 when `reverse`); views inside use t.
+    Loop {
+        trip: usize,
+        reverse: bool,
+        body: Vec<Stmt>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Program {
+    pub name: String,
+    pub buffers: Vec<Buffer>,
+    pub consts: Vec<Const>,
+    /// Buffers of the inputs and outputs, in the model's order.
+    pub inputs: Vec<BufId>,
+    pub outputs: Vec<BufId>,
+    pub body: Vec<Stmt>,
+}
+
+impl Program {
+    pub fn add_buffer(&mut self, name: &str, kind: BufKind, dims: &[usize]) -> BufId {
+        self.buffers.push(Buffer {
+            name: name.to_string(),
+            kind,
+            dims: dims.to_vec(),
+        });
+        BufId(self.buffers.len() - 1)
+    }
+    pub fn add_const(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> ConstId {
+        self.consts.push(Const {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            data: Arc::new(data),
+        });
+        ConstId(self.consts.len() - 1)
+    }
+
+    /// Multiply-adds on constant weights per run, counting only nonzero weights (what the
+    /// sparse strategies execute), and on run-time weights densely. Loop bodies count once per
+    /// iteration.
+    pub fn weight_macs(&self) -> (u64, u64) {
+        fn walk(p: &Program, s: &[Stmt], trips: u64, acc: &mut (u64, u64)) {
+            for st in s {
+                match st {
+                    Stmt::MatMul { out, a, w } => {
+                        let m = out.dims[0] as u64;
+                        let k = *a.dims.last().unwrap_or(&1) as u64;
+                        let n = *out.dims.last().unwrap_or(&1) as u64;
+                        acc.0 += trips * m * k * n;
+                        acc.1 += trips
+                            * match w {
+                                Weight::Const(c, _) => m * p.consts[c.0].nonzeros() as u64,
+                                Weight::View(_) => m * k * n,
+                            };
+                    }
+                    Stmt::Loop { trip, body, .. } => walk(p, body, trips * *trip as u64, acc),
+                    _ => {}
+                }
+            }
+        }
+        let mut acc = (0, 0);
+        walk(self, &self.body, 1, &mut acc);
+        acc
+    }
+}
