@@ -464,3 +464,44 @@ fn infer_shaped(
         _ => unreachable!("infer_shaped is called only for shape-operand ops"),
     })
 }
+
+/// Infers the result types of `op` applied to values of `g` (constants are read in place).
+pub fn infer_in(
+    g: &crate::Graph,
+    op: &Op,
+    operands: &[Option<crate::Value>],
+) -> Result<Vec<TensorType>, String> {
+    let args: Vec<Option<Operand>> = operands
+        .iter()
+        .map(|o| {
+            o.map(|v| Operand {
+                ty: g.value_type(v),
+                value: g.constant(v).map(|c| &c.value),
+            })
+        })
+        .collect();
+    infer(op, &args)
+}
+
+impl crate::Graph {
+    /// Adds a single-result node whose result type is inferred; the node and its result are
+    /// both named `name`.
+    pub fn add_inferred(
+        &mut self,
+        name: &str,
+        op: Op,
+        operands: &[Option<crate::Value>],
+    ) -> Result<crate::Value, String> {
+        let ty = infer_in(self, &op, operands)?.swap_remove(0);
+        let node = self.add_node(
+            name,
+            op,
+            operands,
+            vec![crate::ValueInfo {
+                name: name.to_string(),
+                ty,
+            }],
+        );
+        Ok(crate::Value { node, slot: 0 })
+    }
+}

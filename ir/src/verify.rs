@@ -2,7 +2,7 @@
 
 use crate::graph::Graph;
 use crate::op::Op;
-use crate::shape::{Operand, infer};
+use crate::shape::infer_in;
 use crate::tensor::{Dim, TensorType};
 
 fn compatible(declared: &TensorType, inferred: &TensorType) -> bool {
@@ -91,27 +91,7 @@ fn verify_in(g: &Graph, ctx: &str) -> Result<(), String> {
         if matches!(node.op, Op::Input | Op::Const(_)) {
             continue;
         }
-        let types: Vec<Option<(TensorType, Option<crate::Tensor>)>> = operands
-            .iter()
-            .map(|o| {
-                o.map(|v| {
-                    (
-                        g.value_type(v).clone(),
-                        g.constant(v).map(|c| c.value.clone()),
-                    )
-                })
-            })
-            .collect();
-        let args: Vec<Option<Operand>> = types
-            .iter()
-            .map(|t| {
-                t.as_ref().map(|(ty, val)| Operand {
-                    ty,
-                    value: val.as_ref(),
-                })
-            })
-            .collect();
-        let inferred = infer(&node.op, &args).map_err(at)?;
+        let inferred = infer_in(g, &node.op, &operands).map_err(at)?;
         for (slot, (decl, inf)) in node.results.iter().zip(&inferred).enumerate() {
             if !compatible(&decl.ty, inf) {
                 return Err(at(format!(

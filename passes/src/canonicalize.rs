@@ -4,8 +4,7 @@
 
 use crate::manager::{Pass, PassReport};
 use hlstm_ir::interp::eval_op;
-use hlstm_ir::shape::{Operand, infer};
-use hlstm_ir::{BinOp, Graph, Op, Tensor, Value, ValueInfo};
+use hlstm_ir::{BinOp, Graph, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;
 
 pub struct Canonicalize;
@@ -62,37 +61,7 @@ fn add(g: &mut Graph, name: &str, op: Op, operands: &[Option<Value>]) -> Result<
         let mut r = eval_op(&op, &refs)?;
         return Ok(g.add_const(name, r.swap_remove(0)));
     }
-    let types: Vec<Option<(hlstm_ir::TensorType, Option<Tensor>)>> = operands
-        .iter()
-        .map(|o| {
-            o.map(|v| {
-                (
-                    g.value_type(v).clone(),
-                    g.constant(v).map(|c| c.value.clone()),
-                )
-            })
-        })
-        .collect();
-    let args: Vec<Option<Operand>> = types
-        .iter()
-        .map(|t| {
-            t.as_ref().map(|(ty, val)| Operand {
-                ty,
-                value: val.as_ref(),
-            })
-        })
-        .collect();
-    let ty = infer(&op, &args)?.swap_remove(0);
-    let node = g.add_node(
-        name,
-        op,
-        operands,
-        vec![ValueInfo {
-            name: name.to_string(),
-            ty,
-        }],
-    );
-    Ok(Value { node, slot: 0 })
+    g.add_inferred(name, op, operands)
 }
 
 fn rewrite_gemm(

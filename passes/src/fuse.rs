@@ -7,8 +7,7 @@
 //! of one kernel feeding four slices.
 
 use crate::manager::{Pass, PassReport};
-use hlstm_ir::shape::{Operand, infer};
-use hlstm_ir::{Graph, Op, Tensor, Value, ValueInfo};
+use hlstm_ir::{Graph, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeMap;
 
@@ -91,7 +90,7 @@ fn fuse_graph(g: &mut Graph) -> Result<usize, String> {
             .collect();
         let w = g.add_const(&format!("fused({})", names.join(",")), Tensor::F32(all));
         let label = format!("{}/fused", g.nodes[members[0]].name);
-        let mm = add(g, &label, Op::MatMul, &[Some(x), Some(w)])?;
+        let mm = g.add_inferred(&label, Op::MatMul, &[Some(x), Some(w)])?;
         let mut offset = 0i64;
         for (&m, wt) in members.iter().zip(&weights) {
             let width = wt.shape()[1] as i64;
@@ -108,8 +107,7 @@ fn fuse_graph(g: &mut Graph) -> Result<usize, String> {
                 Tensor::from_i64(&[1], vec![-1]).expect("1-D"),
             );
             let name = g.nodes[m].name.clone();
-            let s = add(
-                g,
+            let s = g.add_inferred(
                 &name,
                 Op::Slice,
                 &[Some(mm), Some(starts), Some(ends), Some(axes)],
@@ -122,38 +120,4 @@ fn fuse_graph(g: &mut Graph) -> Result<usize, String> {
         fused += members.len();
     }
     Ok(fused)
-}
-
-fn add(g: &mut Graph, name: &str, op: Op, operands: &[Option<Value>]) -> Result<Value, String> {
-    let types: Vec<Option<(hlstm_ir::TensorType, Option<Tensor>)>> = operands
-        .iter()
-        .map(|o| {
-            o.map(|v| {
-                (
-                    g.value_type(v).clone(),
-                    g.constant(v).map(|c| c.value.clone()),
-                )
-            })
-        })
-        .collect();
-    let args: Vec<Option<Operand>> = types
-        .iter()
-        .map(|t| {
-            t.as_ref().map(|(ty, val)| Operand {
-                ty,
-                value: val.as_ref(),
-            })
-        })
-        .collect();
-    let ty = infer(&op, &args)?.swap_remove(0);
-    let node = g.add_node(
-        name,
-        op,
-        operands,
-        vec![ValueInfo {
-            name: name.to_string(),
-            ty,
-        }],
-    );
-    Ok(Value { node, slot: 0 })
 }

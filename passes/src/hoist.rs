@@ -8,8 +8,8 @@
 //! broadcasting then aligns them the same way), and concat (its axis moves by one).
 
 use crate::manager::{Pass, PassReport};
-use hlstm_ir::shape::{Operand, infer};
-use hlstm_ir::{Graph, Op, Recurrence, Tensor, TensorType, Value, ValueInfo};
+use hlstm_ir::shape::infer_in;
+use hlstm_ir::{Graph, Op, Recurrence, Value, ValueInfo};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
@@ -273,27 +273,7 @@ fn build_outside(
                 Op::Concat { axis } if *axis >= 0 => Op::Concat { axis: axis + 1 },
                 other => other.clone(),
             };
-            let types: Vec<Option<(TensorType, Option<Tensor>)>> = operands
-                .iter()
-                .map(|o| {
-                    o.map(|x| {
-                        (
-                            g.value_type(x).clone(),
-                            g.constant(x).map(|c| c.value.clone()),
-                        )
-                    })
-                })
-                .collect();
-            let args: Vec<Option<Operand>> = types
-                .iter()
-                .map(|t| {
-                    t.as_ref().map(|(ty, val)| Operand {
-                        ty,
-                        value: val.as_ref(),
-                    })
-                })
-                .collect();
-            let tys = infer(&op, &args)
+            let tys = infer_in(g, &op, &operands)
                 .map_err(|e| format!("hoisting '{}' out of '{label}': {e}", node.name))?;
             let results = tys
                 .into_iter()

@@ -13,8 +13,7 @@
 //! Every rewrite keeps the values; the pass runs to a fixed point and leaves cleanup to dce.
 
 use crate::manager::{Pass, PassReport};
-use hlstm_ir::shape::{Operand, infer};
-use hlstm_ir::{Graph, Op, Tensor, Value, ValueInfo};
+use hlstm_ir::{Graph, Op, Tensor, Value};
 use ndarray::Axis;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeMap;
@@ -88,40 +87,6 @@ fn replace(g: &mut Graph, n: NodeIndex, with: &[Value]) {
     }
 }
 
-fn add(g: &mut Graph, name: &str, op: Op, operands: &[Option<Value>]) -> Result<Value, String> {
-    let types: Vec<Option<(hlstm_ir::TensorType, Option<Tensor>)>> = operands
-        .iter()
-        .map(|o| {
-            o.map(|v| {
-                (
-                    g.value_type(v).clone(),
-                    g.constant(v).map(|c| c.value.clone()),
-                )
-            })
-        })
-        .collect();
-    let args: Vec<Option<Operand>> = types
-        .iter()
-        .map(|t| {
-            t.as_ref().map(|(ty, val)| Operand {
-                ty,
-                value: val.as_ref(),
-            })
-        })
-        .collect();
-    let ty = infer(&op, &args)?.swap_remove(0);
-    let node = g.add_node(
-        name,
-        op,
-        operands,
-        vec![ValueInfo {
-            name: name.to_string(),
-            ty,
-        }],
-    );
-    Ok(Value { node, slot: 0 })
-}
-
 fn ints(g: &mut Graph, name: &str, v: &[i64]) -> Value {
     g.add_const(name, Tensor::from_i64(&[v.len()], v.to_vec()).expect("1-D"))
 }
@@ -166,8 +131,7 @@ fn unbatch(g: &mut Graph, n: NodeIndex) -> Result<Option<Value>, String> {
     for k in 0..gn {
         let s = ints(g, &format!("{label}/start{k}"), &[(k * nn) as i64]);
         let e = ints(g, &format!("{label}/end{k}"), &[((k + 1) * nn) as i64]);
-        let a_k = add(
-            g,
+        let a_k = g.add_inferred(
             &format!("{label}/gate{k}/in"),
             Op::Slice,
             &[Some(a), Some(s), Some(e), Some(axes_last)],
@@ -176,20 +140,22 @@ fn unbatch(g: &mut Graph, n: NodeIndex) -> Result<Option<Value>, String> {
             &format!("{wname}[{k}]"),
             Tensor::F32(wv.index_axis(Axis(0), k).to_owned()),
         );
-        let m = add(
-            g,
+        let m = g.add_inferred(
             &format!("{label}/gate{k}"),
             Op::MatMul,
             &[Some(a_k), Some(w_k)],
         )?;
-        parts.push(Some(add(
-            g,
+        parts.push(Some(g.add_inferred(
             &format!("{label}/gate{k}/stack"),
             Op::Unsqueeze,
             &[Some(m), Some(zero)],
         )?));
     }
-    Ok(Some(add(g, &label, Op::Concat { axis: 0 }, &parts)?))
+    Ok(Some(g.add_inferred(
+        &label,
+        Op::Concat { axis: 0 },
+        &parts,
+    )?))
 }
 
 /// The members a_g of `v = concat0(unsqueeze0(a_0), ...)`.
@@ -215,14 +181,13 @@ fn stack(g: &mut Graph, label: &str, parts: &[Value]) -> Result<Value, String> {
     let zero = ints(g, &format!("{label}/axis0"), &[0]);
     let mut ops = Vec::new();
     for (k, p) in parts.iter().enumerate() {
-        ops.push(Some(add(
-            g,
+        ops.push(Some(g.add_inferred(
             &format!("{label}/member{k}"),
             Op::Unsqueeze,
             &[Some(*p), Some(zero)],
         )?));
     }
-    add(g, label, Op::Concat { axis: 0 }, &ops)
+    g.add_inferred(label, Op::Concat { axis: 0 }, &ops)
 }
 
 /// An operand of an elementwise op on a stack, as seen by member k.
@@ -268,12 +233,7 @@ fn through_stack(g: &mut Graph, n: NodeIndex) -> Result<Option<Vec<Value>>, Stri
             };
             let mut out = Vec::new();
             for (k, a) in m.iter().enumerate() {
-                out.push(add(
-                    g,
-                    &format!("{label}/member{k}"),
-                    op.clone(),
-                    &[Some(*a)],
-                )?);
+                out.push(g.add_inferred(&format!("{label}/member{k}"), op.clone(), &[Some(*a)])?);
             }
             Ok(Some(vec![stack(g, &label, &out)?]))
         }
@@ -292,8 +252,7 @@ fn through_stack(g: &mut Graph, n: NodeIndex) -> Result<Option<Vec<Value>>, Stri
                 ) else {
                     return Ok(None);
                 };
-                let v = add(
-                    g,
+                let v = g.add_inferred(
                     &format!("{label}/member{k}"),
                     op.clone(),
                     &[Some(x), Some(y)],
@@ -493,7 +452,7 @@ fn sink_slices(g: &mut Graph) -> Result<usize, String> {
             g.nodes[first].op.clone(),
             format!("{}/whole", g.nodes[first].name),
         );
-        let whole = add(g, &label, op, &operands)?;
+        let whole = g.add_inferred(&label, op, &operands)?;
         if dims(g, whole).and_then(|d| d.last().copied()) != Some(width) {
             continue;
         }
@@ -502,8 +461,7 @@ fn sink_slices(g: &mut Graph) -> Result<usize, String> {
             let sv = ints(g, &format!("{label}/start{s}"), &[*s]);
             let ev = ints(g, &format!("{label}/end{s}"), &[*e]);
             let name = g.nodes[*node].name.clone();
-            let sl = add(
-                g,
+            let sl = g.add_inferred(
                 &name,
                 Op::Slice,
                 &[Some(whole), Some(sv), Some(ev), Some(axes)],

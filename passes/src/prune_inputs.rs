@@ -3,8 +3,7 @@
 //! where x is a model input or a step input, whose gather a kernel does as part of its loads.
 
 use crate::manager::{Pass, PassReport};
-use hlstm_ir::shape::{Operand, infer};
-use hlstm_ir::{Graph, Op, Tensor, Value, ValueInfo};
+use hlstm_ir::{Graph, Op, Tensor, Value};
 use ndarray::Axis;
 use petgraph::stable_graph::NodeIndex;
 
@@ -71,51 +70,16 @@ fn prune_graph(g: &mut Graph) -> Result<(usize, usize), String> {
         );
         let wk = g.add_const(&format!("{name}[used inputs]"), kept);
         let label = g.nodes[n].name.clone();
-        let gx = add(
-            g,
+        let gx = g.add_inferred(
             &format!("{label}/used_inputs"),
             Op::Gather { axis: -1 },
             &[Some(x), Some(idx)],
         )?;
-        let mm = add(g, &label, Op::MatMul, &[Some(gx), Some(wk)])?;
+        let mm = g.add_inferred(&label, Op::MatMul, &[Some(gx), Some(wk)])?;
         g.nodes[mm.node].results[0].name = g.nodes[n].results[0].name.clone();
         g.replace_uses(Value { node: n, slot: 0 }, mm);
         g.nodes.remove_node(n);
         count += 1;
     }
     Ok((count, dropped))
-}
-
-fn add(g: &mut Graph, name: &str, op: Op, operands: &[Option<Value>]) -> Result<Value, String> {
-    let types: Vec<Option<(hlstm_ir::TensorType, Option<Tensor>)>> = operands
-        .iter()
-        .map(|o| {
-            o.map(|v| {
-                (
-                    g.value_type(v).clone(),
-                    g.constant(v).map(|c| c.value.clone()),
-                )
-            })
-        })
-        .collect();
-    let args: Vec<Option<Operand>> = types
-        .iter()
-        .map(|t| {
-            t.as_ref().map(|(ty, val)| Operand {
-                ty,
-                value: val.as_ref(),
-            })
-        })
-        .collect();
-    let ty = infer(&op, &args)?.swap_remove(0);
-    let node = g.add_node(
-        name,
-        op,
-        operands,
-        vec![ValueInfo {
-            name: name.to_string(),
-            ty,
-        }],
-    );
-    Ok(Value { node, slot: 0 })
 }

@@ -5,8 +5,8 @@
 use super::analysis::{HEGraph, OpEntry, Tables, TensorAnalysis};
 use super::lang::{ConcatAxis, ConstKey, HLang, OpKey, VarKey};
 use egg::{Id, Language, RecExpr};
-use hlstm_ir::shape::{Operand, infer};
-use hlstm_ir::{Act, BinOp, Graph, Op, Tensor, TensorType, Value, ValueInfo};
+use hlstm_ir::shape::infer_in;
+use hlstm_ir::{Act, BinOp, Graph, Op, Value, ValueInfo};
 use std::collections::HashMap;
 
 /// Builds the e-graph of one graph level (whose first `carried` inputs are carried state, in a
@@ -212,29 +212,9 @@ fn result_types(
     operands: &[Option<Value>],
     original: &[ValueInfo],
 ) -> Result<Vec<ValueInfo>, String> {
-    let types: Vec<Option<(TensorType, Option<Tensor>)>> = operands
-        .iter()
-        .map(|o| {
-            o.map(|v| {
-                (
-                    g.value_type(v).clone(),
-                    g.constant(v).map(|c| c.value.clone()),
-                )
-            })
-        })
-        .collect();
-    let args: Vec<Option<Operand>> = types
-        .iter()
-        .map(|t| {
-            t.as_ref().map(|(ty, val)| Operand {
-                ty,
-                value: val.as_ref(),
-            })
-        })
-        .collect();
     let inferred = match op {
         Op::Recurrence(_) => original.iter().map(|r| r.ty.clone()).collect(),
-        _ => infer(op, &args)?,
+        _ => infer_in(g, op, operands)?,
     };
     Ok(inferred
         .into_iter()
