@@ -288,6 +288,27 @@ fn build_outside(
                 slot: 0,
             }
         }
+        // Computed from invariants only (a transpose of a run-time weight, say): the same op,
+        // once, outside.
+        (op, Kind::Invariant) if !matches!(op, Op::Input | Op::Recurrence(_)) => {
+            let mut operands = Vec::new();
+            for o in body.operands(v.node) {
+                operands.push(match o {
+                    Some(x) => Some(build_outside(g, body, x, kind, outside, label)?),
+                    None => None,
+                });
+            }
+            let results = node.results.clone();
+            let name = format!("{label}/hoisted/{}", node.name);
+            let n = g.add_node(&name, op.clone(), &operands, results);
+            for slot in 0..node.results.len() {
+                outside.insert(Value { node: v.node, slot }, Value { node: n, slot });
+            }
+            Value {
+                node: n,
+                slot: v.slot,
+            }
+        }
         _ => {
             return Err(format!(
                 "hoist: '{}' is not available outside '{label}'",

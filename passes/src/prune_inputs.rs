@@ -18,7 +18,8 @@ impl Pass for PruneInputs {
     }
     fn run(&self, g: &mut Graph) -> Result<PassReport, String> {
         let mut report = PassReport::default();
-        let (n, features) = prune_graph(g)?;
+        let all = 0..g.inputs.len();
+        let (n, features) = prune_graph(g, all)?;
         if n > 0 {
             report.changed = true;
             report.counters.insert("projections pruned".into(), n);
@@ -30,12 +31,20 @@ impl Pass for PruneInputs {
     }
 }
 
-fn prune_graph(g: &mut Graph) -> Result<(usize, usize), String> {
+/// `scanned`: the positions in `g.inputs` that may be pruned (all for the model; the step
+/// inputs of a body, not its carried state or invariants).
+fn prune_graph(g: &mut Graph, scanned: std::ops::Range<usize>) -> Result<(usize, usize), String> {
     let (mut count, mut dropped) = (0, 0);
+    let allowed: Vec<NodeIndex> = g
+        .inputs
+        .get(scanned)
+        .map(<[NodeIndex]>::to_vec)
+        .unwrap_or_default();
     let nodes: Vec<NodeIndex> = g.nodes.node_indices().collect();
     for n in nodes {
         if let Op::Recurrence(r) = &mut g.nodes[n].op {
-            let (a, b) = prune_graph(&mut r.body)?;
+            let steps = r.num_carried..r.num_carried + r.num_scanned;
+            let (a, b) = prune_graph(&mut r.body, steps)?;
             count += a;
             dropped += b;
             continue;
@@ -47,7 +56,7 @@ fn prune_graph(g: &mut Graph) -> Result<(usize, usize), String> {
         let (Some(Some(x)), Some(Some(w))) = (ops.first().copied(), ops.get(1).copied()) else {
             continue;
         };
-        if !matches!(g.nodes[x.node].op, Op::Input) {
+        if !allowed.contains(&x.node) {
             continue;
         }
         let Some(c) = g.constant(w) else { continue };

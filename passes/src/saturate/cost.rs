@@ -9,6 +9,8 @@ use egg::{CostFunction, Id, Language};
 pub const KERNEL_OVERHEAD: f64 = 16.0;
 /// Cost of touching one byte of weights, in multiply-add units.
 pub const BYTE_COST: f64 = 0.25;
+/// The least an op costs (ties between an op and a leaf go to the leaf).
+pub const NODE_COST: f64 = 1e-3;
 
 pub struct TensorCost<'a> {
     pub egraph: &'a HEGraph,
@@ -28,13 +30,18 @@ impl TensorCost<'_> {
     /// out and batches it over all steps): it pays no per-step kernel overhead, and its weights
     /// are read once per sequence instead of once per step, so only its work counts.
     fn own(&self, enode: &HLang, class: Option<Id>) -> f64 {
-        let (work, bytes) = self.work_and_bytes(enode);
-        if work == 0.0 && bytes == 0.0 {
-            return 0.0;
+        match enode {
+            HLang::Const(_) | HLang::Input(_) | HLang::NoOperand | HLang::Outputs(_) => return 0.0,
+            // A reshape is a view: only the tie-breaking cost of being a node.
+            HLang::Reshape(_) => return NODE_COST,
+            _ => {}
         }
+        let (work, bytes) = self.work_and_bytes(enode);
         let hoisted = self.in_body && class.is_some_and(|c| !self.egraph[c].data.on_state);
+        // Every op costs at least NODE_COST, so a constant leaf always beats an op computing
+        // the same value (x·0 is the constant 0, not a kernel).
         if hoisted {
-            work
+            work + NODE_COST
         } else {
             work + BYTE_COST * bytes + KERNEL_OVERHEAD
         }
