@@ -6,6 +6,7 @@ pub mod dce;
 pub mod fold;
 pub mod fuse;
 pub mod hoist;
+pub mod lower;
 pub mod manager;
 pub mod normalize;
 pub mod prune_inputs;

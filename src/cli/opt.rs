@@ -1,21 +1,27 @@
-//! `hlstmc opt`: optimize a model and print the resulting graph IR.
+//! `hlstmc opt`: optimize a model and print the resulting graph IR, or the kernel IR it lowers
+//! to.
 
 use super::optimize::{OptArgs, optimize};
-use anyhow::Result;
-use clap::Args;
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, ValueEnum};
+use hlstm_ir::Graph;
+use hlstm_ir::kernel::{Program, Strategy};
+use hlstm_passes::lower::LowerOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Optimize a model and print the optimized graph IR (.hir).
+/// Optimize a model and print the optimized graph IR (.hir), or the kernel IR it lowers to
+/// (.kir, with `--emit kir`).
 ///
 /// Runs the default pipeline (or `--passes`), with the pass-debugging flags: --print-after-all,
 /// --print-before=PASS, --print-after=PASS, --dump-dir DIR, --time-passes, --stats,
-/// --verify-each. With `-o FILE` the IR goes to FILE and large weights to FILE.weights, so that
-/// the text parses back.
+/// --verify-each. With `-o FILE` the IR goes to FILE and, for .hir, large weights to
+/// FILE.weights, so that the text parses back.
 ///
 /// Examples:
 ///   hlstmc opt model.onnx
 ///   hlstmc opt model.onnx --stats --time-passes --dump-dir dumps/
+///   hlstmc opt model.onnx --emit kir --sparse-strategy sparse-csr
 #[derive(Args)]
 pub struct OptCmdArgs {
     /// The ONNX model.
@@ -23,12 +29,69 @@ pub struct OptCmdArgs {
     /// Write the IR to FILE (and its weights to FILE.weights) instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// What to print: the optimized graph IR, or the kernel IR it lowers to.
+    #[arg(long, value_enum, default_value = "hir")]
+    pub emit: Emit,
+    /// With --emit kir: generate every constant weight this way instead of choosing per matrix.
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub sparse_strategy: Option<SparseStrategy>,
     #[command(flatten)]
     pub opt: OptArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Emit {
+    /// The optimized graph IR (.hir).
+    Hir,
+    /// The kernel IR (.kir): buffers, constants, strided views, the time loop.
+    Kir,
+}
+
+/// How matmuls with constant weights are generated (`--sparse-strategy`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SparseStrategy {
+    /// Dense tiled SIMD loops.
+    Dense,
+    /// One FMA per nonzero weight, the weight an immediate.
+    SparseUnrolled,
+    /// A compressed-row loop over the nonzeros.
+    SparseCsr,
+}
+
+/// Lowers an optimized graph to the kernel IR, with the strategy forced or chosen per matrix.
+pub fn lower(g: &Graph, strategy: Option<SparseStrategy>) -> Result<Program> {
+    let strategy = strategy.map(|s| match s {
+        SparseStrategy::Dense => Strategy::Dense,
+        SparseStrategy::SparseUnrolled => Strategy::SparseUnrolled,
+        SparseStrategy::SparseCsr => Strategy::SparseCsr,
+    });
+    hlstm_passes::lower::lower(g, &LowerOptions { strategy })
+        .map_err(|e| anyhow!("cannot lower to the kernel IR: {e}"))
 }
 
 pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
     let mut g = super::load_model(&a.model)?;
     optimize(&mut g, &a.opt)?;
-    super::print_ir::emit(&g, a.output.as_deref())
+    match a.emit {
+        Emit::Hir => super::print_ir::emit(&g, a.output.as_deref()),
+        Emit::Kir => {
+            let mut p = lower(&g, a.sparse_strategy)?;
+            p.name = a
+                .model
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let text = hlstm_ir::kernel::print(&p);
+            match &a.output {
+                None => print!("{text}"),
+                Some(path) => {
+                    std::fs::write(path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

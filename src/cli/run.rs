@@ -1,6 +1,7 @@
 //! `hlstmc run`: run a model on inputs, or check it against ONNX test data.
 
 use super::io::{file_stem, read_tensor, write_npy};
+use super::opt::SparseStrategy;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use hlstm_ir::{Graph, Tensor};
@@ -11,6 +12,9 @@ use std::process::ExitCode;
 pub enum Engine {
     /// The reference interpreter: exact, slow, the oracle for every other engine.
     Interp,
+    /// The model lowered to the kernel IR and run by its plain interpreter (f32 inputs and
+    /// outputs only).
+    KernelInterp,
 }
 
 /// Run a model on inputs, or check it against reference test data.
@@ -50,6 +54,10 @@ pub struct RunArgs {
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value = "interp")]
     pub engine: Engine,
+    /// With --engine kernel-interp: generate every constant weight this way instead of
+    /// choosing per matrix.
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub sparse_strategy: Option<SparseStrategy>,
     #[command(flatten)]
     pub opt: super::optimize::OptArgs,
 }
@@ -58,10 +66,10 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
     let mut g = super::load_model(&a.model)?;
     super::optimize::optimize(&mut g, &a.opt)?;
     if let Some(dir) = &a.test_data {
-        return check_test_data(&g, dir, a.rtol, a.atol, a.engine);
+        return check_test_data(&g, dir, a.rtol, a.atol, a.engine, a.sparse_strategy);
     }
     let inputs = named_inputs(&g, &a.inputs)?;
-    let outputs = execute(&g, &inputs, a.engine)?;
+    let outputs = execute(&g, &inputs, a.engine, a.sparse_strategy)?;
     match &a.out {
         Some(dir) => write_outputs(&g, &outputs, dir)?,
         None => {
@@ -73,9 +81,46 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn execute(g: &Graph, inputs: &[Tensor], engine: Engine) -> Result<Vec<Tensor>> {
+fn execute(
+    g: &Graph,
+    inputs: &[Tensor],
+    engine: Engine,
+    strategy: Option<SparseStrategy>,
+) -> Result<Vec<Tensor>> {
     match engine {
         Engine::Interp => hlstm_ir::interp::run(g, inputs).map_err(|e| anyhow!("{e}")),
+        Engine::KernelInterp => {
+            let p = super::opt::lower(g, strategy)?;
+            let names = input_names(g);
+            let mut flat = Vec::with_capacity(inputs.len());
+            for (k, t) in inputs.iter().enumerate() {
+                let a = t.as_f32().ok_or_else(|| {
+                    anyhow!(
+                        "input '{}' is {}: the kernel-interp engine takes f32 inputs only",
+                        names.get(k).unwrap_or(&"?"),
+                        t.dtype()
+                    )
+                })?;
+                let dims = &p.buffers[p.inputs[k].0].dims;
+                if a.shape() != dims.as_slice() {
+                    bail!(
+                        "input '{}' has shape {:?}; the model was compiled for {dims:?}",
+                        names.get(k).unwrap_or(&"?"),
+                        a.shape()
+                    );
+                }
+                flat.push(a.iter().copied().collect::<Vec<f32>>());
+            }
+            let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
+            let outs = hlstm_ir::kernel::interp::run(&p, &refs).map_err(|e| anyhow!("{e}"))?;
+            outs.into_iter()
+                .zip(&p.outputs)
+                .map(|(data, b)| {
+                    Tensor::from_f32(&p.buffers[b.0].dims, data)
+                        .ok_or_else(|| anyhow!("an output does not fit its dims"))
+                })
+                .collect()
+        }
     }
 }
 
@@ -157,6 +202,7 @@ fn check_test_data(
     rtol: f64,
     atol: f64,
     engine: Engine,
+    strategy: Option<SparseStrategy>,
 ) -> Result<ExitCode> {
     let names = input_names(g);
     let mut inputs = Vec::new();
@@ -176,7 +222,7 @@ fn check_test_data(
             names.join(", ")
         );
     }
-    let outputs = execute(g, &inputs, engine)?;
+    let outputs = execute(g, &inputs, engine, strategy)?;
     let mut ok = true;
     for (k, ((name, _), got)) in g.outputs.iter().zip(&outputs).enumerate() {
         let p = dir.join(format!("output_{k}.pb"));
