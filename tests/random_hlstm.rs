@@ -7,7 +7,7 @@
 //! - for the Scan form, `inspect --optimized --json` reports `macs_per_step_nonzero` equal to an
 //!   independent count of the live multiply-adds (`hlstm_bench::live_macs`);
 //! - that count reproduces the table in tests/fixtures/README.md on the fixture models;
-//! - (ignored until the re-roll pass lands) the unrolled and Gemm forms reach the same count, and
+//! - the unrolled and Gemm forms reach the same count, and
 //!   the same `loop_body_ops` and `params_nonzero`, as the Scan form.
 //!
 //! `HLSTM_RANDOM_SPECS=N` runs N specs instead of 20.
@@ -249,7 +249,6 @@ fn scan_form_costs_the_independent_live_count() {
 }
 
 #[test]
-#[ignore = "needs the re-roll pass (issue 3, in progress)"]
 fn unrolled_and_gemm_forms_optimize_like_the_scan_form() {
     let mut failures = Vec::new();
     for (i, mut spec) in specs().into_iter().enumerate() {

@@ -6,6 +6,7 @@ use crate::manager::{Pass, PassReport};
 use hlstm_ir::interp::eval_op;
 use hlstm_ir::{BinOp, Graph, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;
+use std::collections::HashMap;
 
 pub struct Canonicalize;
 
@@ -29,6 +30,9 @@ impl Pass for Canonicalize {
 
 fn canonicalize_graph(g: &mut Graph) -> Result<usize, String> {
     let mut count = 0;
+    // B as the matmul reads it (transposed, scaled), per (B, transB, alpha): an unrolled export
+    // reads one weight from every step, and it is transposed once.
+    let mut weights: HashMap<(Value, bool, u32), Value> = HashMap::new();
     let nodes: Vec<NodeIndex> = g.nodes.node_indices().collect();
     for n in nodes {
         if let Op::Recurrence(r) = &mut g.nodes[n].op {
@@ -42,7 +46,7 @@ fn canonicalize_graph(g: &mut Graph) -> Result<usize, String> {
             trans_b,
         } = g.nodes[n].op.clone()
         {
-            rewrite_gemm(g, n, alpha, beta, trans_a, trans_b)?;
+            rewrite_gemm(g, n, alpha, beta, trans_a, trans_b, &mut weights)?;
             count += 1;
         }
     }
@@ -71,6 +75,7 @@ fn rewrite_gemm(
     beta: f32,
     trans_a: bool,
     trans_b: bool,
+    weights: &mut HashMap<(Value, bool, u32), Value>,
 ) -> Result<(), String> {
     let ops = g.operands(n);
     let name = g.nodes[n].name.clone();
@@ -88,24 +93,32 @@ fn rewrite_gemm(
     } else {
         a
     };
-    let b_name = g
-        .constant(b)
-        .map_or_else(|| format!("{name}/B"), |c| c.name.clone());
-    let b = if trans_b {
-        add(g, &format!("{b_name}^T"), transpose, &[Some(b)])?
-    } else {
-        b
-    };
-    let b = if alpha != 1.0 {
-        let s = g.add_const(&format!("{name}/alpha"), Tensor::scalar_f32(alpha));
-        add(
-            g,
-            &format!("{b_name}*alpha"),
-            Op::Binary(BinOp::Mul),
-            &[Some(b), Some(s)],
-        )?
-    } else {
-        b
+    let key = (b, trans_b, alpha.to_bits());
+    let b = match weights.get(&key) {
+        Some(v) => *v,
+        None => {
+            let b_name = g
+                .constant(b)
+                .map_or_else(|| format!("{name}/B"), |c| c.name.clone());
+            let bt = if trans_b {
+                add(g, &format!("{b_name}^T"), transpose, &[Some(b)])?
+            } else {
+                b
+            };
+            let scaled = if alpha != 1.0 {
+                let s = g.add_const(&format!("{name}/alpha"), Tensor::scalar_f32(alpha));
+                add(
+                    g,
+                    &format!("{b_name}*alpha"),
+                    Op::Binary(BinOp::Mul),
+                    &[Some(bt), Some(s)],
+                )?
+            } else {
+                bt
+            };
+            weights.insert(key, scaled);
+            scaled
+        }
     };
     let mut y = add(
         g,

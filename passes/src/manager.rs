@@ -78,6 +78,7 @@ impl Snapshot {
 pub struct PassRun {
     pub name: String,
     pub time: Duration,
+    /// Size and cost before and after the pass (zero unless statistics were asked for).
     pub before: Snapshot,
     pub after: Snapshot,
     pub report: PassReport,
@@ -134,7 +135,12 @@ impl PassManager {
             if self.inst.print_before.iter().any(|p| p == name) {
                 dump(err, &format!("IR Dump Before {name}"), g);
             }
-            let before = Snapshot::of(g);
+            // Statistics cost a walk over every weight: only when asked for.
+            let before = if self.inst.stats {
+                Snapshot::of(g)
+            } else {
+                Snapshot::default()
+            };
             let reference = if self.inst.verify_each {
                 Some(g.clone())
             } else {
@@ -171,7 +177,11 @@ impl PassManager {
                     }
                 }
             }
-            let after = Snapshot::of(g);
+            let after = if self.inst.stats {
+                Snapshot::of(g)
+            } else {
+                Snapshot::default()
+            };
             log.runs.push(PassRun {
                 name: name.to_string(),
                 time,

@@ -391,6 +391,12 @@ fn sink_slices(g: &mut Graph) -> Result<usize, String> {
     let mut count = 0;
     for ((_, sources), mut members) in groups {
         members.sort_by_key(|m| m.1);
+        // The sliced values must have one shape, so the same ranges mean the same columns.
+        let shapes: Vec<Option<Vec<usize>>> =
+            sources.iter().flatten().map(|v| dims(g, *v)).collect();
+        if shapes.windows(2).any(|w| w[0] != w[1]) {
+            continue;
+        }
         let Some(width) = sources
             .iter()
             .flatten()

@@ -176,6 +176,36 @@ fn find_slices(
             }
         }
     }
+    // A kept step axis that the step squeezes right away (Split then Squeeze, as exporters
+    // write it): the squeezed value is the slice, and the sequence is scanned as it is.
+    if kind == Some(SliceKind::Keep) {
+        let mut squeezed = HashMap::new();
+        for (v, t) in &slices {
+            let users = g.users(v.node);
+            let mine: Vec<_> = users.iter().filter(|(_, p)| p.out_slot == v.slot).collect();
+            let [(user, port)] = mine.as_slice() else {
+                break;
+            };
+            let dims_in = g.value_type(*v).concrete();
+            let out = Value {
+                node: *user,
+                slot: 0,
+            };
+            let drops_axis = port.in_slot == 0
+                && matches!(g.nodes[*user].op, Op::Squeeze | Op::Reshape { .. })
+                && dims_in
+                    .as_ref()
+                    .zip(g.value_type(out).concrete())
+                    .is_some_and(|(a, b)| a.len() == b.len() + 1 && a[0] == 1 && a[1..] == b[..]);
+            if !drops_axis {
+                break;
+            }
+            squeezed.insert(out, *t);
+        }
+        if squeezed.len() == slices.len() {
+            return Ok((squeezed, SliceKind::Drop));
+        }
+    }
     let mut seen = vec![0usize; t_len];
     for t in slices.values() {
         if *t >= t_len {

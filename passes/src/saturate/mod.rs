@@ -134,8 +134,6 @@ impl Saturate {
             }
         }
         let (new, summary) = self.saturate_level(g, carried, scope, &mut report.artifacts)?;
-        let before = crate::manager::Snapshot::of(g);
-        let after = crate::manager::Snapshot::of(&new);
         report.notes.push(format!(
             "{}: {} after {} iterations, {} e-nodes in {} classes",
             summary.scope, summary.stop, summary.iterations, summary.nodes, summary.classes
@@ -143,7 +141,7 @@ impl Saturate {
         for (rule, n) in summary.applied {
             *report.counters.entry(rule).or_default() += n;
         }
-        report.changed |= before != after || *g != new;
+        report.changed |= *g != new;
         *g = new;
         Ok(())
     }
