@@ -1,0 +1,404 @@
+//! One kernel IR program -> one Cranelift function in a `cranelift_module::Module` (the JIT
+//! module now, an object module later: the code path is the same).
+//!
+//! The function is `fn(inputs: *const *const f32, outputs: *const *mut f32, work: *mut f32)`
+//! with the target's default calling convention. `inputs[k]`/`outputs[k]` point to the
+//! program's k-th input/output buffer; `work` to a workspace of [`Compiled::work_len`] f32
+//! elements (64-byte alignment is best, 4 is enough) holding the Temp buffers and a scratch
+//! area. The function keeps nothing between calls and calls nothing.
+//!
+//! Constants: weights of `dense` matmuls, constants read through views, and the arrays of
+//! `sparse-csr` matmuls live in one read-only data object declared through the module
+//! (`<name>_rodata`, local linkage, 64-byte aligned), addressed with `symbol_value`; in the JIT
+//! that becomes an absolute address, in a PIC object a GOT/PC-relative one. Weights of
+//! `sparse-unrolled` matmuls are `f32const` immediates in the code and need no data.
+
+use super::elementwise::{self, EOp};
+use super::isa_has_fma;
+use super::layout::{self, Layout};
+use super::matmul;
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, Type, UserFuncName, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
+use hlstm_ir::kernel::{BufKind, Program, Stmt, Storage, View};
+
+/// What [`define_program`] declared and defined.
+pub struct Compiled {
+    pub func_id: FuncId,
+    /// The read-only data object, when the program needs one.
+    pub data_id: Option<DataId>,
+    /// The CLIF text of the function as generated (before Cranelift's own optimizations).
+    pub clif: String,
+    /// Workspace length the function needs, in f32 elements.
+    pub work_len: usize,
+    /// Read-only data size in bytes.
+    pub rodata_len: usize,
+    /// Whether the code uses fused multiply-adds (the target has AVX and FMA).
+    pub fma: bool,
+    /// Cranelift's disassembly of the compiled function (machine instructions, with calls and
+    /// constant-pool loads visible), when asked for.
+    pub asm: Option<String>,
+    /// Machine code size in bytes.
+    pub code_len: usize,
+}
+
+/// The signature of a generated program function.
+pub fn program_signature<M: Module>(module: &M) -> Signature {
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(ptr));
+    }
+    sig
+}
+
+/// Declares and defines `name` (exported) and `<name>_rodata` (local) in `module`.
+pub fn define_program<M: Module>(
+    module: &mut M,
+    p: &Program,
+    name: &str,
+) -> Result<Compiled, String> {
+    define_program_opts(module, p, name, false)
+}
+
+/// [`define_program`], optionally keeping Cranelift's disassembly in [`Compiled::asm`].
+pub fn define_program_opts<M: Module>(
+    module: &mut M,
+    p: &Program,
+    name: &str,
+    asm: bool,
+) -> Result<Compiled, String> {
+    if module.target_config().pointer_type() != I64 {
+        return Err("code generation supports 64-bit targets only".into());
+    }
+    let l = layout::layout(p)?;
+    let fma = isa_has_fma(module.isa());
+    let sig = program_signature(module);
+    let func_id = module
+        .declare_function(name, Linkage::Export, &sig)
+        .map_err(|e| e.to_string())?;
+    let data_id = if l.rodata.is_empty() {
+        None
+    } else {
+        let id = module
+            .declare_data(&format!("{name}_rodata"), Linkage::Local, false, false)
+            .map_err(|e| e.to_string())?;
+        let mut desc = DataDescription::new();
+        desc.define(l.rodata.clone().into_boxed_slice());
+        desc.set_align(64);
+        module.define_data(id, &desc).map_err(|e| e.to_string())?;
+        Some(id)
+    };
+
+    let mut ctx: Context = module.make_context();
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, func_id.as_u32()), sig);
+    let gv = data_id.map(|d| module.declare_data_in_func(d, &mut ctx.func));
+    let mut fbc = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let ptr = module.target_config().pointer_type();
+        let rodata = gv.map(|g| b.ins().symbol_value(ptr, g));
+        let mut cx = Cx::new(&mut b, p, &l, ptr, fma, rodata, &params)?;
+        cx.zero_buffers(&l);
+        cx.stmts(&p.body)?;
+        cx.b.ins().return_(&[]);
+        b.finalize(module.target_config());
+    }
+    let clif = ctx.func.display().to_string();
+    ctx.set_disasm(asm);
+    module
+        .define_function(func_id, &mut ctx)
+        .map_err(|e| format!("cranelift: {e:?}"))?;
+    let asm = if asm {
+        ctx.compiled_code().and_then(|c| c.vcode.clone())
+    } else {
+        None
+    };
+    let code_len = ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+    Ok(Compiled {
+        func_id,
+        data_id,
+        clif,
+        work_len: l.work_len,
+        rodata_len: l.rodata.len(),
+        fma,
+        asm,
+        code_len,
+    })
+}
+
+/// A view resolved to a base pointer, a byte offset and byte strides.
+#[derive(Clone, Debug)]
+pub(crate) struct Rv {
+    pub base: Value,
+    pub off: i64,
+    pub strides: Vec<i64>,
+}
+
+/// Code generation state for one function.
+pub(crate) struct Cx<'a, 'f> {
+    pub b: &'a mut FunctionBuilder<'f>,
+    pub p: &'a Program,
+    pub l: &'a Layout,
+    pub fma: bool,
+    /// Base pointer of each buffer.
+    bufs: Vec<Value>,
+    rodata: Option<Value>,
+    /// Base of the scratch area.
+    pub scratch: Value,
+    /// The step of the innermost enclosing loop.
+    t: Option<Value>,
+    trip: usize,
+}
+
+/// Memory flags of every access: in bounds (checked at compile time), not necessarily aligned.
+pub(crate) fn mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Memory flags of read-only data.
+pub(crate) fn mem_ro() -> MemFlagsData {
+    MemFlagsData::new().with_notrap().with_readonly()
+}
+
+impl<'a, 'f> Cx<'a, 'f> {
+    fn new(
+        b: &'a mut FunctionBuilder<'f>,
+        p: &'a Program,
+        l: &'a Layout,
+        ptr: Type,
+        fma: bool,
+        rodata: Option<Value>,
+        params: &[Value],
+    ) -> Result<Self, String> {
+        let (inputs, outputs, work) = (params[0], params[1], params[2]);
+        let mut bufs = Vec::with_capacity(p.buffers.len());
+        for (i, buf) in p.buffers.iter().enumerate() {
+            let v = match buf.kind {
+                BufKind::Input(k) => b.ins().load(ptr, mem(), inputs, (k * 8) as i32),
+                BufKind::Output(k) => b.ins().load(ptr, mem(), outputs, (k * 8) as i32),
+                BufKind::Temp => {
+                    let off = l.temp_off[i].expect("temp offset") as i64 * 4;
+                    b.ins().iadd_imm_s(work, off)
+                }
+            };
+            bufs.push(v);
+        }
+        let scratch = b.ins().iadd_imm_s(work, l.scratch_off as i64 * 4);
+        Ok(Cx {
+            b,
+            p,
+            l,
+            fma,
+            bufs,
+            rodata,
+            scratch,
+            t: None,
+            trip: 1,
+        })
+    }
+
+    pub fn rodata(&self) -> Value {
+        self.rodata.expect("read-only data")
+    }
+
+    /// Base pointer of a storage (constants: the read-only data plus the constant's offset).
+    fn storage_base(&mut self, s: Storage) -> (Value, i64) {
+        match s {
+            Storage::Buf(b) => (self.bufs[b.0], 0),
+            Storage::Const(c) => (self.rodata(), self.l.const_off[&c] as i64),
+        }
+    }
+
+    /// Resolves a view at the current step, its strides taken from `strides` (the view's own or
+    /// broadcast ones).
+    pub fn resolve_with(&mut self, v: &View, strides: &[isize]) -> Rv {
+        let (mut base, off0) = self.storage_base(v.storage);
+        if v.step_stride != 0
+            && let Some(t) = self.t
+        {
+            let d = self.b.ins().imul_imm_s(t, v.step_stride as i64 * 4);
+            base = self.b.ins().iadd(base, d);
+        }
+        Rv {
+            base,
+            off: off0 + v.offset as i64 * 4,
+            strides: strides.iter().map(|s| *s as i64 * 4).collect(),
+        }
+    }
+
+    pub fn resolve(&mut self, v: &View) -> Rv {
+        let s = v.strides.clone();
+        self.resolve_with(v, &s)
+    }
+
+    /// A base pointer and an immediate offset for a byte offset from `base`.
+    fn addr(&mut self, base: Value, off: i64) -> (Value, i32) {
+        match i32::try_from(off) {
+            Ok(o) => (base, o),
+            Err(_) => (self.b.ins().iadd_imm_s(base, off), 0),
+        }
+    }
+
+    pub fn load(&mut self, ty: Type, base: Value, off: i64) -> Value {
+        let (b, o) = self.addr(base, off);
+        self.b.ins().load(ty, mem(), b, o)
+    }
+
+    pub fn load_ro(&mut self, ty: Type, base: Value, off: i64) -> Value {
+        let (b, o) = self.addr(base, off);
+        self.b.ins().load(ty, mem_ro(), b, o)
+    }
+
+    pub fn store(&mut self, v: Value, base: Value, off: i64) {
+        let (b, o) = self.addr(base, off);
+        self.b.ins().store(mem(), v, b, o);
+    }
+
+    /// `base + i * stride` (bytes).
+    pub fn advance(&mut self, base: Value, i: Value, stride: i64) -> Value {
+        if stride == 0 {
+            return base;
+        }
+        let d = if stride == 1 {
+            i
+        } else if stride > 0 && (stride as u64).is_power_of_two() {
+            self.b.ins().ishl_imm_u(i, stride.trailing_zeros() as i64)
+        } else {
+            self.b.ins().imul_imm_s(i, stride)
+        };
+        self.b.ins().iadd(base, d)
+    }
+
+    /// Emits `for i in 0..trip { body(i) }` for trip >= 1 with an i64 counter (a bottom-tested
+    /// loop: the body block's parameter is the counter).
+    pub fn counted_loop(
+        &mut self,
+        trip: usize,
+        body: &mut dyn FnMut(&mut Self, Value) -> Result<(), String>,
+    ) -> Result<(), String> {
+        debug_assert!(trip >= 1);
+        if trip == 1 {
+            let zero = self.b.ins().iconst(I64, 0);
+            return body(self, zero);
+        }
+        let var = self.b.declare_var(I64);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.def_var(var, zero);
+        let blk = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(blk, &[]);
+        self.b.switch_to_block(blk);
+        let i = self.b.use_var(var);
+        body(self, i)?;
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        self.b.def_var(var, next);
+        let c = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, next, trip as i64);
+        self.b.ins().brif(c, blk, &[], exit, &[]);
+        self.b.seal_block(blk);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
+    }
+
+    /// Zeroes the buffers the interpreter's semantics need zeroed (see layout::zero_set).
+    fn zero_buffers(&mut self, l: &Layout) {
+        for id in l.zero.clone() {
+            let n = self.p.buffers[id.0].len();
+            let base = self.bufs[id.0];
+            elementwise::fill_zero(self, base, n);
+        }
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) -> Result<(), String> {
+        for s in body {
+            self.stmt(s)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), String> {
+        match s {
+            Stmt::MatMul { out, a, w } => matmul::emit(self, out, a, w, self.trip),
+            Stmt::Unary { op, out, x } => self.elementwise(EOp::Act(*op), out, &[x]),
+            Stmt::Binary { op, out, a, b } => self.elementwise(EOp::Bin(*op), out, &[a, b]),
+            Stmt::Clip { out, x, min, max } => self.elementwise(EOp::Clip(*min, *max), out, &[x]),
+            Stmt::Copy { out, x } => self.elementwise(EOp::Copy, out, &[x]),
+            Stmt::Loop {
+                trip,
+                reverse,
+                body,
+            } => {
+                if *trip == 0 {
+                    return Ok(());
+                }
+                let (saved_t, saved_trip) = (self.t, self.trip);
+                self.trip = *trip;
+                let (trip, reverse) = (*trip, *reverse);
+                self.counted_loop(trip, &mut |cx, i| {
+                    let t = if reverse {
+                        // t = trip - 1 - i
+                        let last = cx.b.ins().iconst(I64, trip as i64 - 1);
+                        cx.b.ins().isub(last, i)
+                    } else {
+                        i
+                    };
+                    cx.t = Some(t);
+                    cx.stmts(body)
+                })?;
+                self.t = saved_t;
+                self.trip = saved_trip;
+                Ok(())
+            }
+        }
+    }
+
+    fn elementwise(&mut self, op: EOp, out: &View, ins: &[&View]) -> Result<(), String> {
+        if out.dims.contains(&0) {
+            return Ok(());
+        }
+        let mut alias = false;
+        for x in ins {
+            alias |= layout::elementwise_alias(out, x, self.trip)?;
+        }
+        let mut rins = Vec::with_capacity(ins.len());
+        for x in ins {
+            let s = layout::bcast_strides(x, &out.dims)?;
+            rins.push(self.resolve_with(x, &s));
+        }
+        let rout = self.resolve(out);
+        if alias {
+            // Compute into scratch (contiguous), then copy: the operands are all read first.
+            let sc = self.scratch_rv(&out.dims);
+            elementwise::emit(self, op, &out.dims, &sc, &rins)?;
+            elementwise::emit(self, EOp::Copy, &out.dims, &rout, &[sc])
+        } else {
+            elementwise::emit(self, op, &out.dims, &rout, &rins)
+        }
+    }
+
+    /// A contiguous row-major view of the scratch area with `dims`.
+    pub fn scratch_rv(&self, dims: &[usize]) -> Rv {
+        Rv {
+            base: self.scratch,
+            off: 0,
+            strides: hlstm_ir::kernel::row_major_strides(dims)
+                .iter()
+                .map(|s| *s as i64 * 4)
+                .collect(),
+        }
+    }
+}

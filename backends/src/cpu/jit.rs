@@ -1,0 +1,197 @@
+//! The JIT: a program compiled in memory, with its workspace allocated once.
+
+use super::codegen::define_program_opts;
+use super::{CpuIsa, CpuOptions, build_isa};
+use cranelift_jit::{JITBuilder, JITModule};
+use hlstm_ir::kernel::Program;
+use std::sync::Mutex;
+
+type Entry = unsafe extern "C" fn(*const *const f32, *const *mut f32, *mut f32);
+
+/// Owns the JIT module (code and read-only data) and frees its memory on drop.
+struct Code(Option<JITModule>);
+
+// SAFETY: after `finalize_definitions` the module is never used again except to free its
+// memory in `drop` (which needs `&mut self`, so no other reference exists then); the code and
+// data it owns are immutable.
+unsafe impl Send for Code {}
+unsafe impl Sync for Code {}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            // SAFETY: the only function pointer into this memory lives in the JitProgram
+            // being dropped.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// Per-call state, allocated once: the workspace and the pointer arrays passed to the code.
+struct Ctx {
+    work: Box<[f32]>,
+    ins: Box<[*const f32]>,
+    outs: Box<[*mut f32]>,
+}
+
+// SAFETY: the pointers are only written and read inside `run`, under the mutex, and point to
+// the caller's slices only for the duration of that call.
+unsafe impl Send for Ctx {}
+
+/// A kernel program compiled to native code in memory.
+pub struct JitProgram {
+    entry: Entry,
+    ctx: Mutex<Ctx>,
+    in_lens: Vec<usize>,
+    out_lens: Vec<usize>,
+    clif: String,
+    fma: bool,
+    rodata_len: usize,
+    asm: Option<String>,
+    code_len: usize,
+    // Last: dropped after `entry` can no longer be called.
+    _code: Code,
+}
+
+/// Whether the machine running us can execute code for `isa`.
+fn host_supports(isa: CpuIsa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match isa {
+            CpuIsa::Native => true,
+            CpuIsa::X86_64V2 => {
+                std::is_x86_feature_detected!("sse4.2") && std::is_x86_feature_detected!("popcnt")
+            }
+            CpuIsa::X86_64V3 => {
+                std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("bmi1")
+                    && std::is_x86_feature_detected!("bmi2")
+                    && std::is_x86_feature_detected!("lzcnt")
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        isa == CpuIsa::Native
+    }
+}
+
+impl JitProgram {
+    /// Generates and compiles `p`, and allocates its workspace.
+    pub fn compile(p: &Program, opts: &CpuOptions) -> Result<JitProgram, String> {
+        Self::compile_opts(p, opts, false)
+    }
+
+    /// [`JitProgram::compile`], keeping the disassembly of the compiled code when `asm`.
+    pub fn compile_opts(p: &Program, opts: &CpuOptions, asm: bool) -> Result<JitProgram, String> {
+        if !host_supports(opts.isa) {
+            return Err(format!(
+                "this machine cannot run {} code in the JIT",
+                opts.isa.name()
+            ));
+        }
+        let isa = build_isa(opts, false)?;
+        let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        let mut code = Code(Some(JITModule::new(builder)));
+        let module = code.0.as_mut().expect("module");
+        let c = define_program_opts(module, p, "hlstm_program", asm)?;
+        module
+            .finalize_definitions()
+            .map_err(|e| format!("cranelift: {e}"))?;
+        let ptr = module.get_finalized_function(c.func_id);
+        // SAFETY: the function was defined with `program_signature` (three pointers, no
+        // results) in the target's default calling convention, which is "C" on this host.
+        let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
+        let buf_len = |id: &hlstm_ir::kernel::BufId| p.buffers[id.0].len();
+        Ok(JitProgram {
+            entry,
+            ctx: Mutex::new(Ctx {
+                work: vec![0.0f32; c.work_len.max(1)].into_boxed_slice(),
+                ins: vec![std::ptr::null(); p.inputs.len()].into_boxed_slice(),
+                outs: vec![std::ptr::null_mut(); p.outputs.len()].into_boxed_slice(),
+            }),
+            in_lens: p.inputs.iter().map(buf_len).collect(),
+            out_lens: p.outputs.iter().map(buf_len).collect(),
+            clif: c.clif,
+            fma: c.fma,
+            rodata_len: c.rodata_len,
+            asm: c.asm,
+            code_len: c.code_len,
+            _code: code,
+        })
+    }
+
+    /// Runs the program: checks the number and lengths of inputs and outputs, then calls the
+    /// generated code (which allocates nothing). Concurrent calls on one program wait for each
+    /// other (they share the workspace).
+    pub fn run(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<(), String> {
+        if inputs.len() != self.in_lens.len() {
+            return Err(format!(
+                "expected {} inputs, got {}",
+                self.in_lens.len(),
+                inputs.len()
+            ));
+        }
+        if outputs.len() != self.out_lens.len() {
+            return Err(format!(
+                "expected {} outputs, got {}",
+                self.out_lens.len(),
+                outputs.len()
+            ));
+        }
+        for (k, (x, n)) in inputs.iter().zip(&self.in_lens).enumerate() {
+            if x.len() != *n {
+                return Err(format!("input {k} has {} elements, expected {n}", x.len()));
+            }
+        }
+        for (k, (x, n)) in outputs.iter().zip(&self.out_lens).enumerate() {
+            if x.len() != *n {
+                return Err(format!("output {k} has {} elements, expected {n}", x.len()));
+            }
+        }
+        let mut guard = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
+        let ctx = &mut *guard;
+        for (slot, x) in ctx.ins.iter_mut().zip(inputs) {
+            *slot = x.as_ptr();
+        }
+        for (slot, x) in ctx.outs.iter_mut().zip(outputs.iter_mut()) {
+            *slot = x.as_mut_ptr();
+        }
+        // SAFETY: every pointer refers to a live slice of the length the code was generated
+        // for (checked above); the code only accesses those ranges (checked at compile time),
+        // writes only outputs and the workspace, and the workspace is ours under the lock.
+        unsafe { (self.entry)(ctx.ins.as_ptr(), ctx.outs.as_ptr(), ctx.work.as_mut_ptr()) };
+        Ok(())
+    }
+
+    /// The CLIF text of the generated function.
+    pub fn clif(&self) -> String {
+        self.clif.clone()
+    }
+
+    /// The disassembly of the compiled code (from [`JitProgram::compile_opts`] with `asm`).
+    pub fn asm(&self) -> Option<&str> {
+        self.asm.as_deref()
+    }
+
+    /// Whether the code uses fused multiply-adds.
+    pub fn has_fma(&self) -> bool {
+        self.fma
+    }
+
+    /// Workspace size in f32 elements.
+    pub fn work_len(&self) -> usize {
+        self.ctx.lock().map(|c| c.work.len()).unwrap_or(0)
+    }
+
+    /// Machine code size in bytes.
+    pub fn code_len(&self) -> usize {
+        self.code_len
+    }
+
+    /// Read-only data size in bytes.
+    pub fn rodata_len(&self) -> usize {
+        self.rodata_len
+    }
+}

@@ -1,0 +1,784 @@
+//! Checks a program before code generation (shapes, every access within its storage, no write
+//! to an input or a constant), lays out the workspace (Temp buffers and scratch) and the
+//! read-only data (constants read from memory, CSR arrays), and finds the buffers the generated
+//! code must zero at entry (the interpreter starts every buffer at zero).
+
+use hlstm_ir::kernel::{BufId, BufKind, ConstId, Program, Stmt, Storage, Strategy, View, Weight};
+use std::collections::HashMap;
+
+/// Alignment of each workspace buffer and each read-only array, in f32 elements (64 bytes).
+const ALIGN: usize = 16;
+
+fn align_up(x: usize) -> usize {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+/// Where everything lives.
+pub(crate) struct Layout {
+    /// Element offset of each Temp buffer in the workspace (None for inputs and outputs).
+    pub temp_off: Vec<Option<usize>>,
+    /// Element offset of the scratch area (for statements whose output overlaps an operand).
+    pub scratch_off: usize,
+    /// Workspace length in f32 elements.
+    pub work_len: usize,
+    /// Buffers (Temp or Output) the function zeroes on entry.
+    pub zero: Vec<BufId>,
+    /// The read-only data, and where each constant and CSR matrix starts in it (bytes).
+    pub rodata: Vec<u8>,
+    pub const_off: HashMap<ConstId, usize>,
+    /// (constant, k-stride of the left operand in elements) -> (byte offset of the column
+    /// pointers, byte offset of the (value, byte offset) pairs).
+    pub csr: HashMap<(ConstId, isize), (usize, usize)>,
+}
+
+/// Right-aligned broadcast of `v` to `dims` (numpy rules, as the interpreter's `read_as`):
+/// the strides of `v` over `dims`.
+pub(crate) fn bcast_strides(v: &View, dims: &[usize]) -> Result<Vec<isize>, String> {
+    if v.dims.len() != v.strides.len() {
+        return Err(format!(
+            "a view has {} dims and {} strides",
+            v.dims.len(),
+            v.strides.len()
+        ));
+    }
+    if v.dims == dims {
+        return Ok(v.strides.clone());
+    }
+    let r = dims.len();
+    if v.dims.len() > r {
+        return Err(format!("cannot broadcast {:?} to {dims:?}", v.dims));
+    }
+    let pad = r - v.dims.len();
+    let mut s = vec![0isize; r];
+    for d in 0..v.dims.len() {
+        if v.dims[d] == dims[pad + d] {
+            s[pad + d] = v.strides[d];
+        } else if v.dims[d] != 1 {
+            return Err(format!("cannot broadcast {:?} to {dims:?}", v.dims));
+        }
+    }
+    Ok(s)
+}
+
+/// The smallest and largest element index a view touches over t in 0..trip; None when empty.
+fn span(v: &View, trip: usize) -> Option<(i128, i128)> {
+    if v.dims.contains(&0) || trip == 0 {
+        return None;
+    }
+    let mut lo = v.offset as i128;
+    let mut hi = lo;
+    let st = v.step_stride as i128 * (trip as i128 - 1);
+    lo += st.min(0);
+    hi += st.max(0);
+    for (d, s) in v.dims.iter().zip(&v.strides) {
+        let e = (*d as i128 - 1) * *s as i128;
+        lo += e.min(0);
+        hi += e.max(0);
+    }
+    Some((lo, hi))
+}
+
+fn storage_len(p: &Program, s: Storage) -> usize {
+    match s {
+        Storage::Buf(b) => p.buffers[b.0].len(),
+        Storage::Const(c) => p.consts[c.0].data.len(),
+    }
+}
+
+fn check_view(p: &Program, v: &View, trip: usize, what: &str) -> Result<(), String> {
+    if v.dims.len() != v.strides.len() {
+        return Err(format!(
+            "{what}: a view has {} dims and {} strides",
+            v.dims.len(),
+            v.strides.len()
+        ));
+    }
+    match v.storage {
+        Storage::Buf(b) if b.0 >= p.buffers.len() => {
+            return Err(format!("{what}: buffer %{} does not exist", b.0));
+        }
+        Storage::Const(c) if c.0 >= p.consts.len() => {
+            return Err(format!("{what}: constant ${} does not exist", c.0));
+        }
+        _ => {}
+    }
+    let len = storage_len(p, v.storage) as i128;
+    if let Some((lo, hi)) = span(v, trip) {
+        if lo < 0 || hi >= len {
+            return Err(format!(
+                "{what}: a view reaches elements {lo}..={hi} of a storage of {len}"
+            ));
+        }
+        // Byte offsets must stay well inside i32 immediates and i64 arithmetic.
+        if hi * 4 >= i32::MAX as i128 || lo * 4 <= i32::MIN as i128 {
+            return Err(format!("{what}: a view is too large"));
+        }
+    }
+    Ok(())
+}
+
+fn check_write(p: &Program, v: &View, what: &str) -> Result<(), String> {
+    match v.storage {
+        Storage::Const(_) => Err(format!("{what}: writes a constant")),
+        Storage::Buf(b) => match p.buffers[b.0].kind {
+            BufKind::Input(_) => Err(format!("{what}: writes input buffer %{}", b.0)),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The (M, K, N) of a matmul, checked.
+pub(crate) fn matmul_dims(
+    p: &Program,
+    out: &View,
+    a: &View,
+    w: &Weight,
+) -> Result<(usize, usize, usize), String> {
+    if out.dims.len() != 2 || a.dims.len() != 2 {
+        return Err(format!(
+            "matmul: out {:?} and a {:?} must have rank 2",
+            out.dims, a.dims
+        ));
+    }
+    let (m, k, n) = (out.dims[0], a.dims[1], out.dims[1]);
+    if a.dims[0] != m {
+        return Err(format!("matmul: a {:?} vs out {:?}", a.dims, out.dims));
+    }
+    match w {
+        Weight::Const(c, _) => {
+            let cst = p
+                .consts
+                .get(c.0)
+                .ok_or_else(|| format!("matmul: constant ${} does not exist", c.0))?;
+            if cst.data.len() != k * n {
+                return Err(format!(
+                    "matmul: constant ${} has {} elements, expected [{k},{n}]",
+                    c.0,
+                    cst.data.len()
+                ));
+            }
+        }
+        Weight::View(v) => {
+            if v.dims != [k, n] {
+                return Err(format!("matmul: weight {:?}, expected [{k},{n}]", v.dims));
+            }
+        }
+    }
+    Ok((m, k, n))
+}
+
+/// Whether the output of an elementwise statement overlaps an operand other than element for
+/// element (then the generated code computes into scratch first, as the interpreter reads all
+/// operands before writing).
+pub(crate) fn elementwise_alias(out: &View, x: &View, trip: usize) -> Result<bool, String> {
+    if out.storage != x.storage {
+        return Ok(false);
+    }
+    let xs = bcast_strides(x, &out.dims)?;
+    if x.offset == out.offset && x.step_stride == out.step_stride && out_same(&xs, out) {
+        return Ok(false);
+    }
+    Ok(overlap(out, x, trip))
+}
+
+fn out_same(xs: &[isize], out: &View) -> bool {
+    xs.iter()
+        .zip(&out.strides)
+        .zip(&out.dims)
+        .all(|((a, b), d)| a == b || *d == 1)
+}
+
+/// Whether two views of one storage may touch a common element (by their spans).
+pub(crate) fn overlap(a: &View, b: &View, trip: usize) -> bool {
+    if a.storage != b.storage {
+        return false;
+    }
+    // With equal step strides the distance is the same every step: compare one step.
+    let tr = if a.step_stride == b.step_stride {
+        1
+    } else {
+        trip
+    };
+    match (span(a, tr), span(b, tr)) {
+        (Some((l1, h1)), Some((l2, h2))) => l1 <= h2 && l2 <= h1,
+        _ => false,
+    }
+}
+
+/// Checks every statement; returns the largest scratch a statement needs (elements).
+fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> Result<(), String> {
+    for s in body {
+        match s {
+            Stmt::MatMul { out, a, w } => {
+                let what = "matmul";
+                check_view(p, out, trip, what)?;
+                check_view(p, a, trip, what)?;
+                check_write(p, out, what)?;
+                let (m, _k, n) = matmul_dims(p, out, a, w)?;
+                let mut alias = overlap(out, a, trip);
+                if let Weight::View(v) = w {
+                    check_view(p, v, trip, what)?;
+                    alias |= overlap(out, v, trip);
+                }
+                if alias {
+                    *scratch = (*scratch).max(m * n);
+                }
+            }
+            Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
+                let what = "elementwise statement";
+                check_view(p, out, trip, what)?;
+                check_view(p, x, trip, what)?;
+                check_write(p, out, what)?;
+                bcast_strides(x, &out.dims)?;
+                if elementwise_alias(out, x, trip)? {
+                    *scratch = (*scratch).max(out.len());
+                }
+            }
+            Stmt::Binary { out, a, b, .. } => {
+                let what = "binary statement";
+                check_view(p, out, trip, what)?;
+                check_view(p, a, trip, what)?;
+                check_view(p, b, trip, what)?;
+                check_write(p, out, what)?;
+                bcast_strides(a, &out.dims)?;
+                bcast_strides(b, &out.dims)?;
+                if elementwise_alias(out, a, trip)? || elementwise_alias(out, b, trip)? {
+                    *scratch = (*scratch).max(out.len());
+                }
+            }
+            Stmt::Loop { trip: t, body, .. } => check_stmts(p, body, *t, scratch)?,
+        }
+    }
+    Ok(())
+}
+
+/// Element offsets a view touches at one step (for the coverage analysis).
+fn offsets(v: &View, t: usize, out: &mut Vec<usize>) {
+    if v.dims.contains(&0) {
+        return;
+    }
+    let base = v.offset + v.step_stride * t as isize;
+    let mut idx = vec![0usize; v.dims.len()];
+    loop {
+        let o: isize = base
+            + idx
+                .iter()
+                .zip(&v.strides)
+                .map(|(i, s)| *i as isize * s)
+                .sum::<isize>();
+        out.push(o as usize);
+        let mut d = idx.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < v.dims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum First {
+    None,
+    /// The first access wrote every element in one statement.
+    FullWrite,
+    Other,
+}
+
+/// Buffers (Temp or Output) the code must zero on entry so that it computes what the
+/// interpreter computes: those with an element read before any write, and outputs with an
+/// element never written. Found by following the accesses of one run element by element (cheap:
+/// reads of a buffer already complete are not followed); a program where that would take more
+/// than [`SIMULATE_BUDGET`] element visits gets the coarser [`zero_set_coarse`].
+fn zero_set(p: &Program) -> Vec<BufId> {
+    simulate(p).unwrap_or_else(|| zero_set_coarse(p))
+}
+
+const SIMULATE_BUDGET: usize = 1 << 25;
+
+struct Sim {
+    written: Vec<Vec<bool>>,
+    count: Vec<usize>,
+    need: Vec<bool>,
+    budget: usize,
+    offs: Vec<usize>,
+}
+
+impl Sim {
+    fn full(&self, b: usize) -> bool {
+        self.count[b] == self.written[b].len()
+    }
+    fn read(&mut self, v: &View, t: usize) -> Option<()> {
+        let Storage::Buf(b) = v.storage else {
+            return Some(());
+        };
+        if self.need[b.0] || self.full(b.0) {
+            return Some(());
+        }
+        self.budget = self.budget.checked_sub(v.len())?;
+        self.offs.clear();
+        offsets(v, t, &mut self.offs);
+        if self.offs.iter().any(|o| !self.written[b.0][*o]) {
+            self.need[b.0] = true;
+        }
+        Some(())
+    }
+    fn write(&mut self, v: &View, t: usize) -> Option<()> {
+        let Storage::Buf(b) = v.storage else {
+            return Some(());
+        };
+        if self.full(b.0) {
+            return Some(());
+        }
+        self.budget = self.budget.checked_sub(v.len())?;
+        self.offs.clear();
+        offsets(v, t, &mut self.offs);
+        for &o in &self.offs {
+            if !self.written[b.0][o] {
+                self.written[b.0][o] = true;
+                self.count[b.0] += 1;
+            }
+        }
+        Some(())
+    }
+    fn exec(&mut self, body: &[Stmt], t: usize) -> Option<()> {
+        for s in body {
+            match s {
+                Stmt::MatMul { out, a, w } => {
+                    self.read(a, t)?;
+                    if let Weight::View(v) = w {
+                        self.read(v, t)?;
+                    }
+                    self.write(out, t)?;
+                }
+                Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
+                    self.read(x, t)?;
+                    self.write(out, t)?;
+                }
+                Stmt::Binary { out, a, b, .. } => {
+                    self.read(a, t)?;
+                    self.read(b, t)?;
+                    self.write(out, t)?;
+                }
+                Stmt::Loop {
+                    trip,
+                    reverse,
+                    body,
+                } => {
+                    for i in 0..*trip {
+                        self.exec(body, if *reverse { trip - 1 - i } else { i })?;
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+fn simulate(p: &Program) -> Option<Vec<BufId>> {
+    let total: usize = p.buffers.iter().map(|b| b.len()).sum();
+    let budget = SIMULATE_BUDGET.checked_sub(total)?;
+    let mut sim = Sim {
+        written: p
+            .buffers
+            .iter()
+            .map(|b| vec![matches!(b.kind, BufKind::Input(_)); b.len()])
+            .collect(),
+        count: p
+            .buffers
+            .iter()
+            .map(|b| {
+                if matches!(b.kind, BufKind::Input(_)) {
+                    b.len()
+                } else {
+                    0
+                }
+            })
+            .collect(),
+        need: vec![false; p.buffers.len()],
+        budget,
+        offs: Vec::new(),
+    };
+    sim.exec(&p.body, 0)?;
+    Some(
+        p.buffers
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| {
+                !matches!(b.kind, BufKind::Input(_))
+                    && !b.is_empty()
+                    && (sim.need[*i] || (matches!(b.kind, BufKind::Output(_)) && !sim.full(*i)))
+            })
+            .map(|(i, _)| BufId(i))
+            .collect(),
+    )
+}
+
+/// The coarse rule: zero a buffer unless its first access writes every element, or it is never
+/// read and the writes of the whole program cover it.
+fn zero_set_coarse(p: &Program) -> Vec<BufId> {
+    let nb = p.buffers.len();
+    let mut first = vec![First::None; nb];
+    let mut read = vec![false; nb];
+    let mut writes: Vec<Vec<(View, usize)>> = vec![Vec::new(); nb];
+
+    fn reads_of(s: &Stmt) -> Vec<&View> {
+        match s {
+            Stmt::MatMul { a, w, .. } => {
+                let mut r = vec![a];
+                if let Weight::View(v) = w {
+                    r.push(v);
+                }
+                r
+            }
+            Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => vec![x],
+            Stmt::Binary { a, b, .. } => vec![a, b],
+            Stmt::Loop { .. } => vec![],
+        }
+    }
+    fn covers_once(p: &Program, v: &View) -> bool {
+        let Storage::Buf(b) = v.storage else {
+            return false;
+        };
+        let len = p.buffers[b.0].len();
+        if v.len() < len || len > (1 << 24) {
+            return false;
+        }
+        let mut seen = vec![false; len];
+        let mut offs = Vec::new();
+        offsets(v, 0, &mut offs);
+        for o in offs {
+            if o < len {
+                seen[o] = true;
+            }
+        }
+        seen.iter().all(|x| *x)
+    }
+    fn walk(
+        p: &Program,
+        body: &[Stmt],
+        trip: usize,
+        first: &mut [First],
+        read: &mut [bool],
+        writes: &mut [Vec<(View, usize)>],
+    ) {
+        for s in body {
+            if let Stmt::Loop { trip: t, body, .. } = s {
+                if *t > 0 {
+                    walk(p, body, *t, first, read, writes);
+                }
+                continue;
+            }
+            for v in reads_of(s) {
+                if let Storage::Buf(b) = v.storage {
+                    read[b.0] = true;
+                    if first[b.0] == First::None {
+                        first[b.0] = First::Other;
+                    }
+                }
+            }
+            let out = match s {
+                Stmt::MatMul { out, .. }
+                | Stmt::Unary { out, .. }
+                | Stmt::Binary { out, .. }
+                | Stmt::Clip { out, .. }
+                | Stmt::Copy { out, .. } => out,
+                Stmt::Loop { .. } => unreachable!(),
+            };
+            if let Storage::Buf(b) = out.storage {
+                if first[b.0] == First::None {
+                    first[b.0] = if covers_once(p, out) {
+                        First::FullWrite
+                    } else {
+                        First::Other
+                    };
+                }
+                writes[b.0].push((out.clone(), trip));
+            }
+        }
+    }
+    walk(p, &p.body, 1, &mut first, &mut read, &mut writes);
+
+    let mut zero = Vec::new();
+    for (i, b) in p.buffers.iter().enumerate() {
+        if matches!(b.kind, BufKind::Input(_)) || b.is_empty() {
+            continue;
+        }
+        if first[i] == First::FullWrite {
+            continue;
+        }
+        if !read[i] {
+            // Never read: zero only what the writes leave uncovered (checked exactly when small).
+            let len = b.len();
+            let total: usize = writes[i].iter().map(|(v, t)| v.len() * t).sum();
+            if len <= (1 << 24) && total <= (1 << 24) && !writes[i].is_empty() {
+                let mut seen = vec![false; len];
+                let mut offs = Vec::new();
+                for (v, trip) in &writes[i] {
+                    for t in 0..*trip {
+                        offs.clear();
+                        offsets(v, t, &mut offs);
+                        for &o in &offs {
+                            if o < len {
+                                seen[o] = true;
+                            }
+                        }
+                    }
+                }
+                if seen.iter().all(|x| *x) {
+                    continue;
+                }
+            }
+        }
+        zero.push(BufId(i));
+    }
+    zero
+}
+
+fn push_f32s(rodata: &mut Vec<u8>, data: &[f32]) -> usize {
+    while !rodata.len().is_multiple_of(ALIGN * 4) {
+        rodata.push(0);
+    }
+    let off = rodata.len();
+    for v in data {
+        rodata.extend_from_slice(&v.to_le_bytes());
+    }
+    off
+}
+
+fn push_i32s(rodata: &mut Vec<u8>, data: &[i32]) -> usize {
+    while !rodata.len().is_multiple_of(ALIGN * 4) {
+        rodata.push(0);
+    }
+    let off = rodata.len();
+    for v in data {
+        rodata.extend_from_slice(&v.to_le_bytes());
+    }
+    off
+}
+
+fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String> {
+    let const_view = |l: &mut Layout, v: &View| {
+        if let Storage::Const(c) = v.storage
+            && !l.const_off.contains_key(&c)
+        {
+            let off = push_f32s(&mut l.rodata, &p.consts[c.0].data);
+            l.const_off.insert(c, off);
+        }
+    };
+    for s in body {
+        match s {
+            Stmt::MatMul { out, a, w } => {
+                const_view(l, a);
+                match w {
+                    Weight::View(v) => const_view(l, v),
+                    Weight::Const(c, Strategy::Dense) => {
+                        if !l.const_off.contains_key(c) {
+                            let off = push_f32s(&mut l.rodata, &p.consts[c.0].data);
+                            l.const_off.insert(*c, off);
+                        }
+                    }
+                    Weight::Const(_, Strategy::SparseUnrolled) => {}
+                    Weight::Const(c, Strategy::SparseCsr) => {
+                        let key = (*c, a.strides[1]);
+                        if l.csr.contains_key(&key) {
+                            continue;
+                        }
+                        let (k, n) = (a.dims[1], out.dims[1]);
+                        let data = &p.consts[c.0].data;
+                        // Column-compressed W (the rows of W^T): for each output column, the
+                        // nonzero weights and the byte offsets of their inputs in a's row.
+                        let mut ptr = Vec::with_capacity(n + 1);
+                        let mut pairs: Vec<i32> = Vec::new();
+                        ptr.push(0i32);
+                        for j in 0..n {
+                            for q in 0..k {
+                                let v = data[q * n + j];
+                                if v != 0.0 {
+                                    pairs.push(v.to_bits() as i32);
+                                    let off = q as i64 * a.strides[1] as i64 * 4;
+                                    pairs.push(i32::try_from(off).map_err(|_| "matmul too large")?);
+                                }
+                            }
+                            let bytes = i32::try_from(pairs.len() * 4)
+                                .map_err(|_| "matmul too large".to_string())?;
+                            ptr.push(bytes);
+                        }
+                        let ptr_off = push_i32s(&mut l.rodata, &ptr);
+                        let pairs_off = push_i32s(&mut l.rodata, &pairs);
+                        l.csr.insert(key, (ptr_off, pairs_off));
+                    }
+                }
+            }
+            Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => const_view(l, x),
+            Stmt::Binary { a, b, .. } => {
+                const_view(l, a);
+                const_view(l, b);
+            }
+            Stmt::Loop { body, .. } => place_rodata(p, body, l)?,
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
+    for (k, id) in p.inputs.iter().enumerate() {
+        match p.buffers.get(id.0).map(|b| b.kind) {
+            Some(BufKind::Input(j)) if j == k => {}
+            _ => return Err(format!("input {k} is not an input buffer of that number")),
+        }
+    }
+    for (k, id) in p.outputs.iter().enumerate() {
+        match p.buffers.get(id.0).map(|b| b.kind) {
+            Some(BufKind::Output(j)) if j == k => {}
+            _ => return Err(format!("output {k} is not an output buffer of that number")),
+        }
+    }
+    for (i, b) in p.buffers.iter().enumerate() {
+        let listed = match b.kind {
+            BufKind::Input(k) => p.inputs.get(k) == Some(&BufId(i)),
+            BufKind::Output(k) => p.outputs.get(k) == Some(&BufId(i)),
+            BufKind::Temp => true,
+        };
+        if !listed {
+            return Err(format!(
+                "buffer %{i} is not in the program's inputs or outputs"
+            ));
+        }
+        if b.dims
+            .iter()
+            .try_fold(1usize, |a, d| a.checked_mul(*d))
+            .is_none_or(|n| n > 1 << 28)
+        {
+            return Err(format!("buffer %{i} is too large"));
+        }
+    }
+    let mut scratch = 0;
+    check_stmts(p, &p.body, 1, &mut scratch)?;
+
+    let mut temp_off = vec![None; p.buffers.len()];
+    let mut off = 0usize;
+    for (i, b) in p.buffers.iter().enumerate() {
+        if b.kind == BufKind::Temp {
+            temp_off[i] = Some(off);
+            off = align_up(off + b.len());
+        }
+    }
+    let scratch_off = off;
+    off = align_up(off + scratch);
+    if off > 1 << 29 {
+        return Err("the workspace is too large".into());
+    }
+    let mut l = Layout {
+        temp_off,
+        scratch_off,
+        work_len: off,
+        zero: zero_set(p),
+        rodata: Vec::new(),
+        const_off: HashMap::new(),
+        csr: HashMap::new(),
+    };
+    place_rodata(p, &p.body, &mut l)?;
+    if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty()) {
+        // Only empty constants: keep a (tiny) object so every reference has a base.
+        l.rodata.resize(ALIGN * 4, 0);
+    }
+    if l.rodata.len() > i32::MAX as usize / 2 {
+        return Err("the read-only data is too large".into());
+    }
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hlstm_ir::BinOp;
+
+    fn v(b: BufId, off: isize, dims: &[usize], strides: &[isize], step: isize) -> View {
+        View {
+            storage: Storage::Buf(b),
+            offset: off,
+            dims: dims.to_vec(),
+            strides: strides.to_vec(),
+            step_stride: step,
+        }
+    }
+
+    /// state `h` read before written: zeroed; `y` written one row per step and read back:
+    /// complete, not zeroed; `acc` first written whole: not zeroed; `part` an output written
+    /// in part: zeroed.
+    fn sample() -> (Program, [BufId; 5]) {
+        let mut p = Program::default();
+        let x = p.add_buffer("x", BufKind::Input(0), &[4, 3]);
+        let y = p.add_buffer("y", BufKind::Output(0), &[4, 3]);
+        let part = p.add_buffer("part", BufKind::Output(1), &[5]);
+        let h = p.add_buffer("h", BufKind::Temp, &[3]);
+        let acc = p.add_buffer("acc", BufKind::Temp, &[3]);
+        p.inputs = vec![x];
+        p.outputs = vec![y, part];
+        p.body = vec![
+            Stmt::Copy {
+                out: View::whole(acc, &[3]),
+                x: v(x, 0, &[3], &[1], 0),
+            },
+            Stmt::Loop {
+                trip: 4,
+                reverse: true,
+                body: vec![
+                    Stmt::Binary {
+                        op: BinOp::Add,
+                        out: View::whole(h, &[3]),
+                        a: View::whole(h, &[3]),
+                        b: v(x, 0, &[3], &[1], 3),
+                    },
+                    Stmt::Copy {
+                        out: v(y, 0, &[3], &[1], 3),
+                        x: View::whole(h, &[3]),
+                    },
+                    Stmt::Binary {
+                        op: BinOp::Add,
+                        out: View::whole(acc, &[3]),
+                        a: View::whole(acc, &[3]),
+                        b: v(y, 0, &[3], &[1], 3),
+                    },
+                ],
+            },
+            Stmt::Copy {
+                out: v(part, 1, &[3], &[1], 0),
+                x: View::whole(acc, &[3]),
+            },
+        ];
+        (p, [x, y, part, h, acc])
+    }
+
+    #[test]
+    fn zero_set_follows_reads_and_writes() {
+        let (p, [_, _, part, h, _]) = sample();
+        assert_eq!(zero_set(&p), vec![part, h]);
+        // The coarse rule zeroes more (y is read and its first write is partial), never less.
+        let coarse = zero_set_coarse(&p);
+        for b in zero_set(&p) {
+            assert!(coarse.contains(&b));
+        }
+    }
+
+    #[test]
+    fn spans_and_overlap() {
+        let (p, [x, y, ..]) = sample();
+        let a = v(y, 0, &[3], &[1], 3);
+        let b = v(y, 3, &[3], &[1], 3);
+        assert!(!overlap(&a, &b, 4), "same step stride: one row apart");
+        let c = v(y, 3, &[3], &[1], 0);
+        assert!(overlap(&a, &c, 4), "row 1 is written at t = 1");
+        assert!(!overlap(&a, &v(x, 0, &[3], &[1], 3), 4), "other storage");
+        assert!(check_view(&p, &v(y, 0, &[3], &[1], 3), 4, "t").is_ok());
+        assert!(check_view(&p, &v(y, 0, &[3], &[1], 3), 5, "t").is_err());
+        assert!(check_view(&p, &v(y, 2, &[3], &[-1], 0), 1, "t").is_ok());
+        assert!(check_view(&p, &v(y, 1, &[3], &[-1], 0), 1, "t").is_err());
+    }
+}

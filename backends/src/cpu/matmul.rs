@@ -1,0 +1,373 @@
+//! Matmul statements: out[M, N] = a[M, K] · w[K, N], one row of `a` at a time (a loop over M
+//! when M > 1).
+//!
+//! - dense (constant weights from read-only data, or run-time weights from a buffer): column
+//!   tiles of 16 (four f32x4 accumulators in registers), then a tile of the remaining whole
+//!   vectors, then up to 3 scalar columns; inside a tile a loop over K unrolled by 4 (fully
+//!   unrolled up to K = 8): splat a[i, k], load the weight vectors, fused multiply-add. A
+//!   run-time weight whose columns are not contiguous gets tiles of 4 scalar accumulators.
+//! - sparse-unrolled: for each output column, one scalar multiply-add per nonzero weight, the
+//!   weight an `f32const` immediate; zero weights emit nothing, a column without nonzeros
+//!   stores 0.
+//! - sparse-csr: a loop over output columns; for each, a loop over its nonzeros stored as
+//!   (value, byte offset of the input) pairs in read-only data, with the column boundaries in a
+//!   pointer array.
+//!
+//! When the output overlaps an operand, the product goes to scratch and is then copied.
+
+use super::codegen::{Cx, Rv};
+use super::elementwise::{self, EOp};
+use super::layout::{matmul_dims, overlap};
+use super::math::{Fx, SCALAR, VEC};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use hlstm_ir::kernel::{ConstId, Strategy, View, Weight};
+
+/// A base pointer and a byte offset from it.
+type Pos = (Value, i64);
+
+/// K up to which the dense K loop is fully unrolled.
+const K_UNROLL_ALL: usize = 8;
+/// The dense K loop's unroll factor.
+const K_UNROLL: usize = 4;
+
+pub(crate) fn emit(
+    cx: &mut Cx,
+    out: &View,
+    a: &View,
+    w: &Weight,
+    trip: usize,
+) -> Result<(), String> {
+    let (m, k, n) = matmul_dims(cx.p, out, a, w)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let mut alias = overlap(out, a, trip);
+    if let Weight::View(v) = w {
+        alias |= overlap(out, v, trip);
+    }
+    let rout_final = cx.resolve(out);
+    let rout = if alias {
+        cx.scratch_rv(&[m, n])
+    } else {
+        rout_final.clone()
+    };
+    let ra = cx.resolve(a);
+    match w {
+        Weight::Const(c, Strategy::Dense) => {
+            let rw = Rv {
+                base: cx.rodata(),
+                off: cx.l.const_off[c] as i64,
+                strides: vec![n as i64 * 4, 4],
+            };
+            dense(cx, m, k, n, &ra, &rw, true, &rout);
+        }
+        Weight::View(v) => {
+            let ro = matches!(v.storage, hlstm_ir::kernel::Storage::Const(_));
+            let rw = cx.resolve(v);
+            dense(cx, m, k, n, &ra, &rw, ro, &rout);
+        }
+        Weight::Const(c, Strategy::SparseUnrolled) => unrolled(cx, *c, m, k, n, &ra, &rout),
+        Weight::Const(c, Strategy::SparseCsr) => {
+            let (ptr_off, pairs_off) = cx.l.csr[&(*c, a.strides[1])];
+            csr(cx, m, n, &ra, ptr_off as i64, pairs_off as i64, &rout);
+        }
+    }
+    if alias {
+        elementwise::emit(cx, EOp::Copy, &[m, n], &rout_final, &[rout])?;
+    }
+    Ok(())
+}
+
+/// Calls `f(a_row, out_row)` for each row (a loop when M > 1).
+fn rows(cx: &mut Cx, m: usize, ra: &Rv, rout: &Rv, f: &mut dyn FnMut(&mut Cx, Pos, Pos)) {
+    if m == 1 {
+        f(cx, (ra.base, ra.off), (rout.base, rout.off));
+        return;
+    }
+    let _ = cx.counted_loop(m, &mut |cx, i| {
+        let ab = cx.advance(ra.base, i, ra.strides[0]);
+        let ob = cx.advance(rout.base, i, rout.strides[0]);
+        f(cx, (ab, ra.off), (ob, rout.off));
+        Ok(())
+    });
+}
+
+fn mul_add(cx: &mut Cx, ty: Type, a: Value, b: Value, c: Value) -> Value {
+    Fx::new(cx.b, ty, cx.fma).mul_add(a, b, c)
+}
+
+fn zero(cx: &mut Cx, ty: Type) -> Value {
+    Fx::new(cx.b, ty, cx.fma).c(0.0)
+}
+
+/// Dense: see the module doc.
+#[allow(clippy::too_many_arguments)]
+fn dense(cx: &mut Cx, m: usize, k: usize, n: usize, ra: &Rv, rw: &Rv, w_ro: bool, rout: &Rv) {
+    let (sw_k, sw_n, so_n) = (rw.strides[0], rw.strides[1], rout.strides[1]);
+    let sa_k = ra.strides[1];
+    let vec_ok = sw_n == 4;
+    rows(cx, m, ra, rout, &mut |cx, arow, orow| {
+        let t = Tile {
+            k,
+            sa_k,
+            sw_k,
+            sw_n,
+            so_n,
+            w_ro,
+        };
+        if vec_ok {
+            let full = n / 16;
+            let tile_at = |cx: &mut Cx, wcol: (Value, i64), ocol: (Value, i64)| {
+                t.emit(cx, arow, wcol, ocol, 4, true);
+            };
+            if full <= 2 {
+                for ti in 0..full {
+                    let c = ti as i64 * 16;
+                    tile_at(
+                        cx,
+                        (rw.base, rw.off + c * sw_n),
+                        (orow.0, orow.1 + c * so_n),
+                    );
+                }
+            } else {
+                let _ = cx.counted_loop(full, &mut |cx, ti| {
+                    let wb = cx.advance(rw.base, ti, 16 * sw_n);
+                    let ob = cx.advance(orow.0, ti, 16 * so_n);
+                    tile_at(cx, (wb, rw.off), (ob, orow.1));
+                    Ok(())
+                });
+            }
+            let mut c = full * 16;
+            let rv = (n - c) / 4;
+            if rv > 0 {
+                let ci = c as i64;
+                t.emit(
+                    cx,
+                    arow,
+                    (rw.base, rw.off + ci * sw_n),
+                    (orow.0, orow.1 + ci * so_n),
+                    rv,
+                    true,
+                );
+                c += rv * 4;
+            }
+            if c < n {
+                let ci = c as i64;
+                t.emit(
+                    cx,
+                    arow,
+                    (rw.base, rw.off + ci * sw_n),
+                    (orow.0, orow.1 + ci * so_n),
+                    n - c,
+                    false,
+                );
+            }
+        } else {
+            let full = n / 4;
+            if full <= 2 {
+                for ti in 0..full {
+                    let c = ti as i64 * 4;
+                    t.emit(
+                        cx,
+                        arow,
+                        (rw.base, rw.off + c * sw_n),
+                        (orow.0, orow.1 + c * so_n),
+                        4,
+                        false,
+                    );
+                }
+            } else {
+                let _ = cx.counted_loop(full, &mut |cx, ti| {
+                    let wb = cx.advance(rw.base, ti, 4 * sw_n);
+                    let ob = cx.advance(orow.0, ti, 4 * so_n);
+                    t.emit(cx, arow, (wb, rw.off), (ob, orow.1), 4, false);
+                    Ok(())
+                });
+            }
+            let c = full * 4;
+            if c < n {
+                let ci = c as i64;
+                t.emit(
+                    cx,
+                    arow,
+                    (rw.base, rw.off + ci * sw_n),
+                    (orow.0, orow.1 + ci * so_n),
+                    n - c,
+                    false,
+                );
+            }
+        }
+    });
+}
+
+/// One dense column tile: `nacc` accumulators, vectors of 4 columns or single columns.
+struct Tile {
+    k: usize,
+    sa_k: i64,
+    sw_k: i64,
+    sw_n: i64,
+    so_n: i64,
+    w_ro: bool,
+}
+
+impl Tile {
+    fn emit(
+        &self,
+        cx: &mut Cx,
+        arow: (Value, i64),
+        wcol: (Value, i64),
+        ocol: (Value, i64),
+        nacc: usize,
+        vector: bool,
+    ) {
+        let ty = if vector { VEC } else { SCALAR };
+        let z = zero(cx, ty);
+        let vars: Vec<_> = (0..nacc)
+            .map(|_| {
+                let v = cx.b.declare_var(ty);
+                cx.b.def_var(v, z);
+                v
+            })
+            .collect();
+        // One k step: a at (pa, ao), the weight row at (pw, wo).
+        let step = |cx: &mut Cx, pa: Value, ao: i64, pw: Value, wo: i64| {
+            let x = cx.load(SCALAR, pa, ao);
+            let xs = if vector { cx.b.ins().splat(VEC, x) } else { x };
+            for (j, var) in vars.iter().enumerate() {
+                let off = if vector {
+                    wo + j as i64 * 16
+                } else {
+                    wo + j as i64 * self.sw_n
+                };
+                let wv = if self.w_ro {
+                    cx.load_ro(ty, pw, off)
+                } else {
+                    cx.load(ty, pw, off)
+                };
+                let acc = cx.b.use_var(*var);
+                let acc = mul_add(cx, ty, xs, wv, acc);
+                cx.b.def_var(*var, acc);
+            }
+        };
+        if self.k <= K_UNROLL_ALL {
+            for q in 0..self.k as i64 {
+                step(
+                    cx,
+                    arow.0,
+                    arow.1 + q * self.sa_k,
+                    wcol.0,
+                    wcol.1 + q * self.sw_k,
+                );
+            }
+        } else {
+            let chunks = self.k / K_UNROLL;
+            let u = K_UNROLL as i64;
+            let _ = cx.counted_loop(chunks, &mut |cx, i| {
+                let pa = cx.advance(arow.0, i, self.sa_k * u);
+                let pw = cx.advance(wcol.0, i, self.sw_k * u);
+                for q in 0..u {
+                    step(cx, pa, arow.1 + q * self.sa_k, pw, wcol.1 + q * self.sw_k);
+                }
+                Ok(())
+            });
+            for q in (chunks * K_UNROLL) as i64..self.k as i64 {
+                step(
+                    cx,
+                    arow.0,
+                    arow.1 + q * self.sa_k,
+                    wcol.0,
+                    wcol.1 + q * self.sw_k,
+                );
+            }
+        }
+        for (j, var) in vars.iter().enumerate() {
+            let acc = cx.b.use_var(*var);
+            if vector {
+                if self.so_n == 4 {
+                    cx.store(acc, ocol.0, ocol.1 + j as i64 * 16);
+                } else {
+                    for l in 0..4u8 {
+                        let e = cx.b.ins().extractlane(acc, l);
+                        let off = ocol.1 + (j as i64 * 4 + l as i64) * self.so_n;
+                        cx.store(e, ocol.0, off);
+                    }
+                }
+            } else {
+                cx.store(acc, ocol.0, ocol.1 + j as i64 * self.so_n);
+            }
+        }
+    }
+}
+
+/// Sparse-unrolled: see the module doc.
+fn unrolled(cx: &mut Cx, c: ConstId, m: usize, k: usize, n: usize, ra: &Rv, rout: &Rv) {
+    let data = cx.p.consts[c.0].data.clone();
+    let (sa_k, so_n) = (ra.strides[1], rout.strides[1]);
+    rows(cx, m, ra, rout, &mut |cx, arow, orow| {
+        for j in 0..n {
+            let mut acc = cx.b.ins().f32const(0.0);
+            for q in 0..k {
+                let w = data[q * n + j];
+                if w != 0.0 {
+                    let x = cx.load(SCALAR, arow.0, arow.1 + q as i64 * sa_k);
+                    let wc = cx.b.ins().f32const(w);
+                    acc = mul_add(cx, SCALAR, x, wc, acc);
+                }
+            }
+            cx.store(acc, orow.0, orow.1 + j as i64 * so_n);
+        }
+    });
+}
+
+/// Sparse-csr: see the module doc.
+fn csr(cx: &mut Cx, m: usize, n: usize, ra: &Rv, ptr_off: i64, pairs_off: i64, rout: &Rv) {
+    let so_n = rout.strides[1];
+    let rodata = cx.rodata();
+    rows(cx, m, ra, rout, &mut |cx, arow, orow| {
+        let pairs = cx.b.ins().iadd_imm_s(rodata, pairs_off);
+        let _ = cx.counted_loop(n, &mut |cx, j| {
+            let pj = cx.advance(rodata, j, 4);
+            let start = cx.load_ro(I32, pj, ptr_off);
+            let end = cx.load_ro(I32, pj, ptr_off + 4);
+            let start = cx.b.ins().sextend(I64, start);
+            let end = cx.b.ins().sextend(I64, end);
+            let p0 = cx.b.ins().iadd(pairs, start);
+            let pend = cx.b.ins().iadd(pairs, end);
+            let pv = cx.b.declare_var(I64);
+            cx.b.def_var(pv, p0);
+            let acc = cx.b.declare_var(SCALAR);
+            let z = cx.b.ins().f32const(0.0);
+            cx.b.def_var(acc, z);
+            let header = cx.b.create_block();
+            let body = cx.b.create_block();
+            let exit = cx.b.create_block();
+            cx.b.ins().jump(header, &[]);
+            cx.b.switch_to_block(header);
+            let p = cx.b.use_var(pv);
+            let more = cx.b.ins().icmp(IntCC::UnsignedLessThan, p, pend);
+            cx.b.ins().brif(more, body, &[], exit, &[]);
+            cx.b.switch_to_block(body);
+            cx.b.seal_block(body);
+            let w = cx.load_ro(SCALAR, p, 0);
+            let ko = cx.load_ro(I32, p, 4);
+            let ko = cx.b.ins().sextend(I64, ko);
+            let xa = cx.b.ins().iadd(arow.0, ko);
+            let x = cx.load(SCALAR, xa, arow.1);
+            let a0 = cx.b.use_var(acc);
+            let a1 = mul_add(cx, SCALAR, x, w, a0);
+            cx.b.def_var(acc, a1);
+            let pn = cx.b.ins().iadd_imm_s(p, 8);
+            cx.b.def_var(pv, pn);
+            cx.b.ins().jump(header, &[]);
+            cx.b.seal_block(header);
+            cx.b.switch_to_block(exit);
+            cx.b.seal_block(exit);
+            let r = cx.b.use_var(acc);
+            let ob = cx.advance(orow.0, j, so_n);
+            cx.store(r, ob, orow.1);
+            Ok(())
+        });
+    });
+}
