@@ -15,6 +15,31 @@ pub enum Engine {
     /// The model lowered to the kernel IR and run by its plain interpreter (f32 inputs and
     /// outputs only).
     KernelInterp,
+    /// The model lowered to the kernel IR and compiled to native code with Cranelift (f32 inputs
+    /// and outputs, static shapes).
+    Jit,
+}
+
+/// Which CPU the JIT generates code for.
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum Cpu {
+    /// Every feature of this machine.
+    #[default]
+    Native,
+    /// x86-64-v2: SSE4.2; multiply then add (no FMA).
+    #[value(name = "x86-64-v2")]
+    X86_64V2,
+    /// x86-64-v3: AVX2 and FMA.
+    #[value(name = "x86-64-v3")]
+    X86_64V3,
+}
+
+/// The engine and its code-generation choices.
+#[derive(Clone, Copy)]
+struct EngineChoice {
+    engine: Engine,
+    strategy: Option<SparseStrategy>,
+    cpu: Cpu,
 }
 
 /// Run a model on inputs, or check it against reference test data.
@@ -54,10 +79,13 @@ pub struct RunArgs {
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value = "interp")]
     pub engine: Engine,
-    /// With --engine kernel-interp: generate every constant weight this way instead of
+    /// With --engine kernel-interp or jit: generate every constant weight this way instead of
     /// choosing per matrix.
     #[arg(long, value_enum, value_name = "STRATEGY")]
     pub sparse_strategy: Option<SparseStrategy>,
+    /// With --engine jit: the CPU to generate code for.
+    #[arg(long, value_enum, default_value = "native")]
+    pub cpu: Cpu,
     #[command(flatten)]
     pub opt: super::optimize::OptArgs,
 }
@@ -65,11 +93,16 @@ pub struct RunArgs {
 pub fn main(a: RunArgs) -> Result<ExitCode> {
     let mut g = super::load_model(&a.model)?;
     super::optimize::optimize(&mut g, &a.opt)?;
+    let choice = EngineChoice {
+        engine: a.engine,
+        strategy: a.sparse_strategy,
+        cpu: a.cpu,
+    };
     if let Some(dir) = &a.test_data {
-        return check_test_data(&g, dir, a.rtol, a.atol, a.engine, a.sparse_strategy);
+        return check_test_data(&g, dir, a.rtol, a.atol, choice);
     }
     let inputs = named_inputs(&g, &a.inputs)?;
-    let outputs = execute(&g, &inputs, a.engine, a.sparse_strategy)?;
+    let outputs = execute(&g, &inputs, choice)?;
     match &a.out {
         Some(dir) => write_outputs(&g, &outputs, dir)?,
         None => {
@@ -81,16 +114,11 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn execute(
-    g: &Graph,
-    inputs: &[Tensor],
-    engine: Engine,
-    strategy: Option<SparseStrategy>,
-) -> Result<Vec<Tensor>> {
-    match engine {
+fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Tensor>> {
+    match choice.engine {
         Engine::Interp => hlstm_ir::interp::run(g, inputs).map_err(|e| anyhow!("{e}")),
-        Engine::KernelInterp => {
-            let p = super::opt::lower(g, strategy)?;
+        Engine::KernelInterp | Engine::Jit => {
+            let p = super::opt::lower(g, choice.strategy)?;
             let names = input_names(g);
             let mut flat = Vec::with_capacity(inputs.len());
             for (k, t) in inputs.iter().enumerate() {
@@ -112,7 +140,10 @@ fn execute(
                 flat.push(a.iter().copied().collect::<Vec<f32>>());
             }
             let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
-            let outs = hlstm_ir::kernel::interp::run(&p, &refs).map_err(|e| anyhow!("{e}"))?;
+            let outs = match choice.engine {
+                Engine::Jit => run_jit(&p, &refs, choice.cpu)?,
+                _ => hlstm_ir::kernel::interp::run(&p, &refs).map_err(|e| anyhow!("{e}"))?,
+            };
             outs.into_iter()
                 .zip(&p.outputs)
                 .map(|(data, b)| {
@@ -122,6 +153,32 @@ fn execute(
                 .collect()
         }
     }
+}
+
+/// Compiles the program with Cranelift and runs it once.
+fn run_jit(p: &hlstm_ir::kernel::Program, inputs: &[&[f32]], cpu: Cpu) -> Result<Vec<Vec<f32>>> {
+    use hlstm_backends::cpu::{CpuIsa, CpuOptions, JitProgram};
+    let isa = match cpu {
+        Cpu::Native => CpuIsa::Native,
+        Cpu::X86_64V2 => CpuIsa::X86_64V2,
+        Cpu::X86_64V3 => CpuIsa::X86_64V3,
+    };
+    let jit = JitProgram::compile(
+        p,
+        &CpuOptions {
+            isa,
+            ..CpuOptions::default()
+        },
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let mut outs: Vec<Vec<f32>> = p
+        .outputs
+        .iter()
+        .map(|b| vec![0.0; p.buffers[b.0].len()])
+        .collect();
+    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    jit.run(inputs, &mut views).map_err(|e| anyhow!("{e}"))?;
+    Ok(outs)
 }
 
 fn input_names(g: &Graph) -> Vec<&str> {
@@ -201,8 +258,7 @@ fn check_test_data(
     dir: &Path,
     rtol: f64,
     atol: f64,
-    engine: Engine,
-    strategy: Option<SparseStrategy>,
+    choice: EngineChoice,
 ) -> Result<ExitCode> {
     let names = input_names(g);
     let mut inputs = Vec::new();
@@ -222,7 +278,7 @@ fn check_test_data(
             names.join(", ")
         );
     }
-    let outputs = execute(g, &inputs, engine, strategy)?;
+    let outputs = execute(g, &inputs, choice)?;
     let mut ok = true;
     for (k, ((name, _), got)) in g.outputs.iter().zip(&outputs).enumerate() {
         let p = dir.join(format!("output_{k}.pb"));
