@@ -45,6 +45,8 @@ pub enum Emit {
     Hir,
     /// The kernel IR (.kir): buffers, constants, strided views, the time loop.
     Kir,
+    /// The Cranelift IR (CLIF) the JIT generates for this machine.
+    Clif,
 }
 
 /// How matmuls with constant weights are generated (`--sparse-strategy`).
@@ -74,7 +76,7 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
     optimize(&mut g, &a.opt)?;
     match a.emit {
         Emit::Hir => super::print_ir::emit(&g, a.output.as_deref()),
-        Emit::Kir => {
+        Emit::Kir | Emit::Clif => {
             let mut p = lower(&g, a.sparse_strategy)?;
             p.name = a
                 .model
@@ -82,7 +84,15 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .to_string();
-            let text = hlstm_ir::kernel::print(&p);
+            let text = match a.emit {
+                Emit::Clif => {
+                    let opts = hlstm_backends::cpu::CpuOptions::default();
+                    hlstm_backends::cpu::JitProgram::compile(&p, &opts)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .clif()
+                }
+                _ => hlstm_ir::kernel::print(&p),
+            };
             match &a.output {
                 None => print!("{text}"),
                 Some(path) => {
