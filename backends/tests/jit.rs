@@ -1116,7 +1116,7 @@ proptest! {
 // ---------- timing (not a test of correctness; run with --ignored --nocapture) ----------
 
 #[test]
-#[ignore]
+#[ignore = "a timing report, not a check: run with --ignored --nocapture when measuring strategies"]
 fn timing_matmul_strategies() {
     use std::time::Instant;
     for (k, n, density) in [
@@ -1166,7 +1166,7 @@ fn timing_matmul_strategies() {
 }
 
 #[test]
-#[ignore]
+#[ignore = "prints generated assembly for reading, checks nothing: run with --ignored --nocapture"]
 fn print_asm_sample() {
     let (p, _) = matmul_program(
         1,

@@ -136,7 +136,10 @@ fn collect(
                 let (Some(Some(a)), Some(Some(b))) = (ops.first(), ops.get(1)) else {
                     continue;
                 };
-                let out: f64 = dims_or_one(&node.results[0].ty).iter().map(|&d| d as f64).product();
+                let out: f64 = dims_or_one(&node.results[0].ty)
+                    .iter()
+                    .map(|&d| d as f64)
+                    .product();
                 let a_dims = dims_or_one(g.value_type(*a));
                 let k = match &node.op {
                     Op::Gemm { trans_a: true, .. } => a_dims.first().copied().unwrap_or(1),

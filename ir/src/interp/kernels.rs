@@ -440,7 +440,10 @@ pub fn slice(
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err("starts, ends, axes and steps differ in length".into());
     }
-    let norm: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<KResult<_>>()?;
+    let norm: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, rank))
+        .collect::<KResult<_>>()?;
     if (1..norm.len()).any(|i| norm[..i].contains(&norm[i])) {
         return Err(format!("slice axes {axes:?} repeat an axis"));
     }

@@ -429,7 +429,10 @@ fn expand(
         let z = match b_known {
             Some(bn) => {
                 hlstm_ir::interp::kernels::check_size(&[bn, h])?;
-                ctx.constant(&format!("{label}/zero_state"), Tensor::zeros(DType::F32, &[bn, h]))
+                ctx.constant(
+                    &format!("{label}/zero_state"),
+                    Tensor::zeros(DType::F32, &[bn, h]),
+                )
             }
             None => {
                 let bsz = ctx.add1(
