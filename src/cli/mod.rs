@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod bench;
 mod inspect;
 mod io;
 mod opt;
@@ -36,6 +37,7 @@ pub enum Command {
     PrintIr(print_ir::PrintIrArgs),
     Opt(opt::OptCmdArgs),
     Passes(passes::PassesArgs),
+    Bench(bench::BenchArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -45,6 +47,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::PrintIr(a) => print_ir::main(a),
         Command::Opt(a) => opt::main(a),
         Command::Passes(a) => passes::main(a),
+        Command::Bench(a) => bench::main(a),
     }
 }
 

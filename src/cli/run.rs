@@ -181,7 +181,7 @@ fn run_jit(p: &hlstm_ir::kernel::Program, inputs: &[&[f32]], cpu: Cpu) -> Result
     Ok(outs)
 }
 
-fn input_names(g: &Graph) -> Vec<&str> {
+pub(super) fn input_names(g: &Graph) -> Vec<&str> {
     g.inputs.iter().map(|n| g.nodes[*n].name.as_str()).collect()
 }
 
