@@ -15,7 +15,7 @@ use std::process::ExitCode;
 /// nonzero; and multiply-adds per time step and batch row, dense and nonzero. `--json` prints
 /// one JSON object (keys documented in docs/cli.md).
 ///
-/// Example: hlstmc inspect examples/hlstm_scan_H64_X32_T8_sp97.onnx --json
+/// Example: hlstmc inspect examples/hlstm_sp97/model.onnx --json
 #[derive(Args)]
 pub struct InspectArgs {
     /// The ONNX model.

@@ -22,8 +22,8 @@ use std::process::ExitCode;
     about = "A compiler for LSTMs and pruned hidden-layer LSTMs (H-LSTM)",
     long_about = "hlstmc reads trained recurrent models from ONNX (LSTM/GRU/RNN ops, Scan bodies, \
                   unrolled PyTorch exports) into its graph IR, and runs them.\n\n\
-                  Example:\n  hlstmc inspect examples/hlstm_scan_H64_X32_T8_sp97.onnx\n  \
-                  hlstmc run examples/hlstm_scan_H64_X32_T8_sp97.onnx -i X=x.npy -o out/"
+                  Example:\n  hlstmc inspect examples/hlstm_sp97/model.onnx\n  \
+                  hlstmc run examples/hlstm_sp97/model.onnx -i X=x.npy -o out/"
 )]
 pub struct Cli {
     #[command(subcommand)]
