@@ -21,9 +21,12 @@ use std::process::ExitCode;
     version,
     about = "A compiler for LSTMs and pruned hidden-layer LSTMs (H-LSTM)",
     long_about = "hlstmc reads trained recurrent models from ONNX (LSTM/GRU/RNN ops, Scan bodies, \
-                  unrolled PyTorch exports) into its graph IR, and runs them.\n\n\
+                  unrolled PyTorch exports) into its graph IR, optimizes them (removing pruned connections \
+                  and dead neurons by equality saturation), and runs them with an exact interpreter \
+                  or as native code (Cranelift JIT).\n\n\
                   Example:\n  hlstmc inspect examples/hlstm_sp97/model.onnx\n  \
-                  hlstmc run examples/hlstm_sp97/model.onnx -i X=x.npy -o out/"
+                  hlstmc run examples/hlstm_sp97/model.onnx -i X=x.npy -o out/\n  \
+                  hlstmc run --engine jit examples/hlstm_sp97/model.onnx --test-data examples/hlstm_sp97/test_data_set_0"
 )]
 pub struct Cli {
     #[command(subcommand)]
