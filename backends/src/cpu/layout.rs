@@ -29,6 +29,9 @@ pub(crate) struct Layout {
     /// (constant, k-stride of the left operand in elements) -> (byte offset of the column
     /// pointers, byte offset of the (value, byte offset) pairs).
     pub csr: HashMap<(ConstId, isize), (usize, usize)>,
+    /// (constant, N) -> byte offset of a dense constant weight [K, N] packed tile-major: for
+    /// each tile of 16 columns (the last one padded with zeros), its K×16 block, row by row.
+    pub packed: HashMap<(ConstId, usize), usize>,
 }
 
 /// Right-aligned broadcast of `v` to `dims` (numpy rules, as the interpreter's `read_as`):
@@ -562,6 +565,20 @@ fn push_i32s(rodata: &mut Vec<u8>, data: &[i32]) -> usize {
     off
 }
 
+/// `w` [K, N] row-major, packed tile-major (see [`Layout::packed`]).
+pub(crate) fn pack_tiles(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let tiles = n.div_ceil(16);
+    let mut out = vec![0.0f32; tiles * k * 16];
+    for t in 0..tiles {
+        let (c0, c1) = (t * 16, (t * 16 + 16).min(n));
+        for q in 0..k {
+            let dst = (t * k + q) * 16;
+            out[dst..dst + (c1 - c0)].copy_from_slice(&w[q * n + c0..q * n + c1]);
+        }
+    }
+    out
+}
+
 fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String> {
     let const_view = |l: &mut Layout, v: &View| {
         if let Storage::Const(c) = v.storage
@@ -578,10 +595,14 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                 match w {
                     Weight::View(v) => const_view(l, v),
                     Weight::Const(c, Strategy::Dense) => {
-                        if !l.const_off.contains_key(c) {
-                            let off = push_f32s(&mut l.rodata, &p.consts[c.0].data);
-                            l.const_off.insert(*c, off);
+                        let n = out.dims[1];
+                        if n == 0 || l.packed.contains_key(&(*c, n)) {
+                            continue;
                         }
+                        let data = &p.consts[c.0].data;
+                        let k = data.len() / n;
+                        let off = push_f32s(&mut l.rodata, &pack_tiles(data, k, n));
+                        l.packed.insert((*c, n), off);
                     }
                     Weight::Const(_, Strategy::SparseUnrolled) => {}
                     Weight::Const(c, Strategy::SparseCsr) => {
@@ -682,9 +703,11 @@ pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
         rodata: Vec::new(),
         const_off: HashMap::new(),
         csr: HashMap::new(),
+        packed: HashMap::new(),
     };
     place_rodata(p, &p.body, &mut l)?;
-    if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty()) {
+    if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty() || !l.packed.is_empty())
+    {
         // Only empty constants: keep a (tiny) object so every reference has a base.
         l.rodata.resize(ALIGN * 4, 0);
     }

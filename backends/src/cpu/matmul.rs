@@ -1,11 +1,14 @@
-//! Matmul statements: out[M, N] = a[M, K] · w[K, N], one row of `a` at a time (a loop over M
-//! when M > 1).
+//! Matmul statements: out[M, N] = a[M, K] · w[K, N], by rows of `a` (a loop over M when M > 1).
 //!
 //! - dense (constant weights from read-only data, or run-time weights from a buffer): column
-//!   tiles of 16 (four f32x4 accumulators in registers), then a tile of the remaining whole
-//!   vectors, then up to 3 scalar columns; inside a tile a loop over K unrolled by 4 (fully
-//!   unrolled up to K = 8): splat a[i, k], load the weight vectors, fused multiply-add. A
-//!   run-time weight whose columns are not contiguous gets tiles of 4 scalar accumulators.
+//!   tiles of 16 (four f32x4 accumulators per row in registers), then a tile of the remaining
+//!   whole vectors, then up to 3 scalar columns; inside a tile a loop over K unrolled by 4 (fully
+//!   unrolled up to K = 8): splat a[i, k], load the weight vectors, fused multiply-add. Rows go
+//!   by pairs (then a last single row), each weight load shared by the two rows. A constant
+//!   weight is packed tile-major in read-only data (`Layout::packed`: each 16-column tile's
+//!   K×16 block contiguous, the last tile zero-padded), so the K loop reads sequentially. A
+//!   run-time weight is read in place; one whose columns are not contiguous gets tiles of 4
+//!   scalar accumulators, one row at a time.
 //! - sparse-unrolled: for each output column, one scalar multiply-add per nonzero weight, the
 //!   weight an `f32const` immediate; zero weights emit nothing, a column without nonzeros
 //!   stores 0.
@@ -56,17 +59,18 @@ pub(crate) fn emit(
     let ra = cx.resolve(a);
     match w {
         Weight::Const(c, Strategy::Dense) => {
+            // Packed tile-major (see `Layout::packed`): rows of 16 floats, tiles of K rows.
             let rw = Rv {
                 base: cx.rodata(),
-                off: cx.l.const_off[c] as i64,
-                strides: vec![n as i64 * 4, 4],
+                off: cx.l.packed[&(*c, n)] as i64,
+                strides: vec![64, 4],
             };
-            dense(cx, m, k, n, &ra, &rw, true, &rout);
+            dense(cx, m, k, n, &ra, &rw, true, Some(k as i64 * 64), &rout);
         }
         Weight::View(v) => {
             let ro = matches!(v.storage, hlstm_ir::kernel::Storage::Const(_));
             let rw = cx.resolve(v);
-            dense(cx, m, k, n, &ra, &rw, ro, &rout);
+            dense(cx, m, k, n, &ra, &rw, ro, None, &rout);
         }
         Weight::Const(c, Strategy::SparseUnrolled) => unrolled(cx, *c, m, k, n, &ra, &rout),
         Weight::Const(c, Strategy::SparseCsr) => {
@@ -94,6 +98,45 @@ fn rows(cx: &mut Cx, m: usize, ra: &Rv, rout: &Rv, f: &mut dyn FnMut(&mut Cx, Po
     });
 }
 
+/// Rows per group of the dense vector path (each with its own accumulators, sharing the
+/// weight loads).
+const ROW_GROUP: usize = 2;
+
+/// Calls `f(a_rows, out_rows)` for groups of `r` rows (a loop over the groups), then for each
+/// remaining row alone.
+#[allow(clippy::type_complexity)]
+fn row_groups(
+    cx: &mut Cx,
+    m: usize,
+    r: usize,
+    ra: &Rv,
+    rout: &Rv,
+    f: &mut dyn FnMut(&mut Cx, &[Pos], &[Pos]),
+) {
+    let groups = m / r;
+    if groups > 0 {
+        let _ = cx.counted_loop(groups, &mut |cx, i| {
+            let ab = cx.advance(ra.base, i, ra.strides[0] * r as i64);
+            let ob = cx.advance(rout.base, i, rout.strides[0] * r as i64);
+            let arows: Vec<Pos> = (0..r as i64)
+                .map(|j| (ab, ra.off + j * ra.strides[0]))
+                .collect();
+            let orows: Vec<Pos> = (0..r as i64)
+                .map(|j| (ob, rout.off + j * rout.strides[0]))
+                .collect();
+            f(cx, &arows, &orows);
+            Ok(())
+        });
+    }
+    for i in (groups * r) as i64..m as i64 {
+        f(
+            cx,
+            &[(ra.base, ra.off + i * ra.strides[0])],
+            &[(rout.base, rout.off + i * rout.strides[0])],
+        );
+    }
+}
+
 fn mul_add(cx: &mut Cx, ty: Type, a: Value, b: Value, c: Value) -> Value {
     Fx::new(cx.b, ty, cx.fma).mul_add(a, b, c)
 }
@@ -102,78 +145,81 @@ fn zero(cx: &mut Cx, ty: Type) -> Value {
     Fx::new(cx.b, ty, cx.fma).c(0.0)
 }
 
-/// Dense: see the module doc.
+/// Dense: see the module doc. `packed`: the weight is packed tile-major, with this many bytes
+/// between 16-column tiles (`rw.strides` then give the row and column strides inside a tile).
 #[allow(clippy::too_many_arguments)]
-fn dense(cx: &mut Cx, m: usize, k: usize, n: usize, ra: &Rv, rw: &Rv, w_ro: bool, rout: &Rv) {
+fn dense(
+    cx: &mut Cx,
+    m: usize,
+    k: usize,
+    n: usize,
+    ra: &Rv,
+    rw: &Rv,
+    w_ro: bool,
+    packed: Option<i64>,
+    rout: &Rv,
+) {
     let (sw_k, sw_n, so_n) = (rw.strides[0], rw.strides[1], rout.strides[1]);
     let sa_k = ra.strides[1];
     let vec_ok = sw_n == 4;
-    rows(cx, m, ra, rout, &mut |cx, arow, orow| {
-        let t = Tile {
-            k,
-            sa_k,
-            sw_k,
-            sw_n,
-            so_n,
-            w_ro,
-        };
-        if vec_ok {
+    let t = Tile {
+        k,
+        sa_k,
+        sw_k,
+        sw_n,
+        so_n,
+        w_ro,
+    };
+    if vec_ok {
+        // Bytes between 16-column tiles, and the weight offset of column c.
+        let tile_stride = packed.unwrap_or(16 * sw_n);
+        let wc = |c: usize| (c / 16) as i64 * tile_stride + (c % 16) as i64 * sw_n;
+        row_groups(cx, m, ROW_GROUP, ra, rout, &mut |cx, arows, orows| {
             let full = n / 16;
-            let tile_at = |cx: &mut Cx, wcol: (Value, i64), ocol: (Value, i64)| {
-                t.emit(cx, arow, wcol, ocol, 4, true);
+            let shift = |rows: &[Pos], d: i64| -> Vec<Pos> {
+                rows.iter().map(|&(b, o)| (b, o + d)).collect()
             };
             if full <= 2 {
                 for ti in 0..full {
-                    let c = ti as i64 * 16;
-                    tile_at(
-                        cx,
-                        (rw.base, rw.off + c * sw_n),
-                        (orow.0, orow.1 + c * so_n),
-                    );
+                    let c = ti * 16;
+                    let oc = shift(orows, c as i64 * so_n);
+                    t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, 4, true);
                 }
             } else {
                 let _ = cx.counted_loop(full, &mut |cx, ti| {
-                    let wb = cx.advance(rw.base, ti, 16 * sw_n);
-                    let ob = cx.advance(orow.0, ti, 16 * so_n);
-                    tile_at(cx, (wb, rw.off), (ob, orow.1));
+                    let wb = cx.advance(rw.base, ti, tile_stride);
+                    let oc: Vec<Pos> = orows
+                        .iter()
+                        .map(|&(b, o)| (cx.advance(b, ti, 16 * so_n), o))
+                        .collect();
+                    t.emit(cx, arows, (wb, rw.off), &oc, 4, true);
                     Ok(())
                 });
             }
             let mut c = full * 16;
             let rv = (n - c) / 4;
             if rv > 0 {
-                let ci = c as i64;
-                t.emit(
-                    cx,
-                    arow,
-                    (rw.base, rw.off + ci * sw_n),
-                    (orow.0, orow.1 + ci * so_n),
-                    rv,
-                    true,
-                );
+                let oc = shift(orows, c as i64 * so_n);
+                t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, rv, true);
                 c += rv * 4;
             }
             if c < n {
-                let ci = c as i64;
-                t.emit(
-                    cx,
-                    arow,
-                    (rw.base, rw.off + ci * sw_n),
-                    (orow.0, orow.1 + ci * so_n),
-                    n - c,
-                    false,
-                );
+                let oc = shift(orows, c as i64 * so_n);
+                t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, n - c, false);
             }
-        } else {
+        });
+    } else {
+        debug_assert!(packed.is_none());
+        rows(cx, m, ra, rout, &mut |cx, arow, orow| {
             let full = n / 4;
             if full <= 2 {
                 for ti in 0..full {
                     let c = ti as i64 * 4;
                     t.emit(
                         cx,
-                        arow,
+                        &[arow],
                         (rw.base, rw.off + c * sw_n),
-                        (orow.0, orow.1 + c * so_n),
+                        &[(orow.0, orow.1 + c * so_n)],
                         4,
                         false,
                     );
@@ -182,7 +228,7 @@ fn dense(cx: &mut Cx, m: usize, k: usize, n: usize, ra: &Rv, rw: &Rv, w_ro: bool
                 let _ = cx.counted_loop(full, &mut |cx, ti| {
                     let wb = cx.advance(rw.base, ti, 4 * sw_n);
                     let ob = cx.advance(orow.0, ti, 4 * so_n);
-                    t.emit(cx, arow, (wb, rw.off), (ob, orow.1), 4, false);
+                    t.emit(cx, &[arow], (wb, rw.off), &[(ob, orow.1)], 4, false);
                     Ok(())
                 });
             }
@@ -191,18 +237,19 @@ fn dense(cx: &mut Cx, m: usize, k: usize, n: usize, ra: &Rv, rw: &Rv, w_ro: bool
                 let ci = c as i64;
                 t.emit(
                     cx,
-                    arow,
+                    &[arow],
                     (rw.base, rw.off + ci * sw_n),
-                    (orow.0, orow.1 + ci * so_n),
+                    &[(orow.0, orow.1 + ci * so_n)],
                     n - c,
                     false,
                 );
             }
-        }
-    });
+        });
+    }
 }
 
-/// One dense column tile: `nacc` accumulators, vectors of 4 columns or single columns.
+/// One dense column tile for one or more rows: `nacc` accumulators per row, vectors of 4
+/// columns or single columns; each weight load is shared by the rows.
 struct Tile {
     k: usize,
     sa_k: i64,
@@ -216,26 +263,39 @@ impl Tile {
     fn emit(
         &self,
         cx: &mut Cx,
-        arow: (Value, i64),
-        wcol: (Value, i64),
-        ocol: (Value, i64),
+        arows: &[Pos],
+        wcol: Pos,
+        ocols: &[Pos],
         nacc: usize,
         vector: bool,
     ) {
         let ty = if vector { VEC } else { SCALAR };
         let z = zero(cx, ty);
-        let vars: Vec<_> = (0..nacc)
+        // vars[r][j]: row r, accumulator j.
+        let vars: Vec<Vec<_>> = arows
+            .iter()
             .map(|_| {
-                let v = cx.b.declare_var(ty);
-                cx.b.def_var(v, z);
-                v
+                (0..nacc)
+                    .map(|_| {
+                        let v = cx.b.declare_var(ty);
+                        cx.b.def_var(v, z);
+                        v
+                    })
+                    .collect()
             })
             .collect();
-        // One k step: a at (pa, ao), the weight row at (pw, wo).
-        let step = |cx: &mut Cx, pa: Value, ao: i64, pw: Value, wo: i64| {
-            let x = cx.load(SCALAR, pa, ao);
-            let xs = if vector { cx.b.ins().splat(VEC, x) } else { x };
-            for (j, var) in vars.iter().enumerate() {
+        // One k step: the a rows at (pa[r], ao[r] + da), the weight row at (pw, wo).
+        let step = |cx: &mut Cx, pa: &[Value], da: i64, pw: Value, wo: i64| {
+            let xs: Vec<Value> = arows
+                .iter()
+                .zip(pa)
+                .map(|(&(_, ao), &p)| {
+                    let x = cx.load(SCALAR, p, ao + da);
+                    if vector { cx.b.ins().splat(VEC, x) } else { x }
+                })
+                .collect();
+            #[allow(clippy::needless_range_loop)]
+            for j in 0..nacc {
                 let off = if vector {
                     wo + j as i64 * 16
                 } else {
@@ -246,56 +306,52 @@ impl Tile {
                 } else {
                     cx.load(ty, pw, off)
                 };
-                let acc = cx.b.use_var(*var);
-                let acc = mul_add(cx, ty, xs, wv, acc);
-                cx.b.def_var(*var, acc);
+                for (r, x) in xs.iter().enumerate() {
+                    let acc = cx.b.use_var(vars[r][j]);
+                    let acc = mul_add(cx, ty, *x, wv, acc);
+                    cx.b.def_var(vars[r][j], acc);
+                }
             }
         };
+        let bases: Vec<Value> = arows.iter().map(|&(b, _)| b).collect();
         if self.k <= K_UNROLL_ALL {
             for q in 0..self.k as i64 {
-                step(
-                    cx,
-                    arow.0,
-                    arow.1 + q * self.sa_k,
-                    wcol.0,
-                    wcol.1 + q * self.sw_k,
-                );
+                step(cx, &bases, q * self.sa_k, wcol.0, wcol.1 + q * self.sw_k);
             }
         } else {
             let chunks = self.k / K_UNROLL;
             let u = K_UNROLL as i64;
             let _ = cx.counted_loop(chunks, &mut |cx, i| {
-                let pa = cx.advance(arow.0, i, self.sa_k * u);
+                let pa: Vec<Value> = bases
+                    .iter()
+                    .map(|&b| cx.advance(b, i, self.sa_k * u))
+                    .collect();
                 let pw = cx.advance(wcol.0, i, self.sw_k * u);
                 for q in 0..u {
-                    step(cx, pa, arow.1 + q * self.sa_k, pw, wcol.1 + q * self.sw_k);
+                    step(cx, &pa, q * self.sa_k, pw, wcol.1 + q * self.sw_k);
                 }
                 Ok(())
             });
             for q in (chunks * K_UNROLL) as i64..self.k as i64 {
-                step(
-                    cx,
-                    arow.0,
-                    arow.1 + q * self.sa_k,
-                    wcol.0,
-                    wcol.1 + q * self.sw_k,
-                );
+                step(cx, &bases, q * self.sa_k, wcol.0, wcol.1 + q * self.sw_k);
             }
         }
-        for (j, var) in vars.iter().enumerate() {
-            let acc = cx.b.use_var(*var);
-            if vector {
-                if self.so_n == 4 {
-                    cx.store(acc, ocol.0, ocol.1 + j as i64 * 16);
-                } else {
-                    for l in 0..4u8 {
-                        let e = cx.b.ins().extractlane(acc, l);
-                        let off = ocol.1 + (j as i64 * 4 + l as i64) * self.so_n;
-                        cx.store(e, ocol.0, off);
+        for (r, ocol) in ocols.iter().enumerate() {
+            for (j, var) in vars[r].iter().enumerate() {
+                let acc = cx.b.use_var(*var);
+                if vector {
+                    if self.so_n == 4 {
+                        cx.store(acc, ocol.0, ocol.1 + j as i64 * 16);
+                    } else {
+                        for l in 0..4u8 {
+                            let e = cx.b.ins().extractlane(acc, l);
+                            let off = ocol.1 + (j as i64 * 4 + l as i64) * self.so_n;
+                            cx.store(e, ocol.0, off);
+                        }
                     }
+                } else {
+                    cx.store(acc, ocol.0, ocol.1 + j as i64 * self.so_n);
                 }
-            } else {
-                cx.store(acc, ocol.0, ocol.1 + j as i64 * self.so_n);
             }
         }
     }
