@@ -526,3 +526,65 @@ fn same_numbers_catches_a_changed_constant() {
     let e = same_numbers(&g, &broken, 1e-3, 1e-4).expect_err("a graph that fails to run");
     assert!(e.contains("fails to run"), "{e}");
 }
+
+#[test]
+fn dump_egraph_writes_each_saturation_run_as_graphviz() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8").to_string();
+    let o = hlstmc(&[
+        "opt",
+        &model("lstm_std_X16_H24_T5_batch3"),
+        "--dump-dir",
+        &d,
+        "--dump-egraph",
+    ]);
+    ok(&o);
+    let files = all_files(dir.path());
+    let dots: Vec<&String> = files
+        .iter()
+        .filter(|f| f.ends_with(".egraph.dot"))
+        .collect();
+    // One run for the graph and one for the LSTM's body.
+    assert!(dots.len() >= 2, "e-graph dumps: {files:?}");
+    for f in &dots {
+        let text = std::fs::read_to_string(dir.path().join(f)).expect("readable");
+        assert!(text.contains("digraph"), "{f} is not Graphviz text");
+        assert!(f.contains("-saturate."), "{f} is not named after its pass");
+    }
+    let has_dot = std::process::Command::new("dot").arg("-V").output().is_ok();
+    if has_dot {
+        for f in &dots {
+            let svg = f.replace(".dot", ".svg");
+            assert!(
+                files.contains(&svg),
+                "{svg} missing although `dot` is installed"
+            );
+        }
+    } else {
+        assert!(
+            stderr(&o).contains("not installed"),
+            "the missing `dot` is not reported:\n{}",
+            stderr(&o)
+        );
+        println!("`dot` is not installed here: only the .dot files were checked");
+    }
+    // Without the flag, no e-graph is written.
+    let plain = tempfile::tempdir().expect("tempdir");
+    let p = plain.path().to_str().expect("utf-8").to_string();
+    ok(&hlstmc(&[
+        "opt",
+        &model("lstm_std_X16_H24_T5_batch3"),
+        "--dump-dir",
+        &p,
+    ]));
+    assert!(!all_files(plain.path()).iter().any(|f| f.contains("egraph")));
+}
+
+fn all_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("the dump folder exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
