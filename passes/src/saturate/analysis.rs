@@ -152,6 +152,17 @@ impl Data {
 
 pub type HEGraph = EGraph<HLang, TensorAnalysis>;
 
+/// The constant leaf of an e-class, when it has one.
+pub fn const_leaf(eg: &HEGraph, id: Id) -> Option<ConstKey> {
+    eg[id].nodes.iter().find_map(|n| {
+        if let HLang::Const(k) = n {
+            Some(*k)
+        } else {
+            None
+        }
+    })
+}
+
 pub fn node_op(enode: &HLang, tables: &Tables) -> Option<(Op, usize)> {
     Some(match enode {
         HLang::MatMul(_) => (Op::MatMul, 0),
@@ -318,11 +329,7 @@ impl Analysis<HLang> for TensorAnalysis {
 
     fn modify(egraph: &mut HEGraph, id: Id) {
         // A folded class gets a constant leaf, so extraction can pick the constant.
-        let has_leaf = egraph[id]
-            .nodes
-            .iter()
-            .any(|n| matches!(n, HLang::Const(_)));
-        if has_leaf {
+        if const_leaf(egraph, id).is_some() {
             return;
         }
         if let Some(v) = egraph[id].data.value.clone() {

@@ -14,7 +14,7 @@
 //! Every constant an applier builds is memoized by its inputs, so a rule applied again to the
 //! same match adds nothing and saturation ends.
 
-use super::analysis::{HEGraph, TensorAnalysis};
+use super::analysis::{HEGraph, TensorAnalysis, const_leaf};
 use super::lang::{ConstKey, HLang};
 use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
 use hlstm_ir::{Act, Tensor};
@@ -60,16 +60,6 @@ impl Layer {
             Layer::Linear => x,
         }
     }
-}
-
-fn const_leaf(eg: &HEGraph, id: Id) -> Option<ConstKey> {
-    eg[id].nodes.iter().find_map(|n| {
-        if let HLang::Const(k) = n {
-            Some(*k)
-        } else {
-            None
-        }
-    })
 }
 
 fn f32_value(eg: &HEGraph, id: Id) -> Option<ArrayD<f32>> {

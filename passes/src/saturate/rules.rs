@@ -2,7 +2,7 @@
 //! Conditions read the analysis (types, constant values, sparsity). Appliers that build new
 //! constants check shapes before adding a node. There is no commutativity or associativity.
 
-use super::analysis::{HEGraph, TensorAnalysis};
+use super::analysis::{HEGraph, TensorAnalysis, const_leaf};
 use super::lang::{ConcatAxis, HLang};
 use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
 use hlstm_ir::Tensor;
@@ -115,13 +115,7 @@ impl Applier<HLang, TensorAnalysis> for SplitConcatMatmul {
         if wv.shape()[0] != kx + kh {
             return vec![];
         }
-        let Some(wk) = eg[w].nodes.iter().find_map(|n| {
-            if let HLang::Const(k) = n {
-                Some(*k)
-            } else {
-                None
-            }
-        }) else {
+        let Some(wk) = const_leaf(eg, w) else {
             return vec![];
         };
         let base = eg.analysis.tables.consts[wk.0 as usize].name.clone();
@@ -328,22 +322,7 @@ impl Applier<HLang, TensorAnalysis> for AddConstants {
         let Ok(sum) = hlstm_ir::interp::kernels::binary(hlstm_ir::BinOp::Add, &a, &b) else {
             return vec![];
         };
-        let (Some(ka), Some(kb)) = (
-            eg[c1].nodes.iter().find_map(|n| {
-                if let HLang::Const(k) = n {
-                    Some(*k)
-                } else {
-                    None
-                }
-            }),
-            eg[c2].nodes.iter().find_map(|n| {
-                if let HLang::Const(k) = n {
-                    Some(*k)
-                } else {
-                    None
-                }
-            }),
-        ) else {
+        let (Some(ka), Some(kb)) = (const_leaf(eg, c1), const_leaf(eg, c2)) else {
             return vec![];
         };
         let name = format!(
