@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod bench;
+mod compile;
 mod inspect;
 mod io;
 mod opt;
@@ -41,6 +42,7 @@ pub enum Command {
     Opt(opt::OptCmdArgs),
     Passes(passes::PassesArgs),
     Bench(bench::BenchArgs),
+    Compile(compile::CompileArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -51,6 +53,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Opt(a) => opt::main(a),
         Command::Passes(a) => passes::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Compile(a) => compile::main(a),
     }
 }
 

@@ -5,9 +5,12 @@
 //!   `cranelift_module::Module` (the JIT here, an object file later), plus one read-only data
 //!   object with the constants the code reads from memory.
 //! - [`JitProgram`] compiles a program in memory and runs it.
+//! - [`aot::compile_object`] compiles it into a position-independent object file with a C ABI
+//!   (docs/c-abi.md).
 //!
 //! docs/kernels.md ("Code generation") describes what is generated for each statement.
 
+pub mod aot;
 pub mod codegen;
 mod elementwise;
 mod jit;

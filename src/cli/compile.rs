@@ -1,0 +1,242 @@
+//! `hlstmc compile`: ahead-of-time compilation to an object file, a shared and a static library
+//! and a C header (docs/c-abi.md).
+
+use super::opt::SparseStrategy;
+use super::run::Cpu;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use hlstm_backends::cpu::aot::{self, TensorInfo};
+use hlstm_backends::cpu::{CpuIsa, CpuOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Compile a model ahead of time into a library with a small C ABI.
+///
+/// Writes, by default, NAME.o (position-independent), libNAME.so (made with `cc -shared`),
+/// libNAME.a (made with `ar rcs`) and NAME.h into DIR. Every exported symbol starts with NAME_;
+/// docs/c-abi.md describes the ABI. The files are written under temporary names and renamed once
+/// all of them are made, so each is whole or absent. `cc` and `ar` (or $CC and $AR) are needed
+/// only for `so` and `a`.
+///
+/// Examples:
+///   hlstmc compile model.onnx -o build/ --name hlstm
+///   cc -O2 main.c -Ibuild build/libhlstm.a -lm
+///   hlstmc compile model.onnx --emit obj,header --cpu x86-64-v2 --sparse-strategy sparse-csr
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct CompileArgs {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// The target to generate code for.
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub target: Target,
+    /// The folder the artifacts are written to (created if needed).
+    #[arg(
+        short = 'o',
+        long = "output-dir",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub out: PathBuf,
+    /// The library name: the prefix of every symbol (a C identifier). Default: the model file's
+    /// stem, with characters that cannot be in a C identifier replaced by `_`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// What to write.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "obj,so,a,header"
+    )]
+    pub emit: Vec<Emit>,
+    /// The CPU to generate code for (the default runs on any machine since about 2015).
+    #[arg(long, value_enum, default_value = "x86-64-v3")]
+    pub cpu: Cpu,
+    /// Generate every constant weight this way instead of choosing per matrix.
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub sparse_strategy: Option<SparseStrategy>,
+    #[command(flatten)]
+    pub opt: super::optimize::OptArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Target {
+    /// x86-64 machine code (Cranelift).
+    #[value(name = "x86_64")]
+    X86_64,
+    /// NVIDIA PTX (not implemented yet).
+    Ptx,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Emit {
+    /// NAME.o: a position-independent ELF object.
+    Obj,
+    /// libNAME.so: a shared library (needs `cc`).
+    So,
+    /// libNAME.a: a static library (needs `ar`).
+    A,
+    /// NAME.h: the C header.
+    Header,
+}
+
+/// `$VAR` or `default`, checked to run.
+fn tool(var: &str, default: &str, why: &str) -> Result<String> {
+    let t = std::env::var(var)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_string());
+    match Command::new(&t).arg("--version").output() {
+        Ok(_) => Ok(t),
+        Err(e) => bail!(
+            "cannot run `{t}` ({e}): it is needed for {why}; install it, set ${var}, or leave it out of --emit"
+        ),
+    }
+}
+
+fn run_tool(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn default_name(model: &Path) -> String {
+    let stem = model.file_stem().unwrap_or_default().to_string_lossy();
+    let mut s: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        s.insert(0, '_');
+    }
+    s
+}
+
+pub fn main(a: CompileArgs) -> Result<ExitCode> {
+    if a.target == Target::Ptx {
+        bail!("--target ptx is not implemented yet (only x86_64 is)");
+    }
+    let name = a.name.clone().unwrap_or_else(|| default_name(&a.model));
+    if !aot::is_c_identifier(&name) {
+        bail!("--name {name:?} is not a C identifier ([A-Za-z_][A-Za-z0-9_]*)");
+    }
+    let want = |e: Emit| a.emit.contains(&e);
+    // Check the tools first: no work is done if one is missing.
+    let cc = if want(Emit::So) {
+        Some(tool("CC", "cc", "--emit so (linking libNAME.so)")?)
+    } else {
+        None
+    };
+    let ar = if want(Emit::A) {
+        Some(tool("AR", "ar", "--emit a (archiving libNAME.a)")?)
+    } else {
+        None
+    };
+
+    let mut g = super::load_model(&a.model)?;
+    super::optimize::optimize(&mut g, &a.opt)?;
+    let mut p = super::opt::lower(&g, a.sparse_strategy)?;
+    p.name = name.clone();
+    let isa = match a.cpu {
+        Cpu::Native => CpuIsa::Native,
+        Cpu::X86_64V2 => CpuIsa::X86_64V2,
+        Cpu::X86_64V3 => CpuIsa::X86_64V3,
+    };
+    let opts = CpuOptions {
+        isa,
+        ..CpuOptions::default()
+    };
+    let obj = aot::compile_object(&p, &opts, &name).map_err(|e| anyhow!("{e}"))?;
+    let names = super::run::input_names(&g);
+    let inputs: Vec<TensorInfo> = obj
+        .input_dims
+        .iter()
+        .enumerate()
+        .map(|(k, d)| TensorInfo {
+            name: names.get(k).unwrap_or(&"?").to_string(),
+            dims: d.clone(),
+        })
+        .collect();
+    let outputs: Vec<TensorInfo> = obj
+        .output_dims
+        .iter()
+        .enumerate()
+        .map(|(k, d)| TensorInfo {
+            name: g.outputs.get(k).map_or("?".into(), |(n, _)| n.clone()),
+            dims: d.clone(),
+        })
+        .collect();
+    let model = a.model.display().to_string();
+    let header = aot::c_header(&name, &obj, &model, &inputs, &outputs);
+
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let tmp = a
+        .out
+        .join(format!(".hlstmc-{name}-{}.partial", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let result = (|| -> Result<Vec<String>> {
+        let o = format!("{name}.o");
+        std::fs::write(tmp.join(&o), &obj.object)?;
+        let mut files = Vec::new();
+        if want(Emit::Obj) {
+            files.push(o.clone());
+        }
+        if let Some(cc) = &cc {
+            let so = format!("lib{name}.so");
+            run_tool(
+                Command::new(cc)
+                    .current_dir(&tmp)
+                    .args(["-shared", "-o", &so, &o, "-lm"]),
+            )?;
+            files.push(so);
+        }
+        if let Some(ar) = &ar {
+            let lib = format!("lib{name}.a");
+            run_tool(Command::new(ar).current_dir(&tmp).args(["rcs", &lib, &o]))?;
+            files.push(lib);
+        }
+        if want(Emit::Header) {
+            let h = format!("{name}.h");
+            std::fs::write(tmp.join(&h), &header)?;
+            files.push(h);
+        }
+        Ok(files)
+    })();
+    let files = match result {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    for f in &files {
+        let dst = a.out.join(f);
+        std::fs::rename(tmp.join(f), &dst)
+            .with_context(|| format!("cannot write {}", dst.display()))?;
+        println!("wrote {}", dst.display());
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!(
+        "{name}: {} inputs, {} outputs, workspace {} bytes, code {} bytes, rodata {} bytes, cpu {}{}",
+        obj.input_lens.len(),
+        obj.output_lens.len(),
+        obj.workspace_bytes,
+        obj.code_len,
+        obj.rodata_len,
+        isa.name(),
+        if obj.fma { " (fma)" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,294 @@
+//! `hlstmc compile`: the generated library called from C (examples/c/run_model.c), linked both
+//! statically and dynamically, against the fixtures' reference outputs; its exported symbols,
+//! its dynamic dependencies and its null-pointer checks. Skipped (with a message) where `cc` is
+//! absent.
+
+use hlstm_frontends::onnx::tensor::read_pb;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+fn hlstmc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+        .args(args)
+        .output()
+        .expect("the hlstmc binary runs")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn f32s(t: &hlstm_ir::Tensor) -> Vec<f32> {
+    match t.cast(hlstm_ir::DType::F32) {
+        hlstm_ir::Tensor::F32(a) => a.iter().copied().collect(),
+        _ => unreachable!("cast to f32"),
+    }
+}
+
+fn cc(dir: &Path, name: &str, extra: &[&str], exe: &str) {
+    let o = Command::new("cc")
+        .args(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror"])
+        .arg(format!("-DMODEL={name}"))
+        .arg("-I")
+        .arg(dir)
+        .arg(root().join("examples/c/run_model.c"))
+        .args(extra)
+        .args(["-lm", "-o"])
+        .arg(dir.join(exe))
+        .output()
+        .expect("cc runs");
+    assert!(o.status.success(), "cc failed:\n{}", text(&o));
+}
+
+fn check_fixture(fixture: &str, flags: &[&str]) {
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
+        return;
+    }
+    let name = "hm";
+    let model = root().join("tests/fixtures/models").join(fixture);
+    let data = model.join("test_data_set_0");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let mut args = vec![
+        "compile".to_string(),
+        model.join("model.onnx").display().to_string(),
+        "-o".into(),
+        dir.display().to_string(),
+        "--name".into(),
+        name.into(),
+    ];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = hlstmc(&refs);
+    assert!(
+        o.status.success(),
+        "{fixture}: compile failed:\n{}",
+        text(&o)
+    );
+    for f in ["hm.o", "libhm.so", "libhm.a", "hm.h"] {
+        assert!(dir.join(f).is_file(), "{fixture}: {f} missing");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // Exports: only hm_-prefixed symbols in the object and the shared library.
+    if have("nm") {
+        for (file, dynamic) in [("hm.o", false), ("libhm.so", true)] {
+            let mut c = Command::new("nm");
+            c.args(["-g", "--defined-only"]);
+            if dynamic {
+                c.arg("-D");
+            }
+            let o = c.arg(dir.join(file)).output().expect("nm runs");
+            assert!(o.status.success(), "nm {file}: {}", text(&o));
+            let syms: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+                .filter(|s| {
+                    !matches!(
+                        s.as_str(),
+                        "_init" | "_fini" | "_edata" | "_end" | "__bss_start"
+                    )
+                })
+                .collect();
+            assert!(
+                syms.iter().any(|s| s == "hm_run"),
+                "{file}: no hm_run in {syms:?}"
+            );
+            for s in &syms {
+                assert!(s.starts_with("hm_"), "{file} exports {s}, not prefixed hm_");
+            }
+        }
+    } else {
+        eprintln!("nm not found: export check skipped");
+    }
+    // Dynamic dependencies: libc and libm at most.
+    if have("readelf") {
+        let o = Command::new("readelf")
+            .arg("-d")
+            .arg(dir.join("libhm.so"))
+            .output()
+            .expect("readelf runs");
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            if l.contains("(NEEDED)") {
+                assert!(
+                    l.contains("libc.so") || l.contains("libm.so"),
+                    "libhm.so needs more than libc/libm: {l}"
+                );
+            }
+        }
+    } else {
+        eprintln!("readelf not found: dependency check skipped");
+    }
+
+    // Inputs as raw f32 files.
+    let mut ins = Vec::new();
+    for k in 0.. {
+        let p = data.join(format!("input_{k}.pb"));
+        if !p.exists() {
+            break;
+        }
+        let (_, t) = read_pb(&p).unwrap();
+        let raw: Vec<u8> = f32s(&t).iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f = dir.join(format!("in_{k}.f32"));
+        std::fs::write(&f, raw).unwrap();
+        ins.push(f);
+    }
+    let mut wants = Vec::new();
+    for k in 0.. {
+        let p = data.join(format!("output_{k}.pb"));
+        if !p.exists() {
+            break;
+        }
+        wants.push(f32s(&read_pb(&p).unwrap().1));
+    }
+
+    assert!(
+        !ins.is_empty() && !wants.is_empty(),
+        "{fixture}: no test data"
+    );
+    cc(
+        dir,
+        name,
+        &[&dir.join("libhm.a").display().to_string()],
+        "run_static",
+    );
+    cc(
+        dir,
+        name,
+        &[
+            "-L",
+            &dir.display().to_string(),
+            "-lhm",
+            &format!("-Wl,-rpath,{}", dir.display()),
+        ],
+        "run_shared",
+    );
+    if have("readelf") {
+        let o = Command::new("readelf")
+            .arg("-d")
+            .arg(dir.join("run_shared"))
+            .output()
+            .expect("readelf runs");
+        let d = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            d.contains("libhm.so"),
+            "run_shared does not load libhm.so:\n{d}"
+        );
+    }
+    for exe in ["run_static", "run_shared"] {
+        let o = Command::new(dir.join(exe))
+            .arg("--null-test")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{fixture} {exe} --null-test:\n{}",
+            text(&o)
+        );
+        let outs: Vec<PathBuf> = (0..wants.len())
+            .map(|k| dir.join(format!("{exe}_out_{k}.f32")))
+            .collect();
+        let o = Command::new(dir.join(exe))
+            .args(&ins)
+            .args(&outs)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{fixture} {exe}:\n{}", text(&o));
+        for (k, (f, want)) in outs.iter().zip(&wants).enumerate() {
+            let got: Vec<f32> = std::fs::read(f)
+                .unwrap()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            assert_eq!(got.len(), want.len(), "{fixture} {exe} output {k} length");
+            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                let (g, w) = (*g as f64, *w as f64);
+                assert!(
+                    (g - w).abs() <= 1e-4 + 1e-3 * w.abs(),
+                    "{fixture} {exe} output {k}[{i}]: got {g}, want {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hlstm_scan_sp97() {
+    check_fixture("hlstm_scan_H64_X32_T8_sp97", &[]);
+}
+
+#[test]
+fn lstm_std_batch3() {
+    check_fixture("lstm_std_X16_H24_T5_batch3", &[]);
+}
+
+#[test]
+fn torch_hlstm_pergate_sp90() {
+    check_fixture("torch_hlstm_pergate_H64_X32_T8_sp90", &[]);
+}
+
+#[test]
+fn hlstm_scan_sp97_v2_csr() {
+    check_fixture(
+        "hlstm_scan_H64_X32_T8_sp97",
+        &["--cpu", "x86-64-v2", "--sparse-strategy", "sparse-csr"],
+    );
+}
+
+#[test]
+fn ptx_is_not_implemented() {
+    let m = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = hlstmc(&[
+        "compile",
+        &m.display().to_string(),
+        "--target",
+        "ptx",
+        "-o",
+        &tmp.path().display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not implemented yet"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn missing_tool_is_named_and_nothing_is_written() {
+    let m = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+        .env("CC", "/nonexistent/hlstmc-test-cc")
+        .args(["compile", &m.display().to_string(), "-o"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("hlstmc-test-cc"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_name_is_refused() {
+    let m = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
+    let o = hlstmc(&["compile", &m.display().to_string(), "--name", "a-b"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not a C identifier"), "{}", text(&o));
+}
