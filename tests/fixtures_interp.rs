@@ -8,15 +8,23 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Runs `hlstmc run --test-data` twice: at -O0 (the interpreter on the imported graph, the
-/// oracle) and with the default optimization pipeline. Both must match the reference.
+/// Runs `hlstmc run --test-data` three times: the interpreter at -O0 (the imported graph, the
+/// oracle), the interpreter after the default pipeline, and the default engine after it (the
+/// JIT, or the interpreter for models the JIT cannot take yet). All must match the reference.
 fn run_test_data(dir: &Path) -> (bool, String) {
-    let (ok0, text0) = run_test_data_with(dir, &["-O0"]);
-    let (ok1, text1) = run_test_data_with(dir, &[]);
-    (
-        ok0 && ok1,
-        format!("-O0:\n{text0}\ndefault pipeline:\n{text1}"),
-    )
+    let runs = [
+        &["-O0", "--engine", "interp"][..],
+        &["--engine", "interp"][..],
+        &[][..],
+    ];
+    let mut ok = true;
+    let mut text = String::new();
+    for flags in runs {
+        let (o, t) = run_test_data_with(dir, flags);
+        ok &= o;
+        text.push_str(&format!("{flags:?}:\n{t}\n"));
+    }
+    (ok, text)
 }
 
 fn run_test_data_with(dir: &Path, flags: &[&str]) -> (bool, String) {

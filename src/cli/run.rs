@@ -37,7 +37,8 @@ pub enum Cpu {
 /// The engine and its code-generation choices.
 #[derive(Clone, Copy)]
 struct EngineChoice {
-    engine: Engine,
+    /// None: the JIT where the model lowers to the kernel IR with f32 inputs, else the interpreter.
+    engine: Option<Engine>,
     strategy: Option<SparseStrategy>,
     cpu: Cpu,
 }
@@ -77,8 +78,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1e-4)]
     pub atol: f64,
     /// Which engine runs the model.
-    #[arg(long, value_enum, default_value = "interp")]
-    pub engine: Engine,
+    /// Default: jit, or the interpreter (with a note) for a model the JIT cannot take yet
+    /// (run-time sequence lengths, integer inputs, shapes known only at run time).
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
     /// With --engine kernel-interp or jit: generate every constant weight this way instead of
     /// choosing per matrix.
     #[arg(long, value_enum, value_name = "STRATEGY")]
@@ -115,16 +118,40 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
 }
 
 fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Tensor>> {
-    match choice.engine {
-        Engine::Interp => hlstm_ir::interp::run(g, inputs).map_err(|e| anyhow!("{e}")),
-        Engine::KernelInterp | Engine::Jit => {
-            let p = super::opt::lower(g, choice.strategy)?;
+    // Every engine reports a wrong input the same way.
+    hlstm_ir::interp::check_inputs(g, inputs).map_err(|e| anyhow!("{e}"))?;
+    // The engine, and the program lowered for it (lowered once).
+    let (engine, program) = match choice.engine {
+        Some(Engine::Interp) => (Engine::Interp, None),
+        Some(e) => (e, Some(super::opt::lower(g, choice.strategy)?)),
+        None => {
+            let f32_inputs = inputs.iter().all(|t| t.dtype() == hlstm_ir::DType::F32);
+            match super::opt::lower(g, choice.strategy) {
+                Ok(p) if f32_inputs => (Engine::Jit, Some(p)),
+                Ok(_) => {
+                    eprintln!(
+                        "note: the JIT takes f32 inputs only; running the interpreter instead"
+                    );
+                    (Engine::Interp, None)
+                }
+                Err(e) => {
+                    eprintln!("note: {e:#}; running the interpreter instead");
+                    (Engine::Interp, None)
+                }
+            }
+        }
+    };
+    match (engine, program) {
+        (Engine::Interp, _) | (_, None) => {
+            hlstm_ir::interp::run(g, inputs).map_err(|e| anyhow!("{e}"))
+        }
+        (_, Some(p)) => {
             let names = input_names(g);
             let mut flat = Vec::with_capacity(inputs.len());
             for (k, t) in inputs.iter().enumerate() {
                 let a = t.as_f32().ok_or_else(|| {
                     anyhow!(
-                        "input '{}' is {}: the kernel-interp engine takes f32 inputs only",
+                        "input '{}' is {}: the kernel IR engines take f32 inputs only",
                         names.get(k).unwrap_or(&"?"),
                         t.dtype()
                     )
@@ -140,7 +167,7 @@ fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Ten
                 flat.push(a.iter().copied().collect::<Vec<f32>>());
             }
             let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
-            let outs = match choice.engine {
+            let outs = match engine {
                 Engine::Jit => run_jit(&p, &refs, choice.cpu)?,
                 _ => hlstm_ir::kernel::interp::run(&p, &refs).map_err(|e| anyhow!("{e}"))?,
             };

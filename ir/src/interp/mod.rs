@@ -49,7 +49,8 @@ pub fn run(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
     run_ordered(g, &order, inputs)
 }
 
-fn check_inputs(g: &Graph, inputs: &[Tensor]) -> Result<(), InterpError> {
+/// Checks inputs against the graph's declared inputs: count, element type and shape.
+pub fn check_inputs(g: &Graph, inputs: &[Tensor]) -> Result<(), InterpError> {
     if inputs.len() != g.inputs.len() {
         return Err(graph_err(format!(
             "expected {} inputs, got {}",
