@@ -16,7 +16,8 @@
 
 use super::analysis::{HEGraph, TensorAnalysis, const_leaf};
 use super::lang::{ConstKey, HLang};
-use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use super::rules::{union_same_type, var};
+use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 use hlstm_ir::{Act, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn};
 
@@ -102,10 +103,6 @@ fn layer_consts(eg: &HEGraph, s: &Subst, w2_rank: usize) -> Option<LayerConsts> 
         b1_shape,
         w2: w2v,
     })
-}
-
-fn var(s: &str) -> Var {
-    s.parse().expect("a pattern variable")
 }
 
 fn zero_cols(w: &ArrayD<f32>) -> Vec<bool> {
@@ -237,10 +234,7 @@ impl Applier<HLang, TensorAnalysis> for Compact {
             out = eg.add(HLang::Add([out, cn]));
         }
         // Only when the shapes agree (they do unless the match is unusual).
-        if eg[out].data.ty != eg[id].data.ty {
-            return vec![];
-        }
-        if eg.union(id, out) { vec![id] } else { vec![] }
+        union_same_type(eg, id, out)
     }
 }
 
@@ -374,10 +368,7 @@ impl Applier<HLang, TensorAnalysis> for Mask {
             let r = eg.add(HLang::Reshape([a, sh]));
             eg.add(HLang::MatMul([r, w2]))
         };
-        if eg[out].data.ty != eg[id].data.ty {
-            return vec![];
-        }
-        if eg.union(id, out) { vec![id] } else { vec![] }
+        union_same_type(eg, id, out)
     }
 }
 

@@ -13,8 +13,17 @@ pub struct NamedRule {
     pub rewrite: Rewrite<HLang, TensorAnalysis>,
 }
 
-fn var(s: &str) -> Var {
+pub(super) fn var(s: &str) -> Var {
     s.parse().expect("a pattern variable")
+}
+
+/// Unions the matched class with `new` when both have the same type (a rewrite must not change
+/// a shape); returns the changed classes, as appliers do.
+pub(super) fn union_same_type(eg: &mut HEGraph, id: Id, new: Id) -> Vec<Id> {
+    if eg[new].data.ty != eg[id].data.ty {
+        return vec![];
+    }
+    if eg.union(id, new) { vec![id] } else { vec![] }
 }
 
 fn pat(s: &str) -> Pattern<HLang> {
@@ -336,9 +345,6 @@ impl Applier<HLang, TensorAnalysis> for AddConstants {
             .memo_const(format!("add:{}:{}", ka.0, kb.0), || (name, sum));
         let cn = eg.add(HLang::Const(k));
         let out = eg.add(HLang::Add([x, cn]));
-        if eg[out].data.ty != eg[id].data.ty {
-            return vec![];
-        }
-        if eg.union(id, out) { vec![id] } else { vec![] }
+        union_same_type(eg, id, out)
     }
 }
