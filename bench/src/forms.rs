@@ -9,8 +9,10 @@
 //! - [`Form::TorchGemm`]: what `torch.onnx.export` writes for four `nn.Sequential` gate networks
 //!   in a Python time loop: per-gate Gemm chains with transB=1 (weights stored `[out, in]` as
 //!   `gates.K.N.weight`), Constant nodes for indices and zero states, Unsqueeze + Concat for `Y`.
+//!
+//! [`lstm_model`] writes a plain LSTM (one ONNX `LSTM` op) for the benchmarks' LSTM models.
 
-use crate::modelgen::{GATES, Hlstm};
+use crate::modelgen::{GATES, Hlstm, Lstm};
 use onnx_protobuf::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
@@ -512,6 +514,39 @@ pub fn gemm_model(m: &Hlstm, steps: usize, batch: usize) -> ModelProto {
     wrap(graph("main_graph", inputs, outputs, inits, nodes))
 }
 
+/// A plain LSTM as one ONNX `LSTM` op (forward, default activations): input `X` `[T, B, X]`,
+/// initializers `W` `[1, 4H, X]`, `R` `[1, 4H, H]`, `B` `[1, 8H]`, outputs `Y` `[T, 1, B, H]`
+/// and `Y_h` `[1, B, H]`; no initial state (zeros).
+pub fn lstm_model(m: &Lstm, steps: usize, batch: usize) -> ModelProto {
+    let (nx, nh) = (m.inputs, m.hidden);
+    let inits = vec![
+        f32_tensor("W", &[1, 4 * nh, nx], &m.w),
+        f32_tensor("R", &[1, 4 * nh, nh], &m.r),
+        f32_tensor("B", &[1, 8 * nh], &m.b),
+    ];
+    let lstm = with(
+        node("LSTM", "lstm", &["X", "W", "R", "B"], &["Y", "Y_h"]),
+        vec![int_attr("hidden_size", nh as i64)],
+    );
+    wrap(graph(
+        "lstm",
+        vec![f32_info("X", &[steps, batch, nx])],
+        vec![
+            f32_info("Y", &[steps, 1, batch, nh]),
+            f32_info("Y_h", &[1, batch, nh]),
+        ],
+        inits,
+        vec![lstm],
+    ))
+}
+
+/// The serialized [`lstm_model`].
+pub fn lstm_model_bytes(m: &Lstm, steps: usize, batch: usize) -> Vec<u8> {
+    lstm_model(m, steps, batch)
+        .write_to_bytes()
+        .expect("an ONNX model serializes")
+}
+
 /// Torch's naming: `/Op`, `/Op_1`, `/Op_2`, ... with outputs `/Op_K_output_0`.
 #[derive(Default)]
 struct Namer(std::collections::BTreeMap<&'static str, usize>);
@@ -536,5 +571,76 @@ impl Namer {
             vec![tensor_attr("value", t)],
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modelgen::{Pruning, generate_lstm, random_input};
+    use hlstm_ir::Tensor;
+
+    /// The ONNX LSTM in plain f64 loops: gates i, o, f, c; `Y` `[T, B, H]` then the last h.
+    fn lstm_reference(m: &Lstm, x: &[f32], steps: usize, batch: usize) -> (Vec<f64>, Vec<f64>) {
+        let (nx, nh) = (m.inputs, m.hidden);
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let mut h = vec![0.0f64; batch * nh];
+        let mut c = vec![0.0f64; batch * nh];
+        let mut y = Vec::new();
+        for t in 0..steps {
+            for b in 0..batch {
+                let xt = &x[(t * batch + b) * nx..][..nx];
+                let hp = h[b * nh..][..nh].to_vec();
+                let pre = |row: usize| -> f64 {
+                    let mut s = m.b[row] as f64 + m.b[4 * nh + row] as f64;
+                    for (k, xv) in xt.iter().enumerate() {
+                        s += m.w[row * nx + k] as f64 * *xv as f64;
+                    }
+                    for (k, hv) in hp.iter().enumerate() {
+                        s += m.r[row * nh + k] as f64 * hv;
+                    }
+                    s
+                };
+                for j in 0..nh {
+                    let i = sig(pre(j));
+                    let o = sig(pre(nh + j));
+                    let f = sig(pre(2 * nh + j));
+                    let g = pre(3 * nh + j).tanh();
+                    let cj = f * c[b * nh + j] + i * g;
+                    c[b * nh + j] = cj;
+                    h[b * nh + j] = o * cj.tanh();
+                }
+            }
+            y.extend_from_slice(&h);
+        }
+        (y, h)
+    }
+
+    #[test]
+    fn lstm_model_imports_and_runs_like_the_reference() {
+        let (nx, nh, steps, batch) = (5, 6, 4, 2);
+        let m = generate_lstm(nx, nh, 0.3, Pruning::Magnitude, 7);
+        let (dense, nz_w, nz_r) = m.weight_counts();
+        assert_eq!(dense, 4 * nh * (nx + nh));
+        assert_eq!(nz_w, (0.3f64 * (4 * nh * nx) as f64).round() as usize);
+        assert_eq!(nz_r, (0.3f64 * (4 * nh * nh) as f64).round() as usize);
+        let g = hlstm_frontends::onnx::import_bytes(&lstm_model_bytes(&m, steps, batch), None)
+            .expect("the LSTM model imports");
+        let x = random_input(3, steps, batch, nx);
+        let out = hlstm_ir::interp::run(
+            &g,
+            &[Tensor::from_f32(&[steps, batch, nx], x.clone()).unwrap()],
+        )
+        .expect("the interpreter runs it");
+        let (y, y_h) = lstm_reference(&m, &x, steps, batch);
+        assert_eq!(out[0].shape(), &[steps, 1, batch, nh]);
+        assert_eq!(out[1].shape(), &[1, batch, nh]);
+        for (got, want) in [(&out[0], &y), (&out[1], &y_h)] {
+            let got = got.as_f32().unwrap();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(want.iter()) {
+                assert!((*a as f64 - b).abs() <= 1e-5, "{a} vs {b}");
+            }
+        }
     }
 }

@@ -340,3 +340,56 @@ pub fn random_input(seed: u64, steps: usize, batch: usize, inputs: usize) -> Vec
         .map(|_| r.sym(1.0) as f32)
         .collect()
 }
+
+/// A one-layer, one-direction LSTM's weights in the layout of the ONNX `LSTM` op (gate order i,
+/// o, f, c): `w` `[4H, X]` (the input weights), `r` `[4H, H]` (the recurrent weights), `b`
+/// `[8H]` (the input biases, then the recurrent biases), all row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lstm {
+    pub inputs: usize,
+    pub hidden: usize,
+    pub w: Vec<f32>,
+    pub r: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+impl Lstm {
+    /// Weights (not biases): dense, and nonzero in `w` and in `r`.
+    pub fn weight_counts(&self) -> (usize, usize, usize) {
+        let nz = |v: &[f32]| v.iter().filter(|x| **x != 0.0).count();
+        (self.w.len() + self.r.len(), nz(&self.w), nz(&self.r))
+    }
+}
+
+/// Random LSTM weights: `w` and `r` drawn independently, uniform with a scale that keeps the
+/// gate pre-activations near unit variance, then each pruned on its own (as the H-LSTM's
+/// matrices are) to keep `round(density * n)` entries, the largest or a random subset; biases
+/// uniform in [-0.5, 0.5). Deterministic in the arguments.
+pub fn generate_lstm(
+    inputs: usize,
+    hidden: usize,
+    density: f64,
+    pruning: Pruning,
+    seed: u64,
+) -> Lstm {
+    assert!(inputs >= 1 && hidden >= 1, "X and H must be positive");
+    assert!(density > 0.0 && density <= 1.0, "density must be in (0, 1]");
+    let mut r = Rng::new(seed ^ 0x4C53_544D);
+    let scale = (3.0 / (density * (inputs + hidden) as f64).max(1.0)).sqrt();
+    let mut w: Vec<f32> = (0..4 * hidden * inputs)
+        .map(|_| nonzero(&mut r, scale))
+        .collect();
+    let mut rr: Vec<f32> = (0..4 * hidden * hidden)
+        .map(|_| nonzero(&mut r, scale))
+        .collect();
+    prune(&mut w, density, pruning, &mut r);
+    prune(&mut rr, density, pruning, &mut r);
+    let b: Vec<f32> = (0..8 * hidden).map(|_| r.sym(0.5) as f32).collect();
+    Lstm {
+        inputs,
+        hidden,
+        w,
+        r: rr,
+        b,
+    }
+}

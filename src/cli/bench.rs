@@ -1,38 +1,63 @@
-//! `hlstmc bench`: time a model's run on random inputs with one engine.
+//! `hlstmc bench`: time a model's run with one engine, per sequence and per time step.
 
+use super::io::read_tensor;
 use super::opt::SparseStrategy;
 use super::run::{Cpu, Engine, input_names};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
-use hlstm_ir::{Dim, Graph, Tensor};
-use std::path::PathBuf;
+use hlstm_ir::stats::graph_stats;
+use hlstm_ir::{DType, Dim, Graph, Op, Tensor};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// Time a model: compile once, then run it on random inputs, round after round.
+/// Time a model: compile once, then time whole-sequence calls.
 ///
 /// The model is imported, optimized (the default pipeline unless told otherwise) and, for the
-/// kernel-interp and jit engines, lowered and compiled once; the compile time is reported. Every
-/// model input gets random f32 values in [-1, 1) from a fixed seed, of the shape the model
-/// declares (static shapes only). Each round times --iters calls; the report gives the median
-/// per-call time over the rounds, and the fastest and slowest round.
+/// kernel-interp and jit engines, lowered and compiled once; the compile time is reported. The
+/// inputs are those of a --test-data folder (DIR/input_K.pb), or random f32 values in [-1, 1)
+/// from a fixed seed, of the shapes the model declares (static shapes only).
+///
+/// After --warmup untimed calls, each timed call is one measurement (--runs N of them; by
+/// default as many as fit in about 1 s, at least 10). With --rounds/--iters instead, each
+/// measurement is a round of --iters calls divided by --iters. The report gives the median,
+/// minimum, 90th percentile and maximum over the measurements, per sequence and per time step,
+/// the nonzero GFLOP/s (2 x the multiply-adds on nonzero weights, see docs/cli.md, per second
+/// at the median), and the compile time.
 ///
 /// Examples:
 ///   hlstmc bench tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx
+///   hlstmc bench model.onnx --warmup 5 --runs 200 --json
 ///   hlstmc bench model.onnx --engine jit --rounds 9 --json
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct BenchArgs {
     /// The ONNX model.
     pub model: PathBuf,
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value = "jit")]
     pub engine: Engine,
-    /// Timed rounds.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    pub rounds: u64,
+    /// Threads that split each step's work (jit engine). This build runs 1 thread only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: u64,
+    /// Untimed calls before timing.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    /// Timed calls, each one measurement (default: as many as fit in about 1 s, at least 10,
+    /// at most 100000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["rounds", "iters"])]
+    pub runs: Option<u64>,
+    /// Time rounds of --iters calls instead of single calls: the number of rounds (default 5
+    /// when --iters is given).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: Option<u64>,
     /// Calls per round (default: enough for about 0.2 s per round).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub iters: Option<u64>,
+    /// Take the inputs from DIR/input_K.pb (K in the model's input order) instead of random
+    /// values.
+    #[arg(long, value_name = "DIR")]
+    pub test_data: Option<PathBuf>,
     /// With --engine kernel-interp or jit: generate every constant weight this way instead of
     /// choosing per matrix.
     #[arg(long, value_enum, value_name = "STRATEGY")]
@@ -40,11 +65,29 @@ pub struct BenchArgs {
     /// With --engine jit: the CPU to generate code for.
     #[arg(long, value_enum, default_value = "native")]
     pub cpu: Cpu,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object (on the last line) instead of text.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub opt: super::optimize::OptArgs,
+}
+
+/// Default runs: timed calls until they add up to this, within [MIN_RUNS, MAX_RUNS].
+const RUNS_BUDGET: Duration = Duration::from_secs(1);
+const MIN_RUNS: u64 = 10;
+const MAX_RUNS: u64 = 100_000;
+/// Default --iters: calls for about this much time per round.
+const ROUND_BUDGET: Duration = Duration::from_millis(200);
+/// Default --rounds when --iters is given alone.
+const DEFAULT_ROUNDS: u64 = 5;
+
+/// The one place the thread count goes. This build has no thread pool yet, so anything but 1 is
+/// an error; once the backend takes a thread count, pass `threads` into its options here.
+fn checked_threads(threads: u64) -> Result<usize> {
+    if threads > 1 {
+        bail!("--threads > 1 is not supported by this build yet");
+    }
+    Ok(threads as usize)
 }
 
 /// A small xorshift generator: the same inputs on every run.
@@ -90,11 +133,172 @@ fn random_inputs(g: &Graph) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
     Ok(out)
 }
 
+/// The f32 inputs of a test-data folder: DIR/input_K.pb in the model's input order.
+fn test_data_inputs(g: &Graph, dir: &Path) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+    let names = input_names(g);
+    let mut out = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let p = dir.join(format!("input_{k}.pb"));
+        if !p.exists() {
+            bail!(
+                "{}: no input_{k}.pb for model input '{name}' (the model takes {} inputs)",
+                dir.display(),
+                names.len()
+            );
+        }
+        let t = read_tensor(&p)?;
+        let a = t.as_f32().ok_or_else(|| {
+            anyhow!(
+                "{}: input '{name}' is {}; bench takes f32 inputs only",
+                p.display(),
+                t.dtype()
+            )
+        })?;
+        out.push((a.shape().to_vec(), a.iter().copied().collect()));
+    }
+    Ok(out)
+}
+
+/// The sequence length one call runs: axis 0 of the sequence operand of the model's first
+/// recurrence, or, for a model without one, axis 0 of its first rank-3 f32 input (`[T, B, F]`).
+/// None when neither exists or the dim is not known.
+fn sequence_steps(g: &Graph) -> Option<usize> {
+    for n in g.nodes.node_indices() {
+        if let Op::Recurrence(r) = &g.nodes[n].op {
+            let v = g.operands(n).get(r.num_carried).copied().flatten()?;
+            return g
+                .value_type(v)
+                .shape
+                .as_ref()
+                .and_then(|s| s.first().and_then(Dim::known));
+        }
+    }
+    g.inputs.iter().find_map(|&i| {
+        let ty = &g.nodes[i].results[0].ty;
+        match &ty.shape {
+            Some(s) if s.len() == 3 && ty.dtype == DType::F32 => s[0].known(),
+            _ => None,
+        }
+    })
+}
+
+/// How the timed calls are grouped into measurements.
+#[derive(Clone, Copy, Debug)]
+enum Plan {
+    /// Each call is one measurement; None: until RUNS_BUDGET, within [MIN_RUNS, MAX_RUNS].
+    Runs(Option<u64>),
+    /// Rounds of `iters` calls (None: sized from the last warm-up call).
+    Rounds { rounds: u64, iters: Option<u64> },
+}
+
+/// Median, min, p90 (nearest rank) and max of a non-empty list.
+struct Summary {
+    median: f64,
+    min: f64,
+    p90: f64,
+    max: f64,
+}
+
+fn summarize(mut xs: Vec<f64>) -> Summary {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    let median = if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    };
+    let p90 = xs[((0.9 * n as f64).ceil() as usize).clamp(1, n) - 1];
+    Summary {
+        median,
+        min: xs[0],
+        p90,
+        max: xs[n - 1],
+    }
+}
+
+/// Runs the warm-up and the timed calls; returns the per-call microseconds of each measurement,
+/// and the calls per measurement.
+fn measure(
+    call: &mut dyn FnMut() -> Result<()>,
+    warmup: u64,
+    plan: Plan,
+) -> Result<(Vec<f64>, u64)> {
+    let mut last = None;
+    // Rounds sized from a call need at least one untimed call.
+    let sizing = matches!(plan, Plan::Rounds { iters: None, .. });
+    let warmup = if sizing { warmup.max(1) } else { warmup };
+    for _ in 0..warmup {
+        let t = Instant::now();
+        call()?;
+        last = Some(t.elapsed());
+    }
+    match plan {
+        Plan::Runs(n) => {
+            let mut us = Vec::new();
+            let mut total = Duration::ZERO;
+            loop {
+                let done = us.len() as u64;
+                let more = match n {
+                    Some(n) => done < n,
+                    None => done < MIN_RUNS || (total < RUNS_BUDGET && done < MAX_RUNS),
+                };
+                if !more {
+                    break;
+                }
+                let t = Instant::now();
+                call()?;
+                let d = t.elapsed();
+                total += d;
+                us.push(d.as_secs_f64() * 1e6);
+            }
+            Ok((us, 1))
+        }
+        Plan::Rounds { rounds, iters } => {
+            let iters = iters
+                .unwrap_or_else(|| {
+                    let one = last.unwrap_or_default().max(Duration::from_nanos(1));
+                    (ROUND_BUDGET.as_secs_f64() / one.as_secs_f64()).ceil() as u64
+                })
+                .max(1);
+            let mut us = Vec::with_capacity(rounds as usize);
+            for _ in 0..rounds {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    call()?;
+                }
+                us.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
+            }
+            Ok((us, iters))
+        }
+    }
+}
+
 pub fn main(a: BenchArgs) -> Result<ExitCode> {
+    let threads = checked_threads(a.threads)?;
+    let plan = match (a.runs, a.rounds, a.iters) {
+        (Some(n), _, _) => Plan::Runs(Some(n)),
+        (None, None, None) => Plan::Runs(None),
+        (None, rounds, iters) => Plan::Rounds {
+            rounds: rounds.unwrap_or(DEFAULT_ROUNDS),
+            iters,
+        },
+    };
+    let t0 = Instant::now();
     let mut g = super::load_model(&a.model)?;
+    let import = t0.elapsed();
+    let t0 = Instant::now();
     super::optimize::optimize(&mut g, &a.opt)?;
-    let inputs = random_inputs(&g)?;
+    let optimize = t0.elapsed();
+    let inputs = match &a.test_data {
+        Some(dir) => test_data_inputs(&g, dir)?,
+        None => random_inputs(&g)?,
+    };
     let flat: Vec<&[f32]> = inputs.iter().map(|(_, v)| v.as_slice()).collect();
+
+    // What one call costs, counted on the optimized graph that runs.
+    let st = graph_stats(&g);
+    let steps = sequence_steps(&g);
+    let macs_per_call = st.macs_per_step_nonzero * st.steps as f64 * st.batch as f64;
 
     let t0 = Instant::now();
     let mut call: Box<dyn FnMut() -> Result<()> + '_> = match a.engine {
@@ -131,6 +335,8 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
                 Cpu::X86_64V2 => CpuIsa::X86_64V2,
                 Cpu::X86_64V3 => CpuIsa::X86_64V3,
             };
+            // `threads` (always 1 here) belongs in these options once the backend has a pool.
+            debug_assert_eq!(threads, 1);
             let jit = JitProgram::compile(
                 &p,
                 &CpuOptions {
@@ -154,60 +360,92 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
     };
     let compile = t0.elapsed();
 
-    // One warm-up call, which also sizes the rounds.
-    let t = Instant::now();
-    call()?;
-    let one = t.elapsed().max(Duration::from_nanos(1));
-    let iters = a.iters.unwrap_or_else(|| {
-        (Duration::from_millis(200).as_secs_f64() / one.as_secs_f64()).ceil() as u64
-    });
-    let iters = iters.max(1);
-    let mut per_call_us: Vec<f64> = Vec::with_capacity(a.rounds as usize);
-    for _ in 0..a.rounds {
-        let t = Instant::now();
-        for _ in 0..iters {
-            call()?;
-        }
-        per_call_us.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
-    }
+    let (per_call_us, iters) = measure(&mut *call, a.warmup, plan)?;
     drop(call);
-    per_call_us.sort_by(f64::total_cmp);
-    let n = per_call_us.len();
-    let median = if n % 2 == 1 {
-        per_call_us[n / 2]
-    } else {
-        (per_call_us[n / 2 - 1] + per_call_us[n / 2]) / 2.0
-    };
-    let (min, max) = (per_call_us[0], per_call_us[n - 1]);
+    let runs = per_call_us.len() as u64;
+    let s = summarize(per_call_us);
     let engine = match a.engine {
         Engine::Interp => "interp",
         Engine::KernelInterp => "kernel-interp",
         Engine::Jit => "jit",
     };
+    let mode = match plan {
+        Plan::Runs(_) => "runs",
+        Plan::Rounds { .. } => "rounds",
+    };
     let compile_ms = compile.as_secs_f64() * 1e3;
+    let per_step = |us: f64| steps.map(|t| us / t.max(1) as f64);
+    // 2 flops per multiply-add, at the median time.
+    let gflops = 2.0 * macs_per_call / (s.median * 1e-6) / 1e9;
     if a.json {
         let obj = serde_json::json!({
             "model": a.model.display().to_string(),
             "engine": engine,
+            "threads": threads,
+            "inputs": if a.test_data.is_some() { "test-data" } else { "random" },
+            "import_ms": import.as_secs_f64() * 1e3,
+            "optimize_ms": optimize.as_secs_f64() * 1e3,
             "compile_ms": compile_ms,
-            "median_us": median,
-            "min_us": min,
-            "max_us": max,
-            "rounds": a.rounds,
+            "mode": mode,
+            "warmup": a.warmup,
+            "runs": runs,
+            "rounds": runs,
             "iters": iters,
+            "median_us": s.median,
+            "min_us": s.min,
+            "p90_us": s.p90,
+            "max_us": s.max,
+            "steps": steps,
+            "batch": st.batch,
+            "median_us_per_step": per_step(s.median),
+            "min_us_per_step": per_step(s.min),
+            "p90_us_per_step": per_step(s.p90),
+            "macs_nonzero_per_call": macs_per_call.round() as u64,
+            "gflops": gflops,
         });
         println!("{obj}");
     } else {
+        let step = |us: f64| match per_step(us) {
+            Some(v) => format!("{v:.3}"),
+            None => "n/a".to_string(),
+        };
         println!("model:    {}", a.model.display());
-        println!("engine:   {engine}");
-        println!("compile:  {compile_ms:.2} ms");
-        println!("rounds:   {} x {iters} calls", a.rounds);
-        println!("per call: median {median:.2} us [min {min:.2}, max {max:.2}]");
+        println!("engine:   {engine} ({threads} thread)");
+        println!(
+            "import:   {:.2} ms, optimize {:.2} ms",
+            import.as_secs_f64() * 1e3,
+            optimize.as_secs_f64() * 1e3
+        );
+        println!("compile:  {compile_ms:.2} ms (lowering and code generation)");
+        match plan {
+            Plan::Runs(_) => println!("timed:    {runs} calls after {} warm-up calls", a.warmup),
+            Plan::Rounds { .. } => println!(
+                "timed:    {runs} rounds x {iters} calls after {} warm-up calls",
+                a.warmup
+            ),
+        }
+        println!(
+            "per sequence: median {:.2} us  min {:.2}  p90 {:.2}  max {:.2}",
+            s.median, s.min, s.p90, s.max
+        );
+        match steps {
+            Some(t) => println!(
+                "per step (T={t}): median {} us  min {}  p90 {}",
+                step(s.median),
+                step(s.min),
+                step(s.p90)
+            ),
+            None => println!("per step: n/a (sequence length unknown)"),
+        }
+        println!(
+            "nonzero:  {:.0} multiply-adds per call, {gflops:.3} GFLOP/s at the median",
+            macs_per_call
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The random inputs must have the lengths the lowered program expects.
+/// The inputs must have the lengths the lowered program expects.
 fn check_lens(p: &hlstm_ir::kernel::Program, inputs: &[&[f32]]) -> Result<()> {
     if p.inputs.len() != inputs.len() {
         bail!(
@@ -219,11 +457,31 @@ fn check_lens(p: &hlstm_ir::kernel::Program, inputs: &[&[f32]]) -> Result<()> {
     for (k, (b, v)) in p.inputs.iter().zip(inputs).enumerate() {
         if p.buffers[b.0].len() != v.len() {
             bail!(
-                "input {k}: the lowered program expects {} values, the declared shape has {}",
+                "input {k}: the lowered program expects {} values, the inputs have {}",
                 p.buffers[b.0].len(),
                 v.len()
             );
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_uses_nearest_rank_p90() {
+        let s = summarize((1..=10).rev().map(f64::from).collect());
+        assert_eq!((s.min, s.median, s.p90, s.max), (1.0, 5.5, 9.0, 10.0));
+        let s = summarize(vec![3.0]);
+        assert_eq!((s.min, s.median, s.p90, s.max), (3.0, 3.0, 3.0, 3.0));
+    }
+
+    #[test]
+    fn threads_above_one_are_refused() {
+        assert_eq!(checked_threads(1).unwrap(), 1);
+        let e = checked_threads(2).unwrap_err().to_string();
+        assert!(e.contains("--threads > 1 is not supported"), "{e}");
+    }
 }

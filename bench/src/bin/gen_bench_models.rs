@@ -1,14 +1,20 @@
-//! Writes the benchmark models: H-LSTMs in the Scan form (weights as outer initializers), one
-//! ReLU hidden layer of width H in each gate, batch 1, at (X, H, T) = (32, 64, 8), (512, 512, 16)
-//! and (256, 800, 50); dense and magnitude-pruned per matrix to 90% and 97% zeros.
+//! Writes the benchmark models, batch 1, at (X, H, T) = (32, 64, 8), (512, 512, 16) and
+//! (256, 800, 50); dense and magnitude-pruned per matrix to 90% and 97% zeros:
+//!
+//! - H-LSTMs in the Scan form (weights as outer initializers), one ReLU hidden layer of width H
+//!   in each gate: `hlstm_X{X}_H{H}_T{T}_{dense,sp90,sp97}.onnx`;
+//! - LSTMs, one ONNX `LSTM` op (X -> H; `W` `[1, 4H, X]`, `R` `[1, 4H, H]`, `B` `[1, 8H]`; input
+//!   `X` `[T, 1, X]`; outputs `Y` and `Y_h`), `W` and `R` drawn independently and each pruned on
+//!   its own: `lstm_X{X}_H{H}_T{T}_{dense,sp90,sp97}.onnx`.
 //!
 //! ```text
 //! cargo run --release -p hlstm-bench --bin gen_bench_models -- OUT_DIR
 //! ```
 //!
-//! File names: `hlstm_X{X}_H{H}_T{T}_{dense,sp90,sp97}.onnx`. Prints each file and its number of
-//! nonzero weights.
+//! Prints each file and its number of nonzero weights.
 
+use hlstm_bench::forms::lstm_model_bytes;
+use hlstm_bench::modelgen::generate_lstm;
 use hlstm_bench::{Form, HlstmSpec, Pruning, ScanWeights, generate, model_bytes};
 use std::path::PathBuf;
 
@@ -35,6 +41,13 @@ fn main() {
                 .expect("writes the model");
             let (_, nonzero) = m.weight_counts();
             println!("{} {nonzero}", path.display());
+
+            let seed = 0x157a_0000 + (x * 1_000_000 + h * 1000 + t) as u64;
+            let m = generate_lstm(x, h, density, Pruning::Magnitude, seed);
+            let path = dir.join(format!("lstm_X{x}_H{h}_T{t}_{tag}.onnx"));
+            std::fs::write(&path, lstm_model_bytes(&m, t, 1)).expect("writes the model");
+            let (_, nz_w, nz_r) = m.weight_counts();
+            println!("{} {}", path.display(), nz_w + nz_r);
         }
     }
 }
