@@ -124,3 +124,81 @@ fn every_strategy_and_cpu_on_a_subset() {
         check(&subset, &["--cpu", cpu]);
     }
 }
+
+/// Numbers (1-based, pre-order) of the matmul statements in a `.kir` listing: the source
+/// locations the code generator gives their instructions (`@NNNN`, hex, in CLIF).
+fn matmul_statement_numbers(kir: &str) -> Vec<u32> {
+    let mut numbers = Vec::new();
+    let mut n = 0;
+    for line in kir.lines() {
+        let l = line.trim_start();
+        let header = ["program ", "buffer ", "const "]
+            .iter()
+            .any(|h| l.starts_with(h));
+        if l.is_empty() || l == "}" || header {
+            continue;
+        }
+        n += 1;
+        if l.starts_with("matmul ") {
+            numbers.push(n);
+        }
+    }
+    numbers
+}
+
+fn hlstmc_stdout(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+        .args(args)
+        .output()
+        .expect("the hlstmc binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Under the unrolled strategy every nonzero weight of the 97%-pruned H64 H-LSTM is one
+/// multiply(-add) in the CLIF of its matmul (the first product of each accumulator is an
+/// fmul, the rest fma), so their count is the optimized graph's `macs_per_step_nonzero`;
+/// the activations' polynomial FMAs belong to other statements and are not counted.
+#[test]
+fn clif_weight_fmas_equal_the_nonzero_multiply_adds() {
+    let model = fixtures().join("models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
+    let model = model.to_str().expect("utf-8 path");
+    let strategy = ["--sparse-strategy", "sparse-unrolled"];
+    let kir = hlstmc_stdout(&[&["opt", model, "--emit", "kir"][..], &strategy].concat());
+    let clif = hlstmc_stdout(&[&["opt", model, "--emit", "clif"][..], &strategy].concat());
+    let inspect = hlstmc_stdout(&["inspect", "--json", "--optimized", model]);
+    let stats: serde_json::Value = serde_json::from_str(&inspect).expect("json");
+    let want = stats["macs_per_step_nonzero"].as_u64().expect("macs");
+    let matmuls = matmul_statement_numbers(&kir);
+    assert!(matmuls.len() >= 2, "{kir}");
+    let tags: Vec<String> = matmuls.iter().map(|n| format!("@{n:04x} ")).collect();
+    let mut products = 0;
+    let mut fmas = 0;
+    for line in clif.lines() {
+        let l = line.trim_start();
+        if !tags.iter().any(|t| l.starts_with(t.as_str())) {
+            continue;
+        }
+        if l.contains("= fma ") {
+            fmas += 1;
+            products += 1;
+        } else if l.contains("= fmul ") {
+            products += 1;
+        }
+    }
+    assert_eq!(
+        products, want,
+        "weight products in the CLIF vs macs_per_step_nonzero"
+    );
+    // The CLIF of this machine uses FMAs when it has them; most products are FMAs.
+    if clif.contains("= fma ") {
+        assert!(fmas * 2 > products, "{fmas} FMAs of {products} products");
+    }
+    // The activations use FMAs too, outside the matmuls: the filter above is what separates.
+    let all = clif.lines().filter(|l| l.contains("= fma ")).count() as u64;
+    assert!(all >= fmas);
+}

@@ -445,6 +445,12 @@ fn matmul_every_strategy_and_shape() {
         (2, 64, 48),
         (1, 0, 5),
         (4, 5, 0),
+        // Four and more rows: sparse weights go by blocks of four transposed rows, the last
+        // block overlapping the one before when 4 does not divide M.
+        (4, 12, 7),
+        (5, 17, 9),
+        (6, 3, 2),
+        (9, 40, 21),
     ];
     let mut seed = 10;
     for w in strategies() {
@@ -476,10 +482,13 @@ fn sparse_unrolled_emits_one_fma_per_nonzero_and_no_zero_weight() {
     let nnz = p.consts[0].nonzeros();
     let j = JitProgram::compile(&p, &native()).unwrap();
     let clif = j.clif();
+    let count = |clif: &str, what: &str| clif.lines().filter(|l| l.contains(what)).count();
     if j.has_fma() {
-        let fmas = clif.lines().filter(|l| l.contains("= fma ")).count();
-        // one row's code inside the loop over M
-        assert_eq!(fmas, nnz, "{clif}");
+        // One row's code inside the loop over M: each column's first products start its
+        // accumulators (fmul), the rest are fused multiply-adds; the partial sums are fadds.
+        let products = count(&clif, "= fma ") + count(&clif, "= fmul ");
+        assert_eq!(products, nnz, "{clif}");
+        assert!(count(&clif, "= fma ") > 0, "{clif}");
     }
     let v2 = CpuOptions {
         isa: CpuIsa::X86_64V2,
@@ -488,8 +497,8 @@ fn sparse_unrolled_emits_one_fma_per_nonzero_and_no_zero_weight() {
     let j2 = JitProgram::compile(&p, &v2).unwrap();
     assert!(!j2.has_fma());
     let clif2 = j2.clif();
-    assert_eq!(clif2.lines().filter(|l| l.contains("= fma ")).count(), 0);
-    assert_eq!(clif2.lines().filter(|l| l.contains("= fmul ")).count(), nnz);
+    assert_eq!(count(&clif2, "= fma "), 0);
+    assert_eq!(count(&clif2, "= fmul "), nnz);
 }
 
 // ---------- loops ----------

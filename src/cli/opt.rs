@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Optimize a model and print the optimized graph IR (.hir), or the kernel IR it lowers to
-/// (.kir, with `--emit kir`).
+/// (.kir, with `--emit kir`), or the code the JIT makes of it (`--emit clif`, `--emit asm`).
 ///
 /// Runs the default pipeline (or `--passes`), with the pass-debugging flags: --print-after-all,
 /// --print-before=PASS, --print-after=PASS, --dump-dir DIR, --time-passes, --stats,
@@ -47,6 +47,9 @@ pub enum Emit {
     Kir,
     /// The Cranelift IR (CLIF) the JIT generates for this machine.
     Clif,
+    /// The machine instructions the JIT generates for this machine, after register
+    /// allocation (Cranelift's listing).
+    Asm,
 }
 
 /// How matmuls with constant weights are generated (`--sparse-strategy`).
@@ -76,7 +79,7 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
     optimize(&mut g, &a.opt)?;
     match a.emit {
         Emit::Hir => super::print_ir::emit(&g, a.output.as_deref()),
-        Emit::Kir | Emit::Clif => {
+        Emit::Kir | Emit::Clif | Emit::Asm => {
             let mut p = lower(&g, a.sparse_strategy)?;
             p.name = a
                 .model
@@ -90,6 +93,14 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                     hlstm_backends::cpu::JitProgram::compile(&p, &opts)
                         .map_err(|e| anyhow::anyhow!("{e}"))?
                         .clif()
+                }
+                Emit::Asm => {
+                    let opts = hlstm_backends::cpu::CpuOptions::default();
+                    hlstm_backends::cpu::JitProgram::compile_opts(&p, &opts, true)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .asm()
+                        .unwrap_or_default()
+                        .to_string()
                 }
                 _ => hlstm_ir::kernel::print(&p),
             };

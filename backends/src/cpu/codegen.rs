@@ -21,7 +21,7 @@ use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature, Type, UserFuncName, Value,
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, SourceLoc, Type, UserFuncName, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
@@ -159,6 +159,9 @@ pub(crate) struct Cx<'a, 'f> {
     /// The step of the innermost enclosing loop.
     t: Option<Value>,
     trip: usize,
+    /// Number of the statement being generated (1-based, pre-order, as `.kir` lists them):
+    /// the source location of its instructions, shown as `@NNNN` (hex) in CLIF.
+    stmt_no: u32,
 }
 
 /// Memory flags of every access: in bounds (checked at compile time), not necessarily aligned.
@@ -205,6 +208,7 @@ impl<'a, 'f> Cx<'a, 'f> {
             scratch,
             t: None,
             trip: 1,
+            stmt_no: 0,
         })
     }
 
@@ -331,6 +335,8 @@ impl<'a, 'f> Cx<'a, 'f> {
     }
 
     fn stmt(&mut self, s: &Stmt) -> Result<(), String> {
+        self.stmt_no += 1;
+        self.b.set_srcloc(SourceLoc::new(self.stmt_no));
         match s {
             Stmt::MatMul { out, a, w } => matmul::emit(self, out, a, w, self.trip),
             Stmt::Unary { op, out, x } => self.elementwise(EOp::Act(*op), out, &[x]),

@@ -77,6 +77,20 @@ fn host_supports(isa: CpuIsa) -> bool {
     }
 }
 
+/// Appends the compiled function to `/tmp/perf-PID.map`, the file `perf report` reads to name
+/// JIT code (best effort: a profiling aid, enabled by `HLSTMC_PERF_MAP`).
+fn write_perf_map(ptr: *const u8, len: usize, name: &str) {
+    use std::io::Write;
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{:x} {len:x} hlstm_program[{name}]", ptr as usize);
+    }
+}
+
 impl JitProgram {
     /// Generates and compiles `p`, and allocates its workspace.
     pub fn compile(p: &Program, opts: &CpuOptions) -> Result<JitProgram, String> {
@@ -103,6 +117,9 @@ impl JitProgram {
         // SAFETY: the function was defined with `program_signature` (three pointers, no
         // results) in the target's default calling convention, which is "C" on this host.
         let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
+        if std::env::var_os("HLSTMC_PERF_MAP").is_some() {
+            write_perf_map(ptr, c.code_len, &p.name);
+        }
         let buf_len = |id: &hlstm_ir::kernel::BufId| p.buffers[id.0].len();
         Ok(JitProgram {
             entry,

@@ -8,6 +8,9 @@ use std::collections::HashMap;
 
 /// Alignment of each workspace buffer and each read-only array, in f32 elements (64 bytes).
 const ALIGN: usize = 16;
+/// Nonzeros per iteration of the CSR loop (each column is padded to a multiple), one
+/// accumulator each, so consecutive multiply-adds do not wait on each other.
+pub(crate) const CSR_GROUP: usize = 4;
 
 fn align_up(x: usize) -> usize {
     x.div_ceil(ALIGN) * ALIGN
@@ -208,6 +211,18 @@ pub(crate) fn overlap(a: &View, b: &View, trip: usize) -> bool {
     }
 }
 
+/// Whether a sparse matmul with `m` rows is vectorized across rows, four at a time: `a` is
+/// transposed into scratch (`[K, M]`, row stride M) and each nonzero weight multiplies a
+/// vector of four rows' inputs; the last block of four overlaps the one before when 4 does not
+/// divide M. Returns the transposed row stride M, or None for the one-row-at-a-time path.
+pub(crate) fn row_vector_rows(m: usize, w: &Weight) -> Option<usize> {
+    let sparse = matches!(
+        w,
+        Weight::Const(_, Strategy::SparseUnrolled | Strategy::SparseCsr)
+    );
+    (sparse && m >= 4).then_some(m)
+}
+
 /// Checks every statement; returns the largest scratch a statement needs (elements).
 fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> Result<(), String> {
     for s in body {
@@ -217,15 +232,16 @@ fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> 
                 check_view(p, out, trip, what)?;
                 check_view(p, a, trip, what)?;
                 check_write(p, out, what)?;
-                let (m, _k, n) = matmul_dims(p, out, a, w)?;
+                let (m, k, n) = matmul_dims(p, out, a, w)?;
                 let mut alias = overlap(out, a, trip);
                 if let Weight::View(v) = w {
                     check_view(p, v, trip, what)?;
                     alias |= overlap(out, v, trip);
                 }
-                if alias {
-                    *scratch = (*scratch).max(m * n);
-                }
+                // The transposed rows first, then the aliased product.
+                let transposed = row_vector_rows(m, w).map_or(0, |mp| k * mp);
+                let product = if alias { m * n } else { 0 };
+                *scratch = (*scratch).max(transposed + product);
             }
             Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
                 let what = "elementwise statement";
@@ -606,7 +622,11 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                     }
                     Weight::Const(_, Strategy::SparseUnrolled) => {}
                     Weight::Const(c, Strategy::SparseCsr) => {
-                        let key = (*c, a.strides[1]);
+                        let stride = match row_vector_rows(out.dims[0], w) {
+                            Some(mp) => mp as isize,
+                            None => a.strides[1],
+                        };
+                        let key = (*c, stride);
                         if l.csr.contains_key(&key) {
                             continue;
                         }
@@ -618,13 +638,21 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                         let mut pairs: Vec<i32> = Vec::new();
                         ptr.push(0i32);
                         for j in 0..n {
+                            let mut count = 0;
                             for q in 0..k {
                                 let v = data[q * n + j];
                                 if v != 0.0 {
                                     pairs.push(v.to_bits() as i32);
-                                    let off = q as i64 * a.strides[1] as i64 * 4;
+                                    let off = q as i64 * stride as i64 * 4;
                                     pairs.push(i32::try_from(off).map_err(|_| "matmul too large")?);
+                                    count += 1;
                                 }
+                            }
+                            // Padded with (0.0, input 0) to whole groups, so the generated
+                            // loop needs no remainder.
+                            while count % CSR_GROUP != 0 {
+                                pairs.extend([0, 0]);
+                                count += 1;
                             }
                             let bytes = i32::try_from(pairs.len() * 4)
                                 .map_err(|_| "matmul too large".to_string())?;

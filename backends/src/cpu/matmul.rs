@@ -20,7 +20,7 @@
 
 use super::codegen::{Cx, Rv};
 use super::elementwise::{self, EOp};
-use super::layout::{matmul_dims, overlap};
+use super::layout::{CSR_GROUP, matmul_dims, overlap, row_vector_rows};
 use super::math::{Fx, SCALAR, VEC};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
@@ -50,32 +50,57 @@ pub(crate) fn emit(
     if let Weight::View(v) = w {
         alias |= overlap(out, v, trip);
     }
+    let row_vec = row_vector_rows(m, w);
     let rout_final = cx.resolve(out);
     let rout = if alias {
-        cx.scratch_rv(&[m, n])
+        // After the transposed rows, when there are any (see `Layout`).
+        let mut r = cx.scratch_rv(&[m, n]);
+        r.off += row_vec.map_or(0, |mm| k * mm) as i64 * 4;
+        r
     } else {
         rout_final.clone()
     };
     let ra = cx.resolve(a);
-    match w {
-        Weight::Const(c, Strategy::Dense) => {
-            // Packed tile-major (see `Layout::packed`): rows of 16 floats, tiles of K rows.
-            let rw = Rv {
-                base: cx.rodata(),
-                off: cx.l.packed[&(*c, n)] as i64,
-                strides: vec![64, 4],
-            };
-            dense(cx, m, k, n, &ra, &rw, true, Some(k as i64 * 64), &rout);
+    if let (Some(mm), Weight::Const(c, strategy)) = (row_vec, w) {
+        // a^T in scratch: element (i, q) at q * M + i.
+        let at = Rv {
+            base: cx.scratch,
+            off: 0,
+            strides: vec![4, mm as i64 * 4],
+        };
+        elementwise::emit(cx, EOp::Copy, &[m, k], &at, std::slice::from_ref(&ra))?;
+        let sink = Sink::Rows4 { m };
+        match strategy {
+            Strategy::SparseUnrolled => unrolled(cx, *c, k, n, &at, &rout, sink),
+            _ => {
+                let (ptr_off, pairs_off) = cx.l.csr[&(*c, mm as isize)];
+                csr(cx, n, &at, ptr_off as i64, pairs_off as i64, &rout, sink);
+            }
         }
-        Weight::View(v) => {
-            let ro = matches!(v.storage, hlstm_ir::kernel::Storage::Const(_));
-            let rw = cx.resolve(v);
-            dense(cx, m, k, n, &ra, &rw, ro, None, &rout);
-        }
-        Weight::Const(c, Strategy::SparseUnrolled) => unrolled(cx, *c, m, k, n, &ra, &rout),
-        Weight::Const(c, Strategy::SparseCsr) => {
-            let (ptr_off, pairs_off) = cx.l.csr[&(*c, a.strides[1])];
-            csr(cx, m, n, &ra, ptr_off as i64, pairs_off as i64, &rout);
+    } else {
+        match w {
+            Weight::Const(c, Strategy::Dense) => {
+                // Packed tile-major (see `Layout::packed`): rows of 16 floats, tiles of K rows.
+                let rw = Rv {
+                    base: cx.rodata(),
+                    off: cx.l.packed[&(*c, n)] as i64,
+                    strides: vec![64, 4],
+                };
+                dense(cx, m, k, n, &ra, &rw, true, Some(k as i64 * 64), &rout);
+            }
+            Weight::View(v) => {
+                let ro = matches!(v.storage, hlstm_ir::kernel::Storage::Const(_));
+                let rw = cx.resolve(v);
+                dense(cx, m, k, n, &ra, &rw, ro, None, &rout);
+            }
+            Weight::Const(c, Strategy::SparseUnrolled) => {
+                unrolled(cx, *c, k, n, &ra, &rout, Sink::Rows1 { m })
+            }
+            Weight::Const(c, Strategy::SparseCsr) => {
+                let (ptr_off, pairs_off) = cx.l.csr[&(*c, a.strides[1])];
+                let sink = Sink::Rows1 { m };
+                csr(cx, n, &ra, ptr_off as i64, pairs_off as i64, &rout, sink);
+            }
         }
     }
     if alias {
@@ -357,31 +382,137 @@ impl Tile {
     }
 }
 
-/// Sparse-unrolled: see the module doc.
-fn unrolled(cx: &mut Cx, c: ConstId, m: usize, k: usize, n: usize, ra: &Rv, rout: &Rv) {
-    let data = cx.p.consts[c.0].data.clone();
-    let (sa_k, so_n) = (ra.strides[1], rout.strides[1]);
-    rows(cx, m, ra, rout, &mut |cx, arow, orow| {
-        for j in 0..n {
-            let mut acc = cx.b.ins().f32const(0.0);
-            for q in 0..k {
-                let w = data[q * n + j];
-                if w != 0.0 {
-                    let x = cx.load(SCALAR, arow.0, arow.1 + q as i64 * sa_k);
-                    let wc = cx.b.ins().f32const(w);
-                    acc = mul_add(cx, SCALAR, x, wc, acc);
+/// Independent accumulators per output column in the sparse kernels: a multiply-add waits
+/// for the previous one on the same accumulator (4 cycles of latency), so one chain per column
+/// would run at a quarter of the FMA rate.
+const SPARSE_CHAINS: usize = 4;
+/// Nonzeros per accumulator below which the unrolled kernel uses fewer accumulators: short
+/// columns overlap each other in the out-of-order window, and each extra accumulator costs a
+/// multiply and an add.
+const CHAIN_MIN: usize = 8;
+
+/// Sums `parts` pairwise ((a + b) + (c + d)), keeping the dependency tree shallow.
+fn tree_sum(cx: &mut Cx, mut parts: Vec<Value>) -> Value {
+    while parts.len() > 1 {
+        let mut next = Vec::with_capacity(parts.len().div_ceil(2));
+        for pair in parts.chunks(2) {
+            next.push(match pair {
+                [a, b] => cx.b.ins().fadd(*a, *b),
+                [a] => *a,
+                _ => unreachable!("chunks(2)"),
+            });
+        }
+        parts = next;
+    }
+    parts[0]
+}
+
+/// How the sparse kernels walk the rows of `a`: one row at a time (scalar multiply-adds), or
+/// blocks of four rows of a transposed `a` (f32x4 multiply-adds, lanes = rows).
+#[derive(Clone, Copy)]
+enum Sink {
+    Rows1 { m: usize },
+    Rows4 { m: usize },
+}
+
+impl Sink {
+    fn ty(self) -> Type {
+        match self {
+            Sink::Rows1 { .. } => SCALAR,
+            Sink::Rows4 { .. } => VEC,
+        }
+    }
+
+    /// Calls `f(a_pos, out_pos)` for each row or block of rows. For blocks, `a` is the
+    /// transposed view (a vector of four rows at `a_pos`), and the last block starts at M - 4.
+    fn each(self, cx: &mut Cx, ra: &Rv, rout: &Rv, f: &mut dyn FnMut(&mut Cx, Pos, Pos)) {
+        match self {
+            Sink::Rows1 { m } => rows(cx, m, ra, rout, f),
+            Sink::Rows4 { m } => {
+                let blocks = m.div_ceil(4);
+                let _ = cx.counted_loop(blocks, &mut |cx, i| {
+                    // First row of the block: min(4i, M - 4).
+                    let s = cx.b.ins().imul_imm_s(i, 4);
+                    let last = cx.b.ins().iconst(I64, m as i64 - 4);
+                    let s = cx.b.ins().umin(s, last);
+                    let ab = cx.advance(ra.base, s, ra.strides[0]);
+                    let ob = cx.advance(rout.base, s, rout.strides[0]);
+                    f(cx, (ab, ra.off), (ob, rout.off));
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    /// The weight `w` (a scalar) as a multiplier of this sink's type.
+    fn weight(self, cx: &mut Cx, w: Value) -> Value {
+        match self {
+            Sink::Rows1 { .. } => w,
+            Sink::Rows4 { .. } => cx.b.ins().splat(VEC, w),
+        }
+    }
+
+    /// Stores `v` as output column `col_off` (bytes) of the row or block at `o`.
+    fn store(self, cx: &mut Cx, v: Value, o: Pos, col_off: i64, so_m: i64) {
+        match self {
+            Sink::Rows1 { .. } => cx.store(v, o.0, o.1 + col_off),
+            Sink::Rows4 { .. } => {
+                for l in 0..4u8 {
+                    let e = cx.b.ins().extractlane(v, l);
+                    cx.store(e, o.0, o.1 + col_off + l as i64 * so_m);
                 }
             }
-            cx.store(acc, orow.0, orow.1 + j as i64 * so_n);
+        }
+    }
+}
+
+/// Sparse-unrolled: see the module doc. The nonzeros of a column go round-robin to up to
+/// `SPARSE_CHAINS` accumulators (one per `CHAIN_MIN` nonzeros), each started by a multiply (no
+/// zero to add to).
+fn unrolled(cx: &mut Cx, c: ConstId, k: usize, n: usize, ra: &Rv, rout: &Rv, sink: Sink) {
+    let data = cx.p.consts[c.0].data.clone();
+    let (sa_k, so_m, so_n) = (ra.strides[1], rout.strides[0], rout.strides[1]);
+    let ty = sink.ty();
+    sink.each(cx, ra, rout, &mut |cx, arow, orow| {
+        for j in 0..n {
+            let nnz = (0..k).filter(|q| data[q * n + j] != 0.0).count();
+            let width = nnz.div_ceil(CHAIN_MIN).clamp(1, SPARSE_CHAINS);
+            let mut chains: Vec<Value> = Vec::with_capacity(width);
+            let mut next = 0;
+            for q in 0..k {
+                let w = data[q * n + j];
+                if w == 0.0 {
+                    continue;
+                }
+                let x = cx.load(ty, arow.0, arow.1 + q as i64 * sa_k);
+                let wc = cx.b.ins().f32const(w);
+                let wc = sink.weight(cx, wc);
+                if chains.len() < width {
+                    chains.push(cx.b.ins().fmul(x, wc));
+                } else {
+                    chains[next] = mul_add(cx, ty, x, wc, chains[next]);
+                    next = (next + 1) % width;
+                }
+            }
+            let sum = if chains.is_empty() {
+                zero(cx, ty)
+            } else {
+                tree_sum(cx, chains)
+            };
+            sink.store(cx, sum, orow, j as i64 * so_n, so_m);
         }
     });
 }
 
-/// Sparse-csr: see the module doc.
-fn csr(cx: &mut Cx, m: usize, n: usize, ra: &Rv, ptr_off: i64, pairs_off: i64, rout: &Rv) {
-    let so_n = rout.strides[1];
+/// Sparse-csr: see the module doc. Each column's pairs are padded to whole groups of
+/// `CSR_GROUP` (see `Layout`), one accumulator per position in the group. The loop is rotated
+/// (test at the bottom) and takes two groups per trip; an odd last group is done after it.
+fn csr(cx: &mut Cx, n: usize, ra: &Rv, ptr_off: i64, pairs_off: i64, rout: &Rv, sink: Sink) {
+    let (so_m, so_n) = (rout.strides[0], rout.strides[1]);
     let rodata = cx.rodata();
-    rows(cx, m, ra, rout, &mut |cx, arow, orow| {
+    let group_bytes = 8 * CSR_GROUP as i64;
+    let ty = sink.ty();
+    sink.each(cx, ra, rout, &mut |cx, arow, orow| {
         let pairs = cx.b.ins().iadd_imm_s(rodata, pairs_off);
         let _ = cx.counted_loop(n, &mut |cx, j| {
             let pj = cx.advance(rodata, j, 4);
@@ -391,38 +522,64 @@ fn csr(cx: &mut Cx, m: usize, n: usize, ra: &Rv, ptr_off: i64, pairs_off: i64, r
             let end = cx.b.ins().sextend(I64, end);
             let p0 = cx.b.ins().iadd(pairs, start);
             let pend = cx.b.ins().iadd(pairs, end);
+            // End of the whole double groups: len & !(2 * group_bytes - 1).
+            let len = cx.b.ins().isub(end, start);
+            let len2 = cx.b.ins().band_imm_s(len, !(2 * group_bytes - 1));
+            let pend2 = cx.b.ins().iadd(p0, len2);
             let pv = cx.b.declare_var(I64);
             cx.b.def_var(pv, p0);
-            let acc = cx.b.declare_var(SCALAR);
-            let z = cx.b.ins().f32const(0.0);
-            cx.b.def_var(acc, z);
-            let header = cx.b.create_block();
+            let accs: Vec<_> = (0..CSR_GROUP)
+                .map(|_| {
+                    let v = cx.b.declare_var(ty);
+                    let z = zero(cx, ty);
+                    cx.b.def_var(v, z);
+                    v
+                })
+                .collect();
+            let group = |cx: &mut Cx, p: Value, at: i64| {
+                for (g, acc) in accs.iter().enumerate() {
+                    let at = at + g as i64 * 8;
+                    let w = cx.load_ro(SCALAR, p, at);
+                    let w = sink.weight(cx, w);
+                    let ko = cx.load_ro(I32, p, at + 4);
+                    let ko = cx.b.ins().sextend(I64, ko);
+                    let xa = cx.b.ins().iadd(arow.0, ko);
+                    let x = cx.load(ty, xa, arow.1);
+                    let a0 = cx.b.use_var(*acc);
+                    let a1 = mul_add(cx, ty, x, w, a0);
+                    cx.b.def_var(*acc, a1);
+                }
+            };
             let body = cx.b.create_block();
+            let mid = cx.b.create_block();
+            let tail = cx.b.create_block();
             let exit = cx.b.create_block();
-            cx.b.ins().jump(header, &[]);
-            cx.b.switch_to_block(header);
-            let p = cx.b.use_var(pv);
-            let more = cx.b.ins().icmp(IntCC::UnsignedLessThan, p, pend);
-            cx.b.ins().brif(more, body, &[], exit, &[]);
+            let any2 = cx.b.ins().icmp(IntCC::UnsignedLessThan, p0, pend2);
+            cx.b.ins().brif(any2, body, &[], mid, &[]);
             cx.b.switch_to_block(body);
-            cx.b.seal_block(body);
-            let w = cx.load_ro(SCALAR, p, 0);
-            let ko = cx.load_ro(I32, p, 4);
-            let ko = cx.b.ins().sextend(I64, ko);
-            let xa = cx.b.ins().iadd(arow.0, ko);
-            let x = cx.load(SCALAR, xa, arow.1);
-            let a0 = cx.b.use_var(acc);
-            let a1 = mul_add(cx, SCALAR, x, w, a0);
-            cx.b.def_var(acc, a1);
-            let pn = cx.b.ins().iadd_imm_s(p, 8);
+            let p = cx.b.use_var(pv);
+            group(cx, p, 0);
+            group(cx, p, group_bytes);
+            let pn = cx.b.ins().iadd_imm_s(p, 2 * group_bytes);
             cx.b.def_var(pv, pn);
-            cx.b.ins().jump(header, &[]);
-            cx.b.seal_block(header);
+            let again = cx.b.ins().icmp(IntCC::UnsignedLessThan, pn, pend2);
+            cx.b.ins().brif(again, body, &[], mid, &[]);
+            cx.b.seal_block(body);
+            cx.b.switch_to_block(mid);
+            cx.b.seal_block(mid);
+            let p = cx.b.use_var(pv);
+            let odd = cx.b.ins().icmp(IntCC::UnsignedLessThan, p, pend);
+            cx.b.ins().brif(odd, tail, &[], exit, &[]);
+            cx.b.switch_to_block(tail);
+            cx.b.seal_block(tail);
+            group(cx, p, 0);
+            cx.b.ins().jump(exit, &[]);
             cx.b.switch_to_block(exit);
             cx.b.seal_block(exit);
-            let r = cx.b.use_var(acc);
+            let parts: Vec<Value> = accs.iter().map(|a| cx.b.use_var(*a)).collect();
+            let r = tree_sum(cx, parts);
             let ob = cx.advance(orow.0, j, so_n);
-            cx.store(r, ob, orow.1);
+            sink.store(cx, r, (ob, orow.1), 0, so_m);
             Ok(())
         });
     });

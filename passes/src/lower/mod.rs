@@ -35,9 +35,12 @@ pub struct LowerOptions {
 }
 
 /// Most nonzeros a matrix may have to be generated fully unrolled (one FMA per nonzero, the
-/// weight an immediate): about 8 to 16 bytes of code each, so 4096 keep a matrix's code within
-/// 64 KiB, the size of a level-1 plus a fair part of a level-2 instruction cache.
-pub const UNROLL_MAX_NONZEROS: usize = 4096;
+/// weight an immediate): about 18 bytes of code each, so a matrix's code stays under 150 KiB
+/// and the recurrent matrices of a model stay within a level-2 cache. Measured (BENCHMARKS.md,
+/// "Sparse kernels"): the unrolled kernel wins below this, the compressed-row loop (whose data
+/// streams at 8 bytes per nonzero) above; at 150k unrolled nonzeros per step the code no
+/// longer fits and runs 2.5x slower than the loop.
+pub const UNROLL_MAX_NONZEROS: usize = 8192;
 
 /// Highest density at which a sparse kernel is chosen over the dense one. A sparse kernel does
 /// one scalar FMA per nonzero; the dense kernel does four lanes per 128-bit FMA but over every
