@@ -249,12 +249,13 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> KResult<Tensor> {
         );
     }
     let mut res = ArrayD::from_shape_vec(IxDyn(&so), out).map_err(|e| e.to_string())?;
-    if b.ndim() == 1 {
-        let ax = res.ndim() - 1;
-        res = res.remove_axis(Axis(ax));
-    }
+    // Drop a's row axis before b's column axis: with both 1-D the result [1, 1] has just two.
     if a.ndim() == 1 {
         let ax = res.ndim() - 2;
+        res = res.remove_axis(Axis(ax));
+    }
+    if b.ndim() == 1 {
+        let ax = res.ndim() - 1;
         res = res.remove_axis(Axis(ax));
     }
     Ok(Tensor::F32(res))
