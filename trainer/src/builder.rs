@@ -60,8 +60,8 @@ impl Builder {
         let info = self.g.value_info(v);
         info.ty.concrete().ok_or_else(|| {
             format!(
-                "value '{}' has type {}; autodiff needs static shapes (build the graph for one \
-                 batch size and sequence length)",
+                "value '{}' has type {}; sums and autodiff need static shapes (build the graph \
+                 for one batch size and sequence length)",
                 info.name, info.ty
             )
         })

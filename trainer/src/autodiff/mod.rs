@@ -8,6 +8,7 @@
 //! Parameters are graph inputs, not constants: the trainer feeds the current weights at each
 //! step, so one training graph serves the whole run (see docs/trainer.md).
 
+mod linear;
 mod recurrence;
 mod rules;
 

@@ -4,8 +4,13 @@
 //! check is in f32 with these tolerances: each parameter element is moved by +-EPS, the two
 //! f32 losses are differenced in f64, and the autodiff gradient must satisfy
 //! |ad - fd| <= ATOL + RTOL * max(|ad|, |fd|). The truncation error of the central difference is
-//! about EPS^2/6 times the third derivative; the f32 rounding of the loss (relative 6e-8)
-//! contributes |L| * 6e-8 / EPS. The tests keep |L| of order 1 to 10 and inputs of order 1.
+//! about EPS^2/6 times the third derivative (1e-7 here); the f32 rounding of the loss (a few
+//! ulps, relative 1e-7) contributes about |L| * 1e-7 / EPS, 1e-4 for the |L| of 1 to 10 the
+//! tests keep. Measured errors stay below 0.35 of the tolerance.
+//!
+//! A step that crosses a ReLU kink gives a wrong difference, so an element that fails with EPS
+//! is tried again with EPS / 4, which rarely crosses it too; it passes if either agrees (a wrong
+//! gradient agrees with neither). Most tests keep inputs away from kinks and never need it.
 #![allow(dead_code)]
 
 use hlstm_ir::text::{parse_with_weights, print_with_weights};
@@ -13,9 +18,9 @@ use hlstm_ir::{DType, Graph, Tensor, TensorType, Value, interp};
 use hlstm_trainer::rng::Rng;
 use hlstm_trainer::{Builder, Options, training_graph};
 
-pub const EPS: f32 = 1e-2;
-pub const ATOL: f64 = 2e-3;
-pub const RTOL: f64 = 1e-2;
+pub const EPS: f32 = 1e-3;
+pub const ATOL: f64 = 5e-4;
+pub const RTOL: f64 = 5e-3;
 
 /// A graph under construction with named random inputs, for op tests.
 pub struct Case {
@@ -134,6 +139,7 @@ pub fn gradcheck(
     );
     let loss_slot = fwd.outputs.iter().position(|(n, _)| n == loss).unwrap();
     let mut worst = 0.0f64;
+    let mut retried = 0;
     for (k, p) in params.iter().enumerate() {
         let pi = fwd
             .inputs
@@ -152,10 +158,18 @@ pub fn gradcheck(
                 *a.iter_mut().nth(e).unwrap() = x + delta;
                 loss_at(fwd, loss_slot, &ins) as f64
             };
-            let fd = (at(EPS) - at(-EPS)) / (2.0 * EPS as f64);
             let ad = ad as f64;
-            let err = (ad - fd).abs();
-            let tol = ATOL + RTOL * ad.abs().max(fd.abs());
+            let mut fd = 0.0;
+            let (mut err, mut tol) = (f64::INFINITY, 0.0);
+            for eps in [EPS, EPS / 4.0] {
+                fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+                err = (ad - fd).abs();
+                tol = ATOL + RTOL * ad.abs().max(fd.abs());
+                if err <= tol {
+                    break;
+                }
+                retried += 1;
+            }
             worst = worst.max(err / tol);
             assert!(
                 err <= tol,
@@ -165,7 +179,7 @@ pub fn gradcheck(
         }
     }
     if std::env::var("GRADCHECK_VERBOSE").is_ok() {
-        eprintln!("worst error / tolerance: {worst:.3}");
+        eprintln!("worst error / tolerance: {worst:.3}; {retried} elements retried with EPS/4");
     }
     tg
 }
