@@ -17,7 +17,6 @@ pub struct Builder {
     pub g: Graph,
     used: HashSet<String>,
     ints: HashMap<Vec<i64>, Value>,
-    scalars: HashMap<u32, Value>,
     /// Constant f32 tensors of ones or zeros, by (fill, shape).
     fills: HashMap<(u32, Vec<usize>), Value>,
     eyes: HashMap<usize, Value>,
@@ -37,7 +36,6 @@ impl Builder {
             g,
             used,
             ints: HashMap::new(),
-            scalars: HashMap::new(),
             fills: HashMap::new(),
             eyes: HashMap::new(),
             created: Vec::new(),
@@ -112,13 +110,9 @@ impl Builder {
         c
     }
 
+    /// A constant f32 scalar (shared with `fill(x, &[])`).
     pub fn scalar(&mut self, x: f32) -> Value {
-        if let Some(&c) = self.scalars.get(&x.to_bits()) {
-            return c;
-        }
-        let c = self.constant("k", Tensor::scalar_f32(x));
-        self.scalars.insert(x.to_bits(), c);
-        c
+        self.fill(x, &[]).expect("a scalar is one element")
     }
 
     /// A constant f32 tensor filled with `x` (zeros for missing adjoints, ones for sums).
@@ -130,7 +124,13 @@ impl Builder {
         hlstm_ir::interp::kernels::check_size(dims)?;
         let n = dims.iter().product();
         let t = Tensor::from_f32(dims, vec![x; n]).expect("the length is the product of dims");
-        let c = self.constant(if x == 0.0 { "zeros" } else { "ones" }, t);
+        let base = match x {
+            _ if dims.is_empty() => "k",
+            0.0 => "zeros",
+            1.0 => "ones",
+            _ => "fill",
+        };
+        let c = self.constant(base, t);
         self.fills.insert(key, c);
         Ok(c)
     }
@@ -297,14 +297,15 @@ impl Builder {
         &self.created[mark.min(self.created.len())..]
     }
 
-    /// Renames a one-result node and its result to a fresh name built from `base`.
-    pub fn rename(&mut self, n: NodeIndex, base: &str) {
+    /// Renames a value to a fresh name built from `base`, and its node too when the value is
+    /// the node's only result (so the printer can leave the node name out).
+    pub fn rename(&mut self, v: Value, base: &str) {
         let name = self.fresh(base);
-        let node = &mut self.g.nodes[n];
-        node.name = name.clone();
-        if let [r] = node.results.as_mut_slice() {
-            r.name = name;
+        let node = &mut self.g.nodes[v.node];
+        if node.results.len() == 1 {
+            node.name = name.clone();
         }
+        node.results[v.slot].name = name;
     }
 }
 

@@ -169,10 +169,10 @@ pub(crate) fn backprop(
                 ));
             }
             // A contribution the rule made gets the readable name d.<operand>.
-            let node = &b.g.nodes[c.node];
-            if created.contains(&c.node) && node.results.len() == 1 && node.name.starts_with("t.") {
+            let made = created.contains(&c.node);
+            if made && b.g.value_info(c).name.starts_with("t.") {
                 let base = format!("d.{}", b.g.value_info(*v).name);
-                b.rename(c.node, &base);
+                b.rename(c, &base);
             }
             add_adjoint(b, &mut adj, *v, c)?;
         }

@@ -247,7 +247,7 @@ pub(crate) fn vjp(
         };
         fwd_body.outputs.push((format!("saved.{name}"), v));
         fwd_results.push(hlstm_ir::ValueInfo {
-            name: b.fresh(&format!("{}.{name}", node.name)),
+            name: b.fresh(&format!("{}.saved.{name}", node.name)),
             ty: TensorType {
                 dtype: ty.dtype,
                 shape,

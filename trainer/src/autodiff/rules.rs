@@ -199,13 +199,14 @@ fn mask(b: &mut Builder, base: &str, v: Value) -> R<Value> {
 }
 
 fn unary(b: &mut Builder, act: Act, x: Value, y: Value, g: Value, tmp: &str) -> R<Value> {
-    let one = b.scalar(1.0);
     let factor = match act {
         Act::Sigmoid => {
+            let one = b.scalar(1.0);
             let c = b.bin(tmp, BinOp::Sub, one, y)?;
             b.bin(tmp, BinOp::Mul, y, c)?
         }
         Act::Tanh => {
+            let one = b.scalar(1.0);
             let yy = b.bin(tmp, BinOp::Mul, y, y)?;
             b.bin(tmp, BinOp::Sub, one, yy)?
         }

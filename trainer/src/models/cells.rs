@@ -7,7 +7,7 @@
 //! graph can be written as an ONNX Scan.
 
 use super::{CellKind, Param};
-use crate::builder::{Builder, R};
+use crate::builder::{Builder, R, compact};
 use hlstm_ir::{Act, BinOp, DType, Dim, Graph, Op, TensorType, Value};
 
 /// A cell body and what its inputs after (h, c, x_t) are, in order.
@@ -87,8 +87,9 @@ pub(crate) fn cell(
     let tc = b.op("tc", Op::Unary(Act::Tanh), &[c1])?;
     let h1 = b.bin("h1", BinOp::Mul, act[3], tc)?;
     b.g.outputs = vec![("h".into(), h1), ("c".into(), c1), ("y".into(), h1)];
+    // Inputs first, then the nodes in order: the body's text declares every input in its header.
     Ok(Cell {
-        body: b.g,
+        body: compact(&b.g)?,
         masks,
         params,
     })

@@ -14,7 +14,7 @@ mod loss;
 
 pub use loss::softmax_cross_entropy;
 
-use crate::builder::Builder;
+use crate::builder::{Builder, compact};
 use crate::rng::Rng;
 use crate::{Error, grad_output_name};
 use hlstm_ir::{DType, Dim, Graph, Op, Recurrence, Tensor, TensorType};
@@ -271,8 +271,9 @@ pub fn build(cfg: &ModelConfig, dims: &Dims, with_loss: bool) -> Result<Model, E
             reverse: false,
             has_seq_lens: false,
         };
+        let names = ["h", "c", "y"].map(|s| format!("layer{l}.{s}"));
         let res = b
-            .node(&format!("layer{l}"), Op::Recurrence(r), &ops)
+            .node_named(&format!("layer{l}"), Op::Recurrence(r), &ops, &names)
             .map_err(e)?;
         state_out.push((format!("hT.l{l}"), res[0]));
         state_out.push((format!("cT.l{l}"), res[1]));
@@ -284,7 +285,8 @@ pub fn build(cfg: &ModelConfig, dims: &Dims, with_loss: bool) -> Result<Model, E
     loss::head(&mut b, cfg, &mut params, seq, last_h, labels).map_err(e)?;
     b.g.outputs.extend(state_out);
     Ok(Model {
-        graph: b.g,
+        // Inputs first and nodes in order, so the text declares every input in its header.
+        graph: compact(&b.g).map_err(e)?,
         params,
         states,
         masks,
