@@ -247,7 +247,7 @@ impl<'a, 'f> Cx<'a, 'f> {
     }
 
     /// A base pointer and an immediate offset for a byte offset from `base`.
-    fn addr(&mut self, base: Value, off: i64) -> (Value, i32) {
+    pub(crate) fn addr(&mut self, base: Value, off: i64) -> (Value, i32) {
         match i32::try_from(off) {
             Ok(o) => (base, o),
             Err(_) => (self.b.ins().iadd_imm_s(base, off), 0),

@@ -8,9 +8,6 @@ use std::collections::HashMap;
 
 /// Alignment of each workspace buffer and each read-only array, in f32 elements (64 bytes).
 const ALIGN: usize = 16;
-/// Nonzeros per iteration of the CSR loop (each column is padded to a multiple), one
-/// accumulator each, so consecutive multiply-adds do not wait on each other.
-pub(crate) const CSR_GROUP: usize = 4;
 
 fn align_up(x: usize) -> usize {
     x.div_ceil(ALIGN) * ALIGN
@@ -29,12 +26,32 @@ pub(crate) struct Layout {
     /// The read-only data, and where each constant and CSR matrix starts in it (bytes).
     pub rodata: Vec<u8>,
     pub const_off: HashMap<ConstId, usize>,
-    /// (constant, k-stride of the left operand in elements) -> (byte offset of the column
-    /// pointers, byte offset of the (value, byte offset) pairs).
-    pub csr: HashMap<(ConstId, isize), (usize, usize)>,
+    /// (constant, k-stride of the left operand in elements) -> the matrix's columns in
+    /// classes of equal nonzero count (see [`CsrClass`]).
+    pub csr: HashMap<(ConstId, isize), Vec<CsrClass>>,
     /// (constant, N) -> byte offset of a dense constant weight [K, N] packed tile-major: for
     /// each tile of 16 columns (the last one padded with zeros), its K×16 block, row by row.
     pub packed: HashMap<(ConstId, usize), usize>,
+}
+
+/// The columns of a compressed sparse matrix that have `nonzeros` nonzero weights each. The
+/// generated code loops over the columns of a class with a body unrolled for exactly
+/// `nonzeros` weights, so no branch depends on a column's length (a loop whose trip count
+/// varied per column mispredicted about once a column).
+#[derive(Clone, Debug)]
+pub(crate) struct CsrClass {
+    pub nonzeros: usize,
+    /// Number of columns in the class.
+    pub columns: usize,
+    /// Byte offset in the read-only data of the columns' indices (i32 each).
+    pub cols_off: usize,
+    /// Byte offset of their weights (f32): `nonzeros` per column, column after column.
+    pub weights_off: usize,
+    /// Byte offset of the byte offsets of their inputs, in the same order: u16 each when
+    /// `narrow` (every offset fits), else i32. Narrow offsets cut the data streamed per
+    /// nonzero from 8 to 6 bytes.
+    pub offsets_off: usize,
+    pub narrow: bool,
 }
 
 /// Right-aligned broadcast of `v` to `dims` (numpy rules, as the interpreter's `read_as`):
@@ -559,6 +576,97 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
     zero
 }
 
+/// Most products, summed over the classes of a compressed matrix, that the generated loop
+/// bodies may hold (about 17 bytes of code each).
+const CSR_BODY_BUDGET: usize = 8192;
+
+/// Lays out a constant [K, N] weight as compressed columns (the rows of W^T), grouped into
+/// classes of equal nonzero count; `stride` is the left operand's k-stride in elements.
+fn csr_classes(
+    rodata: &mut Vec<u8>,
+    data: &[f32],
+    k: usize,
+    n: usize,
+    stride: isize,
+) -> Result<Vec<CsrClass>, String> {
+    let counts: Vec<usize> = (0..n)
+        .map(|j| (0..k).filter(|q| data[q * n + j] != 0.0).count())
+        .collect();
+    // Each class costs code for its count of products (twice: the two-column body, and the
+    // odd column): when the counts are spread wide, round them up to a coarser grain, padding
+    // columns with zero weights, until the bodies fit the budget.
+    let mut grain = 1;
+    let by_count = loop {
+        let mut by_count: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (j, c) in counts.iter().enumerate() {
+            by_count
+                .entry(c.div_ceil(grain) * grain)
+                .or_default()
+                .push(j);
+        }
+        let bodies: usize = by_count.keys().sum();
+        if bodies <= CSR_BODY_BUDGET || grain >= k.max(1) {
+            break by_count;
+        }
+        grain *= 2;
+    };
+    let too_large = || "matmul too large".to_string();
+    let narrow = (k as i64 - 1) * stride as i64 * 4 <= u16::MAX as i64;
+    let mut classes = Vec::with_capacity(by_count.len());
+    for (nonzeros, cols) in by_count {
+        let mut weights: Vec<f32> = Vec::with_capacity(cols.len() * nonzeros);
+        let mut offsets: Vec<i32> = Vec::with_capacity(cols.len() * nonzeros);
+        for (i, &j) in cols.iter().enumerate() {
+            for q in 0..k {
+                let v = data[q * n + j];
+                if v != 0.0 {
+                    weights.push(v);
+                    let off = q as i64 * stride as i64 * 4;
+                    offsets.push(i32::try_from(off).map_err(|_| too_large())?);
+                }
+            }
+            // Padding up to the class's count: weight 0 times the first input.
+            while weights.len() < (i + 1) * nonzeros {
+                weights.push(0.0);
+                offsets.push(0);
+            }
+        }
+        let idx: Vec<i32> = cols
+            .iter()
+            .map(|&j| i32::try_from(j).map_err(|_| too_large()))
+            .collect::<Result<_, _>>()?;
+        let cols_off = push_i32s(rodata, &idx);
+        let weights_off = push_f32s(rodata, &weights);
+        let offsets_off = if narrow {
+            let narrow: Vec<u8> = offsets
+                .iter()
+                .flat_map(|o| (*o as u16).to_le_bytes())
+                .collect();
+            push_bytes(rodata, &narrow)
+        } else {
+            push_i32s(rodata, &offsets)
+        };
+        classes.push(CsrClass {
+            nonzeros,
+            columns: cols.len(),
+            cols_off,
+            weights_off,
+            offsets_off,
+            narrow,
+        });
+    }
+    Ok(classes)
+}
+
+fn push_bytes(rodata: &mut Vec<u8>, data: &[u8]) -> usize {
+    while !rodata.len().is_multiple_of(ALIGN * 4) {
+        rodata.push(0);
+    }
+    let off = rodata.len();
+    rodata.extend_from_slice(data);
+    off
+}
+
 fn push_f32s(rodata: &mut Vec<u8>, data: &[f32]) -> usize {
     while !rodata.len().is_multiple_of(ALIGN * 4) {
         rodata.push(0);
@@ -632,35 +740,8 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                         }
                         let (k, n) = (a.dims[1], out.dims[1]);
                         let data = &p.consts[c.0].data;
-                        // Column-compressed W (the rows of W^T): for each output column, the
-                        // nonzero weights and the byte offsets of their inputs in a's row.
-                        let mut ptr = Vec::with_capacity(n + 1);
-                        let mut pairs: Vec<i32> = Vec::new();
-                        ptr.push(0i32);
-                        for j in 0..n {
-                            let mut count = 0;
-                            for q in 0..k {
-                                let v = data[q * n + j];
-                                if v != 0.0 {
-                                    pairs.push(v.to_bits() as i32);
-                                    let off = q as i64 * stride as i64 * 4;
-                                    pairs.push(i32::try_from(off).map_err(|_| "matmul too large")?);
-                                    count += 1;
-                                }
-                            }
-                            // Padded with (0.0, input 0) to whole groups, so the generated
-                            // loop needs no remainder.
-                            while count % CSR_GROUP != 0 {
-                                pairs.extend([0, 0]);
-                                count += 1;
-                            }
-                            let bytes = i32::try_from(pairs.len() * 4)
-                                .map_err(|_| "matmul too large".to_string())?;
-                            ptr.push(bytes);
-                        }
-                        let ptr_off = push_i32s(&mut l.rodata, &ptr);
-                        let pairs_off = push_i32s(&mut l.rodata, &pairs);
-                        l.csr.insert(key, (ptr_off, pairs_off));
+                        let classes = csr_classes(&mut l.rodata, data, k, n, stride)?;
+                        l.csr.insert(key, classes);
                     }
                 }
             }
@@ -749,6 +830,64 @@ pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
 mod tests {
     use super::*;
     use hlstm_ir::BinOp;
+
+    /// Decodes the classes back into y = x W (x[q] = q + 1), as the generated code computes.
+    fn csr_product(rodata: &[u8], classes: &[CsrClass], n: usize, stride: usize) -> Vec<f64> {
+        let word = |at: usize, len: usize| -> u32 {
+            let mut b = [0u8; 4];
+            b[..len].copy_from_slice(&rodata[at..at + len]);
+            u32::from_le_bytes(b)
+        };
+        let mut y = vec![f64::NAN; n];
+        for c in classes {
+            let off_len = if c.narrow { 2 } else { 4 };
+            for col in 0..c.columns {
+                let j = word(c.cols_off + col * 4, 4) as usize;
+                let mut sum = 0.0;
+                for e in col * c.nonzeros..(col + 1) * c.nonzeros {
+                    let w = f32::from_bits(word(c.weights_off + e * 4, 4)) as f64;
+                    let q = word(c.offsets_off + e * off_len, off_len) as usize / 4 / stride;
+                    sum += w * (q + 1) as f64;
+                }
+                y[j] = sum;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn csr_classes_group_equal_counts_and_pad_wide_spreads_within_the_budget() {
+        // Column j of a K x N matrix has j nonzeros: N distinct counts summing past the budget.
+        let (k, n) = (300, 300);
+        let mut data = vec![0.0f32; k * n];
+        for j in 0..n {
+            for q in 0..j {
+                data[q * n + j] = 0.5 + (q % 7) as f32;
+            }
+        }
+        for stride in [1usize, 60] {
+            let mut rodata = Vec::new();
+            let classes = csr_classes(&mut rodata, &data, k, n, stride as isize).unwrap();
+            let bodies: usize = classes.iter().map(|c| c.nonzeros).sum();
+            assert!(bodies <= CSR_BODY_BUDGET, "{bodies}");
+            assert!(classes.len() > 1);
+            assert_eq!(classes.iter().map(|c| c.columns).sum::<usize>(), n);
+            assert_eq!(classes[0].narrow, stride == 1);
+            let y = csr_product(&rodata, &classes, n, stride);
+            for (j, got) in y.iter().enumerate() {
+                let want: f64 = (0..k)
+                    .map(|q| data[q * n + j] as f64 * (q + 1) as f64)
+                    .sum();
+                assert_eq!(*got, want, "column {j}");
+            }
+        }
+        // Equal counts: one class, no padding.
+        let dense = vec![1.0f32; 6 * 5];
+        let mut rodata = Vec::new();
+        let classes = csr_classes(&mut rodata, &dense, 6, 5, 1).unwrap();
+        assert_eq!(classes.len(), 1);
+        assert_eq!((classes[0].nonzeros, classes[0].columns), (6, 5));
+    }
 
     fn v(b: BufId, off: isize, dims: &[usize], strides: &[isize], step: isize) -> View {
         View {

@@ -10,19 +10,20 @@
 //!   run-time weight is read in place; one whose columns are not contiguous gets tiles of 4
 //!   scalar accumulators, one row at a time.
 //! - sparse-unrolled: for each output column, one scalar multiply-add per nonzero weight, the
-//!   weight an `f32const` immediate; zero weights emit nothing, a column without nonzeros
-//!   stores 0.
-//! - sparse-csr: a loop over output columns; for each, a loop over its nonzeros stored as
-//!   (value, byte offset of the input) pairs in read-only data, with the column boundaries in a
-//!   pointer array.
+//!   weight an `f32const` immediate, spread over up to 4 accumulators; zero weights emit
+//!   nothing, a column without nonzeros stores 0.
+//! - sparse-csr: the columns in classes of equal nonzero count (`CsrClass`), a loop per class
+//!   over its columns (two per trip) with a body unrolled for that count: weights and input
+//!   offsets read from read-only data, no branch on a column's length.
+//! - With a sparse weight and 4 rows or more (the hoisted input projection), `a` is transposed
+//!   into scratch and the sparse kernels run on f32x4 blocks of four rows.
 //!
 //! When the output overlaps an operand, the product goes to scratch and is then copied.
 
-use super::codegen::{Cx, Rv};
+use super::codegen::{Cx, Rv, mem_ro};
 use super::elementwise::{self, EOp};
-use super::layout::{CSR_GROUP, matmul_dims, overlap, row_vector_rows};
+use super::layout::{CsrClass, matmul_dims, overlap, row_vector_rows};
 use super::math::{Fx, SCALAR, VEC};
-use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use hlstm_ir::kernel::{ConstId, Strategy, View, Weight};
@@ -73,8 +74,8 @@ pub(crate) fn emit(
         match strategy {
             Strategy::SparseUnrolled => unrolled(cx, *c, k, n, &at, &rout, sink),
             _ => {
-                let (ptr_off, pairs_off) = cx.l.csr[&(*c, mm as isize)];
-                csr(cx, n, &at, ptr_off as i64, pairs_off as i64, &rout, sink);
+                let classes = cx.l.csr[&(*c, mm as isize)].clone();
+                csr(cx, &classes, &at, &rout, sink);
             }
         }
     } else {
@@ -97,9 +98,8 @@ pub(crate) fn emit(
                 unrolled(cx, *c, k, n, &ra, &rout, Sink::Rows1 { m })
             }
             Weight::Const(c, Strategy::SparseCsr) => {
-                let (ptr_off, pairs_off) = cx.l.csr[&(*c, a.strides[1])];
-                let sink = Sink::Rows1 { m };
-                csr(cx, n, &ra, ptr_off as i64, pairs_off as i64, &rout, sink);
+                let classes = cx.l.csr[&(*c, a.strides[1])].clone();
+                csr(cx, &classes, &ra, &rout, Sink::Rows1 { m });
             }
         }
     }
@@ -466,9 +466,45 @@ impl Sink {
     }
 }
 
-/// Sparse-unrolled: see the module doc. The nonzeros of a column go round-robin to up to
-/// `SPARSE_CHAINS` accumulators (one per `CHAIN_MIN` nonzeros), each started by a multiply (no
-/// zero to add to).
+/// The accumulators of one output column: the column's products go round-robin to up to
+/// `SPARSE_CHAINS` of them (one per `CHAIN_MIN` products), each started by a multiply (no zero
+/// to add to), and are summed pairwise at the end.
+struct Chains {
+    width: usize,
+    parts: Vec<Value>,
+    next: usize,
+}
+
+impl Chains {
+    fn new(products: usize) -> Chains {
+        let width = products.div_ceil(CHAIN_MIN).clamp(1, SPARSE_CHAINS);
+        Chains {
+            width,
+            parts: Vec::with_capacity(width),
+            next: 0,
+        }
+    }
+
+    fn add(&mut self, cx: &mut Cx, ty: Type, x: Value, w: Value) {
+        if self.parts.len() < self.width {
+            self.parts.push(cx.b.ins().fmul(x, w));
+        } else {
+            let acc = self.parts[self.next];
+            self.parts[self.next] = mul_add(cx, ty, x, w, acc);
+            self.next = (self.next + 1) % self.width;
+        }
+    }
+
+    fn sum(self, cx: &mut Cx, ty: Type) -> Value {
+        if self.parts.is_empty() {
+            zero(cx, ty)
+        } else {
+            tree_sum(cx, self.parts)
+        }
+    }
+}
+
+/// Sparse-unrolled: see the module doc.
 fn unrolled(cx: &mut Cx, c: ConstId, k: usize, n: usize, ra: &Rv, rout: &Rv, sink: Sink) {
     let data = cx.p.consts[c.0].data.clone();
     let (sa_k, so_m, so_n) = (ra.strides[1], rout.strides[0], rout.strides[1]);
@@ -476,9 +512,7 @@ fn unrolled(cx: &mut Cx, c: ConstId, k: usize, n: usize, ra: &Rv, rout: &Rv, sin
     sink.each(cx, ra, rout, &mut |cx, arow, orow| {
         for j in 0..n {
             let nnz = (0..k).filter(|q| data[q * n + j] != 0.0).count();
-            let width = nnz.div_ceil(CHAIN_MIN).clamp(1, SPARSE_CHAINS);
-            let mut chains: Vec<Value> = Vec::with_capacity(width);
-            let mut next = 0;
+            let mut chains = Chains::new(nnz);
             for q in 0..k {
                 let w = data[q * n + j];
                 if w == 0.0 {
@@ -487,100 +521,95 @@ fn unrolled(cx: &mut Cx, c: ConstId, k: usize, n: usize, ra: &Rv, rout: &Rv, sin
                 let x = cx.load(ty, arow.0, arow.1 + q as i64 * sa_k);
                 let wc = cx.b.ins().f32const(w);
                 let wc = sink.weight(cx, wc);
-                if chains.len() < width {
-                    chains.push(cx.b.ins().fmul(x, wc));
-                } else {
-                    chains[next] = mul_add(cx, ty, x, wc, chains[next]);
-                    next = (next + 1) % width;
-                }
+                chains.add(cx, ty, x, wc);
             }
-            let sum = if chains.is_empty() {
-                zero(cx, ty)
-            } else {
-                tree_sum(cx, chains)
-            };
+            let sum = chains.sum(cx, ty);
             sink.store(cx, sum, orow, j as i64 * so_n, so_m);
         }
     });
 }
 
-/// Sparse-csr: see the module doc. Each column's pairs are padded to whole groups of
-/// `CSR_GROUP` (see `Layout`), one accumulator per position in the group. The loop is rotated
-/// (test at the bottom) and takes two groups per trip; an odd last group is done after it.
-fn csr(cx: &mut Cx, n: usize, ra: &Rv, ptr_off: i64, pairs_off: i64, rout: &Rv, sink: Sink) {
-    let (so_m, so_n) = (rout.strides[0], rout.strides[1]);
+/// Sparse-csr: see the module doc. For each class of columns with the same number of nonzeros
+/// (see [`CsrClass`]), a loop over its columns whose body is unrolled for that number: the
+/// only branches are the loops' own, whose trip counts are constants.
+fn csr(cx: &mut Cx, classes: &[CsrClass], ra: &Rv, rout: &Rv, sink: Sink) {
     let rodata = cx.rodata();
-    let group_bytes = 8 * CSR_GROUP as i64;
-    let ty = sink.ty();
     sink.each(cx, ra, rout, &mut |cx, arow, orow| {
-        let pairs = cx.b.ins().iadd_imm_s(rodata, pairs_off);
-        let _ = cx.counted_loop(n, &mut |cx, j| {
-            let pj = cx.advance(rodata, j, 4);
-            let start = cx.load_ro(I32, pj, ptr_off);
-            let end = cx.load_ro(I32, pj, ptr_off + 4);
-            let start = cx.b.ins().sextend(I64, start);
-            let end = cx.b.ins().sextend(I64, end);
-            let p0 = cx.b.ins().iadd(pairs, start);
-            let pend = cx.b.ins().iadd(pairs, end);
-            // End of the whole double groups: len & !(2 * group_bytes - 1).
-            let len = cx.b.ins().isub(end, start);
-            let len2 = cx.b.ins().band_imm_s(len, !(2 * group_bytes - 1));
-            let pend2 = cx.b.ins().iadd(p0, len2);
-            let pv = cx.b.declare_var(I64);
-            cx.b.def_var(pv, p0);
-            let accs: Vec<_> = (0..CSR_GROUP)
-                .map(|_| {
-                    let v = cx.b.declare_var(ty);
-                    let z = zero(cx, ty);
-                    cx.b.def_var(v, z);
-                    v
-                })
-                .collect();
-            let group = |cx: &mut Cx, p: Value, at: i64| {
-                for (g, acc) in accs.iter().enumerate() {
-                    let at = at + g as i64 * 8;
-                    let w = cx.load_ro(SCALAR, p, at);
-                    let w = sink.weight(cx, w);
-                    let ko = cx.load_ro(I32, p, at + 4);
-                    let ko = cx.b.ins().sextend(I64, ko);
-                    let xa = cx.b.ins().iadd(arow.0, ko);
-                    let x = cx.load(ty, xa, arow.1);
-                    let a0 = cx.b.use_var(*acc);
-                    let a1 = mul_add(cx, ty, x, w, a0);
-                    cx.b.def_var(*acc, a1);
-                }
-            };
-            let body = cx.b.create_block();
-            let mid = cx.b.create_block();
-            let tail = cx.b.create_block();
-            let exit = cx.b.create_block();
-            let any2 = cx.b.ins().icmp(IntCC::UnsignedLessThan, p0, pend2);
-            cx.b.ins().brif(any2, body, &[], mid, &[]);
-            cx.b.switch_to_block(body);
-            let p = cx.b.use_var(pv);
-            group(cx, p, 0);
-            group(cx, p, group_bytes);
-            let pn = cx.b.ins().iadd_imm_s(p, 2 * group_bytes);
-            cx.b.def_var(pv, pn);
-            let again = cx.b.ins().icmp(IntCC::UnsignedLessThan, pn, pend2);
-            cx.b.ins().brif(again, body, &[], mid, &[]);
-            cx.b.seal_block(body);
-            cx.b.switch_to_block(mid);
-            cx.b.seal_block(mid);
-            let p = cx.b.use_var(pv);
-            let odd = cx.b.ins().icmp(IntCC::UnsignedLessThan, p, pend);
-            cx.b.ins().brif(odd, tail, &[], exit, &[]);
-            cx.b.switch_to_block(tail);
-            cx.b.seal_block(tail);
-            group(cx, p, 0);
-            cx.b.ins().jump(exit, &[]);
-            cx.b.switch_to_block(exit);
-            cx.b.seal_block(exit);
-            let parts: Vec<Value> = accs.iter().map(|a| cx.b.use_var(*a)).collect();
-            let r = tree_sum(cx, parts);
-            let ob = cx.advance(orow.0, j, so_n);
-            sink.store(cx, r, (ob, orow.1), 0, so_m);
-            Ok(())
-        });
+        for class in classes {
+            // Two columns per trip, their products interleaved (twice the independent work in
+            // flight, half the loop overhead), then an odd last column. (Four columns per trip
+            // measured slower at H=800: more accumulators than registers.)
+            let pairs = class.columns / CSR_COLUMNS;
+            if pairs > 0 {
+                let _ = cx.counted_loop(pairs, &mut |cx, i| {
+                    let first = cx.b.ins().imul_imm_s(i, CSR_COLUMNS as i64);
+                    csr_columns(
+                        cx,
+                        class,
+                        rodata,
+                        first,
+                        CSR_COLUMNS,
+                        arow,
+                        orow,
+                        rout,
+                        sink,
+                    );
+                    Ok(())
+                });
+            }
+            for last in pairs * CSR_COLUMNS..class.columns {
+                let last = cx.b.ins().iconst(I64, last as i64);
+                csr_columns(cx, class, rodata, last, 1, arow, orow, rout, sink);
+            }
+        }
     });
+}
+
+/// Columns of a CSR class processed together by one trip of its loop.
+const CSR_COLUMNS: usize = 2;
+
+/// The columns `first..first + count` (a run-time index) of `class`.
+#[allow(clippy::too_many_arguments)]
+fn csr_columns(
+    cx: &mut Cx,
+    class: &CsrClass,
+    rodata: Value,
+    first: Value,
+    count: usize,
+    arow: Pos,
+    orow: Pos,
+    rout: &Rv,
+    sink: Sink,
+) {
+    let (so_m, so_n) = (rout.strides[0], rout.strides[1]);
+    let ty = sink.ty();
+    let nnz = class.nonzeros;
+    let off_bytes = if class.narrow { 2 } else { 4 };
+    let pc = cx.advance(rodata, first, 4);
+    let pw = cx.advance(rodata, first, nnz as i64 * 4);
+    let po = cx.advance(rodata, first, nnz as i64 * off_bytes);
+    let mut chains: Vec<Chains> = (0..count).map(|_| Chains::new(nnz)).collect();
+    for e in 0..nnz as i64 {
+        for (c, chain) in chains.iter_mut().enumerate() {
+            let e = c as i64 * nnz as i64 + e;
+            let w = cx.load_ro(SCALAR, pw, class.weights_off as i64 + e * 4);
+            let w = sink.weight(cx, w);
+            let (b, o) = cx.addr(po, class.offsets_off as i64 + e * off_bytes);
+            let ko = if class.narrow {
+                cx.b.ins().uload16(I64, mem_ro(), b, o)
+            } else {
+                cx.b.ins().sload32(mem_ro(), b, o)
+            };
+            let xa = cx.b.ins().iadd(arow.0, ko);
+            let x = cx.load(ty, xa, arow.1);
+            chain.add(cx, ty, x, w);
+        }
+    }
+    for (c, chain) in chains.into_iter().enumerate() {
+        let sum = chain.sum(cx, ty);
+        let j = cx.load_ro(I32, pc, class.cols_off as i64 + c as i64 * 4);
+        let j = cx.b.ins().sextend(I64, j);
+        let ob = cx.advance(orow.0, j, so_n);
+        sink.store(cx, sum, (ob, orow.1), 0, so_m);
+    }
 }

@@ -40,7 +40,7 @@ pub struct LowerOptions {
 /// "Sparse kernels"): the unrolled kernel wins below this, the compressed-row loop (whose data
 /// streams at 8 bytes per nonzero) above; at 150k unrolled nonzeros per step the code no
 /// longer fits and runs 2.5x slower than the loop.
-pub const UNROLL_MAX_NONZEROS: usize = 8192;
+pub const UNROLL_MAX_NONZEROS: usize = 4096;
 
 /// Highest density at which a sparse kernel is chosen over the dense one. A sparse kernel does
 /// one scalar FMA per nonzero; the dense kernel does four lanes per 128-bit FMA but over every
