@@ -301,6 +301,9 @@ fn slice(b: &mut Builder, ops: &[Option<Value>], g: Value, tmp: &str) -> R<Value
     let (starts, ends) = (ints(1)?.unwrap_or_default(), ints(2)?.unwrap_or_default());
     let dims = b.dims(x)?;
     let axes = ints(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    if ends.len() != starts.len() || axes.len() != starts.len() {
+        return Err("starts, ends and axes differ in length".into());
+    }
     if ints(4)?.is_some_and(|s| s.iter().any(|&v| v != 1)) {
         return Err("gradients of slice exist only for unit steps".into());
     }
