@@ -1,6 +1,7 @@
 //! Adds nodes to a graph under construction: fresh names, shape inference on every node, cached
-//! constants, and the few composite helpers the gradient rules share (reshape, transpose, and
-//! `sum_to`, the reduction that undoes broadcasting).
+//! constants, and the few composite helpers that gradient rules and model builders share
+//! (reshape, transpose, and `sum_to`, the reduction that undoes broadcasting). Autodiff, the
+//! model builders and the tests all build graphs through it.
 //!
 //! The IR has no reduction op, so reductions are matmuls with a constant vector of ones (exact:
 //! the interpreter accumulates matmuls in f64). This needs static shapes, which autodiff requires

@@ -5,7 +5,8 @@ mod common;
 
 use common::{Case, f32_type};
 use hlstm_ir::{Act, BinOp, Graph, Op, Recurrence, Tensor, Value};
-use hlstm_trainer::Builder;
+use hlstm_trainer::{Builder, Options, SaveMode};
+use proptest::prelude::*;
 
 /// h' = tanh(x W + h R + b); outputs (h', h').
 fn rnn_body(n: usize, i: usize, h: usize) -> Graph {
@@ -45,7 +46,12 @@ fn recurrence(
 }
 
 fn rnn_case(seed: u64, reverse: bool) -> Case {
-    let (t, n, i, h) = (5, 2, 3, 4);
+    rnn_sized(seed, reverse, [5, 2, 3, 4])
+}
+
+/// The RNN over t steps of n rows, input width i, state width h; the loss reads every step's
+/// output and the final state.
+fn rnn_sized(seed: u64, reverse: bool, [t, n, i, h]: [usize; 4]) -> Case {
     let mut c = Case::new(seed);
     let x = c.param("X", &[t, n, i], -1.0, 1.0);
     let h0 = c.param("h0", &[n, h], -0.5, 0.5);
@@ -215,4 +221,14 @@ fn stacked_recurrences() {
     );
     c.loss(l2[0]);
     c.check_both();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rnn_random_sizes(t in 1usize..=4, n in 1usize..=2, i in 1usize..=3, h in 1usize..=3, reverse in any::<bool>(), recompute in any::<bool>(), seed in any::<u64>()) {
+        let save = if recompute { SaveMode::Recompute } else { SaveMode::Intermediates };
+        rnn_sized(seed, reverse, [t, n, i, h]).check(Options { save });
+    }
 }
