@@ -1,0 +1,44 @@
+//! What runs a training or evaluation graph. The trainer only needs "inputs in, outputs out", so
+//! the engine sits behind two small traits: today the reference interpreter (exact, slow), later
+//! the JIT once it can lower training graphs (recurrences with saved per-step values, run-time
+//! weights). Swapping engines changes no training code.
+
+use crate::Error;
+use hlstm_ir::{Graph, Tensor, interp};
+
+/// A graph prepared for repeated runs (compiled, or just checked).
+pub trait Executable {
+    /// Runs on inputs in the graph's input order; outputs in its output order.
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error>;
+}
+
+/// Prepares graphs for running.
+pub trait Engine {
+    fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error>;
+    fn name(&self) -> &'static str;
+}
+
+/// The reference interpreter (`hlstm_ir::interp`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Interp;
+
+struct Loaded {
+    g: Graph,
+}
+
+impl Engine for Interp {
+    fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error> {
+        // Checked once here, so a bad graph fails before training starts, not mid-epoch.
+        hlstm_ir::verify::verify(g).map_err(|e| Error::new(format!("graph: {e}")))?;
+        Ok(Box::new(Loaded { g: g.clone() }))
+    }
+    fn name(&self) -> &'static str {
+        "interp"
+    }
+}
+
+impl Executable for Loaded {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
+        interp::run(&self.g, inputs).map_err(|e| Error::new(format!("running the graph: {e}")))
+    }
+}
