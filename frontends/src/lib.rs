@@ -1,3 +1,3 @@
-//! hlstm-frontends: model importers. ONNX is the one frontend.
+//! hlstm-frontends: model importers, and ONNX export of the IR. ONNX is the one frontend.
 
 pub mod onnx;

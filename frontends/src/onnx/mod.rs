@@ -1,7 +1,8 @@
-//! ONNX import: a registry maps each op type to an importer function (one file per op family
+//! ONNX import (and, in `export`, export): a registry maps each op type to an importer function (one file per op family
 //! under `ops/`); nodes are added in file order, constants folded as they appear.
 
 pub mod ctx;
+pub mod export;
 pub mod ops;
 pub mod tensor;
 

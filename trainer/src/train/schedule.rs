@@ -1,0 +1,243 @@
+//! The grow-and-prune schedule, phase by phase (docs/trainer.md):
+//!
+//! 1. `train`: `train.epochs` epochs at the seed density.
+//! 2. `grow`, `gp.grow_rounds` rounds: `gp.grow_epochs` epochs accumulating |dL/dw| over every
+//!    batch, then the top `gp.growth_ratio` of the dormant connections are activated.
+//! 3. `prune`, rounds until `gp.target_density`: remove the `gp.prune_ratio` smallest |w| (never
+//!    below the target), retrain `gp.retrain_epochs` epochs, validate. A round that leaves the
+//!    validation metric more than `gp.tolerance` below its value before pruning is undone and
+//!    pruning stops.
+//! 4. `final`: `gp.final_epochs` epochs of fine-tuning.
+//!
+//! Each phase restarts the learning-rate schedule over its own epochs (warm restarts), so
+//! retraining after a pruning round starts at the full rate. The test split is evaluated once,
+//! at the end; no decision reads it.
+
+use super::{EpochStats, Session, Split};
+use crate::Error;
+use crate::gp::{self, Scope};
+use serde::Serialize;
+
+/// One line of the JSONL log. Nothing in it depends on time, so a rerun with the same seed
+/// writes the same bytes.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    Epoch {
+        epoch: usize,
+        phase: &'static str,
+        round: usize,
+        lr: f32,
+        loss: f64,
+        accuracy: f64,
+        grad_norm: f64,
+        val_loss: f64,
+        val_accuracy: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        val_bpc: Option<f64>,
+        density: f64,
+        nonzeros: usize,
+    },
+    Grow {
+        round: usize,
+        grown: usize,
+        density: f64,
+    },
+    Prune {
+        round: usize,
+        pruned: usize,
+        density: f64,
+    },
+    /// A pruning round undone: the validation metric fell too far.
+    Revert {
+        round: usize,
+        val_score: f64,
+        floor: f64,
+        density: f64,
+    },
+    Test {
+        loss: f64,
+        accuracy: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bpc: Option<f64>,
+        density: f64,
+        nonzero_weights: usize,
+        nonzero_params: usize,
+    },
+}
+
+/// Told of progress: each batch (for a progress bar) and each log record.
+pub trait Observer {
+    /// An epoch of a phase begins.
+    fn epoch(&mut self, _phase: &str, _round: usize, _epoch: usize, _epochs: usize) {}
+    fn batch(&mut self, _done: usize, _total: usize, _loss: f64) {}
+    fn record(&mut self, _r: &Record) {}
+}
+
+/// Ignores everything.
+impl Observer for () {}
+
+/// The result of a run.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub log: Vec<Record>,
+    pub test: super::Eval,
+    pub density: f64,
+    pub nonzero_weights: usize,
+    pub nonzero_params: usize,
+    pub epochs: usize,
+}
+
+fn density(s: &Session) -> f64 {
+    let (a, t) = gp::density(&s.masks);
+    if t == 0 { 1.0 } else { a as f64 / t as f64 }
+}
+
+struct Driver<'a> {
+    s: &'a mut Session,
+    obs: &'a mut dyn Observer,
+    log: Vec<Record>,
+    epoch: usize,
+}
+
+impl Driver<'_> {
+    fn emit(&mut self, r: Record) {
+        self.obs.record(&r);
+        self.log.push(r);
+    }
+
+    /// Runs a phase of `epochs` epochs; returns the last validation score (None for 0 epochs).
+    fn phase(
+        &mut self,
+        name: &'static str,
+        round: usize,
+        epochs: usize,
+        mut scores: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<Option<f64>, Error> {
+        let sched = self.s.schedule();
+        let base = self.s.cfg.train.lr;
+        let mut last = None;
+        for e in 0..epochs {
+            let lr = sched.lr(base, e, epochs);
+            self.obs.epoch(name, round, e, epochs);
+            let obs = &mut *self.obs;
+            let st: EpochStats = self
+                .s
+                .epoch(lr, scores.as_deref_mut(), &mut |d, t, l| obs.batch(d, t, l))?;
+            let v = self.s.evaluate(Split::Validation)?;
+            last = Some(v.score());
+            let r = Record::Epoch {
+                epoch: self.epoch,
+                phase: name,
+                round,
+                lr,
+                loss: st.loss,
+                accuracy: st.accuracy,
+                grad_norm: st.grad_norm,
+                val_loss: v.loss,
+                val_accuracy: v.accuracy,
+                val_bpc: v.bpc,
+                density: density(self.s),
+                nonzeros: self.s.nonzeros().0,
+            };
+            self.epoch += 1;
+            self.emit(r);
+        }
+        Ok(last)
+    }
+}
+
+/// Runs the whole schedule of the session's config.
+pub fn run(s: &mut Session, obs: &mut dyn Observer) -> Result<Summary, Error> {
+    let mut d = Driver {
+        s,
+        obs,
+        log: Vec::new(),
+        epoch: 0,
+    };
+    let epochs = d.s.cfg.train.epochs;
+    let mut score = d.phase("train", 0, epochs, None)?;
+    if let Some(g) = d.s.cfg.gp.clone() {
+        let scope = match g.scope {
+            crate::config::ScopeName::Matrix => Scope::Matrix,
+            crate::config::ScopeName::Global => Scope::Global,
+        };
+        for r in 0..g.grow_rounds {
+            let mut acc: Vec<Vec<f32>> = d.s.params.iter().map(|p| vec![0.0; p.len()]).collect();
+            score = d.phase("grow", r, g.grow_epochs, Some(&mut acc))?;
+            let grown = gp::grow(&mut d.s.masks, &acc, g.growth_ratio, scope);
+            // A grown connection starts from zero and without optimizer state: the next
+            // batch's gradient moves it.
+            d.emit(Record::Grow {
+                round: r,
+                grown: grown.len(),
+                density: density(d.s),
+            });
+        }
+        let reference = match score {
+            Some(v) => v,
+            None => d.s.evaluate(Split::Validation)?.score(),
+        };
+        let floor = reference - g.tolerance;
+        for r in 0..g.max_prune_rounds {
+            if density(d.s) <= g.target_density + 1e-12 {
+                break;
+            }
+            let saved = (d.s.params.clone(), d.s.masks.clone(), d.s.opt.clone());
+            let pruned = gp::prune(
+                &mut d.s.masks,
+                &mut d.s.params,
+                g.prune_ratio,
+                g.target_density,
+                scope,
+            );
+            if pruned.is_empty() {
+                break;
+            }
+            for (i, m) in d.s.masks.clone().iter().enumerate() {
+                if let Some(m) = m {
+                    d.s.opt.reset(i, m);
+                }
+            }
+            d.emit(Record::Prune {
+                round: r,
+                pruned: pruned.len(),
+                density: density(d.s),
+            });
+            let v = match d.phase("prune", r, g.retrain_epochs, None)? {
+                Some(v) => v,
+                None => d.s.evaluate(Split::Validation)?.score(),
+            };
+            if v < floor {
+                (d.s.params, d.s.masks, d.s.opt) = saved;
+                d.emit(Record::Revert {
+                    round: r,
+                    val_score: v,
+                    floor,
+                    density: density(d.s),
+                });
+                break;
+            }
+        }
+        d.phase("final", 0, g.final_epochs, None)?;
+    }
+    let test = d.s.evaluate(Split::Test)?;
+    let (nonzero_weights, nonzero_params) = d.s.nonzeros();
+    let dens = density(d.s);
+    d.emit(Record::Test {
+        loss: test.loss,
+        accuracy: test.accuracy,
+        bpc: test.bpc,
+        density: dens,
+        nonzero_weights,
+        nonzero_params,
+    });
+    Ok(Summary {
+        epochs: d.epoch,
+        log: d.log,
+        test,
+        density: dens,
+        nonzero_weights,
+        nonzero_params,
+    })
+}
