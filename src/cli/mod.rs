@@ -9,6 +9,7 @@ mod optimize;
 mod passes;
 mod print_ir;
 mod run;
+mod train;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -43,6 +44,7 @@ pub enum Command {
     Passes(passes::PassesArgs),
     Bench(bench::BenchArgs),
     Compile(compile::CompileArgs),
+    Train(train::TrainArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -54,6 +56,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Passes(a) => passes::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Compile(a) => compile::main(a),
+        Command::Train(a) => train::main(a),
     }
 }
 

@@ -1,5 +1,6 @@
-//! ONNX import (and, in `export`, export): a registry maps each op type to an importer function (one file per op family
-//! under `ops/`); nodes are added in file order, constants folded as they appear.
+//! ONNX import: a registry maps each op type to an importer function (one file per op family
+//! under `ops/`); nodes are added in file order, constants folded as they appear. `export`
+//! writes the IR back as ONNX.
 
 pub mod ctx;
 pub mod export;

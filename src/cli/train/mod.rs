@@ -1,0 +1,218 @@
+//! `hlstmc train`: trains a model from a TOML config with the grow-and-prune schedule and writes
+//! it as ONNX, with its log, plots and a copy of the config beside it (docs/trainer.md).
+
+mod plots;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use hlstm_trainer::config::Config;
+use hlstm_trainer::exec::Interp;
+use hlstm_trainer::train::{self, Observer, Record, Session};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Train an LSTM or H-LSTM with grow and prune, and write it as ONNX.
+///
+/// Beside MODEL.onnx it writes MODEL.log.jsonl (one record per epoch and per grow, prune and
+/// test event), MODEL.summary.json (test metric, nonzero weights, time), MODEL.config.toml (the
+/// config as given), MODEL.curves.svg (loss, accuracy and density over the schedule) and
+/// MODEL.mask.<layer>.<gate>.svg (each gate's final mask, black = kept). docs/trainer.md lists
+/// every config key.
+///
+/// Examples:
+///   hlstmc train examples/digits-hlstm.toml -o out/digits.onnx
+///   hlstmc run out/digits.onnx -i X=x.npy
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct TrainArgs {
+    /// The training config (TOML).
+    pub config: PathBuf,
+    /// The ONNX model to write; the log, plots and config copy go beside it.
+    #[arg(short = 'o', long = "output", value_name = "MODEL.onnx")]
+    pub out: PathBuf,
+    /// Override the config's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No progress bar or per-epoch lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The path beside `model` with `suffix` replacing its extension (`m.onnx` -> `m.log.jsonl`).
+fn beside(model: &Path, suffix: &str) -> PathBuf {
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    model.with_file_name(format!("{stem}.{suffix}"))
+}
+
+struct Progress {
+    bar: ProgressBar,
+    log: std::io::BufWriter<std::fs::File>,
+    quiet: bool,
+    density: f64,
+    accuracy: f64,
+    err: Option<std::io::Error>,
+}
+
+impl Observer for Progress {
+    fn epoch(&mut self, phase: &str, round: usize, epoch: usize, epochs: usize) {
+        self.bar.set_position(0);
+        self.bar
+            .set_prefix(format!("{phase} {round} · epoch {}/{epochs}", epoch + 1));
+    }
+    fn batch(&mut self, done: usize, total: usize, loss: f64) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+        self.bar.set_message(format!(
+            "loss {loss:.4}  val acc {:.2}%  density {:.1}%",
+            100.0 * self.accuracy,
+            100.0 * self.density
+        ));
+    }
+    fn record(&mut self, r: &Record) {
+        if let Err(e) = serde_json::to_writer(&mut self.log, r)
+            .map_err(std::io::Error::from)
+            .and_then(|_| self.log.write_all(b"\n"))
+        {
+            self.err.get_or_insert(e);
+        }
+        let line = match r {
+            Record::Epoch {
+                epoch,
+                phase,
+                loss,
+                val_accuracy,
+                val_bpc,
+                density,
+                ..
+            } => {
+                (self.accuracy, self.density) = (*val_accuracy, *density);
+                let metric = match val_bpc {
+                    Some(b) => format!("val bpc {b:.3}"),
+                    None => format!("val acc {:.2}%", 100.0 * val_accuracy),
+                };
+                format!(
+                    "epoch {epoch:3} {phase:5}  loss {loss:.4}  {metric}  density {:.1}%",
+                    100.0 * density
+                )
+            }
+            Record::Grow {
+                round,
+                grown,
+                density,
+            } => format!(
+                "grow round {round}: +{grown} connections, density {:.1}%",
+                100.0 * density
+            ),
+            Record::Prune {
+                round,
+                pruned,
+                density,
+            } => {
+                self.density = *density;
+                format!(
+                    "prune round {round}: -{pruned} connections, density {:.1}%",
+                    100.0 * density
+                )
+            }
+            Record::Revert { round, density, .. } => format!(
+                "prune round {round} undone (validation fell); density {:.1}%",
+                100.0 * density
+            ),
+            Record::Test { .. } => return,
+        };
+        if self.quiet {
+        } else if self.bar.is_hidden() {
+            // Not a terminal (CI, a pipe): plain lines instead of the bar.
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+pub fn main(a: TrainArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("cannot read {}", a.config.display()))?;
+    let base = a.config.parent().unwrap_or(Path::new("."));
+    let mut cfg = Config::parse(&text, base).map_err(|e| anyhow!("{}: {e}", a.config.display()))?;
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let start = Instant::now();
+    let mut s = Session::new(&cfg, &Interp).map_err(|e| anyhow!("{e}"))?;
+    let log_path = beside(&a.out, "log.jsonl");
+    let file = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(1)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let mut p = Progress {
+        bar,
+        log: std::io::BufWriter::new(file),
+        quiet: a.quiet,
+        density: 1.0,
+        accuracy: 0.0,
+        err: None,
+    };
+    let sum = train::run(&mut s, &mut p).map_err(|e| anyhow!("training: {e}"))?;
+    p.bar.finish_and_clear();
+    p.log
+        .flush()
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    if let Some(e) = p.err {
+        return Err(anyhow!("cannot write {}: {e}", log_path.display()));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = hlstm_trainer::export::onnx_bytes(&s).map_err(|e| anyhow!("{e}"))?;
+    std::fs::write(&a.out, bytes).with_context(|| format!("cannot write {}", a.out.display()))?;
+    let cfg_copy = beside(&a.out, "config.toml");
+    std::fs::write(&cfg_copy, &text)
+        .with_context(|| format!("cannot write {}", cfg_copy.display()))?;
+    plots::curves(&sum.log, &beside(&a.out, "curves.svg"))?;
+    plots::masks(&s, &a.out, beside)?;
+    let summary = serde_json::json!({
+        "test_loss": sum.test.loss,
+        "test_accuracy": sum.test.accuracy,
+        "test_bpc": sum.test.bpc,
+        "density": sum.density,
+        "nonzero_weights": sum.nonzero_weights,
+        "nonzero_params": sum.nonzero_params,
+        "epochs": sum.epochs,
+        "seconds": secs,
+        "seconds_per_epoch": secs / sum.epochs.max(1) as f64,
+        "engine": "interp",
+    });
+    let sum_path = beside(&a.out, "summary.json");
+    std::fs::write(&sum_path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("cannot write {}", sum_path.display()))?;
+    let metric = match sum.test.bpc {
+        Some(b) => format!("test bits per character {b:.4}"),
+        None => format!("test accuracy {:.2}%", 100.0 * sum.test.accuracy),
+    };
+    eprintln!(
+        "{metric}; {} nonzero weights in weight matrices ({} parameters), density {:.1}%; {} epochs in {secs:.1} s ({:.2} s/epoch)\nwrote {} and its log, plots and config beside it",
+        sum.nonzero_weights,
+        sum.nonzero_params,
+        100.0 * sum.density,
+        sum.epochs,
+        secs / sum.epochs.max(1) as f64,
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
