@@ -132,7 +132,7 @@ fn matmul_statement_numbers(kir: &str) -> Vec<u32> {
     let mut n = 0;
     for line in kir.lines() {
         let l = line.trim_start();
-        let header = ["program ", "buffer ", "const "]
+        let header = ["program ", "steps ", "buffer ", "const "]
             .iter()
             .any(|h| l.starts_with(h));
         if l.is_empty() || l == "}" || header {

@@ -5,7 +5,7 @@
 
 use hlstm_backends::cpu::{CpuIsa, CpuOptions, JitProgram, OptLevel};
 use hlstm_ir::kernel::{
-    BufId, BufKind, ConstId, Program, Stmt, Storage, Strategy, View, Weight, interp,
+    BufId, BufKind, ConstId, LoopRun, Program, Stmt, Storage, Strategy, View, Weight, interp,
 };
 use hlstm_ir::{Act, BinOp};
 use proptest::prelude::*;
@@ -417,6 +417,7 @@ fn matmul_program(
     };
     p.outputs = vec![y];
     p.body = vec![Stmt::MatMul {
+        rows_per_step: None,
         out: yv,
         a: av,
         w: weight,
@@ -529,15 +530,18 @@ fn rnn(
     let zv = View::whole(z, &[1, h]);
     p.body = vec![
         Stmt::Loop {
+            run: LoopRun::Fixed,
             trip: t,
             reverse,
             body: vec![
                 Stmt::MatMul {
+                    rows_per_step: None,
                     out: zv.clone(),
                     a: view(x, 0, &[1, d], &[d as isize, 1], d as isize),
                     w: Weight::Const(w, s),
                 },
                 Stmt::MatMul {
+                    rows_per_step: None,
                     out: View::whole(z2, &[1, h]),
                     a: hv.clone(),
                     w: Weight::Const(u, s),
@@ -606,6 +610,7 @@ fn nested_loops_and_loop_of_zero_trips() {
     let sv = View::whole(s, &[1]);
     p.body = vec![
         Stmt::Loop {
+            run: LoopRun::Fixed,
             trip: 3,
             reverse: false,
             body: vec![
@@ -616,6 +621,7 @@ fn nested_loops_and_loop_of_zero_trips() {
                     b: view(x, 0, &[1], &[1], 1),
                 },
                 Stmt::Loop {
+                    run: LoopRun::Fixed,
                     trip: 4,
                     reverse: true,
                     body: vec![
@@ -635,6 +641,7 @@ fn nested_loops_and_loop_of_zero_trips() {
             ],
         },
         Stmt::Loop {
+            run: LoopRun::Fixed,
             trip: 0,
             reverse: false,
             body: vec![Stmt::Copy {
@@ -697,16 +704,19 @@ fn overlapping_output_and_operand() {
         },
         // h = h · U (output overlaps the left operand), in each strategy
         Stmt::MatMul {
+            rows_per_step: None,
             out: View::whole(h, &[1, 8]),
             a: View::whole(h, &[1, 8]),
             w: Weight::Const(u, Strategy::Dense),
         },
         Stmt::MatMul {
+            rows_per_step: None,
             out: View::whole(h, &[1, 8]),
             a: View::whole(h, &[1, 8]),
             w: Weight::Const(u, Strategy::SparseUnrolled),
         },
         Stmt::MatMul {
+            rows_per_step: None,
             out: View::whole(h, &[1, 8]),
             a: View::whole(h, &[1, 8]),
             w: Weight::Const(u, Strategy::SparseCsr),
@@ -767,6 +777,7 @@ fn errors_bad_programs_and_bad_arguments() {
     assert!(e.contains("reaches"), "{e}");
     // in a loop, the step stride counts
     p.body = vec![Stmt::Loop {
+        run: LoopRun::Fixed,
         trip: 2,
         reverse: false,
         body: vec![Stmt::Copy {
@@ -851,6 +862,7 @@ fn everything() -> Program {
         Strategy::SparseCsr,
     ] {
         p.body.push(Stmt::MatMul {
+            rows_per_step: None,
             out: view(extra, 0, &[1, 24], &[24, 1], 0),
             a: view(x, 0, &[1, 6], &[6, 1], 0),
             w: Weight::Const(c, s),

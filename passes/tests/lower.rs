@@ -72,7 +72,7 @@ fn check_guarantees(p: &Program, body: &[Stmt], in_loop: bool) -> Result<(), Str
     for st in body {
         let mut views: Vec<&View> = Vec::new();
         let out = match st {
-            Stmt::MatMul { out, a, w } => {
+            Stmt::MatMul { out, a, w, .. } => {
                 views.push(a);
                 if a.dims.len() != 2 || out.dims.len() != 2 {
                     return Err(format!("a matmul of rank != 2: {st:?}"));
@@ -109,6 +109,10 @@ fn check_guarantees(p: &Program, body: &[Stmt], in_loop: bool) -> Result<(), Str
                     return Err("a nested loop".into());
                 }
                 check_guarantees(p, body, true)?;
+                continue;
+            }
+            Stmt::Start { body } => {
+                check_guarantees(p, body, in_loop)?;
                 continue;
             }
         };

@@ -115,6 +115,7 @@ pub fn compile_object(p: &Program, opts: &CpuOptions, name: &str) -> Result<AotO
         input_lens.len(),
         output_lens.len(),
         workspace_bytes > 0,
+        p.max_steps.unwrap_or(0),
     )?;
 
     let product = module.finish();
@@ -214,6 +215,7 @@ impl Gen<'_> {
         n_in: usize,
         n_out: usize,
         needs_work: bool,
+        steps: usize,
     ) -> Result<(), String> {
         self.define(name, &[I64, I64, I64], I32, &mut |b, module, ps| {
             let err = b.create_block();
@@ -237,7 +239,9 @@ impl Gen<'_> {
                 }
             }
             let f = module.declare_func_in_func(kernel, b.func);
-            b.ins().call(f, &[ins, outs, work]);
+            let steps = b.ins().iconst(I64, steps as i64);
+            let resume = b.ins().iconst(I64, 0);
+            b.ins().call(f, &[ins, outs, work, steps, resume]);
             let ok = b.ins().iconst(I32, OK as i64);
             b.ins().return_(&[ok]);
             b.switch_to_block(err);

@@ -25,7 +25,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
-use hlstm_ir::kernel::{BufKind, Program, Stmt, Storage, View};
+use hlstm_ir::kernel::{BufKind, LoopRun, Program, Stmt, Storage, View};
 
 /// What [`define_program`] declared and defined.
 pub struct Compiled {
@@ -47,11 +47,15 @@ pub struct Compiled {
     pub code_len: usize,
 }
 
-/// The signature of a generated program function.
+/// The signature of a generated program function:
+/// `(inputs: *const *const f32, outputs: *const *mut f32, work: *mut f32, steps: i64,
+/// resume: i64)`. `steps` is the sequence length of the call (ignored when the program's is
+/// static); `resume` != 0 continues the sequence the previous call left in `work` (the
+/// `Start` blocks are skipped).
 pub fn program_signature<M: Module>(module: &M) -> Signature {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
-    for _ in 0..3 {
+    for _ in 0..5 {
         sig.params.push(AbiParam::new(ptr));
     }
     sig
@@ -137,6 +141,13 @@ pub fn define_program_opts<M: Module>(
     })
 }
 
+/// A trip count: known when generating, or a run-time value (the sequence length).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Count {
+    Static(usize),
+    Dyn(Value),
+}
+
 /// A view resolved to a base pointer, a byte offset and byte strides.
 #[derive(Clone, Debug)]
 pub(crate) struct Rv {
@@ -159,6 +170,9 @@ pub(crate) struct Cx<'a, 'f> {
     /// The step of the innermost enclosing loop.
     t: Option<Value>,
     trip: usize,
+    /// The call's sequence length and resume flag (function parameters).
+    pub steps: Value,
+    resume: Value,
     /// Number of the statement being generated (1-based, pre-order, as `.kir` lists them):
     /// the source location of its instructions, shown as `@NNNN` (hex) in CLIF.
     stmt_no: u32,
@@ -208,6 +222,8 @@ impl<'a, 'f> Cx<'a, 'f> {
             scratch,
             t: None,
             trip: 1,
+            steps: params[3],
+            resume: params[4],
             stmt_no: 0,
         })
     }
@@ -321,9 +337,20 @@ impl<'a, 'f> Cx<'a, 'f> {
     /// Zeroes the buffers the interpreter's semantics need zeroed (see layout::zero_set).
     fn zero_buffers(&mut self, l: &Layout) {
         for id in l.zero.clone() {
-            let n = self.p.buffers[id.0].len();
+            let buf = &self.p.buffers[id.0];
             let base = self.bufs[id.0];
-            elementwise::fill_zero(self, base, n);
+            match (self.p.max_steps, buf.step_len) {
+                // Only the call's steps: an output holds no more.
+                (Some(_), Some(step)) => {
+                    let steps = Count::Dyn(self.steps);
+                    let _ = self.loop_n(steps, &mut |cx, t| {
+                        let row = cx.advance(base, t, step as i64 * 4);
+                        elementwise::fill_zero(cx, row, step);
+                        Ok(())
+                    });
+                }
+                _ => elementwise::fill_zero(self, base, buf.len()),
+            }
         }
     }
 
@@ -338,14 +365,33 @@ impl<'a, 'f> Cx<'a, 'f> {
         self.stmt_no += 1;
         self.b.set_srcloc(SourceLoc::new(self.stmt_no));
         match s {
-            Stmt::MatMul { out, a, w } => matmul::emit(self, out, a, w, self.trip),
+            Stmt::MatMul {
+                out,
+                a,
+                w,
+                rows_per_step,
+            } => matmul::emit(self, out, a, w, self.trip, *rows_per_step),
             Stmt::Unary { op, out, x } => self.elementwise(EOp::Act(*op), out, &[x]),
             Stmt::Binary { op, out, a, b } => self.elementwise(EOp::Bin(*op), out, &[a, b]),
             Stmt::Clip { out, x, min, max } => self.elementwise(EOp::Clip(*min, *max), out, &[x]),
             Stmt::Copy { out, x } => self.elementwise(EOp::Copy, out, &[x]),
+            Stmt::Start { body } => {
+                // Skipped when the call resumes a sequence.
+                let run = self.b.create_block();
+                let done = self.b.create_block();
+                self.b.ins().brif(self.resume, done, &[], run, &[]);
+                self.b.switch_to_block(run);
+                self.b.seal_block(run);
+                self.stmts(body)?;
+                self.b.ins().jump(done, &[]);
+                self.b.switch_to_block(done);
+                self.b.seal_block(done);
+                Ok(())
+            }
             Stmt::Loop {
                 trip,
                 reverse,
+                run,
                 body,
             } => {
                 if *trip == 0 {
@@ -353,11 +399,26 @@ impl<'a, 'f> Cx<'a, 'f> {
                 }
                 let (saved_t, saved_trip) = (self.t, self.trip);
                 self.trip = *trip;
-                let (trip, reverse) = (*trip, *reverse);
-                self.counted_loop(trip, &mut |cx, i| {
+                let reverse = *reverse;
+                let count = match run {
+                    LoopRun::Fixed => Count::Static(*trip),
+                    LoopRun::Steps => Count::Dyn(self.steps),
+                    LoopRun::LastStep => {
+                        let t = self.b.ins().iadd_imm_s(self.steps, -1);
+                        self.t = Some(t);
+                        self.stmts(body)?;
+                        self.t = saved_t;
+                        self.trip = saved_trip;
+                        return Ok(());
+                    }
+                };
+                self.loop_n(count, &mut |cx, i| {
                     let t = if reverse {
-                        // t = trip - 1 - i
-                        let last = cx.b.ins().iconst(I64, trip as i64 - 1);
+                        // t = count - 1 - i
+                        let last = match count {
+                            Count::Static(n) => cx.b.ins().iconst(I64, n as i64 - 1),
+                            Count::Dyn(n) => cx.b.ins().iadd_imm_s(n, -1),
+                        };
                         cx.b.ins().isub(last, i)
                     } else {
                         i
@@ -370,6 +431,37 @@ impl<'a, 'f> Cx<'a, 'f> {
                 Ok(())
             }
         }
+    }
+
+    /// A loop of `n` iterations, static or known at run time (then possibly none).
+    pub fn loop_n(
+        &mut self,
+        n: Count,
+        body: &mut dyn FnMut(&mut Self, Value) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let n = match n {
+            Count::Static(0) => return Ok(()),
+            Count::Static(n) => return self.counted_loop(n, body),
+            Count::Dyn(n) => n,
+        };
+        let var = self.b.declare_var(I64);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.def_var(var, zero);
+        let blk = self.b.create_block();
+        let exit = self.b.create_block();
+        let any = self.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, n, 0);
+        self.b.ins().brif(any, blk, &[], exit, &[]);
+        self.b.switch_to_block(blk);
+        let i = self.b.use_var(var);
+        body(self, i)?;
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        self.b.def_var(var, next);
+        let c = self.b.ins().icmp(IntCC::SignedLessThan, next, n);
+        self.b.ins().brif(c, blk, &[], exit, &[]);
+        self.b.seal_block(blk);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
     }
 
     fn elementwise(&mut self, op: EOp, out: &View, ins: &[&View]) -> Result<(), String> {

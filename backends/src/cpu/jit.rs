@@ -6,7 +6,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use hlstm_ir::kernel::Program;
 use std::sync::Mutex;
 
-type Entry = unsafe extern "C" fn(*const *const f32, *const *mut f32, *mut f32);
+type Entry = unsafe extern "C" fn(*const *const f32, *const *mut f32, *mut f32, i64, i64);
 
 /// Owns the JIT module (code and read-only data) and frees its memory on drop.
 struct Code(Option<JITModule>);
@@ -42,8 +42,10 @@ unsafe impl Send for Ctx {}
 pub struct JitProgram {
     entry: Entry,
     ctx: Mutex<Ctx>,
-    in_lens: Vec<usize>,
-    out_lens: Vec<usize>,
+    /// The inputs' and outputs' buffers, and the program (for their lengths per step count).
+    in_bufs: Vec<hlstm_ir::kernel::BufId>,
+    out_bufs: Vec<hlstm_ir::kernel::BufId>,
+    steps: StepsInfo,
     clif: String,
     fma: bool,
     rodata_len: usize,
@@ -51,6 +53,62 @@ pub struct JitProgram {
     code_len: usize,
     // Last: dropped after `entry` can no longer be called.
     _code: Code,
+}
+
+/// What a call needs to know about the sequence length, from the program.
+struct StepsInfo {
+    /// The longest sequence (the static one when not dynamic).
+    max: usize,
+    dynamic: bool,
+    streamable: bool,
+    reason: Option<String>,
+    /// Per input and output: (whole length, elements per step when laid out by step).
+    inputs: Vec<(usize, Option<usize>)>,
+    outputs: Vec<(usize, Option<usize>)>,
+}
+
+impl StepsInfo {
+    fn of(p: &Program) -> StepsInfo {
+        let max = hlstm_ir::kernel::interp::check_steps(p, None).unwrap_or(1);
+        let dynamic = p.max_steps.is_some();
+        let lens = |ids: &[hlstm_ir::kernel::BufId]| {
+            ids.iter()
+                .map(|b| {
+                    let buf = &p.buffers[b.0];
+                    (buf.len(), if dynamic { buf.step_len } else { None })
+                })
+                .collect()
+        };
+        StepsInfo {
+            max,
+            dynamic,
+            streamable: p.streamable(),
+            reason: p.static_steps_reason.clone(),
+            inputs: lens(&p.inputs),
+            outputs: lens(&p.outputs),
+        }
+    }
+
+    fn check(&self, steps: Option<usize>) -> Result<usize, String> {
+        match steps {
+            None => Ok(self.max),
+            Some(s) if self.dynamic && (1..=self.max).contains(&s) => Ok(s),
+            Some(s) if !self.dynamic && s == self.max => Ok(s),
+            Some(s) if self.dynamic => Err(format!(
+                "a sequence of {s} steps: this program runs 1 to {} steps",
+                self.max
+            )),
+            Some(s) => Err(format!(
+                "a sequence of {s} steps: this program runs exactly {} ({})",
+                self.max,
+                self.reason.as_deref().unwrap_or("static shapes")
+            )),
+        }
+    }
+
+    fn len(&self, (whole, per_step): (usize, Option<usize>), steps: usize) -> usize {
+        per_step.map_or(whole, |n| n * steps)
+    }
 }
 
 /// Whether the machine running us can execute code for `isa`.
@@ -120,7 +178,6 @@ impl JitProgram {
         if std::env::var_os("HLSTMC_PERF_MAP").is_some() {
             write_perf_map(ptr, c.code_len, &p.name);
         }
-        let buf_len = |id: &hlstm_ir::kernel::BufId| p.buffers[id.0].len();
         Ok(JitProgram {
             entry,
             ctx: Mutex::new(Ctx {
@@ -128,8 +185,9 @@ impl JitProgram {
                 ins: vec![std::ptr::null(); p.inputs.len()].into_boxed_slice(),
                 outs: vec![std::ptr::null_mut(); p.outputs.len()].into_boxed_slice(),
             }),
-            in_lens: p.inputs.iter().map(buf_len).collect(),
-            out_lens: p.outputs.iter().map(buf_len).collect(),
+            in_bufs: p.inputs.clone(),
+            out_bufs: p.outputs.clone(),
+            steps: StepsInfo::of(p),
             clif: c.clif,
             fma: c.fma,
             rodata_len: c.rodata_len,
@@ -139,31 +197,55 @@ impl JitProgram {
         })
     }
 
-    /// Runs the program: checks the number and lengths of inputs and outputs, then calls the
-    /// generated code (which allocates nothing). Concurrent calls on one program wait for each
-    /// other (they share the workspace).
+    /// Runs the program on a whole sequence (its longest, when its length is a run-time one):
+    /// checks the number and lengths of inputs and outputs, then calls the generated code
+    /// (which allocates nothing). Concurrent calls on one program wait for each other (they
+    /// share the workspace).
     pub fn run(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<(), String> {
-        if inputs.len() != self.in_lens.len() {
+        self.run_steps(inputs, outputs, None, false)
+    }
+
+    /// Runs `steps` time steps (None: the longest), on inputs and outputs of that many steps
+    /// ([`JitProgram::input_len`]); with `resume`, continues the sequence the previous call
+    /// left in the workspace (streaming; see [`JitProgram::streamable`]).
+    pub fn run_steps(
+        &self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        steps: Option<usize>,
+        resume: bool,
+    ) -> Result<(), String> {
+        let steps = self.steps.check(steps)?;
+        if resume && !self.steps.streamable {
+            return Err(
+                "this model cannot run step by step (a reverse or bidirectional \
+                        recurrence, or a static sequence length)"
+                    .into(),
+            );
+        }
+        if inputs.len() != self.in_bufs.len() {
             return Err(format!(
                 "expected {} inputs, got {}",
-                self.in_lens.len(),
+                self.in_bufs.len(),
                 inputs.len()
             ));
         }
-        if outputs.len() != self.out_lens.len() {
+        if outputs.len() != self.out_bufs.len() {
             return Err(format!(
                 "expected {} outputs, got {}",
-                self.out_lens.len(),
+                self.out_bufs.len(),
                 outputs.len()
             ));
         }
-        for (k, (x, n)) in inputs.iter().zip(&self.in_lens).enumerate() {
-            if x.len() != *n {
+        for (k, x) in inputs.iter().enumerate() {
+            let n = self.input_len(k, steps);
+            if x.len() != n {
                 return Err(format!("input {k} has {} elements, expected {n}", x.len()));
             }
         }
-        for (k, (x, n)) in outputs.iter().zip(&self.out_lens).enumerate() {
-            if x.len() != *n {
+        for (k, x) in outputs.iter().enumerate() {
+            let n = self.output_len(k, steps);
+            if x.len() != n {
                 return Err(format!("output {k} has {} elements, expected {n}", x.len()));
             }
         }
@@ -175,11 +257,40 @@ impl JitProgram {
         for (slot, x) in ctx.outs.iter_mut().zip(outputs.iter_mut()) {
             *slot = x.as_mut_ptr();
         }
-        // SAFETY: every pointer refers to a live slice of the length the code was generated
-        // for (checked above); the code only accesses those ranges (checked at compile time),
-        // writes only outputs and the workspace, and the workspace is ours under the lock.
-        unsafe { (self.entry)(ctx.ins.as_ptr(), ctx.outs.as_ptr(), ctx.work.as_mut_ptr()) };
+        // SAFETY: every pointer refers to a live slice of the length the code reads or writes
+        // for `steps` steps (checked above; the code touches only those rows, and its views
+        // were checked against the longest sequence at compile time), writes only outputs and
+        // the workspace, and the workspace is ours under the lock.
+        unsafe {
+            (self.entry)(
+                ctx.ins.as_ptr(),
+                ctx.outs.as_ptr(),
+                ctx.work.as_mut_ptr(),
+                steps as i64,
+                resume as i64,
+            )
+        };
         Ok(())
+    }
+
+    /// Input k's length in f32 elements for a call of `steps` steps.
+    pub fn input_len(&self, k: usize, steps: usize) -> usize {
+        self.steps.len(self.steps.inputs[k], steps)
+    }
+
+    /// Output k's length in f32 elements for a call of `steps` steps.
+    pub fn output_len(&self, k: usize, steps: usize) -> usize {
+        self.steps.len(self.steps.outputs[k], steps)
+    }
+
+    /// The most steps a call runs, and whether fewer are allowed (a run-time sequence length).
+    pub fn max_steps(&self) -> (usize, bool) {
+        (self.steps.max, self.steps.dynamic)
+    }
+
+    /// Whether calls can resume a sequence one step at a time.
+    pub fn streamable(&self) -> bool {
+        self.steps.streamable
     }
 
     /// The CLIF text of the generated function.

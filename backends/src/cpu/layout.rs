@@ -3,7 +3,9 @@
 //! read-only data (constants read from memory, CSR arrays), and finds the buffers the generated
 //! code must zero at entry (the interpreter starts every buffer at zero).
 
-use hlstm_ir::kernel::{BufId, BufKind, ConstId, Program, Stmt, Storage, Strategy, View, Weight};
+use hlstm_ir::kernel::{
+    BufId, BufKind, ConstId, LoopRun, Program, Stmt, Storage, Strategy, View, Weight,
+};
 use std::collections::HashMap;
 
 /// Alignment of each workspace buffer and each read-only array, in f32 elements (64 bytes).
@@ -244,7 +246,7 @@ pub(crate) fn row_vector_rows(m: usize, w: &Weight) -> Option<usize> {
 fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> Result<(), String> {
     for s in body {
         match s {
-            Stmt::MatMul { out, a, w } => {
+            Stmt::MatMul { out, a, w, .. } => {
                 let what = "matmul";
                 check_view(p, out, trip, what)?;
                 check_view(p, a, trip, what)?;
@@ -283,6 +285,7 @@ fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> 
                 }
             }
             Stmt::Loop { trip: t, body, .. } => check_stmts(p, body, *t, scratch)?,
+            Stmt::Start { body } => check_stmts(p, body, trip, scratch)?,
         }
     }
     Ok(())
@@ -385,7 +388,7 @@ impl Sim {
     fn exec(&mut self, body: &[Stmt], t: usize) -> Option<()> {
         for s in body {
             match s {
-                Stmt::MatMul { out, a, w } => {
+                Stmt::MatMul { out, a, w, .. } => {
                     self.read(a, t)?;
                     if let Weight::View(v) = w {
                         self.read(v, t)?;
@@ -404,12 +407,20 @@ impl Sim {
                 Stmt::Loop {
                     trip,
                     reverse,
+                    run,
                     body,
                 } => {
+                    // At the longest sequence (a shorter one touches a prefix of the same
+                    // buffers, step for step).
+                    if *run == LoopRun::LastStep {
+                        self.exec(body, trip.saturating_sub(1))?;
+                        continue;
+                    }
                     for i in 0..*trip {
                         self.exec(body, if *reverse { trip - 1 - i } else { i })?;
                     }
                 }
+                Stmt::Start { body } => self.exec(body, t)?,
             }
         }
         Some(())
@@ -474,7 +485,7 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
             }
             Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => vec![x],
             Stmt::Binary { a, b, .. } => vec![a, b],
-            Stmt::Loop { .. } => vec![],
+            Stmt::Loop { .. } | Stmt::Start { .. } => vec![],
         }
     }
     fn covers_once(p: &Program, v: &View) -> bool {
@@ -510,6 +521,10 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
                 }
                 continue;
             }
+            if let Stmt::Start { body } = s {
+                walk(p, body, trip, first, read, writes);
+                continue;
+            }
             for v in reads_of(s) {
                 if let Storage::Buf(b) = v.storage {
                     read[b.0] = true;
@@ -524,7 +539,7 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
                 | Stmt::Binary { out, .. }
                 | Stmt::Clip { out, .. }
                 | Stmt::Copy { out, .. } => out,
-                Stmt::Loop { .. } => unreachable!(),
+                Stmt::Loop { .. } | Stmt::Start { .. } => unreachable!(),
             };
             if let Storage::Buf(b) = out.storage {
                 if first[b.0] == First::None {
@@ -714,7 +729,12 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
     };
     for s in body {
         match s {
-            Stmt::MatMul { out, a, w } => {
+            Stmt::MatMul {
+                out,
+                a,
+                w,
+                rows_per_step,
+            } => {
                 const_view(l, a);
                 match w {
                     Weight::View(v) => const_view(l, v),
@@ -730,18 +750,25 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                     }
                     Weight::Const(_, Strategy::SparseUnrolled) => {}
                     Weight::Const(c, Strategy::SparseCsr) => {
-                        let stride = match row_vector_rows(out.dims[0], w) {
-                            Some(mp) => mp as isize,
-                            None => a.strides[1],
-                        };
-                        let key = (*c, stride);
-                        if l.csr.contains_key(&key) {
-                            continue;
+                        // Four rows at a time on the transposed input (row stride M); with a
+                        // run-time row count also one row at a time, for calls under 4 rows.
+                        let mut strides = Vec::new();
+                        if let Some(mp) = row_vector_rows(out.dims[0], w) {
+                            strides.push(mp as isize);
                         }
-                        let (k, n) = (a.dims[1], out.dims[1]);
-                        let data = &p.consts[c.0].data;
-                        let classes = csr_classes(&mut l.rodata, data, k, n, stride)?;
-                        l.csr.insert(key, classes);
+                        if strides.is_empty() || rows_per_step.is_some() {
+                            strides.push(a.strides[1]);
+                        }
+                        for stride in strides {
+                            let key = (*c, stride);
+                            if l.csr.contains_key(&key) {
+                                continue;
+                            }
+                            let (k, n) = (a.dims[1], out.dims[1]);
+                            let data = &p.consts[c.0].data;
+                            let classes = csr_classes(&mut l.rodata, data, k, n, stride)?;
+                            l.csr.insert(key, classes);
+                        }
                     }
                 }
             }
@@ -750,7 +777,7 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                 const_view(l, a);
                 const_view(l, b);
             }
-            Stmt::Loop { body, .. } => place_rodata(p, body, l)?,
+            Stmt::Loop { body, .. } | Stmt::Start { body } => place_rodata(p, body, l)?,
         }
     }
     Ok(())
@@ -917,6 +944,7 @@ mod tests {
                 x: v(x, 0, &[3], &[1], 0),
             },
             Stmt::Loop {
+                run: LoopRun::Fixed,
                 trip: 4,
                 reverse: true,
                 body: vec![

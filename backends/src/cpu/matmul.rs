@@ -20,10 +20,11 @@
 //!
 //! When the output overlaps an operand, the product goes to scratch and is then copied.
 
-use super::codegen::{Cx, Rv, mem_ro};
+use super::codegen::{Count, Cx, Rv, mem_ro};
 use super::elementwise::{self, EOp};
 use super::layout::{CsrClass, matmul_dims, overlap, row_vector_rows};
 use super::math::{Fx, SCALAR, VEC};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use hlstm_ir::kernel::{ConstId, Strategy, View, Weight};
@@ -42,11 +43,17 @@ pub(crate) fn emit(
     a: &View,
     w: &Weight,
     trip: usize,
+    rows_per_step: Option<usize>,
 ) -> Result<(), String> {
     let (m, k, n) = matmul_dims(cx.p, out, a, w)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
+    // The rows this call computes: all M, or `steps * r` of them.
+    let rows_rt = match rows_per_step {
+        Some(r) => Count::Dyn(cx.b.ins().imul_imm_s(cx.steps, r as i64)),
+        None => Count::Static(m),
+    };
     let mut alias = overlap(out, a, trip);
     if let Weight::View(v) = w {
         alias |= overlap(out, v, trip);
@@ -62,60 +69,179 @@ pub(crate) fn emit(
         rout_final.clone()
     };
     let ra = cx.resolve(a);
-    if let (Some(mm), Weight::Const(c, strategy)) = (row_vec, w) {
-        // a^T in scratch: element (i, q) at q * M + i.
-        let at = Rv {
-            base: cx.scratch,
-            off: 0,
-            strides: vec![4, mm as i64 * 4],
-        };
-        elementwise::emit(cx, EOp::Copy, &[m, k], &at, std::slice::from_ref(&ra))?;
-        let sink = Sink::Rows4 { m };
-        match strategy {
-            Strategy::SparseUnrolled => unrolled(cx, *c, k, n, &at, &rout, sink),
-            _ => {
-                let classes = cx.l.csr[&(*c, mm as isize)].clone();
-                csr(cx, &classes, &at, &rout, sink);
-            }
+    match (row_vec, w, rows_rt) {
+        (Some(mm), Weight::Const(c, strategy), Count::Static(_)) => {
+            let at = transpose(cx, rows_rt, k, mm, &ra)?;
+            let sink = Sink::Rows4 { m: rows_rt };
+            sparse(cx, *c, *strategy, k, n, &at, &rout, sink, mm as isize);
         }
-    } else {
-        match w {
-            Weight::Const(c, Strategy::Dense) => {
-                // Packed tile-major (see `Layout::packed`): rows of 16 floats, tiles of K rows.
-                let rw = Rv {
-                    base: cx.rodata(),
-                    off: cx.l.packed[&(*c, n)] as i64,
-                    strides: vec![64, 4],
-                };
-                dense(cx, m, k, n, &ra, &rw, true, Some(k as i64 * 64), &rout);
-            }
-            Weight::View(v) => {
-                let ro = matches!(v.storage, hlstm_ir::kernel::Storage::Const(_));
-                let rw = cx.resolve(v);
-                dense(cx, m, k, n, &ra, &rw, ro, None, &rout);
-            }
-            Weight::Const(c, Strategy::SparseUnrolled) => {
-                unrolled(cx, *c, k, n, &ra, &rout, Sink::Rows1 { m })
-            }
-            Weight::Const(c, Strategy::SparseCsr) => {
-                let classes = cx.l.csr[&(*c, a.strides[1])].clone();
-                csr(cx, &classes, &ra, &rout, Sink::Rows1 { m });
-            }
+        (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) if scratch_out(cx, out) => {
+            // The output is the program's own buffer, with room for M >= 4 rows: a call with
+            // fewer than 4 rows computes one block of 4 and leaves garbage in rows no step of
+            // this call reads.
+            let at = transpose(cx, rows_rt, k, mm, &ra)?;
+            let four = cx.b.ins().iconst(I64, 4);
+            let m4 = cx.b.ins().smax(rows, four);
+            let sink = Sink::Rows4 { m: Count::Dyn(m4) };
+            sparse(cx, *c, *strategy, k, n, &at, &rout, sink, mm as isize);
+        }
+        (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) => {
+            // Four rows at a time when the call has four or more, else one at a time.
+            let (many, few, done) = (
+                cx.b.create_block(),
+                cx.b.create_block(),
+                cx.b.create_block(),
+            );
+            let ge4 =
+                cx.b.ins()
+                    .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, rows, 4);
+            cx.b.ins().brif(ge4, many, &[], few, &[]);
+            cx.b.switch_to_block(many);
+            cx.b.seal_block(many);
+            let at = transpose(cx, rows_rt, k, mm, &ra)?;
+            let sink = Sink::Rows4 { m: rows_rt };
+            sparse(cx, *c, *strategy, k, n, &at, &rout, sink, mm as isize);
+            cx.b.ins().jump(done, &[]);
+            cx.b.switch_to_block(few);
+            cx.b.seal_block(few);
+            let sink = Sink::Rows1 { m: rows_rt };
+            sparse(cx, *c, *strategy, k, n, &ra, &rout, sink, a.strides[1]);
+            cx.b.ins().jump(done, &[]);
+            cx.b.switch_to_block(done);
+            cx.b.seal_block(done);
+        }
+        (_, Weight::Const(c, Strategy::Dense), _) => {
+            // Packed tile-major (see `Layout::packed`): rows of 16 floats, tiles of K rows.
+            let rw = Rv {
+                base: cx.rodata(),
+                off: cx.l.packed[&(*c, n)] as i64,
+                strides: vec![64, 4],
+            };
+            dense(
+                cx,
+                rows_rt,
+                k,
+                n,
+                &ra,
+                &rw,
+                true,
+                Some(k as i64 * 64),
+                &rout,
+            );
+        }
+        (_, Weight::View(v), _) => {
+            let ro = matches!(v.storage, hlstm_ir::kernel::Storage::Const(_));
+            let rw = cx.resolve(v);
+            dense(cx, rows_rt, k, n, &ra, &rw, ro, None, &rout);
+        }
+        (None, Weight::Const(c, strategy), _) => {
+            let sink = Sink::Rows1 { m: rows_rt };
+            sparse(cx, *c, *strategy, k, n, &ra, &rout, sink, a.strides[1]);
         }
     }
     if alias {
-        elementwise::emit(cx, EOp::Copy, &[m, n], &rout_final, &[rout])?;
+        let (row_out, row_in) = (row_of(&rout_final), row_of(&rout));
+        rows(cx, rows_rt, &rout, &rout_final, &mut |cx, src, dst| {
+            let d = Rv {
+                base: dst.0,
+                off: dst.1,
+                ..row_out.clone()
+            };
+            let s = Rv {
+                base: src.0,
+                off: src.1,
+                ..row_in.clone()
+            };
+            let _ = elementwise::emit(cx, EOp::Copy, &[n], &d, &[s]);
+        });
     }
     Ok(())
 }
 
+/// Whether a matmul writes a buffer the program owns (not the caller's output).
+fn scratch_out(cx: &Cx, out: &View) -> bool {
+    match out.storage {
+        hlstm_ir::kernel::Storage::Buf(b) => {
+            cx.p.buffers[b.0].kind == hlstm_ir::kernel::BufKind::Temp
+        }
+        hlstm_ir::kernel::Storage::Const(_) => false,
+    }
+}
+
+/// The strides of one row of a rank-2 resolved view.
+fn row_of(v: &Rv) -> Rv {
+    Rv {
+        base: v.base,
+        off: v.off,
+        strides: vec![v.strides[1]],
+    }
+}
+
+/// Copies the `rows` rows of `ra` ([rows, K]) transposed into scratch: element (i, q) at
+/// q * M + i (M = `mm`, the most rows).
+fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Result<Rv, String> {
+    let at = Rv {
+        base: cx.scratch,
+        off: 0,
+        strides: vec![4, mm as i64 * 4],
+    };
+    match rows_rt {
+        Count::Static(m) => {
+            elementwise::emit(cx, EOp::Copy, &[m, k], &at, std::slice::from_ref(ra))?
+        }
+        Count::Dyn(_) => {
+            let col = Rv {
+                strides: vec![mm as i64 * 4],
+                ..at.clone()
+            };
+            rows(cx, rows_rt, ra, &at, &mut |cx, src, dst| {
+                let d = Rv {
+                    base: dst.0,
+                    off: dst.1,
+                    ..col.clone()
+                };
+                let s = Rv {
+                    base: src.0,
+                    off: src.1,
+                    ..row_of(ra)
+                };
+                let _ = elementwise::emit(cx, EOp::Copy, &[k], &d, &[s]);
+            });
+        }
+    }
+    Ok(at)
+}
+
+/// A sparse constant weight through its strategy; `stride` is `a`'s k-stride in elements, the
+/// key of its compressed layout.
+#[allow(clippy::too_many_arguments)]
+fn sparse(
+    cx: &mut Cx,
+    c: ConstId,
+    strategy: Strategy,
+    k: usize,
+    n: usize,
+    ra: &Rv,
+    rout: &Rv,
+    sink: Sink,
+    stride: isize,
+) {
+    match strategy {
+        Strategy::SparseUnrolled => unrolled(cx, c, k, n, ra, rout, sink),
+        _ => {
+            let classes = cx.l.csr[&(c, stride)].clone();
+            csr(cx, &classes, ra, rout, sink);
+        }
+    }
+}
+
 /// Calls `f(a_row, out_row)` for each row (a loop when M > 1).
-fn rows(cx: &mut Cx, m: usize, ra: &Rv, rout: &Rv, f: &mut dyn FnMut(&mut Cx, Pos, Pos)) {
-    if m == 1 {
+fn rows(cx: &mut Cx, m: Count, ra: &Rv, rout: &Rv, f: &mut dyn FnMut(&mut Cx, Pos, Pos)) {
+    if let Count::Static(1) = m {
         f(cx, (ra.base, ra.off), (rout.base, rout.off));
         return;
     }
-    let _ = cx.counted_loop(m, &mut |cx, i| {
+    let _ = cx.loop_n(m, &mut |cx, i| {
         let ab = cx.advance(ra.base, i, ra.strides[0]);
         let ob = cx.advance(rout.base, i, rout.strides[0]);
         f(cx, (ab, ra.off), (ob, rout.off));
@@ -132,33 +258,72 @@ const ROW_GROUP: usize = 2;
 #[allow(clippy::type_complexity)]
 fn row_groups(
     cx: &mut Cx,
-    m: usize,
+    m: Count,
     r: usize,
     ra: &Rv,
     rout: &Rv,
     f: &mut dyn FnMut(&mut Cx, &[Pos], &[Pos]),
 ) {
-    let groups = m / r;
-    if groups > 0 {
-        let _ = cx.counted_loop(groups, &mut |cx, i| {
-            let ab = cx.advance(ra.base, i, ra.strides[0] * r as i64);
-            let ob = cx.advance(rout.base, i, rout.strides[0] * r as i64);
-            let arows: Vec<Pos> = (0..r as i64)
-                .map(|j| (ab, ra.off + j * ra.strides[0]))
-                .collect();
-            let orows: Vec<Pos> = (0..r as i64)
-                .map(|j| (ob, rout.off + j * rout.strides[0]))
-                .collect();
-            f(cx, &arows, &orows);
-            Ok(())
-        });
-    }
-    for i in (groups * r) as i64..m as i64 {
-        f(
-            cx,
-            &[(ra.base, ra.off + i * ra.strides[0])],
-            &[(rout.base, rout.off + i * rout.strides[0])],
-        );
+    let mut group = |cx: &mut Cx, i: Value| {
+        let ab = cx.advance(ra.base, i, ra.strides[0] * r as i64);
+        let ob = cx.advance(rout.base, i, rout.strides[0] * r as i64);
+        let arows: Vec<Pos> = (0..r as i64)
+            .map(|j| (ab, ra.off + j * ra.strides[0]))
+            .collect();
+        let orows: Vec<Pos> = (0..r as i64)
+            .map(|j| (ob, rout.off + j * rout.strides[0]))
+            .collect();
+        f(cx, &arows, &orows);
+    };
+    match m {
+        Count::Static(m) => {
+            let groups = m / r;
+            if groups > 0 {
+                let _ = cx.counted_loop(groups, &mut |cx, i| {
+                    group(cx, i);
+                    Ok(())
+                });
+            }
+            for i in (groups * r) as i64..m as i64 {
+                f(
+                    cx,
+                    &[(ra.base, ra.off + i * ra.strides[0])],
+                    &[(rout.base, rout.off + i * rout.strides[0])],
+                );
+            }
+        }
+        Count::Dyn(rows) => {
+            let groups = cx.b.ins().udiv_imm_s(rows, r as i64);
+            let _ = cx.loop_n(Count::Dyn(groups), &mut |cx, i| {
+                group(cx, i);
+                Ok(())
+            });
+            // The remaining rows, one at a time.
+            let first = cx.b.ins().imul_imm_s(groups, r as i64);
+            let var = cx.b.declare_var(I64);
+            cx.b.def_var(var, first);
+            let (head, body, exit) = (
+                cx.b.create_block(),
+                cx.b.create_block(),
+                cx.b.create_block(),
+            );
+            cx.b.ins().jump(head, &[]);
+            cx.b.switch_to_block(head);
+            let i = cx.b.use_var(var);
+            let more = cx.b.ins().icmp(IntCC::SignedLessThan, i, rows);
+            cx.b.ins().brif(more, body, &[], exit, &[]);
+            cx.b.switch_to_block(body);
+            cx.b.seal_block(body);
+            let ab = cx.advance(ra.base, i, ra.strides[0]);
+            let ob = cx.advance(rout.base, i, rout.strides[0]);
+            f(cx, &[(ab, ra.off)], &[(ob, rout.off)]);
+            let next = cx.b.ins().iadd_imm_s(i, 1);
+            cx.b.def_var(var, next);
+            cx.b.ins().jump(head, &[]);
+            cx.b.seal_block(head);
+            cx.b.switch_to_block(exit);
+            cx.b.seal_block(exit);
+        }
     }
 }
 
@@ -175,7 +340,7 @@ fn zero(cx: &mut Cx, ty: Type) -> Value {
 #[allow(clippy::too_many_arguments)]
 fn dense(
     cx: &mut Cx,
-    m: usize,
+    m: Count,
     k: usize,
     n: usize,
     ra: &Rv,
@@ -411,8 +576,13 @@ fn tree_sum(cx: &mut Cx, mut parts: Vec<Value>) -> Value {
 /// blocks of four rows of a transposed `a` (f32x4 multiply-adds, lanes = rows).
 #[derive(Clone, Copy)]
 enum Sink {
-    Rows1 { m: usize },
-    Rows4 { m: usize },
+    Rows1 {
+        m: Count,
+    },
+    /// M >= 4 (checked before at run time when M is a run-time count).
+    Rows4 {
+        m: Count,
+    },
 }
 
 impl Sink {
@@ -429,11 +599,23 @@ impl Sink {
         match self {
             Sink::Rows1 { m } => rows(cx, m, ra, rout, f),
             Sink::Rows4 { m } => {
-                let blocks = m.div_ceil(4);
-                let _ = cx.counted_loop(blocks, &mut |cx, i| {
+                let (blocks, last) = match m {
+                    Count::Static(m) => (Count::Static(m.div_ceil(4)), None),
+                    Count::Dyn(m) => {
+                        let up = cx.b.ins().iadd_imm_s(m, 3);
+                        let blocks = cx.b.ins().ushr_imm_u(up, 2);
+                        let last = cx.b.ins().iadd_imm_s(m, -4);
+                        (Count::Dyn(blocks), Some(last))
+                    }
+                };
+                let _ = cx.loop_n(blocks, &mut |cx, i| {
                     // First row of the block: min(4i, M - 4).
                     let s = cx.b.ins().imul_imm_s(i, 4);
-                    let last = cx.b.ins().iconst(I64, m as i64 - 4);
+                    let last = match (last, m) {
+                        (Some(v), _) => v,
+                        (None, Count::Static(m)) => cx.b.ins().iconst(I64, m as i64 - 4),
+                        (None, Count::Dyn(_)) => unreachable!("a run-time M has its last"),
+                    };
                     let s = cx.b.ins().umin(s, last);
                     let ab = cx.advance(ra.base, s, ra.strides[0]);
                     let ob = cx.advance(rout.base, s, rout.strides[0]);

@@ -1,36 +1,108 @@
 //! A plain interpreter for the kernel IR: checks lowering against the graph interpreter, and is
 //! the reference the code generators are compared with statement by statement.
 
-use super::{Program, Stmt, Storage, View, Weight};
+use super::{LoopRun, Program, Stmt, Storage, View, Weight};
 use crate::interp::kernels::check_size;
 
 /// Runs a program on f32 inputs (flat, row-major, in the program's input order); returns the
-/// outputs flat.
+/// outputs flat. A program with a run-time sequence length runs its longest one.
 pub fn run(p: &Program, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, String> {
-    if inputs.len() != p.inputs.len() {
-        return Err(format!(
-            "expected {} inputs, got {}",
-            p.inputs.len(),
-            inputs.len()
-        ));
+    Machine::new(p)?.run(p, inputs, None, false)
+}
+
+/// A program's buffers kept between calls, so that a call can resume the sequence where the
+/// previous one stopped (the streaming step API).
+pub struct Machine {
+    bufs: Vec<Vec<f32>>,
+}
+
+impl Machine {
+    pub fn new(p: &Program) -> Result<Machine, String> {
+        let mut bufs: Vec<Vec<f32>> = Vec::with_capacity(p.buffers.len());
+        for b in &p.buffers {
+            check_size(&b.dims)?;
+            bufs.push(vec![0.0; b.len()]);
+        }
+        Ok(Machine { bufs })
     }
-    let mut bufs: Vec<Vec<f32>> = Vec::with_capacity(p.buffers.len());
-    for b in &p.buffers {
-        check_size(&b.dims)?;
-        bufs.push(vec![0.0; b.len()]);
-    }
-    for (k, (&id, data)) in p.inputs.iter().zip(inputs).enumerate() {
-        if data.len() != bufs[id.0].len() {
+
+    /// Runs `steps` time steps (None: the longest the program takes), on inputs of that many
+    /// steps ([`Program::len_for_steps`]); with `resume`, the sequence continues from the
+    /// state the previous call left ([`Stmt::Start`] blocks are skipped).
+    pub fn run(
+        &mut self,
+        p: &Program,
+        inputs: &[&[f32]],
+        steps: Option<usize>,
+        resume: bool,
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let steps = check_steps(p, steps)?;
+        if resume && !p.streamable() {
+            return Err("this program cannot resume a sequence (see Program::streamable)".into());
+        }
+        if inputs.len() != p.inputs.len() {
             return Err(format!(
-                "input {k} has {} elements, expected {}",
-                data.len(),
-                bufs[id.0].len()
+                "expected {} inputs, got {}",
+                p.inputs.len(),
+                inputs.len()
             ));
         }
-        bufs[id.0].copy_from_slice(data);
+        let bufs = &mut self.bufs;
+        for (k, (&id, data)) in p.inputs.iter().zip(inputs).enumerate() {
+            let want = p.len_for_steps(id, steps);
+            if data.len() != want {
+                return Err(format!(
+                    "input {k} has {} elements, expected {want}",
+                    data.len()
+                ));
+            }
+            bufs[id.0][..want].copy_from_slice(data);
+        }
+        let cx = Run { p, steps, resume };
+        cx.exec(&p.body, bufs, 0)?;
+        Ok(p.outputs
+            .iter()
+            .map(|b| bufs[b.0][..p.len_for_steps(*b, steps)].to_vec())
+            .collect())
     }
-    exec(p, &p.body, &mut bufs, 0)?;
-    Ok(p.outputs.iter().map(|b| bufs[b.0].clone()).collect())
+}
+
+/// The number of steps a call runs: `steps` checked against the program, or its longest.
+pub fn check_steps(p: &Program, steps: Option<usize>) -> Result<usize, String> {
+    let fixed = static_steps(p);
+    match (p.max_steps, steps) {
+        (Some(max), None) => Ok(max),
+        (Some(max), Some(s)) if (1..=max).contains(&s) => Ok(s),
+        (Some(max), Some(s)) => Err(format!(
+            "a sequence of {s} steps: this program runs 1 to {max} steps"
+        )),
+        (None, None) => Ok(fixed),
+        (None, Some(s)) if s == fixed => Ok(s),
+        (None, Some(s)) => Err(format!(
+            "a sequence of {s} steps: this program runs exactly {fixed} ({})",
+            p.static_steps_reason.as_deref().unwrap_or("static shapes")
+        )),
+    }
+}
+
+/// The trip of a static program's first top-level loop (its sequence length), or 1.
+fn static_steps(p: &Program) -> usize {
+    p.body
+        .iter()
+        .find_map(|s| match s {
+            Stmt::Loop { trip, .. } => Some(*trip),
+            _ => None,
+        })
+        .unwrap_or(1)
+}
+
+/// A view with its first dim cut to `rows`.
+fn rows_of(v: &View, rows: usize) -> View {
+    let mut v = v.clone();
+    if let Some(d) = v.dims.first_mut() {
+        *d = rows;
+    }
+    v
 }
 
 /// Flat element offsets of a view at step t, in row-major order of its dims.
@@ -121,87 +193,120 @@ fn write(bufs: &mut [Vec<f32>], v: &View, t: usize, vals: &[f32]) -> Result<(), 
     Ok(())
 }
 
-fn exec(p: &Program, body: &[Stmt], bufs: &mut Vec<Vec<f32>>, t: usize) -> Result<(), String> {
-    for s in body {
-        match s {
-            Stmt::MatMul { out, a, w } => {
-                let (m, k, n) = (out.dims[0], a.dims[1], out.dims[1]);
-                let av = read(p, bufs, a, t)?;
-                let wv = match w {
-                    Weight::Const(c, _) => p.consts[c.0].data.as_ref().clone(),
-                    Weight::View(v) => read(p, bufs, v, t)?,
-                };
-                if av.len() != m * k || wv.len() != k * n {
-                    return Err(format!(
-                        "matmul shapes {:?} x [{k},{n}] -> {:?}",
-                        a.dims, out.dims
-                    ));
-                }
-                let mut r = vec![0f32; m * n];
-                for i in 0..m {
-                    for j in 0..n {
-                        let mut acc = 0f64;
-                        for q in 0..k {
-                            acc += av[i * k + q] as f64 * wv[q * n + j] as f64;
+/// One call's parameters.
+struct Run<'a> {
+    p: &'a Program,
+    steps: usize,
+    resume: bool,
+}
+
+impl Run<'_> {
+    fn exec(&self, body: &[Stmt], bufs: &mut Vec<Vec<f32>>, t: usize) -> Result<(), String> {
+        let p = self.p;
+        for s in body {
+            match s {
+                Stmt::MatMul {
+                    out,
+                    a,
+                    w,
+                    rows_per_step,
+                } => {
+                    let (out, a) = match rows_per_step {
+                        Some(r) => (&rows_of(out, self.steps * r), &rows_of(a, self.steps * r)),
+                        None => (out, a),
+                    };
+                    let (m, k, n) = (out.dims[0], a.dims[1], out.dims[1]);
+                    let av = read(p, bufs, a, t)?;
+                    let wv = match w {
+                        Weight::Const(c, _) => p.consts[c.0].data.as_ref().clone(),
+                        Weight::View(v) => read(p, bufs, v, t)?,
+                    };
+                    if av.len() != m * k || wv.len() != k * n {
+                        return Err(format!(
+                            "matmul shapes {:?} x [{k},{n}] -> {:?}",
+                            a.dims, out.dims
+                        ));
+                    }
+                    let mut r = vec![0f32; m * n];
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut acc = 0f64;
+                            for q in 0..k {
+                                acc += av[i * k + q] as f64 * wv[q * n + j] as f64;
+                            }
+                            r[i * n + j] = acc as f32;
                         }
-                        r[i * n + j] = acc as f32;
+                    }
+                    write(bufs, out, t, &r)?;
+                }
+                Stmt::Unary { op, out, x } => {
+                    let xv = read_as(p, bufs, x, &out.dims, t)?;
+                    let r: Vec<f32> = xv.iter().map(|v| op.apply(*v)).collect();
+                    write(bufs, out, t, &r)?;
+                }
+                Stmt::Binary { op, out, a, b } => {
+                    let (av, bv) = (
+                        read_as(p, bufs, a, &out.dims, t)?,
+                        read_as(p, bufs, b, &out.dims, t)?,
+                    );
+                    let r: Vec<f32> = av
+                        .iter()
+                        .zip(&bv)
+                        .map(|(x, y)| match op {
+                            crate::BinOp::Add => x + y,
+                            crate::BinOp::Sub => x - y,
+                            crate::BinOp::Mul => x * y,
+                            crate::BinOp::Div => x / y,
+                        })
+                        .collect();
+                    write(bufs, out, t, &r)?;
+                }
+                Stmt::Clip { out, x, min, max } => {
+                    let xv = read_as(p, bufs, x, &out.dims, t)?;
+                    let r: Vec<f32> = xv
+                        .iter()
+                        .map(|v| {
+                            if *v < *min {
+                                *min
+                            } else if *v > *max {
+                                *max
+                            } else {
+                                *v
+                            }
+                        })
+                        .collect();
+                    write(bufs, out, t, &r)?;
+                }
+                Stmt::Copy { out, x } => {
+                    let xv = read_as(p, bufs, x, &out.dims, t)?;
+                    write(bufs, out, t, &xv)?;
+                }
+                Stmt::Loop {
+                    trip,
+                    reverse,
+                    run,
+                    body,
+                } => {
+                    let count = match run {
+                        LoopRun::Fixed => *trip,
+                        LoopRun::Steps => self.steps,
+                        LoopRun::LastStep => {
+                            self.exec(body, bufs, self.steps - 1)?;
+                            continue;
+                        }
+                    };
+                    for i in 0..count {
+                        let step = if *reverse { count - 1 - i } else { i };
+                        self.exec(body, bufs, step)?;
                     }
                 }
-                write(bufs, out, t, &r)?;
-            }
-            Stmt::Unary { op, out, x } => {
-                let xv = read_as(p, bufs, x, &out.dims, t)?;
-                let r: Vec<f32> = xv.iter().map(|v| op.apply(*v)).collect();
-                write(bufs, out, t, &r)?;
-            }
-            Stmt::Binary { op, out, a, b } => {
-                let (av, bv) = (
-                    read_as(p, bufs, a, &out.dims, t)?,
-                    read_as(p, bufs, b, &out.dims, t)?,
-                );
-                let r: Vec<f32> = av
-                    .iter()
-                    .zip(&bv)
-                    .map(|(x, y)| match op {
-                        crate::BinOp::Add => x + y,
-                        crate::BinOp::Sub => x - y,
-                        crate::BinOp::Mul => x * y,
-                        crate::BinOp::Div => x / y,
-                    })
-                    .collect();
-                write(bufs, out, t, &r)?;
-            }
-            Stmt::Clip { out, x, min, max } => {
-                let xv = read_as(p, bufs, x, &out.dims, t)?;
-                let r: Vec<f32> = xv
-                    .iter()
-                    .map(|v| {
-                        if *v < *min {
-                            *min
-                        } else if *v > *max {
-                            *max
-                        } else {
-                            *v
-                        }
-                    })
-                    .collect();
-                write(bufs, out, t, &r)?;
-            }
-            Stmt::Copy { out, x } => {
-                let xv = read_as(p, bufs, x, &out.dims, t)?;
-                write(bufs, out, t, &xv)?;
-            }
-            Stmt::Loop {
-                trip,
-                reverse,
-                body,
-            } => {
-                for i in 0..*trip {
-                    let step = if *reverse { trip - 1 - i } else { i };
-                    exec(p, body, bufs, step)?;
+                Stmt::Start { body } => {
+                    if !self.resume {
+                        self.exec(body, bufs, t)?;
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }

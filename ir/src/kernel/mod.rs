@@ -1,7 +1,9 @@
 //! The kernel IR: what code generation sees. A program is a list of statements over flat f32
 //! buffers addressed through strided views; the time loop is a statement whose views advance by
 //! a step stride each iteration. Shapes are static here (the lowering picks them from the
-//! graph); weights are constants the backend may bake into code.
+//! graph), except the sequence length: a program whose time loops allow it runs any number of
+//! steps up to the static one (see [`Program::max_steps`] and [`LoopRun`]); weights are
+//! constants the backend may bake into code.
 //!
 //! Text form (`.kir`, printed by [`print`]):
 //!
@@ -50,6 +52,10 @@ pub struct Buffer {
     pub kind: BufKind,
     /// Logical dims (for printing and for inputs/outputs); the buffer holds their product.
     pub dims: Vec<usize>,
+    /// Elements per time step, for a buffer laid out step after step (time outermost) in a
+    /// program with a run-time sequence length: a call with `steps` steps uses (and the caller
+    /// passes, for inputs and outputs) the first `steps * step_len` elements.
+    pub step_len: Option<usize>,
 }
 
 impl Buffer {
@@ -165,10 +171,29 @@ pub enum Weight {
     View(View),
 }
 
+/// How many times a loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LoopRun {
+    /// `trip` times.
+    #[default]
+    Fixed,
+    /// The run-time sequence length `steps` times (1 <= steps <= trip).
+    Steps,
+    /// Once, with t = steps - 1: a statement on the last step of the sequence.
+    LastStep,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    /// out[M, N] = a[M, K] · w[K, N] (views of rank 2).
-    MatMul { out: View, a: View, w: Weight },
+    /// out[M, N] = a[M, K] · w[K, N] (views of rank 2). With `rows_per_step` = Some(r), the
+    /// rows are r per time step and a call runs `steps * r` of them (M = max_steps * r is the
+    /// most).
+    MatMul {
+        out: View,
+        a: View,
+        w: Weight,
+        rows_per_step: Option<usize>,
+    },
     /// out = act(x), elementwise over out's dims (x broadcast to them by its strides).
     Unary { op: Act, out: View, x: View },
     /// out = a op b, elementwise; a and b are broadcast to out's dims by their strides.
@@ -189,11 +214,16 @@ pub enum Stmt {
     /// be a constant).
     Copy { out: View, x: View },
     /// Runs `body` for t in 0..trip (or trip-1 down to 0 when `reverse`); views inside use t.
+    /// `run` says whether the count is `trip` or the run-time sequence length.
     Loop {
         trip: usize,
         reverse: bool,
+        run: LoopRun,
         body: Vec<Stmt>,
     },
+    /// Statements that start a sequence (initial state): skipped by a call that resumes a
+    /// sequence (the streaming step API).
+    Start { body: Vec<Stmt> },
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -205,6 +235,11 @@ pub struct Program {
     pub inputs: Vec<BufId>,
     pub outputs: Vec<BufId>,
     pub body: Vec<Stmt>,
+    /// Some(T): the program runs any sequence length from 1 to T, given at run time (its time
+    /// loops are [`LoopRun::Steps`]); None: only the static one.
+    pub max_steps: Option<usize>,
+    /// Why the sequence length is static, when it is (for error messages and docs).
+    pub static_steps_reason: Option<String>,
 }
 
 impl Program {
@@ -213,6 +248,7 @@ impl Program {
             name: name.to_string(),
             kind,
             dims: dims.to_vec(),
+            step_len: None,
         });
         BufId(self.buffers.len() - 1)
     }
@@ -225,6 +261,26 @@ impl Program {
         ConstId(self.consts.len() - 1)
     }
 
+    /// Whether a call may resume a sequence where the previous call left it (streaming, one
+    /// step at a time): a run-time sequence length, time loops that all run forward, and the
+    /// initial state in [`Stmt::Start`] blocks.
+    pub fn streamable(&self) -> bool {
+        self.max_steps.is_some()
+            && self.body.iter().all(|s| match s {
+                Stmt::Loop { reverse, .. } => !reverse,
+                _ => true,
+            })
+    }
+
+    /// Elements of input or output buffer `b` for a call of `steps` steps.
+    pub fn len_for_steps(&self, b: BufId, steps: usize) -> usize {
+        let buf = &self.buffers[b.0];
+        match (self.max_steps, buf.step_len) {
+            (Some(_), Some(step)) => steps * step,
+            _ => buf.len(),
+        }
+    }
+
     /// Multiply-adds on constant weights per run, counting only nonzero weights (what the
     /// sparse strategies execute), and on run-time weights densely. Loop bodies count once per
     /// iteration.
@@ -232,7 +288,7 @@ impl Program {
         fn walk(p: &Program, s: &[Stmt], trips: u64, acc: &mut (u64, u64)) {
             for st in s {
                 match st {
-                    Stmt::MatMul { out, a, w } => {
+                    Stmt::MatMul { out, a, w, .. } => {
                         let m = out.dims[0] as u64;
                         let k = *a.dims.last().unwrap_or(&1) as u64;
                         let n = *out.dims.last().unwrap_or(&1) as u64;
@@ -244,6 +300,7 @@ impl Program {
                             };
                     }
                     Stmt::Loop { trip, body, .. } => walk(p, body, trips * *trip as u64, acc),
+                    Stmt::Start { body } => walk(p, body, trips, acc),
                     _ => {}
                 }
             }

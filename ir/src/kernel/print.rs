@@ -1,7 +1,7 @@
 //! The `.kir` text form (print only: the kernel IR is produced by lowering, never written by
 //! hand, so it has no parser yet).
 
-use super::{BufKind, Program, Stmt, Storage, View, Weight};
+use super::{BufKind, LoopRun, Program, Stmt, Storage, View, Weight};
 use std::fmt::Write;
 
 fn dims(d: &[usize]) -> String {
@@ -38,12 +38,21 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
     let pad = "  ".repeat(indent);
     for s in body {
         let _ = match s {
-            Stmt::MatMul { out: o, a, w } => {
+            Stmt::MatMul {
+                out: o,
+                a,
+                w,
+                rows_per_step,
+            } => {
                 let w = match w {
                     Weight::Const(c, strategy) => format!("${} ({})", c.0, strategy.name()),
                     Weight::View(v) => format!("{} (dense, run-time)", view(v)),
                 };
-                writeln!(out, "{pad}matmul {} = {} x {w}", view(o), view(a))
+                let rows = match rows_per_step {
+                    Some(r) => format!(" rows {r}/step"),
+                    None => String::new(),
+                };
+                writeln!(out, "{pad}matmul {} = {} x {w}{rows}", view(o), view(a))
             }
             Stmt::Unary { op, out: o, x } => {
                 writeln!(out, "{pad}{} {} = {}", op.name(), view(o), view(x))
@@ -71,14 +80,22 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
             Stmt::Loop {
                 trip,
                 reverse,
+                run,
                 body,
             } => {
-                let range = if *reverse {
-                    format!("{}..0 (reverse)", trip)
-                } else {
-                    format!("0..{trip}")
+                let range = match (run, reverse) {
+                    (LoopRun::Fixed, true) => format!("{trip}..0 (reverse)"),
+                    (LoopRun::Fixed, false) => format!("0..{trip}"),
+                    (LoopRun::Steps, true) => format!("steps..0 (reverse, steps <= {trip})"),
+                    (LoopRun::Steps, false) => format!("0..steps (steps <= {trip})"),
+                    (LoopRun::LastStep, _) => format!("steps-1 (steps <= {trip})"),
                 };
                 let _ = writeln!(out, "{pad}loop t in {range} {{");
+                stmts(out, body, indent + 1);
+                writeln!(out, "{pad}}}")
+            }
+            Stmt::Start { body } => {
+                let _ = writeln!(out, "{pad}start {{");
                 stmts(out, body, indent + 1);
                 writeln!(out, "{pad}}}")
             }
@@ -90,15 +107,28 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
 pub fn print(p: &Program) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "program {:?}", p.name);
+    match (p.max_steps, &p.static_steps_reason) {
+        (Some(t), _) => {
+            let _ = writeln!(out, "steps 1..={t}");
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(out, "steps static ({why})");
+        }
+        (None, None) => {}
+    }
     for (i, b) in p.buffers.iter().enumerate() {
         let kind = match b.kind {
             BufKind::Input(k) => format!("input {k}"),
             BufKind::Output(k) => format!("output {k}"),
             BufKind::Temp => "temp".to_string(),
         };
+        let per_step = match b.step_len {
+            Some(n) => format!(" {n}/step"),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "buffer %{i} {:?} {kind} [{}]",
+            "buffer %{i} {:?} {kind} [{}]{per_step}",
             b.name,
             b.dims
                 .iter()

@@ -16,6 +16,7 @@
 //! gets `Weight::View`.
 
 mod recurrence;
+pub mod steps;
 pub mod view;
 
 use hlstm_ir::kernel::{
@@ -145,6 +146,7 @@ pub fn lower(g: &Graph, opts: &LowerOptions) -> Result<Program, String> {
     }
     lw.prog.body = std::mem::take(&mut sc.stmts);
     compact(&mut lw.prog);
+    steps::dynamic_steps(&mut lw.prog);
     Ok(lw.prog)
 }
 
@@ -410,7 +412,13 @@ impl Lowerer<'_> {
         debug_assert_eq!(out.strides[1], 1, "a matmul result is row-major");
         let a = self.matrix(sc, a, &format!("{name}.a"));
         let w = self.weight(sc, b, &format!("{name}.b"));
-        self.emit(sc, Stmt::MatMul { out, a, w }, hoist);
+        let stmt = Stmt::MatMul {
+            out,
+            a,
+            w,
+            rows_per_step: None,
+        };
+        self.emit(sc, stmt, hoist);
     }
 
     /// numpy matmul: 1-D operands gain a unit axis; leading dims broadcast, and each batch
@@ -1111,7 +1119,7 @@ fn compact(p: &mut Program) {
 pub(crate) fn for_each_view(body: &mut [Stmt], f: &mut dyn FnMut(&mut View)) {
     for s in body {
         match s {
-            Stmt::MatMul { out, a, w } => {
+            Stmt::MatMul { out, a, w, .. } => {
                 f(out);
                 f(a);
                 if let Weight::View(v) = w {
@@ -1127,7 +1135,7 @@ pub(crate) fn for_each_view(body: &mut [Stmt], f: &mut dyn FnMut(&mut View)) {
                 f(a);
                 f(b);
             }
-            Stmt::Loop { body, .. } => for_each_view(body, f),
+            Stmt::Loop { body, .. } | Stmt::Start { body } => for_each_view(body, f),
         }
     }
 }
@@ -1139,7 +1147,7 @@ fn for_each_weight(body: &mut [Stmt], f: &mut dyn FnMut(&mut ConstId)) {
                 w: Weight::Const(c, _),
                 ..
             } => f(c),
-            Stmt::Loop { body, .. } => for_each_weight(body, f),
+            Stmt::Loop { body, .. } | Stmt::Start { body } => for_each_weight(body, f),
             _ => {}
         }
     }

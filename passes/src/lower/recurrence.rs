@@ -17,7 +17,7 @@
 //!   rows past them are zeroed.
 
 use super::{Loc, LoopScope, Lowerer, Scope, for_each_view, node_err, view};
-use hlstm_ir::kernel::{BufId, BufKind, Stmt, Storage, View, row_major_strides};
+use hlstm_ir::kernel::{BufId, BufKind, LoopRun, Stmt, Storage, View, row_major_strides};
 use hlstm_ir::{Graph, Op, Recurrence, Value};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashSet;
@@ -125,6 +125,8 @@ impl Lowerer<'_> {
         };
 
         let mut setup: Vec<Stmt> = Vec::new();
+        // The initial state: skipped by a call that resumes a sequence (streaming).
+        let mut start: Vec<Stmt> = Vec::new();
         let mut written: HashSet<BufId> = HashSet::new();
         // Carried state.
         let mut states = Vec::with_capacity(nc);
@@ -151,7 +153,7 @@ impl Lowerer<'_> {
             let (mut o, mut x) = (s.clone(), init);
             if !o.is_empty() {
                 view::coalesce(&mut [&mut o, &mut x]);
-                setup.push(Stmt::Copy { out: o, x });
+                start.push(Stmt::Copy { out: o, x });
             }
             states.push(s);
         }
@@ -340,10 +342,14 @@ impl Lowerer<'_> {
         stmts.extend(copies.into_iter().flatten());
         let lp = bs.lp.take().expect("a loop scope");
         sc.stmts.extend(lp.pre);
+        if !start.is_empty() {
+            sc.stmts.push(Stmt::Start { body: start });
+        }
         sc.stmts.extend(setup);
         sc.stmts.push(Stmt::Loop {
             trip,
             reverse: r.reverse,
+            run: LoopRun::Fixed,
             body: stmts,
         });
         for (i, s) in states.into_iter().enumerate() {
@@ -369,7 +375,7 @@ fn out_view(st: &Stmt) -> Option<&View> {
         | Stmt::Binary { out, .. }
         | Stmt::Clip { out, .. }
         | Stmt::Copy { out, .. } => Some(out),
-        Stmt::Loop { .. } => None,
+        Stmt::Loop { .. } | Stmt::Start { .. } => None,
     }
 }
 
