@@ -185,3 +185,27 @@ fn bad_configs_fail_cleanly() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[test]
+fn shipped_digits_model_matches_onnx_runtime() {
+    // ONNX Runtime's logits for the whole test split are stored beside the model
+    // (tools/digits_reference.py); the interpreter, unoptimized and optimized, agrees with them.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("examples/digits-hlstm.onnx");
+    let data = root.join("examples/digits-hlstm/test_data_set_0");
+    for opt in ["-O0", "-O1"] {
+        let out = hlstmc()
+            .args(["run", "--engine", "interp", opt])
+            .arg(&model)
+            .arg("--test-data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("PASS"),
+            "{opt}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -9,7 +9,7 @@ use hlstm_trainer::config::Config;
 use hlstm_trainer::exec::Interp;
 use hlstm_trainer::train::{self, Observer, Record, Session};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -54,6 +54,8 @@ struct Progress {
     bar: ProgressBar,
     log: std::io::BufWriter<std::fs::File>,
     quiet: bool,
+    /// stderr is a terminal: a bar; otherwise (CI, a pipe) plain lines.
+    tty: bool,
     density: f64,
     accuracy: f64,
     err: Option<std::io::Error>,
@@ -127,7 +129,7 @@ impl Observer for Progress {
             Record::Test { .. } => return,
         };
         if self.quiet {
-        } else if self.bar.is_hidden() {
+        } else if !self.tty {
             // Not a terminal (CI, a pipe): plain lines instead of the bar.
             eprintln!("{line}");
         } else {
@@ -152,7 +154,8 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
     let log_path = beside(&a.out, "log.jsonl");
     let file = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot write {}", log_path.display()))?;
-    let bar = if a.quiet {
+    let tty = std::io::stderr().is_terminal();
+    let bar = if a.quiet || !tty {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(1)
@@ -166,6 +169,7 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
         bar,
         log: std::io::BufWriter::new(file),
         quiet: a.quiet,
+        tty,
         density: 1.0,
         accuracy: 0.0,
         err: None,
