@@ -20,6 +20,10 @@ pub const EXPORT_OPSET: i64 = 17;
 /// The model, with `producer` as its producer name.
 pub fn export(g: &Graph, producer: &str) -> Result<ModelProto, String> {
     let mut names = Names::default();
+    for (name, v) in &g.outputs {
+        names.used.insert(name.clone());
+        names.outputs.entry(name.clone()).or_insert(*v);
+    }
     let graph = write_graph(g, "main", "", &HashMap::new(), &mut names, 0)?;
     let mut m = ModelProto::new();
     m.ir_version = 8;
@@ -31,22 +35,41 @@ pub fn export(g: &Graph, producer: &str) -> Result<ModelProto, String> {
     Ok(m)
 }
 
-/// Names used anywhere in the model so far (ONNX names are global across subgraphs).
+/// Value and node names used anywhere in the model so far (ONNX names are global across
+/// subgraphs; values and nodes are separate namespaces).
 #[derive(Default)]
 struct Names {
     used: HashSet<String>,
+    nodes: HashSet<String>,
+    /// Top-level output names, reserved for the value each names (any other value that
+    /// carries the name is renamed, so the output keeps it).
+    outputs: HashMap<String, Value>,
+}
+
+fn fresh_in(used: &mut HashSet<String>, base: &str) -> String {
+    let mut name = base.to_string();
+    let mut i = 1;
+    while name.is_empty() || used.contains(&name) {
+        name = format!("{base}.{i}");
+        i += 1;
+    }
+    used.insert(name.clone());
+    name
 }
 
 impl Names {
     fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut i = 1;
-        while name.is_empty() || self.used.contains(&name) {
-            name = format!("{base}.{i}");
-            i += 1;
+        fresh_in(&mut self.used, base)
+    }
+    fn node(&mut self, base: &str) -> String {
+        fresh_in(&mut self.nodes, base)
+    }
+    /// The name of top-level value `v` (`top`), or of a body value.
+    fn value(&mut self, base: &str, v: Value, top: bool) -> String {
+        if top && self.outputs.get(base) == Some(&v) && self.used.insert(base.to_string()) {
+            return base.to_string();
         }
-        self.used.insert(name.clone());
-        name
+        self.fresh(base)
     }
 }
 
@@ -227,7 +250,7 @@ fn write_graph(
             vname.insert(v, outer.clone());
             continue;
         }
-        let nm = names.fresh(&format!("{prefix}{}", info.name));
+        let nm = names.value(&format!("{prefix}{}", info.name), v, depth == 0);
         gp.input.push(value_info(&nm, &info.ty));
         vname.insert(v, nm);
     }
@@ -247,13 +270,20 @@ fn write_graph(
         let outs: Vec<String> = node
             .results
             .iter()
-            .map(|r| names.fresh(&format!("{prefix}{}", r.name)))
+            .enumerate()
+            .map(|(slot, r)| {
+                names.value(
+                    &format!("{prefix}{}", r.name),
+                    Value { node: n, slot },
+                    depth == 0,
+                )
+            })
             .collect();
         for (slot, nm) in outs.iter().enumerate() {
             vname.insert(Value { node: n, slot }, nm.clone());
         }
         let mut np = NodeProto::new();
-        np.name = names.fresh(&format!("{prefix}{}", node.name));
+        np.name = names.node(&format!("{prefix}{}", node.name));
         np.input = operands;
         // Trailing empty optional operands are dropped, as ONNX writes them.
         while np.input.last().is_some_and(|s| s.is_empty()) {
@@ -306,27 +336,29 @@ fn write_graph(
         }
         gp.node.push(np);
     }
+    let mut written = HashSet::new();
     for (oname, v) in &g.outputs {
         let inner = vname
             .get(v)
             .cloned()
             .ok_or_else(|| format!("output '{oname}' is not computed"))?;
-        // A top-level output keeps its name; a body's outputs are positional, and each needs
-        // a name of its own (h' is both the carried state and the per-step output).
+        if depth == 0 && !written.insert(oname.clone()) {
+            return Err(format!("two outputs are named '{oname}'"));
+        }
+        // A top-level output keeps its name (reserved from the start); a body's outputs are
+        // positional, and each needs a name of its own (h' is both the carried state and the
+        // per-step output).
         let out = if inner == *oname && depth == 0 {
             inner
         } else {
             let want = if depth == 0 {
-                if !names.used.insert(oname.clone()) {
-                    return Err(format!("output '{oname}' has the name of another value"));
-                }
                 oname.clone()
             } else {
                 names.fresh(&format!("{prefix}{oname}.out"))
             };
             let mut id = NodeProto::new();
             id.op_type = "Identity".into();
-            id.name = names.fresh(&format!("{want}.identity"));
+            id.name = names.node(&format!("{want}.identity"));
             id.input = vec![inner];
             id.output = vec![want.clone()];
             gp.node.push(id);
