@@ -209,11 +209,22 @@ impl Default for Gp {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Export {
     /// A fixed batch size for the exported model's `X` (default: a symbolic `N`).
     pub batch: Option<usize>,
+    /// Stacked LSTMs as ONNX `LSTM` ops (else as Scans, like H-LSTMs).
+    pub lstm_op: bool,
+}
+
+impl Default for Export {
+    fn default() -> Export {
+        Export {
+            batch: None,
+            lstm_op: true,
+        }
+    }
 }
 
 fn last() -> i64 {

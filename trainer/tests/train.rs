@@ -302,3 +302,57 @@ fn growth_masks_feed_zero_weights_but_get_dense_gradients() {
     let grown = gp::grow(&mut s.masks, &acc, 0.1, gp::Scope::Global);
     assert_eq!(gp::density(&s.masks).0, before + grown.len());
 }
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.as_f32().unwrap(), b.as_f32().unwrap());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn stacked_lstms_export_as_lstm_ops() {
+    // A two-layer classifier: X -> logits, zero initial states inside the LSTM ops.
+    let mut cfg = digits("");
+    cfg.model.cell = hlstm_trainer::config::Cell::Lstm;
+    cfg.model.layers = 2;
+    let s = Session::new(&cfg, &Interp).unwrap();
+    let bytes = hlstm_trainer::export::onnx_bytes(&s).unwrap();
+    let g = hlstm_frontends::onnx::import_bytes(&bytes, None).unwrap();
+    let x = Tensor::from_f32(
+        &[8, 3, 8],
+        (0..192).map(|i| ((i * 7) % 13) as f32 / 12.0).collect(),
+    )
+    .unwrap();
+    let got = interp::run(&g, std::slice::from_ref(&x)).unwrap();
+    let mut inputs = vec![x];
+    inputs.extend((0..4).map(|_| Tensor::zeros(hlstm_ir::DType::F32, &[3, 6])));
+    inputs.extend(s.param_tensors());
+    let want = interp::run(&s.forward.graph, &inputs).unwrap();
+    assert!(max_diff(&got[0], &want[0]) < 1e-5);
+    // A two-layer language model streams: tokens and states in, logits and states out.
+    let mut cfg = text(5, "");
+    cfg.model.layers = 2;
+    let s = Session::new(&cfg, &Interp).unwrap();
+    let g =
+        hlstm_frontends::onnx::import_bytes(&hlstm_trainer::export::onnx_bytes(&s).unwrap(), None)
+            .unwrap();
+    let tokens = Tensor::from_i64(&[4, 2], vec![1, 2, 3, 4, 5, 6, 7, 0]).unwrap();
+    let mut ins = vec![tokens];
+    ins.extend((0..4).map(|k| {
+        Tensor::from_f32(
+            &[2, 8],
+            (0..16).map(|i| ((i + k) as f32 * 0.3).sin()).collect(),
+        )
+        .unwrap()
+    }));
+    let got = interp::run(&g, &ins).unwrap();
+    ins.extend(s.param_tensors());
+    let want = interp::run(&s.forward.graph, &ins).unwrap();
+    assert_eq!(got.len(), 5);
+    for (a, b) in got.iter().zip(&want) {
+        assert!(max_diff(a, b) < 1e-5);
+    }
+}

@@ -5,10 +5,16 @@
 //! made inside the model, [N, H] from X's batch dimension (Shape, Concat, ConstantOfShape) when
 //! N is symbolic, constants when the export batch is fixed. A language model keeps its state
 //! inputs and outputs (`h0.l<k>`, `c0.l<k>`, `hT.l<k>`, `cT.l<k>`) so it can stream.
+//!
+//! A stacked LSTM is written with ONNX `LSTM` ops instead (`lstm_op.rs`) unless the config's
+//! `export.lstm_op` is false.
+
+mod lstm_op;
 
 use crate::builder::{Builder, compact};
+use crate::models::CellKind;
 use crate::models::{self, Dims, InputKind, Model};
-use crate::train::{Session, model_config};
+use crate::train::{Session, Task, model_config};
 use crate::{Error, models::Head};
 use hlstm_ir::{Dim, Graph, Op, Tensor, Value};
 use protobuf::Message;
@@ -118,9 +124,17 @@ pub fn frozen(s: &Session) -> Result<Graph, Error> {
 
 /// The session's trained model as serialized ONNX.
 pub fn onnx_bytes(s: &Session) -> Result<Vec<u8>, Error> {
-    let g = frozen(s)?;
-    let model = hlstm_frontends::onnx::export::export(&g, "hlstmc train")
-        .map_err(|e| Error::new(format!("ONNX export: {e}")))?;
+    let mc = model_config(&s.cfg, &s.task);
+    let model = if mc.cell == CellKind::Lstm && s.cfg.export.lstm_op {
+        let steps = match &s.task {
+            Task::Classify { train, .. } => Some(train.steps),
+            Task::Lm { .. } => None,
+        };
+        lstm_op::model(&mc, &s.param_tensors(), steps, s.cfg.export.batch)
+    } else {
+        hlstm_frontends::onnx::export::export(&frozen(s)?, "hlstmc train")
+    }
+    .map_err(|e| Error::new(format!("ONNX export: {e}")))?;
     model
         .write_to_bytes()
         .map_err(|e| Error::new(format!("ONNX export: {e}")))
