@@ -1,7 +1,8 @@
 //! `hlstmc compile`: the generated library called from C (examples/c/run_model.c), linked both
-//! statically and dynamically, against the fixtures' reference outputs; its exported symbols,
-//! its dynamic dependencies and its null-pointer checks. Skipped (with a message) where `cc` is
-//! absent.
+//! statically and dynamically, against the fixtures' reference outputs, for whole sequences and
+//! (where the model streams) one step at a time; its exported symbols, its dynamic dependencies,
+//! its error codes, and no allocation in a call (the driver counts malloc). Skipped (with a
+//! message) where `cc` is absent.
 
 use hlstm_frontends::onnx::tensor::read_pb;
 use std::path::{Path, PathBuf};
@@ -52,10 +53,10 @@ fn cc(dir: &Path, name: &str, extra: &[&str], exe: &str) {
     assert!(o.status.success(), "cc failed:\n{}", text(&o));
 }
 
-fn check_fixture(fixture: &str, flags: &[&str]) {
+fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
     if !have("cc") {
         eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
-        return;
+        return false;
     }
     let name = "hm";
     let model = root().join("tests/fixtures/models").join(fixture);
@@ -193,46 +194,63 @@ fn check_fixture(fixture: &str, flags: &[&str]) {
             "run_shared does not load libhm.so:\n{d}"
         );
     }
+    let streams = std::fs::read_to_string(dir.join("hm.h"))
+        .unwrap()
+        .contains("NAME_step: supported".replace("NAME", "hm").as_str());
     for exe in ["run_static", "run_shared"] {
         let o = Command::new(dir.join(exe))
-            .arg("--null-test")
+            .arg("--error-test")
             .output()
             .unwrap();
         assert!(
             o.status.success(),
-            "{fixture} {exe} --null-test:\n{}",
+            "{fixture} {exe} --error-test:\n{}",
             text(&o)
         );
-        let outs: Vec<PathBuf> = (0..wants.len())
-            .map(|k| dir.join(format!("{exe}_out_{k}.f32")))
-            .collect();
-        let o = Command::new(dir.join(exe))
-            .args(&ins)
-            .args(&outs)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{fixture} {exe}:\n{}", text(&o));
-        for (k, (f, want)) in outs.iter().zip(&wants).enumerate() {
-            let got: Vec<f32> = std::fs::read(f)
-                .unwrap()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        let modes: &[&[&str]] = if streams {
+            &[&[], &["--stream"]]
+        } else {
+            &[&[]]
+        };
+        for mode in modes {
+            let outs: Vec<PathBuf> = (0..wants.len())
+                .map(|k| dir.join(format!("{exe}_out_{k}.f32")))
                 .collect();
-            assert_eq!(got.len(), want.len(), "{fixture} {exe} output {k} length");
-            for (i, (g, w)) in got.iter().zip(want).enumerate() {
-                let (g, w) = (*g as f64, *w as f64);
-                assert!(
-                    (g - w).abs() <= 1e-4 + 1e-3 * w.abs(),
-                    "{fixture} {exe} output {k}[{i}]: got {g}, want {w}"
-                );
+            let o = Command::new(dir.join(exe))
+                .args(*mode)
+                .args(&ins)
+                .args(&outs)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{fixture} {exe} {mode:?}:\n{}",
+                text(&o)
+            );
+            for (k, (f, want)) in outs.iter().zip(&wants).enumerate() {
+                let got: Vec<f32> = std::fs::read(f)
+                    .unwrap()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                assert_eq!(got.len(), want.len(), "{fixture} {exe} output {k} length");
+                for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                    let (g, w) = (*g as f64, *w as f64);
+                    assert!(
+                        (g - w).abs() <= 1e-4 + 1e-3 * w.abs(),
+                        "{fixture} {exe} {mode:?} output {k}[{i}]: got {g}, want {w}"
+                    );
+                }
             }
         }
     }
+    streams
 }
 
 #[test]
 fn hlstm_scan_sp97() {
-    check_fixture("hlstm_scan_H64_X32_T8_sp97", &[]);
+    let streamed = check_fixture("hlstm_scan_H64_X32_T8_sp97", &[]);
+    assert!(streamed || !have("cc"), "a forward H-LSTM streams");
 }
 
 #[test]
@@ -251,6 +269,39 @@ fn hlstm_scan_sp97_v2_csr() {
         "hlstm_scan_H64_X32_T8_sp97",
         &["--cpu", "x86-64-v2", "--sparse-strategy", "sparse-csr"],
     );
+}
+
+/// A bidirectional model cannot stream: `NAME_step` says so (checked by --error-test), and the
+/// whole-sequence call still matches the reference.
+#[test]
+fn bidirectional_does_not_stream() {
+    let fixture = "../extra/torch_lstm_2layer_bidir_B2";
+    let streamed = check_fixture(fixture, &[]);
+    assert!(!streamed);
+}
+
+#[test]
+fn emit_lower_levels() {
+    let m = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = hlstmc(&[
+        "compile",
+        &m.display().to_string(),
+        "-o",
+        &tmp.path().display().to_string(),
+        "--name",
+        "hm",
+        "--emit",
+        "kir,clif,asm",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let read = |f: &str| std::fs::read_to_string(tmp.path().join(f)).unwrap();
+    assert!(read("hm.kir").contains("loop t in 0..steps"));
+    assert!(read("hm.clif").contains("function "));
+    let asm = read("hm.s");
+    assert!(asm.contains("ret") && asm.contains("vfmadd"), "{asm}");
+    // Only what was asked for.
+    assert!(!tmp.path().join("hm.o").exists());
 }
 
 #[test]
@@ -291,4 +342,71 @@ fn bad_name_is_refused() {
     let o = hlstmc(&["compile", &m.display().to_string(), "--name", "a-b"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("not a C identifier"), "{}", text(&o));
+}
+
+/// examples/rust/run_model.rs, built with rustc against libmodel.a, on a whole sequence and one
+/// step at a time, against the reference outputs.
+#[test]
+fn rust_example_links_the_library() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    if !have(&rustc) {
+        eprintln!("skipped: `{rustc}` cannot be run, needed to build the Rust example");
+        return;
+    }
+    let fixture = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let o = hlstmc(&[
+        "compile",
+        &fixture.join("model.onnx").display().to_string(),
+        "-o",
+        &dir.display().to_string(),
+        "--name",
+        "model",
+        "--emit",
+        "a,header",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = Command::new(&rustc)
+        .args(["--edition", "2021", "-O"])
+        .arg(root().join("examples/rust/run_model.rs"))
+        .arg("-L")
+        .arg(dir)
+        .args(["-l", "static=model", "-o"])
+        .arg(dir.join("run_model"))
+        .output()
+        .expect("rustc runs");
+    assert!(o.status.success(), "rustc failed:\n{}", text(&o));
+    let data = fixture.join("test_data_set_0");
+    let (_, x) = read_pb(&data.join("input_0.pb")).unwrap();
+    let input = dir.join("in_0.f32");
+    let raw: Vec<u8> = f32s(&x).iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&input, raw).unwrap();
+    let wants: Vec<Vec<f32>> = (0..2)
+        .map(|k| f32s(&read_pb(&data.join(format!("output_{k}.pb"))).unwrap().1))
+        .collect();
+    for mode in [None, Some("--stream")] {
+        let outs: Vec<PathBuf> = (0..2).map(|k| dir.join(format!("out_{k}.f32"))).collect();
+        let o = Command::new(dir.join("run_model"))
+            .args(mode)
+            .arg(&input)
+            .args(&outs)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{mode:?}: {}", text(&o));
+        for (k, (f, want)) in outs.iter().zip(&wants).enumerate() {
+            let got: Vec<f32> = std::fs::read(f)
+                .unwrap()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                assert!(
+                    (g - w).abs() <= 1e-4 + 1e-3 * w.abs(),
+                    "{mode:?} output {k}: {g} vs {w}"
+                );
+            }
+        }
+    }
 }

@@ -6,14 +6,22 @@
  *   cc -O2 -std=c11 -DMODEL=NAME -I DIR examples/c/run_model.c -L DIR -lNAME -lm -o run_model
  *
  * Usage:
- *   run_model IN_0.f32 ... IN_{n-1}.f32 OUT_0.f32 ... OUT_{m-1}.f32
- *       reads each input (exactly NAME_input_len(k) floats), runs the model once, writes each
- *       output (NAME_output_len(k) floats).
- *   run_model --null-test
- *       checks that null pointers are refused with NAME_ERR_NULL; prints "null-test ok".
+ *   run_model [--steps N] IN_0.f32 ... IN_{n-1}.f32 OUT_0.f32 ... OUT_{m-1}.f32
+ *       reads each input (exactly NAME_input_len(k, N) floats; N defaults to
+ *       NAME_max_steps()), runs the sequence once with NAME_run, writes each output.
+ *   run_model --stream IN_0.f32 ... OUT_...
+ *       the same whole-sequence files, run one step at a time with NAME_step: the per-step
+ *       outputs are written step after step, the others (final states) after the last step.
+ *   run_model --error-test
+ *       checks every error code (null pointers, lengths, batch, context size, streaming);
+ *       prints "error-test ok".
+ *
+ * Every NAME_run and NAME_step call is made with malloc counted (this file defines malloc,
+ * calloc, realloc and free over glibc's __libc_* functions): a call that allocates is an error.
  *
  * Exit status: 0 on success, 1 on any error (with a message on stderr).
  */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +35,41 @@
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
 #define FN(f) CAT(MODEL, CAT(_, f))
+#define CODE(c) CAT(MODEL, CAT(_, c))
 
 #include STR(MODEL.h)
+
+/* ---- counting malloc (glibc) ---- */
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+/* volatile: compilers assume the builtin malloc touches no program variable. */
+static volatile unsigned long allocations;
+void *malloc(size_t n) { allocations++; return __libc_malloc(n); }
+void *calloc(size_t n, size_t m) { allocations++; return __libc_calloc(n, m); }
+void *realloc(void *p, size_t n) { allocations++; return __libc_realloc(p, n); }
+void free(void *p) { __libc_free(p); }
+
+static int counted_run(void *ctx, size_t steps, const float *const *in, float *const *out) {
+    unsigned long before = allocations;
+    int rc = FN(run)(ctx, steps, FN(batch)(), in, out);
+    if (allocations != before) {
+        fprintf(stderr, "NAME_run allocated %lu times\n", allocations - before);
+        return -1;
+    }
+    return rc;
+}
+
+static int counted_step(void *ctx, const float *const *in, float *const *out) {
+    unsigned long before = allocations;
+    int rc = FN(step)(ctx, in, out);
+    if (allocations != before) {
+        fprintf(stderr, "NAME_step allocated %lu times\n", allocations - before);
+        return -1;
+    }
+    return rc;
+}
 
 static float *read_f32(const char *path, size_t n) {
     FILE *f = fopen(path, "rb");
@@ -57,84 +98,168 @@ static int write_f32(const char *path, const float *x, size_t n) {
     return 0;
 }
 
-static void *alloc_workspace(void) {
-    size_t n = FN(workspace_size)();
-    size_t rounded = (n + 63) / 64 * 64;
-    return aligned_alloc(64, rounded ? rounded : 64);
-}
-
-static int null_test(void) {
+static int error_test(void) {
     size_t ni = FN(num_inputs)(), no = FN(num_outputs)();
+    size_t max = FN(max_steps)(), batch = FN(batch)();
+    size_t size = FN(context_size)(max, batch);
+    int fails = 0;
+#define EXPECT(cond)                                                   \
+    do {                                                               \
+        if (!(cond)) {                                                 \
+            fprintf(stderr, "error-test: line %d: %s\n", __LINE__, #cond); \
+            fails++;                                                   \
+        }                                                              \
+    } while (0)
+    EXPECT(FN(version)() == CODE(ABI_VERSION));
+    /* The allocation counter sees this program's mallocs (so a zero count means something). */
+    unsigned long before = allocations;
+    void *volatile probe = malloc(8); /* volatile: the compiler may not drop the pair */
+    free(probe);
+    EXPECT(allocations == before + 1);
+    EXPECT(size > 0);
+    EXPECT(FN(context_size)(max + 1, batch) == 0);
+    EXPECT(FN(context_size)(max, batch + 1) == 0);
+    EXPECT(FN(context_size)(0, batch) == 0);
+    EXPECT(FN(input_len)(ni, max) == 0 && FN(output_len)(no, max) == 0);
+    EXPECT(FN(input_len)(0, max + 1) == 0);
+    /* Initialising a caller-owned context. */
+    void *mem = aligned_alloc(64, (size + 63) / 64 * 64);
+    memset(mem, 0, size);
+    EXPECT(FN(context_init)(NULL, size, max, batch) == CODE(ERR_NULL));
+    EXPECT(FN(context_init)(mem, size - 1, max, batch) == CODE(ERR_SIZE));
+    EXPECT(FN(context_init)(mem, size, max, batch + 1) == CODE(ERR_BATCH));
+    EXPECT(FN(context_init)(mem, size, max + 1, batch) == CODE(ERR_STEPS));
+    EXPECT(FN(context_init)(mem, size, 0, batch) == CODE(ERR_STEPS));
     const float **in = calloc(ni ? ni : 1, sizeof *in);
     float **out = calloc(no ? no : 1, sizeof *out);
-    void *work = alloc_workspace();
-    int fails = 0;
-    /* Every entry null. */
-    if (FN(run)(in, out, work) != CAT(MODEL, _ERR_NULL)) fails++;
-    /* The arrays themselves null. */
-    if (FN(run)(NULL, out, work) != CAT(MODEL, _ERR_NULL)) fails++;
-    if (FN(run)(in, NULL, work) != CAT(MODEL, _ERR_NULL)) fails++;
-    /* Inputs set, one output null. */
-    for (size_t k = 0; k < ni; k++) in[k] = calloc(FN(input_len)(k) + 1, sizeof(float));
-    for (size_t k = 0; k < no; k++) out[k] = calloc(FN(output_len)(k) + 1, sizeof(float));
+    /* Not initialised yet (all zero). */
+    EXPECT(FN(run)(mem, max, batch, in, out) == CODE(ERR_CONTEXT));
+    EXPECT(FN(reset)(mem) == CODE(ERR_CONTEXT));
+    EXPECT(FN(context_init)(mem, size, max, batch) == CODE(OK));
+    /* Null pointers: the context, the arrays, an entry. */
+    EXPECT(FN(run)(NULL, max, batch, in, out) == CODE(ERR_NULL));
+    EXPECT(FN(run)(mem, max, batch, in, out) == CODE(ERR_NULL));
+    EXPECT(FN(run)(mem, max, batch, NULL, out) == CODE(ERR_NULL));
+    EXPECT(FN(step)(NULL, in, out) == CODE(ERR_NULL));
+    EXPECT(FN(reset)(NULL) == CODE(ERR_NULL));
+    for (size_t k = 0; k < ni; k++) in[k] = calloc(FN(input_len)(k, max) + 1, sizeof(float));
+    for (size_t k = 0; k < no; k++) out[k] = calloc(FN(output_len)(k, max) + 1, sizeof(float));
     if (no > 0) {
         float *keep = out[no - 1];
         out[no - 1] = NULL;
-        if (FN(run)(in, out, work) != CAT(MODEL, _ERR_NULL)) fails++;
+        EXPECT(FN(run)(mem, max, batch, in, out) == CODE(ERR_NULL));
         out[no - 1] = keep;
     }
-    if (FN(workspace_size)() > 0 && FN(run)(in, out, NULL) != CAT(MODEL, _ERR_NULL)) fails++;
-    /* Everything set: runs. */
-    if (FN(run)(in, out, work) != CAT(MODEL, _OK)) fails++;
-    if (FN(version)() != CAT(MODEL, _ABI_VERSION)) fails++;
-    if (FN(input_len)(ni) != 0 || FN(output_len)(no) != 0) fails++;
+    /* Lengths and batch. */
+    EXPECT(FN(run)(mem, 0, batch, in, out) == CODE(ERR_STEPS));
+    EXPECT(FN(run)(mem, max + 1, batch, in, out) == CODE(ERR_STEPS));
+    EXPECT(FN(run)(mem, max, batch + 1, in, out) == CODE(ERR_BATCH));
+    if (FN(dynamic_steps)() && max > 1) {
+        EXPECT(counted_run(mem, max - 1, in, out) == CODE(OK));
+        /* A context for shorter sequences refuses longer ones. */
+        void *small = FN(context_create)(max - 1, batch);
+        EXPECT(small != NULL);
+        if (small) {
+            EXPECT(FN(run)(small, max, batch, in, out) == CODE(ERR_STEPS));
+            EXPECT(counted_run(small, 1, in, out) == CODE(OK));
+            FN(context_free)(small);
+        }
+    } else if (max > 1) {
+        EXPECT(FN(run)(mem, max - 1, batch, in, out) == CODE(ERR_STEPS));
+    }
+    /* Everything set: runs; stepping works exactly when the model streams. */
+    EXPECT(counted_run(mem, max, in, out) == CODE(OK));
+    int st = counted_step(mem, in, out);
+    EXPECT(st == (FN(streamable)() ? CODE(OK) : CODE(ERR_NOT_STREAMABLE)));
+    EXPECT(FN(reset)(mem) == CODE(OK));
+    FN(context_free)(NULL);
     for (size_t k = 0; k < ni; k++) free((void *)in[k]);
     for (size_t k = 0; k < no; k++) free(out[k]);
     free(in);
     free(out);
-    free(work);
+    free(mem);
     if (fails) {
-        fprintf(stderr, "null-test: %d checks failed\n", fails);
+        fprintf(stderr, "error-test: %d checks failed\n", fails);
         return 1;
     }
-    printf("null-test ok\n");
+    printf("error-test ok\n");
     return 0;
 }
 
 int main(int argc, char **argv) {
-    if (argc == 2 && strcmp(argv[1], "--null-test") == 0) return null_test();
+    if (argc == 2 && strcmp(argv[1], "--error-test") == 0) return error_test();
     size_t ni = FN(num_inputs)(), no = FN(num_outputs)();
-    if ((size_t)argc != 1 + ni + no) {
-        fprintf(stderr, "usage: %s IN_0..IN_%zu OUT_0..OUT_%zu (raw f32 files) | --null-test\n",
+    size_t steps = FN(max_steps)(), batch = FN(batch)();
+    int stream = 0, a = 1;
+    if (argc > 2 && strcmp(argv[1], "--steps") == 0) {
+        steps = strtoul(argv[2], NULL, 10);
+        a = 3;
+    } else if (argc > 1 && strcmp(argv[1], "--stream") == 0) {
+        stream = 1;
+        a = 2;
+    }
+    if ((size_t)(argc - a) != ni + no) {
+        fprintf(stderr,
+                "usage: %s [--steps N | --stream] IN_0..IN_%zu OUT_0..OUT_%zu (raw f32 files) | "
+                "--error-test\n",
                 argv[0], ni ? ni - 1 : 0, no ? no - 1 : 0);
         return 1;
     }
+    if (FN(input_len)(0, steps) == 0 && ni > 0) {
+        fprintf(stderr, "this model does not take %zu steps (max %zu, %s)\n", steps,
+                FN(max_steps)(), FN(dynamic_steps)() ? "any length up to it" : "exactly");
+        return 1;
+    }
+    void *ctx = FN(context_create)(steps, batch);
     const float **in = calloc(ni ? ni : 1, sizeof *in);
     float **out = calloc(no ? no : 1, sizeof *out);
-    void *work = alloc_workspace();
-    if (!in || !out || !work) {
-        fprintf(stderr, "out of memory\n");
+    if (!ctx || !in || !out) {
+        fprintf(stderr, "cannot create a context (or out of memory)\n");
         return 1;
     }
     for (size_t k = 0; k < ni; k++) {
-        in[k] = read_f32(argv[1 + k], FN(input_len)(k));
+        in[k] = read_f32(argv[a + k], FN(input_len)(k, steps));
         if (!in[k]) return 1;
     }
     for (size_t k = 0; k < no; k++) {
-        out[k] = calloc(FN(output_len)(k) ? FN(output_len)(k) : 1, sizeof(float));
+        size_t n = FN(output_len)(k, steps);
+        out[k] = calloc(n ? n : 1, sizeof(float));
         if (!out[k]) return 1;
     }
-    int rc = FN(run)(in, out, work);
-    if (rc != CAT(MODEL, _OK)) {
-        fprintf(stderr, "run returned %d\n", rc);
-        return 1;
+    if (!stream) {
+        int rc = counted_run(ctx, steps, in, out);
+        if (rc != CODE(OK)) {
+            fprintf(stderr, "run returned %d\n", rc);
+            return 1;
+        }
+    } else {
+        /* One step at a time: tensors laid out by step hold one step per call. */
+        const float **in1 = calloc(ni ? ni : 1, sizeof *in1);
+        float **out1 = calloc(no ? no : 1, sizeof *out1);
+        for (size_t t = 0; t < steps; t++) {
+            for (size_t k = 0; k < ni; k++) {
+                size_t per = FN(input_len)(k, 1), whole = FN(input_len)(k, steps);
+                in1[k] = per == whole ? in[k] : in[k] + t * per;
+            }
+            for (size_t k = 0; k < no; k++) {
+                size_t per = FN(output_len)(k, 1), whole = FN(output_len)(k, steps);
+                out1[k] = per == whole ? out[k] : out[k] + t * per;
+            }
+            int rc = counted_step(ctx, in1, out1);
+            if (rc != CODE(OK)) {
+                fprintf(stderr, "step %zu returned %d\n", t, rc);
+                return 1;
+            }
+        }
+        free(in1);
+        free(out1);
     }
     for (size_t k = 0; k < no; k++)
-        if (write_f32(argv[1 + ni + k], out[k], FN(output_len)(k))) return 1;
+        if (write_f32(argv[a + ni + k], out[k], FN(output_len)(k, steps))) return 1;
     for (size_t k = 0; k < ni; k++) free((void *)in[k]);
     for (size_t k = 0; k < no; k++) free(out[k]);
     free(in);
     free(out);
-    free(work);
+    FN(context_free)(ctx);
     return 0;
 }

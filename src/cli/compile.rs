@@ -10,18 +10,21 @@ use hlstm_backends::cpu::{CpuIsa, CpuOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// Compile a model ahead of time into a library with a small C ABI.
+/// Compile a model ahead of time into a library with a C ABI.
 ///
 /// Writes, by default, NAME.o (position-independent), libNAME.so (made with `cc -shared`),
 /// libNAME.a (made with `ar rcs`) and NAME.h into DIR. Every exported symbol starts with NAME_;
-/// docs/c-abi.md describes the ABI. The files are written under temporary names and renamed once
-/// all of them are made, so each is whole or absent. `cc` and `ar` (or $CC and $AR) are needed
-/// only for `so` and `a`.
+/// docs/c-abi.md describes the ABI (contexts, whole sequences of a run-time length, one step at a
+/// time). `--emit clif,asm,kir` also writes the lower levels: NAME.clif (Cranelift IR), NAME.s
+/// (the machine instructions after register allocation) and NAME.kir (the kernel IR). The files
+/// are written under temporary names and renamed once all of them are made, so each is whole or
+/// absent. `cc` and `ar` (or $CC and $AR) are needed only for `so` and `a`.
 ///
 /// Examples:
 ///   hlstmc compile model.onnx -o build/ --name hlstm
 ///   cc -O2 main.c -Ibuild build/libhlstm.a -lm
 ///   hlstmc compile model.onnx --emit obj,header --cpu x86-64-v2 --sparse-strategy sparse-csr
+///   hlstmc compile model.onnx --emit kir,clif,asm --print-after-all
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CompileArgs {
@@ -79,6 +82,12 @@ pub enum Emit {
     A,
     /// NAME.h: the C header.
     Header,
+    /// NAME.clif: the Cranelift IR of the program function.
+    Clif,
+    /// NAME.s: its machine instructions after register allocation (Cranelift's listing).
+    Asm,
+    /// NAME.kir: the kernel IR it was generated from.
+    Kir,
 }
 
 /// `$VAR` or `default`, checked to run.
@@ -108,6 +117,24 @@ fn run_tool(cmd: &mut Command) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The model's batch size: the batch axis of its first recurrence's per-step input ([T, B, ...]
+/// in the graph IR, whatever the ONNX layout), or 1.
+fn model_batch(g: &hlstm_ir::Graph) -> usize {
+    let order = g.topo_order().unwrap_or_default();
+    for n in order {
+        if let hlstm_ir::Op::Recurrence(r) = &g.node(n).op {
+            let scanned = g.operands(n).get(r.num_carried).copied().flatten();
+            if let Some(v) = scanned
+                && let Some(d) = g.value_type(v).concrete()
+                && d.len() >= 2
+            {
+                return d[1];
+            }
+        }
+    }
+    1
 }
 
 fn default_name(model: &Path) -> String {
@@ -156,7 +183,9 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         isa,
         ..CpuOptions::default()
     };
-    let obj = aot::compile_object(&p, &opts, &name).map_err(|e| anyhow!("{e}"))?;
+    let batch = model_batch(&g);
+    let obj = aot::compile_object(&p, &opts, &name, batch, want(Emit::Asm))
+        .map_err(|e| anyhow!("{e}"))?;
     let names = super::run::input_names(&g);
     let inputs: Vec<TensorInfo> = obj
         .input_dims
@@ -212,6 +241,18 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
             std::fs::write(tmp.join(&h), &header)?;
             files.push(h);
         }
+        let listings = [
+            (Emit::Kir, "kir", hlstm_ir::kernel::print(&p)),
+            (Emit::Clif, "clif", obj.clif.clone()),
+            (Emit::Asm, "s", obj.asm.clone().unwrap_or_default()),
+        ];
+        for (e, ext, text) in listings {
+            if want(e) {
+                let f = format!("{name}.{ext}");
+                std::fs::write(tmp.join(&f), text)?;
+                files.push(f);
+            }
+        }
         Ok(files)
     })();
     let files = match result {
@@ -228,11 +269,18 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         println!("wrote {}", dst.display());
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    let steps = if obj.dynamic_steps {
+        format!("1 to {} steps", obj.max_steps)
+    } else {
+        format!("exactly {} steps", obj.max_steps)
+    };
     eprintln!(
-        "{name}: {} inputs, {} outputs, workspace {} bytes, code {} bytes, rodata {} bytes, cpu {}{}",
+        "{name}: {} inputs, {} outputs, {steps}, batch {}, streaming {}, context {} bytes, code {} bytes, rodata {} bytes, cpu {}{}",
         obj.input_lens.len(),
         obj.output_lens.len(),
-        obj.workspace_bytes,
+        obj.batch,
+        if obj.streamable { "yes" } else { "no" },
+        obj.context_bytes,
         obj.code_len,
         obj.rodata_len,
         isa.name(),

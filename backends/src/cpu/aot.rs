@@ -1,64 +1,143 @@
 //! Ahead-of-time compilation: a kernel [`Program`] -> a position-independent ELF object file
-//! with a small C ABI, and the C header that declares it (docs/c-abi.md).
+//! with a C ABI, and the C header that declares it (docs/c-abi.md).
 //!
 //! Everything in the object is generated with Cranelift (no C compiler is needed for the `.o`):
-//! the program function from [`define_program`] (exported as `NAME_kernel`), and the ABI
-//! functions, whose results are constants of the program:
+//! the program function from [`define_program`] (local, `NAME_kernel`), and the ABI functions:
 //!
 //! ```c
-//! int    NAME_version(void);              /* NAME_ABI_VERSION */
+//! int    NAME_version(void);                          /* NAME_ABI_VERSION */
 //! size_t NAME_num_inputs(void);
 //! size_t NAME_num_outputs(void);
-//! size_t NAME_input_len(size_t k);        /* f32 elements; 0 when k is out of range */
-//! size_t NAME_output_len(size_t k);
-//! size_t NAME_workspace_size(void);       /* bytes */
-//! int    NAME_run(const float *const *inputs, float *const *outputs, void *workspace);
+//! size_t NAME_max_steps(void);                        /* the longest sequence */
+//! int    NAME_dynamic_steps(void);                    /* 1: any length 1..max_steps */
+//! int    NAME_streamable(void);                       /* 1: NAME_step works */
+//! size_t NAME_batch(void);
+//! size_t NAME_input_len(size_t k, size_t steps);      /* f32 elements; 0 when out of range */
+//! size_t NAME_output_len(size_t k, size_t steps);
+//! size_t NAME_context_size(size_t max_steps, size_t batch);  /* bytes; 0 when not allowed */
+//! int    NAME_context_init(void *mem, size_t size, size_t max_steps, size_t batch);
+//! void  *NAME_context_create(size_t max_steps, size_t batch); /* aligned_alloc; NULL on error */
+//! void   NAME_context_free(void *ctx);
+//! int    NAME_run(void *ctx, size_t steps, size_t batch,
+//!                 const float *const *inputs, float *const *outputs);
+//! int    NAME_step(void *ctx, const float *const *inputs, float *const *outputs);
+//! int    NAME_reset(void *ctx);
 //! ```
 //!
-//! `NAME_run` checks its pointers (the two arrays, every entry, and the workspace when its size
-//! is not 0) and returns [`ERR_NULL`] before touching anything, otherwise runs the program and
-//! returns 0. There is no global mutable state and the call allocates nothing: the caller owns
-//! the workspace, so one workspace per thread makes concurrent calls safe.
+//! A context is a 64-byte header (a magic number, its maximum steps and batch, the streaming
+//! position) followed by the program's workspace (state, hoisted projections, scratch). Only
+//! `NAME_context_create` and `NAME_context_free` call anything (`aligned_alloc`, `free`); a run or
+//! a step calls nothing and allocates nothing. There is no global mutable state: one context per
+//! thread makes concurrent calls safe.
 //!
 //! The object is generated with `is_pic = true` (a non-PIC object linked into a shared library
 //! reads garbage, see shared/notes/stack-facts.md).
 
-use super::codegen::define_program;
+use super::codegen::{define_program_linkage, mem};
 use super::{CpuOptions, build_isa};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, UserFuncName, Value};
+use cranelift_codegen::ir::{
+    AbiParam, Block, Function, InstBuilder, Signature, Type, UserFuncName, Value,
+};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
-use hlstm_ir::kernel::Program;
+use hlstm_ir::kernel::{BufId, Program};
 
 /// The value `NAME_version()` returns; raised whenever the ABI changes.
-pub const ABI_VERSION: i32 = 1;
-/// `NAME_run` succeeded.
+pub const ABI_VERSION: i32 = 2;
+/// Success.
 pub const OK: i32 = 0;
-/// `NAME_run` was given a null pointer (an array, one of its entries, or the workspace).
+/// A null pointer: the context, an array, or one of its entries. Nothing was written.
 pub const ERR_NULL: i32 = 1;
+/// A sequence length the model or the context does not take (0, more than the context's
+/// maximum, or another length than the static one).
+pub const ERR_STEPS: i32 = 2;
+/// A batch size other than the compiled one.
+pub const ERR_BATCH: i32 = 3;
+/// `NAME_context_init` was given fewer bytes than `NAME_context_size` asks for.
+pub const ERR_SIZE: i32 = 4;
+/// `NAME_step` on a model that cannot run step by step (a reverse or bidirectional recurrence,
+/// or a static sequence length).
+pub const ERR_NOT_STREAMABLE: i32 = 5;
+/// The pointer is not an initialised context.
+pub const ERR_CONTEXT: i32 = 6;
+
+/// Bytes of the context header before the workspace.
+pub const CONTEXT_HEADER: usize = 64;
+/// The context header's first word (b"hlstmctx" little-endian).
+const MAGIC: i64 = i64::from_le_bytes(*b"hlstmctx");
+// Header words (byte offsets).
+const H_MAGIC: i32 = 0;
+const H_MAX_STEPS: i32 = 8;
+const H_BATCH: i32 = 16;
+const H_POSITION: i32 = 24;
+
+/// Every error code with its name and meaning, for the header and the docs.
+pub const ERRORS: &[(&str, i32, &str)] = &[
+    ("OK", OK, "success"),
+    (
+        "ERR_NULL",
+        ERR_NULL,
+        "a null context, array or array entry: nothing was written",
+    ),
+    (
+        "ERR_STEPS",
+        ERR_STEPS,
+        "a sequence length the model or the context does not take",
+    ),
+    ("ERR_BATCH", ERR_BATCH, "a batch other than NAME_batch()"),
+    (
+        "ERR_SIZE",
+        ERR_SIZE,
+        "a context buffer smaller than NAME_context_size()",
+    ),
+    (
+        "ERR_NOT_STREAMABLE",
+        ERR_NOT_STREAMABLE,
+        "NAME_step on a model that cannot run step by step",
+    ),
+    (
+        "ERR_CONTEXT",
+        ERR_CONTEXT,
+        "not a context made by NAME_context_init or NAME_context_create",
+    ),
+];
 
 /// An object file compiled ahead of time.
 pub struct AotObject {
     /// The ELF relocatable object (`NAME.o`).
     pub object: Vec<u8>,
-    /// Element counts (f32) of the inputs and outputs, in order.
+    /// Element counts (f32) of the inputs and outputs for the longest sequence, in order.
     pub input_lens: Vec<usize>,
     pub output_lens: Vec<usize>,
-    /// Logical dims of the inputs and outputs.
+    /// Elements per step of each input and output laid out by step (None: not by step).
+    pub input_step_lens: Vec<Option<usize>>,
+    pub output_step_lens: Vec<Option<usize>>,
+    /// Logical dims of the inputs and outputs (for the longest sequence).
     pub input_dims: Vec<Vec<usize>>,
     pub output_dims: Vec<Vec<usize>>,
-    /// Workspace size in bytes.
+    /// The longest sequence, whether shorter ones run, whether `NAME_step` works, the batch.
+    pub max_steps: usize,
+    pub dynamic_steps: bool,
+    pub streamable: bool,
+    pub batch: usize,
+    /// Why the sequence length is static, when it is.
+    pub static_steps_reason: Option<String>,
+    /// Workspace size in bytes, and the context size (header + workspace).
     pub workspace_bytes: usize,
+    pub context_bytes: usize,
     /// Whether the code uses fused multiply-adds.
     pub fma: bool,
     /// Machine code size of the program function, in bytes.
     pub code_len: usize,
     /// Read-only data size, in bytes.
     pub rodata_len: usize,
+    /// The program function's CLIF and, when asked for, its disassembly.
+    pub clif: String,
+    pub asm: Option<String>,
 }
 
 /// Whether `name` can prefix C identifiers: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -68,8 +147,26 @@ pub fn is_c_identifier(name: &str) -> bool {
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Compiles `p` into an object file whose symbols all start with `NAME_`.
-pub fn compile_object(p: &Program, opts: &CpuOptions, name: &str) -> Result<AotObject, String> {
+/// What the ABI functions need to know about the program.
+struct Shape {
+    max_steps: usize,
+    dynamic: bool,
+    streamable: bool,
+    batch: usize,
+    work: usize,
+    inputs: Vec<(usize, Option<usize>)>,
+    outputs: Vec<(usize, Option<usize>)>,
+}
+
+/// Compiles `p` into an object file whose symbols all start with `NAME_`; `batch` is the
+/// model's batch size (the ABI checks callers against it); `asm` keeps the disassembly.
+pub fn compile_object(
+    p: &Program,
+    opts: &CpuOptions,
+    name: &str,
+    batch: usize,
+    asm: bool,
+) -> Result<AotObject, String> {
     if !is_c_identifier(name) {
         return Err(format!(
             "the library name {name:?} is not a C identifier ([A-Za-z_][A-Za-z0-9_]*)"
@@ -79,93 +176,163 @@ pub fn compile_object(p: &Program, opts: &CpuOptions, name: &str) -> Result<AotO
     let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
         .map_err(|e| format!("cranelift-object: {e}"))?;
     let mut module = ObjectModule::new(builder);
-    let c = define_program(&mut module, p, &format!("{name}_kernel"))?;
+    let c = define_program_linkage(
+        &mut module,
+        p,
+        &format!("{name}_kernel"),
+        Linkage::Local,
+        asm,
+    )?;
 
-    let lens = |ids: &[hlstm_ir::kernel::BufId]| -> Vec<usize> {
-        ids.iter().map(|id| p.buffers[id.0].len()).collect()
+    let max_steps = hlstm_ir::kernel::interp::check_steps(p, None)?;
+    let dynamic = p.max_steps.is_some();
+    let per_step = |ids: &[BufId]| -> Vec<(usize, Option<usize>)> {
+        ids.iter()
+            .map(|id| {
+                let b = &p.buffers[id.0];
+                (b.len(), if dynamic { b.step_len } else { None })
+            })
+            .collect()
     };
-    let dims = |ids: &[hlstm_ir::kernel::BufId]| -> Vec<Vec<usize>> {
-        ids.iter().map(|id| p.buffers[id.0].dims.clone()).collect()
+    let shape = Shape {
+        max_steps,
+        dynamic,
+        streamable: p.streamable(),
+        batch,
+        work: c.work_len * 4,
+        inputs: per_step(&p.inputs),
+        outputs: per_step(&p.outputs),
     };
-    let input_lens = lens(&p.inputs);
-    let output_lens = lens(&p.outputs);
-    let workspace_bytes = c.work_len * 4;
+    let context_bytes = CONTEXT_HEADER + shape.work.div_ceil(64) * 64;
 
     let mut g = Gen {
         module: &mut module,
         fbc: FunctionBuilderContext::new(),
+        name: name.to_string(),
     };
-    g.constant(&format!("{name}_version"), I32, ABI_VERSION as i64)?;
-    g.constant(&format!("{name}_num_inputs"), I64, input_lens.len() as i64)?;
-    g.constant(
-        &format!("{name}_num_outputs"),
-        I64,
-        output_lens.len() as i64,
-    )?;
-    g.constant(
-        &format!("{name}_workspace_size"),
-        I64,
-        workspace_bytes as i64,
-    )?;
-    g.table(&format!("{name}_input_len"), &input_lens)?;
-    g.table(&format!("{name}_output_len"), &output_lens)?;
-    g.run(
-        &format!("{name}_run"),
-        c.func_id,
-        input_lens.len(),
-        output_lens.len(),
-        workspace_bytes > 0,
-        p.max_steps.unwrap_or(0),
-    )?;
+    g.constant("version", I32, ABI_VERSION as i64)?;
+    g.constant("num_inputs", I64, shape.inputs.len() as i64)?;
+    g.constant("num_outputs", I64, shape.outputs.len() as i64)?;
+    g.constant("max_steps", I64, max_steps as i64)?;
+    g.constant("dynamic_steps", I32, dynamic as i64)?;
+    g.constant("streamable", I32, shape.streamable as i64)?;
+    g.constant("batch", I64, batch as i64)?;
+    g.lengths("input_len", &shape, &shape.inputs)?;
+    g.lengths("output_len", &shape, &shape.outputs)?;
+    let size = g.context_size(&shape, context_bytes)?;
+    let init = g.context_init(&shape, size)?;
+    g.context_create(size, init)?;
+    g.context_free()?;
+    g.run(&shape, c.func_id)?;
+    g.step(&shape, c.func_id)?;
+    g.reset()?;
 
     let product = module.finish();
     let object = product
         .emit()
         .map_err(|e| format!("cannot write the object file: {e}"))?;
+    let dims = |ids: &[BufId]| -> Vec<Vec<usize>> {
+        ids.iter().map(|id| p.buffers[id.0].dims.clone()).collect()
+    };
     Ok(AotObject {
         object,
-        input_lens,
-        output_lens,
+        input_lens: shape.inputs.iter().map(|x| x.0).collect(),
+        output_lens: shape.outputs.iter().map(|x| x.0).collect(),
+        input_step_lens: shape.inputs.iter().map(|x| x.1).collect(),
+        output_step_lens: shape.outputs.iter().map(|x| x.1).collect(),
         input_dims: dims(&p.inputs),
         output_dims: dims(&p.outputs),
-        workspace_bytes,
+        max_steps,
+        dynamic_steps: dynamic,
+        streamable: shape.streamable,
+        batch,
+        static_steps_reason: p.static_steps_reason.clone(),
+        workspace_bytes: shape.work,
+        context_bytes,
         fma: c.fma,
         code_len: c.code_len,
         rodata_len: c.rodata_len,
+        clif: c.clif,
+        asm: c.asm,
     })
 }
 
-/// Generates the small ABI functions.
+/// Generates the ABI functions, each `NAME_<suffix>`.
 struct Gen<'m> {
     module: &'m mut ObjectModule,
     fbc: FunctionBuilderContext,
+    name: String,
+}
+
+/// Returns `code` from the function unless `ok` is true.
+fn guard(b: &mut FunctionBuilder, ok: Value, code: i32) {
+    let (pass, fail) = (b.create_block(), b.create_block());
+    b.ins().brif(ok, pass, &[], fail, &[]);
+    b.switch_to_block(fail);
+    let e = b.ins().iconst(I32, code as i64);
+    b.ins().return_(&[e]);
+    b.switch_to_block(pass);
+}
+
+/// Whether `steps` is a length the model takes, at most `most` (a value) when dynamic.
+fn steps_ok(b: &mut FunctionBuilder, shape: &Shape, steps: Value, most: Value) -> Value {
+    if shape.dynamic {
+        let pos = b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, steps, 1);
+        let within = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, steps, most);
+        b.ins().band(pos, within)
+    } else {
+        b.ins()
+            .icmp_imm_u(IntCC::Equal, steps, shape.max_steps as i64)
+    }
+}
+
+/// `ctx` is non-null and carries the magic number (else returns the error).
+fn check_context(b: &mut FunctionBuilder, ctx: Value) {
+    guard(b, ctx, ERR_NULL);
+    let magic = b.ins().load(I64, mem(), ctx, H_MAGIC);
+    let ok = b.ins().icmp_imm_s(IntCC::Equal, magic, MAGIC);
+    guard(b, ok, ERR_CONTEXT);
+}
+
+/// The arrays and each of their entries are non-null (else returns `ERR_NULL`).
+fn check_arrays(b: &mut FunctionBuilder, shape: &Shape, ins: Value, outs: Value) {
+    guard(b, ins, ERR_NULL);
+    guard(b, outs, ERR_NULL);
+    for (arr, n) in [(ins, shape.inputs.len()), (outs, shape.outputs.len())] {
+        for k in 0..n {
+            let v = b.ins().load(I64, mem(), arr, (8 * k) as i32);
+            guard(b, v, ERR_NULL);
+        }
+    }
 }
 
 impl Gen<'_> {
     fn define(
         &mut self,
-        name: &str,
-        params: &[cranelift_codegen::ir::Type],
-        ret: cranelift_codegen::ir::Type,
+        suffix: &str,
+        params: &[Type],
+        ret: Option<Type>,
         body: &mut dyn FnMut(&mut FunctionBuilder, &mut ObjectModule, &[Value]),
     ) -> Result<FuncId, String> {
+        let name = format!("{}_{suffix}", self.name);
         let mut sig: Signature = self.module.make_signature();
         for t in params {
             sig.params.push(AbiParam::new(*t));
         }
-        sig.returns.push(AbiParam::new(ret));
+        sig.returns.extend(ret.map(AbiParam::new));
         let id = self
             .module
-            .declare_function(name, Linkage::Export, &sig)
+            .declare_function(&name, Linkage::Export, &sig)
             .map_err(|e| e.to_string())?;
         let mut ctx: Context = self.module.make_context();
         ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut self.fbc);
-            let entry = b.create_block();
+            let entry: Block = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
-            b.seal_block(entry);
             let ps = b.block_params(entry).to_vec();
             body(&mut b, self.module, &ps);
             b.seal_all_blocks();
@@ -177,76 +344,210 @@ impl Gen<'_> {
         Ok(id)
     }
 
-    /// `ty name(void) { return value; }`
-    fn constant(
-        &mut self,
-        name: &str,
-        ty: cranelift_codegen::ir::Type,
-        value: i64,
-    ) -> Result<(), String> {
-        self.define(name, &[], ty, &mut |b, _, _| {
+    /// `ty NAME_suffix(void) { return value; }`
+    fn constant(&mut self, suffix: &str, ty: Type, value: i64) -> Result<(), String> {
+        self.define(suffix, &[], Some(ty), &mut |b, _, _| {
             let v = b.ins().iconst(ty, value);
             b.ins().return_(&[v]);
         })?;
         Ok(())
     }
 
-    /// `size_t name(size_t k) { return k < n ? values[k] : 0; }` as a chain of selects.
-    fn table(&mut self, name: &str, values: &[usize]) -> Result<(), String> {
-        self.define(name, &[I64], I64, &mut |b, _, ps| {
-            let k = ps[0];
-            let mut r = b.ins().iconst(I64, 0);
-            for (i, v) in values.iter().enumerate() {
+    /// `size_t NAME_suffix(size_t k, size_t steps)`: tensor k's length for `steps` steps, 0
+    /// when k or steps is out of range.
+    fn lengths(
+        &mut self,
+        suffix: &str,
+        shape: &Shape,
+        list: &[(usize, Option<usize>)],
+    ) -> Result<(), String> {
+        self.define(suffix, &[I64, I64], Some(I64), &mut |b, _, ps| {
+            let (k, steps) = (ps[0], ps[1]);
+            let zero = b.ins().iconst(I64, 0);
+            let mut r = zero;
+            for (i, (whole, per)) in list.iter().enumerate() {
+                let v = match per {
+                    Some(n) => b.ins().imul_imm_s(steps, *n as i64),
+                    None => b.ins().iconst(I64, *whole as i64),
+                };
                 let is = b.ins().icmp_imm_u(IntCC::Equal, k, i as i64);
-                let c = b.ins().iconst(I64, *v as i64);
-                r = b.ins().select(is, c, r);
+                r = b.ins().select(is, v, r);
             }
+            let most = b.ins().iconst(I64, shape.max_steps as i64);
+            let ok = steps_ok(b, shape, steps, most);
+            let r = b.ins().select(ok, r, zero);
             b.ins().return_(&[r]);
         })?;
         Ok(())
     }
 
-    /// `int name(const float *const *in, float *const *out, void *work)`: checks every pointer,
-    /// then calls the program function.
-    fn run(
-        &mut self,
-        name: &str,
-        kernel: FuncId,
-        n_in: usize,
-        n_out: usize,
-        needs_work: bool,
-        steps: usize,
-    ) -> Result<(), String> {
-        self.define(name, &[I64, I64, I64], I32, &mut |b, module, ps| {
-            let err = b.create_block();
-            let check = |b: &mut FunctionBuilder, v: Value| {
+    /// `size_t NAME_context_size(size_t max_steps, size_t batch)`.
+    fn context_size(&mut self, shape: &Shape, bytes: usize) -> Result<FuncId, String> {
+        self.define("context_size", &[I64, I64], Some(I64), &mut |b, _, ps| {
+            let (steps, batch) = (ps[0], ps[1]);
+            let most = b.ins().iconst(I64, shape.max_steps as i64);
+            let ok = steps_ok(b, shape, steps, most);
+            let same = b.ins().icmp_imm_u(IntCC::Equal, batch, shape.batch as i64);
+            let ok = b.ins().band(ok, same);
+            let (n, zero) = (b.ins().iconst(I64, bytes as i64), b.ins().iconst(I64, 0));
+            let r = b.ins().select(ok, n, zero);
+            b.ins().return_(&[r]);
+        })
+    }
+
+    /// `int NAME_context_init(void *mem, size_t size, size_t max_steps, size_t batch)`.
+    fn context_init(&mut self, shape: &Shape, size: FuncId) -> Result<FuncId, String> {
+        self.define(
+            "context_init",
+            &[I64; 4],
+            Some(I32),
+            &mut |b, module, ps| {
+                let (ctx, have, steps, batch) = (ps[0], ps[1], ps[2], ps[3]);
+                guard(b, ctx, ERR_NULL);
+                let most = b.ins().iconst(I64, shape.max_steps as i64);
+                let ok = steps_ok(b, shape, steps, most);
+                guard(b, ok, ERR_STEPS);
+                let same = b.ins().icmp_imm_u(IntCC::Equal, batch, shape.batch as i64);
+                guard(b, same, ERR_BATCH);
+                let f = module.declare_func_in_func(size, b.func);
+                let call = b.ins().call(f, &[steps, batch]);
+                let need = b.inst_results(call)[0];
+                let enough = b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, have, need);
+                guard(b, enough, ERR_SIZE);
+                let magic = b.ins().iconst(I64, MAGIC);
+                b.ins().store(mem(), magic, ctx, H_MAGIC);
+                b.ins().store(mem(), steps, ctx, H_MAX_STEPS);
+                b.ins().store(mem(), batch, ctx, H_BATCH);
+                let zero = b.ins().iconst(I64, 0);
+                b.ins().store(mem(), zero, ctx, H_POSITION);
+                let r = b.ins().iconst(I32, OK as i64);
+                b.ins().return_(&[r]);
+            },
+        )
+    }
+
+    /// `void *NAME_context_create(size_t max_steps, size_t batch)`: `aligned_alloc` and init.
+    fn context_create(&mut self, size: FuncId, init: FuncId) -> Result<(), String> {
+        let mut sig = self.module.make_signature();
+        sig.params.extend([AbiParam::new(I64), AbiParam::new(I64)]);
+        sig.returns.push(AbiParam::new(I64));
+        let alloc = self
+            .module
+            .declare_function("aligned_alloc", Linkage::Import, &sig)
+            .map_err(|e| e.to_string())?;
+        self.define(
+            "context_create",
+            &[I64, I64],
+            Some(I64),
+            &mut |b, module, ps| {
+                let (steps, batch) = (ps[0], ps[1]);
+                let zero = b.ins().iconst(I64, 0);
+                let fail = b.create_block();
+                let size_f = module.declare_func_in_func(size, b.func);
+                let call = b.ins().call(size_f, &[steps, batch]);
+                let n = b.inst_results(call)[0];
                 let next = b.create_block();
-                b.ins().brif(v, next, &[], err, &[]);
+                b.ins().brif(n, next, &[], fail, &[]);
                 b.switch_to_block(next);
-            };
-            let (ins, outs, work) = (ps[0], ps[1], ps[2]);
-            check(b, ins);
-            check(b, outs);
-            if needs_work {
-                check(b, work);
-            }
-            for (arr, n) in [(ins, n_in), (outs, n_out)] {
-                for k in 0..n {
-                    let v = b
-                        .ins()
-                        .load(I64, super::codegen::mem(), arr, (8 * k) as i32);
-                    check(b, v);
-                }
-            }
-            let f = module.declare_func_in_func(kernel, b.func);
-            let steps = b.ins().iconst(I64, steps as i64);
+                let alloc_f = module.declare_func_in_func(alloc, b.func);
+                let align = b.ins().iconst(I64, 64);
+                let call = b.ins().call(alloc_f, &[align, n]);
+                let p = b.inst_results(call)[0];
+                let next = b.create_block();
+                b.ins().brif(p, next, &[], fail, &[]);
+                b.switch_to_block(next);
+                let init_f = module.declare_func_in_func(init, b.func);
+                b.ins().call(init_f, &[p, n, steps, batch]);
+                b.ins().return_(&[p]);
+                b.switch_to_block(fail);
+                b.ins().return_(&[zero]);
+            },
+        )?;
+        Ok(())
+    }
+
+    /// `void NAME_context_free(void *ctx)`: `free` (a null pointer is ignored).
+    fn context_free(&mut self) -> Result<(), String> {
+        let mut sig = self.module.make_signature();
+        sig.params.push(AbiParam::new(I64));
+        let free = self
+            .module
+            .declare_function("free", Linkage::Import, &sig)
+            .map_err(|e| e.to_string())?;
+        self.define("context_free", &[I64], None, &mut |b, module, ps| {
+            let (go, done) = (b.create_block(), b.create_block());
+            b.ins().brif(ps[0], go, &[], done, &[]);
+            b.switch_to_block(go);
+            let f = module.declare_func_in_func(free, b.func);
+            b.ins().call(f, &[ps[0]]);
+            b.ins().jump(done, &[]);
+            b.switch_to_block(done);
+            b.ins().return_(&[]);
+        })?;
+        Ok(())
+    }
+
+    /// `int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *inputs,
+    /// float *const *outputs)`: checks everything, runs a whole sequence, and ends any
+    /// sequence being streamed.
+    fn run(&mut self, shape: &Shape, kernel: FuncId) -> Result<(), String> {
+        self.define("run", &[I64; 5], Some(I32), &mut |b, module, ps| {
+            let (ctx, steps, batch, ins, outs) = (ps[0], ps[1], ps[2], ps[3], ps[4]);
+            check_context(b, ctx);
+            let same = b.ins().icmp_imm_u(IntCC::Equal, batch, shape.batch as i64);
+            guard(b, same, ERR_BATCH);
+            let most = b.ins().load(I64, mem(), ctx, H_MAX_STEPS);
+            let ok = steps_ok(b, shape, steps, most);
+            guard(b, ok, ERR_STEPS);
+            check_arrays(b, shape, ins, outs);
+            let work = b.ins().iadd_imm_s(ctx, CONTEXT_HEADER as i64);
             let resume = b.ins().iconst(I64, 0);
+            let f = module.declare_func_in_func(kernel, b.func);
             b.ins().call(f, &[ins, outs, work, steps, resume]);
-            let ok = b.ins().iconst(I32, OK as i64);
-            b.ins().return_(&[ok]);
-            b.switch_to_block(err);
-            let e = b.ins().iconst(I32, ERR_NULL as i64);
-            b.ins().return_(&[e]);
+            b.ins().store(mem(), resume, ctx, H_POSITION);
+            let r = b.ins().iconst(I32, OK as i64);
+            b.ins().return_(&[r]);
+        })?;
+        Ok(())
+    }
+
+    /// `int NAME_step(void *ctx, const float *const *inputs, float *const *outputs)`: one time
+    /// step, continuing the sequence unless it is the first since `NAME_context_init`,
+    /// `NAME_run` or `NAME_reset`. Inputs and outputs laid out by step hold one step; the
+    /// others (the final state) are whole.
+    fn step(&mut self, shape: &Shape, kernel: FuncId) -> Result<(), String> {
+        self.define("step", &[I64; 3], Some(I32), &mut |b, module, ps| {
+            let (ctx, ins, outs) = (ps[0], ps[1], ps[2]);
+            check_context(b, ctx);
+            if !shape.streamable {
+                let r = b.ins().iconst(I32, ERR_NOT_STREAMABLE as i64);
+                b.ins().return_(&[r]);
+                return;
+            }
+            check_arrays(b, shape, ins, outs);
+            let pos = b.ins().load(I64, mem(), ctx, H_POSITION);
+            let started = b.ins().icmp_imm_u(IntCC::NotEqual, pos, 0);
+            let resume = b.ins().uextend(I64, started);
+            let work = b.ins().iadd_imm_s(ctx, CONTEXT_HEADER as i64);
+            let one = b.ins().iconst(I64, 1);
+            let f = module.declare_func_in_func(kernel, b.func);
+            b.ins().call(f, &[ins, outs, work, one, resume]);
+            let next = b.ins().iadd_imm_s(pos, 1);
+            b.ins().store(mem(), next, ctx, H_POSITION);
+            let r = b.ins().iconst(I32, OK as i64);
+            b.ins().return_(&[r]);
+        })?;
+        Ok(())
+    }
+
+    /// `int NAME_reset(void *ctx)`: the next `NAME_step` starts a new sequence.
+    fn reset(&mut self) -> Result<(), String> {
+        self.define("reset", &[I64], Some(I32), &mut |b, _, ps| {
+            check_context(b, ps[0]);
+            let zero = b.ins().iconst(I64, 0);
+            b.ins().store(mem(), zero, ps[0], H_POSITION);
+            let r = b.ins().iconst(I32, OK as i64);
+            b.ins().return_(&[r]);
         })?;
         Ok(())
     }
@@ -269,104 +570,169 @@ pub fn c_header(
 ) -> String {
     let guard = format!("{}_H", name.to_ascii_uppercase());
     let mut s = String::new();
-    let line = |s: &mut String, t: &str| {
+    let mut line = |t: &str| {
         s.push_str(t);
         s.push('\n');
     };
-    line(
-        &mut s,
-        &format!("/* {name}.h: generated by hlstmc from {model}. Do not edit. */"),
-    );
-    line(&mut s, "/*");
-    line(
-        &mut s,
-        " * All tensors are f32, row-major, with static shapes (element counts in brackets).",
-    );
-    line(&mut s, " * Inputs (in the order of the `inputs` array):");
-    let list = |s: &mut String, ts: &[TensorInfo], lens: &[usize]| {
-        for (k, t) in ts.iter().enumerate() {
-            let d: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
-            let n = lens.get(k).copied().unwrap_or(0);
-            s.push_str(&format!(
-                " *   {k}: {} [{}] ({n} floats)\n",
-                sanitize_comment(&t.name),
-                d.join(" x ")
-            ));
-        }
+    line(&format!(
+        "/* {name}.h: generated by hlstmc from {}. Do not edit. */",
+        sanitize_comment(model)
+    ));
+    line("/*");
+    line(" * All tensors are f32, row-major, in the layouts the ONNX model declares.");
+    let steps = if obj.dynamic_steps {
+        format!(
+            " * Sequence length: any from 1 to {} per NAME_run (and without limit through NAME_step).",
+            obj.max_steps
+        )
+    } else {
+        format!(
+            " * Sequence length: exactly {} ({}).",
+            obj.max_steps,
+            sanitize_comment(obj.static_steps_reason.as_deref().unwrap_or("static"))
+        )
     };
-    list(&mut s, inputs, &obj.input_lens);
-    line(&mut s, " * Outputs (in the order of the `outputs` array):");
-    list(&mut s, outputs, &obj.output_lens);
+    line(&steps.replace("NAME", name));
+    line(&format!(" * Batch: {}.", obj.batch));
     line(
-        &mut s,
         &format!(
-            " * Workspace: {} bytes (64-byte alignment is best, 4 is required).",
-            obj.workspace_bytes
-        ),
+            " * NAME_step: {}.",
+            if obj.streamable {
+                "supported"
+            } else {
+                "not supported (returns NAME_ERR_NOT_STREAMABLE)"
+            }
+        )
+        .replace("NAME", name),
     );
-    line(&mut s, " * See docs/c-abi.md.");
-    line(&mut s, " */");
-    line(&mut s, &format!("#ifndef {guard}"));
-    line(&mut s, &format!("#define {guard}"));
-    line(&mut s, "");
-    line(&mut s, "#include <stddef.h>");
-    line(&mut s, "#include <stdint.h>");
-    line(&mut s, "");
-    line(&mut s, "#ifdef __cplusplus");
-    line(&mut s, "extern \"C\" {");
-    line(&mut s, "#endif");
-    line(&mut s, "");
-    line(
-        &mut s,
-        &format!("#define {name}_ABI_VERSION {ABI_VERSION} /* what {name}_version() returns */"),
-    );
-    line(
-        &mut s,
-        &format!("#define {name}_OK {OK} /* {name}_run succeeded */"),
-    );
-    line(
-        &mut s,
-        &format!("#define {name}_ERR_NULL {ERR_NULL} /* a null array, array entry or workspace */"),
-    );
-    line(&mut s, "");
+    let list =
+        |line: &mut dyn FnMut(&str), ts: &[TensorInfo], lens: &[usize], per: &[Option<usize>]| {
+            for (k, t) in ts.iter().enumerate() {
+                let d: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
+                let n = lens.get(k).copied().unwrap_or(0);
+                let by_step = match per.get(k).copied().flatten() {
+                    Some(p) => format!(", {p} per step: steps x {p}"),
+                    None => String::new(),
+                };
+                line(&format!(
+                    " *   {k}: {} [{}] ({n} floats for the longest sequence{by_step})",
+                    sanitize_comment(&t.name),
+                    d.join(" x ")
+                ));
+            }
+        };
+    line(" * Inputs (in the order of the `inputs` array):");
+    list(&mut line, inputs, &obj.input_lens, &obj.input_step_lens);
+    line(" * Outputs (in the order of the `outputs` array):");
+    list(&mut line, outputs, &obj.output_lens, &obj.output_step_lens);
+    line(&format!(
+        " * Context: {} bytes (a {CONTEXT_HEADER}-byte header and the workspace), 64-byte aligned.",
+        obj.context_bytes
+    ));
+    line(" * See docs/c-abi.md.");
+    line(" */");
+    line(&format!("#ifndef {guard}"));
+    line(&format!("#define {guard}"));
+    line("");
+    line("#include <stddef.h>");
+    line("");
+    line("#ifdef __cplusplus");
+    line("extern \"C\" {");
+    line("#endif");
+    line("");
+    line(&format!(
+        "#define {name}_ABI_VERSION {ABI_VERSION} /* what {name}_version() returns */"
+    ));
+    for (code, value, doc) in ERRORS {
+        line(&format!(
+            "#define {name}_{code} {value} /* {} */",
+            doc.replace("NAME", name)
+        ));
+    }
+    line("");
     for (ret, f, args, doc) in [
         ("int", "version", "void", "The ABI version."),
         ("size_t", "num_inputs", "void", "The number of inputs."),
         ("size_t", "num_outputs", "void", "The number of outputs."),
         (
             "size_t",
+            "max_steps",
+            "void",
+            "The longest sequence NAME_run takes.",
+        ),
+        (
+            "int",
+            "dynamic_steps",
+            "void",
+            "1 if NAME_run takes any length from 1 to NAME_max_steps(), 0 if only that one.",
+        ),
+        ("int", "streamable", "void", "1 if NAME_step works."),
+        ("size_t", "batch", "void", "The batch size."),
+        (
+            "size_t",
             "input_len",
-            "size_t k",
-            "Input k's length in floats (0 if k is out of range).",
+            "size_t k, size_t steps",
+            "Input k's length in floats for a sequence of `steps` steps (0 if k or steps is out of range).",
         ),
         (
             "size_t",
             "output_len",
-            "size_t k",
-            "Output k's length in floats (0 if k is out of range).",
+            "size_t k, size_t steps",
+            "Output k's length in floats for `steps` steps (0 if out of range).",
         ),
         (
             "size_t",
-            "workspace_size",
+            "context_size",
+            "size_t max_steps, size_t batch",
+            "Bytes of a context for sequences up to max_steps (0 if the model does not take them).",
+        ),
+        (
+            "int",
+            "context_init",
+            "void *mem, size_t size, size_t max_steps, size_t batch",
+            "Makes `size` bytes at `mem` (64-byte aligned is best) a context. NAME_OK or an error.",
+        ),
+        (
+            "void *",
+            "context_create",
+            "size_t max_steps, size_t batch",
+            "Allocates and initialises a context (aligned_alloc); NULL if not allowed or out of memory.",
+        ),
+        (
             "void",
-            "The workspace size in bytes (may be 0).",
+            "context_free",
+            "void *ctx",
+            "Frees a context from NAME_context_create (NULL is ignored).",
         ),
         (
             "int",
             "run",
-            "const float *const *inputs, float *const *outputs, void *workspace",
-            "Runs the model on a whole sequence. Returns NAME_OK, or NAME_ERR_NULL (nothing written).",
+            "void *ctx, size_t steps, size_t batch, const float *const *inputs, float *const *outputs",
+            "Runs a whole sequence of `steps` steps. NAME_OK, or an error code (nothing written).",
+        ),
+        (
+            "int",
+            "step",
+            "void *ctx, const float *const *inputs, float *const *outputs",
+            "Runs one time step, continuing the sequence (one step of each per-step tensor). NAME_OK or an error.",
+        ),
+        (
+            "int",
+            "reset",
+            "void *ctx",
+            "The next NAME_step starts a new sequence.",
         ),
     ] {
-        line(&mut s, &format!("/* {} */", doc.replace("NAME", name)));
-        line(&mut s, &format!("{ret} {name}_{f}({args});"));
+        line(&format!("/* {} */", doc.replace("NAME", name)));
+        let sep = if ret.ends_with('*') { "" } else { " " };
+        line(&format!("{ret}{sep}{name}_{f}({args});"));
     }
-    line(&mut s, "");
-    line(&mut s, "#ifdef __cplusplus");
-    line(&mut s, "}");
-    line(&mut s, "#endif");
-    line(&mut s, "");
-    line(&mut s, &format!("#endif /* {guard} */"));
+    line("");
+    line("#ifdef __cplusplus");
+    line("}");
+    line("#endif");
+    line("");
+    line(&format!("#endif /* {guard} */"));
     s
 }
 
@@ -386,5 +752,13 @@ mod tests {
         assert!(!is_c_identifier("1m"));
         assert!(!is_c_identifier("a-b"));
         assert!(!is_c_identifier(""));
+    }
+
+    #[test]
+    fn error_codes_are_distinct() {
+        let mut codes: Vec<i32> = ERRORS.iter().map(|e| e.1).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), ERRORS.len());
     }
 }

@@ -77,6 +77,18 @@ pub fn define_program_opts<M: Module>(
     name: &str,
     asm: bool,
 ) -> Result<Compiled, String> {
+    define_program_linkage(module, p, name, Linkage::Export, asm)
+}
+
+/// [`define_program_opts`] with the function's linkage (`Local` in a library, where only the
+/// ABI functions are exported).
+pub fn define_program_linkage<M: Module>(
+    module: &mut M,
+    p: &Program,
+    name: &str,
+    linkage: Linkage,
+    asm: bool,
+) -> Result<Compiled, String> {
     if module.target_config().pointer_type() != I64 {
         return Err("code generation supports 64-bit targets only".into());
     }
@@ -84,7 +96,7 @@ pub fn define_program_opts<M: Module>(
     let fma = isa_has_fma(module.isa());
     let sig = program_signature(module);
     let func_id = module
-        .declare_function(name, Linkage::Export, &sig)
+        .declare_function(name, linkage, &sig)
         .map_err(|e| e.to_string())?;
     let data_id = if l.rodata.is_empty() {
         None
