@@ -356,3 +356,61 @@ fn stacked_lstms_export_as_lstm_ops() {
         assert!(max_diff(a, b) < 1e-5);
     }
 }
+
+fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
+    path: &Path,
+    shape: &[u64],
+    data: &[T],
+) {
+    use npyz::WriterBuilder;
+    let f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(f)
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn npy_data_trains_like_csv() {
+    // The first 100 digits rows as .npy (x as f64 pixels [100, 8, 8], y as i32) give the same
+    // samples as the CSV loader reading the same rows.
+    let dir = std::env::temp_dir().join(format!("hlstm-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = hlstm_trainer::data::read_csv(&data_dir().join("digits/digits.csv.gz")).unwrap();
+    let x: Vec<f64> = (0..100).flat_map(|r| table.row(r)[..64].to_vec()).collect();
+    let y: Vec<i32> = (0..100).map(|r| table.row(r)[64] as i32).collect();
+    write_npy(&dir.join("x.npy"), &[100, 8, 8], &x);
+    write_npy(&dir.join("y.npy"), &[100], &y);
+    let text = r#"
+[data]
+format = "npy"
+x = "x.npy"
+y = "y.npy"
+scale = 0.0625
+split = { modulus = 5, test = [4], validation = [3] }
+[model]
+cell = "lstm"
+hidden = 4
+[train]
+epochs = 1
+batch = 20
+"#;
+    let cfg = Config::parse(text, &dir).unwrap();
+    let s = Session::new(&cfg, &Interp).unwrap();
+    let train::Task::Classify { train: t, test, .. } = &s.task else {
+        panic!("a classifier")
+    };
+    assert_eq!((t.len(), test.len()), (60, 20));
+    let from_csv = hlstm_trainer::data::SeqSet::from_table(&table, 8, 8, 0, 64, 0.0625).unwrap();
+    assert_eq!(test.x[..64], from_csv.x[4 * 64..5 * 64]);
+    assert_eq!(test.y[0], from_csv.y[4]);
+    // Wrong shapes are errors.
+    write_npy(&dir.join("y.npy"), &[99], &y[..99]);
+    let err = Session::new(&cfg, &Interp).err().unwrap().to_string();
+    assert!(err.contains("[samples]"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
