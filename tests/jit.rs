@@ -77,6 +77,27 @@ fn every_fixture_model_through_the_jit() {
     check(&all, &[]);
 }
 
+/// Every fixture model split across 2 threads, and the recurrent node tests across 3 (their
+/// matmuls are tiny: most statements run on thread 0, the rest split, with barriers).
+#[test]
+fn every_fixture_and_node_test_on_several_threads() {
+    let mut all = dirs("models", |_| true);
+    all.extend(dirs("extra", |_| true));
+    check(&all, &["--threads", "2"]);
+    let nodes = dirs("onnx-node", |n| {
+        [
+            "test_lstm",
+            "test_gru",
+            "test_simple_rnn",
+            "test_rnn",
+            "test_scan",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+    });
+    check(&nodes, &["--threads", "3"]);
+}
+
 #[test]
 fn recurrent_node_tests_through_the_jit() {
     let recurrent = |n: &str| {

@@ -7,7 +7,7 @@
 
 use hlstm_backends::cpu::{CpuOptions, JitProgram};
 use hlstm_frontends::onnx::{import_file, tensor::read_pb};
-use hlstm_ir::kernel::{Program, interp::Machine};
+use hlstm_ir::kernel::{Program, Stmt, interp::Machine};
 use hlstm_passes::{DEFAULT_PIPELINE, PassManager};
 use std::path::{Path, PathBuf};
 
@@ -120,6 +120,29 @@ fn shorter_sequences_and_streaming_match_the_interpreter_and_the_references() {
             continue;
         };
         let forward = p.streamable();
+        // The same program split across 3 threads: equal to one thread at every length.
+        let parts = hlstm_passes::lower::threads::split(&p, 3);
+        assert!(
+            parts
+                .iter()
+                .all(|q| q.body.iter().any(|s| matches!(s, Stmt::Barrier))
+                    || q.body.iter().any(|s| matches!(s, Stmt::Loop { .. }))),
+            "{name}"
+        );
+        let jt = JitProgram::compile_parts(&p, &parts, &CpuOptions::default(), false)
+            .expect("compiles in parts");
+        for steps in [1, max] {
+            let ins = prefix(&p, &p.inputs, &inputs, steps);
+            let one = jit_run(&j, &p, &ins, steps, false);
+            let three = jit_run(&jt, &p, &ins, steps, false);
+            for (k, (a, b)) in one.iter().zip(&three).enumerate() {
+                close(
+                    b,
+                    a,
+                    &format!("{name}, {steps} steps, 3 threads, output {k}"),
+                );
+            }
+        }
         for steps in [1, max.div_ceil(2), max - 1, max] {
             if steps == 0 {
                 continue;
@@ -164,6 +187,10 @@ fn shorter_sequences_and_streaming_match_the_interpreter_and_the_references() {
                     })
                     .collect();
                 let got = jit_run(&j, &p, &ins, 1, t > 0);
+                let got3 = jit_run(&jt, &p, &ins, 1, t > 0);
+                for (k, (a, b)) in got.iter().zip(&got3).enumerate() {
+                    close(b, a, &format!("{name}, step {t}, 3 threads, output {k}"));
+                }
                 let refs: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
                 let oracle = m
                     .run(&p, &refs, Some(1), t > 0)

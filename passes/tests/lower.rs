@@ -115,6 +115,7 @@ fn check_guarantees(p: &Program, body: &[Stmt], in_loop: bool) -> Result<(), Str
                 check_guarantees(p, body, in_loop)?;
                 continue;
             }
+            Stmt::Barrier => continue,
         };
         written(out)?;
         if !matches!(st, Stmt::MatMul { .. }) && views.iter().any(|v| v.dims != out.dims) {

@@ -37,7 +37,8 @@ pub struct BenchArgs {
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value = "jit")]
     pub engine: Engine,
-    /// Threads that split each step's work (jit engine). This build runs 1 thread only.
+    /// Threads that split each step's work (jit engine): each matmul's columns and each
+    /// elementwise statement's elements, with a barrier between dependent statements.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: u64,
     /// Untimed calls before timing.
@@ -81,11 +82,13 @@ const ROUND_BUDGET: Duration = Duration::from_millis(200);
 /// Default --rounds when --iters is given alone.
 const DEFAULT_ROUNDS: u64 = 5;
 
-/// The one place the thread count goes. This build has no thread pool yet, so anything but 1 is
-/// an error; once the backend takes a thread count, pass `threads` into its options here.
+/// Most threads a program is split across.
+const MAX_THREADS: u64 = 64;
+
+/// The thread count, checked.
 fn checked_threads(threads: u64) -> Result<usize> {
-    if threads > 1 {
-        bail!("--threads > 1 is not supported by this build yet");
+    if threads > MAX_THREADS {
+        bail!("--threads {threads}: at most {MAX_THREADS}");
     }
     Ok(threads as usize)
 }
@@ -335,16 +338,17 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
                 Cpu::X86_64V2 => CpuIsa::X86_64V2,
                 Cpu::X86_64V3 => CpuIsa::X86_64V3,
             };
-            // `threads` (always 1 here) belongs in these options once the backend has a pool.
-            debug_assert_eq!(threads, 1);
-            let jit = JitProgram::compile(
-                &p,
-                &CpuOptions {
-                    isa,
-                    ..CpuOptions::default()
-                },
-            )
-            .map_err(|e| anyhow!("{e}"))?;
+            let parts = if threads > 1 {
+                hlstm_passes::lower::threads::split(&p, threads)
+            } else {
+                Vec::new()
+            };
+            let opts = CpuOptions {
+                isa,
+                ..CpuOptions::default()
+            };
+            let jit =
+                JitProgram::compile_parts(&p, &parts, &opts, false).map_err(|e| anyhow!("{e}"))?;
             let mut outs: Vec<Vec<f32>> = p
                 .outputs
                 .iter()
@@ -479,9 +483,9 @@ mod tests {
     }
 
     #[test]
-    fn threads_above_one_are_refused() {
-        assert_eq!(checked_threads(1).unwrap(), 1);
-        let e = checked_threads(2).unwrap_err().to_string();
-        assert!(e.contains("--threads > 1 is not supported"), "{e}");
+    fn thread_counts_are_bounded() {
+        assert_eq!(checked_threads(2).unwrap(), 2);
+        let e = checked_threads(65).unwrap_err().to_string();
+        assert!(e.contains("at most 64"), "{e}");
     }
 }

@@ -35,6 +35,9 @@ pub struct OptCmdArgs {
     /// With --emit kir: generate every constant weight this way instead of choosing per matrix.
     #[arg(long, value_enum, value_name = "STRATEGY")]
     pub sparse_strategy: Option<SparseStrategy>,
+    /// With --emit kir: print each thread's program of the program split across N threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub threads: u64,
     #[command(flatten)]
     pub opt: OptArgs,
 }
@@ -102,6 +105,18 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                         .unwrap_or_default()
                         .to_string()
                 }
+                _ if a.threads > 1 => hlstm_passes::lower::threads::split(&p, a.threads as usize)
+                    .iter()
+                    .enumerate()
+                    .map(|(t, q)| {
+                        format!(
+                            "# thread {t} of {}\n{}",
+                            a.threads,
+                            hlstm_ir::kernel::print(q)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 _ => hlstm_ir::kernel::print(&p),
             };
             match &a.output {

@@ -41,6 +41,7 @@ struct EngineChoice {
     engine: Option<Engine>,
     strategy: Option<SparseStrategy>,
     cpu: Cpu,
+    threads: usize,
 }
 
 /// Run a model on inputs, or check it against reference test data.
@@ -89,6 +90,9 @@ pub struct RunArgs {
     /// With --engine jit: the CPU to generate code for.
     #[arg(long, value_enum, default_value = "native")]
     pub cpu: Cpu,
+    /// With --engine jit: threads that split each step's work (1 to 64).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub threads: u64,
     #[command(flatten)]
     pub opt: super::optimize::OptArgs,
 }
@@ -100,6 +104,7 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
         engine: a.engine,
         strategy: a.sparse_strategy,
         cpu: a.cpu,
+        threads: a.threads as usize,
     };
     if let Some(dir) = &a.test_data {
         return check_test_data(&g, dir, a.rtol, a.atol, choice);
@@ -168,7 +173,7 @@ fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Ten
             }
             let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
             let outs = match engine {
-                Engine::Jit => run_jit(&p, &refs, choice.cpu)?,
+                Engine::Jit => run_jit(&p, &refs, choice.cpu, choice.threads)?,
                 _ => hlstm_ir::kernel::interp::run(&p, &refs).map_err(|e| anyhow!("{e}"))?,
             };
             outs.into_iter()
@@ -183,21 +188,28 @@ fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Ten
 }
 
 /// Compiles the program with Cranelift and runs it once.
-fn run_jit(p: &hlstm_ir::kernel::Program, inputs: &[&[f32]], cpu: Cpu) -> Result<Vec<Vec<f32>>> {
+fn run_jit(
+    p: &hlstm_ir::kernel::Program,
+    inputs: &[&[f32]],
+    cpu: Cpu,
+    threads: usize,
+) -> Result<Vec<Vec<f32>>> {
     use hlstm_backends::cpu::{CpuIsa, CpuOptions, JitProgram};
     let isa = match cpu {
         Cpu::Native => CpuIsa::Native,
         Cpu::X86_64V2 => CpuIsa::X86_64V2,
         Cpu::X86_64V3 => CpuIsa::X86_64V3,
     };
-    let jit = JitProgram::compile(
-        p,
-        &CpuOptions {
-            isa,
-            ..CpuOptions::default()
-        },
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    let parts = if threads > 1 {
+        hlstm_passes::lower::threads::split(p, threads)
+    } else {
+        Vec::new()
+    };
+    let opts = CpuOptions {
+        isa,
+        ..CpuOptions::default()
+    };
+    let jit = JitProgram::compile_parts(p, &parts, &opts, false).map_err(|e| anyhow!("{e}"))?;
     let mut outs: Vec<Vec<f32>> = p
         .outputs
         .iter()

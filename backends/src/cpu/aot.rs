@@ -503,7 +503,8 @@ impl Gen<'_> {
             let work = b.ins().iadd_imm_s(ctx, CONTEXT_HEADER as i64);
             let resume = b.ins().iconst(I64, 0);
             let f = module.declare_func_in_func(kernel, b.func);
-            b.ins().call(f, &[ins, outs, work, steps, resume]);
+            let runtime = b.ins().iconst(I64, 0);
+            b.ins().call(f, &[ins, outs, work, steps, resume, runtime]);
             b.ins().store(mem(), resume, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);
             b.ins().return_(&[r]);
@@ -531,7 +532,8 @@ impl Gen<'_> {
             let work = b.ins().iadd_imm_s(ctx, CONTEXT_HEADER as i64);
             let one = b.ins().iconst(I64, 1);
             let f = module.declare_func_in_func(kernel, b.func);
-            b.ins().call(f, &[ins, outs, work, one, resume]);
+            let runtime = b.ins().iconst(I64, 0);
+            b.ins().call(f, &[ins, outs, work, one, resume, runtime]);
             let next = b.ins().iadd_imm_s(pos, 1);
             b.ins().store(mem(), next, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);

@@ -21,7 +21,8 @@ use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature, SourceLoc, Type, UserFuncName, Value,
+    AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, SourceLoc, Type,
+    UserFuncName, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
@@ -49,13 +50,14 @@ pub struct Compiled {
 
 /// The signature of a generated program function:
 /// `(inputs: *const *const f32, outputs: *const *mut f32, work: *mut f32, steps: i64,
-/// resume: i64)`. `steps` is the sequence length of the call (ignored when the program's is
-/// static); `resume` != 0 continues the sequence the previous call left in `work` (the
-/// `Start` blocks are skipped).
+/// resume: i64, runtime: *mut c_void)`. `steps` is the sequence length of the call (ignored
+/// when the program's is static); `resume` != 0 continues the sequence the previous call left
+/// in `work` (the `Start` blocks are skipped); `runtime` is what a thread passes to the barrier
+/// (null for a single-threaded program, which has none).
 pub fn program_signature<M: Module>(module: &M) -> Signature {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
-    for _ in 0..5 {
+    for _ in 0..6 {
         sig.params.push(AbiParam::new(ptr));
     }
     sig
@@ -89,10 +91,40 @@ pub fn define_program_linkage<M: Module>(
     linkage: Linkage,
     asm: bool,
 ) -> Result<Compiled, String> {
+    define_program_part(module, p, name, linkage, asm, None)
+}
+
+/// One thread's program of a program split across threads (`passes::lower::threads::split`):
+/// its index, the thread count, and the whole program (for the shared workspace layout).
+#[derive(Clone, Copy)]
+pub struct ThreadPart<'a> {
+    pub index: usize,
+    pub count: usize,
+    pub whole: &'a Program,
+}
+
+/// The name of the runtime's barrier, the one function a multi-threaded program calls:
+/// `void hlstm_barrier(void *runtime)`.
+pub const BARRIER_SYMBOL: &str = "hlstm_barrier";
+
+/// [`define_program_linkage`] for one thread's part: every part lays out the workspace like
+/// the whole program, with a scratch area of its own; thread 0 zeroes what the whole program
+/// needs zeroed, then all meet at a barrier.
+pub fn define_program_part<M: Module>(
+    module: &mut M,
+    p: &Program,
+    name: &str,
+    linkage: Linkage,
+    asm: bool,
+    part: Option<ThreadPart>,
+) -> Result<Compiled, String> {
     if module.target_config().pointer_type() != I64 {
         return Err("code generation supports 64-bit targets only".into());
     }
-    let l = layout::layout(p)?;
+    let l = match part {
+        None => layout::layout(p)?,
+        Some(t) => layout::layout_part(p, t.whole, t.index, t.count)?,
+    };
     let fma = isa_has_fma(module.isa());
     let sig = program_signature(module);
     let func_id = module
@@ -111,9 +143,22 @@ pub fn define_program_linkage<M: Module>(
         Some(id)
     };
 
+    let barrier_id = match part {
+        Some(t) if t.count > 1 => {
+            let mut bsig = module.make_signature();
+            bsig.params.push(AbiParam::new(I64));
+            Some(
+                module
+                    .declare_function(BARRIER_SYMBOL, Linkage::Import, &bsig)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        _ => None,
+    };
     let mut ctx: Context = module.make_context();
     ctx.func = Function::with_name_signature(UserFuncName::user(0, func_id.as_u32()), sig);
     let gv = data_id.map(|d| module.declare_data_in_func(d, &mut ctx.func));
+    let barrier = barrier_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let mut fbc = FunctionBuilderContext::new();
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
@@ -125,7 +170,12 @@ pub fn define_program_linkage<M: Module>(
         let ptr = module.target_config().pointer_type();
         let rodata = gv.map(|g| b.ins().symbol_value(ptr, g));
         let mut cx = Cx::new(&mut b, p, &l, ptr, fma, rodata, &params)?;
+        cx.barrier = barrier;
         cx.zero_buffers(&l);
+        if barrier.is_some() {
+            // Thread 0 zeroed; the others wait for it.
+            cx.stmt(&Stmt::Barrier)?;
+        }
         cx.stmts(&p.body)?;
         cx.b.ins().return_(&[]);
         b.finalize(module.target_config());
@@ -185,6 +235,9 @@ pub(crate) struct Cx<'a, 'f> {
     /// The call's sequence length and resume flag (function parameters).
     pub steps: Value,
     resume: Value,
+    /// The runtime pointer and the barrier function (multi-threaded programs only).
+    runtime: Value,
+    barrier: Option<FuncRef>,
     /// Number of the statement being generated (1-based, pre-order, as `.kir` lists them):
     /// the source location of its instructions, shown as `@NNNN` (hex) in CLIF.
     stmt_no: u32,
@@ -236,6 +289,8 @@ impl<'a, 'f> Cx<'a, 'f> {
             trip: 1,
             steps: params[3],
             resume: params[4],
+            runtime: params[5],
+            barrier: None,
             stmt_no: 0,
         })
     }
@@ -387,6 +442,13 @@ impl<'a, 'f> Cx<'a, 'f> {
             Stmt::Binary { op, out, a, b } => self.elementwise(EOp::Bin(*op), out, &[a, b]),
             Stmt::Clip { out, x, min, max } => self.elementwise(EOp::Clip(*min, *max), out, &[x]),
             Stmt::Copy { out, x } => self.elementwise(EOp::Copy, out, &[x]),
+            Stmt::Barrier => {
+                let f = self
+                    .barrier
+                    .ok_or("a barrier in a program compiled for one thread")?;
+                self.b.ins().call(f, &[self.runtime]);
+                Ok(())
+            }
             Stmt::Start { body } => {
                 // Skipped when the call resumes a sequence.
                 let run = self.b.create_block();

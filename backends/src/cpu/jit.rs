@@ -1,12 +1,193 @@
 //! The JIT: a program compiled in memory, with its workspace allocated once.
 
-use super::codegen::define_program_opts;
+use super::codegen::{BARRIER_SYMBOL, ThreadPart, define_program_opts, define_program_part};
 use super::{CpuIsa, CpuOptions, build_isa};
 use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::Linkage;
 use hlstm_ir::kernel::Program;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex as StdMutex};
 
-type Entry = unsafe extern "C" fn(*const *const f32, *const *mut f32, *mut f32, i64, i64);
+type Entry =
+    unsafe extern "C" fn(*const *const f32, *const *mut f32, *mut f32, i64, i64, *const Runtime);
+
+/// Spins of a waiting thread before it yields its core: long enough to cover a step's
+/// imbalance between threads, short enough not to starve a thread it waits for when the
+/// machine has fewer free cores than threads.
+const SPIN_LIMIT: u32 = 1 << 11;
+
+/// What the threads of one program share at run time: a sense-free barrier (a count of
+/// arrivals and a generation number that the last arrival bumps).
+#[repr(C)]
+pub struct Runtime {
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    threads: usize,
+}
+
+/// The barrier the generated code calls (`codegen::BARRIER_SYMBOL`): spins until every thread
+/// of the program has arrived. The release/acquire pair orders each thread's writes before the
+/// barrier with every thread's reads after it.
+extern "C" fn hlstm_barrier(rt: *const Runtime) {
+    // SAFETY: the generated code passes the pointer it was called with: the program's
+    // Runtime, alive for the whole call.
+    let rt = unsafe { &*rt };
+    let generation = rt.generation.load(Ordering::Acquire);
+    if rt.arrived.fetch_add(1, Ordering::AcqRel) + 1 == rt.threads {
+        rt.arrived.store(0, Ordering::Relaxed);
+        rt.generation.fetch_add(1, Ordering::AcqRel);
+        return;
+    }
+    let mut spins = 0u32;
+    while rt.generation.load(Ordering::Acquire) == generation {
+        spins += 1;
+        if spins < SPIN_LIMIT {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// One call, as the workers see it (pointers as integers: they are only dereferenced by the
+/// generated code during the call, which the caller waits for).
+#[derive(Clone, Copy)]
+struct Job {
+    ins: usize,
+    outs: usize,
+    work: usize,
+    steps: i64,
+    resume: i64,
+}
+
+struct Dispatch {
+    generation: u64,
+    job: Option<Job>,
+    quit: bool,
+}
+
+/// The worker threads of a multi-threaded program (thread 0 is the caller).
+struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    dispatch: StdMutex<Dispatch>,
+    wake: Condvar,
+    finished: AtomicUsize,
+    runtime: Runtime,
+    entries: Vec<Entry>,
+}
+
+impl Pool {
+    fn new(entries: Vec<Entry>) -> Pool {
+        let threads = entries.len();
+        let shared = Arc::new(Shared {
+            dispatch: StdMutex::new(Dispatch {
+                generation: 0,
+                job: None,
+                quit: false,
+            }),
+            wake: Condvar::new(),
+            finished: AtomicUsize::new(0),
+            runtime: Runtime {
+                arrived: AtomicUsize::new(0),
+                generation: AtomicUsize::new(0),
+                threads,
+            },
+            entries,
+        });
+        let workers = (1..threads)
+            .map(|tid| {
+                let sh = Arc::clone(&shared);
+                std::thread::spawn(move || worker(&sh, tid))
+            })
+            .collect();
+        Pool { shared, workers }
+    }
+
+    /// Runs `job` on every thread; returns when all have finished.
+    fn run(&self, job: Job) {
+        let sh = &self.shared;
+        sh.finished.store(0, Ordering::Relaxed);
+        {
+            let mut d = sh.dispatch.lock().unwrap_or_else(|e| e.into_inner());
+            d.generation += 1;
+            d.job = Some(job);
+        }
+        sh.wake.notify_all();
+        // SAFETY: as in `JitProgram::run_steps` (the pointers are live for this call).
+        unsafe { call(sh.entries[0], job, &sh.runtime) };
+        let mut spins = 0u32;
+        while sh.finished.load(Ordering::Acquire) + 1 < sh.entries.len() {
+            spins += 1;
+            if spins < SPIN_LIMIT {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        {
+            let mut d = self
+                .shared
+                .dispatch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            d.quit = true;
+        }
+        self.shared.wake.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(sh: &Shared, tid: usize) {
+    let mut seen = 0u64;
+    loop {
+        let job = {
+            let mut d = sh.dispatch.lock().unwrap_or_else(|e| e.into_inner());
+            while d.generation == seen && !d.quit {
+                d = sh.wake.wait(d).unwrap_or_else(|e| e.into_inner());
+            }
+            if d.quit {
+                return;
+            }
+            seen = d.generation;
+            d.job
+        };
+        if let Some(job) = job {
+            // SAFETY: the caller of `Pool::run` keeps the job's pointers alive until every
+            // worker has counted itself finished.
+            unsafe { call(sh.entries[tid], job, &sh.runtime) };
+        }
+        sh.finished.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Calls one thread's program on a job.
+///
+/// # Safety
+/// The job's pointers must be valid for the program, as `JitProgram::run_steps` checks.
+unsafe fn call(entry: Entry, job: Job, rt: &Runtime) {
+    unsafe {
+        entry(
+            job.ins as *const *const f32,
+            job.outs as *const *mut f32,
+            job.work as *mut f32,
+            job.steps,
+            job.resume,
+            rt,
+        )
+    }
+}
 
 /// Owns the JIT module (code and read-only data) and frees its memory on drop.
 struct Code(Option<JITModule>);
@@ -41,6 +222,8 @@ unsafe impl Send for Ctx {}
 /// A kernel program compiled to native code in memory.
 pub struct JitProgram {
     entry: Entry,
+    /// With more than one thread: the pool that runs the threads' parts (`entry` is part 0).
+    pool: Option<Pool>,
     ctx: Mutex<Ctx>,
     /// The inputs' and outputs' buffers, and the program (for their lengths per step count).
     in_bufs: Vec<hlstm_ir::kernel::BufId>,
@@ -163,23 +346,74 @@ impl JitProgram {
                 opts.isa.name()
             ));
         }
+        Self::compile_parts(p, &[], opts, asm)
+    }
+
+    /// Compiles a program split across threads (`passes::lower::threads::split` makes
+    /// `parts`, one per thread; empty or one: single-threaded) and starts the worker threads,
+    /// which live as long as the program.
+    pub fn compile_parts(
+        p: &Program,
+        parts: &[Program],
+        opts: &CpuOptions,
+        asm: bool,
+    ) -> Result<JitProgram, String> {
+        if !host_supports(opts.isa) {
+            return Err(format!(
+                "this machine cannot run {} code in the JIT",
+                opts.isa.name()
+            ));
+        }
         let isa = build_isa(opts, false)?;
-        let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        builder.symbol(BARRIER_SYMBOL, hlstm_barrier as *const u8);
         let mut code = Code(Some(JITModule::new(builder)));
         let module = code.0.as_mut().expect("module");
-        let c = define_program_opts(module, p, "hlstm_program", asm)?;
+        let threads = parts.len().max(1);
+        let mut compiled = Vec::with_capacity(threads);
+        if threads == 1 {
+            compiled.push(define_program_opts(module, p, "hlstm_program", asm)?);
+        } else {
+            for (index, part) in parts.iter().enumerate() {
+                let t = ThreadPart {
+                    index,
+                    count: threads,
+                    whole: p,
+                };
+                let name = format!("hlstm_program_{index}");
+                let a = asm && index == 0;
+                compiled.push(define_program_part(
+                    module,
+                    part,
+                    &name,
+                    Linkage::Export,
+                    a,
+                    Some(t),
+                )?);
+            }
+        }
         module
             .finalize_definitions()
             .map_err(|e| format!("cranelift: {e}"))?;
-        let ptr = module.get_finalized_function(c.func_id);
-        // SAFETY: the function was defined with `program_signature` (three pointers, no
-        // results) in the target's default calling convention, which is "C" on this host.
-        let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
-        if std::env::var_os("HLSTMC_PERF_MAP").is_some() {
-            write_perf_map(ptr, c.code_len, &p.name);
+        let mut entries = Vec::with_capacity(threads);
+        for c in &compiled {
+            let ptr = module.get_finalized_function(c.func_id);
+            if std::env::var_os("HLSTMC_PERF_MAP").is_some() {
+                write_perf_map(ptr, c.code_len, &p.name);
+            }
+            // SAFETY: the function was defined with `program_signature` (six 64-bit
+            // parameters, no results) in the target's default calling convention, which is
+            // "C" on this host.
+            entries.push(unsafe { std::mem::transmute::<*const u8, Entry>(ptr) });
         }
+        let c = compiled.swap_remove(0);
+        let code_len = c.code_len + compiled.iter().map(|x| x.code_len).sum::<usize>();
+        let rodata_len = c.rodata_len + compiled.iter().map(|x| x.rodata_len).sum::<usize>();
+        let entry = entries[0];
+        let pool = (threads > 1).then(|| Pool::new(entries));
         Ok(JitProgram {
             entry,
+            pool,
             ctx: Mutex::new(Ctx {
                 work: vec![0.0f32; c.work_len.max(1)].into_boxed_slice(),
                 ins: vec![std::ptr::null(); p.inputs.len()].into_boxed_slice(),
@@ -190,9 +424,9 @@ impl JitProgram {
             steps: StepsInfo::of(p),
             clif: c.clif,
             fma: c.fma,
-            rodata_len: c.rodata_len,
+            rodata_len,
             asm: c.asm,
-            code_len: c.code_len,
+            code_len,
             _code: code,
         })
     }
@@ -261,15 +495,24 @@ impl JitProgram {
         // for `steps` steps (checked above; the code touches only those rows, and its views
         // were checked against the longest sequence at compile time), writes only outputs and
         // the workspace, and the workspace is ours under the lock.
-        unsafe {
-            (self.entry)(
-                ctx.ins.as_ptr(),
-                ctx.outs.as_ptr(),
-                ctx.work.as_mut_ptr(),
-                steps as i64,
-                resume as i64,
-            )
+        let job = Job {
+            ins: ctx.ins.as_ptr() as usize,
+            outs: ctx.outs.as_ptr() as usize,
+            work: ctx.work.as_mut_ptr() as usize,
+            steps: steps as i64,
+            resume: resume as i64,
         };
+        match &self.pool {
+            Some(pool) => pool.run(job),
+            None => {
+                let rt = Runtime {
+                    arrived: AtomicUsize::new(0),
+                    generation: AtomicUsize::new(0),
+                    threads: 1,
+                };
+                unsafe { call(self.entry, job, &rt) }
+            }
+        }
         Ok(())
     }
 

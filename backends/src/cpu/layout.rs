@@ -286,6 +286,7 @@ fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> 
             }
             Stmt::Loop { trip: t, body, .. } => check_stmts(p, body, *t, scratch)?,
             Stmt::Start { body } => check_stmts(p, body, trip, scratch)?,
+            Stmt::Barrier => {}
         }
     }
     Ok(())
@@ -421,6 +422,7 @@ impl Sim {
                     }
                 }
                 Stmt::Start { body } => self.exec(body, t)?,
+                Stmt::Barrier => {}
             }
         }
         Some(())
@@ -485,7 +487,7 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
             }
             Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => vec![x],
             Stmt::Binary { a, b, .. } => vec![a, b],
-            Stmt::Loop { .. } | Stmt::Start { .. } => vec![],
+            Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => vec![],
         }
     }
     fn covers_once(p: &Program, v: &View) -> bool {
@@ -525,6 +527,9 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
                 walk(p, body, trip, first, read, writes);
                 continue;
             }
+            if matches!(s, Stmt::Barrier) {
+                continue;
+            }
             for v in reads_of(s) {
                 if let Storage::Buf(b) = v.storage {
                     read[b.0] = true;
@@ -539,7 +544,7 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
                 | Stmt::Binary { out, .. }
                 | Stmt::Clip { out, .. }
                 | Stmt::Copy { out, .. } => out,
-                Stmt::Loop { .. } | Stmt::Start { .. } => unreachable!(),
+                Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => unreachable!(),
             };
             if let Storage::Buf(b) = out.storage {
                 if first[b.0] == First::None {
@@ -778,9 +783,35 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                 const_view(l, b);
             }
             Stmt::Loop { body, .. } | Stmt::Start { body } => place_rodata(p, body, l)?,
+            Stmt::Barrier => {}
         }
     }
     Ok(())
+}
+
+/// The layout of thread `index`'s part of `whole` split across `count` threads: the buffers
+/// where the whole program has them, this thread's scratch area after the others' (each as
+/// large as the whole program's, which bounds a part's), and the whole program's zero set on
+/// thread 0 only.
+pub(crate) fn layout_part(
+    p: &Program,
+    whole: &Program,
+    index: usize,
+    count: usize,
+) -> Result<Layout, String> {
+    let w = layout(whole)?;
+    let mut l = layout(p)?;
+    if l.temp_off != w.temp_off {
+        return Err("a thread's program has other buffers than the whole program".into());
+    }
+    let each = align_up(w.work_len - w.scratch_off);
+    if l.work_len - l.scratch_off > each {
+        return Err("a thread's part needs more scratch than the whole program".into());
+    }
+    l.scratch_off = w.scratch_off + index * each;
+    l.work_len = w.scratch_off + count * each;
+    l.zero = if index == 0 { w.zero } else { Vec::new() };
+    Ok(l)
 }
 
 pub(crate) fn layout(p: &Program) -> Result<Layout, String> {

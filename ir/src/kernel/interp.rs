@@ -300,6 +300,7 @@ impl Run<'_> {
                         self.exec(body, bufs, step)?;
                     }
                 }
+                Stmt::Barrier => {}
                 Stmt::Start { body } => {
                     if !self.resume {
                         self.exec(body, bufs, t)?;

@@ -224,6 +224,9 @@ pub enum Stmt {
     /// Statements that start a sequence (initial state): skipped by a call that resumes a
     /// sequence (the streaming step API).
     Start { body: Vec<Stmt> },
+    /// Every thread of a multi-threaded program waits here until all have arrived (each thread
+    /// runs its own program with the same barriers; see `passes::lower::threads`).
+    Barrier,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

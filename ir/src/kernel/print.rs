@@ -94,6 +94,7 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
                 stmts(out, body, indent + 1);
                 writeln!(out, "{pad}}}")
             }
+            Stmt::Barrier => writeln!(out, "{pad}barrier"),
             Stmt::Start { body } => {
                 let _ = writeln!(out, "{pad}start {{");
                 stmts(out, body, indent + 1);

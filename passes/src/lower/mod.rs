@@ -17,6 +17,7 @@
 
 mod recurrence;
 pub mod steps;
+pub mod threads;
 pub mod view;
 
 use hlstm_ir::kernel::{
@@ -1136,6 +1137,7 @@ pub(crate) fn for_each_view(body: &mut [Stmt], f: &mut dyn FnMut(&mut View)) {
                 f(b);
             }
             Stmt::Loop { body, .. } | Stmt::Start { body } => for_each_view(body, f),
+            Stmt::Barrier => {}
         }
     }
 }

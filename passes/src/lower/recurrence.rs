@@ -375,7 +375,7 @@ fn out_view(st: &Stmt) -> Option<&View> {
         | Stmt::Binary { out, .. }
         | Stmt::Clip { out, .. }
         | Stmt::Copy { out, .. } => Some(out),
-        Stmt::Loop { .. } | Stmt::Start { .. } => None,
+        Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => None,
     }
 }
 

@@ -109,7 +109,7 @@ fn views(st: &Stmt) -> Vec<&View> {
             vec![out, x]
         }
         Stmt::Binary { out, a, b, .. } => vec![out, a, b],
-        Stmt::Loop { .. } | Stmt::Start { .. } => vec![],
+        Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => vec![],
     }
 }
 
