@@ -164,18 +164,16 @@ fn bench_per_step_is_na_without_a_sequence() {
 }
 
 #[test]
-fn bench_threads_above_one_are_refused() {
+fn bench_threads() {
     let v = bench_json(&[&sp97(), "--threads", "1", "--runs", "2"]);
     assert_eq!(v["threads"], 1);
-    let o = hlstmc(&["bench", &sp97(), "--threads", "2", "--runs", "2"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("--threads > 1 is not supported by this build yet"),
-        "{}",
-        stderr(&o)
-    );
-    let o = hlstmc(&["bench", &sp97(), "--threads", "0"]);
-    assert!(!o.status.success());
+    let v = bench_json(&[&sp97(), "--threads", "2", "--runs", "2"]);
+    assert_eq!(v["threads"], 2);
+    assert!(v["median_us"].as_f64().unwrap() > 0.0);
+    for bad in ["0", "65"] {
+        let o = hlstmc(&["bench", &sp97(), "--threads", bad]);
+        assert!(!o.status.success(), "--threads {bad}");
+    }
 }
 
 #[test]
