@@ -571,3 +571,29 @@ fn every_fixture_and_recurrent_node_test_through_c() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!("{ran} models through the C library");
 }
+
+/// The optimizer's pass-dump flags work on `compile` too.
+#[test]
+fn pass_dumps_work_on_compile() {
+    let m = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let dumps = tmp.path().join("dumps");
+    let o = hlstmc(&[
+        "compile",
+        &m.display().to_string(),
+        "-o",
+        &tmp.path().display().to_string(),
+        "--emit",
+        "kir",
+        "--print-after",
+        "saturate",
+        "--dump-dir",
+        &dumps.display().to_string(),
+        "--time-passes",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("saturate"), "{t}");
+    let n = std::fs::read_dir(&dumps).unwrap().count();
+    assert!(n >= 5, "{n} dumps");
+}

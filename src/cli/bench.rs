@@ -414,7 +414,8 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
             None => "n/a".to_string(),
         };
         println!("model:    {}", a.model.display());
-        println!("engine:   {engine} ({threads} thread)");
+        let plural = if threads == 1 { "" } else { "s" };
+        println!("engine:   {engine} ({threads} thread{plural})");
         println!(
             "import:   {:.2} ms, optimize {:.2} ms",
             import.as_secs_f64() * 1e3,
