@@ -112,9 +112,20 @@ pub enum ScheduleName {
     Cosine,
 }
 
+/// What runs the training and evaluation graphs (see `exec`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineName {
+    /// The reference interpreter: exact (f64 matmul accumulation), slow.
+    Interp,
+    /// The interpreter with f32 blocked matrix products.
+    Fast,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Train {
+    pub engine: EngineName,
     pub epochs: usize,
     pub batch: usize,
     pub optimizer: OptimizerName,
@@ -138,6 +149,7 @@ pub struct Train {
 impl Default for Train {
     fn default() -> Train {
         Train {
+            engine: EngineName::Interp,
             epochs: 10,
             batch: 32,
             optimizer: OptimizerName::Adam,

@@ -6,7 +6,6 @@ mod plots;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use hlstm_trainer::config::Config;
-use hlstm_trainer::exec::Interp;
 use hlstm_trainer::train::{self, Observer, Record, Session};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -150,7 +149,8 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let start = Instant::now();
-    let mut s = Session::new(&cfg, &Interp).map_err(|e| anyhow!("{e}"))?;
+    let mut s = Session::new(&cfg, hlstm_trainer::exec::engine(cfg.train.engine))
+        .map_err(|e| anyhow!("{e}"))?;
     let log_path = beside(&a.out, "log.jsonl");
     let file = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot write {}", log_path.display()))?;
@@ -200,7 +200,7 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
         "epochs": sum.epochs,
         "seconds": secs,
         "seconds_per_epoch": secs / sum.epochs.max(1) as f64,
-        "engine": "interp",
+        "engine": hlstm_trainer::exec::engine(cfg.train.engine).name(),
     });
     let sum_path = beside(&a.out, "summary.json");
     std::fs::write(&sum_path, serde_json::to_string_pretty(&summary)? + "\n")

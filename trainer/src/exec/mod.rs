@@ -1,7 +1,12 @@
 //! What runs a training or evaluation graph. The trainer only needs "inputs in, outputs out", so
 //! the engine sits behind two small traits: today the reference interpreter (exact, slow), later
 //! the JIT once it can lower training graphs (recurrences with saved per-step values, run-time
-//! weights). Swapping engines changes no training code.
+//! weights). Swapping engines changes no training code. `Fast` is the interpreter with f32
+//! matrix products (see `fast.rs`).
+
+mod fast;
+
+pub use fast::Fast;
 
 use crate::Error;
 use hlstm_ir::{Graph, Tensor, interp};
@@ -16,6 +21,14 @@ pub trait Executable {
 pub trait Engine {
     fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error>;
     fn name(&self) -> &'static str;
+}
+
+/// The engine a config names.
+pub fn engine(name: crate::config::EngineName) -> &'static dyn Engine {
+    match name {
+        crate::config::EngineName::Interp => &Interp,
+        crate::config::EngineName::Fast => &Fast,
+    }
 }
 
 /// The reference interpreter (`hlstm_ir::interp`).
