@@ -38,6 +38,62 @@ fn f32s(t: &hlstm_ir::Tensor) -> Vec<f32> {
     }
 }
 
+/// Writes a test-data folder's inputs as raw little-endian f32 files in `dir`.
+fn raw_inputs(data: &Path, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut ins = Vec::new();
+    for k in 0.. {
+        let p = data.join(format!("input_{k}.pb"));
+        if !p.exists() {
+            break;
+        }
+        let raw: Vec<u8> = f32s(&read_pb(&p)?.1)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let f = dir.join(format!("in_{k}.f32"));
+        std::fs::write(&f, raw).map_err(|e| e.to_string())?;
+        ins.push(f);
+    }
+    Ok(ins)
+}
+
+/// A test-data folder's reference outputs.
+fn reference_outputs(data: &Path) -> Result<Vec<Vec<f32>>, String> {
+    let mut wants = Vec::new();
+    for k in 0.. {
+        let p = data.join(format!("output_{k}.pb"));
+        if !p.exists() {
+            break;
+        }
+        wants.push(f32s(&read_pb(&p)?.1));
+    }
+    Ok(wants)
+}
+
+/// Raw f32 output files against the references, within 1e-4 + 1e-3 |want|.
+fn compare(outs: &[PathBuf], wants: &[Vec<f32>], what: &str) -> Result<(), String> {
+    for (k, (f, want)) in outs.iter().zip(wants).enumerate() {
+        let got: Vec<f32> = std::fs::read(f)
+            .map_err(|e| format!("{what}: {e}"))?
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if got.len() != want.len() {
+            return Err(format!(
+                "{what} output {k}: {} floats, want {}",
+                got.len(),
+                want.len()
+            ));
+        }
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            if (g - w).abs() > 1e-4 + 1e-3 * w.abs() {
+                return Err(format!("{what} output {k}[{i}]: got {g}, want {w}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn cc(dir: &Path, name: &str, extra: &[&str], exe: &str) {
     let o = Command::new("cc")
         .args(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror"])
@@ -139,28 +195,8 @@ fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
         eprintln!("readelf not found: dependency check skipped");
     }
 
-    // Inputs as raw f32 files.
-    let mut ins = Vec::new();
-    for k in 0.. {
-        let p = data.join(format!("input_{k}.pb"));
-        if !p.exists() {
-            break;
-        }
-        let (_, t) = read_pb(&p).unwrap();
-        let raw: Vec<u8> = f32s(&t).iter().flat_map(|v| v.to_le_bytes()).collect();
-        let f = dir.join(format!("in_{k}.f32"));
-        std::fs::write(&f, raw).unwrap();
-        ins.push(f);
-    }
-    let mut wants = Vec::new();
-    for k in 0.. {
-        let p = data.join(format!("output_{k}.pb"));
-        if !p.exists() {
-            break;
-        }
-        wants.push(f32s(&read_pb(&p).unwrap().1));
-    }
-
+    let ins = raw_inputs(&data, dir).unwrap();
+    let wants = reference_outputs(&data).unwrap();
     assert!(
         !ins.is_empty() && !wants.is_empty(),
         "{fixture}: no test data"
@@ -227,21 +263,7 @@ fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
                 "{fixture} {exe} {mode:?}:\n{}",
                 text(&o)
             );
-            for (k, (f, want)) in outs.iter().zip(&wants).enumerate() {
-                let got: Vec<f32> = std::fs::read(f)
-                    .unwrap()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                assert_eq!(got.len(), want.len(), "{fixture} {exe} output {k} length");
-                for (i, (g, w)) in got.iter().zip(want).enumerate() {
-                    let (g, w) = (*g as f64, *w as f64);
-                    assert!(
-                        (g - w).abs() <= 1e-4 + 1e-3 * w.abs(),
-                        "{fixture} {exe} {mode:?} output {k}[{i}]: got {g}, want {w}"
-                    );
-                }
-            }
+            compare(&outs, &wants, &format!("{fixture} {exe} {mode:?}")).unwrap();
         }
     }
     streams
@@ -378,36 +400,18 @@ fn rust_example_links_the_library() {
         .expect("rustc runs");
     assert!(o.status.success(), "rustc failed:\n{}", text(&o));
     let data = fixture.join("test_data_set_0");
-    let (_, x) = read_pb(&data.join("input_0.pb")).unwrap();
-    let input = dir.join("in_0.f32");
-    let raw: Vec<u8> = f32s(&x).iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&input, raw).unwrap();
-    let wants: Vec<Vec<f32>> = (0..2)
-        .map(|k| f32s(&read_pb(&data.join(format!("output_{k}.pb"))).unwrap().1))
-        .collect();
+    let ins = raw_inputs(&data, dir).unwrap();
+    let wants = reference_outputs(&data).unwrap();
     for mode in [None, Some("--stream")] {
         let outs: Vec<PathBuf> = (0..2).map(|k| dir.join(format!("out_{k}.f32"))).collect();
         let o = Command::new(dir.join("run_model"))
             .args(mode)
-            .arg(&input)
+            .args(&ins)
             .args(&outs)
             .output()
             .unwrap();
         assert!(o.status.success(), "{mode:?}: {}", text(&o));
-        for (k, (f, want)) in outs.iter().zip(&wants).enumerate() {
-            let got: Vec<f32> = std::fs::read(f)
-                .unwrap()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            assert_eq!(got.len(), want.len());
-            for (g, w) in got.iter().zip(want) {
-                assert!(
-                    (g - w).abs() <= 1e-4 + 1e-3 * w.abs(),
-                    "{mode:?} output {k}: {g} vs {w}"
-                );
-            }
-        }
+        compare(&outs, &wants, &format!("{mode:?}")).unwrap();
     }
 }
 
@@ -461,28 +465,8 @@ fn through_c(dir: &Path, work: &Path) -> Result<(), String> {
         return Err(format!("cc: {}", text(&o)));
     }
     let data = dir.join("test_data_set_0");
-    let mut ins = Vec::new();
-    for k in 0.. {
-        let p = data.join(format!("input_{k}.pb"));
-        if !p.exists() {
-            break;
-        }
-        let raw: Vec<u8> = f32s(&read_pb(&p)?.1)
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let f = out.join(format!("in_{k}.f32"));
-        std::fs::write(&f, raw).unwrap();
-        ins.push(f);
-    }
-    let mut wants = Vec::new();
-    for k in 0.. {
-        let p = data.join(format!("output_{k}.pb"));
-        if !p.exists() {
-            break;
-        }
-        wants.push(f32s(&read_pb(&p)?.1));
-    }
+    let ins = raw_inputs(&data, &out)?;
+    let wants = reference_outputs(&data)?;
     let streams = std::fs::read_to_string(out.join("hm.h"))
         .unwrap()
         .contains("hm_step: supported");
@@ -507,25 +491,7 @@ fn through_c(dir: &Path, work: &Path) -> Result<(), String> {
         if mode.first() == Some(&"--error-test") {
             continue;
         }
-        for (k, (f, want)) in outs.iter().zip(&wants).enumerate() {
-            let got: Vec<f32> = std::fs::read(f)
-                .unwrap()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            if got.len() != want.len() {
-                return Err(format!(
-                    "{mode:?} output {k}: {} floats, want {}",
-                    got.len(),
-                    want.len()
-                ));
-            }
-            for (i, (g, w)) in got.iter().zip(want).enumerate() {
-                if (g - w).abs() > 1e-4 + 1e-3 * w.abs() {
-                    return Err(format!("{mode:?} output {k}[{i}]: got {g}, want {w}"));
-                }
-            }
-        }
+        compare(&outs, &wants, &format!("{mode:?}"))?;
     }
     Ok(())
 }

@@ -59,6 +59,19 @@ fn check(dirs: &[PathBuf], flags: &[&str]) {
     );
 }
 
+/// The ONNX node tests of the recurrent ops (LSTM, GRU, RNN, Scan).
+fn is_recurrent_node_test(n: &str) -> bool {
+    [
+        "test_lstm",
+        "test_gru",
+        "test_simple_rnn",
+        "test_rnn",
+        "test_scan",
+    ]
+    .iter()
+    .any(|p| n.starts_with(p))
+}
+
 fn dirs(folder: &str, filter: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures().join(folder))
         .expect("fixture folder")
@@ -84,34 +97,13 @@ fn every_fixture_and_node_test_on_several_threads() {
     let mut all = dirs("models", |_| true);
     all.extend(dirs("extra", |_| true));
     check(&all, &["--threads", "2"]);
-    let nodes = dirs("onnx-node", |n| {
-        [
-            "test_lstm",
-            "test_gru",
-            "test_simple_rnn",
-            "test_rnn",
-            "test_scan",
-        ]
-        .iter()
-        .any(|p| n.starts_with(p))
-    });
+    let nodes = dirs("onnx-node", is_recurrent_node_test);
     check(&nodes, &["--threads", "3"]);
 }
 
 #[test]
 fn recurrent_node_tests_through_the_jit() {
-    let recurrent = |n: &str| {
-        [
-            "test_lstm",
-            "test_gru",
-            "test_simple_rnn",
-            "test_rnn",
-            "test_scan",
-        ]
-        .iter()
-        .any(|p| n.starts_with(p))
-    };
-    let nodes = dirs("onnx-node", recurrent);
+    let nodes = dirs("onnx-node", is_recurrent_node_test);
     assert!(
         nodes.len() >= 20,
         "found {} recurrent node tests",

@@ -107,27 +107,7 @@ fn rows_of(v: &View, rows: usize) -> View {
 
 /// Flat element offsets of a view at step t, in row-major order of its dims.
 fn offsets(v: &View, t: usize) -> Vec<isize> {
-    let base = v.offset + v.step_stride * t as isize;
-    let n: usize = v.dims.iter().product();
-    let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; v.dims.len()];
-    for _ in 0..n {
-        out.push(
-            base + idx
-                .iter()
-                .zip(&v.strides)
-                .map(|(i, s)| *i as isize * s)
-                .sum::<isize>(),
-        );
-        for d in (0..idx.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < v.dims[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    out
+    v.offsets(t)
 }
 
 fn read(p: &Program, bufs: &[Vec<f32>], v: &View, t: usize) -> Result<Vec<f32>, String> {

@@ -229,6 +229,63 @@ pub enum Stmt {
     Barrier,
 }
 
+impl Stmt {
+    /// The view a statement writes (None for loops, `start` blocks and barriers).
+    pub fn output(&self) -> Option<&View> {
+        match self {
+            Stmt::MatMul { out, .. }
+            | Stmt::Unary { out, .. }
+            | Stmt::Binary { out, .. }
+            | Stmt::Clip { out, .. }
+            | Stmt::Copy { out, .. } => Some(out),
+            Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => None,
+        }
+    }
+
+    /// The views a statement reads (a run-time weight included; none for loops, `start` blocks
+    /// and barriers, whose bodies are statements of their own).
+    pub fn inputs(&self) -> Vec<&View> {
+        match self {
+            Stmt::MatMul { a, w, .. } => {
+                let mut r = vec![a];
+                if let Weight::View(v) = w {
+                    r.push(v);
+                }
+                r
+            }
+            Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => vec![x],
+            Stmt::Binary { a, b, .. } => vec![a, b],
+            Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => vec![],
+        }
+    }
+}
+
+impl View {
+    /// The element offsets the view touches at step `t`, in row-major order of its dims.
+    pub fn offsets(&self, t: usize) -> Vec<isize> {
+        let base = self.offset + self.step_stride * t as isize;
+        let n: usize = self.dims.iter().product();
+        let mut out = Vec::with_capacity(n);
+        let mut idx = vec![0usize; self.dims.len()];
+        for _ in 0..n {
+            let inner: isize = idx
+                .iter()
+                .zip(&self.strides)
+                .map(|(i, s)| *i as isize * s)
+                .sum();
+            out.push(base + inner);
+            for d in (0..idx.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < self.dims[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        out
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Program {
     pub name: String,

@@ -97,20 +97,7 @@ fn access(v: &View, s: usize, trip: usize) -> Option<Access> {
 }
 
 fn views(st: &Stmt) -> Vec<&View> {
-    match st {
-        Stmt::MatMul { out, a, w, .. } => {
-            let mut v = vec![out, a];
-            if let Weight::View(w) = w {
-                v.push(w);
-            }
-            v
-        }
-        Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
-            vec![out, x]
-        }
-        Stmt::Binary { out, a, b, .. } => vec![out, a, b],
-        Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => vec![],
-    }
+    st.output().into_iter().chain(st.inputs()).collect()
 }
 
 /// The statements outside the time loops, in order (a `Start` block's statements inline).

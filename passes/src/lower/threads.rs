@@ -71,52 +71,23 @@ impl Since {
     }
 }
 
-/// Element offsets of a view at step 0 (None past a size where the caller is conservative).
+/// The elements a view touches at step 0 (views inside a loop move by whole steps).
 fn elements(v: &View) -> HashSet<usize> {
-    let mut out = HashSet::new();
-    let n: usize = v.dims.iter().product();
-    let mut idx = vec![0usize; v.dims.len()];
-    for _ in 0..n {
-        let o = v.offset
-            + idx
-                .iter()
-                .zip(&v.strides)
-                .map(|(i, s)| *i as isize * s)
-                .sum::<isize>();
-        out.insert(o.max(0) as usize);
-        for d in (0..idx.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < v.dims[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    out
+    v.offsets(0)
+        .into_iter()
+        .map(|o| o.max(0) as usize)
+        .collect()
 }
 
-/// A statement's reads and writes as element sets per storage (constants left out).
+/// A statement's reads and writes as element sets per buffer (constants left out).
 fn footprint(s: &Stmt) -> (Footprint, Footprint) {
     let (mut r, mut w) = (Footprint::new(), Footprint::new());
-    let reads: Vec<&View> = match s {
-        Stmt::MatMul { a, w: wt, .. } => {
-            let mut v = vec![a];
-            if let Weight::View(x) = wt {
-                v.push(x);
-            }
-            v
-        }
-        Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => vec![x],
-        Stmt::Binary { a, b, .. } => vec![a, b],
-        Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => vec![],
-    };
-    for v in reads {
+    for v in s.inputs() {
         if matches!(v.storage, Storage::Buf(_)) {
             r.entry(v.storage).or_default().extend(elements(v));
         }
     }
-    if !matches!(s, Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier) {
-        let o = out_view(s);
+    if let Some(o) = s.output() {
         w.entry(o.storage).or_default().extend(elements(o));
     }
     (r, w)
@@ -274,16 +245,8 @@ fn share_stmt(q: &mut Program, s: Stmt, tid: usize, threads: usize) -> Option<St
 }
 
 fn out_view(s: &Stmt) -> &View {
-    match s {
-        Stmt::MatMul { out, .. }
-        | Stmt::Unary { out, .. }
-        | Stmt::Binary { out, .. }
-        | Stmt::Clip { out, .. }
-        | Stmt::Copy { out, .. } => out,
-        Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => {
-            unreachable!("only statements with an output are split")
-        }
-    }
+    s.output()
+        .expect("only statements with an output are split")
 }
 
 fn for_views(s: &mut Stmt, f: &mut dyn FnMut(&mut View)) {
