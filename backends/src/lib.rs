@@ -1,4 +1,6 @@
 //! hlstmc backends. `cpu`: Cranelift code generation for the kernel IR (a JIT now, object files
-//! later, through one code path over `cranelift_module::Module`).
+//! later, through one code path over `cranelift_module::Module`). `ptx`: PTX text for NVIDIA GPUs
+//! (docs/ptx.md).
 
 pub mod cpu;
+pub mod ptx;

@@ -53,6 +53,8 @@ pub enum Emit {
     /// The machine instructions the JIT generates for this machine, after register
     /// allocation (Cranelift's listing).
     Asm,
+    /// PTX for NVIDIA GPUs (sm_80; `hlstmc compile --target ptx --sm N` for others).
+    Ptx,
 }
 
 /// How matmuls with constant weights are generated (`--sparse-strategy`).
@@ -82,7 +84,7 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
     optimize(&mut g, &a.opt)?;
     match a.emit {
         Emit::Hir => super::print_ir::emit(&g, a.output.as_deref()),
-        Emit::Kir | Emit::Clif | Emit::Asm => {
+        Emit::Kir | Emit::Clif | Emit::Asm | Emit::Ptx => {
             let mut p = lower(&g, a.sparse_strategy)?;
             p.name = a
                 .model
@@ -91,6 +93,12 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                 .to_string_lossy()
                 .to_string();
             let text = match a.emit {
+                Emit::Ptx => {
+                    let opts = hlstm_backends::ptx::PtxOptions::default();
+                    hlstm_backends::ptx::compile(&p, &opts)
+                        .map_err(|e| anyhow::anyhow!("cannot generate PTX: {e}"))?
+                        .ptx
+                }
                 Emit::Clif => {
                     let opts = hlstm_backends::cpu::CpuOptions::default();
                     hlstm_backends::cpu::JitProgram::compile(&p, &opts)
