@@ -327,23 +327,6 @@ fn emit_lower_levels() {
 }
 
 #[test]
-fn ptx_is_not_implemented() {
-    let m = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
-    let tmp = tempfile::tempdir().unwrap();
-    let o = hlstmc(&[
-        "compile",
-        &m.display().to_string(),
-        "--target",
-        "ptx",
-        "-o",
-        &tmp.path().display().to_string(),
-    ]);
-    assert!(!o.status.success());
-    assert!(text(&o).contains("not implemented yet"), "{}", text(&o));
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
-}
-
-#[test]
 fn missing_tool_is_named_and_nothing_is_written() {
     let m = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
     let tmp = tempfile::tempdir().unwrap();

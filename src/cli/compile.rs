@@ -25,6 +25,7 @@ use std::process::{Command, ExitCode};
 ///   cc -O2 main.c -Ibuild build/libhlstm.a -lm
 ///   hlstmc compile model.onnx --emit obj,header --cpu x86-64-v2 --sparse-strategy sparse-csr
 ///   hlstmc compile model.onnx --emit kir,clif,asm --print-after-all
+///   hlstmc compile model.onnx --target ptx --sm 90 -o build/ --name hlstm   # hlstm.ptx, hlstm.launch.json
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CompileArgs {
@@ -59,6 +60,9 @@ pub struct CompileArgs {
     /// Generate every constant weight this way instead of choosing per matrix.
     #[arg(long, value_enum, value_name = "STRATEGY")]
     pub sparse_strategy: Option<SparseStrategy>,
+    /// With --target ptx: the GPU architecture (sm_N): 80, 86, 89 or 90.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u32).range(80..=90))]
+    pub sm: u32,
     #[command(flatten)]
     pub opt: super::optimize::OptArgs,
 }
@@ -68,7 +72,7 @@ pub enum Target {
     /// x86-64 machine code (Cranelift).
     #[value(name = "x86_64")]
     X86_64,
-    /// NVIDIA PTX (not implemented yet).
+    /// NVIDIA PTX: NAME.ptx (one persistent kernel) and NAME.launch.json (docs/ptx.md).
     Ptx,
 }
 
@@ -150,12 +154,12 @@ fn default_name(model: &Path) -> String {
 }
 
 pub fn main(a: CompileArgs) -> Result<ExitCode> {
-    if a.target == Target::Ptx {
-        bail!("--target ptx is not implemented yet (only x86_64 is)");
-    }
     let name = a.name.clone().unwrap_or_else(|| default_name(&a.model));
     if !aot::is_c_identifier(&name) {
         bail!("--name {name:?} is not a C identifier ([A-Za-z_][A-Za-z0-9_]*)");
+    }
+    if a.target == Target::Ptx {
+        return main_ptx(&a, &name);
     }
     let want = |e: Emit| a.emit.contains(&e);
     // Check the tools first: no work is done if one is missing.
@@ -285,6 +289,71 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         obj.rodata_len,
         isa.name(),
         if obj.fma { " (fma)" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--target ptx`: NAME.ptx and NAME.launch.json (and NAME.kir with `--emit kir`), written
+/// under temporary names and renamed once both are made. The host library over the CUDA
+/// driver is a later stage (docs/ptx.md).
+fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
+    if a.emit.contains(&Emit::Clif) || a.emit.contains(&Emit::Asm) {
+        bail!(
+            "--emit clif and asm are for --target x86_64; --target ptx writes NAME.ptx and NAME.launch.json (and NAME.kir with --emit kir)"
+        );
+    }
+    if !hlstm_backends::ptx::SM_TARGETS.contains(&a.sm) {
+        bail!(
+            "--sm {}: the PTX target supports {:?}",
+            a.sm,
+            hlstm_backends::ptx::SM_TARGETS
+        );
+    }
+    let mut g = super::load_model(&a.model)?;
+    super::optimize::optimize(&mut g, &a.opt)?;
+    let mut p = super::opt::lower(&g, a.sparse_strategy)?;
+    p.name = name.to_string();
+    let opts = hlstm_backends::ptx::PtxOptions {
+        sm: a.sm,
+        ..Default::default()
+    };
+    let m =
+        hlstm_backends::ptx::compile(&p, &opts).map_err(|e| anyhow!("cannot generate PTX: {e}"))?;
+    let mut files = vec![
+        (format!("{name}.ptx"), m.ptx.clone()),
+        (format!("{name}.launch.json"), m.launch.to_json()),
+    ];
+    if a.emit.contains(&Emit::Kir) {
+        files.push((format!("{name}.kir"), hlstm_ir::kernel::print(&p)));
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let tmp: Vec<PathBuf> = files
+        .iter()
+        .map(|(f, _)| a.out.join(format!(".{f}.{}.partial", std::process::id())))
+        .collect();
+    for ((_, text), t) in files.iter().zip(&tmp) {
+        if let Err(e) = std::fs::write(t, text) {
+            for t in &tmp {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(e).with_context(|| format!("cannot write {}", t.display()));
+        }
+    }
+    for ((f, _), t) in files.iter().zip(&tmp) {
+        let dst = a.out.join(f);
+        std::fs::rename(t, &dst).with_context(|| format!("cannot write {}", dst.display()))?;
+        println!("wrote {}", dst.display());
+    }
+    let l = &m.launch;
+    let steps = if l.dynamic_steps {
+        format!("1 to {} steps", l.max_steps)
+    } else {
+        format!("exactly {} steps", l.max_steps)
+    };
+    eprintln!(
+        "{name}: sm_{}, grid {} x {} threads, {steps}, shared memory {} bytes, weights {} bytes in shared memory and {} in global memory",
+        l.sm, l.grid[0], l.block[0], l.shared_bytes, l.weights_shared_bytes, l.weights_global_bytes
     );
     Ok(ExitCode::SUCCESS)
 }

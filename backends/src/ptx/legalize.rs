@@ -147,7 +147,8 @@ pub struct LProgram {
     /// Workspace words (barrier words and temporaries).
     pub work_words: usize,
     pub shared_bytes: usize,
-    /// The most work items of any statement (sizes the grid).
+    /// The most work items of any statement in a loop (of any statement when there is no
+    /// loop): sizes the grid.
     pub max_work: usize,
     pub max_steps: usize,
     pub dynamic_steps: bool,
@@ -162,6 +163,7 @@ struct Cx<'a> {
     const_dense: Vec<Option<usize>>,
     arrays: Vec<Array>,
     max_work: usize,
+    loop_work: usize,
     trip: usize,
 }
 
@@ -190,6 +192,7 @@ pub fn legalize(p: &Program) -> Result<LProgram, String> {
         const_dense: vec![None; p.consts.len()],
         arrays: Vec::new(),
         max_work: 1,
+        loop_work: 0,
         trip: 1,
     };
     let body = cx.block(&p.body, false)?;
@@ -213,18 +216,22 @@ pub fn legalize(p: &Program) -> Result<LProgram, String> {
         outputs: io(&p.outputs),
         work_words: work,
         shared_bytes,
-        max_work: cx.max_work,
+        max_work: if cx.loop_work > 0 {
+            cx.loop_work
+        } else {
+            cx.max_work
+        },
         max_steps,
         dynamic_steps: p.max_steps.is_some(),
         streamable: p.streamable(),
     })
 }
 
-/// Puts arrays read in loops (then the others) into shared memory while they fit, smallest
-/// first; returns the shared bytes used.
+/// Puts arrays read in loops into shared memory while they fit, smallest first (the others
+/// are read once, from global memory); returns the shared bytes used.
 fn place_shared(arrays: &mut [Array]) -> usize {
-    let mut order: Vec<usize> = (0..arrays.len()).collect();
-    order.sort_by_key(|&i| (!arrays[i].in_loop, arrays[i].words.len(), i));
+    let mut order: Vec<usize> = (0..arrays.len()).filter(|&i| arrays[i].in_loop).collect();
+    order.sort_by_key(|&i| (arrays[i].words.len(), i));
     let mut used = 0;
     for i in order {
         let bytes = arrays[i].words.len() * 4;
@@ -356,6 +363,13 @@ fn act_ops(act: Act, x: usize, first: usize) -> (Vec<Micro>, usize) {
 }
 
 impl Cx<'_> {
+    fn work(&mut self, n: usize, in_loop: bool) {
+        self.max_work = self.max_work.max(n);
+        if in_loop {
+            self.loop_work = self.loop_work.max(n);
+        }
+    }
+
     fn place(&mut self, s: Storage, in_loop: bool) -> Place {
         match s {
             Storage::Buf(b) => match self.p.buffers[b.0].kind {
@@ -478,7 +492,7 @@ impl Cx<'_> {
             all.extend(xs.iter_mut());
             canonical(&mut all);
         }
-        self.max_work = self.max_work.max(o.dims.iter().product());
+        self.work(o.dims.iter().product(), in_loop);
         Ok(LStmt::Map(Map {
             out: o,
             ins: xs,
@@ -558,7 +572,7 @@ impl Cx<'_> {
                     Some(r) => Rows::PerStep(*r),
                     None => Rows::Fixed(m),
                 };
-                self.max_work = self.max_work.max(m * n);
+                self.work(m * n, in_loop);
                 let (o, av) = (
                     self.view(out, in_loop, &what)?,
                     self.view(a, in_loop, &what)?,
