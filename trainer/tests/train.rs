@@ -414,3 +414,18 @@ batch = 20
     assert!(err.contains("[samples]"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn absurd_sizes_are_errors_not_allocations() {
+    let mut cfg = digits("");
+    cfg.model.hidden = 1 << 20;
+    let err = Session::new(&cfg, &Interp).err().unwrap().to_string();
+    assert!(
+        err.contains("too large") || err.contains("parameters"),
+        "{err}"
+    );
+    let mut cfg = digits("");
+    cfg.model.hidden_width = Some(1 << 40);
+    let err = Session::new(&cfg, &Interp).err().unwrap().to_string();
+    assert!(err.contains("parameters"), "{err}");
+}

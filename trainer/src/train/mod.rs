@@ -56,6 +56,9 @@ pub fn model_config(cfg: &Config, task: &Task) -> ModelConfig {
     }
 }
 
+/// The most elements a parameter set or an activation may have (2^26, 256 MiB of f32).
+const MAX_ELEMENTS: usize = 1 << 26;
+
 /// Training state: everything a run changes.
 pub struct Session {
     pub cfg: Config,
@@ -91,7 +94,30 @@ impl Session {
             (_, Data::Text { window, .. }) => *window,
             _ => unreachable!("text data makes a language-model task"),
         };
+        // A size typo (hidden = 100000, or a label of 1e9 making as many classes) must be an
+        // error here, not an allocation failure later.
+        let count = |dims: &[usize]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let largest = [
+            count(&[steps, cfg.train.batch, mc.hidden.max(1)]),
+            Some(mc.hidden),
+        ];
+        let too_big = |n: Option<usize>| n.is_none_or(|n| n > MAX_ELEMENTS);
+        if largest.into_iter().any(too_big) || cfg.train.batch > MAX_ELEMENTS {
+            return Err(Error::new(
+                "the model or batch is too large (over 2^26 elements)",
+            ));
+        }
         let model = models::build(&mc, &Dims::known(steps, cfg.train.batch), true)?;
+        let total = model
+            .params
+            .iter()
+            .try_fold(0usize, |a, p| count(&p.dims).and_then(|n| a.checked_add(n)));
+        if too_big(total) {
+            return Err(Error::new(format!(
+                "the model has {} parameters; at most 2^26 are allowed",
+                total.map_or("too many".into(), |n| n.to_string())
+            )));
+        }
         let eval_steps = match task {
             Task::Classify { .. } => Dim::Known(steps),
             Task::Lm { .. } => Dim::Sym("T".into()),
