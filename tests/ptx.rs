@@ -10,6 +10,7 @@
 use hlstm_backends::ptx::{PtxOptions, compile};
 use hlstm_frontends::onnx::{import_file, tensor::read_pb};
 use hlstm_ir::kernel::Program;
+use hlstm_ir::kernel::interp::Machine;
 use hlstm_passes::{DEFAULT_PIPELINE, PassManager};
 use hlstm_ptx_sim::{Arg, Device, LaunchConfig};
 use std::path::{Path, PathBuf};
@@ -310,46 +311,102 @@ fn simulate_on(
     seed: u64,
     grid: Option<(u32, u32)>,
 ) -> Result<Vec<Vec<f32>>, String> {
-    let j: serde_json::Value = serde_json::from_str(launch).map_err(|e| e.to_string())?;
-    let module = hlstm_ptx_sim::parse(ptx)?;
-    let mut dev = Device::new(module)?;
-    let mut args = Vec::new();
-    let mut outs = Vec::new();
-    for p in j["params"].as_array().unwrap() {
-        let n = p["elements"].as_u64().unwrap_or(0) as usize;
-        match p["role"].as_str().unwrap() {
-            "input" => {
-                let k = p["index"].as_u64().unwrap() as usize;
-                let x = inputs.get(k).ok_or("too few inputs")?;
-                if x.len() != n {
-                    return Err(format!("input {k}: {} elements, want {n}", x.len()));
-                }
-                args.push(Arg::U64(dev.alloc_f32(x)));
-            }
-            "output" => {
-                // NaN-filled: every element must be written.
-                let a = dev.alloc_f32(&vec![f32::NAN; n]);
-                outs.push((a, n));
-                args.push(Arg::U64(a));
-            }
-            "workspace" => {
-                let b = p["bytes"].as_u64().unwrap() as usize;
-                args.push(Arg::U64(dev.alloc_zeroed(b)));
-            }
-            "steps" => args.push(Arg::U32(j["max_steps"].as_u64().unwrap() as u32)),
-            "resume" => args.push(Arg::U32(0)),
-            r => return Err(format!("unknown role {r}")),
-        }
+    let mut sim = Sim::new(ptx, launch)?;
+    if let Some((g, b)) = grid {
+        sim.cfg.grid = g;
+        sim.cfg.block = b;
     }
-    let cfg = LaunchConfig {
-        grid: grid.map_or(j["grid"][0].as_u64().unwrap() as u32, |g| g.0),
-        block: grid.map_or(j["block"][0].as_u64().unwrap() as u32, |g| g.1),
-        seed,
-        max_instructions: 400_000_000,
-        ..Default::default()
-    };
-    dev.launch(j["kernel"].as_str().unwrap(), &cfg, &args)?;
-    outs.iter().map(|(a, n)| dev.read_f32(*a, *n)).collect()
+    sim.cfg.seed = seed;
+    let steps = sim.max_steps;
+    sim.run(inputs, steps, false)
+}
+
+/// A module loaded on the interpreter with its buffers allocated as the launch description
+/// says; the workspace persists between calls (a context).
+struct Sim {
+    dev: Device,
+    kernel: String,
+    cfg: LaunchConfig,
+    /// Per parameter: its role, the buffer and its elements (whole, per step).
+    params: Vec<(String, u64, usize, Option<usize>)>,
+    max_steps: u32,
+}
+
+impl Sim {
+    fn new(ptx: &str, launch: &str) -> Result<Sim, String> {
+        let j: serde_json::Value = serde_json::from_str(launch).map_err(|e| e.to_string())?;
+        let mut dev = Device::new(hlstm_ptx_sim::parse(ptx)?)?;
+        let mut params = Vec::new();
+        for p in j["params"].as_array().unwrap() {
+            let n = p["elements"].as_u64().unwrap_or(0) as usize;
+            let per = p["elements_per_step"].as_u64().map(|x| x as usize);
+            let role = p["role"].as_str().unwrap().to_string();
+            let addr = match role.as_str() {
+                "input" | "output" => dev.alloc_f32(&vec![f32::NAN; n]),
+                "workspace" => dev.alloc_zeroed(p["bytes"].as_u64().unwrap() as usize),
+                _ => 0,
+            };
+            params.push((role, addr, n, per));
+        }
+        Ok(Sim {
+            dev,
+            kernel: j["kernel"].as_str().unwrap().to_string(),
+            cfg: LaunchConfig {
+                grid: j["grid"][0].as_u64().unwrap() as u32,
+                block: j["block"][0].as_u64().unwrap() as u32,
+                seed: 1,
+                max_instructions: 400_000_000,
+                ..Default::default()
+            },
+            params,
+            max_steps: j["max_steps"].as_u64().unwrap() as u32,
+        })
+    }
+
+    /// One call: `steps` steps of the inputs (laid out by step: `steps` rows; else whole),
+    /// resuming the sequence or not; returns the outputs for that many steps. Outputs are
+    /// NaN-filled first: every element must be written.
+    fn run(
+        &mut self,
+        inputs: &[Vec<f32>],
+        steps: u32,
+        resume: bool,
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let len = |n: usize, per: Option<usize>| per.map_or(n, |p| p * steps as usize);
+        let mut args = Vec::new();
+        let mut outs = Vec::new();
+        let mut k = 0;
+        for (role, addr, n, per) in &self.params {
+            match role.as_str() {
+                "input" => {
+                    let x = inputs.get(k).ok_or("too few inputs")?;
+                    if x.len() != len(*n, *per) {
+                        return Err(format!(
+                            "input {k}: {} elements, want {}",
+                            x.len(),
+                            len(*n, *per)
+                        ));
+                    }
+                    self.dev.write_f32(*addr, x)?;
+                    k += 1;
+                    args.push(Arg::U64(*addr));
+                }
+                "output" => {
+                    self.dev.write_f32(*addr, &vec![f32::NAN; *n])?;
+                    outs.push((*addr, len(*n, *per)));
+                    args.push(Arg::U64(*addr));
+                }
+                "workspace" => args.push(Arg::U64(*addr)),
+                "steps" => args.push(Arg::U32(steps)),
+                "resume" => args.push(Arg::U32(resume as u32)),
+                r => return Err(format!("unknown role {r}")),
+            }
+        }
+        self.dev.launch(&self.kernel, &self.cfg, &args)?;
+        outs.iter()
+            .map(|(a, n)| self.dev.read_f32(*a, *n))
+            .collect()
+    }
 }
 
 /// Within 1e-4 + 1e-3 |want| (NaN is never close).
@@ -543,4 +600,79 @@ fn swapped_operands_give_wrong_outputs() {
         &ptx[end..]
     );
     must_fail("swapped operands", &bad, &launch, &inputs, &want);
+}
+
+/// The first `steps` steps of each input laid out by step (the others whole).
+fn prefix(p: &Program, data: &[Vec<f32>], steps: usize) -> Vec<Vec<f32>> {
+    p.inputs
+        .iter()
+        .zip(data)
+        .map(|(b, d)| d[..p.len_for_steps(*b, steps)].to_vec())
+        .collect()
+}
+
+/// Models with a run-time sequence length: shorter sequences equal the kernel interpreter's,
+/// and, where the model streams, one step at a time (resume = 1, the workspace kept between
+/// calls) equals the whole sequence.
+#[test]
+fn shorter_sequences_and_streaming_match_the_kernel_interpreter() {
+    let dirs = [
+        "models/hlstm_scan_H64_X32_T8_sp97",
+        "models/lstm_std_H64_X32_T8",
+        "models/hlstm_scan_X16_H24_T5_batch3",
+        "extra/torch_lstm_2layer_bidir_B2",
+        "onnx-node/test_gru_defaults",
+    ];
+    let mut streamed = 0;
+    for d in dirs {
+        let dir = fixtures().join(d);
+        let p = program(&dir).unwrap();
+        let max = p.max_steps.unwrap_or_else(|| panic!("{d}: static length"));
+        let m = compile(&p, &PtxOptions::default()).unwrap();
+        let inputs = read_set(&dir, "input");
+        let mut sim = Sim::new(&m.ptx, &m.launch.to_json()).unwrap();
+        let mut lengths = vec![1, max / 2, max - 1];
+        lengths.retain(|s| *s >= 1);
+        lengths.dedup();
+        for steps in lengths {
+            let ins = prefix(&p, &inputs, steps);
+            let refs: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+            let want = Machine::new(&p)
+                .unwrap()
+                .run(&p, &refs, Some(steps), false)
+                .unwrap();
+            let got = sim.run(&ins, steps as u32, false).unwrap();
+            compare(&got, &want).unwrap_or_else(|e| panic!("{d}, {steps} steps: {e}"));
+        }
+        if !p.streamable() {
+            continue;
+        }
+        streamed += 1;
+        let whole = sim
+            .run(&prefix(&p, &inputs, max), max as u32, false)
+            .unwrap();
+        for t in 0..max {
+            // Step t's inputs are row t of the sequence, passed as a one-step call.
+            let ins: Vec<Vec<f32>> = p
+                .inputs
+                .iter()
+                .zip(&inputs)
+                .map(|(b, x)| match p.buffers[b.0].step_len {
+                    Some(r) => x[t * r..(t + 1) * r].to_vec(),
+                    None => x.clone(),
+                })
+                .collect();
+            let got = sim.run(&ins, 1, t > 0).unwrap();
+            for (k, (g, w)) in got.iter().zip(&whole).enumerate() {
+                let want = match p.buffers[p.outputs[k].0].step_len {
+                    Some(r) => &w[t * r..(t + 1) * r],
+                    None if t + 1 == max => &w[..],
+                    None => continue,
+                };
+                compare(&[g.clone()], &[want.to_vec()])
+                    .unwrap_or_else(|e| panic!("{d}, streamed step {t}: {e}"));
+            }
+        }
+    }
+    assert!(streamed >= 3, "only {streamed} models streamed");
 }
