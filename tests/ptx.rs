@@ -669,7 +669,7 @@ fn shorter_sequences_and_streaming_match_the_kernel_interpreter() {
                     None if t + 1 == max => &w[..],
                     None => continue,
                 };
-                compare(&[g.clone()], &[want.to_vec()])
+                compare(std::slice::from_ref(g), &[want.to_vec()])
                     .unwrap_or_else(|e| panic!("{d}, streamed step {t}: {e}"));
             }
         }
