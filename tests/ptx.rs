@@ -676,3 +676,30 @@ fn shorter_sequences_and_streaming_match_the_kernel_interpreter() {
     }
     assert!(streamed >= 3, "only {streamed} models streamed");
 }
+
+/// The pruned H64 models keep every weight their time loop reads in shared memory: in the PTX,
+/// the time loop takes no module array's address and has no read-only global load. The dense
+/// ones fall back to global memory for the matrices that do not fit (docs/ptx.md).
+#[test]
+fn pruned_models_read_no_weight_from_global_memory_in_the_time_loop() {
+    let mut pruned = 0;
+    for dir in all_fixtures() {
+        let name = name_of(&dir);
+        if !name.contains("H64") {
+            continue;
+        }
+        let (ptx, _) = fixture_ptx(&dir);
+        let lp = ptx.find("// time loop").expect("a time loop");
+        let loop_text = &ptx[lp..];
+        let global_weights =
+            loop_text.matches("ld.global.nc").count() + loop_text.matches(", model_c").count();
+        if name.contains("_sp9") {
+            pruned += 1;
+            assert_eq!(global_weights, 0, "{name}");
+            assert!(loop_text.contains("ld.shared.f32"), "{name}");
+        } else {
+            assert!(global_weights > 0, "{name}: the dense fallback");
+        }
+    }
+    assert!(pruned >= 8, "{pruned}");
+}
