@@ -215,3 +215,24 @@ fn clif_weight_fmas_equal_the_nonzero_multiply_adds() {
     let all = clif.lines().filter(|l| l.contains("= fma ")).count() as u64;
     assert!(all >= fmas);
 }
+
+/// A model exported with an open batch (the shipped digits H-LSTM: X [8, N, 8]) runs through
+/// the JIT: `run` imports it again with the shape of the input it is given.
+#[test]
+fn an_open_batch_is_fixed_by_the_input() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+        .args(["run", "--engine", "jit"])
+        .arg(root.join("examples/digits-hlstm.onnx"))
+        .arg("--test-data")
+        .arg(root.join("examples/digits-hlstm/test_data_set_0"))
+        .output()
+        .expect("the hlstmc binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("PASS") && !text.contains("note:"), "{text}");
+}

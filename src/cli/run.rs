@@ -98,7 +98,12 @@ pub struct RunArgs {
 }
 
 pub fn main(a: RunArgs) -> Result<ExitCode> {
-    let mut g = super::load_model(&a.model)?;
+    let g = super::load_model(&a.model)?;
+    let inputs = match &a.test_data {
+        Some(dir) => test_inputs(&g, dir)?,
+        None => named_inputs(&g, &a.inputs)?,
+    };
+    let mut g = specialize(&a.model, g, &inputs)?;
     super::optimize::optimize(&mut g, &a.opt)?;
     let choice = EngineChoice {
         engine: a.engine,
@@ -107,9 +112,8 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
         threads: a.threads as usize,
     };
     if let Some(dir) = &a.test_data {
-        return check_test_data(&g, dir, a.rtol, a.atol, choice);
+        return check_test_data(&g, dir, &inputs, a.rtol, a.atol, choice);
     }
-    let inputs = named_inputs(&g, &a.inputs)?;
     let outputs = execute(&g, &inputs, choice)?;
     match &a.out {
         Some(dir) => write_outputs(&g, &outputs, dir)?,
@@ -292,13 +296,8 @@ fn summary(t: &Tensor) -> String {
     format!("{}{:?} [{}{more}]", t.dtype(), t.shape(), vals.join(", "))
 }
 
-fn check_test_data(
-    g: &Graph,
-    dir: &Path,
-    rtol: f64,
-    atol: f64,
-    choice: EngineChoice,
-) -> Result<ExitCode> {
+/// The inputs of a `--test-data` folder, in the model's order.
+fn test_inputs(g: &Graph, dir: &Path) -> Result<Vec<Tensor>> {
     let names = input_names(g);
     let mut inputs = Vec::new();
     for k in 0.. {
@@ -317,7 +316,41 @@ fn check_test_data(
             names.join(", ")
         );
     }
-    let outputs = execute(g, &inputs, choice)?;
+    Ok(inputs)
+}
+
+/// The graph with every input's symbolic or unknown dims fixed to the given inputs' (the model
+/// imported again with those shapes): the JIT needs static shapes, and a model exported with an
+/// open batch or sequence length runs at the one it is given. Unchanged when every input shape
+/// is known already (a wrong shape is then reported by the engines' own check).
+pub(super) fn specialize(model: &Path, g: Graph, inputs: &[Tensor]) -> Result<Graph> {
+    let open = g
+        .inputs
+        .iter()
+        .any(|n| g.nodes[*n].results[0].ty.concrete().is_none());
+    if !open || inputs.len() != g.inputs.len() {
+        return Ok(g);
+    }
+    let shapes: Vec<(String, Vec<usize>)> = g
+        .inputs
+        .iter()
+        .zip(inputs)
+        .filter(|(n, _)| g.nodes[**n].results[0].ty.concrete().is_none())
+        .map(|(n, t)| (g.nodes[*n].name.clone(), t.shape().to_vec()))
+        .collect();
+    hlstm_frontends::onnx::import_file_with_shapes(model, &shapes)
+        .with_context(|| format!("{} (with the inputs' shapes)", model.display()))
+}
+
+fn check_test_data(
+    g: &Graph,
+    dir: &Path,
+    inputs: &[Tensor],
+    rtol: f64,
+    atol: f64,
+    choice: EngineChoice,
+) -> Result<ExitCode> {
+    let outputs = execute(g, inputs, choice)?;
     let mut ok = true;
     for (k, ((name, _), got)) in g.outputs.iter().zip(&outputs).enumerate() {
         let p = dir.join(format!("output_{k}.pb"));

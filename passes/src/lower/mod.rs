@@ -37,11 +37,11 @@ pub struct LowerOptions {
 }
 
 /// Most nonzeros a matrix may have to be generated fully unrolled (one FMA per nonzero, the
-/// weight an immediate): about 18 bytes of code each, so a matrix's code stays under 150 KiB
-/// and the recurrent matrices of a model stay within a level-2 cache. Measured (BENCHMARKS.md,
-/// "Sparse kernels"): the unrolled kernel wins below this, the compressed-row loop (whose data
-/// streams at 8 bytes per nonzero) above; at 150k unrolled nonzeros per step the code no
-/// longer fits and runs 2.5x slower than the loop.
+/// weight an immediate): about 18 bytes of code each, so a matrix's code stays under 72 KiB.
+/// Measured (docs/kernels.md,
+/// the strategy timing table): the unrolled kernel wins on small matrices, the compressed-column
+/// loop (6 bytes of data per nonzero) from a few thousand nonzeros on; at 150k unrolled
+/// nonzeros per step the code no longer fits and runs 3x slower than the loop.
 pub const UNROLL_MAX_NONZEROS: usize = 4096;
 
 /// Highest density at which a sparse kernel is chosen over the dense one. A sparse kernel does
