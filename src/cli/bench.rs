@@ -278,6 +278,10 @@ fn measure(
 
 pub fn main(a: BenchArgs) -> Result<ExitCode> {
     let threads = checked_threads(a.threads)?;
+    if let Engine::Cuda = a.engine {
+        super::run::check_cuda_driver()?;
+    }
+    let mut device: Option<String> = None;
     let plan = match (a.runs, a.rounds, a.iters) {
         (Some(n), _, _) => Plan::Runs(Some(n)),
         (None, None, None) => Plan::Runs(None),
@@ -361,6 +365,31 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
                 jit.run(&flat, &mut views).map_err(|e| anyhow!("{e}"))
             })
         }
+        Engine::Cuda => {
+            // One call: the inputs copied to the GPU, the kernel launched and waited for, the
+            // outputs copied back.
+            let p = super::opt::lower(&g, a.sparse_strategy)?;
+            check_lens(&p, &flat)?;
+            let mut prog = super::run::load_cuda(&p)?;
+            let gpu = prog.gpu();
+            device = Some(format!(
+                "{} (sm_{}{}, {} SMs)",
+                gpu.name, gpu.capability.0, gpu.capability.1, gpu.multiprocessors
+            ));
+            let steps = prog.launch().max_steps;
+            let mut outs: Vec<Vec<f32>> = prog
+                .output_lens(steps)
+                .into_iter()
+                .map(|n| vec![0.0; n])
+                .collect();
+            let flat = flat.clone();
+            Box::new(move || {
+                let mut views: Vec<&mut [f32]> =
+                    outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                prog.run_into(&flat, &mut views, steps, false)
+                    .map_err(|e| anyhow!("{e}"))
+            })
+        }
     };
     let compile = t0.elapsed();
 
@@ -372,6 +401,7 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         Engine::Interp => "interp",
         Engine::KernelInterp => "kernel-interp",
         Engine::Jit => "jit",
+        Engine::Cuda => "cuda",
     };
     let mode = match plan {
         Plan::Runs(_) => "runs",
@@ -407,6 +437,10 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
             "macs_nonzero_per_call": macs_per_call.round() as u64,
             "gflops": gflops,
         });
+        let mut obj = obj;
+        if let Some(d) = &device {
+            obj["device"] = serde_json::json!(d);
+        }
         println!("{obj}");
     } else {
         let step = |us: f64| match per_step(us) {
@@ -415,7 +449,10 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         };
         println!("model:    {}", a.model.display());
         let plural = if threads == 1 { "" } else { "s" };
-        println!("engine:   {engine} ({threads} thread{plural})");
+        match &device {
+            Some(d) => println!("engine:   {engine} on {d}"),
+            None => println!("engine:   {engine} ({threads} thread{plural})"),
+        }
         println!(
             "import:   {:.2} ms, optimize {:.2} ms",
             import.as_secs_f64() * 1e3,

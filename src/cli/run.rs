@@ -18,6 +18,9 @@ pub enum Engine {
     /// The model lowered to the kernel IR and compiled to native code with Cranelift (f32 inputs
     /// and outputs, static shapes).
     Jit,
+    /// The model lowered to the kernel IR, compiled to PTX and run on an NVIDIA GPU through
+    /// the CUDA driver (loaded at run time; an error without one).
+    Cuda,
 }
 
 /// Which CPU the JIT generates code for.
@@ -98,6 +101,9 @@ pub struct RunArgs {
 }
 
 pub fn main(a: RunArgs) -> Result<ExitCode> {
+    if matches!(a.engine, Some(Engine::Cuda)) {
+        check_cuda_driver()?;
+    }
     let g = super::load_model(&a.model)?;
     let inputs = match &a.test_data {
         Some(dir) => test_inputs(&g, dir)?,
@@ -178,6 +184,7 @@ fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Ten
             let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
             let outs = match engine {
                 Engine::Jit => run_jit(&p, &refs, choice.cpu, choice.threads)?,
+                Engine::Cuda => run_cuda(&p, &refs)?,
                 _ => hlstm_ir::kernel::interp::run(&p, &refs).map_err(|e| anyhow!("{e}"))?,
             };
             outs.into_iter()
@@ -222,6 +229,42 @@ fn run_jit(
     let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
     jit.run(inputs, &mut views).map_err(|e| anyhow!("{e}"))?;
     Ok(outs)
+}
+
+/// Fails at once, before any other work, where the CUDA driver library is absent.
+pub(super) fn check_cuda_driver() -> Result<()> {
+    if hlstm_backends::cuda::driver_present() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", hlstm_backends::cuda::no_driver_message()))
+    }
+}
+
+/// The program compiled to PTX for the GPU and loaded on it (device 0; buffers for its
+/// sequence length).
+pub(super) fn load_cuda(
+    p: &hlstm_ir::kernel::Program,
+) -> Result<hlstm_backends::cuda::CudaProgram> {
+    use hlstm_backends::cuda::{CudaProgram, Gpu};
+    use hlstm_backends::ptx::{PtxOptions, compile};
+    let gpu = Gpu::open(0).map_err(|e| anyhow!("{e}"))?;
+    let sm = gpu.sm_target().map_err(|e| anyhow!("{e}"))?;
+    let m = compile(
+        p,
+        &PtxOptions {
+            sm,
+            ..PtxOptions::default()
+        },
+    )
+    .map_err(|e| anyhow!("PTX: {e}"))?;
+    CudaProgram::load(gpu, &m).map_err(|e| anyhow!("{e}"))
+}
+
+/// Compiles the program to PTX and runs it once on the GPU (the whole sequence).
+fn run_cuda(p: &hlstm_ir::kernel::Program, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+    let mut prog = load_cuda(p)?;
+    let steps = prog.launch().max_steps;
+    prog.run(inputs, steps, false).map_err(|e| anyhow!("{e}"))
 }
 
 pub(super) fn input_names(g: &Graph) -> Vec<&str> {
