@@ -92,7 +92,8 @@ pub struct ModelSection {
     /// Text: embedding width.
     #[serde(default = "thirty_two")]
     pub embed: usize,
-    /// H-LSTM: dropout probability after each hidden ReLU layer (0 = none).
+    /// Dropout probability (0 = none): H-LSTM, after each hidden ReLU layer; stacked LSTM,
+    /// on the outputs of every layer but the last.
     #[serde(default)]
     pub dropout: f32,
 }

@@ -92,6 +92,56 @@ fn two_hidden_layer_hlstm_and_stacked_lstm_gradients() {
     );
 }
 
+/// Dropout between stacked LSTM layers: one mask per boundary, gradients through it, ones
+/// reproduce the model without dropout, and a zero mask cuts the lower layer off.
+#[test]
+fn stacked_lstm_dropout_between_layers() {
+    let (t, n) = (4, 2);
+    let cfg = classifier(CellKind::Lstm, 3, true);
+    let model = models::build(&cfg, &Dims::known(t, n), true).unwrap();
+    let names: Vec<&str> = model.masks.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["drop.l1.in", "drop.l2.in"]);
+    let d: Vec<usize> = model.masks[0]
+        .1
+        .iter()
+        .map(|d| d.known().unwrap())
+        .collect();
+    assert_eq!(d, [t, n, 3]);
+    gradcheck_model(&cfg, t, n, 21, SaveMode::Intermediates);
+    gradcheck_model(&cfg, t, n, 22, SaveMode::Recompute);
+    let plain = models::build(
+        &ModelConfig {
+            dropout: false,
+            ..cfg.clone()
+        },
+        &Dims::known(t, n),
+        true,
+    )
+    .unwrap();
+    let inputs = feed(&model, &cfg, t, n, 23);
+    let (nmask, at) = (model.masks.len(), 2 + model.states.len());
+    let with_masks = |value: f32, x: Option<Tensor>| {
+        let mut v = inputs.clone();
+        for m in &mut v[at..at + nmask] {
+            *m = Tensor::from_f32(&[t, n, 3], vec![value; t * n * 3]).unwrap();
+        }
+        if let Some(x) = x {
+            v[0] = x;
+        }
+        interp::run(&model.graph, &v).unwrap()
+    };
+    let mut no_masks = inputs.clone();
+    no_masks.drain(at..at + nmask);
+    let want = interp::run(&plain.graph, &no_masks).unwrap();
+    assert_eq!(f64s(&with_masks(1.0, None)[0]), f64s(&want[0]));
+    // All-zero masks: the top layer sees zeros, so the logits do not depend on X.
+    let other = Tensor::from_f32(&[t, n, 3], vec![0.7; t * n * 3]).unwrap();
+    assert_eq!(
+        f64s(&with_masks(0.0, None)[0]),
+        f64s(&with_masks(0.0, Some(other))[0])
+    );
+}
+
 #[test]
 fn next_token_models_with_embedding() {
     for (i, cell) in [CellKind::Lstm, hlstm(1, 3)].into_iter().enumerate() {

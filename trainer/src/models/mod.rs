@@ -17,7 +17,7 @@ pub use loss::softmax_cross_entropy;
 use crate::builder::{Builder, compact};
 use crate::rng::Rng;
 use crate::{Error, grad_output_name};
-use hlstm_ir::{DType, Dim, Graph, Op, Recurrence, Tensor, TensorType};
+use hlstm_ir::{BinOp, DType, Dim, Graph, Op, Recurrence, Tensor, TensorType};
 
 /// The recurrent cell of every layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +57,8 @@ pub struct ModelConfig {
     pub layers: usize,
     /// State width of every layer.
     pub hidden: usize,
-    /// H-LSTM only: a mask input (f32, per step) after each hidden ReLU layer.
+    /// Dropout mask inputs (f32, per step). H-LSTM: after each hidden ReLU layer. LSTM: on
+    /// the outputs of every layer but the last (between stacked layers, as PyTorch's `dropout`).
     pub dropout: bool,
 }
 
@@ -237,6 +238,16 @@ pub fn build(cfg: &ModelConfig, dims: &Dims, with_loss: bool) -> Result<Model, E
         in_width = cfg.hidden;
         cells.push(cell);
     }
+    // A stacked LSTM with dropout: one mask per layer boundary, `drop.l<k>.in` [T, N, H]
+    // multiplies layer k-1's outputs before layer k reads them (after the cells' masks).
+    let between = cfg.dropout && matches!(cfg.cell, CellKind::Lstm) && cfg.layers > 1;
+    let between_at = masks.len();
+    if between {
+        for l in 1..cfg.layers {
+            let d = vec![t.clone(), n.clone(), Dim::Known(cfg.hidden)];
+            masks.push((format!("drop.l{l}.in"), d));
+        }
+    }
     let mask_in: Vec<_> = masks
         .iter()
         .map(|(name, d)| b.g.add_input(name, TensorType::new(DType::F32, d.clone())))
@@ -260,6 +271,12 @@ pub fn build(cfg: &ModelConfig, dims: &Dims, with_loss: bool) -> Result<Model, E
     let mut state_out = Vec::new();
     for (l, cell) in cells.into_iter().enumerate() {
         let (np, nm) = (cell.params.len(), cell.masks.len());
+        if between && l > 0 {
+            let m = mask_in[between_at + l - 1];
+            seq = b
+                .bin(&format!("layer{l}.drop"), BinOp::Mul, seq, m)
+                .map_err(e)?;
+        }
         let mut ops = vec![Some(state_in[2 * l]), Some(state_in[2 * l + 1]), Some(seq)];
         ops.extend(mask_in[mask_at..mask_at + nm].iter().map(|v| Some(*v)));
         ops.extend(param_in[p_at..p_at + np].iter().map(|v| Some(*v)));
