@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Training speed: hlstmc's trainer against PyTorch on CPU, same model, same batch.
+
+    python3 bench/train_speed.py                 # prints a markdown table (BENCHMARKS.md, Training)
+    python3 bench/train_speed.py --steps 20 --json out.json
+
+For each model, hlstmc's side is `cargo run --release -p hlstm-trainer --example
+train_step_time` on a generated config (the `fast` engine, single-threaded): the wall time of
+each training step (forward and backward pass, clipping to norm 5, Adam, the masks). PyTorch's
+side times the same step (forward, cross-entropy, backward, clip_grad_norm_, Adam) for the same
+model, batch and sequence length, with 1 thread and with every core. Both skip two warm-up
+steps and report the median of the next --steps. Throughput is training samples per second:
+sequences for the digits classifiers, characters for the language model.
+
+Models: the digits H-LSTM (hidden 64, one ReLU layer of 64 per gate, dropout 0.2, trained
+dense: grow-and-prune masks do not change the dense kernels' cost on either side), the digits
+2 x 64 stacked LSTM, and the 2 x 256 stacked-LSTM character model of the text results
+(embedding 32, windows of 100, batch 32; the state is carried across windows).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(ROOT, "trainer/data/digits/digits.csv.gz")
+TEXT = os.path.join(ROOT, "../shared/data/text/fortunes-en.txt.gz")
+TEXT_CHARS = 100_000  # enough windows for the timed steps
+
+COMMON_TRAIN = """engine = "fast"
+batch = 32
+optimizer = "adam"
+lr = 0.005
+clip_norm = 5.0
+"""
+
+MODELS = {
+    "digits H-LSTM (64, 1x64 per gate)": dict(kind="hlstm", hidden=64, layers=1, T=8, F=8),
+    "digits LSTM 2x64": dict(kind="lstm", hidden=64, layers=2, T=8, F=8),
+    "text LSTM 2x256 (embed 32, window 100)": dict(kind="lm", hidden=256, layers=2, T=100, E=32),
+}
+
+
+def config(m, text):
+    if m["kind"] == "lm":
+        data = f"""[data]
+format = "text"
+path = "{text}"
+window = {m['T']}
+max_chars = {TEXT_CHARS}
+"""
+        model = f'cell = "lstm"\nhidden = {m["hidden"]}\nlayers = {m["layers"]}\nembed = {m["E"]}\n'
+    else:
+        data = f"""[data]
+format = "csv"
+path = "{DIGITS}"
+steps = 8
+features = 8
+scale = 0.0625
+split = {{ modulus = 5, test = [4], validation = [3] }}
+"""
+        if m["kind"] == "hlstm":
+            model = 'cell = "hlstm"\nhidden = 64\nhidden_layers = 1\nhidden_width = 64\ndropout = 0.2\n'
+        else:
+            model = f'cell = "lstm"\nhidden = {m["hidden"]}\nlayers = {m["layers"]}\n'
+    return f"seed = 1\n{data}\n[model]\n{model}\n[train]\n{COMMON_TRAIN}"
+
+
+def vocab_size(text):
+    import gzip
+    with gzip.open(text, "rt", encoding="utf-8") as f:
+        return len(set(f.read(TEXT_CHARS)))
+
+
+def time_hlstmc(m, text, steps, tmp):
+    path = os.path.join(tmp, f"{m['kind']}.toml")
+    with open(path, "w") as f:
+        f.write(config(m, text))
+    out = subprocess.run(
+        ["cargo", "run", "-q", "--release", "-p", "hlstm-trainer", "--example",
+         "train_step_time", "--", path, str(steps)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    return r["median_s"], r["samples_per_step"]
+
+
+def time_torch(m, vocab, steps, threads):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    N, T, H = 32, m["T"], m["hidden"]
+
+    class HLSTM(nn.Module):
+        # Dai, Yin and Jha's H-LSTM cell as hlstmc builds it: each gate is a ReLU layer on
+        # [x, h] (dropout after it) and a linear layer to H; c' = f c + i g, h' = o tanh(c').
+        def __init__(self, F_in, H, W, classes, p):
+            super().__init__()
+            self.hid = nn.ModuleList(nn.Linear(F_in + H, W) for _ in range(4))
+            self.out = nn.ModuleList(nn.Linear(W, H) for _ in range(4))
+            self.head = nn.Linear(H, classes)
+            self.H, self.p = H, p
+
+        def forward(self, x):
+            n = x.shape[1]
+            h = x.new_zeros(n, self.H)
+            c = x.new_zeros(n, self.H)
+            for t in range(x.shape[0]):
+                z = torch.cat([x[t], h], 1)
+                gs = [o(F.dropout(F.relu(l(z)), self.p, self.training))
+                      for l, o in zip(self.hid, self.out)]
+                i, f, g, o = (torch.sigmoid(gs[0]), torch.sigmoid(gs[1]), torch.tanh(gs[2]),
+                              torch.sigmoid(gs[3]))
+                c = f * c + i * g
+                h = o * torch.tanh(c)
+            return self.head(h)
+
+    class Stacked(nn.Module):
+        def __init__(self, F_in, H, L, classes):
+            super().__init__()
+            self.lstm = nn.LSTM(F_in, H, L)
+            self.head = nn.Linear(H, classes)
+
+        def forward(self, x):
+            _, (h, _) = self.lstm(x)
+            return self.head(h[-1])
+
+    class LM(nn.Module):
+        def __init__(self, V, E, H, L):
+            super().__init__()
+            self.embed = nn.Embedding(V, E)
+            self.lstm = nn.LSTM(E, H, L)
+            self.head = nn.Linear(H, V)
+
+        def forward(self, x, state):
+            y, state = self.lstm(self.embed(x), state)
+            return self.head(y), state
+
+    if m["kind"] == "lm":
+        model = LM(vocab, m["E"], H, m["layers"])
+        x = torch.randint(vocab, (T, N))
+        y = torch.randint(vocab, (T, N))
+    else:
+        model = (HLSTM(m["F"], H, 64, 10, 0.2) if m["kind"] == "hlstm"
+                 else Stacked(m["F"], H, m["layers"], 10))
+        x = torch.rand(T, N, m["F"])
+        y = torch.randint(10, (N,))
+    opt = torch.optim.Adam(model.parameters(), lr=0.005)
+    state = None
+    times = []
+    for k in range(steps + 2):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        if m["kind"] == "lm":
+            logits, state = model(x, state)
+            state = tuple(s.detach() for s in state)
+            loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+        else:
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        if k >= 2:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), (T * N if m["kind"] == "lm" else N)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per side (default 20)")
+    ap.add_argument("--text", default=TEXT, help="the text data (default ../shared/data/text)")
+    ap.add_argument("--json", help="also write the numbers here")
+    a = ap.parse_args()
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+        print("PyTorch is not installed: only hlstmc is timed", file=sys.stderr)
+    cores = os.cpu_count()
+    vocab = vocab_size(a.text)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, m in MODELS.items():
+            s, per = time_hlstmc(m, a.text, a.steps, tmp)
+            row = {"model": name, "batch": 32, "per_step": per, "hlstmc_s": s}
+            if torch_version:
+                row["torch1_s"], _ = time_torch(m, vocab, a.steps, 1)
+                row["torchN_s"], _ = time_torch(m, vocab, a.steps, cores)
+            rows.append(row)
+            print(f"{name}: {row}", file=sys.stderr)
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    head = (f"machine: {cpu}, {cores} cores; "
+            f"PyTorch {torch_version or 'absent'}; {time.strftime('%Y-%m-%d', time.gmtime())}")
+    lines = [head, "",
+             f"| model (batch 32) | samples/step | hlstmc fast, 1 thread | PyTorch, 1 thread "
+             f"| PyTorch, {cores} threads | hlstmc / PyTorch (1 thread) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        rate = lambda s: f"{r['per_step'] / s:,.0f}/s ({1000 * s:.1f} ms)"
+        if torch_version:
+            lines.append(f"| {r['model']} | {r['per_step']} | {rate(r['hlstmc_s'])} | "
+                         f"{rate(r['torch1_s'])} | {rate(r['torchN_s'])} | "
+                         f"{r['torch1_s'] / r['hlstmc_s']:.2f}x |")
+        else:
+            lines.append(f"| {r['model']} | {r['per_step']} | {rate(r['hlstmc_s'])} | - | - | - |")
+    print("\n".join(lines))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"header": head, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
