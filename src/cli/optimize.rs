@@ -65,6 +65,14 @@ impl OptArgs {
 
 /// Runs the selected pipeline on `g` with the requested instrumentation.
 pub fn optimize(g: &mut Graph, a: &OptArgs) -> Result<()> {
+    let pm = pass_manager(a)?;
+    pm.run(g, &mut std::io::stderr()).map_err(|e| anyhow!(e))?;
+    Ok(())
+}
+
+/// The pass manager for the flags, checked (unknown pass names are errors here, before any
+/// file is read).
+pub fn pass_manager(a: &OptArgs) -> Result<PassManager> {
     let names = a.pipeline();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let inst = Instrumentation {
@@ -86,7 +94,5 @@ pub fn optimize(g: &mut Graph, a: &OptArgs) -> Result<()> {
         rtol: 1e-3,
         atol: 1e-4,
     };
-    let pm = PassManager::new(&refs, inst).map_err(|e| anyhow!(e))?;
-    pm.run(g, &mut std::io::stderr()).map_err(|e| anyhow!(e))?;
-    Ok(())
+    PassManager::new(&refs, inst).map_err(|e| anyhow!(e))
 }
