@@ -101,6 +101,8 @@ pub struct RunArgs {
 }
 
 pub fn main(a: RunArgs) -> Result<ExitCode> {
+    // The flags first: a bad pass name is reported before any file is read.
+    super::optimize::pass_manager(&a.opt)?;
     if matches!(a.engine, Some(Engine::Cuda)) {
         check_cuda_driver()?;
     }
