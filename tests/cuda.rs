@@ -68,3 +68,71 @@ fn run_and_bench_with_engine_cuda_without_a_driver_say_so_and_fail() {
         }
     }
 }
+
+/// bench/gpu/run.sh parses, and its dry run (no GPU) finds the hlstmc binary, every fixture and
+/// the benchmark models, and prints each command it would run.
+#[test]
+fn the_gpu_script_dry_run_lists_every_check() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("bench/gpu/run.sh");
+    let o = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let models = tempfile::tempdir().unwrap();
+    for m in [
+        "hlstm_X32_H64_T8_dense.onnx",
+        "lstm_X32_H64_T8_sp97.onnx",
+        "other.onnx",
+    ] {
+        std::fs::write(models.path().join(m), b"").unwrap();
+    }
+    let o = Command::new("bash")
+        .arg(&script)
+        .args(["--dry-run", "--runs", "7", "--models"])
+        .env("JIT_RUNS", "7")
+        .arg(models.path())
+        .arg(env!("CARGO_BIN_EXE_hlstmc"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("models:") && out.contains("(2)"), "{out}");
+    let runs = out
+        .lines()
+        .filter(|l| l.contains(" run --engine cuda ") && l.contains("--test-data"))
+        .count();
+    assert!(runs >= 50, "{runs} fixture runs:\n{out}");
+    for m in ["hlstm_X32_H64_T8_dense", "lstm_X32_H64_T8_sp97"] {
+        for e in ["bench --engine cuda --json", "bench --engine jit --json"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.contains(e) && l.contains("--runs 7") && l.contains(m)),
+                "{e} {m}:\n{out}"
+            );
+        }
+        assert!(
+            out.contains(&format!(
+                "gpu_bench.py torch {}",
+                models.path().join(format!("{m}.onnx")).display()
+            )),
+            "{out}"
+        );
+    }
+    assert!(!out.contains("other.onnx"), "{out}");
+    assert!(out.trim_end().ends_with("dry run: ok"), "{out}");
+    // Without a binary it stops at once with exit status 2.
+    let o = Command::new("bash")
+        .arg(&script)
+        .args(["--dry-run", "/nonexistent/hlstmc"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no hlstmc binary"));
+}
