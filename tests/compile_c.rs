@@ -546,3 +546,58 @@ fn pass_dumps_work_on_compile() {
     let n = std::fs::read_dir(&dumps).unwrap().count();
     assert!(n >= 5, "{n} dumps");
 }
+
+/// A model exported with an open batch (the shipped digits H-LSTM, X [8, N, 8]) compiles with
+/// `--shape`, and the library classifies the 359 test images like ONNX Runtime, whole and
+/// streamed (its classifier reads the last step); without `--shape` the error names the flag.
+#[test]
+fn open_dims_are_fixed_with_shape() {
+    let model = root().join("examples/digits-hlstm.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let o = hlstmc(&[
+        "compile",
+        &model.display().to_string(),
+        "-o",
+        &dir.display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--shape X="), "{}", text(&o));
+    if !have("cc") {
+        eprintln!("skipped the C part: no C compiler (`cc` cannot be run)");
+        return;
+    }
+    let o = hlstmc(&[
+        "compile",
+        &model.display().to_string(),
+        "-o",
+        &dir.display().to_string(),
+        "--name",
+        "hm",
+        "--emit",
+        "a,header",
+        "--shape",
+        "X=8,359,8",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    cc(
+        dir,
+        "hm",
+        &[&dir.join("libhm.a").display().to_string()],
+        "run",
+    );
+    let data = root().join("examples/digits-hlstm/test_data_set_0");
+    let ins = raw_inputs(&data, dir).unwrap();
+    let wants = reference_outputs(&data).unwrap();
+    for mode in [None, Some("--stream")] {
+        let outs = vec![dir.join("logits.f32")];
+        let o = Command::new(dir.join("run"))
+            .args(mode)
+            .args(&ins)
+            .args(&outs)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{mode:?}: {}", text(&o));
+        compare(&outs, &wants, &format!("digits {mode:?}")).unwrap();
+    }
+}

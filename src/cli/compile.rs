@@ -60,6 +60,11 @@ pub struct CompileArgs {
     /// Generate every constant weight this way instead of choosing per matrix.
     #[arg(long, value_enum, value_name = "STRATEGY")]
     pub sparse_strategy: Option<SparseStrategy>,
+    /// Fix an input's shape, for a model whose export left dims open (a batch `N`, a sequence
+    /// length): NAME=D0,D1,... (repeatable). The sequence length given is the longest the
+    /// library takes; the batch is the library's.
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    pub shapes: Vec<String>,
     /// With --target ptx: the GPU architecture (sm_N): 80, 86, 89 or 90.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u32).range(80..=90))]
     pub sm: u32,
@@ -141,6 +146,42 @@ fn model_batch(g: &hlstm_ir::Graph) -> usize {
     1
 }
 
+/// The model, with the `--shape` inputs fixed; an input left with open dims is an error that
+/// says which flag fixes it.
+fn load_with_shapes(model: &Path, shapes: &[String]) -> Result<hlstm_ir::Graph> {
+    let mut fixed = Vec::new();
+    for s in shapes {
+        let (name, dims) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--shape expects NAME=D0,D1,..., got '{s}'"))?;
+        let dims: Vec<usize> = dims
+            .split(',')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| anyhow!("--shape {s}: the dims must be whole numbers"))?;
+        fixed.push((name.to_string(), dims));
+    }
+    let g = if fixed.is_empty() {
+        super::load_model(model)?
+    } else {
+        hlstm_frontends::onnx::import_file_with_shapes(model, &fixed)
+            .with_context(|| format!("{}", model.display()))?
+    };
+    for n in &g.inputs {
+        let r = &g.nodes[*n].results[0];
+        if r.ty.concrete().is_none() {
+            bail!(
+                "input '{}' has open dims ({}): give them with --shape {}=D0,D1,... (the longest \
+                 sequence and the batch the library takes)",
+                g.nodes[*n].name,
+                r.ty,
+                g.nodes[*n].name
+            );
+        }
+    }
+    Ok(g)
+}
+
 fn default_name(model: &Path) -> String {
     let stem = model.file_stem().unwrap_or_default().to_string_lossy();
     let mut s: String = stem
@@ -174,7 +215,7 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         None
     };
 
-    let mut g = super::load_model(&a.model)?;
+    let mut g = load_with_shapes(&a.model, &a.shapes)?;
     super::optimize::optimize(&mut g, &a.opt)?;
     let mut p = super::opt::lower(&g, a.sparse_strategy)?;
     p.name = name.clone();
@@ -309,7 +350,7 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
             hlstm_backends::ptx::SM_TARGETS
         );
     }
-    let mut g = super::load_model(&a.model)?;
+    let mut g = load_with_shapes(&a.model, &a.shapes)?;
     super::optimize::optimize(&mut g, &a.opt)?;
     let mut p = super::opt::lower(&g, a.sparse_strategy)?;
     p.name = name.to_string();
