@@ -24,7 +24,9 @@ fn contradictions_are_errors() {
         (vec![("X".to_string(), vec![8, 5])], "rank"),
         (vec![("Y".to_string(), vec![8, 5, 8])], "no input named 'Y'"),
     ] {
-        let e = import_file_with_shapes(&digits(), &shapes).unwrap_err().to_string();
+        let e = import_file_with_shapes(&digits(), &shapes)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(want), "{e}");
     }
 }

@@ -123,10 +123,10 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                         &a[a.len() - 1],
                         &b[if b.len() == 1 { 0 } else { b.len() - 2 }],
                     );
-                    if let (Dim::Known(p), Dim::Known(q)) = (ka, kb) {
-                        if p != q {
-                            return Err(format!("inner dimensions differ: {p} vs {q}"));
-                        }
+                    if let (Dim::Known(p), Dim::Known(q)) = (ka, kb)
+                        && p != q
+                    {
+                        return Err(format!("inner dimensions differ: {p} vs {q}"));
                     }
                     let ba = if a.len() > 2 {
                         &a[..a.len() - 2]
@@ -167,10 +167,10 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                     } else {
                         (&b[0], &b[1])
                     };
-                    if let (Dim::Known(p), Dim::Known(q)) = (ka, kb) {
-                        if p != q {
-                            return Err(format!("inner dimensions differ: {p} vs {q}"));
-                        }
+                    if let (Dim::Known(p), Dim::Known(q)) = (ka, kb)
+                        && p != q
+                    {
+                        return Err(format!("inner dimensions differ: {p} vs {q}"));
                     }
                     same(Some(vec![m.clone(), n.clone()]))
                 }
@@ -342,10 +342,10 @@ fn infer_shaped(
                     .map(|&a| k::norm_axis(a, s.len()))
                     .collect::<Result<_, _>>()?;
                 for &a in &ax {
-                    if let Dim::Known(n) = s[a] {
-                        if n != 1 {
-                            return Err(format!("cannot squeeze axis {a} of size {n}"));
-                        }
+                    if let Dim::Known(n) = s[a]
+                        && n != 1
+                    {
+                        return Err(format!("cannot squeeze axis {a} of size {n}"));
                     }
                 }
                 vec![TensorType::new(

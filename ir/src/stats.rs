@@ -47,22 +47,23 @@ fn dims_or_one(ty: &TensorType) -> Vec<usize> {
 fn steps_and_batch(g: &Graph) -> (usize, usize) {
     let known = |d: Option<&Dim>| d.and_then(Dim::known).unwrap_or(1);
     for n in g.nodes.node_indices() {
-        if let Op::Recurrence(r) = &g.nodes[n].op {
-            if let Some(Some(v)) = g.operands(n).get(r.num_carried) {
-                let s = g.value_type(*v).shape.clone().unwrap_or_default();
-                return (
-                    known(s.first()),
-                    if s.len() >= 3 { known(s.get(1)) } else { 1 },
-                );
-            }
+        if let Op::Recurrence(r) = &g.nodes[n].op
+            && let Some(Some(v)) = g.operands(n).get(r.num_carried)
+        {
+            let s = g.value_type(*v).shape.clone().unwrap_or_default();
+            return (
+                known(s.first()),
+                if s.len() >= 3 { known(s.get(1)) } else { 1 },
+            );
         }
     }
     for &i in &g.inputs {
         let ty = &g.nodes[i].results[0].ty;
-        if let Some(s) = &ty.shape {
-            if s.len() == 3 && ty.dtype == DType::F32 {
-                return (known(s.first()), known(s.get(1)));
-            }
+        if let Some(s) = &ty.shape
+            && s.len() == 3
+            && ty.dtype == DType::F32
+        {
+            return (known(s.first()), known(s.get(1)));
         }
     }
     (1, 1)

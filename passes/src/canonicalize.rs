@@ -146,10 +146,10 @@ fn rewrite_gemm(
         )?;
     }
     let result_name = g.nodes[n].results[0].name.clone();
-    if let Some(r) = g.nodes.node_weight_mut(y.node) {
-        if !matches!(r.op, Op::Const(_)) {
-            r.results[0].name = result_name;
-        }
+    if let Some(r) = g.nodes.node_weight_mut(y.node)
+        && !matches!(r.op, Op::Const(_))
+    {
+        r.results[0].name = result_name;
     }
     g.replace_uses(Value { node: n, slot: 0 }, y);
     g.nodes.remove_node(n);

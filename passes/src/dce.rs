@@ -169,10 +169,10 @@ fn trim_invariants(g: &mut Graph, n: NodeIndex) -> usize {
         for (e, in_slot) in edges {
             if in_slot == idx {
                 g.nodes.remove_edge(e);
-            } else if in_slot > idx {
-                if let Some(w) = g.nodes.edge_weight_mut(e) {
-                    w.in_slot -= 1;
-                }
+            } else if in_slot > idx
+                && let Some(w) = g.nodes.edge_weight_mut(e)
+            {
+                w.in_slot -= 1;
             }
         }
         removed += 1;

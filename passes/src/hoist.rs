@@ -187,10 +187,10 @@ fn hoist_one(g: &mut Graph, n: NodeIndex) -> Result<usize, String> {
     // Build each root outside, memoizing shared subexpressions.
     let mut outside: HashMap<Value, Value> = HashMap::new();
     for (i, &inp) in r.body.inputs.iter().enumerate() {
-        if i >= r.num_carried {
-            if let Some(Some(v)) = outer_ops.get(i) {
-                outside.insert(Value { node: inp, slot: 0 }, *v);
-            }
+        if i >= r.num_carried
+            && let Some(Some(v)) = outer_ops.get(i)
+        {
+            outside.insert(Value { node: inp, slot: 0 }, *v);
         }
     }
     let mut stacked = Vec::new();

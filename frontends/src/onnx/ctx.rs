@@ -115,15 +115,16 @@ impl<'a> Ctx<'a> {
                 Some(v) => self.const_value(*v).map(Some),
             })
             .collect();
-        if let Some(vals) = consts {
-            if !matches!(op, Op::Recurrence(_) | Op::Input | Op::Const(_)) && !operands.is_empty() {
-                let results = eval_op(&op, &vals)?;
-                return Ok(results
-                    .into_iter()
-                    .zip(&result_names)
-                    .map(|(t, nm)| self.g.add_const(nm, t))
-                    .collect());
-            }
+        if let Some(vals) = consts
+            && !matches!(op, Op::Recurrence(_) | Op::Input | Op::Const(_))
+            && !operands.is_empty()
+        {
+            let results = eval_op(&op, &vals)?;
+            return Ok(results
+                .into_iter()
+                .zip(&result_names)
+                .map(|(t, nm)| self.g.add_const(nm, t))
+                .collect());
         }
         let types: Vec<Option<(TensorType, Option<Tensor>)>> = operands
             .iter()

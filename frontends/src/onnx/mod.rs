@@ -106,7 +106,9 @@ pub fn fix_input_shapes(
         let Some(onnx_protobuf::type_proto::Value::TensorType(tt)) =
             input.type_.as_mut().and_then(|t| t.value.as_mut())
         else {
-            return Err(ImportError::Model(format!("input '{name}' is not a tensor")));
+            return Err(ImportError::Model(format!(
+                "input '{name}' is not a tensor"
+            )));
         };
         let shape = tt.shape.mut_or_insert_default();
         if shape.dim.is_empty() && !dims.is_empty() {
@@ -341,15 +343,16 @@ pub fn import_graph(
                 out.name
             ))
         })?;
-        if let Ok(declared) = value_type(out) {
-            if declared.dtype != ctx.ty(v).dtype && declared.dtype != DType::F32 {
-                return Err(ImportError::Model(format!(
-                    "graph output '{}' is declared {} but computed as {}",
-                    out.name,
-                    declared.dtype,
-                    ctx.ty(v).dtype
-                )));
-            }
+        if let Ok(declared) = value_type(out)
+            && declared.dtype != ctx.ty(v).dtype
+            && declared.dtype != DType::F32
+        {
+            return Err(ImportError::Model(format!(
+                "graph output '{}' is declared {} but computed as {}",
+                out.name,
+                declared.dtype,
+                ctx.ty(v).dtype
+            )));
         }
         ctx.g.outputs.push((out.name.clone(), v));
     }

@@ -528,7 +528,7 @@ pub fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> KResul
     let total: usize = input.iter().product();
     if let Some(i) = infer {
         let rest: usize = out.iter().product();
-        if rest == 0 || total % rest != 0 {
+        if rest == 0 || !total.is_multiple_of(rest) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = total / rest;

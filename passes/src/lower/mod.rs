@@ -230,22 +230,19 @@ impl Lowerer<'_> {
 
     pub(crate) fn temp(&mut self, sc: &mut Scope, name: &str, dims: &[usize], hoist: bool) -> View {
         let b = self.prog.add_buffer(name, BufKind::Temp, dims);
-        if !hoist {
-            if let Some(lp) = &mut sc.lp {
-                lp.written.insert(b);
-            }
+        if !hoist && let Some(lp) = &mut sc.lp {
+            lp.written.insert(b);
         }
         View::whole(b, dims)
     }
 
     /// Where a kernel computing `v` writes: its requested home, or a new temporary.
     fn home(&mut self, g: &Graph, sc: &mut Scope, v: Value, dims: &[usize], hoist: bool) -> View {
-        if !hoist {
-            if let Some(h) = sc.homes.get(&v) {
-                if h.dims == dims {
-                    return h.clone();
-                }
-            }
+        if !hoist
+            && let Some(h) = sc.homes.get(&v)
+            && h.dims == dims
+        {
+            return h.clone();
         }
         let name = g.value_info(v).name.clone();
         self.temp(sc, &name, dims, hoist)
@@ -300,10 +297,12 @@ impl Lowerer<'_> {
             return None;
         };
         let whole = &self.prog.consts[c.0];
-        if v.offset == 0 && view::is_contiguous(v) && v.len() == whole.data.len() {
-            if whole.dims == v.dims {
-                return Some(c);
-            }
+        if v.offset == 0
+            && view::is_contiguous(v)
+            && v.len() == whole.data.len()
+            && whole.dims == v.dims
+        {
+            return Some(c);
         }
         if let Some(id) = self.cut.get(&view::key(v)) {
             return Some(*id);
@@ -776,13 +775,13 @@ impl Lowerer<'_> {
                 set(sc, 0, out.clone());
                 // alpha folds into a constant B; otherwise it scales the product.
                 let mut scale = *alpha;
-                if scale != 1.0 {
-                    if let Some(mut t) = self.const_data(&b) {
-                        t.iter_mut().for_each(|x| *x *= scale);
-                        let id = self.prog.add_const(&format!("{name}.alpha_b"), &b.dims, t);
-                        b = View::constant(id, &b.dims);
-                        scale = 1.0;
-                    }
+                if scale != 1.0
+                    && let Some(mut t) = self.const_data(&b)
+                {
+                    t.iter_mut().for_each(|x| *x *= scale);
+                    let id = self.prog.add_const(&format!("{name}.alpha_b"), &b.dims, t);
+                    b = View::constant(id, &b.dims);
+                    scale = 1.0;
                 }
                 if c.is_none() && scale == 1.0 {
                     self.matmul(sc, out, a, b, name, hoist)?;

@@ -273,7 +273,7 @@ impl Lowerer<'_> {
             let x = if x.dims == s.dims {
                 x
             } else {
-                view::broadcast_to(&x, &s.dims).map_err(|e| err(e))?
+                view::broadcast_to(&x, &s.dims).map_err(&err)?
             };
             if x == *s {
                 continue;

@@ -90,13 +90,12 @@ impl Tables {
     /// one leaf, or rules that build constants could go on making new copies of the same value.
     pub fn add_const(&mut self, name: String, value: Tensor) -> ConstKey {
         let h = content_hash(&value);
-        if let Some(keys) = self.by_content.get(&h) {
-            if let Some(k) = keys
+        if let Some(keys) = self.by_content.get(&h)
+            && let Some(k) = keys
                 .iter()
                 .find(|k| same_bits(&self.consts[k.0 as usize].value, &value))
-            {
-                return *k;
-            }
+        {
+            return *k;
         }
         let sparsity = Sparsity::of(&value);
         self.consts.push(ConstEntry {
@@ -253,18 +252,19 @@ impl Analysis<HLang> for TensorAnalysis {
                 .iter()
                 .map(|c| c.and_then(|d| d.value.as_deref()))
                 .collect();
-            if let Ok(mut results) = eval_op(&op, &vals) {
-                if slot < results.len() && results[slot].len() <= egraph.analysis.fold_limit {
-                    let t = results.swap_remove(slot);
-                    let sparsity = Sparsity::of(&t);
-                    return Data {
-                        ty: Some(t.ty()),
-                        value: Some(Arc::new(t)),
-                        sparsity: Some(sparsity),
-                        empty: false,
-                        on_state: false,
-                    };
-                }
+            if let Ok(mut results) = eval_op(&op, &vals)
+                && slot < results.len()
+                && results[slot].len() <= egraph.analysis.fold_limit
+            {
+                let t = results.swap_remove(slot);
+                let sparsity = Sparsity::of(&t);
+                return Data {
+                    ty: Some(t.ty()),
+                    value: Some(Arc::new(t)),
+                    sparsity: Some(sparsity),
+                    empty: false,
+                    on_state: false,
+                };
             }
         }
         let types: Vec<Option<TensorType>> = children

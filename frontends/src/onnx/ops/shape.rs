@@ -52,15 +52,14 @@ pub fn split(
 ) -> Result<Vec<Value>, String> {
     let x = need(ops, 0, "input")?;
     let num_outputs = node.output.len();
-    if ctx.opset >= 18 {
-        if let Some(n) = attr(node, "num_outputs") {
-            if n.i as usize != num_outputs {
-                return Err(format!(
-                    "num_outputs is {} but the node has {num_outputs} outputs",
-                    n.i
-                ));
-            }
-        }
+    if ctx.opset >= 18
+        && let Some(n) = attr(node, "num_outputs")
+        && n.i as usize != num_outputs
+    {
+        return Err(format!(
+            "num_outputs is {} but the node has {num_outputs} outputs",
+            n.i
+        ));
     }
     let sizes = ints_operand(ctx, node, label, "split", ops, 1, 13);
     let op = Op::Split {
