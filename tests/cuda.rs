@@ -321,3 +321,147 @@ fn every_fixture_through_the_runner_on_the_stand_in_driver() {
         "{stderr}"
     );
 }
+
+/// The runner's API on the stand-in driver, in a child process of this test binary (the driver
+/// is found through LD_LIBRARY_PATH, read when a process starts): shorter sequences equal the
+/// kernel interpreter's, and streaming one step at a time (`resume`, the workspace kept in the
+/// context) equals the whole sequence.
+#[test]
+fn the_runner_streams_and_runs_shorter_sequences_on_the_stand_in_driver() {
+    if hlstm_backends::cuda::driver_present() {
+        eprintln!("a real CUDA driver is present: skipped");
+        return;
+    }
+    let lib = fake_driver();
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "runner_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("LD_LIBRARY_PATH", lib.path())
+        .env("HLSTMC_FAKE_CUDA_CHILD", "1")
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("1 passed"), "{out}");
+    assert!(out.contains("runner child: 2 models streamed"), "{out}");
+}
+
+#[test]
+#[ignore = "run by the_runner_streams_and_runs_shorter_sequences_on_the_stand_in_driver"]
+fn runner_child() {
+    use hlstm_backends::cuda::{CudaProgram, Gpu};
+    use hlstm_backends::ptx::{PtxOptions, compile};
+    use hlstm_frontends::onnx::{import_file, tensor::read_pb};
+    use hlstm_ir::kernel::interp::Machine;
+    use hlstm_passes::{DEFAULT_PIPELINE, PassManager};
+    if std::env::var("HLSTMC_FAKE_CUDA_CHILD").is_err() {
+        return;
+    }
+    let close = |g: &[f32], w: &[f32]| {
+        g.len() == w.len()
+            && g.iter()
+                .zip(w)
+                .all(|(a, b)| (a - b).abs() <= 1e-4 + 1e-3 * b.abs())
+    };
+    let mut streamed = 0;
+    for d in [
+        "models/hlstm_scan_H64_X32_T8_sp97",
+        "models/lstm_std_H64_X32_T8",
+    ] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(d);
+        let mut g = import_file(&dir.join("model.onnx")).unwrap();
+        let pm = PassManager::new(DEFAULT_PIPELINE, Default::default()).unwrap();
+        pm.run(&mut g, &mut std::io::sink()).unwrap();
+        let mut p = hlstm_passes::lower::lower(&g, &Default::default()).unwrap();
+        p.name = "model".into();
+        let inputs: Vec<Vec<f32>> = (0..)
+            .map(|k| dir.join(format!("test_data_set_0/input_{k}.pb")))
+            .take_while(|f| f.exists())
+            .map(|f| {
+                read_pb(&f)
+                    .unwrap()
+                    .1
+                    .as_f32()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        let gpu = Gpu::open(0).unwrap();
+        let m = compile(
+            &p,
+            &PtxOptions {
+                sm: gpu.sm_target().unwrap(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut prog = CudaProgram::load(gpu, &m).unwrap();
+        let max = prog.launch().max_steps;
+        assert!(
+            prog.launch().dynamic_steps && prog.launch().streamable,
+            "{d}"
+        );
+        let prefix = |steps: usize| -> Vec<Vec<f32>> {
+            p.inputs
+                .iter()
+                .zip(&inputs)
+                .map(|(b, x)| x[..p.len_for_steps(*b, steps)].to_vec())
+                .collect()
+        };
+        for steps in [1, max / 2, max - 1, max] {
+            let ins = prefix(steps);
+            let refs: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+            let want = Machine::new(&p)
+                .unwrap()
+                .run(&p, &refs, Some(steps), false)
+                .unwrap();
+            let got = prog.run(&refs, steps, false).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(close(g, w), "{d}, {steps} steps");
+            }
+        }
+        // Wrong calls are errors.
+        let ins = prefix(max);
+        let refs: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+        assert!(prog.run(&refs, max + 1, false).is_err());
+        assert!(prog.run(&refs[..0], max, false).is_err());
+        let whole = prog.run(&refs, max, false).unwrap();
+        for t in 0..max {
+            let ins: Vec<Vec<f32>> = p
+                .inputs
+                .iter()
+                .zip(&inputs)
+                .map(|(b, x)| match p.buffers[b.0].step_len {
+                    Some(r) => x[t * r..(t + 1) * r].to_vec(),
+                    None => x.clone(),
+                })
+                .collect();
+            let refs: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+            let got = prog.run(&refs, 1, t > 0).unwrap();
+            for (k, (g, w)) in got.iter().zip(&whole).enumerate() {
+                let want = match p.buffers[p.outputs[k].0].step_len {
+                    Some(r) => &w[t * r..(t + 1) * r],
+                    None if t + 1 == max => &w[..],
+                    None => continue,
+                };
+                assert!(close(g, want), "{d}: streamed step {t}, output {k}");
+            }
+        }
+        streamed += 1;
+    }
+    println!("runner child: {streamed} models streamed");
+}
