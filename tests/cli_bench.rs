@@ -184,3 +184,23 @@ fn bench_runs_conflict_with_rounds() {
         assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
     }
 }
+
+/// A model exported with an open batch benches on its test data, whose inputs fix the batch;
+/// without test data the error says so.
+#[test]
+fn bench_open_batch_with_test_data() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root
+        .join("examples/digits-hlstm.onnx")
+        .display()
+        .to_string();
+    let data = root
+        .join("examples/digits-hlstm/test_data_set_0")
+        .display()
+        .to_string();
+    let v = bench_json(&[&model, "--test-data", &data, "--runs", "2"]);
+    assert_eq!(v["batch"], 359, "{v}");
+    let o = hlstmc(&["bench", &model, "--runs", "2"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--test-data"), "{}", stderr(&o));
+}

@@ -125,7 +125,7 @@ fn random_inputs(g: &Graph) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
             .map(|d| match d {
                 Dim::Known(v) => Ok(*v),
                 _ => Err(anyhow!(
-                    "input '{}' has a dimension not known statically ({d:?}); bench needs static shapes",
+                    "input '{}' has a dimension not known statically ({d:?}); bench needs static shapes (give --test-data, whose inputs fix it)",
                     names[k]
                 )),
             })
@@ -291,13 +291,25 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         },
     };
     let t0 = Instant::now();
-    let mut g = super::load_model(&a.model)?;
+    let g = super::load_model(&a.model)?;
+    // Test data fixes the dims an export left open (as `run` does).
+    let given = match &a.test_data {
+        Some(dir) => Some(test_data_inputs(&g, dir)?),
+        None => None,
+    };
+    let mut g = match &given {
+        Some(inputs) => {
+            let dims: Vec<Vec<usize>> = inputs.iter().map(|(d, _)| d.clone()).collect();
+            super::run::specialize_to(&a.model, g, &dims)?
+        }
+        None => g,
+    };
     let import = t0.elapsed();
     let t0 = Instant::now();
     super::optimize::optimize(&mut g, &a.opt)?;
     let optimize = t0.elapsed();
-    let inputs = match &a.test_data {
-        Some(dir) => test_data_inputs(&g, dir)?,
+    let inputs = match given {
+        Some(inputs) => inputs,
         None => random_inputs(&g)?,
     };
     let flat: Vec<&[f32]> = inputs.iter().map(|(_, v)| v.as_slice()).collect();

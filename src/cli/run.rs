@@ -369,19 +369,25 @@ fn test_inputs(g: &Graph, dir: &Path) -> Result<Vec<Tensor>> {
 /// open batch or sequence length runs at the one it is given. Unchanged when every input shape
 /// is known already (a wrong shape is then reported by the engines' own check).
 pub(super) fn specialize(model: &Path, g: Graph, inputs: &[Tensor]) -> Result<Graph> {
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+    specialize_to(model, g, &shapes)
+}
+
+/// [`specialize`] to the given input shapes (in the model's input order).
+pub(super) fn specialize_to(model: &Path, g: Graph, dims: &[Vec<usize>]) -> Result<Graph> {
     let open = g
         .inputs
         .iter()
         .any(|n| g.nodes[*n].results[0].ty.concrete().is_none());
-    if !open || inputs.len() != g.inputs.len() {
+    if !open || dims.len() != g.inputs.len() {
         return Ok(g);
     }
     let shapes: Vec<(String, Vec<usize>)> = g
         .inputs
         .iter()
-        .zip(inputs)
+        .zip(dims)
         .filter(|(n, _)| g.nodes[**n].results[0].ty.concrete().is_none())
-        .map(|(n, t)| (g.nodes[*n].name.clone(), t.shape().to_vec()))
+        .map(|(n, d)| (g.nodes[*n].name.clone(), d.clone()))
         .collect();
     hlstm_frontends::onnx::import_file_with_shapes(model, &shapes)
         .with_context(|| format!("{} (with the inputs' shapes)", model.display()))
