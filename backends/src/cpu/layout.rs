@@ -477,18 +477,7 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
     let mut writes: Vec<Vec<(View, usize)>> = vec![Vec::new(); nb];
 
     fn reads_of(s: &Stmt) -> Vec<&View> {
-        match s {
-            Stmt::MatMul { a, w, .. } => {
-                let mut r = vec![a];
-                if let Weight::View(v) = w {
-                    r.push(v);
-                }
-                r
-            }
-            Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => vec![x],
-            Stmt::Binary { a, b, .. } => vec![a, b],
-            Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => vec![],
-        }
+        s.inputs()
     }
     fn covers_once(p: &Program, v: &View) -> bool {
         let Storage::Buf(b) = v.storage else {

@@ -368,19 +368,8 @@ impl Lowerer<'_> {
     }
 }
 
-fn out_view(st: &Stmt) -> Option<&View> {
-    match st {
-        Stmt::MatMul { out, .. }
-        | Stmt::Unary { out, .. }
-        | Stmt::Binary { out, .. }
-        | Stmt::Clip { out, .. }
-        | Stmt::Copy { out, .. } => Some(out),
-        Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => None,
-    }
-}
-
 fn writes(st: &Stmt, b: BufId) -> bool {
-    out_view(st).is_some_and(|o| o.storage == Storage::Buf(b))
+    st.output().is_some_and(|o| o.storage == Storage::Buf(b))
 }
 
 /// Whether a statement reads or writes buffer `b`.
