@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""The text results of docs/results.md: bits per character on the test slice against nonzero
+weights, for the configs in examples/text/ (standard library only).
+
+    python3 tools/text_results.py                       # every config, one after another (hours)
+    python3 tools/text_results.py --only lstm-2x256     # one config (about an hour on one core)
+    python3 tools/text_results.py --epochs 1 --only lstm-2x256 --out out/text-quick   # a smoke run
+
+Each config is trained with `hlstmc train` (skipped when OUT/<name>.summary.json exists, so an
+interrupted run resumes), then OUT/results.md gets a table: test bits per character, nonzero
+weights (every weight matrix: embedding, layers and head), training characters, hours. With
+--epochs N every phase of the schedule is cut to at most N epochs (a smoke test, not a result).
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "examples/text")
+
+
+def shorten(text, epochs):
+    # every `*epochs = K` key to min(K, epochs), `max_prune_rounds` to 1
+    def cut(m):
+        return f"{m.group(1)} = {min(int(m.group(2)), epochs)}"
+    text = re.sub(r"^(\w*epochs) = (\d+)", cut, text, flags=re.M)
+    return re.sub(r"^max_prune_rounds = \d+", "max_prune_rounds = 1", text, flags=re.M)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.path.join(ROOT, "out/text-results"))
+    ap.add_argument("--hlstmc", help="an hlstmc binary (default: build target/release/hlstmc)")
+    ap.add_argument("--only", action="append", help="a config name (repeatable)")
+    ap.add_argument("--epochs", type=int, help="cut every phase to this many epochs (smoke run)")
+    a = ap.parse_args()
+    hlstmc = a.hlstmc
+    if not hlstmc:
+        subprocess.run(["cargo", "build", "--release", "--bin", "hlstmc"], cwd=ROOT, check=True)
+        hlstmc = os.path.join(ROOT, "target/release/hlstmc")
+    os.makedirs(a.out, exist_ok=True)
+    names = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONFIGS, "*.toml")))
+    names = [n for n in names if not a.only or n in a.only]
+    rows = []
+    for name in names:
+        with open(os.path.join(CONFIGS, f"{name}.toml")) as f:
+            text = f.read()
+        text = text.replace("../../../shared/", os.path.join(ROOT, "../shared/"))
+        if a.epochs:
+            text = shorten(text, a.epochs)
+        cfg = os.path.join(a.out, f"{name}.toml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        model = os.path.join(a.out, f"{name}.onnx")
+        summary = os.path.join(a.out, f"{name}.summary.json")
+        if not os.path.exists(summary):
+            print(f"training {name}", file=sys.stderr)
+            subprocess.run([hlstmc, "train", cfg, "-o", model], check=True)
+        with open(summary) as f:
+            s = json.load(f)
+        epochs = 0
+        with open(os.path.join(a.out, f"{name}.log.jsonl")) as f:
+            epochs = sum(1 for line in f if '"kind":"epoch"' in line)
+        rows.append((name, s, epochs))
+    md = ["| config | test bits/char | nonzero weights | density | epochs | hours |",
+          "|---|---|---|---|---|---|"]
+    for name, s, epochs in rows:
+        md.append(f"| {name} | {s['test_bpc']:.3f} | {s['nonzero_weights']:,} | "
+                  f"{100 * s['density']:.1f}% | {epochs} | {s['seconds'] / 3600:.2f} |")
+    text = "\n".join(md) + "\n"
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
