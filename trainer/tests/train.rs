@@ -429,3 +429,23 @@ fn absurd_sizes_are_errors_not_allocations() {
     let err = Session::new(&cfg, &Interp).err().unwrap().to_string();
     assert!(err.contains("parameters"), "{err}");
 }
+
+/// Every shipped config (the digits example and the text experiments of docs/results.md) parses
+/// and passes the checks; a key typo there would otherwise show only hours into a run.
+#[test]
+fn shipped_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut paths = vec![root.join("examples/digits-hlstm.toml")];
+    let mut text: Vec<_> = std::fs::read_dir(root.join("examples/text"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    text.sort();
+    assert_eq!(text.len(), 5, "{text:?}");
+    paths.extend(text);
+    for p in &paths {
+        let c = Config::load(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(c.train.batch, 32, "{}", p.display());
+    }
+}
