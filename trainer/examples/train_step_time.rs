@@ -20,7 +20,9 @@ fn main() {
         eprintln!("usage: train_step_time CONFIG.toml [STEPS]");
         std::process::exit(2);
     };
-    let steps: usize = args.get(2).map_or(20, |s| s.parse().expect("STEPS is a number"));
+    let steps: usize = args
+        .get(2)
+        .map_or(20, |s| s.parse().expect("STEPS is a number"));
     let cfg = Config::load(Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut s = Session::new(&cfg, exec::engine(cfg.train.engine)).expect("session");
     let per_step = match &cfg.data {
