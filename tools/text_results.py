@@ -5,11 +5,13 @@ weights, for the configs in examples/text/ (standard library only).
     python3 tools/text_results.py                       # every config, one after another (hours)
     python3 tools/text_results.py --only lstm-2x256     # one config (about an hour on one core)
     python3 tools/text_results.py --epochs 1 --only lstm-2x256 --out out/text-quick   # a smoke run
+    python3 tools/text_results.py --epochs 1 --max-chars 100000 --out out/text-smoke  # all, minutes
 
 Each config is trained with `hlstmc train` (skipped when OUT/<name>.summary.json exists, so an
 interrupted run resumes), then OUT/results.md gets a table: test bits per character, nonzero
 weights (every weight matrix: embedding, layers and head), training characters, hours. With
---epochs N every phase of the schedule is cut to at most N epochs (a smoke test, not a result).
+--epochs N every phase of the schedule is cut to at most N epochs (and one pruning round), with
+--max-chars N only the first N characters are read: smoke tests of the pipeline, not results.
 """
 import argparse
 import glob
@@ -37,6 +39,7 @@ def main():
     ap.add_argument("--hlstmc", help="an hlstmc binary (default: build target/release/hlstmc)")
     ap.add_argument("--only", action="append", help="a config name (repeatable)")
     ap.add_argument("--epochs", type=int, help="cut every phase to this many epochs (smoke run)")
+    ap.add_argument("--max-chars", type=int, help="read only this many characters (smoke run)")
     a = ap.parse_args()
     hlstmc = a.hlstmc
     if not hlstmc:
@@ -52,6 +55,8 @@ def main():
         text = text.replace("../../../shared/", os.path.join(ROOT, "../shared/"))
         if a.epochs:
             text = shorten(text, a.epochs)
+        if a.max_chars:
+            text = text.replace("\n[model]", f"max_chars = {a.max_chars}\n\n[model]", 1)
         cfg = os.path.join(a.out, f"{name}.toml")
         with open(cfg, "w") as f:
             f.write(text)
