@@ -1,193 +1,12 @@
 //! The JIT: a program compiled in memory, with its workspace allocated once.
 
 use super::codegen::{BARRIER_SYMBOL, ThreadPart, define_program_opts, define_program_part};
+use super::pool::{Entry, Job, Pool, Runtime, call, hlstm_barrier};
 use super::{CpuIsa, CpuOptions, build_isa};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Linkage;
 use hlstm_ir::kernel::Program;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex as StdMutex};
-
-type Entry =
-    unsafe extern "C" fn(*const *const f32, *const *mut f32, *mut f32, i64, i64, *const Runtime);
-
-/// Spins of a waiting thread before it yields its core: long enough to cover a step's
-/// imbalance between threads, short enough not to starve a thread it waits for when the
-/// machine has fewer free cores than threads.
-const SPIN_LIMIT: u32 = 1 << 11;
-
-/// What the threads of one program share at run time: a sense-free barrier (a count of
-/// arrivals and a generation number that the last arrival bumps).
-#[repr(C)]
-pub struct Runtime {
-    arrived: AtomicUsize,
-    generation: AtomicUsize,
-    threads: usize,
-}
-
-/// The barrier the generated code calls (`codegen::BARRIER_SYMBOL`): spins until every thread
-/// of the program has arrived. The release/acquire pair orders each thread's writes before the
-/// barrier with every thread's reads after it.
-extern "C" fn hlstm_barrier(rt: *const Runtime) {
-    // SAFETY: the generated code passes the pointer it was called with: the program's
-    // Runtime, alive for the whole call.
-    let rt = unsafe { &*rt };
-    let generation = rt.generation.load(Ordering::Acquire);
-    if rt.arrived.fetch_add(1, Ordering::AcqRel) + 1 == rt.threads {
-        rt.arrived.store(0, Ordering::Relaxed);
-        rt.generation.fetch_add(1, Ordering::AcqRel);
-        return;
-    }
-    let mut spins = 0u32;
-    while rt.generation.load(Ordering::Acquire) == generation {
-        spins += 1;
-        if spins < SPIN_LIMIT {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// One call, as the workers see it (pointers as integers: they are only dereferenced by the
-/// generated code during the call, which the caller waits for).
-#[derive(Clone, Copy)]
-struct Job {
-    ins: usize,
-    outs: usize,
-    work: usize,
-    steps: i64,
-    resume: i64,
-}
-
-struct Dispatch {
-    generation: u64,
-    job: Option<Job>,
-    quit: bool,
-}
-
-/// The worker threads of a multi-threaded program (thread 0 is the caller).
-struct Pool {
-    shared: Arc<Shared>,
-    workers: Vec<std::thread::JoinHandle<()>>,
-}
-
-struct Shared {
-    dispatch: StdMutex<Dispatch>,
-    wake: Condvar,
-    finished: AtomicUsize,
-    runtime: Runtime,
-    entries: Vec<Entry>,
-}
-
-impl Pool {
-    fn new(entries: Vec<Entry>) -> Pool {
-        let threads = entries.len();
-        let shared = Arc::new(Shared {
-            dispatch: StdMutex::new(Dispatch {
-                generation: 0,
-                job: None,
-                quit: false,
-            }),
-            wake: Condvar::new(),
-            finished: AtomicUsize::new(0),
-            runtime: Runtime {
-                arrived: AtomicUsize::new(0),
-                generation: AtomicUsize::new(0),
-                threads,
-            },
-            entries,
-        });
-        let workers = (1..threads)
-            .map(|tid| {
-                let sh = Arc::clone(&shared);
-                std::thread::spawn(move || worker(&sh, tid))
-            })
-            .collect();
-        Pool { shared, workers }
-    }
-
-    /// Runs `job` on every thread; returns when all have finished.
-    fn run(&self, job: Job) {
-        let sh = &self.shared;
-        sh.finished.store(0, Ordering::Relaxed);
-        {
-            let mut d = sh.dispatch.lock().unwrap_or_else(|e| e.into_inner());
-            d.generation += 1;
-            d.job = Some(job);
-        }
-        sh.wake.notify_all();
-        // SAFETY: as in `JitProgram::run_steps` (the pointers are live for this call).
-        unsafe { call(sh.entries[0], job, &sh.runtime) };
-        let mut spins = 0u32;
-        while sh.finished.load(Ordering::Acquire) + 1 < sh.entries.len() {
-            spins += 1;
-            if spins < SPIN_LIMIT {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        {
-            let mut d = self
-                .shared
-                .dispatch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            d.quit = true;
-        }
-        self.shared.wake.notify_all();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
-fn worker(sh: &Shared, tid: usize) {
-    let mut seen = 0u64;
-    loop {
-        let job = {
-            let mut d = sh.dispatch.lock().unwrap_or_else(|e| e.into_inner());
-            while d.generation == seen && !d.quit {
-                d = sh.wake.wait(d).unwrap_or_else(|e| e.into_inner());
-            }
-            if d.quit {
-                return;
-            }
-            seen = d.generation;
-            d.job
-        };
-        if let Some(job) = job {
-            // SAFETY: the caller of `Pool::run` keeps the job's pointers alive until every
-            // worker has counted itself finished.
-            unsafe { call(sh.entries[tid], job, &sh.runtime) };
-        }
-        sh.finished.fetch_add(1, Ordering::Release);
-    }
-}
-
-/// Calls one thread's program on a job.
-///
-/// # Safety
-/// The job's pointers must be valid for the program, as `JitProgram::run_steps` checks.
-unsafe fn call(entry: Entry, job: Job, rt: &Runtime) {
-    unsafe {
-        entry(
-            job.ins as *const *const f32,
-            job.outs as *const *mut f32,
-            job.work as *mut f32,
-            job.steps,
-            job.resume,
-            rt,
-        )
-    }
-}
 
 /// Owns the JIT module (code and read-only data) and frees its memory on drop.
 struct Code(Option<JITModule>);
@@ -505,11 +324,7 @@ impl JitProgram {
         match &self.pool {
             Some(pool) => pool.run(job),
             None => {
-                let rt = Runtime {
-                    arrived: AtomicUsize::new(0),
-                    generation: AtomicUsize::new(0),
-                    threads: 1,
-                };
+                let rt = Runtime::single();
                 unsafe { call(self.entry, job, &rt) }
             }
         }

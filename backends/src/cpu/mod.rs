@@ -13,10 +13,12 @@
 pub mod aot;
 pub mod codegen;
 mod elementwise;
+mod header;
 mod jit;
 mod layout;
 pub mod math;
 mod matmul;
+mod pool;
 
 pub use codegen::{Compiled, define_program, define_program_opts, program_signature};
 pub use jit::JitProgram;
