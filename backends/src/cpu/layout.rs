@@ -667,35 +667,22 @@ fn csr_classes(
     Ok(classes)
 }
 
+/// Appends `data` to the read-only data at the next 64-byte boundary; returns its offset.
 fn push_bytes(rodata: &mut Vec<u8>, data: &[u8]) -> usize {
-    while !rodata.len().is_multiple_of(ALIGN * 4) {
-        rodata.push(0);
-    }
+    rodata.resize(rodata.len().next_multiple_of(ALIGN * 4), 0);
     let off = rodata.len();
     rodata.extend_from_slice(data);
     off
 }
 
 fn push_f32s(rodata: &mut Vec<u8>, data: &[f32]) -> usize {
-    while !rodata.len().is_multiple_of(ALIGN * 4) {
-        rodata.push(0);
-    }
-    let off = rodata.len();
-    for v in data {
-        rodata.extend_from_slice(&v.to_le_bytes());
-    }
-    off
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    push_bytes(rodata, &bytes)
 }
 
 fn push_i32s(rodata: &mut Vec<u8>, data: &[i32]) -> usize {
-    while !rodata.len().is_multiple_of(ALIGN * 4) {
-        rodata.push(0);
-    }
-    let off = rodata.len();
-    for v in data {
-        rodata.extend_from_slice(&v.to_le_bytes());
-    }
-    off
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    push_bytes(rodata, &bytes)
 }
 
 /// `w` [K, N] row-major, packed tile-major (see [`Layout::packed`]).
