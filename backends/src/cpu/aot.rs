@@ -46,26 +46,10 @@ use cranelift_module::{FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use hlstm_ir::kernel::{BufId, Program};
 
-pub use super::header::{TensorInfo, c_header};
-
-/// The value `NAME_version()` returns; raised whenever the ABI changes.
-pub const ABI_VERSION: i32 = 2;
-/// Success.
-pub const OK: i32 = 0;
-/// A null pointer: the context, an array, or one of its entries. Nothing was written.
-pub const ERR_NULL: i32 = 1;
-/// A sequence length the model or the context does not take (0, more than the context's
-/// maximum, or another length than the static one).
-pub const ERR_STEPS: i32 = 2;
-/// A batch size other than the compiled one.
-pub const ERR_BATCH: i32 = 3;
-/// `NAME_context_init` was given fewer bytes than `NAME_context_size` asks for.
-pub const ERR_SIZE: i32 = 4;
-/// `NAME_step` on a model that cannot run step by step (a reverse or bidirectional recurrence,
-/// or a static sequence length).
-pub const ERR_NOT_STREAMABLE: i32 = 5;
-/// The pointer is not an initialised context.
-pub const ERR_CONTEXT: i32 = 6;
+pub use crate::c_abi::{
+    ABI_VERSION, ERR_BATCH, ERR_CONTEXT, ERR_NOT_STREAMABLE, ERR_NULL, ERR_SIZE, ERR_STEPS, ERRORS,
+    LibraryInfo, LibraryTarget, OK, TensorInfo, c_header, is_c_identifier,
+};
 
 /// Bytes of the context header before the workspace.
 pub const CONTEXT_HEADER: usize = 64;
@@ -76,37 +60,6 @@ const H_MAGIC: i32 = 0;
 const H_MAX_STEPS: i32 = 8;
 const H_BATCH: i32 = 16;
 const H_POSITION: i32 = 24;
-
-/// Every error code with its name and meaning, for the header and the docs.
-pub const ERRORS: &[(&str, i32, &str)] = &[
-    ("OK", OK, "success"),
-    (
-        "ERR_NULL",
-        ERR_NULL,
-        "a null context, array or array entry: nothing was written",
-    ),
-    (
-        "ERR_STEPS",
-        ERR_STEPS,
-        "a sequence length the model or the context does not take",
-    ),
-    ("ERR_BATCH", ERR_BATCH, "a batch other than NAME_batch()"),
-    (
-        "ERR_SIZE",
-        ERR_SIZE,
-        "a context buffer smaller than NAME_context_size()",
-    ),
-    (
-        "ERR_NOT_STREAMABLE",
-        ERR_NOT_STREAMABLE,
-        "NAME_step on a model that cannot run step by step",
-    ),
-    (
-        "ERR_CONTEXT",
-        ERR_CONTEXT,
-        "not a context made by NAME_context_init or NAME_context_create",
-    ),
-];
 
 /// An object file compiled ahead of time.
 pub struct AotObject {
@@ -140,13 +93,6 @@ pub struct AotObject {
     /// The program function's CLIF and, when asked for, its disassembly.
     pub clif: String,
     pub asm: Option<String>,
-}
-
-/// Whether `name` can prefix C identifiers: `[A-Za-z_][A-Za-z0-9_]*`.
-pub fn is_c_identifier(name: &str) -> bool {
-    let mut cs = name.chars();
-    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// What the ABI functions need to know about the program.
@@ -257,6 +203,26 @@ pub fn compile_object(
         clif: c.clif,
         asm: c.asm,
     })
+}
+
+impl AotObject {
+    /// What the header says about this library.
+    pub fn library_info(&self) -> LibraryInfo {
+        LibraryInfo {
+            target: LibraryTarget::X86_64 {
+                context_bytes: self.context_bytes,
+            },
+            max_steps: self.max_steps,
+            dynamic_steps: self.dynamic_steps,
+            streamable: self.streamable,
+            batch: self.batch,
+            static_steps_reason: self.static_steps_reason.clone(),
+            input_lens: self.input_lens.clone(),
+            output_lens: self.output_lens.clone(),
+            input_step_lens: self.input_step_lens.clone(),
+            output_step_lens: self.output_step_lens.clone(),
+        }
+    }
 }
 
 /// Generates the ABI functions, each `NAME_<suffix>`.
@@ -554,27 +520,5 @@ impl Gen<'_> {
             b.ins().return_(&[r]);
         })?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn c_identifiers() {
-        assert!(is_c_identifier("model_1"));
-        assert!(is_c_identifier("_m"));
-        assert!(!is_c_identifier("1m"));
-        assert!(!is_c_identifier("a-b"));
-        assert!(!is_c_identifier(""));
-    }
-
-    #[test]
-    fn error_codes_are_distinct() {
-        let mut codes: Vec<i32> = ERRORS.iter().map(|e| e.1).collect();
-        codes.sort();
-        codes.dedup();
-        assert_eq!(codes.len(), ERRORS.len());
     }
 }

@@ -13,7 +13,6 @@
 pub mod aot;
 pub mod codegen;
 mod elementwise;
-mod header;
 mod jit;
 mod layout;
 pub mod math;

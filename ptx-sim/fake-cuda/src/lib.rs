@@ -5,10 +5,12 @@
 //! `cudarc` bindings and `dlopen`, and every fixture is checked against its reference outputs.
 //!
 //! One device (compute capability 8.0, `FAKE_CUDA_SMS` multiprocessors, default 8, each taking
-//! `FAKE_CUDA_BLOCKS_PER_SM` blocks, default 2), one context, one loaded module at a time (the
-//! device memory belongs to the last module loaded, as the interpreter's memory is per module).
-//! Everything lives on the calling thread. A failing launch returns
-//! CUDA_ERROR_LAUNCH_FAILED, and `cuGetErrorString` gives the interpreter's message.
+//! `FAKE_CUDA_BLOCKS_PER_SM` blocks, default 2), one context, any number of loaded modules. Each
+//! module is an interpreter device with its own memory; `cuMemAlloc` allocates in the module
+//! loaded last (the runner and the host library allocate right after loading), and a device
+//! address carries its module in its top 16 bits, so copies and launches find the right memory.
+//! Everything lives on the calling thread. A failing launch returns CUDA_ERROR_LAUNCH_FAILED,
+//! and `cuGetErrorString` gives the interpreter's message.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -25,14 +27,38 @@ const NOT_FOUND: c_int = 500;
 const LAUNCH_FAILED: c_int = 719;
 const COOPERATIVE_LAUNCH_TOO_LARGE: c_int = 720;
 
+/// A loaded module: its interpreter device and kernel names.
+struct Loaded {
+    device: Device,
+    functions: Vec<String>,
+}
+
 #[derive(Default)]
 struct State {
     init: bool,
-    device: Option<Device>,
-    /// Kernel names of the loaded module; a CUfunction is its index + 1.
-    functions: Vec<String>,
+    /// Loaded modules; a CUmodule is its index + 1 (None once unloaded).
+    modules: Vec<Option<Loaded>>,
+    /// The module `cuMemAlloc` allocates in: the one loaded last.
+    current: Option<usize>,
     /// The message of the last failure.
     message: CString,
+}
+
+/// Device addresses are the interpreter's (below 2^48) with the module index + 1 above.
+const MODULE_SHIFT: u32 = 48;
+
+fn encode(module: usize, addr: u64) -> u64 {
+    ((module as u64 + 1) << MODULE_SHIFT) | addr
+}
+
+fn decode(addr: u64) -> (Option<usize>, u64) {
+    let m = (addr >> MODULE_SHIFT) as usize;
+    (m.checked_sub(1), addr & ((1 << MODULE_SHIFT) - 1))
+}
+
+/// A CUfunction: the module index + 1 above 16 bits, the kernel index + 1 below.
+fn function_handle(module: usize, kernel: usize) -> usize {
+    ((module + 1) << 16) | (kernel + 1)
 }
 
 thread_local! {
@@ -136,35 +162,50 @@ pub unsafe extern "C" fn cuModuleLoadData(m: *mut *mut c_void, image: *const c_v
         Ok(d) => d,
         Err(e) => return fail(INVALID_PTX, e),
     };
-    with(|s| {
-        s.device = Some(device);
-        s.functions = names;
+    let index = with(|s| {
+        s.modules.push(Some(Loaded {
+            device,
+            functions: names,
+        }));
+        s.current = Some(s.modules.len() - 1);
+        s.modules.len()
     });
-    unsafe { *m = 0x2000 as *mut c_void };
+    unsafe { *m = index as *mut c_void };
     SUCCESS
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cuModuleUnload(_m: *mut c_void) -> c_int {
-    with(|s| {
-        s.device = None;
-        s.functions.clear();
-    });
-    SUCCESS
+pub extern "C" fn cuModuleUnload(m: *mut c_void) -> c_int {
+    let i = (m as usize).wrapping_sub(1);
+    with(|s| match s.modules.get_mut(i) {
+        Some(slot @ Some(_)) => {
+            *slot = None;
+            if s.current == Some(i) {
+                s.current = None;
+            }
+            SUCCESS
+        }
+        _ => INVALID_HANDLE,
+    })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuModuleGetFunction(
     f: *mut *mut c_void,
-    _m: *mut c_void,
+    m: *mut c_void,
     name: *const c_char,
 ) -> c_int {
     let name = unsafe { CStr::from_ptr(name) }
         .to_string_lossy()
         .into_owned();
-    match with(|s| s.functions.iter().position(|k| *k == name)) {
+    let module = (m as usize).wrapping_sub(1);
+    let found = with(|s| {
+        let l = s.modules.get(module)?.as_ref()?;
+        l.functions.iter().position(|k| *k == name)
+    });
+    match found {
         Some(i) => {
-            unsafe { *f = (i + 1) as *mut c_void };
+            unsafe { *f = function_handle(module, i) as *mut c_void };
             SUCCESS
         }
         None => fail(NOT_FOUND, format!("no kernel {name}")),
@@ -184,11 +225,12 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemAlloc_v2(p: *mut u64, bytes: usize) -> c_int {
-    match with(|s| {
-        s.device
-            .as_mut()
-            .map(|d| d.alloc_zeroed(bytes.div_ceil(4) * 4))
-    }) {
+    let a = with(|s| {
+        let i = s.current?;
+        let l = s.modules.get_mut(i)?.as_mut()?;
+        Some(encode(i, l.device.alloc_zeroed(bytes.div_ceil(4) * 4)))
+    });
+    match a {
         Some(a) => {
             unsafe { *p = a };
             SUCCESS
@@ -205,13 +247,19 @@ pub extern "C" fn cuMemFree_v2(_p: u64) -> c_int {
     SUCCESS
 }
 
-fn mem<R>(f: impl FnOnce(&mut Device) -> Result<R, String>) -> Result<R, c_int> {
-    with(|s| match s.device.as_mut() {
-        Some(d) => f(d).map_err(|e| {
+/// `f` on the device that owns `addr`, with the address as the interpreter knows it.
+fn mem<R>(addr: u64, f: impl FnOnce(&mut Device, u64) -> Result<R, String>) -> Result<R, c_int> {
+    let (module, local) = decode(addr);
+    with(|s| {
+        let Some(l) = module.and_then(|m| s.modules.get_mut(m)?.as_mut()) else {
+            s.message =
+                CString::new(format!("{addr:#x} is not a device address")).unwrap_or_default();
+            return Err(INVALID_VALUE);
+        };
+        f(&mut l.device, local).map_err(|e| {
             s.message = CString::new(e).unwrap_or_default();
             INVALID_VALUE
-        }),
-        None => Err(INVALID_HANDLE),
+        })
     })
 }
 
@@ -220,7 +268,7 @@ pub extern "C" fn cuMemsetD8_v2(p: u64, v: u8, bytes: usize) -> c_int {
     if v != 0 || !bytes.is_multiple_of(4) {
         return fail(INVALID_VALUE, "cuMemsetD8: only zeroing whole words".into());
     }
-    match mem(|d| d.write_f32(p, &vec![0.0; bytes / 4])) {
+    match mem(p, |d, a| d.write_f32(a, &vec![0.0; bytes / 4])) {
         Ok(()) => SUCCESS,
         Err(c) => c,
     }
@@ -232,7 +280,7 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, bytes: us
         return fail(INVALID_VALUE, "cuMemcpyHtoD: whole words only".into());
     }
     let data = unsafe { std::slice::from_raw_parts(src as *const f32, bytes / 4) }.to_vec();
-    match mem(|d| d.write_f32(dst, &data)) {
+    match mem(dst, |d, a| d.write_f32(a, &data)) {
         Ok(()) => SUCCESS,
         Err(c) => c,
     }
@@ -243,7 +291,7 @@ pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, bytes: usiz
     if !bytes.is_multiple_of(4) {
         return fail(INVALID_VALUE, "cuMemcpyDtoH: whole words only".into());
     }
-    match mem(|d| d.read_f32(src, bytes / 4)) {
+    match mem(src, |d, a| d.read_f32(a, bytes / 4)) {
         Ok(v) => {
             unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), dst as *mut f32, v.len()) };
             SUCCESS
@@ -279,22 +327,29 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
             format!("{gx} blocks, {sms} resident at most"),
         );
     }
-    let k = f as usize;
+    let (module, kernel) = (
+        (f as usize >> 16).wrapping_sub(1),
+        (f as usize & 0xffff).wrapping_sub(1),
+    );
     with(|s| {
-        let Some(name) = k.checked_sub(1).and_then(|i| s.functions.get(i)).cloned() else {
+        let Some(l) = s.modules.get_mut(module).and_then(|l| l.as_mut()) else {
             return INVALID_HANDLE;
         };
-        let Some(dev) = s.device.as_mut() else {
+        let Some(name) = l.functions.get(kernel).cloned() else {
             return INVALID_HANDLE;
         };
-        let Some(kernel) = dev.module().kernels.iter().find(|x| x.name == name) else {
+        let Some(k) = l.device.module().kernels.iter().find(|x| x.name == name) else {
             return INVALID_HANDLE;
         };
         let mut args = Vec::new();
-        for (i, (_, ty)) in kernel.params.iter().enumerate() {
+        for (i, (_, ty)) in k.params.iter().enumerate() {
             let p = unsafe { *params.add(i) };
             args.push(match ty.bytes() {
-                8 => Arg::U64(unsafe { *(p as *const u64) }),
+                // A pointer into this module's memory, as the interpreter knows it.
+                8 => match decode(unsafe { *(p as *const u64) }) {
+                    (Some(m), local) if m == module => Arg::U64(local),
+                    (_, _) => Arg::U64(unsafe { *(p as *const u64) }),
+                },
                 _ => Arg::U32(unsafe { *(p as *const u32) }),
             });
         }
@@ -304,7 +359,7 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
             seed: env_u32("FAKE_CUDA_SEED", 1) as u64,
             ..Default::default()
         };
-        match dev.launch(&name, &cfg, &args) {
+        match l.device.launch(&name, &cfg, &args) {
             Ok(_) => SUCCESS,
             Err(e) => {
                 s.message = CString::new(e).unwrap_or_default();
