@@ -4,6 +4,9 @@
 //! its error codes, and no allocation in a call (the driver counts malloc). Skipped (with a
 //! message) where `cc` is absent.
 
+mod common;
+
+use common::fake_cuda::fake_driver;
 use hlstm_frontends::onnx::tensor::read_pb;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,6 +113,14 @@ fn cc(dir: &Path, name: &str, extra: &[&str], exe: &str) {
 }
 
 fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
+    check_library(fixture, flags, None)
+}
+
+/// Compiles `fixture` with `flags`, links the C driver to the library statically and
+/// dynamically, and checks its exports, dependencies, error codes and outputs (whole sequences,
+/// and streamed where the model streams). With `gpu` (a folder holding a `libcuda.so.1`, for
+/// `LD_LIBRARY_PATH`), the library is the PTX target's. Returns whether the model streams.
+fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
     if !have("cc") {
         eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
         return false;
@@ -135,7 +146,11 @@ fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
         "{fixture}: compile failed:\n{}",
         text(&o)
     );
-    for f in ["hm.o", "libhm.so", "libhm.a", "hm.h"] {
+    let mut expected = vec!["hm.o", "libhm.so", "libhm.a", "hm.h"];
+    if gpu.is_some() {
+        expected.extend(["hm.ptx", "hm.launch.json"]);
+    }
+    for f in expected {
         assert!(dir.join(f).is_file(), "{fixture}: {f} missing");
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir)
@@ -185,8 +200,13 @@ fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
             .expect("readelf runs");
         for l in String::from_utf8_lossy(&o.stdout).lines() {
             if l.contains("(NEEDED)") {
+                // The GPU library also opens the driver with dlopen (libdl before glibc 2.34)
+                // and keeps its error message in thread-local storage (the loader, ld-linux):
+                // all of them parts of glibc.
                 assert!(
-                    l.contains("libc.so") || l.contains("libm.so"),
+                    l.contains("libc.so")
+                        || l.contains("libm.so")
+                        || (gpu.is_some() && (l.contains("libdl.so") || l.contains("ld-linux"))),
                     "libhm.so needs more than libc/libm: {l}"
                 );
             }
@@ -201,21 +221,26 @@ fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
         !ins.is_empty() && !wants.is_empty(),
         "{fixture}: no test data"
     );
+    let dl: &[&str] = if gpu.is_some() { &["-ldl"] } else { &[] };
     cc(
         dir,
         name,
-        &[&dir.join("libhm.a").display().to_string()],
+        &[&[dir.join("libhm.a").display().to_string().as_str()], dl].concat(),
         "run_static",
     );
     cc(
         dir,
         name,
         &[
-            "-L",
-            &dir.display().to_string(),
-            "-lhm",
-            &format!("-Wl,-rpath,{}", dir.display()),
-        ],
+            &[
+                "-L",
+                &dir.display().to_string(),
+                "-lhm",
+                &format!("-Wl,-rpath,{}", dir.display()),
+            ],
+            dl,
+        ]
+        .concat(),
         "run_shared",
     );
     if have("readelf") {
@@ -234,10 +259,15 @@ fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
         .unwrap()
         .contains("NAME_step: supported".replace("NAME", "hm").as_str());
     for exe in ["run_static", "run_shared"] {
-        let o = Command::new(dir.join(exe))
-            .arg("--error-test")
-            .output()
-            .unwrap();
+        let run = |args: &[&std::ffi::OsStr]| {
+            let mut c = Command::new(dir.join(exe));
+            c.args(args);
+            if let Some(lib) = gpu {
+                c.env("LD_LIBRARY_PATH", lib);
+            }
+            c.output().unwrap()
+        };
+        let o = run(&["--error-test".as_ref()]);
         assert!(
             o.status.success(),
             "{fixture} {exe} --error-test:\n{}",
@@ -252,12 +282,12 @@ fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
             let outs: Vec<PathBuf> = (0..wants.len())
                 .map(|k| dir.join(format!("{exe}_out_{k}.f32")))
                 .collect();
-            let o = Command::new(dir.join(exe))
-                .args(*mode)
-                .args(&ins)
-                .args(&outs)
-                .output()
-                .unwrap();
+            let args: Vec<&std::ffi::OsStr> = mode
+                .iter()
+                .map(|m| m.as_ref())
+                .chain(ins.iter().chain(&outs).map(|p| p.as_os_str()))
+                .collect();
+            let o = run(&args);
             assert!(
                 o.status.success(),
                 "{fixture} {exe} {mode:?}:\n{}",
@@ -418,20 +448,20 @@ fn fixture_dirs(folder: &str, filter: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 }
 
 /// Compiles one model to libhm.a, links the C driver, runs a whole sequence (and a stream when
-/// the model streams) on its test data, and compares with the reference outputs.
-fn through_c(dir: &Path, work: &Path) -> Result<(), String> {
+/// the model streams) on its test data, and compares with the reference outputs. With `gpu` (a
+/// folder holding a `libcuda.so.1`), the library is the PTX target's.
+fn through_c(dir: &Path, work: &Path, gpu: Option<&Path>) -> Result<(), String> {
     let out = work.join(dir.file_name().unwrap());
     std::fs::create_dir_all(&out).unwrap();
-    let o = hlstmc(&[
-        "compile",
-        &dir.join("model.onnx").display().to_string(),
-        "-o",
-        &out.display().to_string(),
-        "--name",
-        "hm",
-        "--emit",
-        "a,header",
-    ]);
+    let model = dir.join("model.onnx").display().to_string();
+    let out_dir = out.display().to_string();
+    let mut args = vec![
+        "compile", &model, "-o", &out_dir, "--name", "hm", "--emit", "a,header",
+    ];
+    if gpu.is_some() {
+        args.extend(["--target", "ptx"]);
+    }
+    let o = hlstmc(&args);
     if !o.status.success() {
         return Err(format!("compile: {}", text(&o)));
     }
@@ -440,6 +470,7 @@ fn through_c(dir: &Path, work: &Path) -> Result<(), String> {
         .arg(&out)
         .arg(root().join("examples/c/run_model.c"))
         .arg(out.join("libhm.a"))
+        .args(if gpu.is_some() { &["-ldl"][..] } else { &[] })
         .args(["-lm", "-o"])
         .arg(out.join("run"))
         .output()
@@ -464,6 +495,9 @@ fn through_c(dir: &Path, work: &Path) -> Result<(), String> {
             .collect();
         let mut c = Command::new(out.join("run"));
         c.args(*mode);
+        if let Some(lib) = gpu {
+            c.env("LD_LIBRARY_PATH", lib);
+        }
         if mode.is_empty() || mode[0] == "--stream" {
             c.args(&ins).args(&outs);
         }
@@ -479,14 +513,8 @@ fn through_c(dir: &Path, work: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Every fixture model and every recurrent ONNX node test (their weights are run-time inputs)
-/// through the library called from C, whole and streamed, with the error checks of the driver.
-#[test]
-fn every_fixture_and_recurrent_node_test_through_c() {
-    if !have("cc") {
-        eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
-        return;
-    }
+/// Every fixture model and every recurrent ONNX node test (their weights are run-time inputs).
+fn recurrent_models() -> Vec<PathBuf> {
     let recurrent = |n: &str| {
         [
             "test_lstm",
@@ -503,12 +531,17 @@ fn every_fixture_and_recurrent_node_test_through_c() {
     let nodes = fixture_dirs("onnx-node", recurrent);
     assert!(all.len() >= 34 && nodes.len() >= 20);
     all.extend(nodes);
+    all
+}
+
+/// Every model of [`recurrent_models`] through [`through_c`]; returns how many ran.
+fn all_through_c(gpu: Option<&Path>) -> usize {
     let tmp = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     let mut ran = 0;
-    for d in &all {
+    for d in &recurrent_models() {
         let name = d.file_name().unwrap().to_string_lossy().into_owned();
-        match through_c(d, tmp.path()) {
+        match through_c(d, tmp.path(), gpu) {
             Ok(()) => ran += 1,
             Err(e) if RUNTIME_LENGTHS.contains(&name.as_str()) => {
                 assert!(e.contains("sequence lengths"), "{name}: {e}");
@@ -518,33 +551,58 @@ fn every_fixture_and_recurrent_node_test_through_c() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    ran
+}
+
+/// Every fixture model and every recurrent ONNX node test through the library called from C,
+/// whole and streamed, with the error checks of the driver.
+#[test]
+fn every_fixture_and_recurrent_node_test_through_c() {
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
+        return;
+    }
+    let ran = all_through_c(None);
     println!("{ran} models through the C library");
+}
+
+/// The same through the PTX target's host library, its kernels run by the stand-in driver.
+#[test]
+fn every_fixture_and_recurrent_node_test_through_the_gpu_library() {
+    let Some(lib) = stand_in_driver() else { return };
+    let ran = all_through_c(Some(lib.path()));
+    assert!(ran >= 50, "{ran}");
+    println!("{ran} models through the GPU library on the stand-in driver");
 }
 
 /// The optimizer's pass-dump flags work on `compile` too.
 #[test]
 fn pass_dumps_work_on_compile() {
     let m = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
-    let tmp = tempfile::tempdir().unwrap();
-    let dumps = tmp.path().join("dumps");
-    let o = hlstmc(&[
-        "compile",
-        &m.display().to_string(),
-        "-o",
-        &tmp.path().display().to_string(),
-        "--emit",
-        "kir",
-        "--print-after",
-        "saturate",
-        "--dump-dir",
-        &dumps.display().to_string(),
-        "--time-passes",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let t = text(&o);
-    assert!(t.contains("saturate"), "{t}");
-    let n = std::fs::read_dir(&dumps).unwrap().count();
-    assert!(n >= 5, "{n} dumps");
+    for target in [["x86_64", "kir"], ["ptx", "ptx"]] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dumps = tmp.path().join("dumps");
+        let o = hlstmc(&[
+            "compile",
+            &m.display().to_string(),
+            "-o",
+            &tmp.path().display().to_string(),
+            "--target",
+            target[0],
+            "--emit",
+            target[1],
+            "--print-after",
+            "saturate",
+            "--dump-dir",
+            &dumps.display().to_string(),
+            "--time-passes",
+        ]);
+        assert!(o.status.success(), "{target:?}: {}", text(&o));
+        let t = text(&o);
+        assert!(t.contains("saturate"), "{target:?}: {t}");
+        let n = std::fs::read_dir(&dumps).unwrap().count();
+        assert!(n >= 5, "{target:?}: {n} dumps");
+    }
 }
 
 /// A model exported with an open batch (the shipped digits H-LSTM, X [8, N, 8]) compiles with
@@ -600,4 +658,290 @@ fn open_dims_are_fixed_with_shape() {
         assert!(o.status.success(), "{mode:?}: {}", text(&o));
         compare(&outs, &wants, &format!("digits {mode:?}")).unwrap();
     }
+}
+
+// ---- The PTX target's host library (docs/ptx.md), on the stand-in driver ----
+
+/// The stand-in driver's folder, or None (with a message) where a real driver is present or
+/// `cc` is absent.
+fn stand_in_driver() -> Option<tempfile::TempDir> {
+    if hlstm_backends::cuda::driver_present() {
+        eprintln!(
+            "a real CUDA driver is present: bench/gpu/run.sh checks the GPU library; skipped"
+        );
+        return None;
+    }
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (`cc` cannot be run), needed for the GPU library");
+        return None;
+    }
+    Some(fake_driver())
+}
+
+#[test]
+fn ptx_library_hlstm_scan_sp97_streams() {
+    let Some(lib) = stand_in_driver() else { return };
+    let streamed = check_library(
+        "hlstm_scan_H64_X32_T8_sp97",
+        &["--target", "ptx"],
+        Some(lib.path()),
+    );
+    assert!(streamed, "a forward H-LSTM streams");
+}
+
+#[test]
+fn ptx_library_lstm_std_batch3() {
+    let Some(lib) = stand_in_driver() else { return };
+    check_library(
+        "lstm_std_X16_H24_T5_batch3",
+        &["--target", "ptx"],
+        Some(lib.path()),
+    );
+    // PTX for a newer GPU than the device (the stand-in is sm_80) is refused when the context
+    // is opened, with the reason.
+    let m = root().join("tests/fixtures/models/lstm_std_X16_H24_T5_batch3/model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let o = hlstmc(&[
+        "compile",
+        &m.display().to_string(),
+        "--target",
+        "ptx",
+        "--sm",
+        "90",
+        "--emit",
+        "a,header",
+        "--name",
+        "hm",
+        "-o",
+        &dir.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    cc(
+        dir,
+        "hm",
+        &[&dir.join("libhm.a").display().to_string(), "-ldl"],
+        "run_static",
+    );
+    let o = Command::new(dir.join("run_static"))
+        .arg("--error-test")
+        .env("LD_LIBRARY_PATH", lib.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the PTX targets sm_90; GPU 0 has compute capability 8.0"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn ptx_library_bidirectional_does_not_stream() {
+    let Some(lib) = stand_in_driver() else { return };
+    let streamed = check_library(
+        "../extra/torch_lstm_2layer_bidir_B2",
+        &["--target", "ptx"],
+        Some(lib.path()),
+    );
+    assert!(!streamed);
+}
+
+/// A driver library that loads but lacks the entry points the host library needs.
+const DRIVER_WITHOUT_ENTRIES: &str = "int cuInit(unsigned flags) { (void)flags; return 0; }\n";
+
+/// Without a driver, or with one that lacks an entry point, creating a context fails with
+/// NAME_ERR_DRIVER and a message, and the C driver exits 1 saying why: no crash.
+#[test]
+fn ptx_library_without_a_driver_says_so() {
+    if hlstm_backends::cuda::driver_present() {
+        eprintln!("a real CUDA driver is present: skipped");
+        return;
+    }
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (`cc` cannot be run)");
+        return;
+    }
+    let m = root().join("tests/fixtures/models/lstm_std_H64_X32_T8");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let o = hlstmc(&[
+        "compile",
+        &m.join("model.onnx").display().to_string(),
+        "--target",
+        "ptx",
+        "-o",
+        &dir.display().to_string(),
+        "--name",
+        "hm",
+        "--emit",
+        "a,header",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    cc(
+        dir,
+        "hm",
+        &[&dir.join("libhm.a").display().to_string(), "-ldl"],
+        "run_static",
+    );
+    let empty = dir.join("no-driver");
+    std::fs::create_dir(&empty).unwrap();
+    let broken = dir.join("broken-driver");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("cuda.c"), DRIVER_WITHOUT_ENTRIES).unwrap();
+    let o = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(broken.join("libcuda.so.1"))
+        .arg(broken.join("cuda.c"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let ins = raw_inputs(&m.join("test_data_set_0"), dir).unwrap();
+    for (lib, want) in [
+        (
+            &empty,
+            "no CUDA driver found (libcuda.so.1): the hm library needs an NVIDIA GPU and driver",
+        ),
+        (
+            &broken,
+            "the CUDA driver (libcuda.so.1) lacks cuGetErrorName",
+        ),
+    ] {
+        for args in [vec!["--error-test".to_string()], {
+            let mut v: Vec<String> = ins.iter().map(|p| p.display().to_string()).collect();
+            v.extend((0..2).map(|k| dir.join(format!("out{k}")).display().to_string()));
+            v
+        }] {
+            let o = Command::new(dir.join("run_static"))
+                .args(&args)
+                .env("LD_LIBRARY_PATH", lib)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+    assert!(!dir.join("out0").exists(), "an output was written");
+}
+
+/// `--emit` with the PTX target: `ptx` alone writes the PTX and its launch description; `c`
+/// the host library's source; clif and asm are refused, and `c` on x86_64.
+#[test]
+fn ptx_emit_lists() {
+    let m = root().join("tests/fixtures/models/lstm_std_H64_X32_T8/model.onnx");
+    let m = m.display().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display().to_string();
+    let files = |sub: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(tmp.path().join(sub))
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let o = hlstmc(&[
+        "compile",
+        &m,
+        "--target",
+        "ptx",
+        "--emit",
+        "ptx",
+        "--name",
+        "g",
+        "-o",
+        &format!("{d}/a"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(files("a"), ["g.launch.json", "g.ptx"]);
+    let o = hlstmc(&[
+        "compile",
+        &m,
+        "--target",
+        "ptx",
+        "--emit",
+        "c,header",
+        "--name",
+        "g",
+        "-o",
+        &format!("{d}/b"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(files("b"), ["g.h", "g.launch.json", "g.ptx", "g_host.c"]);
+    let c = std::fs::read_to_string(tmp.path().join("b/g_host.c")).unwrap();
+    assert!(c.contains("EXPORT int g_run(") && c.contains("cuLaunchCooperativeKernel"));
+    assert!(c.contains(".entry g("), "the PTX is embedded");
+    let h = std::fs::read_to_string(tmp.path().join("b/g.h")).unwrap();
+    assert!(h.contains("#define g_TARGET_PTX 1") && h.contains("#define g_ERR_DRIVER 7"));
+    assert!(
+        h.contains("int g_context_open(void **ctx, int device, size_t max_steps, size_t batch);")
+    );
+    for bad in [
+        vec!["--target", "ptx", "--emit", "clif"],
+        vec!["--emit", "c"],
+    ] {
+        let mut args = vec!["compile", m.as_str(), "-o"];
+        let out = format!("{d}/c");
+        args.push(&out);
+        args.extend(bad.iter().copied());
+        let o = hlstmc(&args);
+        assert!(!o.status.success(), "{bad:?} accepted");
+        assert!(files("c").is_empty(), "{bad:?} wrote {:?}", files("c"));
+    }
+}
+
+/// bench/gpu/clib_check.sh (the C library step of bench/gpu/run.sh) on the stand-in driver:
+/// two fixtures pass; a copy of one with another model's reference outputs is a mismatch.
+/// Needs Python with numpy, as on the GPU machine; says so and skips without it.
+#[test]
+fn the_gpu_clib_check_script_on_the_stand_in_driver() {
+    let Some(lib) = stand_in_driver() else { return };
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    if !Command::new(&py)
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: no Python with numpy ({py}), which bench/gpu/clib_check.sh needs");
+        return;
+    }
+    let models = root().join("tests/fixtures/models");
+    let tmp = tempfile::tempdir().unwrap();
+    // A copy of the sp97 H-LSTM with the sp90 model's reference outputs (same shapes).
+    let wrong = tmp.path().join("wrong_reference");
+    std::fs::create_dir_all(wrong.join("test_data_set_0")).unwrap();
+    std::fs::copy(
+        models.join("hlstm_scan_H64_X32_T8_sp97/model.onnx"),
+        wrong.join("model.onnx"),
+    )
+    .unwrap();
+    for f in std::fs::read_dir(models.join("hlstm_scan_H64_X32_T8_sp90/test_data_set_0")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), wrong.join("test_data_set_0").join(f.file_name())).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let o = Command::new("bash")
+        .arg(root().join("bench/gpu/clib_check.sh"))
+        .arg(env!("CARGO_BIN_EXE_hlstmc"))
+        .arg(&out)
+        .arg(models.join("hlstm_scan_H64_X32_T8_sp97"))
+        .arg(models.join("lstm_std_X16_H24_T5_batch3"))
+        .arg(&wrong)
+        .env("LD_LIBRARY_PATH", lib.path())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("clib: 2 pass, 1 fail"), "{t}");
+    assert!(t.contains("wrong_reference: mismatch"), "{t}");
+    let lines = std::fs::read_to_string(out.join("clib.jsonl")).unwrap();
+    assert_eq!(
+        lines,
+        "{\"name\": \"hlstm_scan_H64_X32_T8_sp97\", \"status\": \"pass\"}\n\
+         {\"name\": \"lstm_std_X16_H24_T5_batch3\", \"status\": \"pass\"}\n\
+         {\"name\": \"wrong_reference\", \"status\": \"mismatch\"}\n"
+    );
 }

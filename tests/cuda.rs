@@ -3,6 +3,9 @@
 //! a panic, before any other work. Where a driver and a GPU are present, the run must pass the
 //! fixture's reference outputs (bench/gpu/run.sh runs every fixture).
 
+mod common;
+
+use common::fake_cuda::fake_driver;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -125,6 +128,17 @@ fn the_gpu_script_dry_run_lists_every_check() {
             "{out}"
         );
     }
+    let clib = out
+        .lines()
+        .find(|l| l.contains("bench/gpu/clib_check.sh"))
+        .unwrap_or_else(|| panic!("no C library check:\n{out}"));
+    let n: usize = clib
+        .rsplit('(')
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 30, "{clib}");
     assert!(!out.contains("other.onnx"), "{out}");
     assert!(out.trim_end().ends_with("dry run: ok"), "{out}");
     // Without a binary it stops at once with exit status 2.
@@ -214,41 +228,6 @@ fn with_a_driver_but_no_device_engine_cuda_is_a_clear_error() {
             assert_eq!(stderr.trim(), want, "{args:?}");
         }
     }
-}
-
-/// Builds ptx-sim/fake-cuda (a stand-in `libcuda` whose kernels run on the PTX interpreter) in
-/// its own target folder and returns a folder holding it as `libcuda.so` and `libcuda.so.1`.
-fn fake_driver() -> tempfile::TempDir {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = root.join("target/fake-cuda");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-    let o = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--locked",
-            "--release",
-            "-p",
-            "hlstm-fake-cuda",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .output()
-        .expect("cargo runs");
-    assert!(
-        o.status.success(),
-        "building hlstm-fake-cuda: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["libcuda.so", "libcuda.so.1"] {
-        std::fs::copy(
-            target.join("release/libhlstm_fake_cuda.so"),
-            dir.path().join(name),
-        )
-        .unwrap();
-    }
-    dir
 }
 
 /// Every fixture model through `hlstmc run --engine cuda --test-data`, with the driver's calls

@@ -123,6 +123,8 @@ fn compile_writes_the_ptx_and_its_launch_description() {
         "hl",
         "--sm",
         "90",
+        "--emit",
+        "ptx",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let mut files: Vec<String> = std::fs::read_dir(tmp.path())

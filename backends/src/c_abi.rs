@@ -2,7 +2,7 @@
 //! error codes, and the header `NAME.h` with the prototypes, the codes and a comment giving the
 //! model's tensors and limits. The x86-64 target generates the functions with Cranelift
 //! ([`crate::cpu::aot`]); the PTX target generates C host code over the CUDA driver
-//! ([`crate::ptx::host`]), with the same functions and two more (docs/ptx.md).
+//! ([`crate::cuda::host`]), with the same functions and two more (docs/ptx.md).
 
 /// The value `NAME_version()` returns; raised whenever the ABI changes.
 pub const ABI_VERSION: i32 = 2;

@@ -20,12 +20,17 @@ use std::process::{Command, ExitCode};
 /// are written under temporary names and renamed once all of them are made, so each is whole or
 /// absent. `cc` and `ar` (or $CC and $AR) are needed only for `so` and `a`.
 ///
+/// With --target ptx: NAME.ptx and NAME.launch.json, and the same library and header over the
+/// CUDA driver (generated C compiled by `cc`: needed for obj, so and a; link with -ldl).
+/// `--emit ptx` writes only the PTX and its launch description, `--emit c` adds NAME_host.c.
+///
 /// Examples:
 ///   hlstmc compile model.onnx -o build/ --name hlstm
 ///   cc -O2 main.c -Ibuild build/libhlstm.a -lm
 ///   hlstmc compile model.onnx --emit obj,header --cpu x86-64-v2 --sparse-strategy sparse-csr
 ///   hlstmc compile model.onnx --emit kir,clif,asm --print-after-all
-///   hlstmc compile model.onnx --target ptx --sm 90 -o build/ --name hlstm   # hlstm.ptx, hlstm.launch.json
+///   hlstmc compile model.onnx --target ptx --sm 90 -o build/ --name hlstm   # hlstm.ptx, libhlstm.a, ...
+///   cc -O2 main.c -Ibuild build/libhlstm.a -ldl -lm
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CompileArgs {
@@ -77,7 +82,8 @@ pub enum Target {
     /// x86-64 machine code (Cranelift).
     #[value(name = "x86_64")]
     X86_64,
-    /// NVIDIA PTX: NAME.ptx (one persistent kernel) and NAME.launch.json (docs/ptx.md).
+    /// NVIDIA PTX: NAME.ptx (one persistent kernel), NAME.launch.json and a host library over
+    /// the CUDA driver (docs/ptx.md).
     Ptx,
 }
 
@@ -97,6 +103,10 @@ pub enum Emit {
     Asm,
     /// NAME.kir: the kernel IR it was generated from.
     Kir,
+    /// NAME.ptx and NAME.launch.json (--target ptx; written with every --emit list).
+    Ptx,
+    /// NAME_host.c: the C source of the host library (--target ptx).
+    C,
 }
 
 /// `$VAR` or `default`, checked to run.
@@ -182,6 +192,113 @@ fn load_with_shapes(model: &Path, shapes: &[String]) -> Result<hlstm_ir::Graph> 
     Ok(g)
 }
 
+/// Makes the artifacts in a temporary folder inside `out` (`make` gets the folder and returns
+/// the names of the files to keep), then renames each into `out`: every file is whole or absent.
+fn write_artifacts(
+    out: &Path,
+    name: &str,
+    make: impl FnOnce(&Path) -> Result<Vec<String>>,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let tmp = out.join(format!(".hlstmc-{name}-{}.partial", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let files = match make(&tmp) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    for f in &files {
+        let dst = out.join(f);
+        if let Err(e) = std::fs::rename(tmp.join(f), &dst) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", dst.display()));
+        }
+        println!("wrote {}", dst.display());
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// The tools `--emit` needs: `cc` for `so` (and, with `obj_needs_cc`, for `obj`), `ar` for `a`.
+fn emit_tools(emit: &[Emit], obj_needs_cc: bool) -> Result<(Option<String>, Option<String>)> {
+    let want = |e: Emit| emit.contains(&e);
+    let cc = if want(Emit::So) || (obj_needs_cc && (want(Emit::Obj) || want(Emit::A))) {
+        Some(tool(
+            "CC",
+            "cc",
+            "--emit obj, so and a (compiling and linking)",
+        )?)
+    } else {
+        None
+    };
+    let ar = if want(Emit::A) {
+        Some(tool("AR", "ar", "--emit a (archiving libNAME.a)")?)
+    } else {
+        None
+    };
+    Ok((cc, ar))
+}
+
+/// The header's tensor names and dims.
+fn tensor_infos(names: &[String], dims: &[Vec<usize>]) -> Vec<TensorInfo> {
+    dims.iter()
+        .enumerate()
+        .map(|(k, d)| TensorInfo {
+            name: names.get(k).cloned().unwrap_or_else(|| "?".into()),
+            dims: d.clone(),
+        })
+        .collect()
+}
+
+/// The model's inputs and outputs for the header, with the kernel's dims.
+fn model_tensors(
+    g: &hlstm_ir::Graph,
+    input_dims: &[Vec<usize>],
+    output_dims: &[Vec<usize>],
+) -> (Vec<TensorInfo>, Vec<TensorInfo>) {
+    let ins: Vec<String> = super::run::input_names(g)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let outs: Vec<String> = g.outputs.iter().map(|(n, _)| n.clone()).collect();
+    (
+        tensor_infos(&ins, input_dims),
+        tensor_infos(&outs, output_dims),
+    )
+}
+
+/// `libNAME.so` (with `so_cc`) and `libNAME.a` (with `ar`) from `NAME.o` in `dir`; returns the
+/// files made. `libs` are the shared library's dependencies beyond libm.
+fn link(
+    dir: &Path,
+    name: &str,
+    so_cc: Option<&str>,
+    ar: Option<&str>,
+    libs: &[&str],
+) -> Result<Vec<String>> {
+    let o = format!("{name}.o");
+    let mut files = Vec::new();
+    if let Some(cc) = so_cc {
+        let so = format!("lib{name}.so");
+        run_tool(
+            Command::new(cc)
+                .current_dir(dir)
+                .args(["-shared", "-o", &so, &o, "-lm"])
+                .args(libs),
+        )?;
+        files.push(so);
+    }
+    if let Some(ar) = ar {
+        let lib = format!("lib{name}.a");
+        run_tool(Command::new(ar).current_dir(dir).args(["rcs", &lib, &o]))?;
+        files.push(lib);
+    }
+    Ok(files)
+}
+
 fn default_name(model: &Path) -> String {
     let stem = model.file_stem().unwrap_or_default().to_string_lossy();
     let mut s: String = stem
@@ -202,19 +319,12 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
     if a.target == Target::Ptx {
         return main_ptx(&a, &name);
     }
+    if a.emit.contains(&Emit::Ptx) || a.emit.contains(&Emit::C) {
+        bail!("--emit ptx and c are for --target ptx");
+    }
     let want = |e: Emit| a.emit.contains(&e);
     // Check the tools first: no work is done if one is missing.
-    let cc = if want(Emit::So) {
-        Some(tool("CC", "cc", "--emit so (linking libNAME.so)")?)
-    } else {
-        None
-    };
-    let ar = if want(Emit::A) {
-        Some(tool("AR", "ar", "--emit a (archiving libNAME.a)")?)
-    } else {
-        None
-    };
-
+    let (cc, ar) = emit_tools(&a.emit, false)?;
     let mut g = load_with_shapes(&a.model, &a.shapes)?;
     super::optimize::optimize(&mut g, &a.opt)?;
     let mut p = super::opt::lower(&g, a.sparse_strategy)?;
@@ -231,56 +341,18 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
     let batch = model_batch(&g);
     let obj = aot::compile_object(&p, &opts, &name, batch, want(Emit::Asm))
         .map_err(|e| anyhow!("{e}"))?;
-    let names = super::run::input_names(&g);
-    let inputs: Vec<TensorInfo> = obj
-        .input_dims
-        .iter()
-        .enumerate()
-        .map(|(k, d)| TensorInfo {
-            name: names.get(k).unwrap_or(&"?").to_string(),
-            dims: d.clone(),
-        })
-        .collect();
-    let outputs: Vec<TensorInfo> = obj
-        .output_dims
-        .iter()
-        .enumerate()
-        .map(|(k, d)| TensorInfo {
-            name: g.outputs.get(k).map_or("?".into(), |(n, _)| n.clone()),
-            dims: d.clone(),
-        })
-        .collect();
+    let (inputs, outputs) = model_tensors(&g, &obj.input_dims, &obj.output_dims);
     let model = a.model.display().to_string();
-    let header = aot::c_header(&name, &obj, &model, &inputs, &outputs);
+    let header = aot::c_header(&name, &obj.library_info(), &model, &inputs, &outputs);
 
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let tmp = a
-        .out
-        .join(format!(".hlstmc-{name}-{}.partial", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let result = (|| -> Result<Vec<String>> {
+    write_artifacts(&a.out, &name, |tmp| {
         let o = format!("{name}.o");
         std::fs::write(tmp.join(&o), &obj.object)?;
         let mut files = Vec::new();
         if want(Emit::Obj) {
             files.push(o.clone());
         }
-        if let Some(cc) = &cc {
-            let so = format!("lib{name}.so");
-            run_tool(
-                Command::new(cc)
-                    .current_dir(&tmp)
-                    .args(["-shared", "-o", &so, &o, "-lm"]),
-            )?;
-            files.push(so);
-        }
-        if let Some(ar) = &ar {
-            let lib = format!("lib{name}.a");
-            run_tool(Command::new(ar).current_dir(&tmp).args(["rcs", &lib, &o]))?;
-            files.push(lib);
-        }
+        files.extend(link(tmp, &name, cc.as_deref(), ar.as_deref(), &[])?);
         if want(Emit::Header) {
             let h = format!("{name}.h");
             std::fs::write(tmp.join(&h), &header)?;
@@ -299,21 +371,7 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
             }
         }
         Ok(files)
-    })();
-    let files = match result {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    for f in &files {
-        let dst = a.out.join(f);
-        std::fs::rename(tmp.join(f), &dst)
-            .with_context(|| format!("cannot write {}", dst.display()))?;
-        println!("wrote {}", dst.display());
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
+    })?;
     let steps = if obj.dynamic_steps {
         format!("1 to {} steps", obj.max_steps)
     } else {
@@ -334,13 +392,13 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--target ptx`: NAME.ptx and NAME.launch.json (and NAME.kir with `--emit kir`), written
-/// under temporary names and renamed once both are made. The host library over the CUDA
-/// driver is a later stage (docs/ptx.md).
+/// `--target ptx`: NAME.ptx and NAME.launch.json, and the host library over the CUDA driver
+/// (NAME_host.c compiled with `cc` into NAME.o, libNAME.so and libNAME.a) with its header
+/// NAME.h; NAME.kir with `--emit kir`. Written as the x86_64 target's artifacts are.
 fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
     if a.emit.contains(&Emit::Clif) || a.emit.contains(&Emit::Asm) {
         bail!(
-            "--emit clif and asm are for --target x86_64; --target ptx writes NAME.ptx and NAME.launch.json (and NAME.kir with --emit kir)"
+            "--emit clif and asm are for --target x86_64; --target ptx writes NAME.ptx and NAME.launch.json, the host library (obj, so, a, header, c) and kir"
         );
     }
     if !hlstm_backends::ptx::SM_TARGETS.contains(&a.sm) {
@@ -350,6 +408,8 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
             hlstm_backends::ptx::SM_TARGETS
         );
     }
+    let want = |e: Emit| a.emit.contains(&e);
+    let (cc, ar) = emit_tools(&a.emit, true)?;
     let mut g = load_with_shapes(&a.model, &a.shapes)?;
     super::optimize::optimize(&mut g, &a.opt)?;
     let mut p = super::opt::lower(&g, a.sparse_strategy)?;
@@ -360,32 +420,57 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
     };
     let m =
         hlstm_backends::ptx::compile(&p, &opts).map_err(|e| anyhow!("cannot generate PTX: {e}"))?;
-    let mut files = vec![
-        (format!("{name}.ptx"), m.ptx.clone()),
-        (format!("{name}.launch.json"), m.launch.to_json()),
-    ];
-    if a.emit.contains(&Emit::Kir) {
-        files.push((format!("{name}.kir"), hlstm_ir::kernel::print(&p)));
-    }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let tmp: Vec<PathBuf> = files
-        .iter()
-        .map(|(f, _)| a.out.join(format!(".{f}.{}.partial", std::process::id())))
-        .collect();
-    for ((_, text), t) in files.iter().zip(&tmp) {
-        if let Err(e) = std::fs::write(t, text) {
-            for t in &tmp {
-                let _ = std::fs::remove_file(t);
-            }
-            return Err(e).with_context(|| format!("cannot write {}", t.display()));
+    let model = a.model.display().to_string();
+    let batch = model_batch(&g);
+    let host = hlstm_backends::cuda::host::c_source(&m, name, batch, &model)
+        .map_err(|e| anyhow!("cannot generate the host library: {e}"))?;
+    let dims = |ids: &[hlstm_ir::kernel::BufId]| -> Vec<Vec<usize>> {
+        ids.iter().map(|id| p.buffers[id.0].dims.clone()).collect()
+    };
+    let (inputs, outputs) = model_tensors(&g, &dims(&p.inputs), &dims(&p.outputs));
+    let info = hlstm_backends::cuda::host::library_info(&m, batch).map_err(|e| anyhow!("{e}"))?;
+    let header = aot::c_header(name, &info, &model, &inputs, &outputs);
+
+    write_artifacts(&a.out, name, |tmp| {
+        let mut files = vec![format!("{name}.ptx"), format!("{name}.launch.json")];
+        std::fs::write(tmp.join(&files[0]), &m.ptx)?;
+        std::fs::write(tmp.join(&files[1]), m.launch.to_json())?;
+        let c = format!("{name}_host.c");
+        std::fs::write(tmp.join(&c), &host)?;
+        if want(Emit::C) {
+            files.push(c.clone());
         }
-    }
-    for ((f, _), t) in files.iter().zip(&tmp) {
-        let dst = a.out.join(f);
-        std::fs::rename(t, &dst).with_context(|| format!("cannot write {}", dst.display()))?;
-        println!("wrote {}", dst.display());
-    }
+        if let Some(cc) = &cc {
+            let o = format!("{name}.o");
+            run_tool(
+                Command::new(cc)
+                    .current_dir(tmp)
+                    .args(["-std=c11", "-O2", "-fPIC", "-c", &c, "-o", &o]),
+            )?;
+            if want(Emit::Obj) {
+                files.push(o);
+            }
+            let so_cc = cc.as_str();
+            files.extend(link(
+                tmp,
+                name,
+                want(Emit::So).then_some(so_cc),
+                ar.as_deref(),
+                &["-ldl"],
+            )?);
+        }
+        if want(Emit::Header) {
+            let h = format!("{name}.h");
+            std::fs::write(tmp.join(&h), &header)?;
+            files.push(h);
+        }
+        if want(Emit::Kir) {
+            let f = format!("{name}.kir");
+            std::fs::write(tmp.join(&f), hlstm_ir::kernel::print(&p))?;
+            files.push(f);
+        }
+        Ok(files)
+    })?;
     let l = &m.launch;
     let steps = if l.dynamic_steps {
         format!("1 to {} steps", l.max_steps)
@@ -393,7 +478,7 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
         format!("exactly {} steps", l.max_steps)
     };
     eprintln!(
-        "{name}: sm_{}, grid {} x {} threads, {steps}, shared memory {} bytes, weights {} bytes in shared memory and {} in global memory",
+        "{name}: sm_{}, grid {} x {} threads, {steps}, batch {batch}, shared memory {} bytes, weights {} bytes in shared memory and {} in global memory",
         l.sm, l.grid[0], l.block[0], l.shared_bytes, l.weights_shared_bytes, l.weights_global_bytes
     );
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,8 @@
 //! Helpers for integration tests: building small ONNX models in code and running the CLI.
 #![allow(dead_code)]
 
+pub mod fake_cuda;
+
 use onnx_protobuf::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,

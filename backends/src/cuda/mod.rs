@@ -21,6 +21,8 @@
 //! copies the outputs out. The workspace is kept between calls, so `resume` streams a
 //! sequence one call at a time.
 
+pub mod host;
+
 use crate::ptx::{Launch, PtxModule, SM_TARGETS};
 use cudarc::driver::{result, sys};
 use std::ffi::{CString, c_void};
