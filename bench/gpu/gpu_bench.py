@@ -356,6 +356,16 @@ def cmd_report(a):
                  ok, exp, len(bad), (": " + ", ".join("%s (%s)" % (f["name"], f["status"])
                                                        for f in bad)) if bad else ""))
     L.append("")
+    clib = _load_lines(os.path.join(d, "clib.jsonl"))
+    if clib:
+        cok = [c for c in clib if c["status"] == "pass"]
+        cbad = [c for c in clib if c["status"] != "pass"]
+        L.append("The C library of `hlstmc compile --target ptx` (bench/gpu/clib_check.sh: "
+                 "examples/c/run_model.c linked to libNAME.a; error codes, whole sequences, and "
+                 "streaming where the model streams): %d of %d fixtures pass%s." % (
+                     len(cok), len(clib), (": " + ", ".join("%s (%s)" % (c["name"], c["status"])
+                                                            for c in cbad)) if cbad else ""))
+        L.append("")
     L.append("Batch 1, one whole sequence per call, median of single timed calls, microseconds; "
              "every call copies the input to the GPU and the outputs back. CPU JIT: "
              "`hlstmc bench --engine jit` (1 thread). PyTorch: torch.nn.LSTM (cuDNN) for the LSTMs, "
@@ -395,6 +405,43 @@ def cmd_compare(a):
     return 0
 
 
+def read_pb(path):
+    """A TensorProto file (test_data_set_*/input_K.pb) as a numpy array."""
+    with open(path, "rb") as fh:
+        return _tensor(memoryview(fh.read()))[1]
+
+
+def cmd_pb2raw(a):
+    """input_K.pb -> OUT/in_K.f32 and output_K.pb -> OUT/want_K.f32 (raw little-endian f32)."""
+    os.makedirs(a.out, exist_ok=True)
+    n = 0
+    for kind, prefix in (("input", "in"), ("output", "want")):
+        k = 0
+        while os.path.exists(os.path.join(a.data, "%s_%d.pb" % (kind, k))):
+            x = read_pb(os.path.join(a.data, "%s_%d.pb" % (kind, k)))
+            x.astype("<f4").tofile(os.path.join(a.out, "%s_%d.f32" % (prefix, k)))
+            k += 1
+            n += 1
+    print(n)
+    return 0 if n else 1
+
+
+def cmd_compare_raw(a):
+    """Raw f32 outputs against references, within 1e-4 + 1e-3 |want| (the tests' rule)."""
+    for got_path, want_path in zip(a.got, a.want):
+        got = np.fromfile(got_path, dtype="<f4").astype(np.float64)
+        want = np.fromfile(want_path, dtype="<f4").astype(np.float64)
+        if got.shape != want.shape:
+            print("%s: %d floats, want %d" % (got_path, got.size, want.size))
+            return 1
+        bad = np.abs(got - want) > 1e-4 + 1e-3 * np.abs(want)
+        if bad.any():
+            i = int(np.argmax(bad))
+            print("%s[%d]: got %g, want %g" % (got_path, i, got[i], want[i]))
+            return 1
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -417,9 +464,16 @@ def main():
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")
+    p = sub.add_parser("pb2raw")
+    p.add_argument("data")
+    p.add_argument("out")
+    c = sub.add_parser("compare-raw")
+    c.add_argument("--got", nargs="+", required=True)
+    c.add_argument("--want", nargs="+", required=True)
     a = ap.parse_args()
     return {"torch": cmd_torch, "export-npz": cmd_export, "check": cmd_check,
-            "report": cmd_report, "compare": cmd_compare}[a.cmd](a)
+            "report": cmd_report, "compare": cmd_compare, "pb2raw": cmd_pb2raw,
+            "compare-raw": cmd_compare_raw}[a.cmd](a)
 
 
 if __name__ == "__main__":

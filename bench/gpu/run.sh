@@ -26,6 +26,9 @@
 #     `hlstmc run --engine cuda MODEL --test-data DIR/test_data_set_0` against the reference
 #     outputs; the fixtures with run-time sequence lengths, which the kernel IR does not take,
 #     must fail to lower ("unsupported");
+#  1b. the C library of `hlstmc compile --target ptx` (bench/gpu/clib_check.sh, needs cc): the
+#     fixture models (models/ and extra/) linked into examples/c/run_model.c, whole sequences,
+#     streams and error codes against the reference outputs;
 #  2. for every benchmark model (hlstm_X*_H*_T*_{dense,sp90,sp97}.onnx, lstm_...), batch 1:
 #     `hlstmc bench --engine cuda --json`, `hlstmc bench --engine jit --json` (the CPU JIT, one
 #     thread), and bench/gpu/gpu_bench.py's PyTorch model on cuda with the same weights
@@ -56,7 +59,7 @@ while [ $# -gt 0 ]; do
         --models) MODELS="$2"; shift ;;
         --out) OUT="$2"; shift ;;
         --runs) RUNS="$2"; shift ;;
-        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) BIN="$1" ;;
     esac
@@ -89,6 +92,15 @@ if [ -f "$ROOT/tests/fixtures/onnx-node-manifest.txt" ]; then
 fi
 # Run-time sequence lengths: lowering fails, as in tests/ptx.rs.
 UNSUPPORTED=" onnx_lstm_reverse_seqlens onnx_lstm_seqlens_short_bidir_peep test_lstm_with_peepholes "
+# The C library's check: the fixture models that lower (not the node tests: their weights are
+# inputs, which the library's run-time path shares with the fixtures above).
+CLIB=()
+for d in "${FIXTURES[@]}"; do
+    case "$d" in
+        */onnx-node/*) ;;
+        *) [[ "$UNSUPPORTED" == *" $(basename "$d") "* ]] || CLIB+=("$d") ;;
+    esac
+done
 
 echo "hlstmc:    $BIN"
 echo "models:    $MODELS (${#BENCH[@]})"
@@ -99,6 +111,7 @@ if [ $DRY = 1 ]; then
     for d in "${FIXTURES[@]}"; do
         echo "$BIN run --engine cuda $d/model.onnx --test-data $d/test_data_set_0"
     done
+    echo "$ROOT/bench/gpu/clib_check.sh $BIN $OUT (${#CLIB[@]} fixtures)"
     for m in "${BENCH[@]}"; do
         echo "$BIN bench --engine cuda --json --warmup 10 --runs $RUNS $MODELS/$m"
         echo "$BIN bench --engine jit --json --warmup 3 --runs $JIT_RUNS $MODELS/$m"
@@ -152,6 +165,15 @@ for d in "${FIXTURES[@]}"; do
     printf '{"name": "%s", "status": "%s"}\n' "$name" "$st" >> "$OUT/fixtures.jsonl"
 done
 echo "fixtures: $npass pass, $nfail fail ($(( $(date +%s) - START )) s)"
+
+# 1b. The C library.
+"$ROOT/bench/gpu/clib_check.sh" "$BIN" "$OUT" "${CLIB[@]}"
+case $? in
+    0) ;;
+    2) echo "clib: not checked (a tool is missing)" ;;
+    *) STATUS=1 ;;
+esac
+echo "clib done ($(( $(date +%s) - START )) s)"
 
 # 2. Benchmarks.
 last() { grep '^{' "$1" | tail -n 1; }
