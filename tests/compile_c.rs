@@ -428,14 +428,6 @@ fn rust_example_links_the_library() {
     }
 }
 
-/// Models whose sequence lengths are a run-time input: not lowered yet (tests/jit.rs checks
-/// their error).
-const RUNTIME_LENGTHS: &[&str] = &[
-    "onnx_lstm_reverse_seqlens",
-    "onnx_lstm_seqlens_short_bidir_peep",
-    "test_lstm_with_peepholes",
-];
-
 fn fixture_dirs(folder: &str, filter: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures").join(folder))
         .expect("fixture folder")
@@ -543,10 +535,6 @@ fn all_through_c(gpu: Option<&Path>) -> usize {
         let name = d.file_name().unwrap().to_string_lossy().into_owned();
         match through_c(d, tmp.path(), gpu) {
             Ok(()) => ran += 1,
-            Err(e) if RUNTIME_LENGTHS.contains(&name.as_str()) => {
-                assert!(e.contains("sequence lengths"), "{name}: {e}");
-                println!("{name}: run-time sequence lengths are not lowered yet (checked error)");
-            }
             Err(e) => failures.push(format!("{name}: {e}")),
         }
     }

@@ -26,28 +26,12 @@ fn run_jit(dir: &Path, flags: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Models that give their sequence lengths at run time: the kernel IR (and so the JIT) does not
-/// support those yet; they must fail with a clear message, not a wrong answer.
-const RUNTIME_LENGTHS: &[&str] = &[
-    "onnx_lstm_reverse_seqlens",
-    "onnx_lstm_seqlens_short_bidir_peep",
-    "test_lstm_with_peepholes",
-];
-
 fn check(dirs: &[PathBuf], flags: &[&str]) {
     let mut failures = Vec::new();
     for d in dirs {
         let name = d.file_name().expect("name").to_string_lossy().into_owned();
         let (ok, text) = run_jit(d, flags);
-        if RUNTIME_LENGTHS.contains(&name.as_str()) {
-            assert!(
-                !ok && text.contains("sequence lengths"),
-                "{name} {flags:?}: expected the run-time length error:\n{text}"
-            );
-            println!(
-                "{name}: run-time sequence lengths are not supported by the JIT yet (checked error)"
-            );
-        } else if !ok {
+        if !ok {
             failures.push(format!("{name} {flags:?}:\n{text}"));
         }
     }

@@ -24,14 +24,6 @@ fn fixtures() -> PathBuf {
     root().join("tests/fixtures")
 }
 
-/// Fixture models and recurrent node tests whose lowering must fail (run-time sequence
-/// lengths), as in passes/tests/lower.rs.
-const UNSUPPORTED: &[&str] = &[
-    "onnx_lstm_reverse_seqlens",
-    "onnx_lstm_seqlens_short_bidir_peep",
-    "test_lstm_with_peepholes",
-];
-
 /// Every fixture model and recurrent node test folder.
 fn all_fixtures() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
@@ -84,7 +76,11 @@ fn read_set(dir: &Path, prefix: &str) -> Vec<Vec<f32>> {
         .take_while(|f| f.exists())
         .map(|f| {
             let (_, t) = read_pb(&f).expect("reads the tensor");
-            t.as_f32().expect("f32 test data").iter().copied().collect()
+            // Integer sequence lengths travel as f32 whole numbers.
+            match t.cast(hlstm_ir::DType::F32) {
+                hlstm_ir::Tensor::F32(a) => a.iter().copied().collect(),
+                _ => unreachable!("cast to f32"),
+            }
         })
         .collect()
 }
@@ -262,14 +258,7 @@ fn ptxas_assembles_every_fixture_for_sm80_and_sm90_without_spills() {
     let mut count = 0;
     for dir in all_fixtures() {
         let name = name_of(&dir);
-        let p = match program(&dir) {
-            Ok(p) => p,
-            Err(e) if UNSUPPORTED.contains(&name.as_str()) => {
-                assert!(e.contains("sequence lengths"), "{name}: {e}");
-                continue;
-            }
-            Err(e) => panic!("{name}: {e}"),
-        };
+        let p = program(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
         for sm in [80, 90] {
             let m = compile(
                 &p,
@@ -332,6 +321,8 @@ struct Sim {
     /// Per parameter: its role, the buffer and its elements (whole, per step).
     params: Vec<(String, u64, usize, Option<usize>)>,
     max_steps: u32,
+    /// The input giving the sequence lengths, if any (the kernel's `steps` is their value).
+    seq_lens: Option<usize>,
 }
 
 impl Sim {
@@ -362,6 +353,7 @@ impl Sim {
             },
             params,
             max_steps: j["max_steps"].as_u64().unwrap() as u32,
+            seq_lens: j["seq_lens_input"].as_u64().map(|k| k as usize),
         })
     }
 
@@ -375,6 +367,13 @@ impl Sim {
         resume: bool,
     ) -> Result<Vec<Vec<f32>>, String> {
         let len = |n: usize, per: Option<usize>| per.map_or(n, |p| p * steps as usize);
+        let count = match self.seq_lens {
+            Some(k) => hlstm_ir::kernel::steps_from_lengths(
+                inputs.get(k).ok_or("too few inputs")?,
+                steps as usize,
+            )? as u32,
+            None => steps,
+        };
         let mut args = Vec::new();
         let mut outs = Vec::new();
         let mut k = 0;
@@ -399,7 +398,7 @@ impl Sim {
                     args.push(Arg::U64(*addr));
                 }
                 "workspace" => args.push(Arg::U64(*addr)),
-                "steps" => args.push(Arg::U32(steps)),
+                "steps" => args.push(Arg::U32(count)),
                 "resume" => args.push(Arg::U32(resume as u32)),
                 r => return Err(format!("unknown role {r}")),
             }
@@ -452,9 +451,6 @@ fn the_interpreter_runs_every_fixture_to_its_reference_outputs() {
     let mut count = 0;
     for dir in all_fixtures() {
         let name = name_of(&dir);
-        if UNSUPPORTED.contains(&name.as_str()) {
-            continue;
-        }
         let (ptx, launch) = fixture_ptx(&dir);
         let (inputs, want) = (read_set(&dir, "input"), read_set(&dir, "output"));
         match simulate(&ptx, &launch, &inputs, 1).and_then(|g| compare(&g, &want)) {

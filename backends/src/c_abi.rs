@@ -97,6 +97,8 @@ pub struct LibraryInfo {
     pub streamable: bool,
     pub batch: usize,
     pub static_steps_reason: Option<String>,
+    /// The position of the sequence-lengths input, if the model takes them at run time.
+    pub seq_lens_input: Option<usize>,
     /// Element counts (f32) for the longest sequence, and per step for tensors laid out by step.
     pub input_lens: Vec<usize>,
     pub output_lens: Vec<usize>,
@@ -156,26 +158,45 @@ pub fn c_header(
         )
         .replace("NAME", name),
     );
-    let list =
-        |line: &mut dyn FnMut(&str), ts: &[TensorInfo], lens: &[usize], per: &[Option<usize>]| {
-            for (k, t) in ts.iter().enumerate() {
-                let d: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
-                let n = lens.get(k).copied().unwrap_or(0);
-                let by_step = match per.get(k).copied().flatten() {
-                    Some(p) => format!(", {p} per step: steps x {p}"),
-                    None => String::new(),
-                };
-                line(&format!(
-                    " *   {k}: {} [{}] ({n} floats for the longest sequence{by_step})",
-                    sanitize_comment(&t.name),
-                    d.join(" x ")
-                ));
-            }
-        };
+    let list = |line: &mut dyn FnMut(&str),
+                ts: &[TensorInfo],
+                lens: &[usize],
+                per: &[Option<usize>],
+                lens_input: Option<usize>| {
+        for (k, t) in ts.iter().enumerate() {
+            let d: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
+            let n = lens.get(k).copied().unwrap_or(0);
+            let by_step = match per.get(k).copied().flatten() {
+                Some(p) => format!(", {p} per step: steps x {p}"),
+                None if lens_input == Some(k) => {
+                    ", the sequence lengths: f32 whole numbers, all equal, at most steps"
+                        .to_string()
+                }
+                None => String::new(),
+            };
+            line(&format!(
+                " *   {k}: {} [{}] ({n} floats for the longest sequence{by_step})",
+                sanitize_comment(&t.name),
+                d.join(" x ")
+            ));
+        }
+    };
     line(" * Inputs (in the order of the `inputs` array):");
-    list(&mut line, inputs, &obj.input_lens, &obj.input_step_lens);
+    list(
+        &mut line,
+        inputs,
+        &obj.input_lens,
+        &obj.input_step_lens,
+        obj.seq_lens_input,
+    );
     line(" * Outputs (in the order of the `outputs` array):");
-    list(&mut line, outputs, &obj.output_lens, &obj.output_step_lens);
+    list(
+        &mut line,
+        outputs,
+        &obj.output_lens,
+        &obj.output_step_lens,
+        None,
+    );
     let gpu = matches!(obj.target, LibraryTarget::Ptx { .. });
     match obj.target {
         LibraryTarget::X86_64 { context_bytes } => line(&format!(
@@ -215,6 +236,10 @@ pub fn c_header(
     };
     line(&format!(
         "#define {name}_{target_macro} 1 /* the target this library was compiled for */"
+    ));
+    line(&format!(
+        "#define {name}_SEQ_LENS_INPUT {} /* the input giving the sequence lengths (f32 whole numbers, all equal, at most steps; else {name}_ERR_STEPS); -1: none */",
+        obj.seq_lens_input.map_or(-1, |k| k as i64)
     ));
     for (code, value, doc) in ERRORS.iter().chain(errors) {
         line(&format!(

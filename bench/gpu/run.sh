@@ -24,8 +24,7 @@
 #  1. every fixture (tests/fixtures/models/*, tests/fixtures/extra/*, and the recurrent ONNX node
 #     tests of tests/fixtures/onnx-node-manifest.txt) through
 #     `hlstmc run --engine cuda MODEL --test-data DIR/test_data_set_0` against the reference
-#     outputs; the fixtures with run-time sequence lengths, which the kernel IR does not take,
-#     must fail to lower ("unsupported");
+#     outputs;
 #  1b. the C library of `hlstmc compile --target ptx` (bench/gpu/clib_check.sh, needs cc): the
 #     fixture models (models/ and extra/) linked into examples/c/run_model.c, whole sequences,
 #     streams and error codes against the reference outputs;
@@ -36,7 +35,7 @@
 #     read from the ONNX file by a small protobuf reader, so the onnx package is not needed);
 #     and `hlstmc run --engine cuda` against PyTorch's output on one random input (max |dY|);
 #  3. the report: results.md.
-# Exit status: 0 when every fixture passes (or is unsupported as expected) and every benchmark
+# Exit status: 0 when every fixture passes and every benchmark
 # ran; 1 otherwise (the results are written either way).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -90,15 +89,13 @@ if [ -f "$ROOT/tests/fixtures/onnx-node-manifest.txt" ]; then
         esac
     done < "$ROOT/tests/fixtures/onnx-node-manifest.txt"
 fi
-# Run-time sequence lengths: lowering fails, as in tests/ptx.rs.
-UNSUPPORTED=" onnx_lstm_reverse_seqlens onnx_lstm_seqlens_short_bidir_peep test_lstm_with_peepholes "
-# The C library's check: the fixture models that lower (not the node tests: their weights are
-# inputs, which the library's run-time path shares with the fixtures above).
+# The C library's check: the fixture models (not the node tests: their weights are inputs,
+# which the library's run-time path shares with the fixtures above).
 CLIB=()
 for d in "${FIXTURES[@]}"; do
     case "$d" in
         */onnx-node/*) ;;
-        *) [[ "$UNSUPPORTED" == *" $(basename "$d") "* ]] || CLIB+=("$d") ;;
+        *) CLIB+=("$d") ;;
     esac
 done
 
@@ -155,8 +152,6 @@ for d in "${FIXTURES[@]}"; do
     rc=$?
     if [ $rc = 0 ] && grep -q '^PASS' "$log"; then
         st=pass; npass=$((npass + 1))
-    elif [[ "$UNSUPPORTED" == *" $name "* ]] && [ $rc != 0 ] && ! grep -q panicked "$log"; then
-        st=unsupported
     else
         if grep -q '^FAIL' "$log"; then st=mismatch; elif [ $rc = 124 ]; then st=timeout; else st="error rc=$rc"; fi
         nfail=$((nfail + 1)); STATUS=1

@@ -7,6 +7,7 @@
  *
  * Usage:
  *   run_model [--steps N] IN_0.f32 ... IN_{n-1}.f32 OUT_0.f32 ... OUT_{m-1}.f32
+ *       (a model's sequence lengths, NAME_SEQ_LENS_INPUT, are f32 whole numbers too)
  *       reads each input (exactly NAME_input_len(k, N) floats; N defaults to
  *       NAME_max_steps()), runs the sequence once with NAME_run, writes each output.
  *   run_model --stream IN_0.f32 ... OUT_...
@@ -204,6 +205,27 @@ static int error_test(void) {
     }
     /* Everything set: runs; stepping works exactly when the model streams. */
     EXPECT(counted_run(mem, max, in, out) == CODE(OK));
+#if CODE(SEQ_LENS_INPUT) >= 0
+    /* Sequence lengths (all zero so far: a valid length) must be equal whole numbers from 0 to
+     * the call's steps. */
+    {
+        float *lens = (float *)in[CODE(SEQ_LENS_INPUT)];
+        size_t nl = FN(input_len)(CODE(SEQ_LENS_INPUT), max);
+        lens[0] = (float)max + 1.0f;
+        EXPECT(FN(run)(mem, max, batch, in, out) == CODE(ERR_STEPS));
+        lens[0] = 0.5f;
+        EXPECT(FN(run)(mem, max, batch, in, out) == CODE(ERR_STEPS));
+        lens[0] = -1.0f;
+        EXPECT(FN(run)(mem, max, batch, in, out) == CODE(ERR_STEPS));
+        if (nl > 1) {
+            lens[0] = 1.0f;
+            lens[1] = 2.0f;
+            EXPECT(FN(run)(mem, max, batch, in, out) == CODE(ERR_STEPS));
+        }
+        for (size_t i = 0; i < nl; i++) lens[i] = (float)max;
+        EXPECT(counted_run(mem, max, in, out) == CODE(OK));
+    }
+#endif
     int st = counted_step(mem, in, out);
     EXPECT(st == (FN(streamable)() ? CODE(OK) : CODE(ERR_NOT_STREAMABLE)));
     EXPECT(FN(reset)(mem) == CODE(OK));

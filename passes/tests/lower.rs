@@ -52,6 +52,21 @@ fn flat_f32(t: &Tensor) -> Result<Vec<f32>, String> {
         .ok_or_else(|| format!("a {} tensor: the kernel IR takes f32 only", t.dtype()))
 }
 
+/// A program's inputs as f32 (integer sequence lengths as whole numbers).
+fn flat_inputs(p: &Program, inputs: &[Tensor]) -> Result<Vec<Vec<f32>>, String> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            if p.seq_lens_input() == Some(k) {
+                flat_f32(&t.cast(hlstm_ir::DType::F32))
+            } else {
+                flat_f32(t)
+            }
+        })
+        .collect()
+}
+
 /// The layouts docs/kernels.md promises the code generators.
 fn check_guarantees(p: &Program, body: &[Stmt], in_loop: bool) -> Result<(), String> {
     use hlstm_ir::kernel::{BufKind, Storage, View};
@@ -136,7 +151,7 @@ fn check_guarantees(p: &Program, body: &[Stmt], in_loop: bool) -> Result<(), Str
 /// Runs a program on tensors; compares with `want` within 1e-4 + 1e-3 |want|.
 fn run_and_compare(p: &Program, inputs: &[Tensor], want: &[Tensor]) -> Result<(), String> {
     check_guarantees(p, &p.body, false)?;
-    let flat: Vec<Vec<f32>> = inputs.iter().map(flat_f32).collect::<Result<_, _>>()?;
+    let flat = flat_inputs(p, inputs)?;
     let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
     let got = interp::run(p, &refs)?;
     if got.len() != want.len() {
@@ -182,18 +197,6 @@ fn strategy_name(s: Option<Strategy>) -> &'static str {
     s.map_or("default", Strategy::name)
 }
 
-/// Fixture models that cannot be lowered, with the reason the lowering must give.
-const FIXTURES_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "onnx_lstm_reverse_seqlens",
-        "the kernel IR supports only constant sequence lengths",
-    ),
-    (
-        "onnx_lstm_seqlens_short_bidir_peep",
-        "the kernel IR supports only constant sequence lengths",
-    ),
-];
-
 #[test]
 fn fixture_models_run_through_the_kernel_interpreter() {
     let mut failures = Vec::new();
@@ -204,30 +207,25 @@ fn fixture_models_run_through_the_kernel_interpreter() {
         let mut g = import_file(&dir.join("model.onnx")).expect("import");
         optimize(&mut g);
         let (inputs, want) = (read_set(dir, "input"), read_set(dir, "output"));
-        let expected_err = FIXTURES_UNSUPPORTED
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, e)| *e);
         for s in STRATEGIES {
-            check_one(&g, s, &name, &inputs, &want, expected_err, &mut failures);
+            check_one(&g, s, &name, &inputs, &want, &mut failures);
         }
     }
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
 }
 
-/// Lowers with one strategy and runs, or expects the lowering to fail with `expected_err`.
+/// Lowers with one strategy, runs, and compares with the reference outputs.
 fn check_one(
     g: &Graph,
     s: Option<Strategy>,
     name: &str,
     inputs: &[Tensor],
     want: &[Tensor],
-    expected_err: Option<&str>,
     failures: &mut Vec<String>,
 ) {
     let label = format!("{name} [{}]", strategy_name(s));
-    match (lower(g, &LowerOptions { strategy: s }), expected_err) {
-        (Ok(p), None) => match run_and_compare(&p, inputs, want) {
+    match lower(g, &LowerOptions { strategy: s }) {
+        Ok(p) => match run_and_compare(&p, inputs, want) {
             Ok(()) => {
                 let views = count_matmuls(&p.body, &|w| matches!(w, Weight::View(_)));
                 let consts = count_matmuls(&p.body, &|w| matches!(w, Weight::Const(..)));
@@ -238,21 +236,9 @@ fn check_one(
             }
             Err(e) => failures.push(format!("{label}: {e}")),
         },
-        (Err(e), Some(want)) if e.contains(want) => {
-            println!("{label}: not lowered, as expected: {e}")
-        }
-        (Err(e), _) => failures.push(format!("{label}: {e}")),
-        (Ok(_), Some(want)) => failures.push(format!(
-            "{label}: lowered, but the error '{want}' was expected"
-        )),
+        Err(e) => failures.push(format!("{label}: {e}")),
     }
 }
-
-/// Node tests that cannot be lowered, with the reason the lowering must give.
-const NODE_TESTS_UNSUPPORTED: &[(&str, &str)] = &[(
-    "test_lstm_with_peepholes",
-    "the kernel IR supports only constant sequence lengths",
-)];
 
 #[test]
 fn recurrent_node_tests_run_through_the_kernel_interpreter() {
@@ -281,12 +267,8 @@ fn recurrent_node_tests_run_through_the_kernel_interpreter() {
         let mut g = import_file(&dir.join("model.onnx")).expect("import");
         optimize(&mut g);
         let (inputs, want) = (read_set(&dir, "input"), read_set(&dir, "output"));
-        let expected_err = NODE_TESTS_UNSUPPORTED
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, e)| *e);
         for s in STRATEGIES {
-            check_one(&g, s, name, &inputs, &want, expected_err, &mut failures);
+            check_one(&g, s, name, &inputs, &want, &mut failures);
         }
     }
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
@@ -562,15 +544,6 @@ fn what_the_kernel_ir_does_not_support_is_a_clear_error() {
     );
     assert!(e.contains("input 'n'") && e.contains("f32"), "{e}");
     let e = lower_err(
-        r#"graph (%x: f32[3,1,2], %h0: f32[1,2], %len: i64[1]) -> (h = %h) {
-  %h, %ys = recurrence{carried=1, scanned=1, invariant=0, reverse=false, seq_lens=true}(%h0, %x, %len) "rnn" : f32[1,2], f32[3,1,2]
-    body (%hi: f32[1,2], %xt: f32[1,2]) -> (h = %hn, y = %hn) {
-      %hn = add(%hi, %xt) : f32[1,2]
-    }
-}"#,
-    );
-    assert!(e.contains("input 'len'"), "{e}");
-    let e = lower_err(
         r#"graph (%x: f32[3,1,2], %h0: f32[1,2]) -> (h = %h) {
   %len = const i64[2] [3, 2]
   %h, %ys = recurrence{carried=1, scanned=1, invariant=0, reverse=false, seq_lens=true}(%h0, %x, %len) "rnn" : f32[1,2], f32[3,1,2]
@@ -598,4 +571,70 @@ fn what_the_kernel_ir_does_not_support_is_a_clear_error() {
         e.contains("node 'outer' (recurrence)") && e.contains("nested"),
         "{e}"
     );
+}
+
+/// Sequence lengths given at run time: the loop runs the length the input gives (as f32 whole
+/// numbers), the stacked rows past it are zero, and bad lengths are errors of the call.
+#[test]
+fn run_time_sequence_lengths_run_that_many_steps() {
+    let text = r#"graph (%x: f32[3,1,2], %h0: f32[1,2], %len: i64[1]) -> (h = %h, ys = %ys) {
+  %h, %ys = recurrence{carried=1, scanned=1, invariant=0, reverse=REV, seq_lens=true}(%h0, %x, %len) "rnn" : f32[1,2], f32[3,1,2]
+    body (%hi: f32[1,2], %xt: f32[1,2]) -> (h = %hn, y = %hn) {
+      %hn = add(%hi, %xt) : f32[1,2]
+    }
+}"#;
+    let x: Vec<f32> = (1..=6).map(|v| v as f32).collect();
+    let h0 = [0.5f32, -0.5];
+    for reverse in [false, true] {
+        let g = parse(&text.replace("REV", &reverse.to_string())).unwrap();
+        let p = lower(&g, &LowerOptions::default()).unwrap();
+        assert_eq!(p.seq_lens_input(), Some(2));
+        assert_eq!(p.max_steps, None, "the time axis stays static");
+        assert!(
+            p.static_steps_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("sequence lengths"))
+        );
+        let steps_loops = count(&p.body, &|s| {
+            matches!(
+                s,
+                Stmt::Loop {
+                    run: hlstm_ir::kernel::LoopRun::Steps,
+                    ..
+                }
+            )
+        });
+        assert_eq!(steps_loops, 1, "{}", hlstm_ir::kernel::print(&p));
+        for len in 0..=3usize {
+            let lens = [len as f32];
+            let got = interp::run(&p, &[&x, &h0, &lens]).unwrap();
+            let want = hlstm_ir::interp::run(
+                &g,
+                &[
+                    Tensor::from_f32(&[3, 1, 2], x.clone()).unwrap(),
+                    Tensor::from_f32(&[1, 2], h0.to_vec()).unwrap(),
+                    Tensor::from_f32(&[1], vec![len as f32])
+                        .unwrap()
+                        .cast(hlstm_ir::DType::I64),
+                ],
+            )
+            .unwrap();
+            for (k, w) in want.iter().enumerate() {
+                assert_eq!(
+                    got[k],
+                    flat_f32(w).unwrap(),
+                    "reverse {reverse}, length {len}"
+                );
+            }
+            // Rows past the length are zero.
+            assert!(got[1][2 * len..].iter().all(|v| *v == 0.0));
+        }
+        for bad in [4.0f32, 1.5, -1.0] {
+            let e = interp::run(&p, &[&x, &h0, &[bad]]).unwrap_err();
+            assert!(e.contains("not a whole number from 0 to 3"), "{bad}: {e}");
+        }
+    }
+    // Unequal lengths in a batch are refused by the call.
+    let e = hlstm_ir::kernel::steps_from_lengths(&[2.0, 3.0], 3).unwrap_err();
+    assert!(e.contains("differ"), "{e}");
 }

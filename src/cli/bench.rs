@@ -131,7 +131,14 @@ fn random_inputs(g: &Graph) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
             })
             .collect::<Result<_>>()?;
         let len = dims.iter().product();
-        out.push((dims, (0..len).map(|_| rng.next_f32()).collect()));
+        if ty.dtype == hlstm_ir::DType::F32 {
+            out.push((dims, (0..len).map(|_| rng.next_f32()).collect()));
+        } else {
+            // Integer inputs are sequence lengths (the only ones the kernel IR takes): the
+            // whole sequence.
+            let full = sequence_steps(g).unwrap_or(1) as f32;
+            out.push((dims, vec![full; len]));
+        }
     }
     Ok(out)
 }
@@ -149,10 +156,14 @@ fn test_data_inputs(g: &Graph, dir: &Path) -> Result<Vec<(Vec<usize>, Vec<f32>)>
                 names.len()
             );
         }
-        let t = read_tensor(&p)?;
+        // Integer inputs (sequence lengths) are carried as f32 whole numbers.
+        let t = match read_tensor(&p)? {
+            t @ (Tensor::I32(_) | Tensor::I64(_)) => t.cast(hlstm_ir::DType::F32),
+            t => t,
+        };
         let a = t.as_f32().ok_or_else(|| {
             anyhow!(
-                "{}: input '{name}' is {}; bench takes f32 inputs only",
+                "{}: input '{name}' is {}; bench takes f32 and integer inputs only",
                 p.display(),
                 t.dtype()
             )
@@ -324,8 +335,13 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         Engine::Interp => {
             let tensors: Vec<Tensor> = inputs
                 .iter()
-                .map(|(d, v)| {
-                    Tensor::from_f32(d, v.clone()).ok_or_else(|| anyhow!("input does not fit"))
+                .zip(&g.inputs)
+                .map(|((d, v), n)| {
+                    // Back to the declared type (integer sequence lengths).
+                    let t = Tensor::from_f32(d, v.clone())
+                        .ok_or_else(|| anyhow!("input does not fit"))?;
+                    let dtype = g.nodes[*n].results[0].ty.dtype;
+                    Ok(if dtype == t.dtype() { t } else { t.cast(dtype) })
                 })
                 .collect::<Result<_>>()?;
             let g = &g;

@@ -13,10 +13,10 @@ pub enum Engine {
     /// The reference interpreter: exact, slow, the oracle for every other engine.
     Interp,
     /// The model lowered to the kernel IR and run by its plain interpreter (f32 inputs and
-    /// outputs only).
+    /// outputs, and integer sequence lengths).
     KernelInterp,
     /// The model lowered to the kernel IR and compiled to native code with Cranelift (f32 inputs
-    /// and outputs, static shapes).
+    /// and outputs, integer sequence lengths, static shapes).
     Jit,
     /// The model lowered to the kernel IR, compiled to PTX and run on an NVIDIA GPU through
     /// the CUDA driver (loaded at run time; an error without one).
@@ -83,7 +83,7 @@ pub struct RunArgs {
     pub atol: f64,
     /// Which engine runs the model.
     /// Default: jit, or the interpreter (with a note) for a model the JIT cannot take yet
-    /// (run-time sequence lengths, integer inputs, shapes known only at run time).
+    /// (integer inputs other than sequence lengths, ops the kernel IR lacks).
     #[arg(long, value_enum)]
     pub engine: Option<Engine>,
     /// With --engine kernel-interp or jit: generate every constant weight this way instead of
@@ -141,22 +141,17 @@ fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Ten
     let (engine, program) = match choice.engine {
         Some(Engine::Interp) => (Engine::Interp, None),
         Some(e) => (e, Some(super::opt::lower(g, choice.strategy)?)),
-        None => {
-            let f32_inputs = inputs.iter().all(|t| t.dtype() == hlstm_ir::DType::F32);
-            match super::opt::lower(g, choice.strategy) {
-                Ok(p) if f32_inputs => (Engine::Jit, Some(p)),
-                Ok(_) => {
-                    eprintln!(
-                        "note: the JIT takes f32 inputs only; running the interpreter instead"
-                    );
-                    (Engine::Interp, None)
-                }
-                Err(e) => {
-                    eprintln!("note: {e:#}; running the interpreter instead");
-                    (Engine::Interp, None)
-                }
+        None => match super::opt::lower(g, choice.strategy) {
+            Ok(p) if kernel_inputs_fit(&p, inputs) => (Engine::Jit, Some(p)),
+            Ok(_) => {
+                eprintln!("note: the JIT takes f32 inputs only; running the interpreter instead");
+                (Engine::Interp, None)
             }
-        }
+            Err(e) => {
+                eprintln!("note: {e:#}; running the interpreter instead");
+                (Engine::Interp, None)
+            }
+        },
     };
     match (engine, program) {
         (Engine::Interp, _) | (_, None) => {
@@ -166,6 +161,14 @@ fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Ten
             let names = input_names(g);
             let mut flat = Vec::with_capacity(inputs.len());
             for (k, t) in inputs.iter().enumerate() {
+                // Integer sequence lengths travel as f32 whole numbers.
+                let cast;
+                let t = if p.seq_lens_input() == Some(k) {
+                    cast = t.cast(hlstm_ir::DType::F32);
+                    &cast
+                } else {
+                    t
+                };
                 let a = t.as_f32().ok_or_else(|| {
                     anyhow!(
                         "input '{}' is {}: the kernel IR engines take f32 inputs only",
@@ -198,6 +201,14 @@ fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Ten
                 .collect()
         }
     }
+}
+
+/// Whether the kernel IR engines take these inputs: f32, or integer sequence lengths.
+fn kernel_inputs_fit(p: &hlstm_ir::kernel::Program, inputs: &[Tensor]) -> bool {
+    inputs
+        .iter()
+        .enumerate()
+        .all(|(k, t)| t.dtype() == hlstm_ir::DType::F32 || p.seq_lens_input() == Some(k))
 }
 
 /// Compiles the program with Cranelift and runs it once.

@@ -36,8 +36,8 @@
 use super::codegen::{define_program_linkage, mem};
 use super::{CpuOptions, build_isa};
 use cranelift_codegen::Context;
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{
     AbiParam, Block, Function, InstBuilder, Signature, Type, UserFuncName, Value,
 };
@@ -81,6 +81,8 @@ pub struct AotObject {
     pub batch: usize,
     /// Why the sequence length is static, when it is.
     pub static_steps_reason: Option<String>,
+    /// The position of the sequence-lengths input, if the model takes them at run time.
+    pub seq_lens_input: Option<usize>,
     /// Workspace size in bytes, and the context size (header + workspace).
     pub workspace_bytes: usize,
     pub context_bytes: usize,
@@ -104,6 +106,8 @@ struct Shape {
     work: usize,
     inputs: Vec<(usize, Option<usize>)>,
     outputs: Vec<(usize, Option<usize>)>,
+    /// The sequence-lengths input: its position and element count.
+    seq_lens: Option<(usize, usize)>,
 }
 
 /// Compiles `p` into an object file whose symbols all start with `NAME_`; `batch` is the
@@ -150,6 +154,9 @@ pub fn compile_object(
         work: c.work_len * 4,
         inputs: per_step(&p.inputs),
         outputs: per_step(&p.outputs),
+        seq_lens: p
+            .seq_lens_input()
+            .map(|k| (k, p.buffers[p.inputs[k].0].len())),
     };
     let context_bytes = CONTEXT_HEADER + shape.work.div_ceil(64) * 64;
 
@@ -195,6 +202,7 @@ pub fn compile_object(
         streamable: shape.streamable,
         batch,
         static_steps_reason: p.static_steps_reason.clone(),
+        seq_lens_input: p.seq_lens_input(),
         workspace_bytes: shape.work,
         context_bytes,
         fma: c.fma,
@@ -217,6 +225,7 @@ impl AotObject {
             streamable: self.streamable,
             batch: self.batch,
             static_steps_reason: self.static_steps_reason.clone(),
+            seq_lens_input: self.seq_lens_input,
             input_lens: self.input_lens.clone(),
             output_lens: self.output_lens.clone(),
             input_step_lens: self.input_step_lens.clone(),
@@ -254,6 +263,35 @@ fn steps_ok(b: &mut FunctionBuilder, shape: &Shape, steps: Value, most: Value) -
         b.ins()
             .icmp_imm_u(IntCC::Equal, steps, shape.max_steps as i64)
     }
+}
+
+/// The count of the time loops for a call of `steps` steps: `steps`, or the value of the
+/// sequence-lengths input, checked to be a whole number from 0 to `steps` and the same for
+/// every batch element (else returns `ERR_STEPS`). The input arrays are checked already.
+fn loop_steps(b: &mut FunctionBuilder, shape: &Shape, steps: Value, ins: Value) -> Value {
+    let Some((k, count)) = shape.seq_lens else {
+        return steps;
+    };
+    let lens = b.ins().load(I64, mem(), ins, (8 * k) as i32);
+    if count == 0 {
+        return steps;
+    }
+    let first = b.ins().load(F32, mem(), lens, 0);
+    let zero = b.ins().f32const(0.0);
+    let most = b.ins().fcvt_from_uint(F32, steps);
+    let ge = b.ins().fcmp(FloatCC::GreaterThanOrEqual, first, zero);
+    let le = b.ins().fcmp(FloatCC::LessThanOrEqual, first, most);
+    let floor = b.ins().floor(first);
+    let whole = b.ins().fcmp(FloatCC::Equal, floor, first);
+    let mut ok = b.ins().band(ge, le);
+    ok = b.ins().band(ok, whole);
+    for i in 1..count {
+        let v = b.ins().load(F32, mem(), lens, (4 * i) as i32);
+        let same = b.ins().fcmp(FloatCC::Equal, v, first);
+        ok = b.ins().band(ok, same);
+    }
+    guard(b, ok, ERR_STEPS);
+    b.ins().fcvt_to_uint_sat(I64, first)
 }
 
 /// `ctx` is non-null and carries the magic number (else returns the error).
@@ -468,11 +506,12 @@ impl Gen<'_> {
             let ok = steps_ok(b, shape, steps, most);
             guard(b, ok, ERR_STEPS);
             check_arrays(b, shape, ins, outs);
+            let count = loop_steps(b, shape, steps, ins);
             let work = b.ins().iadd_imm_s(ctx, CONTEXT_HEADER as i64);
             let resume = b.ins().iconst(I64, 0);
             let f = module.declare_func_in_func(kernel, b.func);
             let runtime = b.ins().iconst(I64, 0);
-            b.ins().call(f, &[ins, outs, work, steps, resume, runtime]);
+            b.ins().call(f, &[ins, outs, work, count, resume, runtime]);
             b.ins().store(mem(), resume, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);
             b.ins().return_(&[r]);

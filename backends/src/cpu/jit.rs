@@ -64,6 +64,8 @@ struct StepsInfo {
     dynamic: bool,
     streamable: bool,
     reason: Option<String>,
+    /// The position of the sequence-lengths input ([`Program::seq_lens`]), if any.
+    seq_lens: Option<usize>,
     /// Per input and output: (whole length, elements per step when laid out by step).
     inputs: Vec<(usize, Option<usize>)>,
     outputs: Vec<(usize, Option<usize>)>,
@@ -86,6 +88,7 @@ impl StepsInfo {
             dynamic,
             streamable: p.streamable(),
             reason: p.static_steps_reason.clone(),
+            seq_lens: p.seq_lens_input(),
             inputs: lens(&p.inputs),
             outputs: lens(&p.outputs),
         }
@@ -302,6 +305,11 @@ impl JitProgram {
                 return Err(format!("output {k} has {} elements, expected {n}", x.len()));
             }
         }
+        // The count of the time loops: the sequence length, or the one the lengths input gives.
+        let loop_steps = match self.steps.seq_lens {
+            Some(k) => hlstm_ir::kernel::steps_from_lengths(inputs[k], steps)?,
+            None => steps,
+        };
         let mut guard = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
         let ctx = &mut *guard;
         for (slot, x) in ctx.ins.iter_mut().zip(inputs) {
@@ -318,7 +326,7 @@ impl JitProgram {
             ins: ctx.ins.as_ptr() as usize,
             outs: ctx.outs.as_ptr() as usize,
             work: ctx.work.as_mut_ptr() as usize,
-            steps: steps as i64,
+            steps: loop_steps as i64,
             resume: resume as i64,
         };
         match &self.pool {

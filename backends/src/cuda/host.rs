@@ -52,6 +52,7 @@ pub fn library_info(m: &PtxModule, batch: usize) -> Result<LibraryInfo, String> 
         streamable: l.streamable,
         batch,
         static_steps_reason: None,
+        seq_lens_input: l.seq_lens_input,
         input_lens: ins.iter().map(|x| x.0).collect(),
         output_lens: outs.iter().map(|x| x.0).collect(),
         input_step_lens: ins.iter().map(|x| x.1).collect(),
@@ -158,6 +159,10 @@ pub fn c_source(m: &PtxModule, name: &str, batch: usize, model: &str) -> Result<
         .replace("@SM@", &l.sm.to_string())
         .replace("@GRID@", &l.grid[0].to_string())
         .replace("@BLOCK@", &l.block[0].to_string())
+        .replace(
+            "@SEQ_LENS@",
+            &l.seq_lens_input.map_or(-1, |k| k as i64).to_string(),
+        )
         .replace("@INPUT_WHOLE@", &c_array(info.input_lens.iter().copied()))
         .replace("@INPUT_PER_STEP@", &per(&info.input_step_lens))
         .replace("@OUTPUT_WHOLE@", &c_array(info.output_lens.iter().copied()))
@@ -200,6 +205,7 @@ enum {
 #define GRID @GRID@u
 #define BLOCK @BLOCK@u
 #define MAGIC @MAGIC@ull
+#define SEQ_LENS_INPUT @SEQ_LENS@ /* the input giving the sequence lengths; -1: none */
 
 /* The driver API's types and the attributes used (cuda.h, CUDA 12). */
 typedef int CUresult;
@@ -522,7 +528,21 @@ EXPORT int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *i
     if (batch != BATCH) return ERR_BATCH;
     if (!steps_ok(steps, c->max_steps)) return ERR_STEPS;
     if ((rc = check_arrays(inputs, outputs)) != OK) return rc;
-    rc = launch(c, steps, 0, inputs, outputs);
+    size_t count = steps;
+#if SEQ_LENS_INPUT >= 0
+    /* The time loops run the sequence lengths' common value: a whole number up to steps. */
+    const float *lens = inputs[SEQ_LENS_INPUT];
+    size_t n = INPUT_WHOLE[SEQ_LENS_INPUT];
+    if (n > 0) {
+        float first = lens[0];
+        if (!(first >= 0.0f && first <= (float)steps && first == (float)(size_t)first))
+            return ERR_STEPS;
+        for (size_t b = 1; b < n; b++)
+            if (lens[b] != first) return ERR_STEPS;
+        count = (size_t)first;
+    }
+#endif
+    rc = launch(c, count, 0, inputs, outputs);
     c->position = 0;
     return rc;
 }

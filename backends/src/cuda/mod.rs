@@ -432,8 +432,13 @@ impl CudaProgram {
                 outputs.iter().map(|o| o.len()).collect::<Vec<_>>()
             ));
         }
+        // The count of the time loops: the sequence length, or the one the lengths input gives.
+        let count = match self.launch.seq_lens_input {
+            Some(k) => hlstm_ir::kernel::steps_from_lengths(inputs[k], steps)?,
+            None => steps,
+        };
         self.gpu.bind()?;
-        let mut steps32 = steps as u32;
+        let mut steps32 = count as u32;
         let mut resume32 = resume as u32;
         let mut ptrs = self.bufs.clone();
         let mut args: Vec<*mut c_void> = Vec::with_capacity(self.slots.len());
@@ -533,6 +538,7 @@ mod tests {
             max_steps: 8,
             dynamic_steps: true,
             streamable: true,
+            seq_lens_input: None,
             weights_shared_bytes: 0,
             weights_global_bytes: 0,
             max_work: 256,

@@ -153,6 +153,8 @@ pub struct LProgram {
     pub max_steps: usize,
     pub dynamic_steps: bool,
     pub streamable: bool,
+    /// The position of the sequence-lengths input ([`Program::seq_lens`]), if any.
+    pub seq_lens_input: Option<usize>,
 }
 
 struct Cx<'a> {
@@ -224,6 +226,7 @@ pub fn legalize(p: &Program) -> Result<LProgram, String> {
         max_steps,
         dynamic_steps: p.max_steps.is_some(),
         streamable: p.streamable(),
+        seq_lens_input: p.seq_lens_input(),
     })
 }
 

@@ -77,6 +77,9 @@ pub struct Launch {
     pub max_steps: usize,
     pub dynamic_steps: bool,
     pub streamable: bool,
+    /// The input giving the sequence lengths at run time, if any: the kernel's `steps` is
+    /// their (equal) value, checked by the host (`hlstm_ir::kernel::steps_from_lengths`).
+    pub seq_lens_input: Option<usize>,
     /// Bytes of constants kept in shared memory, and read from global memory.
     pub weights_shared_bytes: usize,
     pub weights_global_bytes: usize,
@@ -122,6 +125,9 @@ impl Launch {
         let _ = writeln!(s, "  \"max_steps\": {},", self.max_steps);
         let _ = writeln!(s, "  \"dynamic_steps\": {},", self.dynamic_steps);
         let _ = writeln!(s, "  \"streamable\": {},", self.streamable);
+        if let Some(k) = self.seq_lens_input {
+            let _ = writeln!(s, "  \"seq_lens_input\": {k},");
+        }
         let _ = writeln!(
             s,
             "  \"weights\": {{\"shared_bytes\": {}, \"global_bytes\": {}}},",
@@ -245,6 +251,7 @@ pub fn compile(p: &Program, opts: &PtxOptions) -> Result<PtxModule, String> {
         max_steps: lp.max_steps,
         dynamic_steps: lp.dynamic_steps,
         streamable: lp.streamable,
+        seq_lens_input: lp.seq_lens_input,
         weights_shared_bytes: bytes(true),
         weights_global_bytes: bytes(false),
         max_work: lp.max_work,

@@ -37,6 +37,7 @@ impl Machine {
         resume: bool,
     ) -> Result<Vec<Vec<f32>>, String> {
         let steps = check_steps(p, steps)?;
+        let loop_steps = p.loop_steps(inputs, steps)?;
         if resume && !p.streamable() {
             return Err("this program cannot resume a sequence (see Program::streamable)".into());
         }
@@ -58,7 +59,11 @@ impl Machine {
             }
             bufs[id.0][..want].copy_from_slice(data);
         }
-        let cx = Run { p, steps, resume };
+        let cx = Run {
+            p,
+            steps: loop_steps,
+            resume,
+        };
         cx.exec(&p.body, bufs, 0)?;
         Ok(p.outputs
             .iter()

@@ -300,6 +300,32 @@ pub struct Program {
     pub max_steps: Option<usize>,
     /// Why the sequence length is static, when it is (for error messages and docs).
     pub static_steps_reason: Option<String>,
+    /// The input buffer holding the sequence lengths, when the model takes them at run time
+    /// (ONNX LSTM's `sequence_lens` as a graph input): f32 whole numbers, all equal, at most
+    /// the (static) time axis. The recurrences that read them run their loops
+    /// [`LoopRun::Steps`] times, with `steps` = that length ([`Program::loop_steps`]); their
+    /// stacked outputs are zero past it. No statement reads the buffer.
+    pub seq_lens: Option<BufId>,
+}
+
+/// The number of steps sequence lengths `lens` ask for in a sequence of `steps`: their common
+/// value, which must be a whole number from 0 to `steps` (an empty batch runs `steps`).
+pub fn steps_from_lengths(lens: &[f32], steps: usize) -> Result<usize, String> {
+    let Some(&first) = lens.first() else {
+        return Ok(steps);
+    };
+    if let Some(bad) = lens.iter().find(|&&l| l != first) {
+        return Err(format!(
+            "sequence lengths {first} and {bad} differ: the compiled model runs one length for \
+             the whole batch"
+        ));
+    }
+    if !(first >= 0.0 && first <= steps as f32 && first.fract() == 0.0) {
+        return Err(format!(
+            "sequence length {first} is not a whole number from 0 to {steps}"
+        ));
+    }
+    Ok(first as usize)
 }
 
 impl Program {
@@ -330,6 +356,26 @@ impl Program {
                 Stmt::Loop { reverse, .. } => !reverse,
                 _ => true,
             })
+    }
+
+    /// The position in [`Program::inputs`] of the sequence-lengths input, if any.
+    pub fn seq_lens_input(&self) -> Option<usize> {
+        let b = self.seq_lens?;
+        self.inputs.iter().position(|x| *x == b)
+    }
+
+    /// The count of the [`LoopRun::Steps`] loops for a call of `steps` steps with these inputs:
+    /// `steps`, or the length the sequence-lengths input gives.
+    pub fn loop_steps(&self, inputs: &[&[f32]], steps: usize) -> Result<usize, String> {
+        match self.seq_lens_input() {
+            Some(k) => {
+                let lens = inputs
+                    .get(k)
+                    .ok_or_else(|| format!("input {k} (the sequence lengths) is missing"))?;
+                steps_from_lengths(lens, steps)
+            }
+            None => Ok(steps),
+        }
     }
 
     /// Elements of input or output buffer `b` for a call of `steps` steps.

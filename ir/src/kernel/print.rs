@@ -117,6 +117,13 @@ pub fn print(p: &Program) -> String {
         }
         (None, None) => {}
     }
+    if let Some(b) = p.seq_lens {
+        let _ = writeln!(
+            out,
+            "seq_lens %{} (the time loops run the length it gives)",
+            b.0
+        );
+    }
     for (i, b) in p.buffers.iter().enumerate() {
         let kind = match b.kind {
             BufKind::Input(k) => format!("input {k}"),

@@ -81,29 +81,22 @@ pub fn lower(g: &Graph, opts: &LowerOptions) -> Result<Program, String> {
     let mut sc = Scope::default();
     for (k, &n) in g.inputs.iter().enumerate() {
         let info = &g.nodes[n].results[0];
-        if info.ty.dtype != DType::F32 {
-            // Name the use when it is a recurrence's sequence lengths.
-            let lens_of = g
-                .users(n)
-                .into_iter()
-                .find_map(|(u, port)| match &g.nodes[u].op {
-                    Op::Recurrence(r) if r.has_seq_lens && port.in_slot + 1 == r.num_operands() => {
-                        Some(g.nodes[u].name.clone())
-                    }
-                    _ => None,
-                });
-            return Err(match lens_of {
-                Some(r) => format!(
-                    "input '{}' ({}) gives the sequence lengths of recurrence '{r}' at run \
-                     time: the kernel IR supports only constant sequence lengths (and f32 \
-                     inputs)",
-                    info.name, info.ty
-                ),
-                None => format!(
-                    "input '{}' is {}: the kernel IR takes f32 inputs only",
-                    info.name, info.ty
-                ),
-            });
+        // An integer input that only gives recurrences their sequence lengths is taken as f32
+        // whole numbers (Program::seq_lens); any other non-f32 input is refused.
+        let lens_only = matches!(info.ty.dtype, DType::I32 | DType::I64) && {
+            let users = g.users(n);
+            !users.is_empty()
+                && users.iter().all(|(u, port)| match &g.nodes[*u].op {
+                    Op::Recurrence(r) => r.has_seq_lens && port.in_slot + 1 == r.num_operands(),
+                    _ => false,
+                })
+        };
+        if info.ty.dtype != DType::F32 && !lens_only {
+            return Err(format!(
+                "input '{}' is {}: the kernel IR takes f32 inputs only (and integer sequence \
+                 lengths of recurrences)",
+                info.name, info.ty
+            ));
         }
         let dims = info.ty.concrete().ok_or_else(|| {
             format!(
@@ -113,6 +106,16 @@ pub fn lower(g: &Graph, opts: &LowerOptions) -> Result<Program, String> {
         })?;
         let b = lw.prog.add_buffer(&info.name, BufKind::Input(k), &dims);
         lw.prog.inputs.push(b);
+        if lens_only {
+            if lw.prog.seq_lens.is_some() {
+                return Err(format!(
+                    "input '{}' gives sequence lengths, and so does another input: the kernel \
+                     IR takes one sequence-lengths input",
+                    info.name
+                ));
+            }
+            lw.prog.seq_lens = Some(b);
+        }
         sc.env
             .insert(Value { node: n, slot: 0 }, Loc::F32(View::whole(b, &dims)));
     }
@@ -147,7 +150,15 @@ pub fn lower(g: &Graph, opts: &LowerOptions) -> Result<Program, String> {
     }
     lw.prog.body = std::mem::take(&mut sc.stmts);
     compact(&mut lw.prog);
-    steps::dynamic_steps(&mut lw.prog);
+    if lw.prog.seq_lens.is_some() {
+        lw.prog.static_steps_reason = Some(
+            "the sequence lengths are a run-time input: the time axis is fixed, and the \
+             recurrences run the length it gives"
+                .into(),
+        );
+    } else {
+        steps::dynamic_steps(&mut lw.prog);
+    }
     Ok(lw.prog)
 }
 
@@ -1105,7 +1116,12 @@ fn compact(p: &mut Program) {
         }
     }
     p.consts = consts;
-    for b in p.inputs.iter_mut().chain(p.outputs.iter_mut()) {
+    for b in p
+        .inputs
+        .iter_mut()
+        .chain(p.outputs.iter_mut())
+        .chain(p.seq_lens.iter_mut())
+    {
         b.0 = map_b[b.0];
     }
     for_each_view(&mut p.body, &mut |v| match &mut v.storage {

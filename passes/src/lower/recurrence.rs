@@ -13,8 +13,10 @@
 //! - Per-step outputs are computed into their slot of the stacked result (a view with
 //!   `step_stride` = one step's size), or copied there.
 //! - Final carried values are the state buffers.
-//! - Sequence lengths must be constant and equal: the loop runs that many steps, and the stacked
-//!   rows past them are zeroed.
+//! - Sequence lengths must be equal: constant ones make the loop run that many steps, and the
+//!   stacked rows past them are zeroed; run-time ones (the program's `seq_lens` input) make it
+//!   run `steps` times ([`LoopRun::Steps`]), the count the caller derives from the input, after
+//!   the stacked outputs are zeroed whole.
 
 use super::{Loc, LoopScope, Lowerer, Scope, for_each_view, node_err, view};
 use hlstm_ir::kernel::{BufId, BufKind, LoopRun, Stmt, Storage, View, row_major_strides};
@@ -87,14 +89,26 @@ impl Lowerer<'_> {
                 bad.dims
             )));
         }
-        let trip = if r.has_seq_lens {
+        // Sequence lengths from the run-time input: the loop runs the length it gives.
+        let run_time_lens = r.has_seq_lens
+            && match loc(nc + ns + ni)? {
+                Loc::F32(v) => {
+                    if self.prog.seq_lens.map(Storage::Buf) != Some(v.storage) {
+                        return Err(err(
+                            "sequence lengths must be integers (a constant or a graph input)"
+                                .into(),
+                        ));
+                    }
+                    true
+                }
+                Loc::Known(_) => false,
+            };
+        let trip = if r.has_seq_lens && !run_time_lens {
             let lens = match loc(nc + ns + ni)? {
                 Loc::Known(t) => t
                     .to_i64_vec()
                     .ok_or_else(|| err("sequence lengths must be integers".into()))?,
-                Loc::F32(_) => {
-                    return Err(err("sequence lengths must be integers".into()));
-                }
+                Loc::F32(_) => unreachable!("run-time lengths are handled above"),
             };
             match lens.first() {
                 None => steps,
@@ -188,7 +202,13 @@ impl Lowerer<'_> {
                 strides: row_major_strides(&step_dims),
                 step_stride: step_len as isize,
             };
-            if trip < steps && step_len > 0 {
+            if run_time_lens && step_len > 0 {
+                // The steps past the run-time length leave zeros: all of them are zeroed first.
+                let z = self.scalar(0.0, &whole.dims);
+                let (mut o, mut x) = (whole.clone(), z);
+                view::coalesce(&mut [&mut o, &mut x]);
+                setup.push(Stmt::Copy { out: o, x });
+            } else if trip < steps && step_len > 0 {
                 // Steps that do not run leave zeros.
                 let rest = view::slice_axis(&whole, 0, trip, steps - trip, 1);
                 let z = self.scalar(0.0, &rest.dims);
@@ -349,7 +369,11 @@ impl Lowerer<'_> {
         sc.stmts.push(Stmt::Loop {
             trip,
             reverse: r.reverse,
-            run: LoopRun::Fixed,
+            run: if run_time_lens {
+                LoopRun::Steps
+            } else {
+                LoopRun::Fixed
+            },
             body: stmts,
         });
         for (i, s) in states.into_iter().enumerate() {
