@@ -221,7 +221,12 @@ fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
         !ins.is_empty() && !wants.is_empty(),
         "{fixture}: no test data"
     );
-    let dl: &[&str] = if gpu.is_some() { &["-ldl"] } else { &[] };
+    // The GPU library opens the driver with dlopen; a library with threads runs a pool.
+    let dl: &[&str] = match (gpu.is_some(), flags.contains(&"--threads")) {
+        (true, _) => &["-ldl"],
+        (false, true) => &["-pthread"],
+        (false, false) => &[],
+    };
     cc(
         dir,
         name,
@@ -313,6 +318,35 @@ fn lstm_std_batch3() {
 #[test]
 fn torch_hlstm_pergate_sp90() {
     check_fixture("torch_hlstm_pergate_H64_X32_T8_sp90", &[]);
+}
+
+/// A library whose calls run on a pool of 3 threads (a C runtime linked into NAME.o): the same
+/// outputs, whole and streamed, the error codes (`NAME_context_init` is unsupported), no
+/// allocation in a call, only NAME_ symbols.
+#[test]
+fn threads_in_the_library() {
+    let streamed = check_fixture("hlstm_scan_H64_X32_T8_sp97", &["--threads", "3"]);
+    assert!(streamed || !have("cc"));
+    check_fixture("lstm_std_X16_H24_T5_batch3", &["--threads", "2"]);
+    check_fixture(
+        "../extra/onnx_lstm_seqlens_short_bidir_peep",
+        &["--threads", "2"],
+    );
+    // Not for the GPU.
+    let m = root().join("tests/fixtures/models/lstm_std_H64_X32_T8/model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = hlstmc(&[
+        "compile",
+        &m.display().to_string(),
+        "--target",
+        "ptx",
+        "--threads",
+        "2",
+        "-o",
+        &tmp.path().display().to_string(),
+    ]);
+    assert!(!o.status.success() && text(&o).contains("--threads is for --target x86_64"));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
 #[test]

@@ -24,8 +24,8 @@ pub const ERR_NOT_STREAMABLE: i32 = 5;
 pub const ERR_CONTEXT: i32 = 6;
 /// A CUDA driver that is absent or failed (PTX target): `NAME_error_message()` says which call.
 pub const ERR_DRIVER: i32 = 7;
-/// A function the target does not provide (PTX target: `NAME_context_init`, since device
-/// memory cannot live in a caller's buffer).
+/// A function this library does not provide: `NAME_context_init` on the GPU (device memory
+/// cannot live in a caller's buffer) or with threads (their pool needs `NAME_context_free`).
 pub const ERR_UNSUPPORTED: i32 = 8;
 
 /// Every error code with its name and meaning, for the header and the docs.
@@ -57,21 +57,19 @@ pub const ERRORS: &[(&str, i32, &str)] = &[
         ERR_CONTEXT,
         "not a context made by NAME_context_init or NAME_context_create",
     ),
-];
-
-/// The error codes only the PTX target returns (its header lists them after [`ERRORS`]).
-pub const GPU_ERRORS: &[(&str, i32, &str)] = &[
-    (
-        "ERR_DRIVER",
-        ERR_DRIVER,
-        "the CUDA driver is absent or a driver call failed: NAME_error_message() says which",
-    ),
     (
         "ERR_UNSUPPORTED",
         ERR_UNSUPPORTED,
-        "not available on this target (NAME_context_init on the GPU)",
+        "not available for this library (NAME_context_init on the GPU or with threads)",
     ),
 ];
+
+/// The error codes only the PTX target returns (its header lists them after [`ERRORS`]).
+pub const GPU_ERRORS: &[(&str, i32, &str)] = &[(
+    "ERR_DRIVER",
+    ERR_DRIVER,
+    "the CUDA driver is absent or a driver call failed: NAME_error_message() says which",
+)];
 
 /// Whether `name` can prefix C identifiers: `[A-Za-z_][A-Za-z0-9_]*`.
 pub fn is_c_identifier(name: &str) -> bool {
@@ -99,6 +97,8 @@ pub struct LibraryInfo {
     pub static_steps_reason: Option<String>,
     /// The position of the sequence-lengths input, if the model takes them at run time.
     pub seq_lens_input: Option<usize>,
+    /// Threads a call runs on (x86-64 libraries compiled with `--threads`).
+    pub threads: usize,
     /// Element counts (f32) for the longest sequence, and per step for tensors laid out by step.
     pub input_lens: Vec<usize>,
     pub output_lens: Vec<usize>,
@@ -199,10 +199,19 @@ pub fn c_header(
     );
     let gpu = matches!(obj.target, LibraryTarget::Ptx { .. });
     match obj.target {
-        LibraryTarget::X86_64 { context_bytes } => line(&format!(
-            " * Context: {context_bytes} bytes (a {}-byte header and the workspace), 64-byte aligned.",
-            crate::cpu::aot::CONTEXT_HEADER
-        )),
+        LibraryTarget::X86_64 { context_bytes } => {
+            line(&format!(
+                " * Context: {context_bytes} bytes (a {}-byte header and the workspace), 64-byte aligned.",
+                crate::cpu::aot::CONTEXT_HEADER
+            ));
+            if obj.threads > 1 {
+                line(&format!(
+                    " * Threads: {} per call, a pool started by NAME_context_create (NAME_context_init",
+                    obj.threads
+                ).replace("NAME", name));
+                line(&" * is not available). Link with -pthread.".replace("NAME", name));
+            }
+        }
         LibraryTarget::Ptx { sm } => {
             line(&format!(
                 " * Target: PTX for sm_{sm} and newer, loaded through the CUDA driver (libcuda.so.1,"
@@ -236,6 +245,10 @@ pub fn c_header(
     };
     line(&format!(
         "#define {name}_{target_macro} 1 /* the target this library was compiled for */"
+    ));
+    line(&format!(
+        "#define {name}_THREADS {} /* threads a call runs on */",
+        obj.threads
     ));
     line(&format!(
         "#define {name}_SEQ_LENS_INPUT {} /* the input giving the sequence lengths (f32 whole numbers, all equal, at most steps; else {name}_ERR_STEPS); -1: none */",

@@ -50,6 +50,13 @@
 #else
 #define GPU 0
 #endif
+/* Contexts of the GPU library and of a library with threads (their pool) are only created,
+ * never initialised in caller memory. */
+#if GPU || CODE(THREADS) > 1
+#define CREATED_ONLY 1
+#else
+#define CREATED_ONLY 0
+#endif
 
 /* ---- counting malloc (glibc) ---- */
 extern void *__libc_malloc(size_t);
@@ -138,22 +145,32 @@ static int error_test(void) {
     EXPECT(FN(reset)(zeros) == CODE(ERR_CONTEXT));
     EXPECT(FN(step)(zeros, in, out) == CODE(ERR_CONTEXT));
     free(zeros);
+#if CREATED_ONLY
+    void *mem = NULL;
 #if GPU
-    /* A GPU context is opened, never initialised in caller memory. */
-    void *mem = NULL, *other = NULL;
+    void *other = NULL;
     if (FN(context_open)(&mem, 0, max, batch) != CODE(OK)) {
         fprintf(stderr, "error-test: cannot open a context: %s\n", FN(error_message)());
         return 1;
     }
     EXPECT(size == 0);
-    EXPECT(FN(context_init)(NULL, 0, max, batch) == CODE(ERR_UNSUPPORTED));
     EXPECT(FN(context_open)(NULL, 0, max, batch) == CODE(ERR_NULL));
     EXPECT(FN(context_open)(&other, 0, max + 1, batch) == CODE(ERR_STEPS) && other == NULL);
     EXPECT(FN(context_open)(&other, 0, 0, batch) == CODE(ERR_STEPS) && other == NULL);
     EXPECT(FN(context_open)(&other, 0, max, batch + 1) == CODE(ERR_BATCH) && other == NULL);
     EXPECT(FN(context_open)(&other, 99, max, batch) == CODE(ERR_DRIVER) && other == NULL);
     EXPECT(strstr(FN(error_message)(), "no CUDA device 99") != NULL);
+#else
+    mem = FN(context_create)(max, batch);
+    if (!mem) {
+        fprintf(stderr, "error-test: cannot create a context\n");
+        return 1;
+    }
+    EXPECT(size > 0);
+#endif
+    EXPECT(FN(context_init)(NULL, 0, max, batch) == CODE(ERR_UNSUPPORTED));
     EXPECT(FN(context_create)(max + 1, batch) == NULL);
+    EXPECT(FN(context_create)(max, batch + 1) == NULL);
 #else
     EXPECT(size > 0);
     EXPECT(FN(context_size)(max + 1, batch) == 0);
@@ -234,7 +251,7 @@ static int error_test(void) {
     for (size_t k = 0; k < no; k++) free(out[k]);
     free(in);
     free(out);
-#if GPU
+#if CREATED_ONLY
     FN(context_free)(mem);
 #else
     free(mem);

@@ -70,6 +70,10 @@ pub struct CompileArgs {
     /// library takes; the batch is the library's.
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     pub shapes: Vec<String>,
+    /// Threads a call runs on (x86_64): each step's work split across a pool the context starts
+    /// (a C runtime compiled with `cc` and linked into NAME.o; link programs with -pthread).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub threads: u64,
     /// With --target ptx: the GPU architecture (sm_N): 80, 86, 89 or 90.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u32).range(80..=90))]
     pub sm: u32,
@@ -323,8 +327,10 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         bail!("--emit ptx and c are for --target ptx");
     }
     let want = |e: Emit| a.emit.contains(&e);
-    // Check the tools first: no work is done if one is missing.
-    let (cc, ar) = emit_tools(&a.emit, false)?;
+    let threads = a.threads as usize;
+    // Check the tools first: no work is done if one is missing. With threads, the runtime is
+    // C, so every library file needs cc.
+    let (cc, ar) = emit_tools(&a.emit, threads > 1)?;
     let mut g = load_with_shapes(&a.model, &a.shapes)?;
     super::optimize::optimize(&mut g, &a.opt)?;
     let mut p = super::opt::lower(&g, a.sparse_strategy)?;
@@ -339,7 +345,12 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         ..CpuOptions::default()
     };
     let batch = model_batch(&g);
-    let obj = aot::compile_object(&p, &opts, &name, batch, want(Emit::Asm))
+    let parts = if threads > 1 {
+        hlstm_passes::lower::threads::split(&p, threads)
+    } else {
+        Vec::new()
+    };
+    let obj = aot::compile_object(&p, &parts, &opts, &name, batch, want(Emit::Asm))
         .map_err(|e| anyhow!("{e}"))?;
     let (inputs, outputs) = model_tensors(&g, &obj.input_dims, &obj.output_dims);
     let model = a.model.display().to_string();
@@ -347,12 +358,40 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
 
     write_artifacts(&a.out, &name, |tmp| {
         let o = format!("{name}.o");
-        std::fs::write(tmp.join(&o), &obj.object)?;
+        if let (true, Some(cc)) = (threads > 1, cc.as_deref()) {
+            // The runtime's object and Cranelift's, linked into one relocatable NAME.o (cc is
+            // there whenever obj, so or a is asked for).
+            let (code, rt_c, rt_o) = (
+                format!("{name}_code.o"),
+                format!("{name}_rt.c"),
+                format!("{name}_rt.o"),
+            );
+            std::fs::write(tmp.join(&code), &obj.object)?;
+            std::fs::write(
+                tmp.join(&rt_c),
+                hlstm_backends::cpu::runtime::c_source(&name, threads),
+            )?;
+            run_tool(Command::new(cc).current_dir(tmp).args([
+                "-std=c11", "-O2", "-fPIC", "-pthread", "-c", &rt_c, "-o", &rt_o,
+            ]))?;
+            run_tool(Command::new(cc).current_dir(tmp).args([
+                "-r",
+                "-nostdlib",
+                "-o",
+                &o,
+                &code,
+                &rt_o,
+            ]))?;
+        } else {
+            std::fs::write(tmp.join(&o), &obj.object)?;
+        }
         let mut files = Vec::new();
         if want(Emit::Obj) {
             files.push(o.clone());
         }
-        files.extend(link(tmp, &name, cc.as_deref(), ar.as_deref(), &[])?);
+        let so_cc = cc.as_deref().filter(|_| want(Emit::So));
+        let libs: &[&str] = if threads > 1 { &["-pthread"] } else { &[] };
+        files.extend(link(tmp, &name, so_cc, ar.as_deref(), libs)?);
         if want(Emit::Header) {
             let h = format!("{name}.h");
             std::fs::write(tmp.join(&h), &header)?;
@@ -378,7 +417,7 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         format!("exactly {} steps", obj.max_steps)
     };
     eprintln!(
-        "{name}: {} inputs, {} outputs, {steps}, batch {}, streaming {}, context {} bytes, code {} bytes, rodata {} bytes, cpu {}{}",
+        "{name}: {} inputs, {} outputs, {steps}, batch {}, streaming {}, threads {threads}, context {} bytes, code {} bytes, rodata {} bytes, cpu {}{}",
         obj.input_lens.len(),
         obj.output_lens.len(),
         obj.batch,
@@ -400,6 +439,9 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
         bail!(
             "--emit clif and asm are for --target x86_64; --target ptx writes NAME.ptx and NAME.launch.json, the host library (obj, so, a, header, c) and kir"
         );
+    }
+    if a.threads > 1 {
+        bail!("--threads is for --target x86_64 (the GPU kernel runs on many threads already)");
     }
     if !hlstm_backends::ptx::SM_TARGETS.contains(&a.sm) {
         bail!(

@@ -33,7 +33,7 @@
 //! The object is generated with `is_pic = true` (a non-PIC object linked into a shared library
 //! reads garbage, see shared/notes/stack-facts.md).
 
-use super::codegen::{define_program_linkage, mem};
+use super::codegen::{ThreadPart, define_program_linkage, define_program_part, mem};
 use super::{CpuOptions, build_isa};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -47,8 +47,8 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use hlstm_ir::kernel::{BufId, Program};
 
 pub use crate::c_abi::{
-    ABI_VERSION, ERR_BATCH, ERR_CONTEXT, ERR_NOT_STREAMABLE, ERR_NULL, ERR_SIZE, ERR_STEPS, ERRORS,
-    LibraryInfo, LibraryTarget, OK, TensorInfo, c_header, is_c_identifier,
+    ABI_VERSION, ERR_BATCH, ERR_CONTEXT, ERR_NOT_STREAMABLE, ERR_NULL, ERR_SIZE, ERR_STEPS,
+    ERR_UNSUPPORTED, ERRORS, LibraryInfo, LibraryTarget, OK, TensorInfo, c_header, is_c_identifier,
 };
 
 /// Bytes of the context header before the workspace.
@@ -60,6 +60,9 @@ const H_MAGIC: i32 = 0;
 const H_MAX_STEPS: i32 = 8;
 const H_BATCH: i32 = 16;
 const H_POSITION: i32 = 24;
+/// The thread pool of a library compiled for several threads (its C runtime's, see
+/// [`super::runtime`]).
+const H_POOL: i32 = 32;
 
 /// An object file compiled ahead of time.
 pub struct AotObject {
@@ -83,6 +86,8 @@ pub struct AotObject {
     pub static_steps_reason: Option<String>,
     /// The position of the sequence-lengths input, if the model takes them at run time.
     pub seq_lens_input: Option<usize>,
+    /// Threads a call runs on (more than one: the C runtime must be linked in).
+    pub threads: usize,
     /// Workspace size in bytes, and the context size (header + workspace).
     pub workspace_bytes: usize,
     pub context_bytes: usize,
@@ -108,12 +113,18 @@ struct Shape {
     outputs: Vec<(usize, Option<usize>)>,
     /// The sequence-lengths input: its position and element count.
     seq_lens: Option<(usize, usize)>,
+    /// Threads a call runs on (more than one: through the C runtime's pool).
+    threads: usize,
 }
 
 /// Compiles `p` into an object file whose symbols all start with `NAME_`; `batch` is the
 /// model's batch size (the ABI checks callers against it); `asm` keeps the disassembly.
+/// `parts` (from `passes::lower::threads::split`, empty or one for a single thread) are the
+/// programs of the threads a call runs on: with more than one, the object needs the C runtime
+/// of [`super::runtime::c_source`] (its pool and barrier) linked in.
 pub fn compile_object(
     p: &Program,
+    parts: &[Program],
     opts: &CpuOptions,
     name: &str,
     batch: usize,
@@ -128,13 +139,45 @@ pub fn compile_object(
     let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
         .map_err(|e| format!("cranelift-object: {e}"))?;
     let mut module = ObjectModule::new(builder);
-    let c = define_program_linkage(
-        &mut module,
-        p,
-        &format!("{name}_kernel"),
-        Linkage::Local,
-        asm,
-    )?;
+    let threads = parts.len().max(1);
+    let (c, kernels) = if threads == 1 {
+        let c = define_program_linkage(
+            &mut module,
+            p,
+            &format!("{name}_kernel"),
+            Linkage::Local,
+            asm,
+        )?;
+        let id = c.func_id;
+        (c, vec![id])
+    } else {
+        // One function per thread, hidden (global in the object, not exported from the
+        // shared library) so that the runtime's pool can call them.
+        let barrier = format!("{name}_barrier");
+        let mut all = Vec::with_capacity(threads);
+        for (index, part) in parts.iter().enumerate() {
+            let t = ThreadPart {
+                index,
+                count: threads,
+                whole: p,
+                barrier: &barrier,
+            };
+            all.push(define_program_part(
+                &mut module,
+                part,
+                &format!("{name}_kernel_{index}"),
+                Linkage::Hidden,
+                asm && index == 0,
+                Some(t),
+            )?);
+        }
+        let ids = all.iter().map(|c| c.func_id).collect();
+        let mut c = all.remove(0);
+        c.work_len = all.iter().map(|x| x.work_len).fold(c.work_len, usize::max);
+        c.code_len += all.iter().map(|x| x.code_len).sum::<usize>();
+        c.rodata_len += all.iter().map(|x| x.rodata_len).sum::<usize>();
+        (c, ids)
+    };
 
     let max_steps = hlstm_ir::kernel::interp::check_steps(p, None)?;
     let dynamic = p.max_steps.is_some();
@@ -157,6 +200,7 @@ pub fn compile_object(
         seq_lens: p
             .seq_lens_input()
             .map(|k| (k, p.buffers[p.inputs[k].0].len())),
+        threads,
     };
     let context_bytes = CONTEXT_HEADER + shape.work.div_ceil(64) * 64;
 
@@ -176,10 +220,15 @@ pub fn compile_object(
     g.lengths("output_len", &shape, &shape.outputs)?;
     let size = g.context_size(&shape, context_bytes)?;
     let init = g.context_init(&shape, size)?;
-    g.context_create(size, init)?;
-    g.context_free()?;
-    g.run(&shape, c.func_id)?;
-    g.step(&shape, c.func_id)?;
+    let rt = (threads > 1).then(|| g.runtime()).transpose()?;
+    g.context_create(size, init, rt.as_ref())?;
+    g.context_free(rt.as_ref())?;
+    let call = match &rt {
+        Some(rt) => Call::Pool(rt.run),
+        None => Call::Kernel(kernels[0]),
+    };
+    g.run(&shape, call)?;
+    g.step(&shape, call)?;
     g.reset()?;
 
     let product = module.finish();
@@ -203,6 +252,7 @@ pub fn compile_object(
         batch,
         static_steps_reason: p.static_steps_reason.clone(),
         seq_lens_input: p.seq_lens_input(),
+        threads,
         workspace_bytes: shape.work,
         context_bytes,
         fma: c.fma,
@@ -226,10 +276,48 @@ impl AotObject {
             batch: self.batch,
             static_steps_reason: self.static_steps_reason.clone(),
             seq_lens_input: self.seq_lens_input,
+            threads: self.threads,
             input_lens: self.input_lens.clone(),
             output_lens: self.output_lens.clone(),
             input_step_lens: self.input_step_lens.clone(),
             output_step_lens: self.output_step_lens.clone(),
+        }
+    }
+}
+
+/// The C runtime's entry points in a threaded library.
+struct RuntimeFns {
+    /// `int NAME_rt_start(void **pool)`: 0, or nonzero when the threads cannot start.
+    start: FuncId,
+    /// `void NAME_rt_run(void *pool, ins, outs, work, steps, resume)`: one call on every thread.
+    run: FuncId,
+    /// `void NAME_rt_stop(void *pool)`: joins the threads and frees the pool.
+    stop: FuncId,
+}
+
+/// How `NAME_run` and `NAME_step` run the program: the kernel, or the runtime's pool.
+#[derive(Clone, Copy)]
+enum Call {
+    Kernel(FuncId),
+    Pool(FuncId),
+}
+
+impl Call {
+    /// Runs the program on the context's workspace: `[ins, outs, steps, resume]`.
+    fn emit(self, b: &mut FunctionBuilder, module: &mut ObjectModule, ctx: Value, a: [Value; 4]) {
+        let [ins, outs, steps, resume] = a;
+        let work = b.ins().iadd_imm_s(ctx, CONTEXT_HEADER as i64);
+        match self {
+            Call::Kernel(kernel) => {
+                let f = module.declare_func_in_func(kernel, b.func);
+                let runtime = b.ins().iconst(I64, 0);
+                b.ins().call(f, &[ins, outs, work, steps, resume, runtime]);
+            }
+            Call::Pool(run) => {
+                let pool = b.ins().load(I64, mem(), ctx, H_POOL);
+                let f = module.declare_func_in_func(run, b.func);
+                b.ins().call(f, &[pool, ins, outs, work, steps, resume]);
+            }
         }
     }
 }
@@ -322,6 +410,17 @@ impl Gen<'_> {
         ret: Option<Type>,
         body: &mut dyn FnMut(&mut FunctionBuilder, &mut ObjectModule, &[Value]),
     ) -> Result<FuncId, String> {
+        self.define_linkage(suffix, Linkage::Export, params, ret, body)
+    }
+
+    fn define_linkage(
+        &mut self,
+        suffix: &str,
+        linkage: Linkage,
+        params: &[Type],
+        ret: Option<Type>,
+        body: &mut dyn FnMut(&mut FunctionBuilder, &mut ObjectModule, &[Value]),
+    ) -> Result<FuncId, String> {
         let name = format!("{}_{suffix}", self.name);
         let mut sig: Signature = self.module.make_signature();
         for t in params {
@@ -330,7 +429,7 @@ impl Gen<'_> {
         sig.returns.extend(ret.map(AbiParam::new));
         let id = self
             .module
-            .declare_function(&name, Linkage::Export, &sig)
+            .declare_function(&name, linkage, &sig)
             .map_err(|e| e.to_string())?;
         let mut ctx: Context = self.module.make_context();
         ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
@@ -401,10 +500,28 @@ impl Gen<'_> {
         })
     }
 
-    /// `int NAME_context_init(void *mem, size_t size, size_t max_steps, size_t batch)`.
+    /// `int NAME_context_init(void *mem, size_t size, size_t max_steps, size_t batch)`. With
+    /// threads it is `NAME_ERR_UNSUPPORTED` (a pool's threads need `NAME_context_free`), and
+    /// the function returned (for `NAME_context_create`) is a local one.
     fn context_init(&mut self, shape: &Shape, size: FuncId) -> Result<FuncId, String> {
-        self.define(
-            "context_init",
+        let threaded = shape.threads > 1;
+        if threaded {
+            self.define("context_init", &[I64; 4], Some(I32), &mut |b, _, _| {
+                let r = b.ins().iconst(I32, ERR_UNSUPPORTED as i64);
+                b.ins().return_(&[r]);
+            })?;
+        }
+        self.define_linkage(
+            if threaded {
+                "context_init_local"
+            } else {
+                "context_init"
+            },
+            if threaded {
+                Linkage::Local
+            } else {
+                Linkage::Export
+            },
             &[I64; 4],
             Some(I32),
             &mut |b, module, ps| {
@@ -426,14 +543,38 @@ impl Gen<'_> {
                 b.ins().store(mem(), batch, ctx, H_BATCH);
                 let zero = b.ins().iconst(I64, 0);
                 b.ins().store(mem(), zero, ctx, H_POSITION);
+                b.ins().store(mem(), zero, ctx, H_POOL);
                 let r = b.ins().iconst(I32, OK as i64);
                 b.ins().return_(&[r]);
             },
         )
     }
 
-    /// `void *NAME_context_create(size_t max_steps, size_t batch)`: `aligned_alloc` and init.
-    fn context_create(&mut self, size: FuncId, init: FuncId) -> Result<(), String> {
+    /// The C runtime's functions a threaded library calls ([`super::runtime`]).
+    fn runtime(&mut self) -> Result<RuntimeFns, String> {
+        let mut import = |suffix: &str, params: &[Type], ret: Option<Type>| {
+            let mut sig = self.module.make_signature();
+            sig.params.extend(params.iter().map(|t| AbiParam::new(*t)));
+            sig.returns.extend(ret.map(AbiParam::new));
+            self.module
+                .declare_function(&format!("{}_{suffix}", self.name), Linkage::Import, &sig)
+                .map_err(|e| e.to_string())
+        };
+        Ok(RuntimeFns {
+            start: import("rt_start", &[I64], Some(I32))?,
+            run: import("rt_run", &[I64; 6], None)?,
+            stop: import("rt_stop", &[I64], None)?,
+        })
+    }
+
+    /// `void *NAME_context_create(size_t max_steps, size_t batch)`: `aligned_alloc` and init
+    /// (and, with threads, the runtime's pool: NULL if its threads cannot start).
+    fn context_create(
+        &mut self,
+        size: FuncId,
+        init: FuncId,
+        rt: Option<&RuntimeFns>,
+    ) -> Result<(), String> {
         let mut sig = self.module.make_signature();
         sig.params.extend([AbiParam::new(I64), AbiParam::new(I64)]);
         sig.returns.push(AbiParam::new(I64));
@@ -441,6 +582,7 @@ impl Gen<'_> {
             .module
             .declare_function("aligned_alloc", Linkage::Import, &sig)
             .map_err(|e| e.to_string())?;
+        let free = self.free()?;
         self.define(
             "context_create",
             &[I64, I64],
@@ -464,6 +606,20 @@ impl Gen<'_> {
                 b.switch_to_block(next);
                 let init_f = module.declare_func_in_func(init, b.func);
                 b.ins().call(init_f, &[p, n, steps, batch]);
+                if let Some(rt) = rt {
+                    // The pool: its pointer goes into the header; on failure, nothing is left.
+                    let start = module.declare_func_in_func(rt.start, b.func);
+                    let slot = b.ins().iadd_imm_s(p, H_POOL as i64);
+                    let call = b.ins().call(start, &[slot]);
+                    let failed = b.inst_results(call)[0];
+                    let (bad, good) = (b.create_block(), b.create_block());
+                    b.ins().brif(failed, bad, &[], good, &[]);
+                    b.switch_to_block(bad);
+                    let free_f = module.declare_func_in_func(free, b.func);
+                    b.ins().call(free_f, &[p]);
+                    b.ins().jump(fail, &[]);
+                    b.switch_to_block(good);
+                }
                 b.ins().return_(&[p]);
                 b.switch_to_block(fail);
                 b.ins().return_(&[zero]);
@@ -472,20 +628,40 @@ impl Gen<'_> {
         Ok(())
     }
 
-    /// `void NAME_context_free(void *ctx)`: `free` (a null pointer is ignored).
-    fn context_free(&mut self) -> Result<(), String> {
+    /// libc's `free`.
+    fn free(&mut self) -> Result<FuncId, String> {
         let mut sig = self.module.make_signature();
         sig.params.push(AbiParam::new(I64));
-        let free = self
-            .module
+        self.module
             .declare_function("free", Linkage::Import, &sig)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+    }
+
+    /// `void NAME_context_free(void *ctx)`: `free` (a null pointer is ignored); with threads,
+    /// the pool of a context (one with the magic number) is stopped first.
+    fn context_free(&mut self, rt: Option<&RuntimeFns>) -> Result<(), String> {
+        let free = self.free()?;
         self.define("context_free", &[I64], None, &mut |b, module, ps| {
+            let ctx = ps[0];
             let (go, done) = (b.create_block(), b.create_block());
-            b.ins().brif(ps[0], go, &[], done, &[]);
+            b.ins().brif(ctx, go, &[], done, &[]);
             b.switch_to_block(go);
+            if let Some(rt) = rt {
+                let magic = b.ins().load(I64, mem(), ctx, H_MAGIC);
+                let ok = b.ins().icmp_imm_s(IntCC::Equal, magic, MAGIC);
+                let (stop, release) = (b.create_block(), b.create_block());
+                b.ins().brif(ok, stop, &[], release, &[]);
+                b.switch_to_block(stop);
+                let pool = b.ins().load(I64, mem(), ctx, H_POOL);
+                let stop_f = module.declare_func_in_func(rt.stop, b.func);
+                b.ins().call(stop_f, &[pool]);
+                let zero = b.ins().iconst(I64, 0);
+                b.ins().store(mem(), zero, ctx, H_MAGIC);
+                b.ins().jump(release, &[]);
+                b.switch_to_block(release);
+            }
             let f = module.declare_func_in_func(free, b.func);
-            b.ins().call(f, &[ps[0]]);
+            b.ins().call(f, &[ctx]);
             b.ins().jump(done, &[]);
             b.switch_to_block(done);
             b.ins().return_(&[]);
@@ -496,7 +672,7 @@ impl Gen<'_> {
     /// `int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *inputs,
     /// float *const *outputs)`: checks everything, runs a whole sequence, and ends any
     /// sequence being streamed.
-    fn run(&mut self, shape: &Shape, kernel: FuncId) -> Result<(), String> {
+    fn run(&mut self, shape: &Shape, call: Call) -> Result<(), String> {
         self.define("run", &[I64; 5], Some(I32), &mut |b, module, ps| {
             let (ctx, steps, batch, ins, outs) = (ps[0], ps[1], ps[2], ps[3], ps[4]);
             check_context(b, ctx);
@@ -507,11 +683,8 @@ impl Gen<'_> {
             guard(b, ok, ERR_STEPS);
             check_arrays(b, shape, ins, outs);
             let count = loop_steps(b, shape, steps, ins);
-            let work = b.ins().iadd_imm_s(ctx, CONTEXT_HEADER as i64);
             let resume = b.ins().iconst(I64, 0);
-            let f = module.declare_func_in_func(kernel, b.func);
-            let runtime = b.ins().iconst(I64, 0);
-            b.ins().call(f, &[ins, outs, work, count, resume, runtime]);
+            call.emit(b, module, ctx, [ins, outs, count, resume]);
             b.ins().store(mem(), resume, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);
             b.ins().return_(&[r]);
@@ -523,7 +696,7 @@ impl Gen<'_> {
     /// step, continuing the sequence unless it is the first since `NAME_context_init`,
     /// `NAME_run` or `NAME_reset`. Inputs and outputs laid out by step hold one step; the
     /// others (the final state) are whole.
-    fn step(&mut self, shape: &Shape, kernel: FuncId) -> Result<(), String> {
+    fn step(&mut self, shape: &Shape, call: Call) -> Result<(), String> {
         self.define("step", &[I64; 3], Some(I32), &mut |b, module, ps| {
             let (ctx, ins, outs) = (ps[0], ps[1], ps[2]);
             check_context(b, ctx);
@@ -536,11 +709,8 @@ impl Gen<'_> {
             let pos = b.ins().load(I64, mem(), ctx, H_POSITION);
             let started = b.ins().icmp_imm_u(IntCC::NotEqual, pos, 0);
             let resume = b.ins().uextend(I64, started);
-            let work = b.ins().iadd_imm_s(ctx, CONTEXT_HEADER as i64);
             let one = b.ins().iconst(I64, 1);
-            let f = module.declare_func_in_func(kernel, b.func);
-            let runtime = b.ins().iconst(I64, 0);
-            b.ins().call(f, &[ins, outs, work, one, resume, runtime]);
+            call.emit(b, module, ctx, [ins, outs, one, resume]);
             let next = b.ins().iadd_imm_s(pos, 1);
             b.ins().store(mem(), next, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);

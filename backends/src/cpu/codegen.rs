@@ -101,6 +101,9 @@ pub struct ThreadPart<'a> {
     pub index: usize,
     pub count: usize,
     pub whole: &'a Program,
+    /// The barrier function's symbol ([`BARRIER_SYMBOL`] in the JIT, `NAME_barrier` in a
+    /// library).
+    pub barrier: &'a str,
 }
 
 /// The name of the runtime's barrier, the one function a multi-threaded program calls:
@@ -149,7 +152,7 @@ pub fn define_program_part<M: Module>(
             bsig.params.push(AbiParam::new(I64));
             Some(
                 module
-                    .declare_function(BARRIER_SYMBOL, Linkage::Import, &bsig)
+                    .declare_function(t.barrier, Linkage::Import, &bsig)
                     .map_err(|e| e.to_string())?,
             )
         }

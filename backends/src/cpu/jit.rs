@@ -201,6 +201,7 @@ impl JitProgram {
                     index,
                     count: threads,
                     whole: p,
+                    barrier: BARRIER_SYMBOL,
                 };
                 let name = format!("hlstm_program_{index}");
                 let a = asm && index == 0;

@@ -18,6 +18,7 @@ mod layout;
 pub mod math;
 mod matmul;
 mod pool;
+pub mod runtime;
 
 pub use codegen::{Compiled, define_program, define_program_opts, program_signature};
 pub use jit::JitProgram;

@@ -53,6 +53,7 @@ pub fn library_info(m: &PtxModule, batch: usize) -> Result<LibraryInfo, String> 
         batch,
         static_steps_reason: None,
         seq_lens_input: l.seq_lens_input,
+        threads: 1,
         input_lens: ins.iter().map(|x| x.0).collect(),
         output_lens: outs.iter().map(|x| x.0).collect(),
         input_step_lens: ins.iter().map(|x| x.1).collect(),
