@@ -967,3 +967,115 @@ fn the_gpu_clib_check_script_on_the_stand_in_driver() {
          {\"name\": \"wrong_reference\", \"status\": \"mismatch\"}\n"
     );
 }
+
+/// `compile --max-batch B`: the shipped digits model (`X [8, N, 8]`, batch open) compiled for a
+/// batch of 400 classifies the 359 test images, and the first 7 of them as a batch of 7, whole
+/// and streamed, as the reference does; compiled for exactly 359 it runs them without
+/// staging; on 2 threads for 64, a batch of 7. A model whose export fixed the batch is refused
+/// with the reason.
+#[test]
+fn batch_chosen_per_call() {
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
+        return;
+    }
+    let model = root().join("examples/digits-hlstm.onnx");
+    let data = root().join("examples/digits-hlstm/test_data_set_0");
+    let x = f32s(&read_pb(&data.join("input_0.pb")).unwrap().1);
+    let want = f32s(&read_pb(&data.join("output_0.pb")).unwrap().1);
+    assert_eq!((x.len(), want.len()), (8 * 359 * 8, 359 * 10));
+    // The first `n` images: X[t, :n, :] for each of the 8 steps, and their 10 logits.
+    let first = |n: usize| -> (Vec<f32>, Vec<f32>) {
+        let xs = (0..8)
+            .flat_map(|t| x[t * 359 * 8..t * 359 * 8 + n * 8].to_vec())
+            .collect();
+        (xs, want[..n * 10].to_vec())
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    for (max, batches, threads) in [
+        (400usize, &[359usize, 7][..], "1"),
+        (359, &[359][..], "1"),
+        (64, &[7][..], "2"),
+    ] {
+        let dir = tmp.path().join(format!("b{max}"));
+        let o = hlstmc(&[
+            "compile",
+            &model.display().to_string(),
+            "--threads",
+            threads,
+            "--max-batch",
+            &max.to_string(),
+            "--emit",
+            "a,header",
+            "--name",
+            "hm",
+            "-o",
+            &dir.display().to_string(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let h = std::fs::read_to_string(dir.join("hm.h")).unwrap();
+        assert!(
+            h.contains(&format!("Batch: any from 1 to {max} per call")),
+            "{h}"
+        );
+        cc(
+            &dir,
+            "hm",
+            &[&dir.join("libhm.a").display().to_string(), "-pthread"],
+            "run",
+        );
+        let o = Command::new(dir.join("run"))
+            .arg("--error-test")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        for &n in batches {
+            let (xs, ws) = first(n);
+            let input = dir.join(format!("x{n}.f32"));
+            let raw: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(&input, raw).unwrap();
+            for mode in [&[][..], &["--stream"][..]] {
+                let out = dir.join(format!("y{n}.f32"));
+                let o = Command::new(dir.join("run"))
+                    .args(["--batch", &n.to_string()])
+                    .args(mode)
+                    .arg(&input)
+                    .arg(&out)
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "batch {n} {mode:?}: {}", text(&o));
+                compare(
+                    std::slice::from_ref(&out),
+                    std::slice::from_ref(&ws),
+                    &format!("max {max}, batch {n} {mode:?}"),
+                )
+                .unwrap();
+            }
+        }
+        // A batch past the compiled one is refused.
+        let o = Command::new(dir.join("run"))
+            .args(["--batch", &(max + 1).to_string()])
+            .arg(dir.join("x.f32"))
+            .arg(dir.join("y.f32"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(text(&o).contains("does not take a batch"), "{}", text(&o));
+    }
+    let fixed = root().join("tests/fixtures/models/lstm_std_X16_H24_T5_batch3/model.onnx");
+    let o = hlstmc(&[
+        "compile",
+        &fixed.display().to_string(),
+        "--max-batch",
+        "4",
+        "-o",
+        &tmp.path().join("fixed").display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("the model's batch is fixed by its export (batch 3)"),
+        "{}",
+        text(&o)
+    );
+    assert!(!tmp.path().join("fixed").exists());
+}

@@ -5,7 +5,7 @@
 //! ([`crate::cuda::host`]), with the same functions and two more (docs/ptx.md).
 
 /// The value `NAME_version()` returns; raised whenever the ABI changes.
-pub const ABI_VERSION: i32 = 2;
+pub const ABI_VERSION: i32 = 3;
 /// Success.
 pub const OK: i32 = 0;
 /// A null pointer: the context, an array, or one of its entries. Nothing was written.
@@ -99,6 +99,8 @@ pub struct LibraryInfo {
     pub seq_lens_input: Option<usize>,
     /// Threads a call runs on (x86-64 libraries compiled with `--threads`).
     pub threads: usize,
+    /// Whether the batch is chosen per call, from 1 to `batch`.
+    pub dynamic_batch: bool,
     /// Element counts (f32) for the longest sequence, and per step for tensors laid out by step.
     pub input_lens: Vec<usize>,
     pub output_lens: Vec<usize>,
@@ -146,7 +148,14 @@ pub fn c_header(
         )
     };
     line(&steps.replace("NAME", name));
-    line(&format!(" * Batch: {}.", obj.batch));
+    if obj.dynamic_batch {
+        line(&format!(
+            " * Batch: any from 1 to {} per call (the lengths below are for {}; see NAME_input_len_for).",
+            obj.batch, obj.batch
+        ).replace("NAME", name));
+    } else {
+        line(&format!(" * Batch: {}.", obj.batch));
+    }
     line(
         &format!(
             " * NAME_step: {}.",
@@ -278,7 +287,18 @@ pub fn c_header(
             "1 if NAME_run takes any length from 1 to NAME_max_steps(), 0 if only that one.",
         ),
         ("int", "streamable", "void", "1 if NAME_step works."),
-        ("size_t", "batch", "void", "The batch size."),
+        (
+            "size_t",
+            "batch",
+            "void",
+            "The batch size (the largest, when NAME_dynamic_batch()).",
+        ),
+        (
+            "int",
+            "dynamic_batch",
+            "void",
+            "1 if NAME_run takes any batch from 1 to NAME_batch() (up to the context's), 0 if only that one.",
+        ),
         (
             "size_t",
             "input_len",
@@ -290,6 +310,18 @@ pub fn c_header(
             "output_len",
             "size_t k, size_t steps",
             "Output k's length in floats for `steps` steps (0 if out of range).",
+        ),
+        (
+            "size_t",
+            "input_len_for",
+            "size_t k, size_t steps, size_t batch",
+            "Input k's length in floats for `steps` steps of `batch` (0 if out of range).",
+        ),
+        (
+            "size_t",
+            "output_len_for",
+            "size_t k, size_t steps, size_t batch",
+            "Output k's length in floats for `steps` steps of `batch` (0 if out of range).",
         ),
         (
             "size_t",

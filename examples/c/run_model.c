@@ -10,6 +10,9 @@
  *       (a model's sequence lengths, NAME_SEQ_LENS_INPUT, are f32 whole numbers too)
  *       reads each input (exactly NAME_input_len(k, N) floats; N defaults to
  *       NAME_max_steps()), runs the sequence once with NAME_run, writes each output.
+ *   run_model --batch B [--steps N | --stream] IN_0.f32 ... OUT_...
+ *       a batch of B (1 to NAME_batch()) for a library that takes the batch per call
+ *       (NAME_dynamic_batch(): hlstmc compile --max-batch); the files hold that batch.
  *   run_model --stream IN_0.f32 ... OUT_...
  *       the same whole-sequence files, run one step at a time with NAME_step: the per-step
  *       outputs are written step after step, the others (final states) after the last step.
@@ -70,9 +73,12 @@ void *calloc(size_t n, size_t m) { allocations++; return __libc_calloc(n, m); }
 void *realloc(void *p, size_t n) { allocations++; return __libc_realloc(p, n); }
 void free(void *p) { __libc_free(p); }
 
+/* The batch of the calls (NAME_batch() unless --batch). */
+static size_t run_batch;
+
 static int counted_run(void *ctx, size_t steps, const float *const *in, float *const *out) {
     unsigned long before = allocations;
-    int rc = FN(run)(ctx, steps, FN(batch)(), in, out);
+    int rc = FN(run)(ctx, steps, run_batch, in, out);
     if (!GPU && allocations != before) {
         fprintf(stderr, "NAME_run allocated %lu times\n", allocations - before);
         return -1;
@@ -207,6 +213,26 @@ static int error_test(void) {
     EXPECT(FN(run)(mem, 0, batch, in, out) == CODE(ERR_STEPS));
     EXPECT(FN(run)(mem, max + 1, batch, in, out) == CODE(ERR_STEPS));
     EXPECT(FN(run)(mem, max, batch + 1, in, out) == CODE(ERR_BATCH));
+    EXPECT(FN(run)(mem, max, 0, in, out) == CODE(ERR_BATCH));
+    EXPECT(FN(input_len_for)(0, max, batch + 1) == 0);
+    EXPECT(ni == 0 || FN(input_len_for)(0, max, batch) == FN(input_len)(0, max));
+    if (FN(dynamic_batch)() && batch > 1) {
+        /* Smaller batches run (the arrays are large enough); a context for a smaller batch
+         * refuses larger ones. */
+        run_batch = batch - 1;
+        EXPECT(counted_run(mem, max, in, out) == CODE(OK));
+        run_batch = 1;
+        EXPECT(counted_run(mem, max, in, out) == CODE(OK));
+        run_batch = batch;
+        void *small = FN(context_create)(max, batch - 1);
+        EXPECT(small != NULL);
+        if (small) {
+            EXPECT(FN(run)(small, max, batch, in, out) == CODE(ERR_BATCH));
+            FN(context_free)(small);
+        }
+    } else if (batch > 1) {
+        EXPECT(FN(run)(mem, max, batch - 1, in, out) == CODE(ERR_BATCH));
+    }
     if (FN(dynamic_steps)() && max > 1) {
         EXPECT(counted_run(mem, max - 1, in, out) == CODE(OK));
         /* A context for shorter sequences refuses longer ones. */
@@ -265,27 +291,41 @@ static int error_test(void) {
 }
 
 int main(int argc, char **argv) {
+    run_batch = FN(batch)();
     if (argc == 2 && strcmp(argv[1], "--error-test") == 0) return error_test();
     size_t ni = FN(num_inputs)(), no = FN(num_outputs)();
-    size_t steps = FN(max_steps)(), batch = FN(batch)();
+    size_t steps = FN(max_steps)();
     int stream = 0, a = 1;
-    if (argc > 2 && strcmp(argv[1], "--steps") == 0) {
-        steps = strtoul(argv[2], NULL, 10);
-        a = 3;
-    } else if (argc > 1 && strcmp(argv[1], "--stream") == 0) {
-        stream = 1;
-        a = 2;
+    for (;;) {
+        if (argc > a + 1 && strcmp(argv[a], "--batch") == 0) {
+            run_batch = strtoul(argv[a + 1], NULL, 10);
+            a += 2;
+        } else if (argc > a + 1 && strcmp(argv[a], "--steps") == 0) {
+            steps = strtoul(argv[a + 1], NULL, 10);
+            a += 2;
+        } else if (argc > a && strcmp(argv[a], "--stream") == 0) {
+            stream = 1;
+            a += 1;
+        } else {
+            break;
+        }
     }
+    size_t batch = run_batch;
     if ((size_t)(argc - a) != ni + no) {
         fprintf(stderr,
-                "usage: %s [--steps N | --stream] IN_0..IN_%zu OUT_0..OUT_%zu (raw f32 files) | "
-                "--error-test\n",
+                "usage: %s [--batch B] [--steps N | --stream] IN_0..IN_%zu OUT_0..OUT_%zu (raw "
+                "f32 files) | --error-test\n",
                 argv[0], ni ? ni - 1 : 0, no ? no - 1 : 0);
         return 1;
     }
     if (FN(input_len)(0, steps) == 0 && ni > 0) {
         fprintf(stderr, "this model does not take %zu steps (max %zu, %s)\n", steps,
                 FN(max_steps)(), FN(dynamic_steps)() ? "any length up to it" : "exactly");
+        return 1;
+    }
+    if (FN(input_len_for)(0, steps, batch) == 0 && ni > 0) {
+        fprintf(stderr, "this library does not take a batch of %zu (%s %zu)\n", batch,
+                FN(dynamic_batch)() ? "1 to" : "only", FN(batch)());
         return 1;
     }
     void *ctx = FN(context_create)(steps, batch);
@@ -302,11 +342,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (size_t k = 0; k < ni; k++) {
-        in[k] = read_f32(argv[a + k], FN(input_len)(k, steps));
+        in[k] = read_f32(argv[a + k], FN(input_len_for)(k, steps, batch));
         if (!in[k]) return 1;
     }
     for (size_t k = 0; k < no; k++) {
-        size_t n = FN(output_len)(k, steps);
+        size_t n = FN(output_len_for)(k, steps, batch);
         out[k] = calloc(n ? n : 1, sizeof(float));
         if (!out[k]) return 1;
     }
@@ -322,11 +362,13 @@ int main(int argc, char **argv) {
         float **out1 = calloc(no ? no : 1, sizeof *out1);
         for (size_t t = 0; t < steps; t++) {
             for (size_t k = 0; k < ni; k++) {
-                size_t per = FN(input_len)(k, 1), whole = FN(input_len)(k, steps);
+                size_t per = FN(input_len_for)(k, 1, batch);
+                size_t whole = FN(input_len_for)(k, steps, batch);
                 in1[k] = per == whole ? in[k] : in[k] + t * per;
             }
             for (size_t k = 0; k < no; k++) {
-                size_t per = FN(output_len)(k, 1), whole = FN(output_len)(k, steps);
+                size_t per = FN(output_len_for)(k, 1, batch);
+                size_t whole = FN(output_len_for)(k, steps, batch);
                 out1[k] = per == whole ? out[k] : out[k] + t * per;
             }
             int rc = counted_step(ctx, in1, out1);
@@ -339,7 +381,7 @@ int main(int argc, char **argv) {
         free(out1);
     }
     for (size_t k = 0; k < no; k++)
-        if (write_f32(argv[a + ni + k], out[k], FN(output_len)(k, steps))) return 1;
+        if (write_f32(argv[a + ni + k], out[k], FN(output_len_for)(k, steps, batch))) return 1;
     for (size_t k = 0; k < ni; k++) free((void *)in[k]);
     for (size_t k = 0; k < no; k++) free(out[k]);
     free(in);

@@ -31,7 +31,7 @@ unsafe extern "C" {
 }
 
 /// The ABI version this program was written for.
-const ABI_VERSION: c_int = 2;
+const ABI_VERSION: c_int = 3;
 
 /// A context, freed on drop.
 struct Context(*mut c_void);

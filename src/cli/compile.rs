@@ -70,6 +70,11 @@ pub struct CompileArgs {
     /// library takes; the batch is the library's.
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     pub shapes: Vec<String>,
+    /// Take any batch from 1 to B per call (x86_64). The model's batch dim must be open (a
+    /// named dim, as `dynamic_axes` exports leave it): the library is compiled for B and runs a
+    /// smaller batch zero-padded to it, once a check shows the batch elements independent.
+    #[arg(long, value_name = "B", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_batch: Option<u64>,
     /// Threads a call runs on (x86_64): each step's work split across a pool the context starts
     /// (a C runtime compiled with `cc` and linked into NAME.o; link programs with -pthread).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -163,6 +168,77 @@ fn model_batch(g: &hlstm_ir::Graph) -> usize {
 /// The model, with the `--shape` inputs fixed; an input left with open dims is an error that
 /// says which flag fixes it.
 fn load_with_shapes(model: &Path, shapes: &[String]) -> Result<hlstm_ir::Graph> {
+    Ok(load_with_batch(model, shapes, None)?.0)
+}
+
+/// Per input or output: its batch axis, if it has one.
+type Axes = Vec<Option<usize>>;
+
+/// The batch axis of each input and output of a model whose batch dim is open, for
+/// `--max-batch`: the named dim at axis 1 of its first recurrence's sequence ([T, B, ...] in
+/// the graph IR), wherever the inputs and outputs declare it.
+fn batch_axes(g: &hlstm_ir::Graph) -> Result<(String, Axes, Axes)> {
+    use hlstm_ir::Dim;
+    let mut symbol = None;
+    for n in g.topo_order().unwrap_or_default() {
+        if let hlstm_ir::Op::Recurrence(r) = &g.node(n).op
+            && let Some(v) = g.operands(n).get(r.num_carried).copied().flatten()
+        {
+            symbol = match g.value_type(v).shape.as_deref() {
+                Some([_, Dim::Sym(s), ..]) => Some(s.clone()),
+                Some([_, d, ..]) => bail!(
+                    "--max-batch: the model's batch is fixed by its export ({}); the library \
+                     takes only that batch (export it with a dynamic batch axis)",
+                    match d {
+                        Dim::Known(v) => format!("batch {v}"),
+                        _ => "not inferred".to_string(),
+                    }
+                ),
+                _ => None,
+            };
+            break;
+        }
+    }
+    let symbol = symbol.ok_or_else(|| {
+        anyhow!("--max-batch: no recurrence with a sequence [T, B, ...] gives the batch axis")
+    })?;
+    let axis = |name: &str, shape: Option<&[Dim]>| -> Result<Option<usize>> {
+        let hits: Vec<usize> = shape
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| matches!(d, Dim::Sym(s) if *s == symbol))
+            .map(|(i, _)| i)
+            .collect();
+        match hits[..] {
+            [] => Ok(None),
+            [a] => Ok(Some(a)),
+            _ => bail!("--max-batch: '{name}' has the batch dim '{symbol}' more than once"),
+        }
+    };
+    let ins = g
+        .inputs
+        .iter()
+        .map(|n| {
+            let node = g.node(*n);
+            axis(&node.name, node.results[0].ty.shape.as_deref())
+        })
+        .collect::<Result<_>>()?;
+    let outs = g
+        .outputs
+        .iter()
+        .map(|(name, v)| axis(name, g.value_type(*v).shape.as_deref()))
+        .collect::<Result<_>>()?;
+    Ok((symbol, ins, outs))
+}
+
+/// [`load_with_shapes`], with the batch dim set to `max_batch` when given; returns also the
+/// batch axes of the inputs and outputs in that case.
+fn load_with_batch(
+    model: &Path,
+    shapes: &[String],
+    max_batch: Option<usize>,
+) -> Result<(hlstm_ir::Graph, Option<hlstm_ir::kernel::BatchAxes>)> {
     let mut fixed = Vec::new();
     for s in shapes {
         let (name, dims) = s
@@ -174,6 +250,48 @@ fn load_with_shapes(model: &Path, shapes: &[String]) -> Result<hlstm_ir::Graph> 
             .collect::<Result<_, _>>()
             .map_err(|_| anyhow!("--shape {s}: the dims must be whole numbers"))?;
         fixed.push((name.to_string(), dims));
+    }
+    let mut axes = None;
+    if let Some(b) = max_batch {
+        let g0 = super::load_model(model)?;
+        let (symbol, ins, outs) = batch_axes(&g0)?;
+        for (n, a) in g0.inputs.iter().zip(&ins) {
+            let node = g0.node(*n);
+            let given = fixed.iter().find(|(name, _)| *name == node.name);
+            match (given, a) {
+                (Some((_, dims)), Some(a)) if dims.get(*a) != Some(&b) => bail!(
+                    "--shape {}: dim {a} is the batch '{symbol}', given {:?}, but --max-batch is {b}",
+                    node.name,
+                    dims.get(*a)
+                ),
+                (Some(_), _) => {}
+                (None, _) => {
+                    let dims = node.results[0]
+                        .ty
+                        .shape
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|d| match d {
+                            hlstm_ir::Dim::Known(v) => Ok(*v),
+                            hlstm_ir::Dim::Sym(s) if *s == symbol => Ok(b),
+                            d => Err(anyhow!(
+                                "input '{}' has the open dim {d:?} besides the batch: give it \
+                                 with --shape {}=D0,D1,...",
+                                node.name,
+                                node.name
+                            )),
+                        })
+                        .collect::<Result<Vec<usize>>>()?;
+                    fixed.push((node.name.clone(), dims));
+                }
+            }
+        }
+        axes = Some(hlstm_ir::kernel::BatchAxes {
+            max: b,
+            inputs: ins,
+            outputs: outs,
+        });
     }
     let g = if fixed.is_empty() {
         super::load_model(model)?
@@ -193,7 +311,7 @@ fn load_with_shapes(model: &Path, shapes: &[String]) -> Result<hlstm_ir::Graph> 
             );
         }
     }
-    Ok(g)
+    Ok((g, axes))
 }
 
 /// Makes the artifacts in a temporary folder inside `out` (`make` gets the folder and returns
@@ -331,10 +449,14 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
     // Check the tools first: no work is done if one is missing. With threads, the runtime is
     // C, so every library file needs cc.
     let (cc, ar) = emit_tools(&a.emit, threads > 1)?;
-    let mut g = load_with_shapes(&a.model, &a.shapes)?;
+    let (mut g, axes) = load_with_batch(&a.model, &a.shapes, a.max_batch.map(|b| b as usize))?;
     super::optimize::optimize(&mut g, &a.opt)?;
     let mut p = super::opt::lower(&g, a.sparse_strategy)?;
     p.name = name.clone();
+    if let Some(axes) = axes {
+        hlstm_passes::lower::batch::dynamic_batch(&mut p, axes)
+            .map_err(|e| anyhow!("--max-batch: {e}"))?;
+    }
     let isa = match a.cpu {
         Cpu::Native => CpuIsa::Native,
         Cpu::X86_64V2 => CpuIsa::X86_64V2,
@@ -442,6 +564,9 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
     }
     if a.threads > 1 {
         bail!("--threads is for --target x86_64 (the GPU kernel runs on many threads already)");
+    }
+    if a.max_batch.is_some() {
+        bail!("--max-batch is for --target x86_64 (the GPU library takes the compiled batch)");
     }
     if !hlstm_backends::ptx::SM_TARGETS.contains(&a.sm) {
         bail!(

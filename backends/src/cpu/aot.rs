@@ -88,6 +88,8 @@ pub struct AotObject {
     pub seq_lens_input: Option<usize>,
     /// Threads a call runs on (more than one: the C runtime must be linked in).
     pub threads: usize,
+    /// Whether the batch is chosen per call (1 to `batch`).
+    pub dynamic_batch: bool,
     /// Workspace size in bytes, and the context size (header + workspace).
     pub workspace_bytes: usize,
     pub context_bytes: usize,
@@ -115,6 +117,74 @@ struct Shape {
     seq_lens: Option<(usize, usize)>,
     /// Threads a call runs on (more than one: through the C runtime's pool).
     threads: usize,
+    /// The batch is chosen per call (up to `batch`): how each input and output is staged at
+    /// the compiled batch, and where the pointer table is ([`Program::batch_axes`]).
+    staging: Option<Staging>,
+}
+
+/// Where a call with a smaller batch than the compiled one copies its tensors: each tensor
+/// with a batch axis has an area of the context holding it at the compiled batch (zero rows
+/// past the call's batch); the kernel gets a table of pointers to those areas (and to the
+/// caller's arrays for tensors without a batch axis).
+struct Staging {
+    /// Byte offset of the pointer table (inputs, then outputs) in the context.
+    table: usize,
+    inputs: Vec<Option<Staged>>,
+    outputs: Vec<Option<Staged>>,
+}
+
+/// One tensor with a batch axis: `outer` rows of `batch x inner` floats (`outer` is
+/// `steps x per_step_outer` for a tensor laid out by step).
+#[derive(Clone, Copy)]
+struct Staged {
+    outer: usize,
+    per_step_outer: Option<usize>,
+    inner: usize,
+    /// Byte offset of its area in the context.
+    area: usize,
+}
+
+/// The staging of `p`'s tensors (None when its batch is fixed), laid out from byte `at` of the
+/// context; returns it and the end of the context.
+fn staging(p: &Program, dynamic: bool, at: usize) -> (Option<Staging>, usize) {
+    let Some(axes) = &p.batch_axes else {
+        return (None, at);
+    };
+    let table = at;
+    let mut end = (table + 8 * (p.inputs.len() + p.outputs.len())).div_ceil(64) * 64;
+    let mut stage = |ids: &[BufId], list: &[Option<usize>]| -> Vec<Option<Staged>> {
+        ids.iter()
+            .zip(list)
+            .map(|(id, axis)| {
+                let b = &p.buffers[id.0];
+                let a = (*axis)?;
+                let inner: usize = b.dims[a + 1..].iter().product();
+                let outer: usize = b.dims[..a].iter().product();
+                let per_step_outer = match (dynamic, b.step_len) {
+                    (true, Some(_)) if a >= 1 => Some(b.dims[1..a].iter().product()),
+                    _ => None,
+                };
+                let area = end;
+                end = (end + 4 * b.len()).div_ceil(64) * 64;
+                Some(Staged {
+                    outer,
+                    per_step_outer,
+                    inner,
+                    area,
+                })
+            })
+            .collect()
+    };
+    let inputs = stage(&p.inputs, &axes.inputs);
+    let outputs = stage(&p.outputs, &axes.outputs);
+    (
+        Some(Staging {
+            table,
+            inputs,
+            outputs,
+        }),
+        end,
+    )
 }
 
 /// Compiles `p` into an object file whose symbols all start with `NAME_`; `batch` is the
@@ -201,8 +271,11 @@ pub fn compile_object(
             .seq_lens_input()
             .map(|k| (k, p.buffers[p.inputs[k].0].len())),
         threads,
+        staging: None,
     };
-    let context_bytes = CONTEXT_HEADER + shape.work.div_ceil(64) * 64;
+    let (staging, context_bytes) =
+        staging(p, dynamic, CONTEXT_HEADER + shape.work.div_ceil(64) * 64);
+    let shape = Shape { staging, ..shape };
 
     let mut g = Gen {
         module: &mut module,
@@ -218,6 +291,11 @@ pub fn compile_object(
     g.constant("batch", I64, batch as i64)?;
     g.lengths("input_len", &shape, &shape.inputs)?;
     g.lengths("output_len", &shape, &shape.outputs)?;
+    g.constant("dynamic_batch", I32, shape.staging.is_some() as i64)?;
+    let dyn_in = shape.staging.as_ref().map(|s| s.inputs.clone());
+    let dyn_out = shape.staging.as_ref().map(|s| s.outputs.clone());
+    g.batch_lengths("input_len_for", &shape, &shape.inputs, dyn_in.as_deref())?;
+    g.batch_lengths("output_len_for", &shape, &shape.outputs, dyn_out.as_deref())?;
     let size = g.context_size(&shape, context_bytes)?;
     let init = g.context_init(&shape, size)?;
     let rt = (threads > 1).then(|| g.runtime()).transpose()?;
@@ -253,6 +331,7 @@ pub fn compile_object(
         static_steps_reason: p.static_steps_reason.clone(),
         seq_lens_input: p.seq_lens_input(),
         threads,
+        dynamic_batch: shape.staging.is_some(),
         workspace_bytes: shape.work,
         context_bytes,
         fma: c.fma,
@@ -277,6 +356,7 @@ impl AotObject {
             static_steps_reason: self.static_steps_reason.clone(),
             seq_lens_input: self.seq_lens_input,
             threads: self.threads,
+            dynamic_batch: self.dynamic_batch,
             input_lens: self.input_lens.clone(),
             output_lens: self.output_lens.clone(),
             input_step_lens: self.input_step_lens.clone(),
@@ -380,6 +460,149 @@ fn loop_steps(b: &mut FunctionBuilder, shape: &Shape, steps: Value, ins: Value) 
     }
     guard(b, ok, ERR_STEPS);
     b.ins().fcvt_to_uint_sat(I64, first)
+}
+
+/// Whether `batch` is one the library takes, at most `most` (a value) when chosen per call.
+fn batch_ok(b: &mut FunctionBuilder, shape: &Shape, batch: Value, most: Value) -> Value {
+    if shape.staging.is_some() {
+        let pos = b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, batch, 1);
+        let within = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, batch, most);
+        b.ins().band(pos, within)
+    } else {
+        b.ins().icmp_imm_u(IntCC::Equal, batch, shape.batch as i64)
+    }
+}
+
+/// `for i in 0..n { body(i) }` (n a value, possibly 0).
+fn for_range(b: &mut FunctionBuilder, n: Value, body: &mut dyn FnMut(&mut FunctionBuilder, Value)) {
+    let var = b.declare_var(I64);
+    let zero = b.ins().iconst(I64, 0);
+    b.def_var(var, zero);
+    let (head, work, exit) = (b.create_block(), b.create_block(), b.create_block());
+    b.ins().jump(head, &[]);
+    b.switch_to_block(head);
+    let i = b.use_var(var);
+    let more = b.ins().icmp(IntCC::UnsignedLessThan, i, n);
+    b.ins().brif(more, work, &[], exit, &[]);
+    b.switch_to_block(work);
+    body(b, i);
+    let next = b.ins().iadd_imm_s(i, 1);
+    b.def_var(var, next);
+    b.ins().jump(head, &[]);
+    b.switch_to_block(exit);
+}
+
+/// Copies a tensor between the caller's array at batch `batch` and its staging area at the
+/// compiled batch `max`: `outer` rows of `batch x inner` floats; into the area (`to_area`) the
+/// rows past `batch` are zeroed.
+#[allow(clippy::too_many_arguments)]
+fn stage_copy(
+    b: &mut FunctionBuilder,
+    t: Staged,
+    max: usize,
+    steps: Value,
+    batch: Value,
+    caller: Value,
+    area: Value,
+    to_area: bool,
+) {
+    let outer = match t.per_step_outer {
+        Some(n) => b.ins().imul_imm_s(steps, n as i64),
+        None => b.ins().iconst(I64, t.outer as i64),
+    };
+    let row = b.ins().imul_imm_s(batch, t.inner as i64);
+    let full = (max * t.inner) as i64;
+    let pad = b.ins().iconst(I64, full);
+    let pad = b.ins().isub(pad, row);
+    for_range(b, outer, &mut |b, o| {
+        let src_row = b.ins().imul(o, row);
+        let src_row = b.ins().ishl_imm_u(src_row, 2);
+        let caller_row = b.ins().iadd(caller, src_row);
+        let dst_row = b.ins().imul_imm_s(o, full * 4);
+        let area_row = b.ins().iadd(area, dst_row);
+        let (from, to) = if to_area {
+            (caller_row, area_row)
+        } else {
+            (area_row, caller_row)
+        };
+        for_range(b, row, &mut |b, i| {
+            let off = b.ins().ishl_imm_u(i, 2);
+            let s = b.ins().iadd(from, off);
+            let d = b.ins().iadd(to, off);
+            let v = b.ins().load(F32, mem(), s, 0);
+            b.ins().store(mem(), v, d, 0);
+        });
+        if to_area {
+            let zero = b.ins().f32const(0.0);
+            let tail = b.ins().ishl_imm_u(row, 2);
+            let tail = b.ins().iadd(area_row, tail);
+            for_range(b, pad, &mut |b, i| {
+                let off = b.ins().ishl_imm_u(i, 2);
+                let d = b.ins().iadd(tail, off);
+                b.ins().store(mem(), zero, d, 0);
+            });
+        }
+    });
+}
+
+/// Runs the program for `batch` (a value): at the compiled batch straight on the caller's
+/// arrays, below it through the staging areas (inputs copied in and zero-padded, outputs
+/// copied out).
+#[allow(clippy::too_many_arguments)]
+fn call_batched(
+    b: &mut FunctionBuilder,
+    module: &mut ObjectModule,
+    shape: &Shape,
+    call: Call,
+    ctx: Value,
+    [ins, outs, steps, count, resume]: [Value; 5],
+    batch: Value,
+) {
+    let Some(st) = &shape.staging else {
+        call.emit(b, module, ctx, [ins, outs, count, resume]);
+        return;
+    };
+    let (direct, staged, done) = (b.create_block(), b.create_block(), b.create_block());
+    let full = b.ins().icmp_imm_u(IntCC::Equal, batch, shape.batch as i64);
+    b.ins().brif(full, direct, &[], staged, &[]);
+    b.switch_to_block(direct);
+    call.emit(b, module, ctx, [ins, outs, count, resume]);
+    b.ins().jump(done, &[]);
+    b.switch_to_block(staged);
+    let table = b.ins().iadd_imm_s(ctx, st.table as i64);
+    let ni = st.inputs.len();
+    for (k, t) in st.inputs.iter().enumerate() {
+        let given = b.ins().load(I64, mem(), ins, (8 * k) as i32);
+        let ptr = match t {
+            Some(t) => {
+                let area = b.ins().iadd_imm_s(ctx, t.area as i64);
+                stage_copy(b, *t, shape.batch, steps, batch, given, area, true);
+                area
+            }
+            None => given,
+        };
+        b.ins().store(mem(), ptr, table, (8 * k) as i32);
+    }
+    for (k, t) in st.outputs.iter().enumerate() {
+        let ptr = match t {
+            Some(t) => b.ins().iadd_imm_s(ctx, t.area as i64),
+            None => b.ins().load(I64, mem(), outs, (8 * k) as i32),
+        };
+        b.ins().store(mem(), ptr, table, (8 * (ni + k)) as i32);
+    }
+    let table_out = b.ins().iadd_imm_s(table, (8 * ni) as i64);
+    call.emit(b, module, ctx, [table, table_out, count, resume]);
+    for (k, t) in st.outputs.iter().enumerate() {
+        if let Some(t) = t {
+            let given = b.ins().load(I64, mem(), outs, (8 * k) as i32);
+            let area = b.ins().iadd_imm_s(ctx, t.area as i64);
+            stage_copy(b, *t, shape.batch, steps, batch, given, area, false);
+        }
+    }
+    b.ins().jump(done, &[]);
+    b.switch_to_block(done);
 }
 
 /// `ctx` is non-null and carries the magic number (else returns the error).
@@ -486,13 +709,52 @@ impl Gen<'_> {
         Ok(())
     }
 
+    /// `size_t NAME_suffix(size_t k, size_t steps, size_t batch)`: tensor k's length for
+    /// `steps` steps of `batch` (0 when k, steps or batch is out of range). `staged` (when the
+    /// batch is chosen per call) says which tensors scale with the batch.
+    fn batch_lengths(
+        &mut self,
+        suffix: &str,
+        shape: &Shape,
+        list: &[(usize, Option<usize>)],
+        staged: Option<&[Option<Staged>]>,
+    ) -> Result<(), String> {
+        self.define(suffix, &[I64, I64, I64], Some(I64), &mut |b, _, ps| {
+            let (k, steps, batch) = (ps[0], ps[1], ps[2]);
+            let zero = b.ins().iconst(I64, 0);
+            let mut r = zero;
+            for (i, (whole, per)) in list.iter().enumerate() {
+                let mut v = match per {
+                    Some(n) => b.ins().imul_imm_s(steps, *n as i64),
+                    None => b.ins().iconst(I64, *whole as i64),
+                };
+                if staged.is_some_and(|s| s[i].is_some()) {
+                    // Proportional to the batch (the compiled batch divides the length).
+                    v = b.ins().udiv_imm_u(v, shape.batch as i64);
+                    v = b.ins().imul(v, batch);
+                }
+                let is = b.ins().icmp_imm_u(IntCC::Equal, k, i as i64);
+                r = b.ins().select(is, v, r);
+            }
+            let most = b.ins().iconst(I64, shape.max_steps as i64);
+            let ok = steps_ok(b, shape, steps, most);
+            let largest = b.ins().iconst(I64, shape.batch as i64);
+            let fits = batch_ok(b, shape, batch, largest);
+            let ok = b.ins().band(ok, fits);
+            let r = b.ins().select(ok, r, zero);
+            b.ins().return_(&[r]);
+        })?;
+        Ok(())
+    }
+
     /// `size_t NAME_context_size(size_t max_steps, size_t batch)`.
     fn context_size(&mut self, shape: &Shape, bytes: usize) -> Result<FuncId, String> {
         self.define("context_size", &[I64, I64], Some(I64), &mut |b, _, ps| {
             let (steps, batch) = (ps[0], ps[1]);
             let most = b.ins().iconst(I64, shape.max_steps as i64);
             let ok = steps_ok(b, shape, steps, most);
-            let same = b.ins().icmp_imm_u(IntCC::Equal, batch, shape.batch as i64);
+            let largest = b.ins().iconst(I64, shape.batch as i64);
+            let same = batch_ok(b, shape, batch, largest);
             let ok = b.ins().band(ok, same);
             let (n, zero) = (b.ins().iconst(I64, bytes as i64), b.ins().iconst(I64, 0));
             let r = b.ins().select(ok, n, zero);
@@ -530,7 +792,8 @@ impl Gen<'_> {
                 let most = b.ins().iconst(I64, shape.max_steps as i64);
                 let ok = steps_ok(b, shape, steps, most);
                 guard(b, ok, ERR_STEPS);
-                let same = b.ins().icmp_imm_u(IntCC::Equal, batch, shape.batch as i64);
+                let largest = b.ins().iconst(I64, shape.batch as i64);
+                let same = batch_ok(b, shape, batch, largest);
                 guard(b, same, ERR_BATCH);
                 let f = module.declare_func_in_func(size, b.func);
                 let call = b.ins().call(f, &[steps, batch]);
@@ -676,7 +939,8 @@ impl Gen<'_> {
         self.define("run", &[I64; 5], Some(I32), &mut |b, module, ps| {
             let (ctx, steps, batch, ins, outs) = (ps[0], ps[1], ps[2], ps[3], ps[4]);
             check_context(b, ctx);
-            let same = b.ins().icmp_imm_u(IntCC::Equal, batch, shape.batch as i64);
+            let largest = b.ins().load(I64, mem(), ctx, H_BATCH);
+            let same = batch_ok(b, shape, batch, largest);
             guard(b, same, ERR_BATCH);
             let most = b.ins().load(I64, mem(), ctx, H_MAX_STEPS);
             let ok = steps_ok(b, shape, steps, most);
@@ -684,7 +948,15 @@ impl Gen<'_> {
             check_arrays(b, shape, ins, outs);
             let count = loop_steps(b, shape, steps, ins);
             let resume = b.ins().iconst(I64, 0);
-            call.emit(b, module, ctx, [ins, outs, count, resume]);
+            call_batched(
+                b,
+                module,
+                shape,
+                call,
+                ctx,
+                [ins, outs, steps, count, resume],
+                batch,
+            );
             b.ins().store(mem(), resume, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);
             b.ins().return_(&[r]);
@@ -710,7 +982,17 @@ impl Gen<'_> {
             let started = b.ins().icmp_imm_u(IntCC::NotEqual, pos, 0);
             let resume = b.ins().uextend(I64, started);
             let one = b.ins().iconst(I64, 1);
-            call.emit(b, module, ctx, [ins, outs, one, resume]);
+            // A stream runs at the context's batch.
+            let batch = b.ins().load(I64, mem(), ctx, H_BATCH);
+            call_batched(
+                b,
+                module,
+                shape,
+                call,
+                ctx,
+                [ins, outs, one, one, resume],
+                batch,
+            );
             let next = b.ins().iadd_imm_s(pos, 1);
             b.ins().store(mem(), next, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);

@@ -54,6 +54,7 @@ pub fn library_info(m: &PtxModule, batch: usize) -> Result<LibraryInfo, String> 
         static_steps_reason: None,
         seq_lens_input: l.seq_lens_input,
         threads: 1,
+        dynamic_batch: false,
         input_lens: ins.iter().map(|x| x.0).collect(),
         output_lens: outs.iter().map(|x| x.0).collect(),
         input_step_lens: ins.iter().map(|x| x.1).collect(),
@@ -474,6 +475,15 @@ EXPORT size_t NAME_input_len(size_t k, size_t steps) {
 EXPORT size_t NAME_output_len(size_t k, size_t steps) {
     if (k >= NUM_OUTPUTS || !steps_ok(steps, MAX_STEPS)) return 0;
     return tensor_len(OUTPUT_WHOLE[k], OUTPUT_PER_STEP[k], steps);
+}
+
+/* The batch is the compiled one. */
+EXPORT int NAME_dynamic_batch(void) { return 0; }
+EXPORT size_t NAME_input_len_for(size_t k, size_t steps, size_t batch) {
+    return batch == BATCH ? NAME_input_len(k, steps) : 0;
+}
+EXPORT size_t NAME_output_len_for(size_t k, size_t steps, size_t batch) {
+    return batch == BATCH ? NAME_output_len(k, steps) : 0;
 }
 
 static int check_context(const struct context *c) {

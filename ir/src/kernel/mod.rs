@@ -306,6 +306,19 @@ pub struct Program {
     /// [`LoopRun::Steps`] times, with `steps` = that length ([`Program::loop_steps`]); their
     /// stacked outputs are zero past it. No statement reads the buffer.
     pub seq_lens: Option<BufId>,
+    /// Set when the batch is chosen per call (up to the compiled one): each input's and
+    /// output's batch axis (None: it has none), checked by `passes::lower::batch` to keep the
+    /// batch elements independent, so a smaller batch can run zero-padded.
+    pub batch_axes: Option<BatchAxes>,
+}
+
+/// The batch axis of each input and output of a program (see [`Program::batch_axes`]).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct BatchAxes {
+    /// The compiled (largest) batch.
+    pub max: usize,
+    pub inputs: Vec<Option<usize>>,
+    pub outputs: Vec<Option<usize>>,
 }
 
 /// The number of steps sequence lengths `lens` ask for in a sequence of `steps`: their common

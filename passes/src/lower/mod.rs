@@ -16,6 +16,7 @@
 //! gets `Weight::View`.
 
 mod recurrence;
+pub mod batch;
 pub mod steps;
 pub mod threads;
 pub mod view;
