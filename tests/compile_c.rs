@@ -112,6 +112,15 @@ fn cc(dir: &Path, name: &str, extra: &[&str], exe: &str) {
     assert!(o.status.success(), "cc failed:\n{}", text(&o));
 }
 
+/// `hlstmc compile MODEL -o DIR --name hm FLAGS...`, which must succeed.
+fn compile_into(model: &Path, dir: &Path, flags: &[&str]) {
+    let (m, d) = (model.display().to_string(), dir.display().to_string());
+    let mut args = vec!["compile", m.as_str(), "-o", d.as_str(), "--name", "hm"];
+    args.extend(flags);
+    let o = hlstmc(&args);
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+}
+
 fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
     check_library(fixture, flags, None)
 }
@@ -724,21 +733,11 @@ fn ptx_library_lstm_std_batch3() {
     let m = root().join("tests/fixtures/models/lstm_std_X16_H24_T5_batch3/model.onnx");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let o = hlstmc(&[
-        "compile",
-        &m.display().to_string(),
-        "--target",
-        "ptx",
-        "--sm",
-        "90",
-        "--emit",
-        "a,header",
-        "--name",
-        "hm",
-        "-o",
-        &dir.display().to_string(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    compile_into(
+        &m,
+        dir,
+        &["--target", "ptx", "--sm", "90", "--emit", "a,header"],
+    );
     cc(
         dir,
         "hm",
@@ -787,19 +786,11 @@ fn ptx_library_without_a_driver_says_so() {
     let m = root().join("tests/fixtures/models/lstm_std_H64_X32_T8");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let o = hlstmc(&[
-        "compile",
-        &m.join("model.onnx").display().to_string(),
-        "--target",
-        "ptx",
-        "-o",
-        &dir.display().to_string(),
-        "--name",
-        "hm",
-        "--emit",
-        "a,header",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    compile_into(
+        &m.join("model.onnx"),
+        dir,
+        &["--target", "ptx", "--emit", "a,header"],
+    );
     cc(
         dir,
         "hm",
@@ -998,21 +989,19 @@ fn batch_chosen_per_call() {
         (64, &[7][..], "2"),
     ] {
         let dir = tmp.path().join(format!("b{max}"));
-        let o = hlstmc(&[
-            "compile",
-            &model.display().to_string(),
-            "--threads",
-            threads,
-            "--max-batch",
-            &max.to_string(),
-            "--emit",
-            "a,header",
-            "--name",
-            "hm",
-            "-o",
-            &dir.display().to_string(),
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
+        let max_s = max.to_string();
+        compile_into(
+            &model,
+            &dir,
+            &[
+                "--threads",
+                threads,
+                "--max-batch",
+                &max_s,
+                "--emit",
+                "a,header",
+            ],
+        );
         let h = std::fs::read_to_string(dir.join("hm.h")).unwrap();
         assert!(
             h.contains(&format!("Batch: any from 1 to {max} per call")),

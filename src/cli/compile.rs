@@ -476,7 +476,7 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         .map_err(|e| anyhow!("{e}"))?;
     let (inputs, outputs) = model_tensors(&g, &obj.input_dims, &obj.output_dims);
     let model = a.model.display().to_string();
-    let header = aot::c_header(&name, &obj.library_info(), &model, &inputs, &outputs);
+    let header = aot::c_header(&name, &obj.info, &model, &inputs, &outputs);
 
     write_artifacts(&a.out, &name, |tmp| {
         let o = format!("{name}.o");
@@ -533,17 +533,18 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         }
         Ok(files)
     })?;
-    let steps = if obj.dynamic_steps {
-        format!("1 to {} steps", obj.max_steps)
+    let info = &obj.info;
+    let steps = if info.dynamic_steps {
+        format!("1 to {} steps", info.max_steps)
     } else {
-        format!("exactly {} steps", obj.max_steps)
+        format!("exactly {} steps", info.max_steps)
     };
     eprintln!(
         "{name}: {} inputs, {} outputs, {steps}, batch {}, streaming {}, threads {threads}, context {} bytes, code {} bytes, rodata {} bytes, cpu {}{}",
-        obj.input_lens.len(),
-        obj.output_lens.len(),
-        obj.batch,
-        if obj.streamable { "yes" } else { "no" },
+        info.input_lens.len(),
+        info.output_lens.len(),
+        info.batch,
+        if info.streamable { "yes" } else { "no" },
         obj.context_bytes,
         obj.code_len,
         obj.rodata_len,

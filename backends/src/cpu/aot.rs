@@ -68,28 +68,11 @@ const H_POOL: i32 = 32;
 pub struct AotObject {
     /// The ELF relocatable object (`NAME.o`).
     pub object: Vec<u8>,
-    /// Element counts (f32) of the inputs and outputs for the longest sequence, in order.
-    pub input_lens: Vec<usize>,
-    pub output_lens: Vec<usize>,
-    /// Elements per step of each input and output laid out by step (None: not by step).
-    pub input_step_lens: Vec<Option<usize>>,
-    pub output_step_lens: Vec<Option<usize>>,
+    /// What the header says: limits, tensor lengths, threads, the batch.
+    pub info: LibraryInfo,
     /// Logical dims of the inputs and outputs (for the longest sequence).
     pub input_dims: Vec<Vec<usize>>,
     pub output_dims: Vec<Vec<usize>>,
-    /// The longest sequence, whether shorter ones run, whether `NAME_step` works, the batch.
-    pub max_steps: usize,
-    pub dynamic_steps: bool,
-    pub streamable: bool,
-    pub batch: usize,
-    /// Why the sequence length is static, when it is.
-    pub static_steps_reason: Option<String>,
-    /// The position of the sequence-lengths input, if the model takes them at run time.
-    pub seq_lens_input: Option<usize>,
-    /// Threads a call runs on (more than one: the C runtime must be linked in).
-    pub threads: usize,
-    /// Whether the batch is chosen per call (1 to `batch`).
-    pub dynamic_batch: bool,
     /// Workspace size in bytes, and the context size (header + workspace).
     pub workspace_bytes: usize,
     pub context_bytes: usize,
@@ -318,20 +301,23 @@ pub fn compile_object(
     };
     Ok(AotObject {
         object,
-        input_lens: shape.inputs.iter().map(|x| x.0).collect(),
-        output_lens: shape.outputs.iter().map(|x| x.0).collect(),
-        input_step_lens: shape.inputs.iter().map(|x| x.1).collect(),
-        output_step_lens: shape.outputs.iter().map(|x| x.1).collect(),
+        info: LibraryInfo {
+            target: LibraryTarget::X86_64 { context_bytes },
+            max_steps,
+            dynamic_steps: dynamic,
+            streamable: shape.streamable,
+            batch,
+            static_steps_reason: p.static_steps_reason.clone(),
+            seq_lens_input: p.seq_lens_input(),
+            threads,
+            dynamic_batch: shape.staging.is_some(),
+            input_lens: shape.inputs.iter().map(|x| x.0).collect(),
+            output_lens: shape.outputs.iter().map(|x| x.0).collect(),
+            input_step_lens: shape.inputs.iter().map(|x| x.1).collect(),
+            output_step_lens: shape.outputs.iter().map(|x| x.1).collect(),
+        },
         input_dims: dims(&p.inputs),
         output_dims: dims(&p.outputs),
-        max_steps,
-        dynamic_steps: dynamic,
-        streamable: shape.streamable,
-        batch,
-        static_steps_reason: p.static_steps_reason.clone(),
-        seq_lens_input: p.seq_lens_input(),
-        threads,
-        dynamic_batch: shape.staging.is_some(),
         workspace_bytes: shape.work,
         context_bytes,
         fma: c.fma,
@@ -340,29 +326,6 @@ pub fn compile_object(
         clif: c.clif,
         asm: c.asm,
     })
-}
-
-impl AotObject {
-    /// What the header says about this library.
-    pub fn library_info(&self) -> LibraryInfo {
-        LibraryInfo {
-            target: LibraryTarget::X86_64 {
-                context_bytes: self.context_bytes,
-            },
-            max_steps: self.max_steps,
-            dynamic_steps: self.dynamic_steps,
-            streamable: self.streamable,
-            batch: self.batch,
-            static_steps_reason: self.static_steps_reason.clone(),
-            seq_lens_input: self.seq_lens_input,
-            threads: self.threads,
-            dynamic_batch: self.dynamic_batch,
-            input_lens: self.input_lens.clone(),
-            output_lens: self.output_lens.clone(),
-            input_step_lens: self.input_step_lens.clone(),
-            output_step_lens: self.output_step_lens.clone(),
-        }
-    }
 }
 
 /// The C runtime's entry points in a threaded library.
