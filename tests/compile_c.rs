@@ -959,6 +959,68 @@ fn the_gpu_clib_check_script_on_the_stand_in_driver() {
     );
 }
 
+/// Runs the C driver built in `dir` (as `run`, against a library compiled with `--max-batch
+/// max`) on the first `n` digits test images for each `n` of `batches`, whole and streamed, and
+/// compares with the reference logits; checks its error codes and that a batch past `max` is
+/// refused. With `gpu`, the stand-in driver's folder goes on `LD_LIBRARY_PATH`.
+fn check_batches(dir: &Path, max: usize, batches: &[usize], gpu: Option<&Path>) {
+    let data = root().join("examples/digits-hlstm/test_data_set_0");
+    let x = f32s(&read_pb(&data.join("input_0.pb")).unwrap().1);
+    let want = f32s(&read_pb(&data.join("output_0.pb")).unwrap().1);
+    assert_eq!((x.len(), want.len()), (8 * 359 * 8, 359 * 10));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut c = Command::new(dir.join("run"));
+        c.args(args);
+        if let Some(lib) = gpu {
+            c.env("LD_LIBRARY_PATH", lib);
+        }
+        c.output().unwrap()
+    };
+    let h = std::fs::read_to_string(dir.join("hm.h")).unwrap();
+    assert!(
+        h.contains(&format!("Batch: any from 1 to {max} per call")),
+        "{h}"
+    );
+    let o = run(&["--error-test".as_ref()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for &n in batches {
+        // The first `n` images: X[t, :n, :] for each of the 8 steps, and their 10 logits.
+        let xs: Vec<f32> = (0..8)
+            .flat_map(|t| x[t * 359 * 8..t * 359 * 8 + n * 8].to_vec())
+            .collect();
+        let ws = want[..n * 10].to_vec();
+        let input = dir.join(format!("x{n}.f32"));
+        let raw: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&input, raw).unwrap();
+        let n_s = n.to_string();
+        for mode in [&[][..], &["--stream"][..]] {
+            let out = dir.join(format!("y{n}.f32"));
+            let mut args: Vec<&std::ffi::OsStr> = vec!["--batch".as_ref(), n_s.as_ref()];
+            args.extend(mode.iter().map(|m| std::ffi::OsStr::new(*m)));
+            args.extend([input.as_os_str(), out.as_os_str()]);
+            let o = run(&args);
+            assert!(o.status.success(), "batch {n} {mode:?}: {}", text(&o));
+            compare(
+                std::slice::from_ref(&out),
+                std::slice::from_ref(&ws),
+                &format!("max {max}, batch {n} {mode:?}"),
+            )
+            .unwrap();
+        }
+    }
+    // A batch past the compiled one is refused.
+    let past = (max + 1).to_string();
+    let (x_, y_) = (dir.join("x.f32"), dir.join("y.f32"));
+    let o = run(&[
+        "--batch".as_ref(),
+        past.as_ref(),
+        x_.as_os_str(),
+        y_.as_os_str(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("does not take a batch"), "{}", text(&o));
+}
+
 /// `compile --max-batch B`: the shipped digits model (`X [8, N, 8]`, batch open) compiled for a
 /// batch of 400 classifies the 359 test images, and the first 7 of them as a batch of 7, whole
 /// and streamed, as the reference does; compiled for exactly 359 it runs them without
@@ -971,17 +1033,6 @@ fn batch_chosen_per_call() {
         return;
     }
     let model = root().join("examples/digits-hlstm.onnx");
-    let data = root().join("examples/digits-hlstm/test_data_set_0");
-    let x = f32s(&read_pb(&data.join("input_0.pb")).unwrap().1);
-    let want = f32s(&read_pb(&data.join("output_0.pb")).unwrap().1);
-    assert_eq!((x.len(), want.len()), (8 * 359 * 8, 359 * 10));
-    // The first `n` images: X[t, :n, :] for each of the 8 steps, and their 10 logits.
-    let first = |n: usize| -> (Vec<f32>, Vec<f32>) {
-        let xs = (0..8)
-            .flat_map(|t| x[t * 359 * 8..t * 359 * 8 + n * 8].to_vec())
-            .collect();
-        (xs, want[..n * 10].to_vec())
-    };
     let tmp = tempfile::tempdir().unwrap();
     for (max, batches, threads) in [
         (400usize, &[359usize, 7][..], "1"),
@@ -1002,54 +1053,13 @@ fn batch_chosen_per_call() {
                 "a,header",
             ],
         );
-        let h = std::fs::read_to_string(dir.join("hm.h")).unwrap();
-        assert!(
-            h.contains(&format!("Batch: any from 1 to {max} per call")),
-            "{h}"
-        );
         cc(
             &dir,
             "hm",
             &[&dir.join("libhm.a").display().to_string(), "-pthread"],
             "run",
         );
-        let o = Command::new(dir.join("run"))
-            .arg("--error-test")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-        for &n in batches {
-            let (xs, ws) = first(n);
-            let input = dir.join(format!("x{n}.f32"));
-            let raw: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
-            std::fs::write(&input, raw).unwrap();
-            for mode in [&[][..], &["--stream"][..]] {
-                let out = dir.join(format!("y{n}.f32"));
-                let o = Command::new(dir.join("run"))
-                    .args(["--batch", &n.to_string()])
-                    .args(mode)
-                    .arg(&input)
-                    .arg(&out)
-                    .output()
-                    .unwrap();
-                assert!(o.status.success(), "batch {n} {mode:?}: {}", text(&o));
-                compare(
-                    std::slice::from_ref(&out),
-                    std::slice::from_ref(&ws),
-                    &format!("max {max}, batch {n} {mode:?}"),
-                )
-                .unwrap();
-            }
-        }
-        // A batch past the compiled one is refused.
-        let o = Command::new(dir.join("run"))
-            .args(["--batch", &(max + 1).to_string()])
-            .arg(dir.join("x.f32"))
-            .arg(dir.join("y.f32"))
-            .output()
-            .unwrap();
-        assert!(!o.status.success());
-        assert!(text(&o).contains("does not take a batch"), "{}", text(&o));
+        check_batches(&dir, max, batches, None);
     }
     let fixed = root().join("tests/fixtures/models/lstm_std_X16_H24_T5_batch3/model.onnx");
     let o = hlstmc(&[
@@ -1067,4 +1077,25 @@ fn batch_chosen_per_call() {
         text(&o)
     );
     assert!(!tmp.path().join("fixed").exists());
+}
+
+/// The same for the GPU library on the stand-in driver: compiled for 16, batches of 16 and 5.
+#[test]
+fn batch_chosen_per_call_on_the_gpu_library() {
+    let Some(lib) = stand_in_driver() else { return };
+    let model = root().join("examples/digits-hlstm.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    compile_into(
+        &model,
+        dir,
+        &["--target", "ptx", "--max-batch", "16", "--emit", "a,header"],
+    );
+    cc(
+        dir,
+        "hm",
+        &[&dir.join("libhm.a").display().to_string(), "-ldl"],
+        "run",
+    );
+    check_batches(dir, 16, &[16, 5], Some(lib.path()));
 }

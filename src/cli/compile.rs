@@ -70,7 +70,7 @@ pub struct CompileArgs {
     /// library takes; the batch is the library's.
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     pub shapes: Vec<String>,
-    /// Take any batch from 1 to B per call (x86_64). The model's batch dim must be open (a
+    /// Take any batch from 1 to B per call. The model's batch dim must be open (a
     /// named dim, as `dynamic_axes` exports leave it): the library is compiled for B and runs a
     /// smaller batch zero-padded to it, once a check shows the batch elements independent.
     #[arg(long, value_name = "B", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -165,12 +165,6 @@ fn model_batch(g: &hlstm_ir::Graph) -> usize {
     1
 }
 
-/// The model, with the `--shape` inputs fixed; an input left with open dims is an error that
-/// says which flag fixes it.
-fn load_with_shapes(model: &Path, shapes: &[String]) -> Result<hlstm_ir::Graph> {
-    Ok(load_with_batch(model, shapes, None)?.0)
-}
-
 /// Per input or output: its batch axis, if it has one.
 type Axes = Vec<Option<usize>>;
 
@@ -232,8 +226,9 @@ fn batch_axes(g: &hlstm_ir::Graph) -> Result<(String, Axes, Axes)> {
     Ok((symbol, ins, outs))
 }
 
-/// [`load_with_shapes`], with the batch dim set to `max_batch` when given; returns also the
-/// batch axes of the inputs and outputs in that case.
+/// The model, with the `--shape` inputs fixed (an input left with open dims is an error that
+/// says which flag fixes it), and the batch dim set to `max_batch` when given; returns also
+/// the batch axes of the inputs and outputs in that case.
 fn load_with_batch(
     model: &Path,
     shapes: &[String],
@@ -566,9 +561,6 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
     if a.threads > 1 {
         bail!("--threads is for --target x86_64 (the GPU kernel runs on many threads already)");
     }
-    if a.max_batch.is_some() {
-        bail!("--max-batch is for --target x86_64 (the GPU library takes the compiled batch)");
-    }
     if !hlstm_backends::ptx::SM_TARGETS.contains(&a.sm) {
         bail!(
             "--sm {}: the PTX target supports {:?}",
@@ -578,10 +570,15 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
     }
     let want = |e: Emit| a.emit.contains(&e);
     let (cc, ar) = emit_tools(&a.emit, true)?;
-    let mut g = load_with_shapes(&a.model, &a.shapes)?;
+    let (mut g, axes) = load_with_batch(&a.model, &a.shapes, a.max_batch.map(|b| b as usize))?;
     super::optimize::optimize(&mut g, &a.opt)?;
     let mut p = super::opt::lower(&g, a.sparse_strategy)?;
     p.name = name.to_string();
+    if let Some(axes) = axes {
+        hlstm_passes::lower::batch::dynamic_batch(&mut p, axes)
+            .map_err(|e| anyhow!("--max-batch: {e}"))?;
+    }
+    let staging = hlstm_backends::cuda::host::BatchStaging::of(&p);
     let opts = hlstm_backends::ptx::PtxOptions {
         sm: a.sm,
         ..Default::default()
@@ -590,13 +587,14 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
         hlstm_backends::ptx::compile(&p, &opts).map_err(|e| anyhow!("cannot generate PTX: {e}"))?;
     let model = a.model.display().to_string();
     let batch = model_batch(&g);
-    let host = hlstm_backends::cuda::host::c_source(&m, name, batch, &model)
+    let host = hlstm_backends::cuda::host::c_source(&m, name, batch, staging.as_ref(), &model)
         .map_err(|e| anyhow!("cannot generate the host library: {e}"))?;
     let dims = |ids: &[hlstm_ir::kernel::BufId]| -> Vec<Vec<usize>> {
         ids.iter().map(|id| p.buffers[id.0].dims.clone()).collect()
     };
     let (inputs, outputs) = model_tensors(&g, &dims(&p.inputs), &dims(&p.outputs));
-    let info = hlstm_backends::cuda::host::library_info(&m, batch).map_err(|e| anyhow!("{e}"))?;
+    let info = hlstm_backends::cuda::host::library_info(&m, batch, staging.as_ref())
+        .map_err(|e| anyhow!("{e}"))?;
     let header = aot::c_header(name, &info, &model, &inputs, &outputs);
 
     write_artifacts(&a.out, name, |tmp| {

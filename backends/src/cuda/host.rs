@@ -23,14 +23,59 @@ use crate::c_abi::{
     ERR_UNSUPPORTED, LibraryInfo, LibraryTarget, OK, is_c_identifier,
 };
 use crate::ptx::PtxModule;
+use hlstm_ir::kernel::Program;
 use std::fmt::Write;
 
 /// The context's first word (b"hlstmgpu" little-endian).
 const MAGIC: u64 = u64::from_le_bytes(*b"hlstmgpu");
 
+/// How a call with a smaller batch stages each input and output (`hlstmc compile --max-batch`,
+/// [`Program::batch_axes`]): per tensor with a batch axis, `(outer, per_step_outer, inner)` as
+/// the x86-64 library's staging (`outer` rows of `batch x inner` floats; `per_step_outer` when
+/// the tensor is laid out by step, its rows per step).
+#[derive(Clone, Debug, Default)]
+pub struct BatchStaging {
+    pub inputs: Vec<Option<(usize, Option<usize>, usize)>>,
+    pub outputs: Vec<Option<(usize, Option<usize>, usize)>>,
+}
+
+impl BatchStaging {
+    /// The staging of `p`'s tensors, or None when its batch is fixed.
+    pub fn of(p: &Program) -> Option<BatchStaging> {
+        let axes = p.batch_axes.as_ref()?;
+        let dynamic = p.max_steps.is_some();
+        let stage = |ids: &[hlstm_ir::kernel::BufId], list: &[Option<usize>]| {
+            ids.iter()
+                .zip(list)
+                .map(|(id, axis)| {
+                    let b = &p.buffers[id.0];
+                    let a = (*axis)?;
+                    let per = match (dynamic, b.step_len) {
+                        (true, Some(_)) if a >= 1 => Some(b.dims[1..a].iter().product()),
+                        _ => None,
+                    };
+                    Some((
+                        b.dims[..a].iter().product(),
+                        per,
+                        b.dims[a + 1..].iter().product(),
+                    ))
+                })
+                .collect()
+        };
+        Some(BatchStaging {
+            inputs: stage(&p.inputs, &axes.inputs),
+            outputs: stage(&p.outputs, &axes.outputs),
+        })
+    }
+}
+
 /// What the header says about the library of `m` (its batch is the model's, fixed when the
-/// model was compiled).
-pub fn library_info(m: &PtxModule, batch: usize) -> Result<LibraryInfo, String> {
+/// model was compiled, or the largest, with `staging`).
+pub fn library_info(
+    m: &PtxModule,
+    batch: usize,
+    staging: Option<&BatchStaging>,
+) -> Result<LibraryInfo, String> {
     let l = &m.launch;
     let slots = slots(l)?;
     let (mut ins, mut outs) = (Vec::new(), Vec::new());
@@ -54,7 +99,7 @@ pub fn library_info(m: &PtxModule, batch: usize) -> Result<LibraryInfo, String> 
         static_steps_reason: None,
         seq_lens_input: l.seq_lens_input,
         threads: 1,
-        dynamic_batch: false,
+        dynamic_batch: staging.is_some(),
         input_lens: ins.iter().map(|x| x.0).collect(),
         output_lens: outs.iter().map(|x| x.0).collect(),
         input_step_lens: ins.iter().map(|x| x.1).collect(),
@@ -100,7 +145,13 @@ fn c_array(xs: impl IntoIterator<Item = usize>) -> String {
 }
 
 /// The C source of the host library for `m`, with every exported symbol prefixed `NAME_`.
-pub fn c_source(m: &PtxModule, name: &str, batch: usize, model: &str) -> Result<String, String> {
+pub fn c_source(
+    m: &PtxModule,
+    name: &str,
+    batch: usize,
+    staging: Option<&BatchStaging>,
+    model: &str,
+) -> Result<String, String> {
     if !is_c_identifier(name) {
         return Err(format!(
             "the library name {name:?} is not a C identifier ([A-Za-z_][A-Za-z0-9_]*)"
@@ -114,7 +165,19 @@ pub fn c_source(m: &PtxModule, name: &str, batch: usize, model: &str) -> Result<
     if l.grid[1] * l.grid[2] * l.block[1] * l.block[2] != 1 {
         return Err("the host library launches one-dimensional grids and blocks only".into());
     }
-    let info = library_info(m, batch)?;
+    let info = library_info(m, batch, staging)?;
+    let columns = |list: Option<&Vec<Option<(usize, Option<usize>, usize)>>>, n: usize| {
+        let get = |k: usize| list.and_then(|l| l.get(k).copied().flatten());
+        (
+            c_array((0..n).map(|k| get(k).map_or(0, |t| t.0))),
+            c_array((0..n).map(|k| get(k).and_then(|t| t.1).unwrap_or(0))),
+            c_array((0..n).map(|k| get(k).map_or(0, |t| t.2))),
+        )
+    };
+    let (in_outer, in_step_outer, in_inner) =
+        columns(staging.map(|s| &s.inputs), info.input_lens.len());
+    let (out_outer, out_step_outer, out_inner) =
+        columns(staging.map(|s| &s.outputs), info.output_lens.len());
     let mut params = String::new();
     for s in &slots {
         let (role, index, elements, per_step, bytes) = match s {
@@ -170,6 +233,13 @@ pub fn c_source(m: &PtxModule, name: &str, batch: usize, model: &str) -> Result<
         .replace("@OUTPUT_WHOLE@", &c_array(info.output_lens.iter().copied()))
         .replace("@OUTPUT_PER_STEP@", &per(&info.output_step_lens))
         .replace("@PARAMS@", params.trim_end())
+        .replace("@DYNAMIC_BATCH@", &(staging.is_some() as u8).to_string())
+        .replace("@IN_OUTER@", &in_outer)
+        .replace("@IN_STEP_OUTER@", &in_step_outer)
+        .replace("@IN_INNER@", &in_inner)
+        .replace("@OUT_OUTER@", &out_outer)
+        .replace("@OUT_STEP_OUTER@", &out_step_outer)
+        .replace("@OUT_INNER@", &out_inner)
         .replace("@KERNEL@", &c_string(&l.kernel))
         .replace("@PTX@", &c_string(&m.ptx))
         .replace("NAME_", &format!("{name}_"))
@@ -238,6 +308,18 @@ static const size_t INPUT_PER_STEP[] = {@INPUT_PER_STEP@};
 static const size_t OUTPUT_WHOLE[] = {@OUTPUT_WHOLE@};
 static const size_t OUTPUT_PER_STEP[] = {@OUTPUT_PER_STEP@};
 
+/* The batch chosen per call (hlstmc compile --max-batch): BATCH is the largest, and a smaller
+ * batch runs zero-padded to it through host staging buffers. Per tensor: `outer` rows of
+ * `batch x inner` floats (`step_outer` rows per step for tensors laid out by step); inner 0:
+ * no batch axis. */
+#define DYNAMIC_BATCH @DYNAMIC_BATCH@
+static const size_t IN_OUTER[] = {@IN_OUTER@};
+static const size_t IN_STEP_OUTER[] = {@IN_STEP_OUTER@};
+static const size_t IN_INNER[] = {@IN_INNER@};
+static const size_t OUT_OUTER[] = {@OUT_OUTER@};
+static const size_t OUT_STEP_OUTER[] = {@OUT_STEP_OUTER@};
+static const size_t OUT_INNER[] = {@OUT_INNER@};
+
 static const char KERNEL[] =
 @KERNEL@;
 static const char PTX[] =
@@ -278,6 +360,8 @@ struct context {
     CUmodule module;
     CUfunction kernel;
     CUdeviceptr buf[NUM_PARAMS]; /* per parameter; 0 for the scalars */
+    float *stage_in[NUM_INPUTS + 1];   /* host staging at BATCH (DYNAMIC_BATCH only) */
+    float *stage_out[NUM_OUTPUTS + 1];
 };
 
 /* The calling thread's last failure: the only state outside a context. */
@@ -309,6 +393,25 @@ static int steps_ok(size_t steps, size_t most) {
 
 static size_t tensor_len(size_t whole, size_t per_step, size_t steps) {
     return per_step ? per_step * steps : whole;
+}
+
+static int batch_ok(size_t batch, size_t most) {
+    return DYNAMIC_BATCH ? batch >= 1 && batch <= most : batch == BATCH;
+}
+
+/* Copies `outer` rows between an array at `batch` and its staging at BATCH (rows past `batch`
+ * zeroed when staging in). */
+static void stage(float *area, float *given, size_t outer, size_t inner, size_t batch,
+                  int in) {
+    size_t row = batch * inner, full = BATCH * inner;
+    for (size_t o = 0; o < outer; o++) {
+        if (in) {
+            memcpy(area + o * full, given + o * row, row * sizeof(float));
+            memset(area + o * full + row, 0, (full - row) * sizeof(float));
+        } else {
+            memcpy(given + o * row, area + o * full, row * sizeof(float));
+        }
+    }
 }
 
 static int open_driver(struct driver *d) {
@@ -354,6 +457,8 @@ static void release(struct context *c) {
     }
     if (c->cu) c->d.cuDevicePrimaryCtxRelease_v2(c->device);
     if (c->d.lib) dlclose(c->d.lib);
+    for (size_t k = 0; k < NUM_INPUTS; k++) free(c->stage_in[k]);
+    for (size_t k = 0; k < NUM_OUTPUTS; k++) free(c->stage_out[k]);
     c->magic = 0;
     free(c);
 }
@@ -417,11 +522,25 @@ EXPORT int NAME_context_open(void **out, int device, size_t max_steps, size_t ba
     if (!out) return ERR_NULL;
     *out = NULL;
     if (!steps_ok(max_steps, MAX_STEPS)) return ERR_STEPS;
-    if (batch != BATCH) return ERR_BATCH;
+    if (!batch_ok(batch, BATCH)) return ERR_BATCH;
     struct context *c = calloc(1, sizeof *c);
     if (!c) return fail(ERR_DRIVER, "out of host memory");
     c->max_steps = max_steps;
     c->batch = batch;
+    for (size_t k = 0; DYNAMIC_BATCH && k < NUM_INPUTS; k++)
+        if (IN_INNER[k] && !(c->stage_in[k] = calloc(
+                                 tensor_len(INPUT_WHOLE[k], INPUT_PER_STEP[k], max_steps) + 1,
+                                 sizeof(float)))) {
+            release(c);
+            return fail(ERR_DRIVER, "out of host memory");
+        }
+    for (size_t k = 0; DYNAMIC_BATCH && k < NUM_OUTPUTS; k++)
+        if (OUT_INNER[k] && !(c->stage_out[k] = calloc(
+                                  tensor_len(OUTPUT_WHOLE[k], OUTPUT_PER_STEP[k], max_steps) + 1,
+                                  sizeof(float)))) {
+            release(c);
+            return fail(ERR_DRIVER, "out of host memory");
+        }
     int rc = open_context(c, device);
     if (rc != OK) {
         release(c);
@@ -477,13 +596,44 @@ EXPORT size_t NAME_output_len(size_t k, size_t steps) {
     return tensor_len(OUTPUT_WHOLE[k], OUTPUT_PER_STEP[k], steps);
 }
 
-/* The batch is the compiled one. */
-EXPORT int NAME_dynamic_batch(void) { return 0; }
+EXPORT int NAME_dynamic_batch(void) { return DYNAMIC_BATCH; }
 EXPORT size_t NAME_input_len_for(size_t k, size_t steps, size_t batch) {
-    return batch == BATCH ? NAME_input_len(k, steps) : 0;
+    if (!batch_ok(batch, BATCH)) return 0;
+    size_t n = NAME_input_len(k, steps);
+    return k < NUM_INPUTS && IN_INNER[k] ? n / BATCH * batch : n;
 }
 EXPORT size_t NAME_output_len_for(size_t k, size_t steps, size_t batch) {
-    return batch == BATCH ? NAME_output_len(k, steps) : 0;
+    if (!batch_ok(batch, BATCH)) return 0;
+    size_t n = NAME_output_len(k, steps);
+    return k < NUM_OUTPUTS && OUT_INNER[k] ? n / BATCH * batch : n;
+}
+
+static int launch(struct context *c, size_t steps, unsigned resume, const float *const *in,
+                  float *const *out);
+
+/* launch() for a call of `batch`: below BATCH through the staging buffers. */
+static int launch_batch(struct context *c, size_t steps, size_t count, unsigned resume,
+                        size_t batch, const float *const *in, float *const *out) {
+    if (!DYNAMIC_BATCH || batch == BATCH) return launch(c, count, resume, in, out);
+    const float *ins[NUM_INPUTS + 1];
+    float *outs[NUM_OUTPUTS + 1];
+    for (size_t k = 0; k < NUM_INPUTS; k++) {
+        ins[k] = in[k];
+        if (IN_INNER[k]) {
+            size_t outer = IN_STEP_OUTER[k] ? IN_STEP_OUTER[k] * steps : IN_OUTER[k];
+            stage(c->stage_in[k], (float *)in[k], outer, IN_INNER[k], batch, 1);
+            ins[k] = c->stage_in[k];
+        }
+    }
+    for (size_t k = 0; k < NUM_OUTPUTS; k++) outs[k] = OUT_INNER[k] ? c->stage_out[k] : out[k];
+    int rc = launch(c, count, resume, ins, outs);
+    if (rc != OK) return rc;
+    for (size_t k = 0; k < NUM_OUTPUTS; k++)
+        if (OUT_INNER[k]) {
+            size_t outer = OUT_STEP_OUTER[k] ? OUT_STEP_OUTER[k] * steps : OUT_OUTER[k];
+            stage(c->stage_out[k], out[k], outer, OUT_INNER[k], batch, 0);
+        }
+    return OK;
 }
 
 static int check_context(const struct context *c) {
@@ -536,7 +686,7 @@ EXPORT int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *i
     struct context *c = ctx;
     int rc = check_context(c);
     if (rc != OK) return rc;
-    if (batch != BATCH) return ERR_BATCH;
+    if (!batch_ok(batch, c->batch)) return ERR_BATCH;
     if (!steps_ok(steps, c->max_steps)) return ERR_STEPS;
     if ((rc = check_arrays(inputs, outputs)) != OK) return rc;
     size_t count = steps;
@@ -553,7 +703,7 @@ EXPORT int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *i
         count = (size_t)first;
     }
 #endif
-    rc = launch(c, count, 0, inputs, outputs);
+    rc = launch_batch(c, steps, count, 0, batch, inputs, outputs);
     c->position = 0;
     return rc;
 }
@@ -564,7 +714,8 @@ EXPORT int NAME_step(void *ctx, const float *const *inputs, float *const *output
     if (rc != OK) return rc;
     if (!STREAMABLE) return ERR_NOT_STREAMABLE;
     if ((rc = check_arrays(inputs, outputs)) != OK) return rc;
-    rc = launch(c, 1, c->position != 0, inputs, outputs);
+    /* A stream runs at the context's batch. */
+    rc = launch_batch(c, 1, 1, c->position != 0, c->batch, inputs, outputs);
     if (rc == OK) c->position++;
     return rc;
 }
