@@ -28,9 +28,10 @@ pub(crate) struct Layout {
     /// The read-only data, and where each constant and CSR matrix starts in it (bytes).
     pub rodata: Vec<u8>,
     pub const_off: HashMap<ConstId, usize>,
-    /// (constant, k-stride of the left operand in elements) -> the matrix's columns in
-    /// classes of equal nonzero count (see [`CsrClass`]).
-    pub csr: HashMap<(ConstId, isize), Vec<CsrClass>>,
+    /// (constant, k-stride of the left operand in elements, whether one row at a time) -> the
+    /// matrix's columns in classes of equal nonzero count (see [`CsrClass`]); one row at a
+    /// time, columns also go four to a group.
+    pub csr: HashMap<(ConstId, isize, bool), Vec<CsrClass>>,
     /// (constant, N) -> byte offset of a dense constant weight [K, N] packed tile-major: for
     /// each tile of 16 columns (the last one padded with zeros), its K×16 block, row by row.
     pub packed: HashMap<(ConstId, usize), usize>,
@@ -54,6 +55,15 @@ pub(crate) struct CsrClass {
     /// nonzero from 8 to 6 bytes.
     pub offsets_off: usize,
     pub narrow: bool,
+    /// Groups of four columns laid out lane by lane for f32x4 multiply-adds across columns
+    /// (one row at a time): the class's first `4 * quads` columns; the fields above describe
+    /// the rest.
+    pub quads: usize,
+    /// Byte offsets of the groups' column indices (4 i32 per group), weights (per group, per
+    /// nonzero, 4 f32) and input offsets (per group, per nonzero, 4 u16).
+    pub quad_cols_off: usize,
+    pub quad_weights_off: usize,
+    pub quad_offsets_off: usize,
 }
 
 /// Right-aligned broadcast of `v` to `dims` (numpy rules, as the interpreter's `read_as`):
@@ -589,14 +599,19 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
 /// bodies may hold (about 17 bytes of code each).
 const CSR_BODY_BUDGET: usize = 8192;
 
+/// Columns a class needs before they go four to a group (fewer run two at a time).
+const QUAD_MIN_COLUMNS: usize = 8;
+
 /// Lays out a constant [K, N] weight as compressed columns (the rows of W^T), grouped into
-/// classes of equal nonzero count; `stride` is the left operand's k-stride in elements.
+/// classes of equal nonzero count; `stride` is the left operand's k-stride in elements. With
+/// `quads` (one row at a time), each class's columns go four to a group where it has enough.
 fn csr_classes(
     rodata: &mut Vec<u8>,
     data: &[f32],
     k: usize,
     n: usize,
     stride: isize,
+    quads: bool,
 ) -> Result<Vec<CsrClass>, String> {
     let counts: Vec<usize> = (0..n)
         .map(|j| (0..k).filter(|q| data[q * n + j] != 0.0).count())
@@ -622,28 +637,56 @@ fn csr_classes(
     let too_large = || "matmul too large".to_string();
     let narrow = (k as i64 - 1) * stride as i64 * 4 <= u16::MAX as i64;
     let mut classes = Vec::with_capacity(by_count.len());
-    for (nonzeros, cols) in by_count {
-        let mut weights: Vec<f32> = Vec::with_capacity(cols.len() * nonzeros);
-        let mut offsets: Vec<i32> = Vec::with_capacity(cols.len() * nonzeros);
-        for (i, &j) in cols.iter().enumerate() {
+    for (nonzeros, all_cols) in by_count {
+        // One column's nonzeros, padded up to the class's count with weight 0 times the first
+        // input.
+        let column = |j: usize| -> Result<(Vec<f32>, Vec<i32>), String> {
+            let (mut w, mut o) = (Vec::with_capacity(nonzeros), Vec::with_capacity(nonzeros));
             for q in 0..k {
                 let v = data[q * n + j];
                 if v != 0.0 {
-                    weights.push(v);
+                    w.push(v);
                     let off = q as i64 * stride as i64 * 4;
-                    offsets.push(i32::try_from(off).map_err(|_| too_large())?);
+                    o.push(i32::try_from(off).map_err(|_| too_large())?);
                 }
             }
-            // Padding up to the class's count: weight 0 times the first input.
-            while weights.len() < (i + 1) * nonzeros {
-                weights.push(0.0);
-                offsets.push(0);
+            w.resize(nonzeros, 0.0);
+            o.resize(nonzeros, 0);
+            Ok((w, o))
+        };
+        let n_quads = if quads && narrow && nonzeros > 0 && all_cols.len() >= QUAD_MIN_COLUMNS {
+            all_cols.len() / 4
+        } else {
+            0
+        };
+        let (quad_cols, cols) = all_cols.split_at(4 * n_quads);
+        let (mut qw, mut qo): (Vec<f32>, Vec<u8>) = (Vec::new(), Vec::new());
+        for group in quad_cols.chunks(4) {
+            let lanes: Vec<(Vec<f32>, Vec<i32>)> =
+                group.iter().map(|&j| column(j)).collect::<Result<_, _>>()?;
+            for e in 0..nonzeros {
+                for (w, o) in &lanes {
+                    qw.push(w[e]);
+                    qo.extend((o[e] as u16).to_le_bytes());
+                }
             }
         }
-        let idx: Vec<i32> = cols
-            .iter()
-            .map(|&j| i32::try_from(j).map_err(|_| too_large()))
-            .collect::<Result<_, _>>()?;
+        let col_ids = |cs: &[usize]| -> Result<Vec<i32>, String> {
+            cs.iter()
+                .map(|&j| i32::try_from(j).map_err(|_| too_large()))
+                .collect()
+        };
+        let quad_cols_off = push_i32s(rodata, &col_ids(quad_cols)?);
+        let quad_weights_off = push_f32s(rodata, &qw);
+        let quad_offsets_off = push_bytes(rodata, &qo);
+        let mut weights: Vec<f32> = Vec::with_capacity(cols.len() * nonzeros);
+        let mut offsets: Vec<i32> = Vec::with_capacity(cols.len() * nonzeros);
+        for &j in cols {
+            let (w, o) = column(j)?;
+            weights.extend(w);
+            offsets.extend(o);
+        }
+        let idx = col_ids(cols)?;
         let cols_off = push_i32s(rodata, &idx);
         let weights_off = push_f32s(rodata, &weights);
         let offsets_off = if narrow {
@@ -662,6 +705,10 @@ fn csr_classes(
             weights_off,
             offsets_off,
             narrow,
+            quads: n_quads,
+            quad_cols_off,
+            quad_weights_off,
+            quad_offsets_off,
         });
     }
     Ok(classes)
@@ -735,19 +782,19 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                         // run-time row count also one row at a time, for calls under 4 rows.
                         let mut strides = Vec::new();
                         if let Some(mp) = row_vector_rows(out.dims[0], w) {
-                            strides.push(mp as isize);
+                            strides.push((mp as isize, false));
                         }
                         if strides.is_empty() || rows_per_step.is_some() {
-                            strides.push(a.strides[1]);
+                            strides.push((a.strides[1], true));
                         }
-                        for stride in strides {
-                            let key = (*c, stride);
+                        for (stride, one_row) in strides {
+                            let key = (*c, stride, one_row);
                             if l.csr.contains_key(&key) {
                                 continue;
                             }
                             let (k, n) = (a.dims[1], out.dims[1]);
                             let data = &p.consts[c.0].data;
-                            let classes = csr_classes(&mut l.rodata, data, k, n, stride)?;
+                            let classes = csr_classes(&mut l.rodata, data, k, n, stride, one_row)?;
                             l.csr.insert(key, classes);
                         }
                     }
@@ -874,6 +921,19 @@ mod tests {
         };
         let mut y = vec![f64::NAN; n];
         for c in classes {
+            for g in 0..c.quads {
+                for lane in 0..4 {
+                    let j = word(c.quad_cols_off + (g * 4 + lane) * 4, 4) as usize;
+                    let mut sum = 0.0;
+                    for e in 0..c.nonzeros {
+                        let at = (g * c.nonzeros + e) * 4 + lane;
+                        let w = f32::from_bits(word(c.quad_weights_off + at * 4, 4)) as f64;
+                        let q = word(c.quad_offsets_off + at * 2, 2) as usize / 4 / stride;
+                        sum += w * (q + 1) as f64;
+                    }
+                    y[j] = sum;
+                }
+            }
             let off_len = if c.narrow { 2 } else { 4 };
             for col in 0..c.columns {
                 let j = word(c.cols_off + col * 4, 4) as usize;
@@ -899,13 +959,19 @@ mod tests {
                 data[q * n + j] = 0.5 + (q % 7) as f32;
             }
         }
-        for stride in [1usize, 60] {
+        for (stride, quads) in [(1usize, false), (60, false), (1, true), (60, true)] {
             let mut rodata = Vec::new();
-            let classes = csr_classes(&mut rodata, &data, k, n, stride as isize).unwrap();
+            let classes = csr_classes(&mut rodata, &data, k, n, stride as isize, quads).unwrap();
             let bodies: usize = classes.iter().map(|c| c.nonzeros).sum();
             assert!(bodies <= CSR_BODY_BUDGET, "{bodies}");
             assert!(classes.len() > 1);
-            assert_eq!(classes.iter().map(|c| c.columns).sum::<usize>(), n);
+            let in_quads: usize = classes.iter().map(|c| 4 * c.quads).sum();
+            assert_eq!(
+                classes.iter().map(|c| c.columns).sum::<usize>() + in_quads,
+                n
+            );
+            // Groups of four only one row at a time and with u16 offsets.
+            assert_eq!(in_quads > 0, quads && stride == 1, "{stride} {quads}");
             assert_eq!(classes[0].narrow, stride == 1);
             let y = csr_product(&rodata, &classes, n, stride);
             for (j, got) in y.iter().enumerate() {
@@ -918,7 +984,7 @@ mod tests {
         // Equal counts: one class, no padding.
         let dense = vec![1.0f32; 6 * 5];
         let mut rodata = Vec::new();
-        let classes = csr_classes(&mut rodata, &dense, 6, 5, 1).unwrap();
+        let classes = csr_classes(&mut rodata, &dense, 6, 5, 1, false).unwrap();
         assert_eq!(classes.len(), 1);
         assert_eq!((classes[0].nonzeros, classes[0].columns), (6, 5));
     }

@@ -14,7 +14,9 @@
 //!   nothing, a column without nonzeros stores 0.
 //! - sparse-csr: the columns in classes of equal nonzero count (`CsrClass`), a loop per class
 //!   over its columns (two per trip) with a body unrolled for that count: weights and input
-//!   offsets read from read-only data, no branch on a column's length.
+//!   offsets read from read-only data, no branch on a column's length. One row at a time, a
+//!   class's columns first go four to a group, one f32x4 multiply-add per nonzero
+//!   (`csr_quad`).
 //! - With a sparse weight and 4 rows or more (the hoisted input projection), `a` is transposed
 //!   into scratch and the sparse kernels run on f32x4 blocks of four rows.
 //!
@@ -229,7 +231,8 @@ fn sparse(
     match strategy {
         Strategy::SparseUnrolled => unrolled(cx, c, k, n, ra, rout, sink),
         _ => {
-            let classes = cx.l.csr[&(c, stride)].clone();
+            let one_row = matches!(sink, Sink::Rows1 { .. });
+            let classes = cx.l.csr[&(c, stride, one_row)].clone();
             csr(cx, &classes, ra, rout, sink);
         }
     }
@@ -718,6 +721,13 @@ fn csr(cx: &mut Cx, classes: &[CsrClass], ra: &Rv, rout: &Rv, sink: Sink) {
     let rodata = cx.rodata();
     sink.each(cx, ra, rout, &mut |cx, arow, orow| {
         for class in classes {
+            // Four columns per f32x4 multiply-add, one row at a time (see `csr_quad`).
+            if class.quads > 0 {
+                let _ = cx.counted_loop(class.quads, &mut |cx, g| {
+                    csr_quad(cx, class, rodata, g, arow, orow, rout);
+                    Ok(())
+                });
+            }
             // Two columns per trip, their products interleaved (twice the independent work in
             // flight, half the loop overhead), then an odd last column. (Four columns per trip
             // measured slower at H=800: more accumulators than registers.)
@@ -745,6 +755,51 @@ fn csr(cx: &mut Cx, classes: &[CsrClass], ra: &Rv, rout: &Rv, sink: Sink) {
             }
         }
     });
+}
+
+/// Group `g` (a run-time index) of a class's four-column groups, one row: per nonzero, the
+/// four columns' weights in one vector load, their four u16 input offsets and inputs loaded
+/// and the inputs inserted into a vector, one f32x4 multiply-add: 2.25 loads per product where
+/// the column-at-a-time loop makes 3 (weight, offset, input), and a quarter of the
+/// multiply-adds.
+fn csr_quad(
+    cx: &mut Cx,
+    class: &CsrClass,
+    rodata: Value,
+    g: Value,
+    arow: Pos,
+    orow: Pos,
+    rout: &Rv,
+) {
+    let so_n = rout.strides[1];
+    let nnz = class.nonzeros;
+    let pw = cx.advance(rodata, g, nnz as i64 * 16);
+    let po = cx.advance(rodata, g, nnz as i64 * 8);
+    let pc = cx.advance(rodata, g, 16);
+    let mut chains = Chains::new(nnz);
+    for e in 0..nnz as i64 {
+        let w = cx.load_ro(VEC, pw, class.quad_weights_off as i64 + e * 16);
+        let mut v = None;
+        for lane in 0..4u8 {
+            let (b, off) = cx.addr(po, class.quad_offsets_off as i64 + e * 8 + lane as i64 * 2);
+            let o = cx.b.ins().uload16(I64, mem_ro(), b, off);
+            let xa = cx.b.ins().iadd(arow.0, o);
+            let x = cx.load(SCALAR, xa, arow.1);
+            v = Some(match v {
+                None => cx.b.ins().scalar_to_vector(VEC, x),
+                Some(acc) => cx.b.ins().insertlane(acc, x, lane),
+            });
+        }
+        chains.add(cx, VEC, v.expect("four lanes"), w);
+    }
+    let sum = chains.sum(cx, VEC);
+    for lane in 0..4u8 {
+        let j = cx.load_ro(I32, pc, class.quad_cols_off as i64 + lane as i64 * 4);
+        let j = cx.b.ins().sextend(I64, j);
+        let ob = cx.advance(orow.0, j, so_n);
+        let x = cx.b.ins().extractlane(sum, lane);
+        cx.store(x, ob, orow.1);
+    }
 }
 
 /// Columns of a CSR class processed together by one trip of its loop.
