@@ -442,7 +442,7 @@ fn shipped_configs_load() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     text.sort();
-    assert_eq!(text.len(), 6, "{text:?}");
+    assert_eq!(text.len(), 7, "{text:?}");
     paths.extend(text);
     for p in &paths {
         let c = Config::load(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
