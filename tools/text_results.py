@@ -3,6 +3,7 @@
 weights, for the configs in examples/text/ (standard library only).
 
     python3 tools/text_results.py                       # every config, one after another (hours)
+    python3 tools/text_results.py --jobs 2              # two at a time (2 cores: under 2 hours)
     python3 tools/text_results.py --only lstm-2x256     # one config (about an hour on one core)
     python3 tools/text_results.py --epochs 1 --only lstm-2x256 --out out/text-quick   # a smoke run
     python3 tools/text_results.py --epochs 1 --max-chars 100000 --out out/text-smoke  # all, minutes
@@ -20,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "examples/text")
@@ -40,6 +42,8 @@ def main():
     ap.add_argument("--only", action="append", help="a config name (repeatable)")
     ap.add_argument("--epochs", type=int, help="cut every phase to this many epochs (smoke run)")
     ap.add_argument("--max-chars", type=int, help="read only this many characters (smoke run)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="configs trained at once (each `hlstmc train` uses one thread)")
     a = ap.parse_args()
     hlstmc = a.hlstmc
     if not hlstmc:
@@ -48,7 +52,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     names = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONFIGS, "*.toml")))
     names = [n for n in names if not a.only or n in a.only]
-    rows = []
+    # Write every config, then train those without a summary, --jobs at a time.
+    todo = []
     for name in names:
         with open(os.path.join(CONFIGS, f"{name}.toml")) as f:
             text = f.read()
@@ -63,8 +68,26 @@ def main():
         model = os.path.join(a.out, f"{name}.onnx")
         summary = os.path.join(a.out, f"{name}.summary.json")
         if not os.path.exists(summary):
+            todo.append((name, [hlstmc, "train", cfg, "-o", model]))
+    running = []
+    while todo or running:
+        while todo and len(running) < max(1, a.jobs):
+            name, cmd = todo.pop(0)
             print(f"training {name}", file=sys.stderr)
-            subprocess.run([hlstmc, "train", cfg, "-o", model], check=True)
+            # Alone, the progress goes to the terminal; side by side, to NAME.train.log.
+            out = None if a.jobs <= 1 else open(os.path.join(a.out, f"{name}.train.log"), "w")
+            running.append((name, subprocess.Popen(cmd, stdout=out, stderr=out)))
+        done = [r for r in running if r[1].poll() is not None]
+        if not done:
+            time.sleep(1)
+            continue
+        for name, proc in done:
+            running.remove((name, proc))
+            if proc.returncode != 0:
+                sys.exit(f"training {name} failed (exit status {proc.returncode})")
+    rows = []
+    for name in names:
+        summary = os.path.join(a.out, f"{name}.summary.json")
         with open(summary) as f:
             s = json.load(f)
         epochs = 0
