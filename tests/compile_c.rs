@@ -121,6 +121,13 @@ fn compile_into(model: &Path, dir: &Path, flags: &[&str]) {
     assert!(o.status.success(), "{args:?}: {}", text(&o));
 }
 
+/// [`compile_into`], then the C driver linked to `DIR/libhm.a` and `libs`, as `DIR/exe`.
+fn compile_and_link(model: &Path, dir: &Path, flags: &[&str], libs: &[&str], exe: &str) {
+    compile_into(model, dir, flags);
+    let lib = dir.join("libhm.a").display().to_string();
+    cc(dir, "hm", &[&[lib.as_str()], libs].concat(), exe);
+}
+
 fn check_fixture(fixture: &str, flags: &[&str]) -> bool {
     check_library(fixture, flags, None)
 }
@@ -733,15 +740,11 @@ fn ptx_library_lstm_std_batch3() {
     let m = root().join("tests/fixtures/models/lstm_std_X16_H24_T5_batch3/model.onnx");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    compile_into(
+    compile_and_link(
         &m,
         dir,
         &["--target", "ptx", "--sm", "90", "--emit", "a,header"],
-    );
-    cc(
-        dir,
-        "hm",
-        &[&dir.join("libhm.a").display().to_string(), "-ldl"],
+        &["-ldl"],
         "run_static",
     );
     let o = Command::new(dir.join("run_static"))
@@ -786,15 +789,11 @@ fn ptx_library_without_a_driver_says_so() {
     let m = root().join("tests/fixtures/models/lstm_std_H64_X32_T8");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    compile_into(
+    compile_and_link(
         &m.join("model.onnx"),
         dir,
         &["--target", "ptx", "--emit", "a,header"],
-    );
-    cc(
-        dir,
-        "hm",
-        &[&dir.join("libhm.a").display().to_string(), "-ldl"],
+        &["-ldl"],
         "run_static",
     );
     let empty = dir.join("no-driver");
@@ -1041,7 +1040,7 @@ fn batch_chosen_per_call() {
     ] {
         let dir = tmp.path().join(format!("b{max}"));
         let max_s = max.to_string();
-        compile_into(
+        compile_and_link(
             &model,
             &dir,
             &[
@@ -1052,11 +1051,7 @@ fn batch_chosen_per_call() {
                 "--emit",
                 "a,header",
             ],
-        );
-        cc(
-            &dir,
-            "hm",
-            &[&dir.join("libhm.a").display().to_string(), "-pthread"],
+            &["-pthread"],
             "run",
         );
         check_batches(&dir, max, batches, None);
@@ -1086,15 +1081,11 @@ fn batch_chosen_per_call_on_the_gpu_library() {
     let model = root().join("examples/digits-hlstm.onnx");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    compile_into(
+    compile_and_link(
         &model,
         dir,
         &["--target", "ptx", "--max-batch", "16", "--emit", "a,header"],
-    );
-    cc(
-        dir,
-        "hm",
-        &[&dir.join("libhm.a").display().to_string(), "-ldl"],
+        &["-ldl"],
         "run",
     );
     check_batches(dir, 16, &[16, 5], Some(lib.path()));
