@@ -7,8 +7,10 @@
 //! ptxas comes from $HLSTMC_PTXAS, else `ptxas` on PATH; without it the ptxas test says it
 //! skipped, except under CI=true, where a missing ptxas fails.
 
+mod common;
+
 use hlstm_backends::ptx::{PtxOptions, compile};
-use hlstm_frontends::onnx::{import_file, tensor::read_pb};
+use hlstm_frontends::onnx::import_file;
 use hlstm_ir::kernel::Program;
 use hlstm_ir::kernel::interp::Machine;
 use hlstm_passes::{DEFAULT_PIPELINE, PassManager};
@@ -71,18 +73,7 @@ fn program(dir: &Path) -> Result<Program, String> {
 }
 
 fn read_set(dir: &Path, prefix: &str) -> Vec<Vec<f32>> {
-    (0..)
-        .map(|k| dir.join("test_data_set_0").join(format!("{prefix}_{k}.pb")))
-        .take_while(|f| f.exists())
-        .map(|f| {
-            let (_, t) = read_pb(&f).expect("reads the tensor");
-            // Integer sequence lengths travel as f32 whole numbers.
-            match t.cast(hlstm_ir::DType::F32) {
-                hlstm_ir::Tensor::F32(a) => a.iter().copied().collect(),
-                _ => unreachable!("cast to f32"),
-            }
-        })
-        .collect()
+    common::read_test_data_f32(dir, prefix)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@
 //! one step at a time gives the outputs of the whole-sequence call. Models the analysis keeps
 //! static must say why, and refuse other lengths.
 
+mod common;
+
 use hlstm_backends::cpu::{CpuOptions, JitProgram};
-use hlstm_frontends::onnx::{import_file, tensor::read_pb};
+use hlstm_frontends::onnx::import_file;
 use hlstm_ir::kernel::{Program, Stmt, interp::Machine};
 use hlstm_passes::{DEFAULT_PIPELINE, PassManager};
 use std::path::{Path, PathBuf};
@@ -21,20 +23,7 @@ fn load(dir: &Path) -> (Program, Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let pm = PassManager::new(DEFAULT_PIPELINE, Default::default()).expect("pipeline");
     pm.run(&mut g, &mut std::io::sink()).expect("optimizes");
     let p = hlstm_passes::lower::lower(&g, &Default::default()).expect("lowers");
-    let read = |prefix: &str| -> Vec<Vec<f32>> {
-        (0..)
-            .map(|k| dir.join("test_data_set_0").join(format!("{prefix}_{k}.pb")))
-            .take_while(|f| f.exists())
-            .map(|f| {
-                let (_, t) = read_pb(&f).expect("reads the tensor");
-                // Integer sequence lengths travel as f32 whole numbers.
-                match t.cast(hlstm_ir::DType::F32) {
-                    hlstm_ir::Tensor::F32(a) => a.iter().copied().collect(),
-                    _ => unreachable!("cast to f32"),
-                }
-            })
-            .collect()
-    };
+    let read = |prefix: &str| common::read_test_data_f32(dir, prefix);
     (p, read("input"), read("output"))
 }
 

@@ -148,3 +148,19 @@ pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) {
     w.extend(data.iter().copied()).expect("npy data");
     w.finish().expect("npy finish");
 }
+
+/// The tensors `DIR/test_data_set_0/PREFIX_K.pb` (K = 0, 1, ...) as f32 (integer sequence
+/// lengths as whole numbers, as the kernel IR engines take them).
+pub fn read_test_data_f32(dir: &Path, prefix: &str) -> Vec<Vec<f32>> {
+    (0..)
+        .map(|k| dir.join("test_data_set_0").join(format!("{prefix}_{k}.pb")))
+        .take_while(|f| f.exists())
+        .map(|f| {
+            let (_, t) = hlstm_frontends::onnx::tensor::read_pb(&f).expect("reads the tensor");
+            match t.cast(hlstm_ir::DType::F32) {
+                hlstm_ir::Tensor::F32(a) => a.iter().copied().collect(),
+                _ => unreachable!("cast to f32"),
+            }
+        })
+        .collect()
+}

@@ -239,7 +239,10 @@ mod tests {
         p.body.push(Stmt::MatMul {
             out: View::whole(y, &[3, 4]),
             a,
-            w: Weight::Const(hlstm_ir::kernel::ConstId(0), hlstm_ir::kernel::Strategy::Dense),
+            w: Weight::Const(
+                hlstm_ir::kernel::ConstId(0),
+                hlstm_ir::kernel::Strategy::Dense,
+            ),
             rows_per_step: None,
         });
         p
