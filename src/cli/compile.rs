@@ -416,6 +416,15 @@ fn link(
     Ok(files)
 }
 
+/// The summary line's sequence lengths: "1 to T steps" or "exactly T steps".
+fn steps_text(dynamic: bool, max_steps: usize) -> String {
+    if dynamic {
+        format!("1 to {max_steps} steps")
+    } else {
+        format!("exactly {max_steps} steps")
+    }
+}
+
 fn default_name(model: &Path) -> String {
     let stem = model.file_stem().unwrap_or_default().to_string_lossy();
     let mut s: String = stem
@@ -529,11 +538,7 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         Ok(files)
     })?;
     let info = &obj.info;
-    let steps = if info.dynamic_steps {
-        format!("1 to {} steps", info.max_steps)
-    } else {
-        format!("exactly {} steps", info.max_steps)
-    };
+    let steps = steps_text(info.dynamic_steps, info.max_steps);
     eprintln!(
         "{name}: {} inputs, {} outputs, {steps}, batch {}, streaming {}, threads {threads}, context {} bytes, code {} bytes, rodata {} bytes, cpu {}{}",
         info.input_lens.len(),
@@ -638,11 +643,7 @@ fn main_ptx(a: &CompileArgs, name: &str) -> Result<ExitCode> {
         Ok(files)
     })?;
     let l = &m.launch;
-    let steps = if l.dynamic_steps {
-        format!("1 to {} steps", l.max_steps)
-    } else {
-        format!("exactly {} steps", l.max_steps)
-    };
+    let steps = steps_text(l.dynamic_steps, l.max_steps);
     eprintln!(
         "{name}: sm_{}, grid {} x {} threads, {steps}, batch {batch}, shared memory {} bytes, weights {} bytes in shared memory and {} in global memory",
         l.sm, l.grid[0], l.block[0], l.shared_bytes, l.weights_shared_bytes, l.weights_global_bytes

@@ -15,8 +15,8 @@
 //! by [`choose_strategy`] (or the one [`LowerOptions::strategy`] forces); a run-time right operand
 //! gets `Weight::View`.
 
-mod recurrence;
 pub mod batch;
+mod recurrence;
 pub mod steps;
 pub mod threads;
 pub mod view;
