@@ -692,3 +692,33 @@ fn pruned_models_read_no_weight_from_global_memory_in_the_time_loop() {
     }
     assert!(pruned >= 8, "{pruned}");
 }
+
+/// The mask of a ReLU's gradient, cast(cast(x, bool), f32), lowers to a `not_zero` unary; its
+/// PTX (|x| > 0 ? 1 : 0) runs in the interpreter to the graph interpreter's values, zeros of
+/// both signs included.
+#[test]
+fn the_relu_gradient_mask_runs_in_the_ptx_interpreter() {
+    let g = hlstm_ir::text::parse(
+        r#"graph (%x: f32[4,8]) -> (m = %m, r = %r) {
+  %r = relu(%x) : f32[4,8]
+  %b = cast{to=bool}(%r) : bool[4,8]
+  %m = cast{to=f32}(%b) : f32[4,8]
+}"#,
+    )
+    .expect("parses");
+    let mut x: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) * 0.25).collect();
+    x[3] = 0.0;
+    x[20] = -0.0;
+    x[21] = 1e-30;
+    let t = hlstm_ir::Tensor::from_f32(&[4, 8], x.clone()).expect("shape");
+    let want: Vec<Vec<f32>> = hlstm_ir::interp::run(&g, &[t])
+        .expect("interprets")
+        .iter()
+        .map(|t| t.as_f32().expect("f32").iter().copied().collect())
+        .collect();
+    let p = hlstm_passes::lower::lower(&g, &Default::default()).expect("lowers");
+    let m = compile(&p, &PtxOptions::default()).expect("compiles");
+    let got = simulate(&m.ptx, &m.launch.to_json(), &[x], 1).expect("runs");
+    compare(&got, &want).unwrap();
+    assert!(want[0].contains(&1.0) && want[0].contains(&0.0));
+}

@@ -245,6 +245,7 @@ fn all_acts() -> Vec<Act> {
         Act::Elu { alpha: 0.8 },
         Act::Softsign,
         Act::Softplus,
+        Act::NotZero,
     ]
 }
 
@@ -465,6 +466,85 @@ fn matmul_every_strategy_and_shape() {
                 }
             }
         }
+    }
+}
+
+/// Weights larger than the K-blocking threshold (256 KiB panels): the K loop runs in blocks,
+/// the first from zero and the others adding to the output (with a remainder block), for
+/// packed constants and run-time weights; a strided output is not blocked.
+#[test]
+fn dense_matmul_blocked_over_k() {
+    let mut seed = 500;
+    for w in [
+        W::Const(Strategy::Dense),
+        W::Runtime { transposed: false },
+        W::Runtime { transposed: true },
+    ] {
+        for &(m, k, n) in &[(9, 600, 301), (8, 1100, 64), (17, 700, 128)] {
+            for (a_strided, out_strided) in [(false, false), (true, false), (false, true)] {
+                seed += 1;
+                let (p, ins) = matmul_program(m, k, n, w, 1.0, a_strided, out_strided, seed);
+                check_rel(&p, &ins, 1e-4);
+            }
+        }
+    }
+}
+
+/// Softmax statements against the interpreter: contiguous and strided rows, rank 1 and 3, in
+/// place, logits large enough that exp overflows without the max shift, and rows of one.
+#[test]
+fn softmax_and_log_softmax_statements() {
+    for log in [false, true] {
+        let mut p = Program::default();
+        let x = p.add_buffer("X", BufKind::Input(0), &[60]);
+        let a = p.add_buffer("A", BufKind::Output(0), &[60]);
+        let b = p.add_buffer("B", BufKind::Output(1), &[60]);
+        let c = p.add_buffer("C", BufKind::Output(2), &[7]);
+        let d = p.add_buffer("D", BufKind::Output(3), &[60]);
+        let e = p.add_buffer("E", BufKind::Output(4), &[5]);
+        p.inputs = vec![x];
+        p.outputs = vec![a, b, c, d, e];
+        p.body = vec![
+            // rows of 5, contiguous
+            Stmt::Softmax {
+                out: View::whole(a, &[3, 4, 5]),
+                x: View::whole(x, &[3, 4, 5]),
+                log,
+            },
+            // rows down the columns of a [12, 5] input (stride 5), written transposed
+            Stmt::Softmax {
+                out: view(b, 0, &[5, 12], &[1, 5], 0),
+                x: view(x, 0, &[5, 12], &[1, 5], 0),
+                log,
+            },
+            // rank 1
+            Stmt::Softmax {
+                out: View::whole(c, &[7]),
+                x: view(x, 3, &[7], &[1], 0),
+                log,
+            },
+            // in place: a copy, then the statement on its own output
+            Stmt::Copy {
+                out: View::whole(d, &[60]),
+                x: View::whole(x, &[60]),
+            },
+            Stmt::Softmax {
+                out: View::whole(d, &[6, 10]),
+                x: View::whole(d, &[6, 10]),
+                log,
+            },
+            // rows of one
+            Stmt::Softmax {
+                out: View::whole(e, &[5, 1]),
+                x: view(x, 0, &[5, 1], &[2, 1], 0),
+                log,
+            },
+        ];
+        let mut xs = Rng::new(9).vec(60, 4.0);
+        xs[7] = 300.0;
+        xs[8] = 299.0;
+        xs[20] = -200.0;
+        check_rel(&p, &[xs], 2e-6);
     }
 }
 
@@ -846,7 +926,8 @@ fn everything() -> Program {
     let (mut p, _) = rnn(4, 6, 10, Strategy::Dense, false, 77);
     let mut r = Rng::new(78);
     let x = p.inputs[0];
-    let extra = p.add_buffer("E", BufKind::Output(2), &[13 * 24]);
+    let acts = all_acts().len();
+    let extra = p.add_buffer("E", BufKind::Output(2), &[acts * 24]);
     p.outputs.push(extra);
     let c = p.add_const("K", &[6, 24], r.sparse(144, 0.3));
     for (i, act) in all_acts().into_iter().enumerate() {
@@ -874,6 +955,13 @@ fn everything() -> Program {
         min: -0.1,
         max: 0.2,
     });
+    for (i, log) in [false, true].into_iter().enumerate() {
+        p.body.push(Stmt::Softmax {
+            out: view(extra, 48 + 24 * i as isize, &[4, 6], &[6, 1], 0),
+            x: view(x, 0, &[4, 6], &[6, 1], 0),
+            log,
+        });
+    }
     p
 }
 
@@ -1088,8 +1176,9 @@ fn activation_accuracy() {
         }];
         let j = JitProgram::compile(&p2, &native()).unwrap();
         j.run(&[&nan], &mut [&mut out]).unwrap();
-        // thresholded_relu(NaN) is 0 (NaN > alpha is false), in the interpreter too.
-        let want_nan = !matches!(act, Act::ThresholdedRelu { .. });
+        // thresholded_relu(NaN) is 0 (NaN > alpha is false), in the interpreter too; so is
+        // not_zero(NaN) (|NaN| > 0 is false).
+        let want_nan = !matches!(act, Act::ThresholdedRelu { .. } | Act::NotZero);
         assert!(
             out.iter().all(|v| v.is_nan() == want_nan),
             "{}: {out:?}",

@@ -41,6 +41,9 @@ pub enum Act {
     },
     Softsign,
     Softplus,
+    /// 1 where |x| > 0, else 0 (NaN: 0): the mask of a ReLU's gradient. The graph writes it as
+    /// cast(cast(x, bool), f32); lowering turns that pair into this (kernel IR has no bools).
+    NotZero,
 }
 
 impl Act {
@@ -58,6 +61,7 @@ impl Act {
             Act::ScaledTanh { .. } => "scaled_tanh",
             Act::Elu { .. } => "elu",
             Act::Softsign => "softsign",
+            Act::NotZero => "not_zero",
             Act::Softplus => "softplus",
         }
     }
@@ -105,6 +109,7 @@ impl Act {
                 alpha: alpha.unwrap_or(1.0),
             },
             "softsign" => Act::Softsign,
+            "not_zero" => Act::NotZero,
             "softplus" => Act::Softplus,
             _ => return None,
         })
@@ -150,6 +155,13 @@ impl Act {
                 }
             }
             Act::Softsign => x / (1.0 + x.abs()),
+            Act::NotZero => {
+                if x.abs() > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
             Act::Softplus => {
                 // log(1 + e^x) without overflow for large x.
                 if x > 0.0 {

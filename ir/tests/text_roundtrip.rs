@@ -116,6 +116,7 @@ fn all_acts() -> Vec<Act> {
         Act::Elu { alpha: 1.0 },
         Act::Softsign,
         Act::Softplus,
+        Act::NotZero,
     ]
 }
 
@@ -135,9 +136,10 @@ fn act_id(a: &Act) -> usize {
         Act::Elu { .. } => 10,
         Act::Softsign => 11,
         Act::Softplus => 12,
+        Act::NotZero => 13,
     }
 }
-const NUM_ACTS: usize = 13;
+const NUM_ACTS: usize = 14;
 
 /// Exhaustive on purpose: a new Op variant breaks the build here until the tests cover it.
 fn op_id(op: &Op) -> usize {

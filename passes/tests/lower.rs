@@ -111,7 +111,10 @@ fn check_guarantees(p: &Program, body: &[Stmt], in_loop: bool) -> Result<(), Str
                 }
                 out
             }
-            Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
+            Stmt::Unary { out, x, .. }
+            | Stmt::Clip { out, x, .. }
+            | Stmt::Copy { out, x }
+            | Stmt::Softmax { out, x, .. } => {
                 views.push(x);
                 out
             }
@@ -517,6 +520,48 @@ fn a_next_state_is_computed_in_its_state_buffer_when_nothing_reads_the_old_one_l
     assert_eq!(copies, 1, "{}", hlstm_ir::kernel::print(&p));
 }
 
+/// Softmax and log-softmax of run-time values become `softmax` statements over the last dim
+/// (another axis is moved last by views, no copy); cast(cast(x, bool), f32), the mask of a
+/// ReLU's gradient, becomes one `not_zero` unary.
+#[test]
+fn softmax_and_bool_masks_of_run_time_values() {
+    let p = check_hir(
+        r#"graph (%x: f32[3,4,5], %w: f32[5,6]) -> (a = %a, b = %b, c = %c, m = %m) {
+  %y = matmul(%x, %w) : f32[3,4,6]
+  %a = softmax{axis=-1}(%y) : f32[3,4,6]
+  %b = log_softmax{axis=1}(%y) : f32[3,4,6]
+  %c = log_softmax{axis=0}(%x) : f32[3,4,5]
+  %r = relu(%y) : f32[3,4,6]
+  %mb = cast{to=bool}(%r) : bool[3,4,6]
+  %m = cast{to=f32}(%mb) : f32[3,4,6]
+}"#,
+    );
+    let softmax = count(&p.body, &|s| matches!(s, Stmt::Softmax { .. }));
+    let log = count(&p.body, &|s| matches!(s, Stmt::Softmax { log: true, .. }));
+    assert_eq!((softmax, log), (3, 2), "{}", hlstm_ir::kernel::print(&p));
+    let masks = count(&p.body, &|s| {
+        matches!(
+            s,
+            Stmt::Unary {
+                op: hlstm_ir::Act::NotZero,
+                ..
+            }
+        )
+    });
+    assert_eq!(masks, 1, "{}", hlstm_ir::kernel::print(&p));
+    // The same inside a loop body: a softmax per step.
+    check_hir(
+        r#"graph (%x: f32[4,2,3], %h0: f32[2,3]) -> (h = %h, ys = %ys) {
+  %h, %ys = recurrence{carried=1, scanned=1, invariant=0, reverse=false, seq_lens=false}(%h0, %x) "loop" : f32[2,3], f32[4,2,3]
+    body (%hi: f32[2,3], %xt: f32[2,3]) -> (h = %hn, y = %p) {
+      %s = add(%hi, %xt) : f32[2,3]
+      %hn = log_softmax{axis=1}(%s) : f32[2,3]
+      %p = softmax{axis=0}(%s) : f32[2,3]
+    }
+}"#,
+    );
+}
+
 #[test]
 fn what_the_kernel_ir_does_not_support_is_a_clear_error() {
     let e = lower_err(
@@ -528,13 +573,15 @@ fn what_the_kernel_ir_does_not_support_is_a_clear_error() {
         e.contains("input 'x'") && e.contains("static shapes"),
         "{e}"
     );
+    // A bool computed at run time becomes an f32 mask, which `where` cannot take.
     let e = lower_err(
         r#"graph (%x: f32[2,4]) -> (y = %y) {
-  %y = softmax{axis=1}(%x) "sm" : f32[2,4]
+  %c = cast{to=bool}(%x) : bool[2,4]
+  %y = where(%c, %x, %x) "sel" : f32[2,4]
 }"#,
     );
     assert!(
-        e.contains("node 'sm' (softmax)") && e.contains("not supported by the kernel IR yet"),
+        e.contains("node 'sel' (where)") && e.contains("not supported by the kernel IR yet"),
         "{e}"
     );
     let e = lower_err(

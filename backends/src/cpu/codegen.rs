@@ -17,6 +17,7 @@ use super::elementwise::{self, EOp};
 use super::isa_has_fma;
 use super::layout::{self, Layout};
 use super::matmul;
+use super::softmax;
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
@@ -445,6 +446,7 @@ impl<'a, 'f> Cx<'a, 'f> {
             Stmt::Binary { op, out, a, b } => self.elementwise(EOp::Bin(*op), out, &[a, b]),
             Stmt::Clip { out, x, min, max } => self.elementwise(EOp::Clip(*min, *max), out, &[x]),
             Stmt::Copy { out, x } => self.elementwise(EOp::Copy, out, &[x]),
+            Stmt::Softmax { out, x, log } => softmax::emit(self, out, x, *log),
             Stmt::Barrier => {
                 let f = self
                     .barrier

@@ -282,6 +282,21 @@ fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> 
                     *scratch = (*scratch).max(out.len());
                 }
             }
+            Stmt::Softmax { out, x, .. } => {
+                let what = "softmax statement";
+                check_view(p, out, trip, what)?;
+                check_view(p, x, trip, what)?;
+                check_write(p, out, what)?;
+                if x.dims != out.dims || out.dims.is_empty() {
+                    return Err(format!(
+                        "{what}: input dims {:?} differ from output dims {:?}",
+                        x.dims, out.dims
+                    ));
+                }
+                if out != x && overlap(out, x, trip) {
+                    return Err(format!("{what}: the output overlaps the input"));
+                }
+            }
             Stmt::Binary { out, a, b, .. } => {
                 let what = "binary statement";
                 check_view(p, out, trip, what)?;
@@ -406,7 +421,10 @@ impl Sim {
                     }
                     self.write(out, t)?;
                 }
-                Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
+                Stmt::Unary { out, x, .. }
+                | Stmt::Clip { out, x, .. }
+                | Stmt::Copy { out, x }
+                | Stmt::Softmax { out, x, .. } => {
                     self.read(x, t)?;
                     self.write(out, t)?;
                 }
@@ -542,7 +560,8 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
                 | Stmt::Unary { out, .. }
                 | Stmt::Binary { out, .. }
                 | Stmt::Clip { out, .. }
-                | Stmt::Copy { out, .. } => out,
+                | Stmt::Copy { out, .. }
+                | Stmt::Softmax { out, .. } => out,
                 Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => unreachable!(),
             };
             if let Storage::Buf(b) = out.storage {
@@ -800,7 +819,10 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                     }
                 }
             }
-            Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => const_view(l, x),
+            Stmt::Unary { x, .. }
+            | Stmt::Clip { x, .. }
+            | Stmt::Copy { x, .. }
+            | Stmt::Softmax { x, .. } => const_view(l, x),
             Stmt::Binary { a, b, .. } => {
                 const_view(l, a);
                 const_view(l, b);

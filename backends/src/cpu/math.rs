@@ -261,12 +261,9 @@ impl<'a, 'f> Fx<'a, 'f> {
         self.sel_lt(ax, lim, ys, yl)
     }
 
-    /// log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)).
-    pub fn softplus(&mut self, x: Value) -> Value {
-        let ax = self.b.ins().fabs(x);
-        let nax = self.b.ins().fneg(ax);
-        let u = self.exp_bounded(nax);
-        // log1p(u) = 2 atanh(s), s = u / (2 + u) in [0, 1/3].
+    /// log1p(u) = 2 atanh(s), s = u / (2 + u), by the odd series of atanh to s^13 (for
+    /// |s| <= 1/3: u in [-1/2, 1]).
+    fn log1p_series(&mut self, u: Value) -> Value {
         let two = self.c(2.0);
         let d = self.add(two, u);
         let s = self.div(u, d);
@@ -278,9 +275,46 @@ impl<'a, 'f> Fx<'a, 'f> {
         }
         let s2 = self.add(s, s);
         let s2z = self.mul(s2, z);
-        let l = self.mul_add(s2z, q, s2);
+        self.mul_add(s2z, q, s2)
+    }
+
+    /// log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)).
+    pub fn softplus(&mut self, x: Value) -> Value {
+        let ax = self.b.ins().fabs(x);
+        let nax = self.b.ins().fneg(ax);
+        let u = self.exp_bounded(nax);
+        let l = self.log1p_series(u);
         let m = self.max_keep(x, 0.0);
         self.add(m, l)
+    }
+
+    /// ln(x) for a positive normal x: x = 2^e m with m in [sqrt(1/2), sqrt(2)), ln x = e ln2 +
+    /// log1p(m - 1) (|s| <= 0.172 in the series); e ln2 in the two parts of `exp_reduce`.
+    pub fn ln(&mut self, x: Value) -> Value {
+        let bits = self.int_bits(x);
+        let e = self.b.ins().ushr_imm_u(bits, 23);
+        let bias = self.ci(127);
+        let e = self.b.ins().isub(e, bias);
+        let mant = self.ci(0x007f_ffff);
+        let one_bits = self.ci(1.0f32.to_bits() as i32);
+        let m = self.b.ins().band(bits, mant);
+        let m = self.b.ins().bor(m, one_bits);
+        let m = self.float_bits(m);
+        let ef = self.b.ins().fcvt_from_sint(self.ty, e);
+        // m >= sqrt 2: halve it and count one more in the exponent.
+        let sqrt2 = self.c(std::f32::consts::SQRT_2);
+        let half = self.c(0.5);
+        let mh = self.mul(m, half);
+        let m = self.sel_lt(m, sqrt2, m, mh);
+        let one = self.c(1.0);
+        let e1 = self.add(ef, one);
+        let ef = self.sel_lt(m, one, e1, ef);
+        let u = self.sub(m, one);
+        let l = self.log1p_series(u);
+        let c2 = self.c(C2);
+        let l = self.mul_add(ef, c2, l);
+        let c1 = self.c(C1);
+        self.mul_add(ef, c1, l)
     }
 
     pub fn act(&mut self, op: Act, x: Value) -> Value {
@@ -333,6 +367,11 @@ impl<'a, 'f> Fx<'a, 'f> {
                 self.div(x, d)
             }
             Act::Softplus => self.softplus(x),
+            Act::NotZero => {
+                let ax = self.b.ins().fabs(x);
+                let (zero, one) = (self.c(0.0), self.c(1.0));
+                self.sel_lt(zero, ax, one, zero)
+            }
         }
     }
 

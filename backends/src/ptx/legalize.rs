@@ -345,6 +345,10 @@ fn act_ops(act: Act, x: usize, first: usize) -> (Vec<Micro>, usize) {
             let a = push(Mul, vec![Reg(m1), Imm(alpha)]);
             push(SelLt, vec![Reg(x), Imm(0.0), Reg(a), Reg(x)])
         }
+        Act::NotZero => {
+            let a = push(Abs, vec![Reg(x)]);
+            push(SelGt, vec![Reg(a), Imm(0.0), Imm(1.0), Imm(0.0)])
+        }
         Act::Softsign => {
             let a = push(Abs, vec![Reg(x)]);
             let d = push(Add, vec![Reg(a), Imm(1.0)]);
@@ -556,6 +560,14 @@ impl Cx<'_> {
                 self.elementwise(out, &[x], ops, 2, in_loop, desc(s))?
             }
             Stmt::Copy { out, x } => self.elementwise(out, &[x], vec![], 0, in_loop, desc(s))?,
+            Stmt::Softmax { .. } => {
+                // A row reduction: the phases of the PTX kernel have no cross-thread
+                // reductions yet (docs/ptx.md).
+                return Err(format!(
+                    "{}: softmax over a run-time value is not supported by the PTX target yet",
+                    desc(s)
+                ));
+            }
             Stmt::MatMul {
                 out,
                 a,

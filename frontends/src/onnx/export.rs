@@ -163,7 +163,7 @@ fn op_type(op: &Op) -> Result<(&'static str, Vec<AttributeProto>), String> {
             Act::HardSigmoid { alpha: x, beta } => {
                 ("HardSigmoid", vec![float("alpha", x), float("beta", beta)])
             }
-            Act::Affine { .. } | Act::ScaledTanh { .. } => {
+            Act::Affine { .. } | Act::ScaledTanh { .. } | Act::NotZero => {
                 return Err(format!("the activation {} has no ONNX op", a.name()));
             }
         },

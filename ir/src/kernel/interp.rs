@@ -246,6 +246,25 @@ impl Run<'_> {
                         .collect();
                     write(bufs, out, t, &r)?;
                 }
+                Stmt::Softmax { out, x, log } => {
+                    // As the graph interpreter: the max in f32, the sum and the result in f64.
+                    let mut r = read_as(p, bufs, x, &out.dims, t)?;
+                    let n = out.dims.last().copied().unwrap_or(1).max(1);
+                    for row in r.chunks_mut(n) {
+                        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                        let sum: f64 = row.iter().map(|v| ((v - m) as f64).exp()).sum();
+                        let ls = sum.ln();
+                        for v in row.iter_mut() {
+                            let d = (*v - m) as f64;
+                            *v = if *log {
+                                (d - ls) as f32
+                            } else {
+                                (d.exp() / sum) as f32
+                            };
+                        }
+                    }
+                    write(bufs, out, t, &r)?;
+                }
                 Stmt::Clip { out, x, min, max } => {
                     let xv = read_as(p, bufs, x, &out.dims, t)?;
                     let r: Vec<f32> = xv

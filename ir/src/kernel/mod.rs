@@ -213,6 +213,10 @@ pub enum Stmt {
     /// out = x (any strides: slices, concats, transposes, broadcasts are copies of views; x may
     /// be a constant).
     Copy { out: View, x: View },
+    /// Softmax (or, with `log`, log-softmax) of x over the last dim, for every position of the
+    /// other dims: x - max is exponentiated and summed, so no exp overflows. out and x have the
+    /// same dims; out is x itself or does not overlap it.
+    Softmax { out: View, x: View, log: bool },
     /// Runs `body` for t in 0..trip (or trip-1 down to 0 when `reverse`); views inside use t.
     /// `run` says whether the count is `trip` or the run-time sequence length.
     Loop {
@@ -237,7 +241,8 @@ impl Stmt {
             | Stmt::Unary { out, .. }
             | Stmt::Binary { out, .. }
             | Stmt::Clip { out, .. }
-            | Stmt::Copy { out, .. } => Some(out),
+            | Stmt::Copy { out, .. }
+            | Stmt::Softmax { out, .. } => Some(out),
             Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => None,
         }
     }
@@ -253,7 +258,10 @@ impl Stmt {
                 }
                 r
             }
-            Stmt::Unary { x, .. } | Stmt::Clip { x, .. } | Stmt::Copy { x, .. } => vec![x],
+            Stmt::Unary { x, .. }
+            | Stmt::Clip { x, .. }
+            | Stmt::Copy { x, .. }
+            | Stmt::Softmax { x, .. } => vec![x],
             Stmt::Binary { a, b, .. } => vec![a, b],
             Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => vec![],
         }

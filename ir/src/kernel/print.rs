@@ -77,6 +77,13 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
                 view(x)
             ),
             Stmt::Copy { out: o, x } => writeln!(out, "{pad}copy {} = {}", view(o), view(x)),
+            Stmt::Softmax { out: o, x, log } => writeln!(
+                out,
+                "{pad}{} {} = {} over the last dim",
+                if *log { "log_softmax" } else { "softmax" },
+                view(o),
+                view(x)
+            ),
             Stmt::Loop {
                 trip,
                 reverse,

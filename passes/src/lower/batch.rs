@@ -111,6 +111,16 @@ impl Labels<'_> {
                     let l = self.read(x, t)?;
                     self.write(out, t, &l)?;
                 }
+                Stmt::Softmax { out, x, .. } => {
+                    // Every element of a row depends on the whole row.
+                    let mut l = self.read(x, t)?;
+                    let n = out.dims.last().copied().unwrap_or(1).max(1);
+                    for row in l.chunks_mut(n) {
+                        let all = row.iter().fold(FREE, |x, y| join(x, *y));
+                        row.fill(all);
+                    }
+                    self.write(out, t, &l)?;
+                }
                 Stmt::Binary { out, a, b, .. } => {
                     let (la, lb) = (self.read(a, t)?, self.read(b, t)?);
                     if la.len() != lb.len() {

@@ -24,7 +24,7 @@ pub mod view;
 use hlstm_ir::kernel::{
     BufId, BufKind, Const, ConstId, Program, Stmt, Storage, Strategy, View, Weight,
 };
-use hlstm_ir::{BinOp, Constant, DType, Graph, Op, Tensor, Value};
+use hlstm_ir::{Act, BinOp, Constant, DType, Graph, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -224,8 +224,8 @@ fn node_err(g: &Graph, n: NodeIndex, ctx: &str, msg: impl std::fmt::Display) -> 
     format!("{ctx}node '{}' ({}): {msg}", node.name, node.op.kind())
 }
 
-/// Ops whose f32 results no statement computes: they are evaluated here when their operands
-/// are constants, and are an error otherwise.
+/// Ops evaluated here when their operands are constants; with run-time operands only softmax
+/// and log-softmax have a statement, the others are an error.
 fn needs_folding(op: &Op) -> bool {
     matches!(
         op,
@@ -623,7 +623,13 @@ impl Lowerer<'_> {
             }
             return Ok(());
         }
-        if non_f32 {
+        // A run-time f32 cast to bool (a ReLU's gradient mask, cast(cast(y, bool), f32)): the
+        // kernel IR has no bools, so the bool is kept as an f32 mask of ones and zeros
+        // (`Act::NotZero`), which a cast back to f32 reads as it is. Any other use of it still
+        // fails below, as a bool computed at run time.
+        let bool_mask = matches!(node.op, Op::Cast { to: DType::Bool })
+            && matches!(locs.first(), Some(Some(Loc::F32(_))));
+        if non_f32 && !bool_mask {
             if matches!(&node.op, Op::Cast { .. }) {
                 return Err(err(
                     "a cast to an integer type of a value computed at run time is not supported \
@@ -637,7 +643,8 @@ impl Lowerer<'_> {
                     .into(),
             ));
         }
-        if needs_folding(&node.op) {
+        if needs_folding(&node.op) && !matches!(node.op, Op::Softmax { .. } | Op::LogSoftmax { .. })
+        {
             return Err(err(format!(
                 "{} on a value computed at run time is not supported by the kernel IR yet",
                 node.op.kind()
@@ -701,17 +708,35 @@ impl Lowerer<'_> {
         };
         match &node.op {
             Op::Identity => set(sc, 0, f32_at(0)?),
+            Op::Cast { to: DType::Bool } => {
+                self.unary(g, sc, val(0), Act::NotZero, &f32_at(0)?, &dims, hoist)?
+            }
             Op::Cast { .. } => set(sc, 0, f32_at(0)?),
-            Op::Unary(act) => {
-                let x = view::broadcast_to(&f32_at(0)?, &dims)?;
-                let mut out = self.home(g, sc, val(0), &dims, hoist);
-                set(sc, 0, out.clone());
-                if !out.is_empty() {
-                    let mut x = x;
-                    view::coalesce(&mut [&mut out, &mut x]);
-                    self.emit(sc, Stmt::Unary { op: *act, out, x }, hoist);
+            Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+                let log = matches!(node.op, Op::LogSoftmax { .. });
+                let x = f32_at(0)?;
+                let r = rank_of(&x);
+                let ax = hlstm_ir::interp::kernels::norm_axis(*axis, r)?;
+                if ax + 1 == r {
+                    let out = self.home(g, sc, val(0), &dims, hoist);
+                    set(sc, 0, out.clone());
+                    self.emit(sc, Stmt::Softmax { out, x, log }, hoist);
+                } else {
+                    // The statement reduces the last dim: move the axis there in a view, and
+                    // read the result back through the inverse permutation (no copies).
+                    let mut perm: Vec<usize> = (0..r).filter(|&d| d != ax).collect();
+                    perm.push(ax);
+                    let mut inverse = vec![0; r];
+                    for (i, &p) in perm.iter().enumerate() {
+                        inverse[p] = i;
+                    }
+                    let xp = view::permute(&x, &perm);
+                    let out = self.temp(sc, name, &xp.dims, hoist);
+                    set(sc, 0, view::permute(&out, &inverse));
+                    self.emit(sc, Stmt::Softmax { out, x: xp, log }, hoist);
                 }
             }
+            Op::Unary(act) => self.unary(g, sc, val(0), *act, &f32_at(0)?, &dims, hoist)?,
             Op::Binary(op) => {
                 let a = view::broadcast_to(&f32_at(0)?, &dims)?;
                 let b = view::broadcast_to(&f32_at(1)?, &dims)?;
@@ -940,8 +965,6 @@ impl Lowerer<'_> {
             | Op::Const(_)
             | Op::Recurrence(_)
             | Op::Where
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
             | Op::ConstantOfShape { .. }
             | Op::Shape { .. } => {
                 return Err(format!(
@@ -949,6 +972,28 @@ impl Lowerer<'_> {
                     node.op.kind()
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// v = act(x), x broadcast to `dims`.
+    #[allow(clippy::too_many_arguments)]
+    fn unary(
+        &mut self,
+        g: &Graph,
+        sc: &mut Scope,
+        v: Value,
+        act: Act,
+        x: &View,
+        dims: &[usize],
+        hoist: bool,
+    ) -> Result<(), String> {
+        let mut x = view::broadcast_to(x, dims)?;
+        let mut out = self.home(g, sc, v, dims, hoist);
+        sc.env.insert(v, Loc::F32(out.clone()));
+        if !out.is_empty() {
+            view::coalesce(&mut [&mut out, &mut x]);
+            self.emit(sc, Stmt::Unary { op: act, out, x }, hoist);
         }
         Ok(())
     }
@@ -1143,7 +1188,10 @@ pub(crate) fn for_each_view(body: &mut [Stmt], f: &mut dyn FnMut(&mut View)) {
                     f(v);
                 }
             }
-            Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
+            Stmt::Unary { out, x, .. }
+            | Stmt::Clip { out, x, .. }
+            | Stmt::Copy { out, x }
+            | Stmt::Softmax { out, x, .. } => {
                 f(out);
                 f(x);
             }

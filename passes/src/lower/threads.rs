@@ -5,7 +5,8 @@
 //!   kernel's tile, for a dense constant weight); each thread multiplies by its own slice of the
 //!   weight (a new constant, so the sparse kernels specialize to it).
 //! - An elementwise statement is split along its first dim, or its last when the first is
-//!   shorter than the thread count (in multiples of 4 there, the vector width).
+//!   shorter than the thread count (in multiples of 4 there, the vector width). A softmax
+//!   (a reduction over its last dim) only along its first, when it has another.
 //! - A statement that is too small to split, or whose output overlaps an input through another
 //!   view (threads would read what others write), runs on thread 0 only.
 //! - A barrier goes before a statement when a thread would read elements another thread wrote
@@ -222,6 +223,23 @@ fn share_stmt(q: &mut Program, s: Stmt, tid: usize, threads: usize) -> Option<St
                 w,
                 rows_per_step,
             })
+        }
+        // A row reduction: split by rows (the first dim), never along the last.
+        Stmt::Softmax { ref out, .. }
+            if out.dims.len() < 2 || out.dims[0] < threads || split_dim(&s, threads).is_none() =>
+        {
+            alone(s)
+        }
+        Stmt::Softmax { .. } => {
+            let n = out_view(&s).dims[0];
+            let (lo, hi) = range(n, tid, threads, 1);
+            if lo >= hi {
+                return None;
+            }
+            let rank = out_view(&s).dims.len();
+            let mut s = s;
+            for_views(&mut s, &mut |v| slice_view(v, rank, 0, n, lo, hi));
+            Some(s)
         }
         s => {
             let Some((d, n)) = split_dim(&s, threads) else {
