@@ -362,45 +362,46 @@ fn dense(
         sw_n,
         so_n,
         w_ro,
+        accumulate: false,
     };
     if vec_ok {
-        // Bytes between 16-column tiles, and the weight offset of column c.
+        // Bytes between 16-column tiles.
         let tile_stride = packed.unwrap_or(16 * sw_n);
-        let wc = |c: usize| (c / 16) as i64 * tile_stride + (c % 16) as i64 * sw_n;
-        row_groups(cx, m, ROW_GROUP, ra, rout, &mut |cx, arows, orows| {
-            let full = n / 16;
-            let shift = |rows: &[Pos], d: i64| -> Vec<Pos> {
-                rows.iter().map(|&(b, o)| (b, o + d)).collect()
-            };
-            if full <= 2 {
-                for ti in 0..full {
-                    let c = ti * 16;
-                    let oc = shift(orows, c as i64 * so_n);
-                    t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, 4, true);
-                }
-            } else {
-                let _ = cx.counted_loop(full, &mut |cx, ti| {
-                    let wb = cx.advance(rw.base, ti, tile_stride);
-                    let oc: Vec<Pos> = orows
-                        .iter()
-                        .map(|&(b, o)| (cx.advance(b, ti, 16 * so_n), o))
-                        .collect();
-                    t.emit(cx, arows, (wb, rw.off), &oc, 4, true);
-                    Ok(())
-                });
-            }
-            let mut c = full * 16;
-            let rv = (n - c) / 4;
-            if rv > 0 {
-                let oc = shift(orows, c as i64 * so_n);
-                t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, rv, true);
-                c += rv * 4;
-            }
-            if c < n {
-                let oc = shift(orows, c as i64 * so_n);
-                t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, n - c, false);
-            }
-        });
+        let Some(kc) = k_block(m, k, n, so_n) else {
+            dense_rows(cx, m, n, &t, ra, rw, tile_stride, rout);
+            return;
+        };
+        // Blocks of kc rows of the weight, each over all rows of `a` (see `k_block`): the
+        // first from zero, the others adding to the output.
+        let at = |r: &Rv, base: Value, d: i64| Rv {
+            base,
+            off: r.off + d,
+            strides: r.strides.clone(),
+        };
+        let block = |k0: i64| (k0 * sa_k, k0 * sw_k);
+        let tb = Tile { k: kc, ..t.clone() };
+        dense_rows(cx, m, n, &tb, ra, rw, tile_stride, rout);
+        let (full, rest) = (k / kc, k % kc);
+        let tb = Tile {
+            accumulate: true,
+            ..tb
+        };
+        if full > 1 {
+            let _ = cx.counted_loop(full - 1, &mut |cx, i| {
+                let (da, dw) = block(kc as i64);
+                let ab = cx.advance(ra.base, i, da);
+                let wb = cx.advance(rw.base, i, dw);
+                let (ra1, rw1) = (at(ra, ab, da), at(rw, wb, dw));
+                dense_rows(cx, m, n, &tb, &ra1, &rw1, tile_stride, rout);
+                Ok(())
+            });
+        }
+        if rest > 0 {
+            let (da, dw) = block((full * kc) as i64);
+            let tr = Tile { k: rest, ..tb };
+            let (ra1, rw1) = (at(ra, ra.base, da), at(rw, rw.base, dw));
+            dense_rows(cx, m, n, &tr, &ra1, &rw1, tile_stride, rout);
+        }
     } else {
         debug_assert!(packed.is_none());
         rows(cx, m, ra, rout, &mut |cx, arow, orow| {
@@ -441,8 +442,76 @@ fn dense(
     }
 }
 
+/// Weight rows per block of the K loop, or None for one pass. Each row group of `a` streams
+/// the whole weight, so a weight larger than the caches, read by many rows (the trainer's
+/// weight gradients: K = T·N rows of `a`ᵀ), is read from memory once per row group. Blocks of
+/// K bring a [kc, N] panel (at most `PANEL_BYTES`) into L2 for all the rows. Needs contiguous
+/// output columns (the partial sums are reloaded as vectors).
+fn k_block(m: Count, k: usize, n: usize, so_n: i64) -> Option<usize> {
+    let Count::Static(m) = m else {
+        return None;
+    };
+    let kc = (PANEL_BYTES / (4 * n.max(1))).max(16) / 4 * 4;
+    (so_n == 4 && m >= 8 && k * n * 4 > 2 * PANEL_BYTES && k > 2 * kc).then_some(kc)
+}
+
+/// The largest weight panel of a K block (bytes): a quarter of a typical 1 MiB L2.
+const PANEL_BYTES: usize = 256 << 10;
+
+/// The vector path of `dense`: row groups, then within each, 16-column tiles, a tile of
+/// whole vectors and the scalar columns.
+#[allow(clippy::too_many_arguments)]
+fn dense_rows(
+    cx: &mut Cx,
+    m: Count,
+    n: usize,
+    t: &Tile,
+    ra: &Rv,
+    rw: &Rv,
+    tile_stride: i64,
+    rout: &Rv,
+) {
+    let (sw_n, so_n) = (t.sw_n, t.so_n);
+    // The weight offset of column c.
+    let wc = |c: usize| (c / 16) as i64 * tile_stride + (c % 16) as i64 * sw_n;
+    row_groups(cx, m, ROW_GROUP, ra, rout, &mut |cx, arows, orows| {
+        let full = n / 16;
+        let shift =
+            |rows: &[Pos], d: i64| -> Vec<Pos> { rows.iter().map(|&(b, o)| (b, o + d)).collect() };
+        if full <= 2 {
+            for ti in 0..full {
+                let c = ti * 16;
+                let oc = shift(orows, c as i64 * so_n);
+                t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, 4, true);
+            }
+        } else {
+            let _ = cx.counted_loop(full, &mut |cx, ti| {
+                let wb = cx.advance(rw.base, ti, tile_stride);
+                let oc: Vec<Pos> = orows
+                    .iter()
+                    .map(|&(b, o)| (cx.advance(b, ti, 16 * so_n), o))
+                    .collect();
+                t.emit(cx, arows, (wb, rw.off), &oc, 4, true);
+                Ok(())
+            });
+        }
+        let mut c = full * 16;
+        let rv = (n - c) / 4;
+        if rv > 0 {
+            let oc = shift(orows, c as i64 * so_n);
+            t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, rv, true);
+            c += rv * 4;
+        }
+        if c < n {
+            let oc = shift(orows, c as i64 * so_n);
+            t.emit(cx, arows, (rw.base, rw.off + wc(c)), &oc, n - c, false);
+        }
+    });
+}
+
 /// One dense column tile for one or more rows: `nacc` accumulators per row, vectors of 4
 /// columns or single columns; each weight load is shared by the rows.
+#[derive(Clone)]
 struct Tile {
     k: usize,
     sa_k: i64,
@@ -450,6 +519,8 @@ struct Tile {
     sw_n: i64,
     so_n: i64,
     w_ro: bool,
+    /// Start from the output's values (a later block of K) instead of zero.
+    accumulate: bool,
 }
 
 impl Tile {
@@ -465,13 +536,20 @@ impl Tile {
         let ty = if vector { VEC } else { SCALAR };
         let z = zero(cx, ty);
         // vars[r][j]: row r, accumulator j.
-        let vars: Vec<Vec<_>> = arows
+        let vars: Vec<Vec<_>> = ocols
             .iter()
-            .map(|_| {
+            .map(|ocol| {
                 (0..nacc)
-                    .map(|_| {
+                    .map(|j| {
                         let v = cx.b.declare_var(ty);
-                        cx.b.def_var(v, z);
+                        let init = if self.accumulate {
+                            // Blocked K: only with contiguous output columns (`k_block`).
+                            let step = if vector { 16 } else { self.so_n };
+                            cx.load(ty, ocol.0, ocol.1 + j as i64 * step)
+                        } else {
+                            z
+                        };
+                        cx.b.def_var(v, init);
                         v
                     })
                     .collect()
