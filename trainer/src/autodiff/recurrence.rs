@@ -139,8 +139,24 @@ pub(crate) fn vjp(
     let grads = backprop(&mut bb, &order, &seeds, &varied_start, &wrt, sub)
         .map_err(|e| e.context(&format!("in the body of recurrence '{}'", node.name)))?;
 
-    // Body outputs: state adjoints, accumulated invariant gradients, per-step input adjoints.
+    // Body outputs: state adjoints, accumulated invariant gradients, per-step input adjoints,
+    // then the per-step factors of the hoisted weight gradients.
     let e = |m: String| at(format!("backward body: {m}"));
+    let steps_len = ops
+        .get(nc)
+        .and_then(|x| b.g.value_type(*x).shape.as_ref()?.first()?.known());
+    let hoisted: Vec<Option<(Value, Value)>> = (0..invs.len())
+        .map(|k| {
+            let g = grads[carried.len() + scanned.len() + k]?;
+            steps_len?;
+            hoistable_product(&bb.g, g)
+        })
+        .collect();
+    for (k, h) in hoisted.iter().enumerate() {
+        if h.is_some() {
+            bb.g.nodes.remove_node(acc_in[k].node);
+        }
+    }
     let mut outs = Vec::new();
     for (k, &i) in carried.iter().enumerate() {
         let d = match grads[k] {
@@ -150,6 +166,9 @@ pub(crate) fn vjp(
         outs.push((format!("d.{}", in_name(i)), d));
     }
     for (k, &i) in invs.iter().enumerate() {
+        if hoisted[k].is_some() {
+            continue;
+        }
         let acc = acc_in[k];
         let d = match grads[carried.len() + scanned.len() + k] {
             Some(g) => bb
@@ -165,6 +184,12 @@ pub(crate) fn vjp(
             None => bb.fill(0.0, &bb.dims(bin[i]).map_err(e)?).map_err(e)?,
         };
         outs.push((format!("d.{}", in_name(i)), d));
+    }
+    for (k, &i) in invs.iter().enumerate() {
+        if let Some((a, g)) = hoisted[k] {
+            outs.push((format!("step.a.{}", in_name(i)), a));
+            outs.push((format!("step.g.{}", in_name(i)), g));
+        }
     }
     bb.g.outputs = outs;
 
@@ -214,7 +239,16 @@ pub(crate) fn vjp(
     for m in dead {
         bb.g.nodes.remove_node(m);
     }
-    let mut inputs: Vec<Value> = dc_in.iter().chain(&acc_in).chain(&dy_in).copied().collect();
+    let acc_kept: Vec<Value> = (0..invs.len())
+        .filter(|&k| hoisted[k].is_none())
+        .map(|k| acc_in[k])
+        .collect();
+    let mut inputs: Vec<Value> = dc_in
+        .iter()
+        .chain(&acc_kept)
+        .chain(&dy_in)
+        .copied()
+        .collect();
     inputs.extend(c_used.iter().map(|&i| bin[i]));
     inputs.extend(saved.iter().map(|(_, s)| *s));
     inputs.extend(x_used.iter().chain(&w_used).map(|&i| bin[i]));
@@ -283,7 +317,10 @@ pub(crate) fn vjp(
         operands.push(Some(d));
         names.push(format!("d.{}", op_name(b, i)));
     }
-    for &i in &invs {
+    for (k, &i) in invs.iter().enumerate() {
+        if hoisted[k].is_some() {
+            continue;
+        }
         operands.push(Some(b.fill(0.0, &b.dims(ops[i]).map_err(e)?).map_err(e)?));
         names.push(format!("d.{}", op_name(b, i)));
     }
@@ -294,6 +331,12 @@ pub(crate) fn vjp(
     let num_scanned = operands.len() - num_carried;
     operands.extend(w_used.iter().map(|&i| Some(ops[i])));
     names.extend(scanned.iter().map(|&i| format!("d.{}", op_name(b, i))));
+    for (k, &i) in invs.iter().enumerate() {
+        if hoisted[k].is_some() {
+            names.push(format!("step.a.{}", op_name(b, i)));
+            names.push(format!("step.g.{}", op_name(b, i)));
+        }
+    }
     let rec = Recurrence {
         body: Box::new(bwd_body),
         num_carried,
@@ -311,13 +354,62 @@ pub(crate) fn vjp(
         )
         .map_err(e)?;
     let mut out = vec![None; ops.len()];
-    for (k, &i) in carried.iter().enumerate() {
-        out[i] = Some(res[k]);
+    let mut next = res.iter().copied();
+    for &i in &carried {
+        out[i] = next.next();
     }
-    for (k, &i) in invs.iter().chain(&scanned).enumerate() {
-        out[i] = Some(res[carried.len() + k]);
+    for (k, &i) in invs.iter().enumerate() {
+        if hoisted[k].is_none() {
+            out[i] = next.next();
+        }
+    }
+    for &i in &scanned {
+        out[i] = next.next();
+    }
+    // dW = Σ_t a_tᵀ g_t = aᵀ g over all T·N rows of the stacked factors: one gemm.
+    for (k, &i) in invs.iter().enumerate() {
+        if hoisted[k].is_none() {
+            continue;
+        }
+        let (a, g) = (next.next(), next.next());
+        let (Some(a), Some(g)) = (a, g) else {
+            return Err(e("the backward recurrence has too few results".into()));
+        };
+        let w = op_name(b, i);
+        let rows = |b: &Builder, v: Value| -> Result<Vec<usize>, Error> {
+            let d = b.dims(v).map_err(e)?;
+            Ok(vec![d[0] * d[1], d[2]])
+        };
+        let (ar, gr) = (rows(b, a)?, rows(b, g)?);
+        let a2 = b.reshape(&format!("rows.a.{w}"), a, &ar).map_err(e)?;
+        let g2 = b.reshape(&format!("rows.g.{w}"), g, &gr).map_err(e)?;
+        out[i] = Some(b.gemm(&format!("d.{w}"), a2, g2, true, false).map_err(e)?);
     }
     Ok(out)
+}
+
+/// Weight gradients are not accumulated step by step when they are a product over the batch
+/// rows of two per-step values, `gemm(a, g, transA)` with 2-D a [N, K] and g [N, M] (the
+/// matmul rule's aᵀ·g): the backward recurrence emits a and g per step, and one gemm over all
+/// T·N rows after it makes the sum (as cuDNN and PyTorch do). T products with N-long inner
+/// dims and T additions into a weight-sized accumulator become one large product: the same
+/// arithmetic, a weight-sized buffer written once instead of 3T times. Returns (a, g).
+fn hoistable_product(body: &Graph, grad: Value) -> Option<(Value, Value)> {
+    let Op::Gemm {
+        alpha,
+        trans_a: true,
+        trans_b: false,
+        ..
+    } = body.nodes[grad.node].op
+    else {
+        return None;
+    };
+    let operands = body.operands(grad.node);
+    let [Some(a), Some(g)] = operands[..] else {
+        return None;
+    };
+    let rank2 = |v: Value| body.value_type(v).rank() == Some(2);
+    (alpha == 1.0 && rank2(a) && rank2(g)).then_some((a, g))
 }
 
 /// Nodes from which a graph output is reachable.
