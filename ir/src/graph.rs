@@ -229,6 +229,31 @@ impl Graph {
         }
     }
 
+    /// Replaces every symbolic dim named in `dims` by its value, in every value's type, nested
+    /// bodies included (specializing a graph to a batch size or sequence length). The caller
+    /// checks the result with the verifier: a symbol bound where a shape op computed something
+    /// else would disagree with inference there.
+    pub fn bind_dims(&mut self, dims: &std::collections::HashMap<String, usize>) {
+        let idx: Vec<NodeIndex> = self.nodes.node_indices().collect();
+        for n in idx {
+            let node = &mut self.nodes[n];
+            for r in &mut node.results {
+                if let Some(shape) = &mut r.ty.shape {
+                    for d in shape.iter_mut() {
+                        if let crate::Dim::Sym(s) = d
+                            && let Some(&v) = dims.get(s.as_str())
+                        {
+                            *d = crate::Dim::Known(v);
+                        }
+                    }
+                }
+            }
+            if let Op::Recurrence(r) = &mut node.op {
+                r.body.bind_dims(dims);
+            }
+        }
+    }
+
     /// Visits this graph and every nested body, depth first.
     pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Graph, NodeIndex, bool)) {
         self.walk_inner(f, false)

@@ -121,6 +121,8 @@ pub enum EngineName {
     Interp,
     /// The interpreter with f32 blocked matrix products.
     Fast,
+    /// The graphs lowered to the kernel IR and compiled by Cranelift.
+    Jit,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -1,14 +1,14 @@
-//! The fast engine against the reference interpreter: the same outputs and gradients up to f32
-//! rounding on a training graph with recurrences (both directions: the forward layer and BPTT),
-//! and reproducible training runs.
+//! The fast and JIT engines against the reference interpreter: the same outputs and gradients
+//! up to f32 rounding on a training graph with recurrences (both directions: the forward layer
+//! and BPTT), and reproducible training runs.
 
 use hlstm_ir::{DType, Tensor};
-use hlstm_trainer::exec::{Engine, Fast, Interp};
+use hlstm_trainer::exec::{Engine, Fast, Interp, Jit};
 use hlstm_trainer::models::{self, CellKind, Dims, Head, InputKind, ModelConfig};
 use hlstm_trainer::rng::Rng;
 use hlstm_trainer::{Options, SaveMode};
 
-fn check(cell: CellKind, head: Head, input: InputKind, save: SaveMode) {
+fn check(engine: &dyn Engine, cell: CellKind, head: Head, input: InputKind, save: SaveMode) {
     let cfg = ModelConfig {
         cell,
         input: input.clone(),
@@ -53,7 +53,7 @@ fn check(cell: CellKind, head: Head, input: InputKind, save: SaveMode) {
     }
     inputs.extend(m.init_params(5));
     let want = Interp.load(&tg).unwrap().run(&inputs).unwrap();
-    let got = Fast.load(&tg).unwrap().run(&inputs).unwrap();
+    let got = engine.load(&tg).unwrap().run(&inputs).unwrap();
     assert_eq!(want.len(), got.len());
     for (k, (a, b)) in got.iter().zip(&want).enumerate() {
         assert_eq!(a.shape(), b.shape());
@@ -65,39 +65,56 @@ fn check(cell: CellKind, head: Head, input: InputKind, save: SaveMode) {
             .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(
             err <= 1e-5 * scale.max(1.0),
-            "output {} ({}): error {err}, scale {scale}",
+            "{}: output {} ({}): error {err}, scale {scale}",
+            engine.name(),
             k,
             tg.outputs[k].0
         );
     }
 }
 
-#[test]
-fn fast_engine_agrees_with_the_interpreter() {
+fn agrees_with_the_interpreter(engine: &dyn Engine) {
     let feats = InputKind::Features { size: 4 };
     let hl = CellKind::Hlstm {
         hidden_layers: 1,
         hidden_width: 6,
     };
+    for save in [SaveMode::Intermediates, SaveMode::Recompute] {
+        let classifier = Head::Classifier { classes: 5 };
+        check(engine, hl.clone(), classifier, feats.clone(), save);
+    }
+    let two_hidden = CellKind::Hlstm {
+        hidden_layers: 2,
+        hidden_width: 5,
+    };
+    let toks = InputKind::Tokens { vocab: 9, embed: 4 };
+    let next = Head::NextToken { vocab: 9 };
     check(
-        hl.clone(),
-        Head::Classifier { classes: 5 },
-        feats.clone(),
+        engine,
+        two_hidden,
+        next.clone(),
+        toks.clone(),
         SaveMode::Intermediates,
     );
+    check(engine, CellKind::Lstm, next, toks, SaveMode::Intermediates);
+    let classifier = Head::Classifier { classes: 3 };
     check(
-        hl,
-        Head::Classifier { classes: 5 },
+        engine,
+        CellKind::Lstm,
+        classifier,
         feats,
         SaveMode::Recompute,
     );
-    let toks = InputKind::Tokens { vocab: 9, embed: 4 };
-    check(
-        CellKind::Lstm,
-        Head::NextToken { vocab: 9 },
-        toks,
-        SaveMode::Intermediates,
-    );
+}
+
+#[test]
+fn fast_engine_agrees_with_the_interpreter() {
+    agrees_with_the_interpreter(&Fast);
+}
+
+#[test]
+fn jit_engine_agrees_with_the_interpreter() {
+    agrees_with_the_interpreter(&Jit);
 }
 
 #[test]
@@ -120,4 +137,63 @@ fn fast_engine_rejects_bad_inputs_like_the_interpreter() {
         err.to_string().contains("expected") || err.to_string().contains("input"),
         "{err}"
     );
+}
+
+/// A graph with an open batch and sequence length (the trainer's evaluation graph) is
+/// specialized to each call's shapes; inputs that contradict the graph or each other, and
+/// class indices out of range, are errors naming the input.
+#[test]
+fn jit_engine_specializes_open_shapes_and_checks_inputs() {
+    let cfg = ModelConfig {
+        cell: CellKind::Lstm,
+        input: InputKind::Tokens { vocab: 6, embed: 3 },
+        head: Head::NextToken { vocab: 6 },
+        layers: 1,
+        hidden: 4,
+        dropout: false,
+    };
+    let dims = Dims {
+        steps: hlstm_ir::Dim::Sym("T".into()),
+        batch: hlstm_ir::Dim::Sym("N".into()),
+    };
+    let m = models::build(&cfg, &dims, false).unwrap();
+    let params = m.init_params(3);
+    let inputs = |t: usize, n: usize, token: i64| {
+        let mut v = vec![
+            Tensor::from_i64(
+                &[t, n],
+                (0..(t * n) as i64).map(|i| (i + token) % 6).collect(),
+            )
+            .unwrap(),
+        ];
+        v.extend((0..2).map(|_| Tensor::zeros(DType::F32, &[n, 4])));
+        v.extend(params.iter().cloned());
+        v
+    };
+    let mut jit = Jit.load(&m.graph).unwrap();
+    let mut interp = Interp.load(&m.graph).unwrap();
+    for (t, n) in [(5, 2), (3, 1), (5, 2)] {
+        let x = inputs(t, n, 1);
+        let (a, b) = (jit.run(&x).unwrap(), interp.run(&x).unwrap());
+        for (p, q) in a.iter().zip(&b) {
+            assert_eq!(p.shape(), q.shape());
+            let (p, q) = (p.as_f32().unwrap(), q.as_f32().unwrap());
+            assert!(p.iter().zip(q).all(|(x, y)| (x - y).abs() <= 1e-5));
+        }
+    }
+    // A batch of 2 in the tokens but 3 in the states.
+    let mut bad = inputs(5, 2, 0);
+    bad[1] = Tensor::zeros(DType::F32, &[3, 4]);
+    let e = jit.run(&bad).unwrap_err().to_string();
+    assert!(e.contains("'h0.l0'") && e.contains("[3, 4]"), "{e}");
+    // A token past the vocabulary.
+    let mut bad = inputs(5, 2, 0);
+    bad[0] = Tensor::from_i64(&[5, 2], vec![6; 10]).unwrap();
+    let e = jit.run(&bad).unwrap_err().to_string();
+    assert!(e.contains("'tokens'") && e.contains("out of range"), "{e}");
+    // f32 where tokens are expected.
+    let mut bad = inputs(5, 2, 0);
+    bad[0] = Tensor::zeros(DType::F32, &[5, 2]);
+    let e = jit.run(&bad).unwrap_err().to_string();
+    assert!(e.contains("'tokens'"), "{e}");
 }

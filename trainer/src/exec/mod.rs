@@ -5,8 +5,10 @@
 //! matrix products (see `fast.rs`).
 
 mod fast;
+mod jit;
 
 pub use fast::Fast;
+pub use jit::{Jit, kernel_program};
 
 use crate::Error;
 use hlstm_ir::{Graph, Tensor, interp};
@@ -28,6 +30,7 @@ pub fn engine(name: crate::config::EngineName) -> &'static dyn Engine {
     match name {
         crate::config::EngineName::Interp => &Interp,
         crate::config::EngineName::Fast => &Fast,
+        crate::config::EngineName::Jit => &Jit,
     }
 }
 
