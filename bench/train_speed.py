@@ -5,8 +5,8 @@
     python3 bench/train_speed.py --steps 20 --json out.json
 
 For each model, hlstmc's side is `cargo run --release -p hlstm-trainer --example
-train_step_time` on a generated config (the `fast` engine, single-threaded): the wall time of
-each training step (forward and backward pass, clipping to norm 5, Adam, the masks). PyTorch's
+train_step_time` on a generated config, once with the `fast` engine and once with the `jit`
+engine (both single-threaded): the wall time of each training step (forward and backward pass, clipping to norm 5, Adam, the masks). PyTorch's
 side times the same step (forward, cross-entropy, backward, clip_grad_norm_, Adam) for the same
 model, batch and sequence length, with 1 thread and with every core. Both skip two warm-up
 steps and report the median of the next --steps. Throughput is training samples per second:
@@ -14,8 +14,9 @@ sequences for the digits classifiers, characters for the language model.
 
 Models: the digits H-LSTM (hidden 64, one ReLU layer of 64 per gate, dropout 0.2, trained
 dense: grow-and-prune masks do not change the dense kernels' cost on either side), the digits
-2 x 64 stacked LSTM, and the 2 x 256 stacked-LSTM character model of the text results
-(embedding 32, windows of 100, batch 32; the state is carried across windows).
+2 x 64 stacked LSTM, and the character models of the text results: the 2 x 256 stacked LSTM
+and the H-LSTM of state 256 with one ReLU layer of 256 per gate (embedding 32, windows of 100,
+batch 32; the state is carried across windows).
 """
 import argparse
 import json
@@ -32,7 +33,9 @@ DIGITS = os.path.join(ROOT, "trainer/data/digits/digits.csv.gz")
 TEXT = os.path.join(ROOT, "../shared/data/text/fortunes-en.txt.gz")
 TEXT_CHARS = 100_000  # enough windows for the timed steps
 
-COMMON_TRAIN = """engine = "fast"
+ENGINES = ["fast", "jit"]
+
+COMMON_TRAIN = """engine = "ENGINE"
 batch = 32
 optimizer = "adam"
 lr = 0.005
@@ -43,18 +46,24 @@ MODELS = {
     "digits H-LSTM (64, 1x64 per gate)": dict(kind="hlstm", hidden=64, layers=1, T=8, F=8),
     "digits LSTM 2x64": dict(kind="lstm", hidden=64, layers=2, T=8, F=8),
     "text LSTM 2x256 (embed 32, window 100)": dict(kind="lm", hidden=256, layers=2, T=100, E=32),
+    "text H-LSTM 256 (1x256 per gate, embed 32, window 100)":
+        dict(kind="hlm", hidden=256, layers=1, T=100, E=32),
 }
 
 
 def config(m, text):
-    if m["kind"] == "lm":
+    if m["kind"] in ("lm", "hlm"):
         data = f"""[data]
 format = "text"
 path = "{text}"
 window = {m['T']}
 max_chars = {TEXT_CHARS}
 """
-        model = f'cell = "lstm"\nhidden = {m["hidden"]}\nlayers = {m["layers"]}\nembed = {m["E"]}\n'
+        cell = "hlstm" if m["kind"] == "hlm" else "lstm"
+        model = (f'cell = "{cell}"\nhidden = {m["hidden"]}\nlayers = {m["layers"]}\n'
+                 f'embed = {m["E"]}\n')
+        if cell == "hlstm":
+            model += f'hidden_layers = 1\nhidden_width = {m["hidden"]}\n'
     else:
         data = f"""[data]
 format = "csv"
@@ -77,10 +86,10 @@ def vocab_size(text):
         return len(set(f.read(TEXT_CHARS)))
 
 
-def time_hlstmc(m, text, steps, tmp):
-    path = os.path.join(tmp, f"{m['kind']}.toml")
+def time_hlstmc(m, text, steps, tmp, engine):
+    path = os.path.join(tmp, f"{m['kind']}-{engine}.toml")
     with open(path, "w") as f:
-        f.write(config(m, text))
+        f.write(config(m, text).replace("ENGINE", engine))
     out = subprocess.run(
         ["cargo", "run", "-q", "--release", "-p", "hlstm-trainer", "--example",
          "train_step_time", "--", path, str(steps)],
@@ -109,18 +118,21 @@ def time_torch(m, vocab, steps, threads):
             self.head = nn.Linear(H, classes)
             self.H, self.p = H, p
 
+        def cell(self, x, h, c):
+            z = torch.cat([x, h], 1)
+            gs = [o(F.dropout(F.relu(l(z)), self.p, self.training))
+                  for l, o in zip(self.hid, self.out)]
+            i, f, g, o = (torch.sigmoid(gs[0]), torch.sigmoid(gs[1]), torch.tanh(gs[2]),
+                          torch.sigmoid(gs[3]))
+            c = f * c + i * g
+            return o * torch.tanh(c), c
+
         def forward(self, x):
             n = x.shape[1]
             h = x.new_zeros(n, self.H)
             c = x.new_zeros(n, self.H)
             for t in range(x.shape[0]):
-                z = torch.cat([x[t], h], 1)
-                gs = [o(F.dropout(F.relu(l(z)), self.p, self.training))
-                      for l, o in zip(self.hid, self.out)]
-                i, f, g, o = (torch.sigmoid(gs[0]), torch.sigmoid(gs[1]), torch.tanh(gs[2]),
-                              torch.sigmoid(gs[3]))
-                c = f * c + i * g
-                h = o * torch.tanh(c)
+                h, c = self.cell(x[t], h, c)
             return self.head(h)
 
     class Stacked(nn.Module):
@@ -144,8 +156,28 @@ def time_torch(m, vocab, steps, threads):
             y, state = self.lstm(self.embed(x), state)
             return self.head(y), state
 
-    if m["kind"] == "lm":
-        model = LM(vocab, m["E"], H, m["layers"])
+    class HLM(nn.Module):
+        # The H-LSTM language model: embedding, the H-LSTM cell at every step, a head on every
+        # step's h; the state is carried across windows like the LSTM's.
+        def __init__(self, V, E, H):
+            super().__init__()
+            self.embed = nn.Embedding(V, E)
+            self.rnn = HLSTM(E, H, H, V, 0.0)
+
+        def forward(self, x, state):
+            h, c = state if state is not None else (None, None)
+            e = self.embed(x)
+            if h is None:
+                h = e.new_zeros(x.shape[1], self.rnn.H)
+                c = e.new_zeros(x.shape[1], self.rnn.H)
+            ys = []
+            for t in range(x.shape[0]):
+                h, c = self.rnn.cell(e[t], h, c)
+                ys.append(h)
+            return self.rnn.head(torch.stack(ys)), (h, c)
+
+    if m["kind"] in ("lm", "hlm"):
+        model = LM(vocab, m["E"], H, m["layers"]) if m["kind"] == "lm" else HLM(vocab, m["E"], H)
         x = torch.randint(vocab, (T, N))
         y = torch.randint(vocab, (T, N))
     else:
@@ -159,7 +191,7 @@ def time_torch(m, vocab, steps, threads):
     for k in range(steps + 2):
         t0 = time.perf_counter()
         opt.zero_grad()
-        if m["kind"] == "lm":
+        if m["kind"] in ("lm", "hlm"):
             logits, state = model(x, state)
             state = tuple(s.detach() for s in state)
             loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
@@ -170,7 +202,7 @@ def time_torch(m, vocab, steps, threads):
         opt.step()
         if k >= 2:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times), (T * N if m["kind"] == "lm" else N)
+    return statistics.median(times), (T * N if m["kind"] in ("lm", "hlm") else N)
 
 
 def main():
@@ -190,8 +222,10 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, m in MODELS.items():
-            s, per = time_hlstmc(m, a.text, a.steps, tmp)
-            row = {"model": name, "batch": 32, "per_step": per, "hlstmc_s": s}
+            row = {"model": name, "batch": 32}
+            for engine in ENGINES:
+                s, per = time_hlstmc(m, a.text, a.steps, tmp, engine)
+                row[f"hlstmc_{engine}_s"], row["per_step"] = s, per
             if torch_version:
                 row["torch1_s"], _ = time_torch(m, vocab, a.steps, 1)
                 row["torchN_s"], _ = time_torch(m, vocab, a.steps, cores)
@@ -206,17 +240,18 @@ def main():
     head = (f"machine: {cpu}, {cores} cores; "
             f"PyTorch {torch_version or 'absent'}; {time.strftime('%Y-%m-%d', time.gmtime())}")
     lines = [head, "",
-             f"| model (batch 32) | samples/step | hlstmc fast, 1 thread | PyTorch, 1 thread "
-             f"| PyTorch, {cores} threads | hlstmc / PyTorch (1 thread) |",
-             "|---|---|---|---|---|---|"]
+             f"| model (batch 32) | samples/step | hlstmc fast, 1 thread | hlstmc jit, 1 thread "
+             f"| PyTorch, 1 thread | PyTorch, {cores} threads | hlstmc jit / PyTorch (1 thread) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         rate = lambda s: f"{r['per_step'] / s:,.0f}/s ({1000 * s:.1f} ms)"
+        ours = " | ".join(rate(r[f"hlstmc_{e}_s"]) for e in ENGINES)
         if torch_version:
-            lines.append(f"| {r['model']} | {r['per_step']} | {rate(r['hlstmc_s'])} | "
+            lines.append(f"| {r['model']} | {r['per_step']} | {ours} | "
                          f"{rate(r['torch1_s'])} | {rate(r['torchN_s'])} | "
-                         f"{r['torch1_s'] / r['hlstmc_s']:.2f}x |")
+                         f"{r['torch1_s'] / r['hlstmc_jit_s']:.2f}x |")
         else:
-            lines.append(f"| {r['model']} | {r['per_step']} | {rate(r['hlstmc_s'])} | - | - | - |")
+            lines.append(f"| {r['model']} | {r['per_step']} | {ours} | - | - | - |")
     print("\n".join(lines))
     if a.json:
         with open(a.json, "w") as f:
