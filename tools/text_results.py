@@ -3,8 +3,8 @@
 weights, for the configs in examples/text/ (standard library only).
 
     python3 tools/text_results.py                       # every config, one after another (hours)
-    python3 tools/text_results.py --jobs 2              # two at a time (2 cores: under 2 hours)
-    python3 tools/text_results.py --only lstm-2x256     # one config (about an hour on one core)
+    python3 tools/text_results.py --jobs 2              # two at a time (2 cores: see docs/results.md)
+    python3 tools/text_results.py --only lstm-2x256     # one config (about 40 minutes on one core)
     python3 tools/text_results.py --epochs 1 --only lstm-2x256 --out out/text-quick   # a smoke run
     python3 tools/text_results.py --epochs 1 --max-chars 100000 --out out/text-smoke  # all, minutes
 
@@ -25,6 +25,24 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "examples/text")
+
+
+def cost(text):
+    """A rough cost of training a config (weights touched per character times epochs), to start
+    the longest first when several run side by side."""
+    import tomllib
+    c = tomllib.loads(text)
+    m, t, g = c["model"], c.get("train", {}), c.get("gp", {})
+    h, e, layers = m["hidden"], m.get("embed", 32), m.get("layers", 1)
+    if m["cell"] == "hlstm":
+        w = m.get("hidden_width", h)
+        per_layer = 4 * ((e + h) * w + w * h)
+    else:
+        per_layer = 4 * (e + h) * h
+    epochs = (t.get("epochs", 10) + g.get("grow_rounds", 0) * g.get("grow_epochs", 1)
+              + g.get("max_prune_rounds", 0) * g.get("retrain_epochs", 0)
+              + g.get("final_epochs", 0))
+    return per_layer * layers * epochs
 
 
 def shorten(text, epochs):
@@ -68,7 +86,9 @@ def main():
         model = os.path.join(a.out, f"{name}.onnx")
         summary = os.path.join(a.out, f"{name}.summary.json")
         if not os.path.exists(summary):
-            todo.append((name, [hlstmc, "train", cfg, "-o", model]))
+            todo.append((cost(text), name, [hlstmc, "train", cfg, "-o", model]))
+    # Longest first: two at a time, the last two to start are short ones.
+    todo = [(name, cmd) for _, name, cmd in sorted(todo, key=lambda x: -x[0])]
     running = []
     while todo or running:
         while todo and len(running) < max(1, a.jobs):
