@@ -79,6 +79,8 @@ impl Observer for Progress {
         if let Err(e) = serde_json::to_writer(&mut self.log, r)
             .map_err(std::io::Error::from)
             .and_then(|_| self.log.write_all(b"\n"))
+            // Whole records as they come: a long run's log can be followed (tail -f).
+            .and_then(|_| self.log.flush())
         {
             self.err.get_or_insert(e);
         }
