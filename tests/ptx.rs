@@ -722,3 +722,49 @@ fn the_relu_gradient_mask_runs_in_the_ptx_interpreter() {
     compare(&got, &want).unwrap();
     assert!(want[0].contains(&1.0) && want[0].contains(&0.0));
 }
+
+/// Softmax and log-softmax of run-time values (rows of 40, along either axis, and inside a time
+/// loop): one work item per row in the PTX, run by the interpreter on several grids to the
+/// graph interpreter's values (ex2/lg2 are approximate: 2 ulp), and assembled by ptxas.
+#[test]
+fn softmax_runs_in_the_ptx_interpreter() {
+    let g = hlstm_ir::text::parse(
+        r#"graph (%x: f32[6,8], %w: f32[8,40], %s: f32[3,2,5], %h0: f32[2,5]) -> (p = %p, lp = %lp, q = %q, h = %h, ys = %ys) {
+  %y = matmul(%x, %w) : f32[6,40]
+  %p = softmax{axis=1}(%y) : f32[6,40]
+  %lp = log_softmax{axis=-1}(%y) : f32[6,40]
+  %q = softmax{axis=0}(%y) : f32[6,40]
+  %h, %ys = recurrence{carried=1, scanned=1, invariant=0, reverse=false, seq_lens=false}(%h0, %s) "loop" : f32[2,5], f32[3,2,5]
+    body (%hi: f32[2,5], %st: f32[2,5]) -> (h = %hn, y = %pr) {
+      %z = add(%hi, %st) : f32[2,5]
+      %hn = log_softmax{axis=1}(%z) : f32[2,5]
+      %pr = softmax{axis=0}(%z) : f32[2,5]
+    }
+}"#,
+    )
+    .expect("parses");
+    let inputs = hlstm_passes::verify_each::random_inputs(&g, 5);
+    let want: Vec<Vec<f32>> = hlstm_ir::interp::run(&g, &inputs)
+        .expect("interprets")
+        .iter()
+        .map(|t| t.as_f32().expect("f32").iter().copied().collect())
+        .collect();
+    let ins: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|t| t.as_f32().expect("f32").iter().copied().collect())
+        .collect();
+    let p = hlstm_passes::lower::lower(&g, &Default::default()).expect("lowers");
+    let m = compile(&p, &PtxOptions::default()).expect("compiles");
+    let launch = m.launch.to_json();
+    for grid in [None, Some((3, 32)), Some((1, 32))] {
+        let got = simulate_on(&m.ptx, &launch, &ins, 2, grid).expect("runs");
+        compare(&got, &want).unwrap_or_else(|e| panic!("grid {grid:?}: {e}"));
+    }
+    let Some(ptxas) = ptxas_or_skip("softmax_runs_in_the_ptx_interpreter") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for sm in [80, 90] {
+        assemble(&ptxas, &m.ptx, sm, dir.path(), "softmax").unwrap_or_else(|e| panic!("{e}"));
+    }
+}

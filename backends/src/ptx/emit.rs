@@ -264,6 +264,84 @@ impl<'a> Printer<'a> {
         }
     }
 
+    /// One work item per row: the max, the sum of 2^((x - max) log2 e), then x - max - ln(sum)
+    /// or each exponential / sum (kept in `out` by the second pass).
+    fn softmax(&mut self, out: &LView, x: &LView, log: bool) {
+        let rank = out.dims.len();
+        let n = out.dims[rank - 1];
+        let rows: usize = out.dims[..rank - 1].iter().product();
+        let (xb, ob) = (self.base(x.place), self.base(out.place));
+        let (sx, so) = (x.strides[rank - 1], out.strides[rank - 1]);
+        self.grid_loop(&rows.to_string(), &mut |pr, e| {
+            let mut idx: Vec<Option<String>> = vec![None; rank];
+            let q = pr.r();
+            pr.ins(&format!("mov.u32 {q}, {e};"));
+            for d in (1..rank.saturating_sub(1)).rev() {
+                let i = pr.r();
+                pr.ins(&format!("rem.u32 {i}, {q}, {};", out.dims[d]));
+                pr.ins(&format!("div.u32 {q}, {q}, {};", out.dims[d]));
+                idx[d] = Some(i);
+            }
+            if rank > 1 {
+                idx[0] = Some(q);
+            }
+            let (xo, oo) = (pr.offset(x, &idx), pr.offset(out, &idx));
+            // A loop over the row's n elements with fresh pointers to x and out.
+            let row = |pr: &mut Printer, body: &mut dyn FnMut(&mut Printer, &Ptr, &Ptr)| {
+                let (xp, op) = (pr.elem(&xb, &xo), pr.elem(&ob, &oo));
+                let (k, p, top) = (pr.r(), pr.p(), pr.label());
+                pr.ins(&format!("mov.u32 {k}, 0;"));
+                pr.put_label(&top);
+                body(pr, &xp, &op);
+                pr.bump(&xp, sx);
+                pr.bump(&op, so);
+                pr.ins(&format!("add.u32 {k}, {k}, 1;"));
+                pr.ins(&format!("setp.lt.u32 {p}, {k}, {n};"));
+                pr.ins(&format!("@{p} bra {top};"));
+            };
+            let (m, sum) = (pr.f(), pr.f());
+            pr.ins(&format!("mov.f32 {m}, {};", table::imm(f32::NEG_INFINITY)));
+            pr.ins(&format!("mov.f32 {sum}, {};", table::imm(0.0)));
+            row(pr, &mut |pr, xp, _| {
+                let v = pr.f();
+                pr.load(xp, "f32", &v);
+                pr.ins(&format!("max.f32 {m}, {m}, {v};"));
+            });
+            row(pr, &mut |pr, xp, op| {
+                let (v, ex) = (pr.f(), pr.f());
+                pr.load(xp, "f32", &v);
+                pr.ins(&format!("sub.rn.f32 {v}, {v}, {m};"));
+                let l2e = table::imm(std::f32::consts::LOG2_E);
+                pr.ins(&format!("mul.rn.f32 {v}, {v}, {l2e};"));
+                pr.ins(&format!("ex2.approx.f32 {ex}, {v};"));
+                pr.ins(&format!("add.rn.f32 {sum}, {sum}, {ex};"));
+                if !log {
+                    pr.store(op, &ex);
+                }
+            });
+            if log {
+                let ls = pr.f();
+                pr.ins(&format!("lg2.approx.f32 {ls}, {sum};"));
+                let ln2 = table::imm(std::f32::consts::LN_2);
+                pr.ins(&format!("mul.rn.f32 {ls}, {ls}, {ln2};"));
+                row(pr, &mut |pr, xp, op| {
+                    let v = pr.f();
+                    pr.load(xp, "f32", &v);
+                    pr.ins(&format!("sub.rn.f32 {v}, {v}, {m};"));
+                    pr.ins(&format!("sub.rn.f32 {v}, {v}, {ls};"));
+                    pr.store(op, &v);
+                });
+            } else {
+                row(pr, &mut |pr, _, op| {
+                    let v = pr.f();
+                    pr.load(op, "f32", &v);
+                    pr.ins(&format!("div.rn.f32 {v}, {v}, {sum};"));
+                    pr.store(op, &v);
+                });
+            }
+        });
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn dense(&mut self, out: &LView, a: &LView, w: &LView, rows: Rows, k: usize, n: usize) {
         let count = self.rows_count(rows, n);
@@ -428,6 +506,10 @@ impl<'a> Printer<'a> {
                 } => {
                     let _ = writeln!(self.body, "\t// {what}");
                     self.csr(out, a, (*ptr, *idx, *val), *rows, *n);
+                }
+                LStmt::Softmax { out, x, log, what } => {
+                    let _ = writeln!(self.body, "\t// {what}");
+                    self.softmax(out, x, *log);
                 }
                 LStmt::GridBarrier => self.grid_barrier(),
                 LStmt::Start { body } => {

@@ -8,6 +8,7 @@
 //! - Matmuls become [`LStmt::Dense`] (a constant weight of strategy `dense`, or a run-time
 //!   weight) or [`LStmt::Csr`] (constant weights of the sparse strategies, stored by column:
 //!   column starts, row indices, values).
+//! - A softmax becomes [`LStmt::Softmax`]: one work item per row.
 //! - Storage is placed: inputs and outputs are kernel parameters, temporaries live in the
 //!   workspace after the grid barrier's two words, constants are module arrays, copied to shared
 //!   memory at kernel entry when they fit ([`SHARED_BUDGET`]).
@@ -122,6 +123,15 @@ pub enum LStmt {
         val: Option<usize>,
         rows: Rows,
         n: usize,
+        what: String,
+    },
+    /// Softmax (log-softmax with `log`) over the last dim: one work item per row (every
+    /// position of the other dims), which walks its row three times (max, sum of exponentials,
+    /// result).
+    Softmax {
+        out: LView,
+        x: LView,
+        log: bool,
         what: String,
     },
     Loop {
@@ -560,13 +570,26 @@ impl Cx<'_> {
                 self.elementwise(out, &[x], ops, 2, in_loop, desc(s))?
             }
             Stmt::Copy { out, x } => self.elementwise(out, &[x], vec![], 0, in_loop, desc(s))?,
-            Stmt::Softmax { .. } => {
-                // A row reduction: the phases of the PTX kernel have no cross-thread
-                // reductions yet (docs/ptx.md).
-                return Err(format!(
-                    "{}: softmax over a run-time value is not supported by the PTX target yet",
-                    desc(s)
-                ));
+            Stmt::Softmax { out, x, log } => {
+                let what = desc(s);
+                self.write_check(out, &what)?;
+                if out.dims != x.dims {
+                    return Err(format!(
+                        "{what}: input dims {:?} differ from output dims {:?}",
+                        x.dims, out.dims
+                    ));
+                }
+                if out.dims.contains(&0) {
+                    return Ok(None);
+                }
+                let rows = out.dims[..out.dims.len() - 1].iter().product();
+                self.work(rows, in_loop);
+                LStmt::Softmax {
+                    out: self.view(out, in_loop, &what)?,
+                    x: self.view(x, in_loop, &what)?,
+                    log: *log,
+                    what,
+                }
             }
             Stmt::MatMul {
                 out,
@@ -761,6 +784,13 @@ fn accesses(s: &LStmt) -> (Vec<Access>, Vec<Access>) {
                 Rows::Fixed(_) => aligned(out),
                 Rows::PerStep(_) => Access::Any(out.place),
             }]
+        }
+        // A work item walks a whole row: other threads' rows are read and written.
+        LStmt::Softmax { out, x, .. } => {
+            if writable(x.place) {
+                r.push(Access::Any(x.place));
+            }
+            vec![Access::Any(out.place)]
         }
         LStmt::Csr { out, a, rows, .. } => {
             if writable(a.place) {
