@@ -224,23 +224,6 @@ fn share_stmt(q: &mut Program, s: Stmt, tid: usize, threads: usize) -> Option<St
                 rows_per_step,
             })
         }
-        // A row reduction: split by rows (the first dim), never along the last.
-        Stmt::Softmax { ref out, .. }
-            if out.dims.len() < 2 || out.dims[0] < threads || split_dim(&s, threads).is_none() =>
-        {
-            alone(s)
-        }
-        Stmt::Softmax { .. } => {
-            let n = out_view(&s).dims[0];
-            let (lo, hi) = range(n, tid, threads, 1);
-            if lo >= hi {
-                return None;
-            }
-            let rank = out_view(&s).dims.len();
-            let mut s = s;
-            for_views(&mut s, &mut |v| slice_view(v, rank, 0, n, lo, hi));
-            Some(s)
-        }
         s => {
             let Some((d, n)) = split_dim(&s, threads) else {
                 return alone(s);
@@ -287,6 +270,10 @@ fn split_dim(s: &Stmt, threads: usize) -> Option<(usize, usize)> {
     }
     let rank = out.dims.len();
     let first = *out.dims.first()?;
+    if matches!(s, Stmt::Softmax { .. }) {
+        // A row reduction: by rows (the first dim), never along the reduced last one.
+        return (rank >= 2 && first >= threads).then_some((0, first));
+    }
     if first >= threads {
         return Some((0, first));
     }

@@ -145,16 +145,20 @@ pub(crate) fn vjp(
     let steps_len = ops
         .get(nc)
         .and_then(|x| b.g.value_type(*x).shape.as_ref()?.first()?.known());
-    let hoisted: Vec<Option<(Value, Value)>> = (0..invs.len())
-        .map(|k| {
-            let g = grads[carried.len() + scanned.len() + k]?;
-            steps_len?;
-            hoistable_product(&bb.g, g)
-        })
-        .collect();
-    for (k, h) in hoisted.iter().enumerate() {
-        if h.is_some() {
-            bb.g.nodes.remove_node(acc_in[k].node);
+    // Invariants (by position k in `invs`) that keep an accumulator, and those whose gradient
+    // is hoisted: (k, a, g).
+    let mut accumulated: Vec<usize> = Vec::new();
+    let mut hoisted: Vec<(usize, Value, Value)> = Vec::new();
+    for k in 0..invs.len() {
+        let product = steps_len
+            .and(grads[carried.len() + scanned.len() + k])
+            .and_then(|g| hoistable_product(&bb.g, g));
+        match product {
+            Some((a, g)) => {
+                bb.g.nodes.remove_node(acc_in[k].node);
+                hoisted.push((k, a, g));
+            }
+            None => accumulated.push(k),
         }
     }
     let mut outs = Vec::new();
@@ -165,10 +169,8 @@ pub(crate) fn vjp(
         };
         outs.push((format!("d.{}", in_name(i)), d));
     }
-    for (k, &i) in invs.iter().enumerate() {
-        if hoisted[k].is_some() {
-            continue;
-        }
+    for &k in &accumulated {
+        let i = invs[k];
         let acc = acc_in[k];
         let d = match grads[carried.len() + scanned.len() + k] {
             Some(g) => bb
@@ -185,11 +187,9 @@ pub(crate) fn vjp(
         };
         outs.push((format!("d.{}", in_name(i)), d));
     }
-    for (k, &i) in invs.iter().enumerate() {
-        if let Some((a, g)) = hoisted[k] {
-            outs.push((format!("step.a.{}", in_name(i)), a));
-            outs.push((format!("step.g.{}", in_name(i)), g));
-        }
+    for &(k, a, g) in &hoisted {
+        outs.push((format!("step.a.{}", in_name(invs[k])), a));
+        outs.push((format!("step.g.{}", in_name(invs[k])), g));
     }
     bb.g.outputs = outs;
 
@@ -239,10 +239,7 @@ pub(crate) fn vjp(
     for m in dead {
         bb.g.nodes.remove_node(m);
     }
-    let acc_kept: Vec<Value> = (0..invs.len())
-        .filter(|&k| hoisted[k].is_none())
-        .map(|k| acc_in[k])
-        .collect();
+    let acc_kept: Vec<Value> = accumulated.iter().map(|&k| acc_in[k]).collect();
     let mut inputs: Vec<Value> = dc_in
         .iter()
         .chain(&acc_kept)
@@ -317,10 +314,8 @@ pub(crate) fn vjp(
         operands.push(Some(d));
         names.push(format!("d.{}", op_name(b, i)));
     }
-    for (k, &i) in invs.iter().enumerate() {
-        if hoisted[k].is_some() {
-            continue;
-        }
+    for &k in &accumulated {
+        let i = invs[k];
         operands.push(Some(b.fill(0.0, &b.dims(ops[i]).map_err(e)?).map_err(e)?));
         names.push(format!("d.{}", op_name(b, i)));
     }
@@ -331,11 +326,9 @@ pub(crate) fn vjp(
     let num_scanned = operands.len() - num_carried;
     operands.extend(w_used.iter().map(|&i| Some(ops[i])));
     names.extend(scanned.iter().map(|&i| format!("d.{}", op_name(b, i))));
-    for (k, &i) in invs.iter().enumerate() {
-        if hoisted[k].is_some() {
-            names.push(format!("step.a.{}", op_name(b, i)));
-            names.push(format!("step.g.{}", op_name(b, i)));
-        }
+    for &(k, ..) in &hoisted {
+        names.push(format!("step.a.{}", op_name(b, invs[k])));
+        names.push(format!("step.g.{}", op_name(b, invs[k])));
     }
     let rec = Recurrence {
         body: Box::new(bwd_body),
@@ -358,19 +351,15 @@ pub(crate) fn vjp(
     for &i in &carried {
         out[i] = next.next();
     }
-    for (k, &i) in invs.iter().enumerate() {
-        if hoisted[k].is_none() {
-            out[i] = next.next();
-        }
+    for &k in &accumulated {
+        out[invs[k]] = next.next();
     }
     for &i in &scanned {
         out[i] = next.next();
     }
     // dW = Σ_t a_tᵀ g_t = aᵀ g over all T·N rows of the stacked factors: one gemm.
-    for (k, &i) in invs.iter().enumerate() {
-        if hoisted[k].is_none() {
-            continue;
-        }
+    for &(k, ..) in &hoisted {
+        let i = invs[k];
         let (a, g) = (next.next(), next.next());
         let (Some(a), Some(g)) = (a, g) else {
             return Err(e("the backward recurrence has too few results".into()));

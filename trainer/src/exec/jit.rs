@@ -45,8 +45,10 @@ const MAX_SPECIALIZATIONS: usize = 8;
 
 struct Loaded {
     graph: Graph,
+    /// The graph's input names, for errors.
+    names: Vec<String>,
     /// Compiled programs by the input shapes they were specialized to, newest last.
-    cache: Vec<(Vec<Vec<usize>>, Compiled)>,
+    cache: Cache,
 }
 
 impl Engine for Jit {
@@ -56,6 +58,7 @@ impl Engine for Jit {
         hlstm_ir::verify::verify(g).map_err(|e| Error::new(format!("graph: {e}")))?;
         let mut loaded = Loaded {
             graph: g.clone(),
+            names: g.inputs.iter().map(|&n| g.nodes[n].name.clone()).collect(),
             cache: Vec::new(),
         };
         let static_dims: Option<Vec<Vec<usize>>> = g
@@ -125,74 +128,73 @@ pub fn kernel_program(g: &Graph) -> Result<Program, Error> {
     lower(g).map(|(p, _)| p)
 }
 
-impl Loaded {
-    /// The program for these input shapes, specialized and compiled on first use.
-    fn program(&mut self, inputs: &[Tensor]) -> Result<&mut Compiled, Error> {
-        let g = &self.graph;
-        if inputs.len() != g.inputs.len() {
+/// Compiled programs by the input shapes they were specialized to, newest last.
+type Cache = Vec<(Vec<Vec<usize>>, Compiled)>;
+
+/// The program of `g` for these input shapes from `cache`, specialized and compiled on first
+/// use.
+fn program<'c>(
+    g: &Graph,
+    cache: &'c mut Cache,
+    inputs: &[Tensor],
+) -> Result<&'c mut Compiled, Error> {
+    if inputs.len() != g.inputs.len() {
+        return Err(Error::new(format!(
+            "expected {} inputs, got {}",
+            g.inputs.len(),
+            inputs.len()
+        )));
+    }
+    let dims: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+    if let Some(k) = cache.iter().position(|(d, _)| *d == dims) {
+        return Ok(&mut cache[k].1);
+    }
+    // Bind each symbolic dim to what the inputs give it; known dims must match.
+    let mut bound: HashMap<String, usize> = HashMap::new();
+    for (&n, (t, d)) in g.inputs.iter().zip(inputs.iter().zip(&dims)) {
+        let info = &g.nodes[n].results[0];
+        let shape = info.ty.shape.as_deref().unwrap_or(&[]);
+        let mismatch = || {
+            Error::new(format!(
+                "input '{}' has shape {d:?}, expected {}",
+                info.name, info.ty
+            ))
+        };
+        if info.ty.shape.is_some() && shape.len() != d.len() || t.dtype() != info.ty.dtype {
             return Err(Error::new(format!(
-                "expected {} inputs, got {}",
-                g.inputs.len(),
-                inputs.len()
+                "input '{}' is {}{d:?}, expected {}",
+                info.name,
+                t.dtype(),
+                info.ty
             )));
         }
-        let dims: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-        if let Some(k) = self.cache.iter().position(|(d, _)| *d == dims) {
-            return Ok(&mut self.cache[k].1);
-        }
-        // Bind each symbolic dim to what the inputs give it; known dims must match.
-        let mut bound: HashMap<String, usize> = HashMap::new();
-        for (&n, (t, d)) in g.inputs.iter().zip(inputs.iter().zip(&dims)) {
-            let info = &g.nodes[n].results[0];
-            let shape = info.ty.shape.as_deref().unwrap_or(&[]);
-            let mismatch = || {
-                Error::new(format!(
-                    "input '{}' has shape {d:?}, expected {}",
-                    info.name, info.ty
-                ))
-            };
-            if info.ty.shape.is_some() && shape.len() != d.len() || t.dtype() != info.ty.dtype {
-                return Err(Error::new(format!(
-                    "input '{}' is {}{d:?}, expected {}",
-                    info.name,
-                    t.dtype(),
-                    info.ty
-                )));
-            }
-            for (dim, &v) in shape.iter().zip(d) {
-                match dim {
-                    Dim::Known(k) if *k != v => return Err(mismatch()),
-                    Dim::Sym(s) if *bound.entry(s.clone()).or_insert(v) != v => {
-                        return Err(mismatch());
-                    }
-                    _ => {}
+        for (dim, &v) in shape.iter().zip(d) {
+            match dim {
+                Dim::Known(k) if *k != v => return Err(mismatch()),
+                Dim::Sym(s) if *bound.entry(s.clone()).or_insert(v) != v => {
+                    return Err(mismatch());
                 }
+                _ => {}
             }
         }
-        let mut specialized = g.clone();
-        specialized.bind_dims(&bound);
-        hlstm_ir::verify::verify(&specialized)
-            .map_err(|e| Error::new(format!("the graph specialized to its inputs' shapes: {e}")))?;
-        let c = compile(&specialized)?;
-        if self.cache.len() >= MAX_SPECIALIZATIONS {
-            self.cache.remove(0);
-        }
-        self.cache.push((dims, c));
-        Ok(&mut self.cache.last_mut().expect("just pushed").1)
     }
+    let mut specialized = g.clone();
+    specialized.bind_dims(&bound);
+    hlstm_ir::verify::verify(&specialized)
+        .map_err(|e| Error::new(format!("the graph specialized to its inputs' shapes: {e}")))?;
+    let c = compile(&specialized)?;
+    if cache.len() >= MAX_SPECIALIZATIONS {
+        cache.remove(0);
+    }
+    cache.push((dims, c));
+    Ok(&mut cache.last_mut().expect("just pushed").1)
 }
 
 impl Executable for Loaded {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
-        let names: Vec<String> = self
-            .graph
-            .inputs
-            .iter()
-            .map(|&n| self.graph.nodes[n].name.clone())
-            .collect();
-        let c = self.program(inputs)?;
+        let c = program(&self.graph, &mut self.cache, inputs)?;
         for (k, t) in inputs.iter().enumerate() {
-            let name = &names[k];
+            let name = &self.names[k];
             let dst = &mut c.staged[k];
             match c.feeds[k] {
                 Feed::F32 => {
