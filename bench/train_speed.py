@@ -16,7 +16,9 @@ Models: the digits H-LSTM (hidden 64, one ReLU layer of 64 per gate, dropout 0.2
 dense: grow-and-prune masks do not change the dense kernels' cost on either side), the digits
 2 x 64 stacked LSTM, and the character models of the text results: the 2 x 256 stacked LSTM
 and the H-LSTM of state 256 with one ReLU layer of 256 per gate (embedding 32, windows of 100,
-batch 32; the state is carried across windows).
+batch 32; the state is carried across windows); and that H-LSTM with its weight matrices masked
+to 10%, the jit column with `train.sparse_kernels` (PyTorch times the same dense model: its
+kernels do not skip the zeros).
 """
 import argparse
 import json
@@ -48,6 +50,11 @@ MODELS = {
     "text LSTM 2x256 (embed 32, window 100)": dict(kind="lm", hidden=256, layers=2, T=100, E=32),
     "text H-LSTM 256 (1x256 per gate, embed 32, window 100)":
         dict(kind="hlm", hidden=256, layers=1, T=100, E=32),
+    # The same with every weight matrix but the embedding masked to 10% (a grow-and-prune
+    # model's density): the jit engine multiplies by compressed kernels over the masks
+    # (`train.sparse_kernels`); the fast engine and PyTorch pay the dense cost.
+    "text H-LSTM 256 masked to 10% (jit: sparse kernels)":
+        dict(kind="hlm", hidden=256, layers=1, T=100, E=32, density=0.1),
 }
 
 
@@ -77,7 +84,11 @@ split = {{ modulus = 5, test = [4], validation = [3] }}
             model = 'cell = "hlstm"\nhidden = 64\nhidden_layers = 1\nhidden_width = 64\ndropout = 0.2\n'
         else:
             model = f'cell = "lstm"\nhidden = {m["hidden"]}\nlayers = {m["layers"]}\n'
-    return f"seed = 1\n{data}\n[model]\n{model}\n[train]\n{COMMON_TRAIN}"
+    text = f"seed = 1\n{data}\n[model]\n{model}\n[train]\n{COMMON_TRAIN}"
+    if "density" in m:
+        text += (f'sparse_kernels = true\n\n[gp]\nseed_density = {m["density"]}\n'
+                 'exclude = ["embed"]\n')
+    return text
 
 
 def vocab_size(text):

@@ -360,6 +360,10 @@ enum W {
     Runtime {
         transposed: bool,
     },
+    /// A run-time weight with its zero pattern known (`Weight::Masked`).
+    Masked {
+        transposed: bool,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -395,12 +399,13 @@ fn matmul_program(
     let wdata = r.sparse(k * n, density);
     let mut inputs = vec![r.vec(a_buf_len, 1.0)];
     p.inputs = vec![a];
+    let pattern: Vec<f32> = wdata.iter().map(|v| f32::from(*v != 0.0)).collect();
     let weight = match w {
         W::Const(s) => Weight::Const(p.add_const("W", &[k, n], wdata), s),
-        W::Runtime { transposed } => {
+        W::Runtime { transposed } | W::Masked { transposed } => {
             let wb = p.add_buffer("Wrt", BufKind::Input(1), &[k * n]);
             p.inputs.push(wb);
-            if transposed {
+            let v = if transposed {
                 // stored as [N, K]
                 let mut t = vec![0.0; k * n];
                 for q in 0..k {
@@ -409,10 +414,15 @@ fn matmul_program(
                     }
                 }
                 inputs.push(t);
-                Weight::View(view(wb, 0, &[k, n], &[1, k as isize], 0))
+                view(wb, 0, &[k, n], &[1, k as isize], 0)
             } else {
                 inputs.push(wdata);
-                Weight::View(view(wb, 0, &[k, n], &[n as isize, 1], 0))
+                view(wb, 0, &[k, n], &[n as isize, 1], 0)
+            };
+            if let W::Masked { .. } = w {
+                Weight::Masked(v, p.add_const("pattern", &[k, n], pattern))
+            } else {
+                Weight::View(v)
             }
         }
     };
@@ -433,7 +443,41 @@ fn strategies() -> Vec<W> {
         W::Const(Strategy::SparseCsr),
         W::Runtime { transposed: false },
         W::Runtime { transposed: true },
+        W::Masked { transposed: false },
+        W::Masked { transposed: true },
     ]
+}
+
+/// A masked run-time weight whose columns' nonzero counts spread from none to K, so its
+/// compressed classes are coarsened and columns padded (with positions outside the pattern),
+/// at one and at several rows; then the same weight with new values under the same pattern
+/// through the same compiled program.
+#[test]
+fn masked_weight_with_spread_column_counts() {
+    let (k, n) = (600, 48);
+    for m in [1, 5, 32] {
+        let mut r = Rng::new(70 + m as u64);
+        let mut p = Program::default();
+        let a = p.add_buffer("A", BufKind::Input(0), &[m * k]);
+        let wb = p.add_buffer("W", BufKind::Input(1), &[k * n]);
+        let y = p.add_buffer("Y", BufKind::Output(0), &[m * n]);
+        let pattern: Vec<f32> = (0..k * n)
+            .map(|i| f32::from((r.f() + 1.0) / 2.0 * (n as f32) < (i % n) as f32))
+            .collect();
+        let c = p.add_const("pattern", &[k, n], pattern.clone());
+        p.inputs = vec![a, wb];
+        p.outputs = vec![y];
+        p.body = vec![Stmt::MatMul {
+            rows_per_step: None,
+            out: view(y, 0, &[m, n], &[n as isize, 1], 0),
+            a: view(a, 0, &[m, k], &[k as isize, 1], 0),
+            w: Weight::Masked(view(wb, 0, &[k, n], &[n as isize, 1], 0), c),
+        }];
+        for _values in 0..2 {
+            let w: Vec<f32> = pattern.iter().map(|on| on * r.f()).collect();
+            check_rel(&p, &[r.vec(m * k, 1.0), w], 1e-4);
+        }
+    }
 }
 
 #[test]

@@ -102,10 +102,15 @@ fn check_guarantees(p: &Program, body: &[Stmt], in_loop: bool) -> Result<(), Str
                             return Err(format!("a weight constant not [K, N]: {st:?}"));
                         }
                     }
-                    Weight::View(v) => {
+                    Weight::View(v) | Weight::Masked(v, _) => {
                         views.push(v);
                         if v.dims != [k, out.dims[1]] || (v.strides[1] != 1 && v.dims[1] > 1) {
                             return Err(format!("a run-time weight not [K, N] row-major: {st:?}"));
+                        }
+                        if let Weight::Masked(_, c) = w
+                            && p.consts[c.0].dims != [k, out.dims[1]]
+                        {
+                            return Err(format!("a weight pattern not [K, N]: {st:?}"));
                         }
                     }
                 }
@@ -227,7 +232,13 @@ fn check_one(
     failures: &mut Vec<String>,
 ) {
     let label = format!("{name} [{}]", strategy_name(s));
-    match lower(g, &LowerOptions { strategy: s }) {
+    match lower(
+        g,
+        &LowerOptions {
+            strategy: s,
+            ..Default::default()
+        },
+    ) {
         Ok(p) => match run_and_compare(&p, inputs, want) {
             Ok(()) => {
                 let views = count_matmuls(&p.body, &|w| matches!(w, Weight::View(_)));
@@ -314,7 +325,14 @@ fn weight_macs_equal_the_nonzero_multiply_adds_of_the_graph() {
         optimize(&mut g);
         let st = hlstm_ir::stats::graph_stats(&g);
         for s in STRATEGIES {
-            let p = lower(&g, &LowerOptions { strategy: s }).expect("lowers");
+            let p = lower(
+                &g,
+                &LowerOptions {
+                    strategy: s,
+                    ..Default::default()
+                },
+            )
+            .expect("lowers");
             let (dense, nonzero) = p.weight_macs();
             let per_step = nonzero as f64 / (st.steps * st.batch) as f64;
             println!(
@@ -380,8 +398,14 @@ fn check_hir(text: &str) -> Program {
     let mut first = None;
     for (label, graph) in [("as written", &g), ("optimized", &optimized)] {
         for s in STRATEGIES {
-            let p = lower(graph, &LowerOptions { strategy: s })
-                .unwrap_or_else(|e| panic!("{label} [{}]: {e}", strategy_name(s)));
+            let p = lower(
+                graph,
+                &LowerOptions {
+                    strategy: s,
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{label} [{}]: {e}", strategy_name(s)));
             run_and_compare(&p, &inputs, &want).unwrap_or_else(|e| {
                 panic!(
                     "{label} [{}]: {e}\n{}",

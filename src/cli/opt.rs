@@ -75,8 +75,14 @@ pub fn lower(g: &Graph, strategy: Option<SparseStrategy>) -> Result<Program> {
         SparseStrategy::SparseUnrolled => Strategy::SparseUnrolled,
         SparseStrategy::SparseCsr => Strategy::SparseCsr,
     });
-    hlstm_passes::lower::lower(g, &LowerOptions { strategy })
-        .map_err(|e| anyhow!("cannot lower to the kernel IR: {e}"))
+    hlstm_passes::lower::lower(
+        g,
+        &LowerOptions {
+            strategy,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| anyhow!("cannot lower to the kernel IR: {e}"))
 }
 
 pub fn main(a: OptCmdArgs) -> Result<ExitCode> {

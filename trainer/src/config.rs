@@ -147,6 +147,11 @@ pub struct Train {
     pub min_lr_fraction: f32,
     /// Recompute each step's cell in the backward pass instead of saving its values.
     pub recompute: bool,
+    /// jit engine: multiply masked weight matrices at most 30% dense by compressed kernels
+    /// over their masks, compiled again whenever the masks change. Off by default for now: it
+    /// changes the rounding of sparse models' training, and the shipped results were trained
+    /// without it (docs/trainer.md).
+    pub sparse_kernels: bool,
 }
 
 impl Default for Train {
@@ -169,6 +174,7 @@ impl Default for Train {
             step_gamma: 0.5,
             min_lr_fraction: 0.05,
             recompute: false,
+            sparse_kernels: false,
         }
     }
 }

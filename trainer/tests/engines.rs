@@ -3,12 +3,23 @@
 //! and BPTT), and reproducible training runs.
 
 use hlstm_ir::{DType, Tensor};
-use hlstm_trainer::exec::{Engine, Fast, Interp, Jit};
+use hlstm_trainer::exec::{Engine, Fast, Interp, Jit, kernel_program};
+use hlstm_trainer::gp::Masks;
 use hlstm_trainer::models::{self, CellKind, Dims, Head, InputKind, ModelConfig};
 use hlstm_trainer::rng::Rng;
 use hlstm_trainer::{Options, SaveMode};
 
-fn check(engine: &dyn Engine, cell: CellKind, head: Head, input: InputKind, save: SaveMode) {
+/// With `density`, every weight matrix is masked at it (its weights zero outside) and the
+/// engine told so (`Executable::set_masks`): the JIT multiplies the sparse ones by compressed
+/// kernels over their masks.
+fn check(
+    engine: &dyn Engine,
+    cell: CellKind,
+    head: Head,
+    input: InputKind,
+    save: SaveMode,
+    density: Option<f64>,
+) {
     let cfg = ModelConfig {
         cell,
         input: input.clone(),
@@ -51,9 +62,35 @@ fn check(engine: &dyn Engine, cell: CellKind, head: Head, input: InputKind, save
         let dims: Vec<usize> = d.iter().map(|d| d.known().unwrap()).collect();
         inputs.push(models::dropout_mask(&mut rng, &dims, 0.2));
     }
-    inputs.extend(m.init_params(5));
+    let mut params = m.init_params(5);
+    let mut masks: Masks = Vec::new();
+    if let Some(d) = density {
+        for p in params.iter_mut() {
+            let shape = p.shape().to_vec();
+            let mut w: Vec<f32> = p.as_f32().unwrap().iter().copied().collect();
+            let mask = (shape.len() == 2).then(|| {
+                (0..w.len())
+                    .map(|_| rng.vec(1, 0.0, 1.0)[0] < d as f32)
+                    .collect::<Vec<bool>>()
+            });
+            if let Some(mask) = &mask {
+                w.iter_mut()
+                    .zip(mask)
+                    .for_each(|(x, on)| *x *= f32::from(*on));
+            }
+            *p = Tensor::from_f32(&shape, w).unwrap();
+            masks.push(mask);
+        }
+        if engine.name() == "jit" {
+            let printed = hlstm_ir::kernel::print(&kernel_program(&tg, &masks).unwrap());
+            assert!(printed.contains("masked by"), "{printed}");
+        }
+    }
+    inputs.extend(params);
     let want = Interp.load(&tg).unwrap().run(&inputs).unwrap();
-    let got = engine.load(&tg).unwrap().run(&inputs).unwrap();
+    let mut exe = engine.load(&tg).unwrap();
+    exe.set_masks(&masks);
+    let got = exe.run(&inputs).unwrap();
     assert_eq!(want.len(), got.len());
     for (k, (a, b)) in got.iter().zip(&want).enumerate() {
         assert_eq!(a.shape(), b.shape());
@@ -81,7 +118,7 @@ fn agrees_with_the_interpreter(engine: &dyn Engine) {
     };
     for save in [SaveMode::Intermediates, SaveMode::Recompute] {
         let classifier = Head::Classifier { classes: 5 };
-        check(engine, hl.clone(), classifier, feats.clone(), save);
+        check(engine, hl.clone(), classifier, feats.clone(), save, None);
     }
     let two_hidden = CellKind::Hlstm {
         hidden_layers: 2,
@@ -95,16 +132,40 @@ fn agrees_with_the_interpreter(engine: &dyn Engine) {
         next.clone(),
         toks.clone(),
         SaveMode::Intermediates,
+        None,
     );
-    check(engine, CellKind::Lstm, next, toks, SaveMode::Intermediates);
+    check(
+        engine,
+        CellKind::Lstm,
+        next.clone(),
+        toks.clone(),
+        SaveMode::Intermediates,
+        None,
+    );
     let classifier = Head::Classifier { classes: 3 };
     check(
         engine,
         CellKind::Lstm,
         classifier,
-        feats,
+        feats.clone(),
         SaveMode::Recompute,
+        None,
     );
+    // Masked weights, sparse enough for the JIT's compressed kernels: forward products and
+    // the input gradients' (transposed) products, in the loops and out of them.
+    for (density, save) in [(0.25, SaveMode::Intermediates), (0.1, SaveMode::Recompute)] {
+        let classifier = Head::Classifier { classes: 5 };
+        check(
+            engine,
+            hl.clone(),
+            classifier,
+            feats.clone(),
+            save,
+            Some(density),
+        );
+        let lm = (toks.clone(), next.clone());
+        check(engine, CellKind::Lstm, lm.1, lm.0, save, Some(density));
+    }
 }
 
 #[test]

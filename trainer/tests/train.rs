@@ -159,6 +159,67 @@ fn the_jit_engine_trains_like_the_interpreter() {
     assert!((a - b).abs() < 1e-4, "{a} vs {b}");
 }
 
+/// `train.sparse_kernels`: the JIT engine compiles masked weights at most 30% dense into
+/// compressed kernels, and again whenever the masks change (here: a 25% seed, a growth round,
+/// pruning rounds to 10%). The run is reproducible, its first epoch (every matrix masked)
+/// equals the dense kernels' up to f32 rounding, its schedule takes the same steps, and the
+/// weights stay zero outside their masks.
+#[test]
+fn sparse_kernels_train_like_dense_ones() {
+    let gp = GP
+        .replace("seed_density = 0.5", "seed_density = 0.25")
+        .replace("growth_ratio = 0.25", "growth_ratio = 0.3")
+        .replace("target_density = 0.3", "target_density = 0.1");
+    let dense = digits(&gp);
+    let sparse = digits(&format!("sparse_kernels = true\n{gp}"));
+    assert!(sparse.train.sparse_kernels && !dense.train.sparse_kernels);
+    let run = |cfg: &Config| {
+        let mut s = Session::new(cfg, &Jit).unwrap();
+        let sum = train::run(&mut s, &mut ()).unwrap();
+        (sum, s)
+    };
+    let ((want, _), (got, s), (again, _)) = (run(&dense), run(&sparse), run(&sparse));
+    assert_eq!(log_text(&got.log), log_text(&again.log), "reproducible");
+    let kinds = |log: &[Record]| -> Vec<String> {
+        log.iter()
+            .map(|r| serde_json::to_value(r).unwrap()["kind"].to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&want.log), kinds(&got.log));
+    let epochs = |log: &[Record]| -> Vec<[f64; 3]> {
+        log.iter()
+            .filter_map(|r| match r {
+                Record::Epoch {
+                    loss,
+                    val_loss,
+                    density,
+                    ..
+                } => Some([*loss, *val_loss, *density]),
+                _ => None,
+            })
+            .collect()
+    };
+    let (w, g) = (epochs(&want.log), epochs(&got.log));
+    assert!(
+        g[0][2] <= 0.3 && g.last().unwrap()[2] <= 0.1 + 1e-9,
+        "{g:?}"
+    );
+    let k = kinds(&got.log);
+    assert!(
+        k.contains(&"\"grow\"".into()) && k.contains(&"\"prune\"".into()),
+        "{k:?}"
+    );
+    for (a, b) in w[0].iter().zip(&g[0]) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{w:?} vs {g:?}");
+    }
+    for (w, m) in s.params.iter().zip(&s.masks) {
+        if let Some(m) = m {
+            assert!(w.iter().zip(m).all(|(w, on)| *on || *w == 0.0));
+        }
+    }
+    assert!(got.test.loss.is_finite() && got.test.accuracy > 0.0);
+}
+
 #[test]
 fn pruning_undoes_a_round_that_hurts_validation() {
     // A zero tolerance and a huge pruning ratio: the first round that lowers validation

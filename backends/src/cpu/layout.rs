@@ -32,10 +32,17 @@ pub(crate) struct Layout {
     /// matrix's columns in classes of equal nonzero count (see [`CsrClass`]); one row at a
     /// time, columns also go four to a group.
     pub csr: HashMap<(ConstId, isize, bool), Vec<CsrClass>>,
+    /// The same for masked run-time weights (`Weight::Masked`), keyed also by the weight
+    /// view's strides: the classes' `weights_off` then holds each nonzero's byte offset in the
+    /// view (i32) instead of its value.
+    pub masked_csr: HashMap<MaskedKey, Vec<CsrClass>>,
     /// (constant, N) -> byte offset of a dense constant weight [K, N] packed tile-major: for
     /// each tile of 16 columns (the last one padded with zeros), its K×16 block, row by row.
     pub packed: HashMap<(ConstId, usize), usize>,
 }
+
+/// (pattern, k-stride of the left operand, one row at a time, the weight view's strides).
+pub(crate) type MaskedKey = (ConstId, isize, bool, [isize; 2]);
 
 /// The columns of a compressed sparse matrix that have `nonzeros` nonzero weights each. The
 /// generated code loops over the columns of a class with a body unrolled for exactly
@@ -198,6 +205,14 @@ pub(crate) fn matmul_dims(
                 return Err(format!("matmul: weight {:?}, expected [{k},{n}]", v.dims));
             }
         }
+        Weight::Masked(v, c) => {
+            if v.dims != [k, n] {
+                return Err(format!("matmul: weight {:?}, expected [{k},{n}]", v.dims));
+            }
+            if p.consts.get(c.0).map(|c| c.data.len()) != Some(k * n) {
+                return Err(format!("matmul: pattern ${} is not [{k},{n}]", c.0));
+            }
+        }
     }
     Ok((m, k, n))
 }
@@ -247,7 +262,7 @@ pub(crate) fn overlap(a: &View, b: &View, trip: usize) -> bool {
 pub(crate) fn row_vector_rows(m: usize, w: &Weight) -> Option<usize> {
     let sparse = matches!(
         w,
-        Weight::Const(_, Strategy::SparseUnrolled | Strategy::SparseCsr)
+        Weight::Const(_, Strategy::SparseUnrolled | Strategy::SparseCsr) | Weight::Masked(..)
     );
     (sparse && m >= 4).then_some(m)
 }
@@ -263,7 +278,7 @@ fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> 
                 check_write(p, out, what)?;
                 let (m, k, n) = matmul_dims(p, out, a, w)?;
                 let mut alias = overlap(out, a, trip);
-                if let Weight::View(v) = w {
+                if let Some(v) = w.view() {
                     check_view(p, v, trip, what)?;
                     alias |= overlap(out, v, trip);
                 }
@@ -416,7 +431,7 @@ impl Sim {
             match s {
                 Stmt::MatMul { out, a, w, .. } => {
                     self.read(a, t)?;
-                    if let Weight::View(v) = w {
+                    if let Some(v) = w.view() {
                         self.read(v, t)?;
                     }
                     self.write(out, t)?;
@@ -624,6 +639,8 @@ const QUAD_MIN_COLUMNS: usize = 8;
 /// Lays out a constant [K, N] weight as compressed columns (the rows of W^T), grouped into
 /// classes of equal nonzero count; `stride` is the left operand's k-stride in elements. With
 /// `quads` (one row at a time), each class's columns go four to a group where it has enough.
+/// With `view_strides` (a masked run-time weight, `data` its pattern), each nonzero's "weight"
+/// is its byte offset in the weight view, an i32, and no columns go four to a group.
 fn csr_classes(
     rodata: &mut Vec<u8>,
     data: &[f32],
@@ -631,7 +648,23 @@ fn csr_classes(
     n: usize,
     stride: isize,
     quads: bool,
+    view_strides: Option<[isize; 2]>,
 ) -> Result<Vec<CsrClass>, String> {
+    let quads = quads && view_strides.is_none();
+    let too_large = || "matmul too large".to_string();
+    // What pads a column up to its class's count: weight 0, or for a masked weight the offset
+    // of a position outside the pattern (zero by `Weight::Masked`'s contract). A pattern
+    // without one has no spread of counts to pad.
+    let pad = match view_strides {
+        None => 0.0,
+        Some([sk, sn]) => match data.iter().position(|v| *v == 0.0) {
+            Some(i) => {
+                let at = ((i / n) as i64 * sk as i64 + (i % n) as i64 * sn as i64) * 4;
+                f32::from_bits(i32::try_from(at).map_err(|_| too_large())? as u32)
+            }
+            None => 0.0,
+        },
+    };
     let counts: Vec<usize> = (0..n)
         .map(|j| (0..k).filter(|q| data[q * n + j] != 0.0).count())
         .collect();
@@ -653,7 +686,6 @@ fn csr_classes(
         }
         grain *= 2;
     };
-    let too_large = || "matmul too large".to_string();
     let narrow = (k as i64 - 1) * stride as i64 * 4 <= u16::MAX as i64;
     let mut classes = Vec::with_capacity(by_count.len());
     for (nonzeros, all_cols) in by_count {
@@ -662,14 +694,18 @@ fn csr_classes(
         let column = |j: usize| -> Result<(Vec<f32>, Vec<i32>), String> {
             let (mut w, mut o) = (Vec::with_capacity(nonzeros), Vec::with_capacity(nonzeros));
             for q in 0..k {
-                let v = data[q * n + j];
+                let mut v = data[q * n + j];
                 if v != 0.0 {
+                    if let Some([sk, sn]) = view_strides {
+                        let at = (q as i64 * sk as i64 + j as i64 * sn as i64) * 4;
+                        v = f32::from_bits(i32::try_from(at).map_err(|_| too_large())? as u32);
+                    }
                     w.push(v);
                     let off = q as i64 * stride as i64 * 4;
                     o.push(i32::try_from(off).map_err(|_| too_large())?);
                 }
             }
-            w.resize(nonzeros, 0.0);
+            w.resize(nonzeros, pad);
             o.resize(nonzeros, 0);
             Ok((w, o))
         };
@@ -765,6 +801,25 @@ pub(crate) fn pack_tiles(w: &[f32], k: usize, n: usize) -> Vec<f32> {
     out
 }
 
+/// The (left operand's k-stride, one row at a time) layouts a compressed matmul needs: four
+/// rows at a time on the transposed input (row stride M); with a run-time row count also one
+/// row at a time, for calls under 4 rows.
+fn csr_strides(
+    out: &View,
+    a: &View,
+    w: &Weight,
+    rows_per_step: &Option<usize>,
+) -> Vec<(isize, bool)> {
+    let mut strides = Vec::new();
+    if let Some(mp) = row_vector_rows(out.dims[0], w) {
+        strides.push((mp as isize, false));
+    }
+    if strides.is_empty() || rows_per_step.is_some() {
+        strides.push((a.strides[1], true));
+    }
+    strides
+}
+
 fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String> {
     let const_view = |l: &mut Layout, v: &View| {
         if let Storage::Const(c) = v.storage
@@ -785,6 +840,22 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                 const_view(l, a);
                 match w {
                     Weight::View(v) => const_view(l, v),
+                    Weight::Masked(v, c) => {
+                        const_view(l, v);
+                        // As for a constant CSR weight below, with offsets into the view.
+                        let sw = [v.strides[0], v.strides[1]];
+                        for (stride, one_row) in csr_strides(out, a, w, rows_per_step) {
+                            let key = (*c, stride, one_row, sw);
+                            if l.masked_csr.contains_key(&key) {
+                                continue;
+                            }
+                            let (k, n) = (a.dims[1], out.dims[1]);
+                            let data = &p.consts[c.0].data;
+                            let classes =
+                                csr_classes(&mut l.rodata, data, k, n, stride, one_row, Some(sw))?;
+                            l.masked_csr.insert(key, classes);
+                        }
+                    }
                     Weight::Const(c, Strategy::Dense) => {
                         let n = out.dims[1];
                         if n == 0 || l.packed.contains_key(&(*c, n)) {
@@ -797,23 +868,15 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                     }
                     Weight::Const(_, Strategy::SparseUnrolled) => {}
                     Weight::Const(c, Strategy::SparseCsr) => {
-                        // Four rows at a time on the transposed input (row stride M); with a
-                        // run-time row count also one row at a time, for calls under 4 rows.
-                        let mut strides = Vec::new();
-                        if let Some(mp) = row_vector_rows(out.dims[0], w) {
-                            strides.push((mp as isize, false));
-                        }
-                        if strides.is_empty() || rows_per_step.is_some() {
-                            strides.push((a.strides[1], true));
-                        }
-                        for (stride, one_row) in strides {
+                        for (stride, one_row) in csr_strides(out, a, w, rows_per_step) {
                             let key = (*c, stride, one_row);
                             if l.csr.contains_key(&key) {
                                 continue;
                             }
                             let (k, n) = (a.dims[1], out.dims[1]);
                             let data = &p.consts[c.0].data;
-                            let classes = csr_classes(&mut l.rodata, data, k, n, stride, one_row)?;
+                            let classes =
+                                csr_classes(&mut l.rodata, data, k, n, stride, one_row, None)?;
                             l.csr.insert(key, classes);
                         }
                     }
@@ -915,10 +978,15 @@ pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
         rodata: Vec::new(),
         const_off: HashMap::new(),
         csr: HashMap::new(),
+        masked_csr: HashMap::new(),
         packed: HashMap::new(),
     };
     place_rodata(p, &p.body, &mut l)?;
-    if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty() || !l.packed.is_empty())
+    if l.rodata.is_empty()
+        && (!l.const_off.is_empty()
+            || !l.csr.is_empty()
+            || !l.masked_csr.is_empty()
+            || !l.packed.is_empty())
     {
         // Only empty constants: keep a (tiny) object so every reference has a base.
         l.rodata.resize(ALIGN * 4, 0);
@@ -983,7 +1051,8 @@ mod tests {
         }
         for (stride, quads) in [(1usize, false), (60, false), (1, true), (60, true)] {
             let mut rodata = Vec::new();
-            let classes = csr_classes(&mut rodata, &data, k, n, stride as isize, quads).unwrap();
+            let classes =
+                csr_classes(&mut rodata, &data, k, n, stride as isize, quads, None).unwrap();
             let bodies: usize = classes.iter().map(|c| c.nonzeros).sum();
             assert!(bodies <= CSR_BODY_BUDGET, "{bodies}");
             assert!(classes.len() > 1);
@@ -1006,7 +1075,7 @@ mod tests {
         // Equal counts: one class, no padding.
         let dense = vec![1.0f32; 6 * 5];
         let mut rodata = Vec::new();
-        let classes = csr_classes(&mut rodata, &dense, 6, 5, 1, false).unwrap();
+        let classes = csr_classes(&mut rodata, &dense, 6, 5, 1, false, None).unwrap();
         assert_eq!(classes.len(), 1);
         assert_eq!((classes[0].nonzeros, classes[0].columns), (6, 5));
     }

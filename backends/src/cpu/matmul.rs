@@ -71,11 +71,39 @@ pub(crate) fn emit(
         rout_final.clone()
     };
     let ra = cx.resolve(a);
+    // A masked run-time weight runs the compressed kernels of a constant one, its values read
+    // through the view.
+    let masked;
+    let w = match w {
+        Weight::Masked(v, c) => {
+            let rv = cx.resolve(v);
+            masked = Some(Masked {
+                base: (rv.base, rv.off),
+                strides: [v.strides[0], v.strides[1]],
+            });
+            &Weight::Const(*c, Strategy::SparseCsr)
+        }
+        _ => {
+            masked = None;
+            w
+        }
+    };
     match (row_vec, w, rows_rt) {
         (Some(mm), Weight::Const(c, strategy), Count::Static(_)) => {
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
             let sink = Sink::Rows4 { m: rows_rt };
-            sparse(cx, *c, *strategy, k, n, &at, &rout, sink, mm as isize);
+            sparse(
+                cx,
+                *c,
+                *strategy,
+                masked,
+                k,
+                n,
+                &at,
+                &rout,
+                sink,
+                mm as isize,
+            );
         }
         (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) if scratch_out(cx, out) => {
             // The output is the program's own buffer, with room for M >= 4 rows: a call with
@@ -85,7 +113,18 @@ pub(crate) fn emit(
             let four = cx.b.ins().iconst(I64, 4);
             let m4 = cx.b.ins().smax(rows, four);
             let sink = Sink::Rows4 { m: Count::Dyn(m4) };
-            sparse(cx, *c, *strategy, k, n, &at, &rout, sink, mm as isize);
+            sparse(
+                cx,
+                *c,
+                *strategy,
+                masked,
+                k,
+                n,
+                &at,
+                &rout,
+                sink,
+                mm as isize,
+            );
         }
         (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) => {
             // Four rows at a time when the call has four or more, else one at a time.
@@ -102,12 +141,34 @@ pub(crate) fn emit(
             cx.b.seal_block(many);
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
             let sink = Sink::Rows4 { m: rows_rt };
-            sparse(cx, *c, *strategy, k, n, &at, &rout, sink, mm as isize);
+            sparse(
+                cx,
+                *c,
+                *strategy,
+                masked,
+                k,
+                n,
+                &at,
+                &rout,
+                sink,
+                mm as isize,
+            );
             cx.b.ins().jump(done, &[]);
             cx.b.switch_to_block(few);
             cx.b.seal_block(few);
             let sink = Sink::Rows1 { m: rows_rt };
-            sparse(cx, *c, *strategy, k, n, &ra, &rout, sink, a.strides[1]);
+            sparse(
+                cx,
+                *c,
+                *strategy,
+                masked,
+                k,
+                n,
+                &ra,
+                &rout,
+                sink,
+                a.strides[1],
+            );
             cx.b.ins().jump(done, &[]);
             cx.b.switch_to_block(done);
             cx.b.seal_block(done);
@@ -136,9 +197,23 @@ pub(crate) fn emit(
             let rw = cx.resolve(v);
             dense(cx, rows_rt, k, n, &ra, &rw, ro, None, &rout);
         }
+        (_, Weight::Masked(..), _) => {
+            return Err("a masked weight is mapped to its compressed layout above".into());
+        }
         (None, Weight::Const(c, strategy), _) => {
             let sink = Sink::Rows1 { m: rows_rt };
-            sparse(cx, *c, *strategy, k, n, &ra, &rout, sink, a.strides[1]);
+            sparse(
+                cx,
+                *c,
+                *strategy,
+                masked,
+                k,
+                n,
+                &ra,
+                &rout,
+                sink,
+                a.strides[1],
+            );
         }
     }
     if alias {
@@ -221,6 +296,7 @@ fn sparse(
     cx: &mut Cx,
     c: ConstId,
     strategy: Strategy,
+    masked: Option<Masked>,
     k: usize,
     n: usize,
     ra: &Rv,
@@ -228,14 +304,26 @@ fn sparse(
     sink: Sink,
     stride: isize,
 ) {
-    match strategy {
-        Strategy::SparseUnrolled => unrolled(cx, c, k, n, ra, rout, sink),
+    let one_row = matches!(sink, Sink::Rows1 { .. });
+    match (strategy, masked) {
+        (_, Some(m)) => {
+            let classes = cx.l.masked_csr[&(c, stride, one_row, m.strides)].clone();
+            csr(cx, &classes, Some(m.base), ra, rout, sink);
+        }
+        (Strategy::SparseUnrolled, None) => unrolled(cx, c, k, n, ra, rout, sink),
         _ => {
-            let one_row = matches!(sink, Sink::Rows1 { .. });
             let classes = cx.l.csr[&(c, stride, one_row)].clone();
-            csr(cx, &classes, ra, rout, sink);
+            csr(cx, &classes, None, ra, rout, sink);
         }
     }
+}
+
+/// A masked run-time weight (`Weight::Masked`): where its view starts, and its strides (part
+/// of its compressed layout's key).
+#[derive(Clone, Copy)]
+struct Masked {
+    base: Pos,
+    strides: [isize; 2],
 }
 
 /// Calls `f(a_row, out_row)` for each row (a loop when M > 1).
@@ -795,7 +883,9 @@ fn unrolled(cx: &mut Cx, c: ConstId, k: usize, n: usize, ra: &Rv, rout: &Rv, sin
 /// Sparse-csr: see the module doc. For each class of columns with the same number of nonzeros
 /// (see [`CsrClass`]), a loop over its columns whose body is unrolled for that number: the
 /// only branches are the loops' own, whose trip counts are constants.
-fn csr(cx: &mut Cx, classes: &[CsrClass], ra: &Rv, rout: &Rv, sink: Sink) {
+/// With `values` (a masked run-time weight's view), the classes' weights are byte offsets
+/// into it.
+fn csr(cx: &mut Cx, classes: &[CsrClass], values: Option<Pos>, ra: &Rv, rout: &Rv, sink: Sink) {
     let rodata = cx.rodata();
     sink.each(cx, ra, rout, &mut |cx, arow, orow| {
         for class in classes {
@@ -817,6 +907,7 @@ fn csr(cx: &mut Cx, classes: &[CsrClass], ra: &Rv, rout: &Rv, sink: Sink) {
                         cx,
                         class,
                         rodata,
+                        values,
                         first,
                         CSR_COLUMNS,
                         arow,
@@ -829,7 +920,7 @@ fn csr(cx: &mut Cx, classes: &[CsrClass], ra: &Rv, rout: &Rv, sink: Sink) {
             }
             for last in pairs * CSR_COLUMNS..class.columns {
                 let last = cx.b.ins().iconst(I64, last as i64);
-                csr_columns(cx, class, rodata, last, 1, arow, orow, rout, sink);
+                csr_columns(cx, class, rodata, values, last, 1, arow, orow, rout, sink);
             }
         }
     });
@@ -889,6 +980,7 @@ fn csr_columns(
     cx: &mut Cx,
     class: &CsrClass,
     rodata: Value,
+    values: Option<Pos>,
     first: Value,
     count: usize,
     arow: Pos,
@@ -907,7 +999,15 @@ fn csr_columns(
     for e in 0..nnz as i64 {
         for (c, chain) in chains.iter_mut().enumerate() {
             let e = c as i64 * nnz as i64 + e;
-            let w = cx.load_ro(SCALAR, pw, class.weights_off as i64 + e * 4);
+            let w = match values {
+                None => cx.load_ro(SCALAR, pw, class.weights_off as i64 + e * 4),
+                Some((base, off)) => {
+                    let at = cx.load_ro(I32, pw, class.weights_off as i64 + e * 4);
+                    let at = cx.b.ins().sextend(I64, at);
+                    let wa = cx.b.ins().iadd(base, at);
+                    cx.load(SCALAR, wa, off)
+                }
+            };
             let w = sink.weight(cx, w);
             let (b, o) = cx.addr(po, class.offsets_off as i64 + e * off_bytes);
             let ko = if class.narrow {

@@ -616,6 +616,12 @@ impl Cx<'_> {
                     self.view(a, in_loop, &what)?,
                 );
                 match w {
+                    Weight::Masked(..) => {
+                        return Err(format!(
+                            "{what}: a masked run-time weight (the trainer's JIT engine makes \
+                             them) is a CPU feature; the PTX target reads run-time weights dense"
+                        ));
+                    }
                     Weight::View(wv) => {
                         if wv.dims != [k, n] {
                             return Err(format!("{what}: weight dims {:?}", wv.dims));

@@ -205,6 +205,24 @@ impl Run<'_> {
                     let wv = match w {
                         Weight::Const(c, _) => p.consts[c.0].data.as_ref().clone(),
                         Weight::View(v) => read(p, bufs, v, t)?,
+                        Weight::Masked(v, c) => {
+                            let mut w = read(p, bufs, v, t)?;
+                            let pattern = &p.consts[c.0].data;
+                            if pattern.len() != w.len() {
+                                return Err(format!(
+                                    "matmul pattern ${} has {} elements for a {:?} weight",
+                                    c.0,
+                                    pattern.len(),
+                                    v.dims
+                                ));
+                            }
+                            for (x, m) in w.iter_mut().zip(pattern.iter()) {
+                                if *m == 0.0 {
+                                    *x = 0.0;
+                                }
+                            }
+                            w
+                        }
                     };
                     if av.len() != m * k || wv.len() != k * n {
                         return Err(format!(

@@ -169,6 +169,28 @@ pub enum Weight {
     Const(ConstId, Strategy),
     /// A run-time [K, N] matrix (a weight given as a model input), read by a dense kernel.
     View(View),
+    /// A run-time [K, N] matrix whose zeros are known when compiling: it must be zero wherever
+    /// the constant [K, N] pattern is (the trainer's masked weights: values change every step,
+    /// the mask only between grow and prune rounds). A compressed-row kernel whose structure
+    /// the pattern fixes reads the values at the pattern's nonzeros at run time (and, as
+    /// padding, some of its zeros).
+    Masked(View, ConstId),
+}
+
+impl Weight {
+    /// The run-time view a weight reads, if any.
+    pub fn view(&self) -> Option<&View> {
+        match self {
+            Weight::Const(..) => None,
+            Weight::View(v) | Weight::Masked(v, _) => Some(v),
+        }
+    }
+    pub fn view_mut(&mut self) -> Option<&mut View> {
+        match self {
+            Weight::Const(..) => None,
+            Weight::View(v) | Weight::Masked(v, _) => Some(v),
+        }
+    }
 }
 
 /// How many times a loop runs.
@@ -253,9 +275,7 @@ impl Stmt {
         match self {
             Stmt::MatMul { a, w, .. } => {
                 let mut r = vec![a];
-                if let Weight::View(v) = w {
-                    r.push(v);
-                }
+                r.extend(w.view());
                 r
             }
             Stmt::Unary { x, .. }
@@ -424,6 +444,7 @@ impl Program {
                             * match w {
                                 Weight::Const(c, _) => m * p.consts[c.0].nonzeros() as u64,
                                 Weight::View(_) => m * k * n,
+                                Weight::Masked(_, c) => m * p.consts[c.0].nonzeros() as u64,
                             };
                     }
                     Stmt::Loop { trip, body, .. } => walk(p, body, trips * *trip as u64, acc),

@@ -47,6 +47,7 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
                 let w = match w {
                     Weight::Const(c, strategy) => format!("${} ({})", c.0, strategy.name()),
                     Weight::View(v) => format!("{} (dense, run-time)", view(v)),
+                    Weight::Masked(v, c) => format!("{} (masked by ${}, run-time)", view(v), c.0),
                 };
                 let rows = match rows_per_step {
                     Some(r) => format!(" rows {r}/step"),

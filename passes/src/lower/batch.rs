@@ -96,7 +96,7 @@ impl Labels<'_> {
                         .collect();
                     let cols: Vec<u32> = match w {
                         Weight::Const(..) => vec![FREE; n],
-                        Weight::View(v) => {
+                        Weight::View(v) | Weight::Masked(v, _) => {
                             let lw = self.read(v, t)?;
                             (0..n)
                                 .map(|j| (0..k).fold(FREE, |x, i| join(x, lw[i * n + j])))

@@ -35,6 +35,12 @@ pub struct LowerOptions {
     /// Use this strategy for every constant weight (tests, comparisons); `None` lets
     /// [`choose_strategy`] pick one per matrix.
     pub strategy: Option<Strategy>,
+    /// For each graph input (by index; missing or None: unknown), a pattern that is zero
+    /// wherever the input always is (its elements in row-major order): the trainer's masks.
+    /// A matmul whose run-time weight is such an input, at most [`SPARSE_MAX_DENSITY`] dense,
+    /// gets `Weight::Masked`: a compressed kernel over the pattern's nonzeros, compiled again
+    /// when the pattern changes.
+    pub input_patterns: Vec<Option<Arc<Vec<f32>>>>,
 }
 
 /// Most nonzeros a matrix may have to be generated fully unrolled (one FMA per nonzero, the
@@ -401,7 +407,39 @@ impl Lowerer<'_> {
                 .unwrap_or_else(|| choose_strategy(b.dims[0], b.dims[1], c.nonzeros()));
             return Weight::Const(id, strategy);
         }
+        if let Some(pattern) = self.input_pattern(&b) {
+            let nonzeros = pattern.iter().filter(|v| **v != 0.0).count();
+            if nonzeros as f64 <= SPARSE_MAX_DENSITY * b.len() as f64 {
+                let c = self
+                    .prog
+                    .add_const(&format!("{name}.pattern"), &b.dims, pattern);
+                return Weight::Masked(self.matrix(sc, b, name), c);
+            }
+        }
         Weight::View(self.matrix(sc, b, name))
+    }
+
+    /// The [K, N] pattern of a weight view that reads a graph input with a known pattern
+    /// ([`LowerOptions::input_patterns`]) the same way at every step.
+    fn input_pattern(&self, v: &View) -> Option<Vec<f32>> {
+        let Storage::Buf(b) = v.storage else {
+            return None;
+        };
+        let BufKind::Input(k) = self.prog.buffers[b.0].kind else {
+            return None;
+        };
+        let pattern = self.opts.input_patterns.get(k)?.as_ref()?;
+        if v.step_stride != 0 || v.is_empty() {
+            return None;
+        }
+        v.offsets(0)
+            .into_iter()
+            .map(|o| {
+                usize::try_from(o)
+                    .ok()
+                    .and_then(|o| pattern.get(o).copied())
+            })
+            .collect()
     }
 
     /// out[M, N] = a[M, K] · b[K, N] for rank-2 views.
@@ -1184,7 +1222,7 @@ pub(crate) fn for_each_view(body: &mut [Stmt], f: &mut dyn FnMut(&mut View)) {
             Stmt::MatMul { out, a, w, .. } => {
                 f(out);
                 f(a);
-                if let Weight::View(v) = w {
+                if let Some(v) = w.view_mut() {
                     f(v);
                 }
             }
@@ -1206,11 +1244,12 @@ pub(crate) fn for_each_view(body: &mut [Stmt], f: &mut dyn FnMut(&mut View)) {
     }
 }
 
+/// Calls `f` on the constant of every matmul weight (a constant matrix, a mask's pattern).
 fn for_each_weight(body: &mut [Stmt], f: &mut dyn FnMut(&mut ConstId)) {
     for s in body {
         match s {
             Stmt::MatMul {
-                w: Weight::Const(c, _),
+                w: Weight::Const(c, _) | Weight::Masked(_, c),
                 ..
             } => f(c),
             Stmt::Loop { body, .. } | Stmt::Start { body } => for_each_weight(body, f),

@@ -21,7 +21,7 @@
 //! constants; sequence lengths shorter than the time axis; a step read at a fixed index) keeps
 //! the sequence length static, and `static_steps_reason` says why.
 
-use hlstm_ir::kernel::{BufId, LoopRun, Program, Stmt, Storage, View, Weight};
+use hlstm_ir::kernel::{BufId, LoopRun, Program, Stmt, Storage, View};
 use std::collections::HashMap;
 
 /// Rewrites `p` to take its sequence length at run time when it can (see the module doc);
@@ -278,9 +278,8 @@ fn mode(
                 ));
             }
         }
-        if let Stmt::MatMul {
-            w: Weight::View(w), ..
-        } = st
+        if let Stmt::MatMul { w, .. } = st
+            && let Some(w) = w.view()
             && buf(w).is_some_and(|b| stride.contains_key(&b))
         {
             return Err("a matmul whose weight changes per step".into());

@@ -187,8 +187,8 @@ fn share_stmt(q: &mut Program, s: Stmt, tid: usize, threads: usize) -> Option<St
             rows_per_step,
         } => {
             let n = out.dims[1];
-            let overlaps = a.storage == out.storage
-                || matches!(&w, Weight::View(v) if v.storage == out.storage);
+            let overlaps =
+                a.storage == out.storage || w.view().is_some_and(|v| v.storage == out.storage);
             if overlaps || n < 2 * threads {
                 return alone(Stmt::MatMul {
                     out,
@@ -215,6 +215,11 @@ fn share_stmt(q: &mut Program, s: Stmt, tid: usize, threads: usize) -> Option<St
                     v.offset += lo as isize * v.strides[1];
                     v.dims[1] = hi - lo;
                     Weight::View(v)
+                }
+                Weight::Masked(mut v, c) => {
+                    v.offset += lo as isize * v.strides[1];
+                    v.dims[1] = hi - lo;
+                    Weight::Masked(v, const_columns(q, c, lo, hi))
                 }
             };
             Some(Stmt::MatMul {

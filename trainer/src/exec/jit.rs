@@ -12,10 +12,13 @@
 
 use super::{Engine, Executable};
 use crate::Error;
+use crate::gp::Masks;
 use hlstm_backends::cpu::{CpuOptions, JitProgram};
 use hlstm_ir::kernel::Program;
 use hlstm_ir::{DType, Dim, Graph, Op, Tensor, TensorType, Value, ValueInfo};
+use hlstm_passes::lower::LowerOptions;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Jit;
@@ -49,7 +52,14 @@ struct Loaded {
     names: Vec<String>,
     /// Compiled programs by the input shapes they were specialized to, newest last.
     cache: Cache,
+    /// The parameters' masks the programs were compiled for ([`Executable::set_masks`]), and
+    /// as patterns by graph input: a masked weight at most 30% dense is multiplied by a
+    /// compressed kernel over its mask (`Weight::Masked`).
+    masks: Masks,
+    patterns: Patterns,
 }
+
+type Patterns = Vec<Option<Arc<Vec<f32>>>>;
 
 impl Engine for Jit {
     /// Checks the graph; compiles it at once when its input shapes are all known (so a graph
@@ -60,6 +70,8 @@ impl Engine for Jit {
             graph: g.clone(),
             names: g.inputs.iter().map(|&n| g.nodes[n].name.clone()).collect(),
             cache: Vec::new(),
+            masks: Vec::new(),
+            patterns: Vec::new(),
         };
         let static_dims: Option<Vec<Vec<usize>>> = g
             .inputs
@@ -67,7 +79,7 @@ impl Engine for Jit {
             .map(|&n| g.nodes[n].results[0].ty.concrete())
             .collect();
         if let Some(dims) = static_dims {
-            let c = compile(g)?;
+            let c = compile(g, &[])?;
             loaded.cache.push((dims, c));
         }
         Ok(Box::new(loaded))
@@ -77,8 +89,8 @@ impl Engine for Jit {
     }
 }
 
-/// Lowers and compiles a graph whose shapes are all known.
-fn compile(g: &Graph) -> Result<Compiled, Error> {
+/// Lowers and compiles a graph whose shapes are all known; `patterns` by graph input.
+fn compile(g: &Graph, patterns: &[Option<Arc<Vec<f32>>>]) -> Result<Compiled, Error> {
     let output_dims = g
         .outputs
         .iter()
@@ -91,7 +103,7 @@ fn compile(g: &Graph) -> Result<Compiled, Error> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (program, feeds) = lower(g)?;
+    let (program, feeds) = lower(g, patterns)?;
     let jit = JitProgram::compile(&program, &CpuOptions::default())
         .map_err(|e| Error::new(format!("the JIT engine cannot compile the graph: {e}")))?;
     let steps = jit.max_steps().0;
@@ -112,20 +124,36 @@ fn compile(g: &Graph) -> Result<Compiled, Error> {
 
 /// The kernel program the JIT engine compiles for a graph with static shapes (for dumps:
 /// `hlstm_ir::kernel::print`), and how each input is fed to it.
-fn lower(g: &Graph) -> Result<(Program, Vec<Feed>), Error> {
+fn lower(g: &Graph, patterns: &[Option<Arc<Vec<f32>>>]) -> Result<(Program, Vec<Feed>), Error> {
     let mut lowered = g.clone();
     let feeds = onehot_inputs(&mut lowered)?;
     hlstm_passes::dce::dce_graph(&mut lowered);
-    let program = hlstm_passes::lower::lower(&lowered, &Default::default())
+    let opts = LowerOptions {
+        input_patterns: patterns.to_vec(),
+        ..Default::default()
+    };
+    let program = hlstm_passes::lower::lower(&lowered, &opts)
         .map_err(|e| Error::new(format!("the JIT engine cannot lower the graph: {e}")))?;
     Ok((program, feeds))
 }
 
-/// The kernel program the JIT engine runs for a graph with static shapes: its integer class
-/// inputs are one-hot f32 inputs (see the module's comment). For dumps
+/// The kernel program the JIT engine runs for a graph with static shapes, given the masks of
+/// its last inputs (the parameters; empty: none, see [`Executable::set_masks`]): its integer
+/// class inputs are one-hot f32 inputs (see the module's comment). For dumps
 /// (`hlstm_ir::kernel::print`) and tests.
-pub fn kernel_program(g: &Graph) -> Result<Program, Error> {
-    lower(g).map(|(p, _)| p)
+pub fn kernel_program(g: &Graph, masks: &Masks) -> Result<Program, Error> {
+    lower(g, &patterns(g, masks)).map(|(p, _)| p)
+}
+
+/// The lowering's patterns, by graph input, of masks of the graph's last inputs.
+fn patterns(g: &Graph, masks: &Masks) -> Patterns {
+    let first = g.inputs.len().saturating_sub(masks.len());
+    let mut p = vec![None; first];
+    p.extend(masks.iter().map(|m| {
+        m.as_ref()
+            .map(|m| Arc::new(m.iter().map(|&on| f32::from(on)).collect()))
+    }));
+    p
 }
 
 /// Compiled programs by the input shapes they were specialized to, newest last.
@@ -136,6 +164,7 @@ type Cache = Vec<(Vec<Vec<usize>>, Compiled)>;
 fn program<'c>(
     g: &Graph,
     cache: &'c mut Cache,
+    patterns: &[Option<Arc<Vec<f32>>>],
     inputs: &[Tensor],
 ) -> Result<&'c mut Compiled, Error> {
     if inputs.len() != g.inputs.len() {
@@ -182,7 +211,7 @@ fn program<'c>(
     specialized.bind_dims(&bound);
     hlstm_ir::verify::verify(&specialized)
         .map_err(|e| Error::new(format!("the graph specialized to its inputs' shapes: {e}")))?;
-    let c = compile(&specialized)?;
+    let c = compile(&specialized, patterns)?;
     if cache.len() >= MAX_SPECIALIZATIONS {
         cache.remove(0);
     }
@@ -192,7 +221,7 @@ fn program<'c>(
 
 impl Executable for Loaded {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
-        let c = program(&self.graph, &mut self.cache, inputs)?;
+        let c = program(&self.graph, &mut self.cache, &self.patterns, inputs)?;
         for (k, t) in inputs.iter().enumerate() {
             let name = &self.names[k];
             let dst = &mut c.staged[k];
@@ -237,6 +266,15 @@ impl Executable for Loaded {
                     .ok_or_else(|| Error::new("an output's length does not match its shape"))
             })
             .collect()
+    }
+
+    fn set_masks(&mut self, masks: &Masks) {
+        if *masks == self.masks {
+            return;
+        }
+        self.patterns = patterns(&self.graph, masks);
+        self.masks = masks.clone();
+        self.cache.clear();
     }
 }
 

@@ -11,12 +11,17 @@ pub use fast::Fast;
 pub use jit::{Jit, kernel_program};
 
 use crate::Error;
+use crate::gp::Masks;
 use hlstm_ir::{Graph, Tensor, interp};
 
 /// A graph prepared for repeated runs (compiled, or just checked).
 pub trait Executable {
     /// Runs on inputs in the graph's input order; outputs in its output order.
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error>;
+    /// Where the parameters, the graph's last `masks.len()` inputs, are zero from now on:
+    /// outside their masks (`None`: anywhere). An engine that can skip the zeros (the JIT)
+    /// compiles again when the masks change; the others need not know.
+    fn set_masks(&mut self, _masks: &Masks) {}
 }
 
 /// Prepares graphs for running.

@@ -246,6 +246,9 @@ impl Session {
         on_batch: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<EpochStats, Error> {
         let batch = self.cfg.train.batch;
+        if self.cfg.train.sparse_kernels {
+            self.train_exec.set_masks(&self.masks);
+        }
         let batches = self.task.batches(&mut self.rng, batch)?;
         let nstates = self.model.states.len();
         let mut state: Vec<Tensor> = Vec::new();
@@ -316,6 +319,9 @@ impl Session {
     pub fn evaluate(&mut self, which: Split) -> Result<Eval, Error> {
         let params = self.param_tensors();
         let widths = self.state_widths();
+        if self.cfg.train.sparse_kernels {
+            self.eval_exec.set_masks(&self.masks);
+        }
         self.task
             .evaluate(which, self.eval_exec.as_mut(), &params, &widths)
     }
