@@ -54,7 +54,12 @@ fn masked_weights_run_in_the_jit_on_one_and_several_threads() {
         ..Default::default()
     };
     let p = hlstm_passes::lower::lower(&g, &opts).expect("lowers");
-    assert_eq!(masked_weights(&p.body), 2, "{}", hlstm_ir::kernel::print(&p));
+    assert_eq!(
+        masked_weights(&p.body),
+        2,
+        "{}",
+        hlstm_ir::kernel::print(&p)
+    );
     // Without the pattern, the same graph reads the weight dense.
     let dense = hlstm_passes::lower::lower(&g, &Default::default()).expect("lowers");
     assert_eq!(masked_weights(&dense.body), 0);

@@ -450,12 +450,12 @@ fn strategies() -> Vec<W> {
 
 /// A masked run-time weight whose columns' nonzero counts spread from none to K, so its
 /// compressed classes are coarsened and columns padded (with positions outside the pattern),
-/// at one and at several rows; then the same weight with new values under the same pattern
-/// through the same compiled program.
+/// at 5 rows (blocks of four) and 21 (blocks of sixteen, the last overlapping); then the same
+/// weight with new values under the same pattern.
 #[test]
 fn masked_weight_with_spread_column_counts() {
-    let (k, n) = (600, 48);
-    for m in [1, 5, 32] {
+    let (k, n) = (400, 48);
+    for (m, values) in [(5, 1), (21, 2)] {
         let mut r = Rng::new(70 + m as u64);
         let mut p = Program::default();
         let a = p.add_buffer("A", BufKind::Input(0), &[m * k]);
@@ -473,7 +473,7 @@ fn masked_weight_with_spread_column_counts() {
             a: view(a, 0, &[m, k], &[k as isize, 1], 0),
             w: Weight::Masked(view(wb, 0, &[k, n], &[n as isize, 1], 0), c),
         }];
-        for _values in 0..2 {
+        for _ in 0..values {
             let w: Vec<f32> = pattern.iter().map(|on| on * r.f()).collect();
             check_rel(&p, &[r.vec(m * k, 1.0), w], 1e-4);
         }
@@ -497,6 +497,11 @@ fn matmul_every_strategy_and_shape() {
         (5, 17, 9),
         (6, 3, 2),
         (9, 40, 21),
+        // Sixteen and more: compressed weights go by blocks of sixteen rows (four vectors),
+        // the last block overlapping the one before when 16 does not divide M.
+        (16, 30, 20),
+        (21, 50, 33),
+        (37, 9, 12),
     ];
     let mut seed = 10;
     for w in strategies() {

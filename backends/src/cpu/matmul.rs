@@ -88,22 +88,24 @@ pub(crate) fn emit(
             w
         }
     };
+    let sw = |c, strategy| SparseWeight {
+        c,
+        strategy,
+        masked,
+        k,
+        n,
+    };
     match (row_vec, w, rows_rt) {
         (Some(mm), Weight::Const(c, strategy), Count::Static(_)) => {
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
-            let sink = Sink::Rows4 { m: rows_rt };
-            sparse(
-                cx,
-                *c,
-                *strategy,
-                masked,
-                k,
-                n,
-                &at,
-                &rout,
-                sink,
-                mm as isize,
-            );
+            // Compressed kernels take 16 rows a block when there are that many: each weight
+            // and input offset loaded once for four vectors of rows instead of one.
+            let sink = if mm >= 16 && *strategy == Strategy::SparseCsr {
+                Sink::Rows16 { m: mm }
+            } else {
+                Sink::Rows4 { m: rows_rt }
+            };
+            sparse(cx, sw(*c, *strategy), &at, &rout, sink, mm as isize);
         }
         (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) if scratch_out(cx, out) => {
             // The output is the program's own buffer, with room for M >= 4 rows: a call with
@@ -113,18 +115,7 @@ pub(crate) fn emit(
             let four = cx.b.ins().iconst(I64, 4);
             let m4 = cx.b.ins().smax(rows, four);
             let sink = Sink::Rows4 { m: Count::Dyn(m4) };
-            sparse(
-                cx,
-                *c,
-                *strategy,
-                masked,
-                k,
-                n,
-                &at,
-                &rout,
-                sink,
-                mm as isize,
-            );
+            sparse(cx, sw(*c, *strategy), &at, &rout, sink, mm as isize);
         }
         (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) => {
             // Four rows at a time when the call has four or more, else one at a time.
@@ -141,34 +132,12 @@ pub(crate) fn emit(
             cx.b.seal_block(many);
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
             let sink = Sink::Rows4 { m: rows_rt };
-            sparse(
-                cx,
-                *c,
-                *strategy,
-                masked,
-                k,
-                n,
-                &at,
-                &rout,
-                sink,
-                mm as isize,
-            );
+            sparse(cx, sw(*c, *strategy), &at, &rout, sink, mm as isize);
             cx.b.ins().jump(done, &[]);
             cx.b.switch_to_block(few);
             cx.b.seal_block(few);
             let sink = Sink::Rows1 { m: rows_rt };
-            sparse(
-                cx,
-                *c,
-                *strategy,
-                masked,
-                k,
-                n,
-                &ra,
-                &rout,
-                sink,
-                a.strides[1],
-            );
+            sparse(cx, sw(*c, *strategy), &ra, &rout, sink, a.strides[1]);
             cx.b.ins().jump(done, &[]);
             cx.b.switch_to_block(done);
             cx.b.seal_block(done);
@@ -202,18 +171,7 @@ pub(crate) fn emit(
         }
         (None, Weight::Const(c, strategy), _) => {
             let sink = Sink::Rows1 { m: rows_rt };
-            sparse(
-                cx,
-                *c,
-                *strategy,
-                masked,
-                k,
-                n,
-                &ra,
-                &rout,
-                sink,
-                a.strides[1],
-            );
+            sparse(cx, sw(*c, *strategy), &ra, &rout, sink, a.strides[1]);
         }
     }
     if alias {
@@ -289,23 +247,26 @@ fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Resul
     Ok(at)
 }
 
-/// A sparse constant weight through its strategy; `stride` is `a`'s k-stride in elements, the
-/// key of its compressed layout.
-#[allow(clippy::too_many_arguments)]
-fn sparse(
-    cx: &mut Cx,
-    c: ConstId,
-    strategy: Strategy,
-    masked: Option<Masked>,
-    k: usize,
-    n: usize,
-    ra: &Rv,
-    rout: &Rv,
-    sink: Sink,
-    stride: isize,
-) {
+/// A sparse weight through its strategy (a masked one: compressed); `stride` is `a`'s k-stride
+/// in elements, the key of its compressed layout.
+fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: isize) {
+    let SparseWeight {
+        c,
+        strategy,
+        masked,
+        k,
+        n,
+    } = w;
     let one_row = matches!(sink, Sink::Rows1 { .. });
     match (strategy, masked) {
+        (Strategy::SparseUnrolled, None) if matches!(sink, Sink::Rows16 { .. }) => {
+            // Not chosen (16-row blocks are for compressed kernels), but correct: by four.
+            let Sink::Rows16 { m } = sink else { return };
+            let sink = Sink::Rows4 {
+                m: Count::Static(m),
+            };
+            unrolled(cx, c, k, n, ra, rout, sink)
+        }
         (_, Some(m)) => {
             let classes = cx.l.masked_csr[&(c, stride, one_row, m.strides)].clone();
             csr(cx, &classes, Some(m.base), ra, rout, sink);
@@ -316,6 +277,17 @@ fn sparse(
             csr(cx, &classes, None, ra, rout, sink);
         }
     }
+}
+
+/// A sparse [K, N] weight as its kernels take it: the constant (values, or a masked weight's
+/// pattern), the strategy, and for a masked run-time weight its view.
+#[derive(Clone, Copy)]
+struct SparseWeight {
+    c: ConstId,
+    strategy: Strategy,
+    masked: Option<Masked>,
+    k: usize,
+    n: usize,
 }
 
 /// A masked run-time weight (`Weight::Masked`): where its view starts, and its strides (part
@@ -752,13 +724,26 @@ enum Sink {
     Rows4 {
         m: Count,
     },
+    /// Blocks of sixteen rows of the transposed `a` as four f32x4 vectors (compressed kernels,
+    /// a static M >= 16): the last block starts at M - 16.
+    Rows16 {
+        m: usize,
+    },
 }
 
 impl Sink {
     fn ty(self) -> Type {
         match self {
             Sink::Rows1 { .. } => SCALAR,
-            Sink::Rows4 { .. } => VEC,
+            Sink::Rows4 { .. } | Sink::Rows16 { .. } => VEC,
+        }
+    }
+
+    /// Vectors of rows per block: 4 for 16 rows, else 1.
+    fn vectors(self) -> usize {
+        match self {
+            Sink::Rows16 { .. } => 4,
+            _ => 1,
         }
     }
 
@@ -767,6 +752,17 @@ impl Sink {
     fn each(self, cx: &mut Cx, ra: &Rv, rout: &Rv, f: &mut dyn FnMut(&mut Cx, Pos, Pos)) {
         match self {
             Sink::Rows1 { m } => rows(cx, m, ra, rout, f),
+            Sink::Rows16 { m } => {
+                let _ = cx.loop_n(Count::Static(m.div_ceil(16)), &mut |cx, i| {
+                    let s = cx.b.ins().imul_imm_s(i, 16);
+                    let last = cx.b.ins().iconst(I64, m as i64 - 16);
+                    let s = cx.b.ins().umin(s, last);
+                    let ab = cx.advance(ra.base, s, ra.strides[0]);
+                    let ob = cx.advance(rout.base, s, rout.strides[0]);
+                    f(cx, (ab, ra.off), (ob, rout.off));
+                    Ok(())
+                });
+            }
             Sink::Rows4 { m } => {
                 let (blocks, last) = match m {
                     Count::Static(m) => (Count::Static(m.div_ceil(4)), None),
@@ -799,15 +795,16 @@ impl Sink {
     fn weight(self, cx: &mut Cx, w: Value) -> Value {
         match self {
             Sink::Rows1 { .. } => w,
-            Sink::Rows4 { .. } => cx.b.ins().splat(VEC, w),
+            Sink::Rows4 { .. } | Sink::Rows16 { .. } => cx.b.ins().splat(VEC, w),
         }
     }
 
-    /// Stores `v` as output column `col_off` (bytes) of the row or block at `o`.
+    /// Stores `v` as output column `col_off` (bytes) of the row or block at `o` (for a block
+    /// of 16, `o` is that of the vector's four rows).
     fn store(self, cx: &mut Cx, v: Value, o: Pos, col_off: i64, so_m: i64) {
         match self {
             Sink::Rows1 { .. } => cx.store(v, o.0, o.1 + col_off),
-            Sink::Rows4 { .. } => {
+            Sink::Rows4 { .. } | Sink::Rows16 { .. } => {
                 for l in 0..4u8 {
                     let e = cx.b.ins().extractlane(v, l);
                     cx.store(e, o.0, o.1 + col_off + l as i64 * so_m);
@@ -828,7 +825,13 @@ struct Chains {
 
 impl Chains {
     fn new(products: usize) -> Chains {
-        let width = products.div_ceil(CHAIN_MIN).clamp(1, SPARSE_CHAINS);
+        Chains::at_most(products, SPARSE_CHAINS)
+    }
+
+    /// At most `most` accumulators (several vectors of rows need fewer each: their chains are
+    /// independent already, and registers are few).
+    fn at_most(products: usize, most: usize) -> Chains {
+        let width = products.div_ceil(CHAIN_MIN).clamp(1, most.max(1));
         Chains {
             width,
             parts: Vec::with_capacity(width),
@@ -995,7 +998,12 @@ fn csr_columns(
     let pc = cx.advance(rodata, first, 4);
     let pw = cx.advance(rodata, first, nnz as i64 * 4);
     let po = cx.advance(rodata, first, nnz as i64 * off_bytes);
-    let mut chains: Vec<Chains> = (0..count).map(|_| Chains::new(nnz)).collect();
+    // Per column, one set of accumulators per vector of rows.
+    let vectors = sink.vectors();
+    let most = SPARSE_CHAINS / vectors;
+    let mut chains: Vec<Vec<Chains>> = (0..count)
+        .map(|_| (0..vectors).map(|_| Chains::at_most(nnz, most)).collect())
+        .collect();
     for e in 0..nnz as i64 {
         for (c, chain) in chains.iter_mut().enumerate() {
             let e = c as i64 * nnz as i64 + e;
@@ -1016,15 +1024,22 @@ fn csr_columns(
                 cx.b.ins().sload32(mem_ro(), b, o)
             };
             let xa = cx.b.ins().iadd(arow.0, ko);
-            let x = cx.load(ty, xa, arow.1);
-            chain.add(cx, ty, x, w);
+            for (v, chain) in chain.iter_mut().enumerate() {
+                // Vector v holds rows 4v..4v + 3 of the block: 16 bytes further in `a`'s
+                // transposed row.
+                let x = cx.load(ty, xa, arow.1 + v as i64 * 16);
+                chain.add(cx, ty, x, w);
+            }
         }
     }
     for (c, chain) in chains.into_iter().enumerate() {
-        let sum = chain.sum(cx, ty);
         let j = cx.load_ro(I32, pc, class.cols_off as i64 + c as i64 * 4);
         let j = cx.b.ins().sextend(I64, j);
         let ob = cx.advance(orow.0, j, so_n);
-        sink.store(cx, sum, (ob, orow.1), 0, so_m);
+        for (v, chain) in chain.into_iter().enumerate() {
+            let sum = chain.sum(cx, ty);
+            let rows = orow.1 + v as i64 * 4 * so_m;
+            sink.store(cx, sum, (ob, rows), 0, so_m);
+        }
     }
 }
