@@ -723,6 +723,45 @@ fn the_relu_gradient_mask_runs_in_the_ptx_interpreter() {
     assert!(want[0].contains(&1.0) && want[0].contains(&0.0));
 }
 
+/// A masked run-time weight (`Weight::Masked`, read directly and through a transposed copy) is
+/// read dense by the PTX: zero outside its pattern, the product is the graph interpreter's.
+#[test]
+fn masked_weights_run_in_the_ptx_interpreter() {
+    let g = hlstm_ir::text::parse(
+        r#"graph (%x: f32[6,24], %w: f32[24,40]) -> (y = %y, z = %z) {
+  %y = matmul(%x, %w) : f32[6,40]
+  %wt = transpose{perm=[1, 0]}(%w) : f32[40,24]
+  %z = matmul(%y, %wt) : f32[6,24]
+}"#,
+    )
+    .expect("parses");
+    let f32s =
+        |t: &hlstm_ir::Tensor| -> Vec<f32> { t.as_f32().expect("f32").iter().copied().collect() };
+    let mut inputs = hlstm_passes::verify_each::random_inputs(&g, 5);
+    let pattern: Vec<f32> = (0..24 * 40).map(|i| f32::from(i % 7 == 0)).collect();
+    let w: Vec<f32> = f32s(&inputs[1])
+        .iter()
+        .zip(&pattern)
+        .map(|(w, m)| w * m)
+        .collect();
+    inputs[1] = hlstm_ir::Tensor::from_f32(&[24, 40], w).expect("shape");
+    let want: Vec<Vec<f32>> = hlstm_ir::interp::run(&g, &inputs)
+        .expect("interprets")
+        .iter()
+        .map(f32s)
+        .collect();
+    let ins: Vec<Vec<f32>> = inputs.iter().map(f32s).collect();
+    let opts = hlstm_passes::lower::LowerOptions {
+        input_patterns: vec![None, Some(std::sync::Arc::new(pattern))],
+        ..Default::default()
+    };
+    let p = hlstm_passes::lower::lower(&g, &opts).expect("lowers");
+    assert!(hlstm_ir::kernel::print(&p).contains("masked by"));
+    let m = compile(&p, &PtxOptions::default()).expect("compiles");
+    let got = simulate(&m.ptx, &m.launch.to_json(), &ins, 3).expect("runs");
+    compare(&got, &want).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Softmax and log-softmax of run-time values (rows of 40, along either axis, and inside a time
 /// loop): one work item per row in the PTX, run by the interpreter on several grids to the
 /// graph interpreter's values (ex2/lg2 are approximate: 2 ulp), and assembled by ptxas.

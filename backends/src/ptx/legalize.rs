@@ -616,13 +616,9 @@ impl Cx<'_> {
                     self.view(a, in_loop, &what)?,
                 );
                 match w {
-                    Weight::Masked(..) => {
-                        return Err(format!(
-                            "{what}: a masked run-time weight (the trainer's JIT engine makes \
-                             them) is a CPU feature; the PTX target reads run-time weights dense"
-                        ));
-                    }
-                    Weight::View(wv) => {
+                    // A masked weight is zero wherever its pattern is (`Weight::Masked`), so
+                    // the dense kernel reading it whole computes the same product.
+                    Weight::View(wv) | Weight::Masked(wv, _) => {
                         if wv.dims != [k, n] {
                             return Err(format!("{what}: weight dims {:?}", wv.dims));
                         }
