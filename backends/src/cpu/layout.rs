@@ -28,21 +28,19 @@ pub(crate) struct Layout {
     /// The read-only data, and where each constant and CSR matrix starts in it (bytes).
     pub rodata: Vec<u8>,
     pub const_off: HashMap<ConstId, usize>,
-    /// (constant, k-stride of the left operand in elements, whether one row at a time) -> the
-    /// matrix's columns in classes of equal nonzero count (see [`CsrClass`]); one row at a
-    /// time, columns also go four to a group.
-    pub csr: HashMap<(ConstId, isize, bool), Vec<CsrClass>>,
-    /// The same for masked run-time weights (`Weight::Masked`), keyed also by the weight
-    /// view's strides: the classes' `weights_off` then holds each nonzero's byte offset in the
-    /// view (i32) instead of its value.
-    pub masked_csr: HashMap<MaskedKey, Vec<CsrClass>>,
+    /// The matrix's columns in classes of equal nonzero count (see [`CsrClass`]), by
+    /// [`CsrKey`]; one row at a time, a constant's columns also go four to a group.
+    pub csr: HashMap<CsrKey, Vec<CsrClass>>,
     /// (constant, N) -> byte offset of a dense constant weight [K, N] packed tile-major: for
     /// each tile of 16 columns (the last one padded with zeros), its K×16 block, row by row.
     pub packed: HashMap<(ConstId, usize), usize>,
 }
 
-/// (pattern, k-stride of the left operand, one row at a time, the weight view's strides).
-pub(crate) type MaskedKey = (ConstId, isize, bool, [isize; 2]);
+/// (constant, k-stride of the left operand in elements, whether one row at a time, and for a
+/// masked run-time weight its view's strides). A masked weight's constant is its pattern, and
+/// its classes' `weights_off` holds each nonzero's byte offset in the view (i32) instead of its
+/// value.
+pub(crate) type CsrKey = (ConstId, isize, bool, Option<[isize; 2]>);
 
 /// The columns of a compressed sparse matrix that have `nonzeros` nonzero weights each. The
 /// generated code loops over the columns of a class with a body unrolled for exactly
@@ -840,22 +838,6 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                 const_view(l, a);
                 match w {
                     Weight::View(v) => const_view(l, v),
-                    Weight::Masked(v, c) => {
-                        const_view(l, v);
-                        // As for a constant CSR weight below, with offsets into the view.
-                        let sw = [v.strides[0], v.strides[1]];
-                        for (stride, one_row) in csr_strides(out, a, w, rows_per_step) {
-                            let key = (*c, stride, one_row, sw);
-                            if l.masked_csr.contains_key(&key) {
-                                continue;
-                            }
-                            let (k, n) = (a.dims[1], out.dims[1]);
-                            let data = &p.consts[c.0].data;
-                            let classes =
-                                csr_classes(&mut l.rodata, data, k, n, stride, one_row, Some(sw))?;
-                            l.masked_csr.insert(key, classes);
-                        }
-                    }
                     Weight::Const(c, Strategy::Dense) => {
                         let n = out.dims[1];
                         if n == 0 || l.packed.contains_key(&(*c, n)) {
@@ -867,16 +849,28 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
                         l.packed.insert((*c, n), off);
                     }
                     Weight::Const(_, Strategy::SparseUnrolled) => {}
-                    Weight::Const(c, Strategy::SparseCsr) => {
+                    Weight::Const(c, Strategy::SparseCsr) | Weight::Masked(_, c) => {
+                        // A masked weight: offsets into its view instead of values.
+                        let view_strides = w.view().map(|v| {
+                            const_view(l, v);
+                            [v.strides[0], v.strides[1]]
+                        });
                         for (stride, one_row) in csr_strides(out, a, w, rows_per_step) {
-                            let key = (*c, stride, one_row);
+                            let key = (*c, stride, one_row, view_strides);
                             if l.csr.contains_key(&key) {
                                 continue;
                             }
                             let (k, n) = (a.dims[1], out.dims[1]);
                             let data = &p.consts[c.0].data;
-                            let classes =
-                                csr_classes(&mut l.rodata, data, k, n, stride, one_row, None)?;
+                            let classes = csr_classes(
+                                &mut l.rodata,
+                                data,
+                                k,
+                                n,
+                                stride,
+                                one_row,
+                                view_strides,
+                            )?;
                             l.csr.insert(key, classes);
                         }
                     }
@@ -978,15 +972,10 @@ pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
         rodata: Vec::new(),
         const_off: HashMap::new(),
         csr: HashMap::new(),
-        masked_csr: HashMap::new(),
         packed: HashMap::new(),
     };
     place_rodata(p, &p.body, &mut l)?;
-    if l.rodata.is_empty()
-        && (!l.const_off.is_empty()
-            || !l.csr.is_empty()
-            || !l.masked_csr.is_empty()
-            || !l.packed.is_empty())
+    if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty() || !l.packed.is_empty())
     {
         // Only empty constants: keep a (tiny) object so every reference has a base.
         l.rodata.resize(ALIGN * 4, 0);

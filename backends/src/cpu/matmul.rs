@@ -98,13 +98,7 @@ pub(crate) fn emit(
     match (row_vec, w, rows_rt) {
         (Some(mm), Weight::Const(c, strategy), Count::Static(_)) => {
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
-            // Compressed kernels take 16 rows a block when there are that many: each weight
-            // and input offset loaded once for four vectors of rows instead of one.
-            let sink = if mm >= 16 && *strategy == Strategy::SparseCsr {
-                Sink::Rows16 { m: mm }
-            } else {
-                Sink::Rows4 { m: rows_rt }
-            };
+            let sink = Sink::Rows4 { m: rows_rt };
             sparse(cx, sw(*c, *strategy), &at, &rout, sink, mm as isize);
         }
         (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) if scratch_out(cx, out) => {
@@ -258,25 +252,19 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
         n,
     } = w;
     let one_row = matches!(sink, Sink::Rows1 { .. });
-    match (strategy, masked) {
-        (Strategy::SparseUnrolled, None) if matches!(sink, Sink::Rows16 { .. }) => {
-            // Not chosen (16-row blocks are for compressed kernels), but correct: by four.
-            let Sink::Rows16 { m } = sink else { return };
-            let sink = Sink::Rows4 {
-                m: Count::Static(m),
-            };
-            unrolled(cx, c, k, n, ra, rout, sink)
-        }
-        (_, Some(m)) => {
-            let classes = cx.l.masked_csr[&(c, stride, one_row, m.strides)].clone();
-            csr(cx, &classes, Some(m.base), ra, rout, sink);
-        }
-        (Strategy::SparseUnrolled, None) => unrolled(cx, c, k, n, ra, rout, sink),
-        _ => {
-            let classes = cx.l.csr[&(c, stride, one_row)].clone();
-            csr(cx, &classes, None, ra, rout, sink);
-        }
+    if strategy == Strategy::SparseUnrolled && masked.is_none() {
+        return unrolled(cx, c, k, n, ra, rout, sink);
     }
+    let classes = cx.l.csr[&(c, stride, one_row, masked.map(|m| m.strides))].clone();
+    // Compressed kernels take 16 rows a block when there are that many: each weight and input
+    // offset loaded once for four vectors of rows instead of one.
+    let sink = match sink {
+        Sink::Rows4 {
+            m: Count::Static(m),
+        } if m >= 16 => Sink::Rows16 { m },
+        _ => sink,
+    };
+    csr(cx, &classes, masked.map(|m| m.base), ra, rout, sink);
 }
 
 /// A sparse [K, N] weight as its kernels take it: the constant (values, or a masked weight's
