@@ -27,23 +27,37 @@ impl Drop for Code {
     }
 }
 
-/// Per-call state, allocated once: the workspace and the pointer arrays passed to the code.
-struct Ctx {
+/// The state of one caller of a [`JitProgram`]: its workspace (the recurrent state lives
+/// there between streaming calls), the pointer arrays passed to the code and, for a program
+/// split across threads, the worker threads. A program is shared; each thread that runs it
+/// concurrently has a context of its own ([`JitProgram::new_context`]).
+pub struct JitContext {
+    /// The program this context was made for ([`JitProgram::id`]).
+    program: u64,
     work: Box<[f32]>,
     ins: Box<[*const f32]>,
     outs: Box<[*mut f32]>,
+    /// With more than one thread: the pool that runs the threads' parts.
+    pool: Option<Pool>,
 }
 
-// SAFETY: the pointers are only written and read inside `run`, under the mutex, and point to
-// the caller's slices only for the duration of that call.
-unsafe impl Send for Ctx {}
+// SAFETY: the pointer arrays are only written and read inside `run_in`, which holds the
+// context mutably, and point to the caller's slices only for the duration of that call.
+unsafe impl Send for JitContext {}
 
-/// A kernel program compiled to native code in memory.
+/// Distinguishes programs, so that a context is never run with code it was not sized for.
+static NEXT_PROGRAM_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A kernel program compiled to native code in memory. It is `Send + Sync`: several threads
+/// may run it at once, each with its own [`JitContext`]; [`JitProgram::run`] uses a built-in
+/// context behind a lock.
 pub struct JitProgram {
-    entry: Entry,
-    /// With more than one thread: the pool that runs the threads' parts (`entry` is part 0).
-    pool: Option<Pool>,
-    ctx: Mutex<Ctx>,
+    id: u64,
+    /// One entry per thread part (one for a single-threaded program).
+    entries: Vec<Entry>,
+    work_len: usize,
+    /// The context of [`JitProgram::run`] and [`JitProgram::run_steps`].
+    ctx: Mutex<JitContext>,
     /// The inputs' and outputs' buffers, and the program (for their lengths per step count).
     in_bufs: Vec<hlstm_ir::kernel::BufId>,
     out_bufs: Vec<hlstm_ir::kernel::BufId>,
@@ -154,6 +168,18 @@ fn write_perf_map(ptr: *const u8, len: usize, name: &str) {
     }
 }
 
+impl JitContext {
+    fn new(program: u64, entries: &[Entry], work_len: usize, ins: usize, outs: usize) -> Self {
+        JitContext {
+            program,
+            work: vec![0.0f32; work_len].into_boxed_slice(),
+            ins: vec![std::ptr::null(); ins].into_boxed_slice(),
+            outs: vec![std::ptr::null_mut(); outs].into_boxed_slice(),
+            pool: (entries.len() > 1).then(|| Pool::new(entries.to_vec())),
+        }
+    }
+}
+
 impl JitProgram {
     /// Generates and compiles `p`, and allocates its workspace.
     pub fn compile(p: &Program, opts: &CpuOptions) -> Result<JitProgram, String> {
@@ -232,16 +258,14 @@ impl JitProgram {
         let c = compiled.swap_remove(0);
         let code_len = c.code_len + compiled.iter().map(|x| x.code_len).sum::<usize>();
         let rodata_len = c.rodata_len + compiled.iter().map(|x| x.rodata_len).sum::<usize>();
-        let entry = entries[0];
-        let pool = (threads > 1).then(|| Pool::new(entries));
+        let id = NEXT_PROGRAM_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let work_len = c.work_len.max(1);
+        let ctx = JitContext::new(id, &entries, work_len, p.inputs.len(), p.outputs.len());
         Ok(JitProgram {
-            entry,
-            pool,
-            ctx: Mutex::new(Ctx {
-                work: vec![0.0f32; c.work_len.max(1)].into_boxed_slice(),
-                ins: vec![std::ptr::null(); p.inputs.len()].into_boxed_slice(),
-                outs: vec![std::ptr::null_mut(); p.outputs.len()].into_boxed_slice(),
-            }),
+            id,
+            entries,
+            work_len,
+            ctx: Mutex::new(ctx),
             in_bufs: p.inputs.clone(),
             out_bufs: p.outputs.clone(),
             steps: StepsInfo::of(p),
@@ -264,7 +288,8 @@ impl JitProgram {
 
     /// Runs `steps` time steps (None: the longest), on inputs and outputs of that many steps
     /// ([`JitProgram::input_len`]); with `resume`, continues the sequence the previous call
-    /// left in the workspace (streaming; see [`JitProgram::streamable`]).
+    /// left in the workspace (streaming; see [`JitProgram::streamable`]). Uses the program's
+    /// built-in context: concurrent calls wait for each other.
     pub fn run_steps(
         &self,
         inputs: &[&[f32]],
@@ -272,6 +297,29 @@ impl JitProgram {
         steps: Option<usize>,
         resume: bool,
     ) -> Result<(), String> {
+        let mut ctx = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
+        self.run_in(&mut ctx, inputs, outputs, steps, resume)
+    }
+
+    /// A new context for this program: a workspace of its own (and worker threads, for a
+    /// program split across threads), so that callers on several threads run at once.
+    pub fn new_context(&self) -> JitContext {
+        let (ins, outs) = (self.in_bufs.len(), self.out_bufs.len());
+        JitContext::new(self.id, &self.entries, self.work_len, ins, outs)
+    }
+
+    /// [`JitProgram::run_steps`] in a context of this program's ([`JitProgram::new_context`]).
+    pub fn run_in(
+        &self,
+        ctx: &mut JitContext,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        steps: Option<usize>,
+        resume: bool,
+    ) -> Result<(), String> {
+        if ctx.program != self.id {
+            return Err("this context belongs to another compiled program".into());
+        }
         let steps = self.steps.check(steps)?;
         if resume && !self.steps.streamable {
             return Err(
@@ -311,8 +359,6 @@ impl JitProgram {
             Some(k) => hlstm_ir::kernel::steps_from_lengths(inputs[k], steps)?,
             None => steps,
         };
-        let mut guard = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
-        let ctx = &mut *guard;
         for (slot, x) in ctx.ins.iter_mut().zip(inputs) {
             *slot = x.as_ptr();
         }
@@ -322,7 +368,8 @@ impl JitProgram {
         // SAFETY: every pointer refers to a live slice of the length the code reads or writes
         // for `steps` steps (checked above; the code touches only those rows, and its views
         // were checked against the longest sequence at compile time), writes only outputs and
-        // the workspace, and the workspace is ours under the lock.
+        // the workspace, and the workspace (sized for this program, checked by its id) is ours
+        // through `&mut ctx`.
         let job = Job {
             ins: ctx.ins.as_ptr() as usize,
             outs: ctx.outs.as_ptr() as usize,
@@ -330,11 +377,11 @@ impl JitProgram {
             steps: loop_steps as i64,
             resume: resume as i64,
         };
-        match &self.pool {
+        match &ctx.pool {
             Some(pool) => pool.run(job),
             None => {
                 let rt = Runtime::single();
-                unsafe { call(self.entry, job, &rt) }
+                unsafe { call(self.entries[0], job, &rt) }
             }
         }
         Ok(())
@@ -377,7 +424,7 @@ impl JitProgram {
 
     /// Workspace size in f32 elements.
     pub fn work_len(&self) -> usize {
-        self.ctx.lock().map(|c| c.work.len()).unwrap_or(0)
+        self.work_len
     }
 
     /// Machine code size in bytes.

@@ -22,7 +22,7 @@ pub mod runtime;
 mod softmax;
 
 pub use codegen::{Compiled, define_program, define_program_opts, program_signature};
-pub use jit::JitProgram;
+pub use jit::{JitContext, JitProgram};
 
 use cranelift_codegen::isa::{self, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
