@@ -1,5 +1,5 @@
-//! hlstmc: the command-line driver. It parses arguments and calls the crates; the work lives in
-//! ir/, frontends/, passes/ and backends/.
+//! hlstmc: the command-line driver. It parses arguments, calls the library (`hlstmc`, whose
+//! pipeline lives in driver/) and prints.
 
 mod cli;
 
@@ -15,11 +15,19 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = cli::Cli::parse();
-    match cli::dispatch(args) {
+    let code = match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // For tests: how many times a model was decoded (the pipeline reads a file once).
+    if std::env::var_os("HLSTMC_REPORT_DECODES").is_some() {
+        eprintln!(
+            "models decoded: {}",
+            hlstmc::frontends::onnx::models_decoded()
+        );
     }
+    code
 }

@@ -1,12 +1,11 @@
 //! `hlstmc bench`: time a model's run with one engine, per sequence and per time step.
 
+use super::engine::{Cpu, Engine, SparseStrategy, build_options};
 use super::io::read_tensor;
-use super::opt::SparseStrategy;
-use super::run::{Cpu, Engine, input_names};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
-use hlstm_ir::stats::graph_stats;
-use hlstm_ir::{DType, Dim, Graph, Op, Tensor};
+use hlstmc::ir::stats::graph_stats;
+use hlstmc::ir::{DType, Dim, Graph, Op, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -105,47 +104,42 @@ impl Rng {
     }
 }
 
-/// Random f32 inputs of the model's declared input shapes.
-fn random_inputs(g: &Graph) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
-    let names = input_names(g);
+/// Random inputs of the model's declared input shapes: f32 values in [-1, 1), and integer
+/// inputs (sequence lengths, the only ones the kernel IR takes) the whole sequence.
+fn random_inputs(g: &Graph) -> Result<Vec<Tensor>> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut out = Vec::new();
-    for (k, n) in g.inputs.iter().enumerate() {
-        let ty = &g.nodes[*n]
-            .results
-            .first()
-            .ok_or_else(|| anyhow!("input '{}' has no type", names[k]))?
-            .ty;
+    for n in &g.inputs {
+        let node = &g.nodes[*n];
+        let ty = &node.results[0].ty;
         let shape = ty
             .shape
             .as_ref()
-            .ok_or_else(|| anyhow!("input '{}' has no declared shape", names[k]))?;
+            .ok_or_else(|| anyhow!("input '{}' has no declared shape", node.name))?;
         let dims: Vec<usize> = shape
             .iter()
             .map(|d| match d {
                 Dim::Known(v) => Ok(*v),
                 _ => Err(anyhow!(
                     "input '{}' has a dimension not known statically ({d:?}); bench needs static shapes (give --test-data, whose inputs fix it)",
-                    names[k]
+                    node.name
                 )),
             })
             .collect::<Result<_>>()?;
         let len = dims.iter().product();
-        if ty.dtype == hlstm_ir::DType::F32 {
-            out.push((dims, (0..len).map(|_| rng.next_f32()).collect()));
+        let t = if ty.dtype == DType::F32 {
+            Tensor::from_f32(&dims, (0..len).map(|_| rng.next_f32()).collect())
         } else {
-            // Integer inputs are sequence lengths (the only ones the kernel IR takes): the
-            // whole sequence.
             let full = sequence_steps(g).unwrap_or(1) as f32;
-            out.push((dims, vec![full; len]));
-        }
+            Tensor::from_f32(&dims, vec![full; len]).map(|t| t.cast(ty.dtype))
+        };
+        out.push(t.ok_or_else(|| anyhow!("input '{}' does not fit its shape", node.name))?);
     }
     Ok(out)
 }
 
-/// The f32 inputs of a test-data folder: DIR/input_K.pb in the model's input order.
-fn test_data_inputs(g: &Graph, dir: &Path) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
-    let names = input_names(g);
+/// The inputs of a test-data folder: DIR/input_K.pb in the model's input order.
+fn test_data_inputs(names: &[&str], dir: &Path) -> Result<Vec<Tensor>> {
     let mut out = Vec::new();
     for (k, name) in names.iter().enumerate() {
         let p = dir.join(format!("input_{k}.pb"));
@@ -156,19 +150,7 @@ fn test_data_inputs(g: &Graph, dir: &Path) -> Result<Vec<(Vec<usize>, Vec<f32>)>
                 names.len()
             );
         }
-        // Integer inputs (sequence lengths) are carried as f32 whole numbers.
-        let t = match read_tensor(&p)? {
-            t @ (Tensor::I32(_) | Tensor::I64(_)) => t.cast(hlstm_ir::DType::F32),
-            t => t,
-        };
-        let a = t.as_f32().ok_or_else(|| {
-            anyhow!(
-                "{}: input '{name}' is {}; bench takes f32 and integer inputs only",
-                p.display(),
-                t.dtype()
-            )
-        })?;
-        out.push((a.shape().to_vec(), a.iter().copied().collect()));
+        out.push(read_tensor(&p)?);
     }
     Ok(out)
 }
@@ -290,7 +272,7 @@ fn measure(
 pub fn main(a: BenchArgs) -> Result<ExitCode> {
     let threads = checked_threads(a.threads)?;
     if let Engine::Cuda = a.engine {
-        super::run::check_cuda_driver()?;
+        super::check_cuda_driver()?;
     }
     let mut device: Option<String> = None;
     let plan = match (a.runs, a.rounds, a.iters) {
@@ -301,136 +283,59 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
             iters,
         },
     };
+    let opt = a.opt.options()?;
     let t0 = Instant::now();
-    let g = super::load_model(&a.model)?;
+    let model = super::load_model(&a.model)?;
     // Test data fixes the dims an export left open (as `run` does).
     let given = match &a.test_data {
-        Some(dir) => Some(test_data_inputs(&g, dir)?),
+        Some(dir) => {
+            let infos = model.inputs();
+            let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+            Some(test_data_inputs(&names, dir)?)
+        }
         None => None,
     };
-    let mut g = match &given {
-        Some(inputs) => {
-            let dims: Vec<Vec<usize>> = inputs.iter().map(|(d, _)| d.clone()).collect();
-            super::run::specialize_to(&a.model, g, &dims)?
-        }
-        None => g,
+    let model = match &given {
+        Some(inputs) => model.specialize_to(inputs)?,
+        None => model,
     };
     let import = t0.elapsed();
     let t0 = Instant::now();
-    super::optimize::optimize(&mut g, &a.opt)?;
+    let model = model.optimize(&opt)?;
     let optimize = t0.elapsed();
     let inputs = match given {
         Some(inputs) => inputs,
-        None => random_inputs(&g)?,
+        None => random_inputs(model.graph())?,
     };
-    let flat: Vec<&[f32]> = inputs.iter().map(|(_, v)| v.as_slice()).collect();
 
     // What one call costs, counted on the optimized graph that runs.
-    let st = graph_stats(&g);
-    let steps = sequence_steps(&g);
+    let st = graph_stats(model.graph());
+    let steps = sequence_steps(model.graph());
     let macs_per_call = st.macs_per_step_nonzero * st.steps as f64 * st.batch as f64;
 
     let t0 = Instant::now();
-    let mut call: Box<dyn FnMut() -> Result<()> + '_> = match a.engine {
-        Engine::Interp => {
-            let tensors: Vec<Tensor> = inputs
-                .iter()
-                .zip(&g.inputs)
-                .map(|((d, v), n)| {
-                    // Back to the declared type (integer sequence lengths).
-                    let t = Tensor::from_f32(d, v.clone())
-                        .ok_or_else(|| anyhow!("input does not fit"))?;
-                    let dtype = g.nodes[*n].results[0].ty.dtype;
-                    Ok(if dtype == t.dtype() { t } else { t.cast(dtype) })
-                })
-                .collect::<Result<_>>()?;
-            let g = &g;
-            Box::new(move || {
-                hlstm_ir::interp::run(g, &tensors)
-                    .map(drop)
-                    .map_err(|e| anyhow!("{e}"))
-            })
-        }
-        Engine::KernelInterp => {
-            let p = super::opt::lower(&g, a.sparse_strategy)?;
-            check_lens(&p, &flat)?;
-            let flat = flat.clone();
-            Box::new(move || {
-                hlstm_ir::kernel::interp::run(&p, &flat)
-                    .map(drop)
-                    .map_err(|e| anyhow!("{e}"))
-            })
-        }
-        Engine::Jit => {
-            use hlstm_backends::cpu::{CpuIsa, CpuOptions, JitProgram};
-            let p = super::opt::lower(&g, a.sparse_strategy)?;
-            check_lens(&p, &flat)?;
-            let isa = match a.cpu {
-                Cpu::Native => CpuIsa::Native,
-                Cpu::X86_64V2 => CpuIsa::X86_64V2,
-                Cpu::X86_64V3 => CpuIsa::X86_64V3,
-            };
-            let parts = if threads > 1 {
-                hlstm_passes::lower::threads::split(&p, threads)
-            } else {
-                Vec::new()
-            };
-            let opts = CpuOptions {
-                isa,
-                ..CpuOptions::default()
-            };
-            let jit =
-                JitProgram::compile_parts(&p, &parts, &opts, false).map_err(|e| anyhow!("{e}"))?;
-            let mut outs: Vec<Vec<f32>> = p
-                .outputs
-                .iter()
-                .map(|b| vec![0.0; p.buffers[b.0].len()])
-                .collect();
-            let flat = flat.clone();
-            Box::new(move || {
-                let mut views: Vec<&mut [f32]> =
-                    outs.iter_mut().map(|v| v.as_mut_slice()).collect();
-                jit.run(&flat, &mut views).map_err(|e| anyhow!("{e}"))
-            })
-        }
-        Engine::Cuda => {
-            // One call: the inputs copied to the GPU, the kernel launched and waited for, the
-            // outputs copied back.
-            let p = super::opt::lower(&g, a.sparse_strategy)?;
-            check_lens(&p, &flat)?;
-            let mut prog = super::run::load_cuda(&p)?;
-            let gpu = prog.gpu();
-            device = Some(format!(
-                "{} (sm_{}{}, {} SMs)",
-                gpu.name, gpu.capability.0, gpu.capability.1, gpu.multiprocessors
-            ));
-            let steps = prog.launch().max_steps;
-            let mut outs: Vec<Vec<f32>> = prog
-                .output_lens(steps)
-                .into_iter()
-                .map(|n| vec![0.0; n])
-                .collect();
-            let flat = flat.clone();
-            Box::new(move || {
-                let mut views: Vec<&mut [f32]> =
-                    outs.iter_mut().map(|v| v.as_mut_slice()).collect();
-                prog.run_into(&flat, &mut views, steps, false)
-                    .map_err(|e| anyhow!("{e}"))
-            })
-        }
+    if let Engine::Cuda = a.engine {
+        let gpu = hlstmc::backends::cuda::Gpu::open(0).map_err(|e| anyhow!("{e}"))?;
+        device = Some(format!(
+            "{} (sm_{}{}, {} SMs)",
+            gpu.name, gpu.capability.0, gpu.capability.1, gpu.multiprocessors
+        ));
+    }
+    // One call: a whole sequence in one state (for the GPU: the inputs copied to it, the
+    // kernel launched and waited for, the outputs copied back).
+    let opts = build_options(a.engine.into(), a.sparse_strategy, a.cpu, threads as u64);
+    let runnable = model.into_runnable(&opts)?;
+    let mut state = runnable.new_state()?;
+    let mut call = || -> Result<()> {
+        state.run(&inputs)?;
+        Ok(())
     };
     let compile = t0.elapsed();
 
-    let (per_call_us, iters) = measure(&mut *call, a.warmup, plan)?;
-    drop(call);
+    let (per_call_us, iters) = measure(&mut call, a.warmup, plan)?;
     let runs = per_call_us.len() as u64;
     let s = summarize(per_call_us);
-    let engine = match a.engine {
-        Engine::Interp => "interp",
-        Engine::KernelInterp => "kernel-interp",
-        Engine::Jit => "jit",
-        Engine::Cuda => "cuda",
-    };
+    let engine = hlstmc::Engine::from(a.engine).name();
     let mode = match plan {
         Plan::Runs(_) => "runs",
         Plan::Rounds { .. } => "rounds",
@@ -448,6 +353,7 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
             "import_ms": import.as_secs_f64() * 1e3,
             "optimize_ms": optimize.as_secs_f64() * 1e3,
             "compile_ms": compile_ms,
+            "setup_ms": (import + optimize + compile).as_secs_f64() * 1e3,
             "mode": mode,
             "warmup": a.warmup,
             "runs": runs,
@@ -513,27 +419,6 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The inputs must have the lengths the lowered program expects.
-fn check_lens(p: &hlstm_ir::kernel::Program, inputs: &[&[f32]]) -> Result<()> {
-    if p.inputs.len() != inputs.len() {
-        bail!(
-            "the lowered program takes {} inputs, the model declares {}",
-            p.inputs.len(),
-            inputs.len()
-        );
-    }
-    for (k, (b, v)) in p.inputs.iter().zip(inputs).enumerate() {
-        if p.buffers[b.0].len() != v.len() {
-            bail!(
-                "input {k}: the lowered program expects {} values, the inputs have {}",
-                p.buffers[b.0].len(),
-                v.len()
-            );
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

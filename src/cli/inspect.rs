@@ -62,12 +62,13 @@ fn io_json(list: &[(String, TensorType)]) -> serde_json::Value {
 }
 
 pub fn main(a: InspectArgs) -> Result<ExitCode> {
-    let mut g = super::load_model(&a.model)?;
+    let mut model = super::load_model(&a.model)?;
     if a.optimized {
-        super::optimize::optimize(&mut g, &a.opt)?;
+        model = model.optimize(&a.opt.options()?)?;
     }
-    let st = graph_stats(&g);
-    let (inputs, outputs) = (ios(&g, true), ios(&g, false));
+    let g = model.graph();
+    let st = graph_stats(g);
+    let (inputs, outputs) = (ios(g, true), ios(g, false));
     if a.json {
         let weights: Vec<_> = st
             .weights

@@ -2,6 +2,7 @@
 
 mod bench;
 mod compile;
+mod engine;
 mod inspect;
 mod io;
 mod opt;
@@ -11,9 +12,9 @@ mod print_ir;
 mod run;
 mod train;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
-use hlstm_ir::Graph;
+use hlstmc::Model;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -60,7 +61,16 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Imports a model file; errors name the file.
-pub fn load_model(path: &Path) -> Result<Graph> {
-    hlstm_frontends::onnx::import_file(path).with_context(|| format!("{}", path.display()))
+/// Imports a model file (read once); errors name the file.
+pub fn load_model(path: &Path) -> Result<Model> {
+    Model::load(path).with_context(|| format!("{}", path.display()))
+}
+
+/// Fails at once, before any other work, where the CUDA driver library is absent.
+pub fn check_cuda_driver() -> Result<()> {
+    if hlstmc::backends::cuda::driver_present() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", hlstmc::backends::cuda::no_driver_message()))
+    }
 }

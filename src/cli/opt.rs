@@ -1,12 +1,10 @@
 //! `hlstmc opt`: optimize a model and print the resulting graph IR, or the kernel IR it lowers
 //! to.
 
-use super::optimize::{OptArgs, optimize};
-use anyhow::{Context, Result, anyhow};
+use super::engine::{SparseStrategy, build_options};
+use super::optimize::OptArgs;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use hlstm_ir::Graph;
-use hlstm_ir::kernel::{Program, Strategy};
-use hlstm_passes::lower::LowerOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,41 +55,18 @@ pub enum Emit {
     Ptx,
 }
 
-/// How matmuls with constant weights are generated (`--sparse-strategy`).
-#[derive(Clone, Copy, ValueEnum)]
-pub enum SparseStrategy {
-    /// Dense tiled SIMD loops.
-    Dense,
-    /// One FMA per nonzero weight, the weight an immediate.
-    SparseUnrolled,
-    /// A compressed-row loop over the nonzeros.
-    SparseCsr,
-}
-
-/// Lowers an optimized graph to the kernel IR, with the strategy forced or chosen per matrix.
-pub fn lower(g: &Graph, strategy: Option<SparseStrategy>) -> Result<Program> {
-    let strategy = strategy.map(|s| match s {
-        SparseStrategy::Dense => Strategy::Dense,
-        SparseStrategy::SparseUnrolled => Strategy::SparseUnrolled,
-        SparseStrategy::SparseCsr => Strategy::SparseCsr,
-    });
-    hlstm_passes::lower::lower(
-        g,
-        &LowerOptions {
-            strategy,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| anyhow!("cannot lower to the kernel IR: {e}"))
-}
-
 pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
-    let mut g = super::load_model(&a.model)?;
-    optimize(&mut g, &a.opt)?;
+    let model = super::load_model(&a.model)?.optimize(&a.opt.options()?)?;
     match a.emit {
-        Emit::Hir => super::print_ir::emit(&g, a.output.as_deref()),
+        Emit::Hir => super::print_ir::emit(model.graph(), a.output.as_deref()),
         Emit::Kir | Emit::Clif | Emit::Asm | Emit::Ptx => {
-            let mut p = lower(&g, a.sparse_strategy)?;
+            let opts = build_options(
+                hlstmc::Engine::Jit,
+                a.sparse_strategy,
+                Default::default(),
+                1,
+            );
+            let mut p = model.lower(&hlstmc::lower_options(&opts))?;
             p.name = a
                 .model
                 .file_stem()
@@ -100,38 +75,38 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                 .to_string();
             let text = match a.emit {
                 Emit::Ptx => {
-                    let opts = hlstm_backends::ptx::PtxOptions::default();
-                    hlstm_backends::ptx::compile(&p, &opts)
+                    let opts = hlstmc::backends::ptx::PtxOptions::default();
+                    hlstmc::backends::ptx::compile(&p, &opts)
                         .map_err(|e| anyhow::anyhow!("cannot generate PTX: {e}"))?
                         .ptx
                 }
                 Emit::Clif => {
-                    let opts = hlstm_backends::cpu::CpuOptions::default();
-                    hlstm_backends::cpu::JitProgram::compile(&p, &opts)
+                    let opts = hlstmc::backends::cpu::CpuOptions::default();
+                    hlstmc::backends::cpu::JitProgram::compile(&p, &opts)
                         .map_err(|e| anyhow::anyhow!("{e}"))?
                         .clif()
                 }
                 Emit::Asm => {
-                    let opts = hlstm_backends::cpu::CpuOptions::default();
-                    hlstm_backends::cpu::JitProgram::compile_opts(&p, &opts, true)
+                    let opts = hlstmc::backends::cpu::CpuOptions::default();
+                    hlstmc::backends::cpu::JitProgram::compile_opts(&p, &opts, true)
                         .map_err(|e| anyhow::anyhow!("{e}"))?
                         .asm()
                         .unwrap_or_default()
                         .to_string()
                 }
-                _ if a.threads > 1 => hlstm_passes::lower::threads::split(&p, a.threads as usize)
+                _ if a.threads > 1 => hlstmc::passes::lower::threads::split(&p, a.threads as usize)
                     .iter()
                     .enumerate()
                     .map(|(t, q)| {
                         format!(
                             "# thread {t} of {}\n{}",
                             a.threads,
-                            hlstm_ir::kernel::print(q)
+                            hlstmc::ir::kernel::print(q)
                         )
                     })
                     .collect::<Vec<_>>()
                     .join("\n"),
-                _ => hlstm_ir::kernel::print(&p),
+                _ => hlstmc::ir::kernel::print(&p),
             };
             match &a.output {
                 None => print!("{text}"),

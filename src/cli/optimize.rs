@@ -2,8 +2,8 @@
 
 use anyhow::{Result, anyhow};
 use clap::Args;
-use hlstm_ir::Graph;
-use hlstm_passes::{DEFAULT_PIPELINE, Instrumentation, PassManager};
+use hlstmc::OptimizeOptions;
+use hlstmc::passes::Instrumentation;
 use std::path::PathBuf;
 
 #[derive(Args, Clone, Debug)]
@@ -53,46 +53,31 @@ pub struct OptArgs {
 }
 
 impl OptArgs {
-    /// The pipeline these flags select.
-    pub fn pipeline(&self) -> Vec<String> {
-        match (&self.passes, self.opt_level) {
-            (Some(p), _) => p.clone(),
-            (None, 0) => Vec::new(),
-            (None, _) => DEFAULT_PIPELINE.iter().map(|s| s.to_string()).collect(),
-        }
+    /// The library's optimization options for these flags.
+    pub fn options(&self) -> Result<OptimizeOptions> {
+        let time = std::time::Duration::try_from_secs_f64(self.saturate_seconds)
+            .map_err(|_| anyhow!("--saturate-seconds must be a finite number of seconds >= 0"))?;
+        let mut o = OptimizeOptions {
+            level: self.opt_level,
+            passes: self.passes.clone(),
+            ..OptimizeOptions::default()
+        };
+        o.instrumentation = Instrumentation {
+            print_before: self.print_before.clone(),
+            print_after: self.print_after.clone(),
+            print_after_all: self.print_after_all,
+            dump_dir: self.dump_dir.clone(),
+            time_passes: self.time_passes,
+            stats: self.stats,
+            verify_each: self.verify_each,
+            dump_egraph: self.dump_egraph,
+            saturate_limits: Some(hlstmc::passes::saturate::Limits {
+                iterations: self.saturate_iterations,
+                nodes: self.saturate_nodes,
+                time,
+            }),
+            ..o.instrumentation
+        };
+        Ok(o)
     }
-}
-
-/// Runs the selected pipeline on `g` with the requested instrumentation.
-pub fn optimize(g: &mut Graph, a: &OptArgs) -> Result<()> {
-    let pm = pass_manager(a)?;
-    pm.run(g, &mut std::io::stderr()).map_err(|e| anyhow!(e))?;
-    Ok(())
-}
-
-/// The pass manager for the flags, checked (unknown pass names are errors here, before any
-/// file is read).
-pub fn pass_manager(a: &OptArgs) -> Result<PassManager> {
-    let names = a.pipeline();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let inst = Instrumentation {
-        print_before: a.print_before.clone(),
-        print_after: a.print_after.clone(),
-        print_after_all: a.print_after_all,
-        dump_dir: a.dump_dir.clone(),
-        time_passes: a.time_passes,
-        stats: a.stats,
-        verify_each: a.verify_each,
-        dump_egraph: a.dump_egraph,
-        saturate_limits: Some(hlstm_passes::saturate::Limits {
-            iterations: a.saturate_iterations,
-            nodes: a.saturate_nodes,
-            time: std::time::Duration::try_from_secs_f64(a.saturate_seconds).map_err(|_| {
-                anyhow!("--saturate-seconds must be a finite number of seconds >= 0")
-            })?,
-        }),
-        rtol: 1e-3,
-        atol: 1e-4,
-    };
-    PassManager::new(&refs, inst).map_err(|e| anyhow!(e))
 }

@@ -24,8 +24,8 @@ pub struct PrintIrArgs {
 }
 
 pub fn main(a: PrintIrArgs) -> Result<ExitCode> {
-    let g = super::load_model(&a.model)?;
-    emit(&g, a.output.as_deref())
+    let model = super::load_model(&a.model)?;
+    emit(model.graph(), a.output.as_deref())
 }
 
 /// Prints IR to stdout, or writes it and its weight side file (both whole, or neither).

@@ -1,51 +1,13 @@
 //! `hlstmc run`: run a model on inputs, or check it against ONNX test data.
 
+use super::engine::{Cpu, Engine, SparseStrategy, build_options};
 use super::io::{file_stem, read_tensor, write_npy};
-use super::opt::SparseStrategy;
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, ValueEnum};
-use hlstm_ir::{Graph, Tensor};
+use clap::Args;
+use hlstmc::{Model, Runnable, Tensor, TensorInfo};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Engine {
-    /// The reference interpreter: exact, slow, the oracle for every other engine.
-    Interp,
-    /// The model lowered to the kernel IR and run by its plain interpreter (f32 inputs and
-    /// outputs, and integer sequence lengths).
-    KernelInterp,
-    /// The model lowered to the kernel IR and compiled to native code with Cranelift (f32 inputs
-    /// and outputs, integer sequence lengths, static shapes).
-    Jit,
-    /// The model lowered to the kernel IR, compiled to PTX and run on an NVIDIA GPU through
-    /// the CUDA driver (loaded at run time; an error without one).
-    Cuda,
-}
-
-/// Which CPU the JIT generates code for.
-#[derive(Clone, Copy, ValueEnum, Default)]
-pub enum Cpu {
-    /// Every feature of this machine.
-    #[default]
-    Native,
-    /// x86-64-v2: SSE4.2; multiply then add (no FMA).
-    #[value(name = "x86-64-v2")]
-    X86_64V2,
-    /// x86-64-v3: AVX2 and FMA.
-    #[value(name = "x86-64-v3")]
-    X86_64V3,
-}
-
-/// The engine and its code-generation choices.
-#[derive(Clone, Copy)]
-struct EngineChoice {
-    /// None: the JIT where the model lowers to the kernel IR with f32 inputs, else the interpreter.
-    engine: Option<Engine>,
-    strategy: Option<SparseStrategy>,
-    cpu: Cpu,
-    threads: usize,
-}
+use std::sync::Arc;
 
 /// Run a model on inputs, or check it against reference test data.
 ///
@@ -102,191 +64,58 @@ pub struct RunArgs {
 
 pub fn main(a: RunArgs) -> Result<ExitCode> {
     // The flags first: a bad pass name is reported before any file is read.
-    super::optimize::pass_manager(&a.opt)?;
+    let opt = a.opt.options()?;
+    opt.pass_manager()?;
     if matches!(a.engine, Some(Engine::Cuda)) {
-        check_cuda_driver()?;
+        super::check_cuda_driver()?;
     }
-    let g = super::load_model(&a.model)?;
+    let model = super::load_model(&a.model)?;
+    let infos = model.inputs();
     let inputs = match &a.test_data {
-        Some(dir) => test_inputs(&g, dir)?,
-        None => named_inputs(&g, &a.inputs)?,
+        Some(dir) => test_inputs(&infos, dir)?,
+        None => named_inputs(&infos, &a.inputs)?,
     };
-    let mut g = specialize(&a.model, g, &inputs)?;
-    super::optimize::optimize(&mut g, &a.opt)?;
-    let choice = EngineChoice {
-        engine: a.engine,
-        strategy: a.sparse_strategy,
-        cpu: a.cpu,
-        threads: a.threads as usize,
-    };
+    // A model exported with an open batch or sequence length runs at the one it is given.
+    let model = model
+        .specialize_to(&inputs)
+        .with_context(|| format!("{} (with the inputs' shapes)", a.model.display()))?
+        .optimize(&opt)?;
+    let runnable = build(model, &a)?;
+    let outputs = runnable.run(&inputs)?;
     if let Some(dir) = &a.test_data {
-        return check_test_data(&g, dir, &inputs, a.rtol, a.atol, choice);
+        return check_test_data(runnable.outputs(), &outputs, dir, a.rtol, a.atol);
     }
-    let outputs = execute(&g, &inputs, choice)?;
     match &a.out {
-        Some(dir) => write_outputs(&g, &outputs, dir)?,
+        Some(dir) => write_outputs(runnable.outputs(), &outputs, dir)?,
         None => {
-            for ((name, _), t) in g.outputs.iter().zip(&outputs) {
-                println!("{name}: {}", summary(t));
+            for (info, t) in runnable.outputs().iter().zip(&outputs) {
+                println!("{}: {}", info.name, summary(t));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn execute(g: &Graph, inputs: &[Tensor], choice: EngineChoice) -> Result<Vec<Tensor>> {
-    // Every engine reports a wrong input the same way.
-    hlstm_ir::interp::check_inputs(g, inputs).map_err(|e| anyhow!("{e}"))?;
-    // The engine, and the program lowered for it (lowered once).
-    let (engine, program) = match choice.engine {
-        Some(Engine::Interp) => (Engine::Interp, None),
-        Some(e) => (e, Some(super::opt::lower(g, choice.strategy)?)),
-        None => match super::opt::lower(g, choice.strategy) {
-            Ok(p) if kernel_inputs_fit(&p, inputs) => (Engine::Jit, Some(p)),
-            Ok(_) => {
-                eprintln!("note: the JIT takes f32 inputs only; running the interpreter instead");
-                (Engine::Interp, None)
-            }
-            Err(e) => {
-                eprintln!("note: {e:#}; running the interpreter instead");
-                (Engine::Interp, None)
-            }
-        },
-    };
-    match (engine, program) {
-        (Engine::Interp, _) | (_, None) => {
-            hlstm_ir::interp::run(g, inputs).map_err(|e| anyhow!("{e}"))
-        }
-        (_, Some(p)) => {
-            let names = input_names(g);
-            let mut flat = Vec::with_capacity(inputs.len());
-            for (k, t) in inputs.iter().enumerate() {
-                // Integer sequence lengths travel as f32 whole numbers.
-                let cast;
-                let t = if p.seq_lens_input() == Some(k) {
-                    cast = t.cast(hlstm_ir::DType::F32);
-                    &cast
-                } else {
-                    t
-                };
-                let a = t.as_f32().ok_or_else(|| {
-                    anyhow!(
-                        "input '{}' is {}: the kernel IR engines take f32 inputs only",
-                        names.get(k).unwrap_or(&"?"),
-                        t.dtype()
-                    )
-                })?;
-                let dims = &p.buffers[p.inputs[k].0].dims;
-                if a.shape() != dims.as_slice() {
-                    bail!(
-                        "input '{}' has shape {:?}; the model was compiled for {dims:?}",
-                        names.get(k).unwrap_or(&"?"),
-                        a.shape()
-                    );
-                }
-                flat.push(a.iter().copied().collect::<Vec<f32>>());
-            }
-            let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
-            let outs = match engine {
-                Engine::Jit => run_jit(&p, &refs, choice.cpu, choice.threads)?,
-                Engine::Cuda => run_cuda(&p, &refs)?,
-                _ => hlstm_ir::kernel::interp::run(&p, &refs).map_err(|e| anyhow!("{e}"))?,
-            };
-            outs.into_iter()
-                .zip(&p.outputs)
-                .map(|(data, b)| {
-                    Tensor::from_f32(&p.buffers[b.0].dims, data)
-                        .ok_or_else(|| anyhow!("an output does not fit its dims"))
-                })
-                .collect()
-        }
+/// The model built for the engine asked for; without one, the JIT, or the interpreter (with a
+/// note) for a model the kernel IR cannot take.
+fn build(model: Model, a: &RunArgs) -> Result<Arc<dyn Runnable>> {
+    let opts = |e: hlstmc::Engine| build_options(e, a.sparse_strategy, a.cpu, a.threads);
+    if let Some(e) = a.engine {
+        return Ok(model.into_runnable(&opts(e.into()))?);
     }
-}
-
-/// Whether the kernel IR engines take these inputs: f32, or integer sequence lengths.
-fn kernel_inputs_fit(p: &hlstm_ir::kernel::Program, inputs: &[Tensor]) -> bool {
-    inputs
-        .iter()
-        .enumerate()
-        .all(|(k, t)| t.dtype() == hlstm_ir::DType::F32 || p.seq_lens_input() == Some(k))
-}
-
-/// Compiles the program with Cranelift and runs it once.
-fn run_jit(
-    p: &hlstm_ir::kernel::Program,
-    inputs: &[&[f32]],
-    cpu: Cpu,
-    threads: usize,
-) -> Result<Vec<Vec<f32>>> {
-    use hlstm_backends::cpu::{CpuIsa, CpuOptions, JitProgram};
-    let isa = match cpu {
-        Cpu::Native => CpuIsa::Native,
-        Cpu::X86_64V2 => CpuIsa::X86_64V2,
-        Cpu::X86_64V3 => CpuIsa::X86_64V3,
-    };
-    let parts = if threads > 1 {
-        hlstm_passes::lower::threads::split(p, threads)
-    } else {
-        Vec::new()
-    };
-    let opts = CpuOptions {
-        isa,
-        ..CpuOptions::default()
-    };
-    let jit = JitProgram::compile_parts(p, &parts, &opts, false).map_err(|e| anyhow!("{e}"))?;
-    let mut outs: Vec<Vec<f32>> = p
-        .outputs
-        .iter()
-        .map(|b| vec![0.0; p.buffers[b.0].len()])
-        .collect();
-    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    jit.run(inputs, &mut views).map_err(|e| anyhow!("{e}"))?;
-    Ok(outs)
-}
-
-/// Fails at once, before any other work, where the CUDA driver library is absent.
-pub(super) fn check_cuda_driver() -> Result<()> {
-    if hlstm_backends::cuda::driver_present() {
-        Ok(())
-    } else {
-        Err(anyhow!("{}", hlstm_backends::cuda::no_driver_message()))
+    match model.clone().into_runnable(&opts(hlstmc::Engine::Jit)) {
+        Ok(r) => Ok(r),
+        Err(e @ hlstmc::Error::Lower(_)) => {
+            eprintln!("note: {e}; running the interpreter instead");
+            Ok(model.into_runnable(&opts(hlstmc::Engine::Interp))?)
+        }
+        Err(e) => Err(e.into()),
     }
-}
-
-/// The program compiled to PTX for the GPU and loaded on it (device 0; buffers for its
-/// sequence length).
-pub(super) fn load_cuda(
-    p: &hlstm_ir::kernel::Program,
-) -> Result<hlstm_backends::cuda::CudaProgram> {
-    use hlstm_backends::cuda::{CudaProgram, Gpu};
-    use hlstm_backends::ptx::{PtxOptions, compile};
-    let gpu = Gpu::open(0).map_err(|e| anyhow!("{e}"))?;
-    let sm = gpu.sm_target().map_err(|e| anyhow!("{e}"))?;
-    let m = compile(
-        p,
-        &PtxOptions {
-            sm,
-            ..PtxOptions::default()
-        },
-    )
-    .map_err(|e| anyhow!("PTX: {e}"))?;
-    CudaProgram::load(gpu, &m).map_err(|e| anyhow!("{e}"))
-}
-
-/// Compiles the program to PTX and runs it once on the GPU (the whole sequence).
-fn run_cuda(p: &hlstm_ir::kernel::Program, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
-    let mut prog = load_cuda(p)?;
-    let steps = prog.launch().max_steps;
-    prog.run(inputs, steps, false).map_err(|e| anyhow!("{e}"))
-}
-
-pub(super) fn input_names(g: &Graph) -> Vec<&str> {
-    g.inputs.iter().map(|n| g.nodes[*n].name.as_str()).collect()
 }
 
 /// Orders `-i NAME=FILE` arguments by the model's inputs.
-fn named_inputs(g: &Graph, args: &[String]) -> Result<Vec<Tensor>> {
-    let names = input_names(g);
+fn named_inputs(infos: &[TensorInfo], args: &[String]) -> Result<Vec<Tensor>> {
+    let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
     let mut got: Vec<Option<Tensor>> = vec![None; names.len()];
     for arg in args {
         let (name, file) = arg
@@ -316,13 +145,13 @@ fn named_inputs(g: &Graph, args: &[String]) -> Result<Vec<Tensor>> {
 }
 
 /// Writes every output, or none: each goes to a temporary file first, renamed once all succeed.
-fn write_outputs(g: &Graph, outputs: &[Tensor], dir: &Path) -> Result<()> {
+fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
     let result = (|| {
-        for ((name, _), t) in g.outputs.iter().zip(outputs) {
-            let path = dir.join(format!("{}.npy", file_stem(name)));
-            let tmp = dir.join(format!(".{}.npy.partial", file_stem(name)));
+        for (info, t) in infos.iter().zip(outputs) {
+            let path = dir.join(format!("{}.npy", file_stem(&info.name)));
+            let tmp = dir.join(format!(".{}.npy.partial", file_stem(&info.name)));
             write_npy(&tmp, t)?;
             written.push((tmp, path));
         }
@@ -353,8 +182,8 @@ fn summary(t: &Tensor) -> String {
 }
 
 /// The inputs of a `--test-data` folder, in the model's order.
-fn test_inputs(g: &Graph, dir: &Path) -> Result<Vec<Tensor>> {
-    let names = input_names(g);
+fn test_inputs(infos: &[TensorInfo], dir: &Path) -> Result<Vec<Tensor>> {
+    let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
     let mut inputs = Vec::new();
     for k in 0.. {
         let p = dir.join(format!("input_{k}.pb"));
@@ -375,46 +204,16 @@ fn test_inputs(g: &Graph, dir: &Path) -> Result<Vec<Tensor>> {
     Ok(inputs)
 }
 
-/// The graph with every input's symbolic or unknown dims fixed to the given inputs' (the model
-/// imported again with those shapes): the JIT needs static shapes, and a model exported with an
-/// open batch or sequence length runs at the one it is given. Unchanged when every input shape
-/// is known already (a wrong shape is then reported by the engines' own check).
-pub(super) fn specialize(model: &Path, g: Graph, inputs: &[Tensor]) -> Result<Graph> {
-    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-    specialize_to(model, g, &shapes)
-}
-
-/// [`specialize`] to the given input shapes (in the model's input order).
-pub(super) fn specialize_to(model: &Path, g: Graph, dims: &[Vec<usize>]) -> Result<Graph> {
-    let open = g
-        .inputs
-        .iter()
-        .any(|n| g.nodes[*n].results[0].ty.concrete().is_none());
-    if !open || dims.len() != g.inputs.len() {
-        return Ok(g);
-    }
-    let shapes: Vec<(String, Vec<usize>)> = g
-        .inputs
-        .iter()
-        .zip(dims)
-        .filter(|(n, _)| g.nodes[**n].results[0].ty.concrete().is_none())
-        .map(|(n, d)| (g.nodes[*n].name.clone(), d.clone()))
-        .collect();
-    hlstm_frontends::onnx::import_file_with_shapes(model, &shapes)
-        .with_context(|| format!("{} (with the inputs' shapes)", model.display()))
-}
-
 fn check_test_data(
-    g: &Graph,
+    infos: &[TensorInfo],
+    outputs: &[Tensor],
     dir: &Path,
-    inputs: &[Tensor],
     rtol: f64,
     atol: f64,
-    choice: EngineChoice,
 ) -> Result<ExitCode> {
-    let outputs = execute(g, inputs, choice)?;
     let mut ok = true;
-    for (k, ((name, _), got)) in g.outputs.iter().zip(&outputs).enumerate() {
+    for (k, (info, got)) in infos.iter().zip(outputs).enumerate() {
+        let name = &info.name;
         let p = dir.join(format!("output_{k}.pb"));
         if !p.exists() {
             println!("{name}: no reference ({} is absent)", p.display());

@@ -67,124 +67,17 @@ pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
     import_bytes(&bytes, path.parent())
 }
 
-/// Reads and imports a model with the shapes of some graph inputs fixed: `shapes` gives, by
-/// input name, every dim. Symbolic and unknown dims take the given values (a JIT specializes on
-/// the shapes of the inputs it runs on, as for a batch size the export left open); a known dim
-/// that differs, a rank that differs, or a name that is not an input is an error.
-pub fn import_file_with_shapes(
-    path: &Path,
-    shapes: &[(String, Vec<usize>)],
-) -> Result<Graph, ImportError> {
-    let bytes = std::fs::read(path).map_err(|err| ImportError::Io {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    let mut model =
-        ModelProto::parse_from_bytes(&bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
-    fix_input_shapes(&mut model, shapes)?;
-    import_model(&model, path.parent())
+/// Models decoded by [`import_bytes`] in this process: tests use it to show that a pipeline
+/// reads a file once (shapes are fixed inside the IR, never by importing again).
+pub fn models_decoded() -> usize {
+    MODELS_DECODED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Gives graph inputs the dims `shapes` lists (see [`import_file_with_shapes`]).
-pub fn fix_input_shapes(
-    model: &mut ModelProto,
-    shapes: &[(String, Vec<usize>)],
-) -> Result<(), ImportError> {
-    use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| ImportError::Decode("the model has no graph".into()))?;
-    // Each named symbolic dim of an input takes its value everywhere (outputs, value_info).
-    let mut params: std::collections::HashMap<String, i64> = Default::default();
-    for (name, dims) in shapes {
-        let input = graph
-            .input
-            .iter_mut()
-            .find(|i| &i.name == name)
-            .ok_or_else(|| ImportError::Model(format!("the model has no input named '{name}'")))?;
-        let Some(onnx_protobuf::type_proto::Value::TensorType(tt)) =
-            input.type_.as_mut().and_then(|t| t.value.as_mut())
-        else {
-            return Err(ImportError::Model(format!(
-                "input '{name}' is not a tensor"
-            )));
-        };
-        let shape = tt.shape.mut_or_insert_default();
-        if shape.dim.is_empty() && !dims.is_empty() {
-            shape.dim = dims.iter().map(|_| Default::default()).collect();
-        }
-        if shape.dim.len() != dims.len() {
-            return Err(ImportError::Model(format!(
-                "input '{name}' has rank {}, given a shape of rank {}",
-                shape.dim.len(),
-                dims.len()
-            )));
-        }
-        for (i, (d, want)) in shape.dim.iter_mut().zip(dims).enumerate() {
-            match &d.value {
-                Some(D::DimValue(v)) if *v >= 0 && *v as usize != *want => {
-                    return Err(ImportError::Model(format!(
-                        "input '{name}' has {v} in dim {i}, given {want}"
-                    )));
-                }
-                Some(D::DimParam(p)) if !p.is_empty() => {
-                    if let Some(old) = params.insert(p.clone(), *want as i64)
-                        && old != *want as i64
-                    {
-                        return Err(ImportError::Model(format!(
-                            "dim '{p}' is given both {old} and {want}"
-                        )));
-                    }
-                    d.value = Some(D::DimValue(*want as i64));
-                }
-                _ => d.value = Some(D::DimValue(*want as i64)),
-            }
-        }
-    }
-    substitute_params(graph, &params);
-    Ok(())
-}
-
-/// Gives named symbolic dims their values in a graph's outputs and value_info, and in the
-/// inputs, outputs and value_info of every subgraph (a Scan body declares the batch too).
-fn substitute_params(
-    graph: &mut onnx_protobuf::GraphProto,
-    params: &std::collections::HashMap<String, i64>,
-) {
-    use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
-    let fix = |vi: &mut ValueInfoProto| {
-        let Some(onnx_protobuf::type_proto::Value::TensorType(tt)) =
-            vi.type_.as_mut().and_then(|t| t.value.as_mut())
-        else {
-            return;
-        };
-        let Some(shape) = tt.shape.as_mut() else {
-            return;
-        };
-        for d in shape.dim.iter_mut() {
-            if let Some(D::DimParam(p)) = &d.value
-                && let Some(v) = params.get(p)
-            {
-                d.value = Some(D::DimValue(*v));
-            }
-        }
-    };
-    graph.output.iter_mut().for_each(fix);
-    graph.value_info.iter_mut().for_each(fix);
-    for node in graph.node.iter_mut() {
-        for attr in node.attribute.iter_mut() {
-            let bodies = attr.g.as_mut().into_iter().chain(attr.graphs.iter_mut());
-            for body in bodies {
-                body.input.iter_mut().for_each(fix);
-                substitute_params(body, params);
-            }
-        }
-    }
-}
+static MODELS_DECODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Imports a serialized ONNX model; `model_dir` is where external data files live.
 pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>) -> Result<Graph, ImportError> {
+    MODELS_DECODED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let model =
         ModelProto::parse_from_bytes(bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
     import_model(&model, model_dir)

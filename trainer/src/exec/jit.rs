@@ -13,7 +13,7 @@
 use super::{Engine, Executable};
 use crate::Error;
 use crate::gp::Masks;
-use hlstm_backends::cpu::{CpuOptions, JitProgram};
+use hlstm_backends::cpu::JitProgram;
 use hlstm_ir::kernel::Program;
 use hlstm_ir::{DType, Dim, Graph, Op, Tensor, TensorType, Value, ValueInfo};
 use hlstm_passes::lower::LowerOptions;
@@ -104,7 +104,7 @@ fn compile(g: &Graph, patterns: &[Option<Arc<Vec<f32>>>]) -> Result<Compiled, Er
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (program, feeds) = lower(g, patterns)?;
-    let jit = JitProgram::compile(&program, &CpuOptions::default())
+    let jit = hlstm_driver::compile_jit(&program, &hlstm_driver::BuildOptions::default())
         .map_err(|e| Error::new(format!("the JIT engine cannot compile the graph: {e}")))?;
     let steps = jit.max_steps().0;
     let staged = (0..g.inputs.len())
@@ -208,8 +208,14 @@ fn program<'c>(
         }
     }
     let mut specialized = g.clone();
-    specialized.bind_dims(&bound);
-    hlstm_ir::verify::verify(&specialized)
+    let shapes: Vec<(String, Vec<usize>)> = g
+        .inputs
+        .iter()
+        .zip(&dims)
+        .filter(|(n, _)| g.nodes[**n].results[0].ty.concrete().is_none())
+        .map(|(n, d)| (g.nodes[*n].name.clone(), d.clone()))
+        .collect();
+    hlstm_ir::specialize::bind_input_shapes(&mut specialized, &shapes)
         .map_err(|e| Error::new(format!("the graph specialized to its inputs' shapes: {e}")))?;
     let c = compile(&specialized, patterns)?;
     if cache.len() >= MAX_SPECIALIZATIONS {

@@ -1,0 +1,390 @@
+//! The engines that run the kernel IR: its interpreter, the JIT and the CUDA runner. A model
+//! whose input shapes are all known is lowered and compiled once, when it is built; one with
+//! open dims (a symbolic batch or sequence length) is specialized inside the IR to the shapes
+//! of each call's inputs and compiled on first use of those shapes, the variants cached.
+//!
+//! A program whose sequence length is a run-time value ([`Program::max_steps`]) takes inputs
+//! of 1 to T steps along axis 0 of its per-step inputs, and streams: [`State::step`] resumes
+//! where the last call left off.
+
+use crate::runtime::{Runnable, State, TensorInfo, check_inputs};
+use crate::{BuildOptions, Engine, Error, Model, Result};
+use hlstm_backends::cpu::{CpuOptions, JitContext, JitProgram};
+use hlstm_ir::kernel::{Program, interp::Machine};
+use hlstm_ir::{DType, Graph, Tensor};
+use hlstm_passes::lower::LowerOptions;
+use std::sync::{Arc, Mutex};
+
+/// Most specializations kept per model; the oldest is dropped past it.
+const MAX_VARIANTS: usize = 8;
+
+/// The lowering's options for a build: the strategy forced, or the target's choice.
+pub fn lower_options(opts: &BuildOptions) -> LowerOptions {
+    LowerOptions {
+        strategy: opts.strategy,
+        ..LowerOptions::default()
+    }
+}
+
+/// The model compiled for one set of input shapes.
+struct Variant {
+    program: Program,
+    code: Code,
+    /// Dims of each output for the longest sequence.
+    output_dims: Vec<Vec<usize>>,
+}
+
+enum Code {
+    Interp,
+    Jit(JitProgram),
+    Cuda(hlstm_backends::ptx::PtxModule),
+}
+
+struct Shared {
+    engine: Engine,
+    opts: BuildOptions,
+    graph: Graph,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    /// Compiled variants by the input shapes they were specialized to, newest last. A model
+    /// with static inputs has exactly one, made when it is built.
+    variants: Mutex<Vec<(Vec<Vec<usize>>, Arc<Variant>)>>,
+    static_inputs: bool,
+}
+
+pub(crate) struct KernelRunnable(Arc<Shared>);
+
+impl KernelRunnable {
+    pub(crate) fn new(model: Model, opts: &BuildOptions) -> Result<Self> {
+        if opts.engine == Engine::Cuda && !hlstm_backends::cuda::driver_present() {
+            return Err(Error::Unsupported(hlstm_backends::cuda::no_driver_message()));
+        }
+        let (inputs, outputs) = (model.inputs(), model.outputs());
+        let static_inputs = model.has_static_inputs();
+        let shared = Shared {
+            engine: opts.engine,
+            opts: opts.clone(),
+            inputs,
+            outputs,
+            variants: Mutex::new(Vec::new()),
+            static_inputs,
+            graph: model.into_graph(),
+        };
+        if static_inputs {
+            let v = compile(&shared, &shared.graph)?;
+            let dims = shared
+                .inputs
+                .iter()
+                .map(|i| i.ty.concrete().unwrap_or_default())
+                .collect();
+            shared
+                .variants
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((dims, Arc::new(v)));
+        }
+        Ok(KernelRunnable(Arc::new(shared)))
+    }
+}
+
+/// Compiles a kernel program with the JIT for `opts` (its CPU, and its threads: the program is
+/// split across them). Every JIT build goes through here: the engine's and the trainer's.
+pub fn compile_jit(program: &Program, opts: &BuildOptions) -> Result<JitProgram> {
+    let parts = if opts.threads > 1 {
+        hlstm_passes::lower::threads::split(program, opts.threads)
+    } else {
+        Vec::new()
+    };
+    let cpu = CpuOptions {
+        isa: opts.cpu,
+        ..CpuOptions::default()
+    };
+    JitProgram::compile_parts(program, &parts, &cpu, false)
+        .map_err(|msg| Error::Codegen { target: "jit", msg })
+}
+
+/// Lowers and compiles a graph with static input shapes.
+fn compile(sh: &Shared, g: &Graph) -> Result<Variant> {
+    let program = hlstm_passes::lower::lower(g, &lower_options(&sh.opts)).map_err(Error::Lower)?;
+    let code = match sh.engine {
+        Engine::Jit => Code::Jit(compile_jit(&program, &sh.opts)?),
+        Engine::Cuda => {
+            let gpu = hlstm_backends::cuda::Gpu::open(0).map_err(Error::Unsupported)?;
+            let sm = gpu.sm_target().map_err(Error::Unsupported)?;
+            let opts = hlstm_backends::ptx::PtxOptions {
+                sm,
+                ..Default::default()
+            };
+            let m = hlstm_backends::ptx::compile(&program, &opts)
+                .map_err(|msg| Error::Codegen { target: "PTX", msg })?;
+            Code::Cuda(m)
+        }
+        _ => Code::Interp,
+    };
+    let output_dims = program
+        .outputs
+        .iter()
+        .map(|b| program.buffers[b.0].dims.clone())
+        .collect();
+    Ok(Variant {
+        program,
+        code,
+        output_dims,
+    })
+}
+
+impl Shared {
+    /// The variant for these inputs: the one of a static model, or the one specialized to
+    /// their shapes (made on first use).
+    fn variant(&self, inputs: &[Tensor]) -> Result<Arc<Variant>> {
+        let dims: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let mut cache = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        if self.static_inputs {
+            return Ok(Arc::clone(&cache[0].1));
+        }
+        if let Some((_, v)) = cache.iter().find(|(d, _)| *d == dims) {
+            return Ok(Arc::clone(v));
+        }
+        check_inputs(&self.inputs, inputs)?;
+        let shapes: Vec<(String, Vec<usize>)> = self
+            .inputs
+            .iter()
+            .zip(&dims)
+            .filter(|(i, _)| i.ty.concrete().is_none())
+            .map(|(i, d)| (i.name.clone(), d.clone()))
+            .collect();
+        let mut g = self.graph.clone();
+        hlstm_ir::specialize::bind_input_shapes(&mut g, &shapes).map_err(Error::Shape)?;
+        let v = Arc::new(compile(self, &g)?);
+        if cache.len() >= MAX_VARIANTS {
+            cache.remove(0);
+        }
+        cache.push((dims, Arc::clone(&v)));
+        Ok(v)
+    }
+}
+
+impl Runnable for KernelRunnable {
+    fn engine(&self) -> Engine {
+        self.0.engine
+    }
+    fn inputs(&self) -> &[TensorInfo] {
+        &self.0.inputs
+    }
+    fn outputs(&self) -> &[TensorInfo] {
+        &self.0.outputs
+    }
+    fn streamable(&self) -> bool {
+        let cache = self.0.variants.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.first() {
+            Some((_, v)) if self.0.static_inputs => v.program.streamable(),
+            // Decided per variant: a step call says so when its variant cannot stream.
+            _ => true,
+        }
+    }
+    fn new_state(&self) -> Result<Box<dyn State>> {
+        Ok(Box::new(KernelState {
+            shared: Arc::clone(&self.0),
+            current: None,
+            resume: false,
+        }))
+    }
+}
+
+/// A state's working memory for one variant.
+enum Ctx {
+    Interp(Machine),
+    Jit(JitContext),
+    Cuda(Box<hlstm_backends::cuda::CudaProgram>),
+}
+
+struct KernelState {
+    shared: Arc<Shared>,
+    /// The variant last run and the working memory for it.
+    current: Option<(Arc<Variant>, Ctx)>,
+    /// Whether the next step continues a sequence.
+    resume: bool,
+}
+
+impl KernelState {
+    fn call(&mut self, inputs: &[Tensor], resume: bool) -> Result<Vec<Tensor>> {
+        let sh = Arc::clone(&self.shared);
+        let v = sh.variant(inputs)?;
+        let same = matches!(&self.current, Some((cur, _)) if Arc::ptr_eq(cur, &v));
+        if !same {
+            if resume && self.resume {
+                return Err(Error::Unsupported(
+                    "a step with inputs of other shapes than the sequence it continues; \
+                     reset first"
+                        .into(),
+                ));
+            }
+            let ctx = match &v.code {
+                Code::Interp => Ctx::Interp(Machine::new(&v.program).map_err(Error::Run)?),
+                Code::Jit(j) => Ctx::Jit(j.new_context()),
+                Code::Cuda(m) => {
+                    let gpu = hlstm_backends::cuda::Gpu::open(0).map_err(Error::Unsupported)?;
+                    let prog = hlstm_backends::cuda::CudaProgram::load(gpu, m).map_err(|msg| {
+                        Error::Codegen {
+                            target: "cuda",
+                            msg,
+                        }
+                    })?;
+                    Ctx::Cuda(Box::new(prog))
+                }
+            };
+            self.current = Some((Arc::clone(&v), ctx));
+        }
+        let p = &v.program;
+        // Inputs as declared, or (a program with a run-time sequence length) fewer steps; a
+        // mismatch is reported against the declared types, as every engine does.
+        let declared = check_inputs(&sh.inputs, inputs);
+        let steps = match (feed_steps(&sh.inputs, p, inputs), declared) {
+            (Ok(steps), _) => steps,
+            (Err(_), Err(e)) => return Err(e),
+            (Err(e), Ok(())) => return Err(e),
+        };
+        if resume && !p.streamable() {
+            return Err(Error::Unsupported(
+                "this model cannot run step by step (a reverse or bidirectional recurrence, or \
+                 a static sequence length)"
+                    .into(),
+            ));
+        }
+        let flat = flat_inputs(&sh.inputs, p, inputs)?;
+        let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
+        let Some((_, ctx)) = &mut self.current else {
+            unreachable!("set above")
+        };
+        let outs = match ctx {
+            Ctx::Interp(m) => m.run(p, &refs, Some(steps), resume).map_err(Error::Run)?,
+            Ctx::Jit(c) => {
+                let Code::Jit(j) = &v.code else {
+                    unreachable!("a JIT context is made for JIT code")
+                };
+                let mut outs: Vec<Vec<f32>> = p
+                    .outputs
+                    .iter()
+                    .map(|&b| vec![0.0; p.len_for_steps(b, steps)])
+                    .collect();
+                let mut views: Vec<&mut [f32]> =
+                    outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                j.run_in(c, &refs, &mut views, Some(steps), resume)
+                    .map_err(Error::Run)?;
+                outs
+            }
+            Ctx::Cuda(prog) => prog.run(&refs, steps, resume).map_err(Error::Run)?,
+        };
+        outs.into_iter()
+            .zip(&p.outputs)
+            .zip(&v.output_dims)
+            .map(|((data, &b), dims)| {
+                let dims = dims_for_steps(p, b, dims, steps);
+                Tensor::from_f32(&dims, data)
+                    .ok_or_else(|| Error::Run("an output does not fit its dims".into()))
+            })
+            .collect()
+    }
+}
+
+impl State for KernelState {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.resume = false;
+        self.call(inputs, false)
+    }
+    fn step(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let out = self.call(inputs, self.resume)?;
+        self.resume = true;
+        Ok(out)
+    }
+    fn reset(&mut self) {
+        self.resume = false;
+    }
+}
+
+/// Whether buffer `b` holds one row per step and the program takes fewer steps than the
+/// longest (then axis 0 of its dims is the sequence).
+fn per_step(p: &Program, b: hlstm_ir::kernel::BufId) -> bool {
+    p.max_steps.is_some() && p.buffers[b.0].step_len.is_some()
+}
+
+/// The dims of buffer `b` for a call of `steps` steps.
+fn dims_for_steps(
+    p: &Program,
+    b: hlstm_ir::kernel::BufId,
+    dims: &[usize],
+    steps: usize,
+) -> Vec<usize> {
+    let mut d = dims.to_vec();
+    if per_step(p, b) && d.first() == p.max_steps.as_ref() {
+        d[0] = steps;
+    }
+    d
+}
+
+/// The steps a call runs: the length of axis 0 of the per-step inputs (all equal), or the
+/// static one. Checks every input's dims against the program's.
+fn feed_steps(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<usize> {
+    if inputs.len() != p.inputs.len() {
+        return Err(Error::Inputs(format!(
+            "expected {} inputs, got {}",
+            p.inputs.len(),
+            inputs.len()
+        )));
+    }
+    let max = hlstm_ir::kernel::interp::check_steps(p, None).map_err(Error::Run)?;
+    let mut steps = None;
+    for ((info, t), &b) in infos.iter().zip(inputs).zip(&p.inputs) {
+        let want = &p.buffers[b.0].dims;
+        let got = t.shape();
+        let fits = if per_step(p, b) && want.first() == Some(&max) {
+            got.len() == want.len() && got[1..] == want[1..] && (1..=max).contains(&got[0]) && {
+                let s = *steps.get_or_insert(got[0]);
+                s == got[0]
+            }
+        } else {
+            got == want.as_slice()
+        };
+        if !fits {
+            let expected = if per_step(p, b) {
+                format!("{want:?} (or 1 to {max} steps along axis 0)")
+            } else {
+                format!("{want:?}")
+            };
+            return Err(Error::input(
+                &info.name,
+                format!("has shape {got:?}; the model was compiled for {expected}"),
+            ));
+        }
+    }
+    Ok(steps.unwrap_or(max))
+}
+
+/// The inputs as the kernel IR takes them: f32, and integer sequence lengths as f32 whole
+/// numbers.
+fn flat_inputs(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<Vec<Vec<f32>>> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let cast;
+            let t = if p.seq_lens_input() == Some(k) {
+                cast = t.cast(DType::F32);
+                &cast
+            } else {
+                t
+            };
+            let a = t.as_f32().ok_or_else(|| {
+                Error::input(
+                    &infos[k].name,
+                    format!(
+                        "is {}: the kernel IR engines take f32 inputs only (and integer sequence \
+                         lengths)",
+                        t.dtype()
+                    ),
+                )
+            })?;
+            Ok(a.iter().copied().collect())
+        })
+        .collect()
+}

@@ -1,0 +1,27 @@
+//! The engines behind [`crate::Runnable`]: the reference interpreter on the graph IR, and the
+//! three that run the kernel IR (its interpreter, the JIT, the CUDA runner), which share the
+//! specialization cache and the f32 feeding in `kernel.rs`.
+
+mod interp;
+mod kernel;
+
+use crate::runtime::Runnable;
+use crate::{BuildOptions, Engine, Error, Model, Result};
+use std::sync::Arc;
+
+pub use kernel::{compile_jit, lower_options};
+
+/// Builds `model` for `opts.engine`.
+pub(crate) fn build(model: Model, opts: &BuildOptions) -> Result<Arc<dyn Runnable>> {
+    if opts.threads == 0 || opts.threads > BuildOptions::MAX_THREADS {
+        return Err(Error::Options(format!(
+            "threads {}: give 1 to {}",
+            opts.threads,
+            BuildOptions::MAX_THREADS
+        )));
+    }
+    Ok(match opts.engine {
+        Engine::Interp => Arc::new(interp::InterpRunnable::new(model)),
+        _ => Arc::new(kernel::KernelRunnable::new(model, opts)?),
+    })
+}

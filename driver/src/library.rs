@@ -1,0 +1,653 @@
+//! Libraries on disk with a C ABI (docs/c-abi.md): x86-64 code from Cranelift, or PTX with a
+//! host library over the CUDA driver. [`compile_library`] runs the whole pipeline for them:
+//! input shapes fixed (and the batch opened to a maximum), optimized, lowered, generated, linked
+//! with `cc`/`ar` where asked, and written so that each file is whole or absent.
+
+use crate::{CpuIsa, Error, Model, OptimizeOptions, Result, Strategy};
+use hlstm_backends::cpu::CpuOptions;
+use hlstm_backends::cpu::aot::{self, TensorInfo as HeaderTensor};
+use hlstm_ir::kernel::{BatchAxes, BufId, Program};
+use hlstm_ir::{Dim, Graph, Op};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What a library is generated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibraryTarget {
+    /// x86-64 machine code.
+    X86_64,
+    /// NVIDIA PTX and a host library over the CUDA driver.
+    Ptx,
+}
+
+/// A file [`compile_library`] can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Artifact {
+    /// NAME.o: a position-independent ELF object.
+    Obj,
+    /// libNAME.so: a shared library (needs `cc`).
+    So,
+    /// libNAME.a: a static library (needs `ar`).
+    A,
+    /// NAME.h: the C header.
+    Header,
+    /// NAME.clif: the Cranelift IR (x86-64).
+    Clif,
+    /// NAME.s: the machine instructions after register allocation (x86-64).
+    Asm,
+    /// NAME.kir: the kernel IR.
+    Kir,
+    /// NAME.ptx and NAME.launch.json (PTX; written with every list).
+    Ptx,
+    /// NAME_host.c: the C source of the host library (PTX).
+    C,
+}
+
+/// How [`compile_library`] builds a library.
+#[derive(Clone, Debug)]
+pub struct LibraryOptions {
+    /// The prefix of every symbol: a C identifier.
+    pub name: String,
+    /// The target.
+    pub target: LibraryTarget,
+    /// The files to write.
+    pub emit: Vec<Artifact>,
+    /// The CPU the x86-64 code is for.
+    pub cpu: CpuIsa,
+    /// Threads a call runs on (x86-64; a C runtime linked into NAME.o).
+    pub threads: usize,
+    /// The GPU architecture `sm_N` (PTX).
+    pub sm: u32,
+    /// Generate every constant weight with this kernel instead of the target's choice.
+    pub strategy: Option<Strategy>,
+    /// Input shapes to fix, by name (every dim).
+    pub shapes: Vec<(String, Vec<usize>)>,
+    /// Take any batch from 1 to this per call (the model's batch dim must be open).
+    pub max_batch: Option<usize>,
+    /// Where the model came from, for the header's comment.
+    pub source: String,
+}
+
+impl LibraryOptions {
+    /// The defaults of `hlstmc compile`: x86-64-v3, one thread, `obj,so,a,header`.
+    pub fn new(name: &str, target: LibraryTarget) -> Self {
+        LibraryOptions {
+            name: name.to_string(),
+            target,
+            emit: vec![Artifact::Obj, Artifact::So, Artifact::A, Artifact::Header],
+            cpu: CpuIsa::X86_64V3,
+            threads: 1,
+            sm: 80,
+            strategy: None,
+            shapes: Vec::new(),
+            max_batch: None,
+            source: String::new(),
+        }
+    }
+}
+
+/// What [`compile_library`] wrote.
+#[derive(Clone, Debug)]
+pub struct Library {
+    /// The files, in the output folder.
+    pub files: Vec<PathBuf>,
+    /// One line: inputs, outputs, steps, batch, sizes.
+    pub summary: String,
+}
+
+/// Builds `model` into a library in `out` (created if needed): fixes its input shapes
+/// ([`LibraryOptions::shapes`], and the batch to [`LibraryOptions::max_batch`]) inside the IR,
+/// optimizes with `opt`, lowers, generates code and links. The files are made in a temporary
+/// folder and renamed into `out` once all of them are: each is whole or absent.
+pub fn compile_library(
+    model: Model,
+    opt: &OptimizeOptions,
+    lib: &LibraryOptions,
+    out: &Path,
+) -> Result<Library> {
+    let name = &lib.name;
+    if !aot::is_c_identifier(name) {
+        return Err(Error::Options(format!(
+            "--name {name:?} is not a C identifier ([A-Za-z_][A-Za-z0-9_]*)"
+        )));
+    }
+    let want = |e: Artifact| lib.emit.contains(&e);
+    match lib.target {
+        LibraryTarget::Ptx => {
+            if want(Artifact::Clif) || want(Artifact::Asm) {
+                return Err(Error::Options(
+                    "--emit clif and asm are for --target x86_64; --target ptx writes NAME.ptx and NAME.launch.json, the host library (obj, so, a, header, c) and kir".into(),
+                ));
+            }
+            if lib.threads > 1 {
+                return Err(Error::Options(
+                    "--threads is for --target x86_64 (the GPU kernel runs on many threads already)"
+                        .into(),
+                ));
+            }
+            if !hlstm_backends::ptx::SM_TARGETS.contains(&lib.sm) {
+                return Err(Error::Options(format!(
+                    "--sm {}: the PTX target supports {:?}",
+                    lib.sm,
+                    hlstm_backends::ptx::SM_TARGETS
+                )));
+            }
+        }
+        LibraryTarget::X86_64 => {
+            if want(Artifact::Ptx) || want(Artifact::C) {
+                return Err(Error::Options(
+                    "--emit ptx and c are for --target ptx".into(),
+                ));
+            }
+        }
+    }
+    // The tools first: no work is done if one is missing. With threads, or for the GPU, the
+    // runtime is C, so every library file needs cc.
+    let needs_cc = lib.threads > 1 || lib.target == LibraryTarget::Ptx;
+    let (cc, ar) = emit_tools(&lib.emit, needs_cc)?;
+    let (model, axes) = fix_shapes(model, &lib.shapes, lib.max_batch)?;
+    let model = model.optimize(opt)?;
+    let g = model.graph();
+    let mut p = model.lower(&hlstm_passes::lower::LowerOptions {
+        strategy: lib.strategy,
+        ..Default::default()
+    })?;
+    p.name = name.clone();
+    if let Some(axes) = axes {
+        hlstm_passes::lower::batch::dynamic_batch(&mut p, axes)
+            .map_err(|e| Error::Shape(format!("--max-batch: {e}")))?;
+    }
+    let tools = Tools { cc, ar };
+    match lib.target {
+        LibraryTarget::X86_64 => x86_64(g, &p, lib, &tools, out),
+        LibraryTarget::Ptx => ptx(g, &p, lib, &tools, out),
+    }
+}
+
+/// `cc` and `ar` where the artifacts need them.
+struct Tools {
+    cc: Option<String>,
+    ar: Option<String>,
+}
+
+fn x86_64(
+    g: &Graph,
+    p: &Program,
+    lib: &LibraryOptions,
+    tools: &Tools,
+    out: &Path,
+) -> Result<Library> {
+    let name = &lib.name;
+    let want = |e: Artifact| lib.emit.contains(&e);
+    let threads = lib.threads;
+    let opts = CpuOptions {
+        isa: lib.cpu,
+        ..CpuOptions::default()
+    };
+    let batch = model_batch(g);
+    let parts = if threads > 1 {
+        hlstm_passes::lower::threads::split(p, threads)
+    } else {
+        Vec::new()
+    };
+    let obj =
+        aot::compile_object(p, &parts, &opts, name, batch, want(Artifact::Asm)).map_err(|msg| {
+            Error::Codegen {
+                target: "x86_64",
+                msg,
+            }
+        })?;
+    let (inputs, outputs) = header_tensors(g, &obj.input_dims, &obj.output_dims);
+    let header = aot::c_header(name, &obj.info, &lib.source, &inputs, &outputs);
+    let files = write_artifacts(out, name, |tmp| {
+        let o = format!("{name}.o");
+        if let (true, Some(cc)) = (threads > 1, tools.cc.as_deref()) {
+            // The runtime's object and Cranelift's, linked into one relocatable NAME.o (cc is
+            // there whenever obj, so or a is asked for).
+            let (code, rt_c, rt_o) = (
+                format!("{name}_code.o"),
+                format!("{name}_rt.c"),
+                format!("{name}_rt.o"),
+            );
+            write(&tmp.join(&code), &obj.object)?;
+            write(
+                &tmp.join(&rt_c),
+                hlstm_backends::cpu::runtime::c_source(name, threads).as_bytes(),
+            )?;
+            run_tool(Command::new(cc).current_dir(tmp).args([
+                "-std=c11", "-O2", "-fPIC", "-pthread", "-c", &rt_c, "-o", &rt_o,
+            ]))?;
+            run_tool(Command::new(cc).current_dir(tmp).args([
+                "-r",
+                "-nostdlib",
+                "-o",
+                &o,
+                &code,
+                &rt_o,
+            ]))?;
+        } else {
+            write(&tmp.join(&o), &obj.object)?;
+        }
+        let mut files = Vec::new();
+        if want(Artifact::Obj) {
+            files.push(o.clone());
+        }
+        let so_cc = tools.cc.as_deref().filter(|_| want(Artifact::So));
+        let libs: &[&str] = if threads > 1 { &["-pthread"] } else { &[] };
+        files.extend(link(tmp, name, so_cc, tools.ar.as_deref(), libs)?);
+        if want(Artifact::Header) {
+            let h = format!("{name}.h");
+            write(&tmp.join(&h), header.as_bytes())?;
+            files.push(h);
+        }
+        let listings = [
+            (Artifact::Kir, "kir", hlstm_ir::kernel::print(p)),
+            (Artifact::Clif, "clif", obj.clif.clone()),
+            (Artifact::Asm, "s", obj.asm.clone().unwrap_or_default()),
+        ];
+        for (e, ext, text) in listings {
+            if want(e) {
+                let f = format!("{name}.{ext}");
+                write(&tmp.join(&f), text.as_bytes())?;
+                files.push(f);
+            }
+        }
+        Ok(files)
+    })?;
+    let info = &obj.info;
+    let steps = steps_text(info.dynamic_steps, info.max_steps);
+    let summary = format!(
+        "{name}: {} inputs, {} outputs, {steps}, batch {}, streaming {}, threads {threads}, context {} bytes, code {} bytes, rodata {} bytes, cpu {}{}",
+        info.input_lens.len(),
+        info.output_lens.len(),
+        info.batch,
+        if info.streamable { "yes" } else { "no" },
+        obj.context_bytes,
+        obj.code_len,
+        obj.rodata_len,
+        lib.cpu.name(),
+        if obj.fma { " (fma)" } else { "" }
+    );
+    Ok(Library { files, summary })
+}
+
+fn ptx(g: &Graph, p: &Program, lib: &LibraryOptions, tools: &Tools, out: &Path) -> Result<Library> {
+    let name = &lib.name;
+    let want = |e: Artifact| lib.emit.contains(&e);
+    let codegen = |msg: String| Error::Codegen { target: "PTX", msg };
+    let staging = hlstm_backends::cuda::host::BatchStaging::of(p);
+    let opts = hlstm_backends::ptx::PtxOptions {
+        sm: lib.sm,
+        ..Default::default()
+    };
+    let m = hlstm_backends::ptx::compile(p, &opts)
+        .map_err(|e| codegen(format!("cannot generate PTX: {e}")))?;
+    let batch = model_batch(g);
+    let host = hlstm_backends::cuda::host::c_source(&m, name, batch, staging.as_ref(), &lib.source)
+        .map_err(|e| codegen(format!("cannot generate the host library: {e}")))?;
+    let dims = |ids: &[BufId]| -> Vec<Vec<usize>> {
+        ids.iter().map(|id| p.buffers[id.0].dims.clone()).collect()
+    };
+    let (inputs, outputs) = header_tensors(g, &dims(&p.inputs), &dims(&p.outputs));
+    let info =
+        hlstm_backends::cuda::host::library_info(&m, batch, staging.as_ref()).map_err(codegen)?;
+    let header = aot::c_header(name, &info, &lib.source, &inputs, &outputs);
+    let files = write_artifacts(out, name, |tmp| {
+        let mut files = vec![format!("{name}.ptx"), format!("{name}.launch.json")];
+        write(&tmp.join(&files[0]), m.ptx.as_bytes())?;
+        write(&tmp.join(&files[1]), m.launch.to_json().as_bytes())?;
+        let c = format!("{name}_host.c");
+        write(&tmp.join(&c), host.as_bytes())?;
+        if want(Artifact::C) {
+            files.push(c.clone());
+        }
+        if let Some(cc) = &tools.cc {
+            let o = format!("{name}.o");
+            run_tool(
+                Command::new(cc)
+                    .current_dir(tmp)
+                    .args(["-std=c11", "-O2", "-fPIC", "-c", &c, "-o", &o]),
+            )?;
+            if want(Artifact::Obj) {
+                files.push(o);
+            }
+            let so_cc = want(Artifact::So).then_some(cc.as_str());
+            files.extend(link(tmp, name, so_cc, tools.ar.as_deref(), &["-ldl"])?);
+        }
+        if want(Artifact::Header) {
+            let h = format!("{name}.h");
+            write(&tmp.join(&h), header.as_bytes())?;
+            files.push(h);
+        }
+        if want(Artifact::Kir) {
+            let f = format!("{name}.kir");
+            write(&tmp.join(&f), hlstm_ir::kernel::print(p).as_bytes())?;
+            files.push(f);
+        }
+        Ok(files)
+    })?;
+    let l = &m.launch;
+    let steps = steps_text(l.dynamic_steps, l.max_steps);
+    let summary = format!(
+        "{name}: sm_{}, grid {} x {} threads, {steps}, batch {batch}, shared memory {} bytes, weights {} bytes in shared memory and {} in global memory",
+        l.sm, l.grid[0], l.block[0], l.shared_bytes, l.weights_shared_bytes, l.weights_global_bytes
+    );
+    Ok(Library { files, summary })
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(path, data).map_err(|source| Error::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `$VAR` or `default`, checked to run.
+fn tool(var: &str, default: &str, why: &str) -> Result<String> {
+    let t = std::env::var(var)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_string());
+    match Command::new(&t).arg("--version").output() {
+        Ok(_) => Ok(t),
+        Err(e) => Err(Error::Unsupported(format!(
+            "cannot run `{t}` ({e}): it is needed for {why}; install it, set ${var}, or leave it out of --emit"
+        ))),
+    }
+}
+
+fn run_tool(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().map_err(|e| Error::Codegen {
+        target: "link",
+        msg: format!("cannot run {cmd:?}: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Codegen {
+            target: "link",
+            msg: format!(
+                "{cmd:?} failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The tools the artifacts need: `cc` for `so` (and, with `obj_needs_cc`, for `obj` and `a`),
+/// `ar` for `a`.
+fn emit_tools(emit: &[Artifact], obj_needs_cc: bool) -> Result<(Option<String>, Option<String>)> {
+    let want = |e: Artifact| emit.contains(&e);
+    let cc = if want(Artifact::So) || (obj_needs_cc && (want(Artifact::Obj) || want(Artifact::A))) {
+        Some(tool(
+            "CC",
+            "cc",
+            "--emit obj, so and a (compiling and linking)",
+        )?)
+    } else {
+        None
+    };
+    let ar = if want(Artifact::A) {
+        Some(tool("AR", "ar", "--emit a (archiving libNAME.a)")?)
+    } else {
+        None
+    };
+    Ok((cc, ar))
+}
+
+/// `libNAME.so` (with `so_cc`) and `libNAME.a` (with `ar`) from `NAME.o` in `dir`; returns the
+/// files made. `libs` are the shared library's dependencies beyond libm.
+fn link(
+    dir: &Path,
+    name: &str,
+    so_cc: Option<&str>,
+    ar: Option<&str>,
+    libs: &[&str],
+) -> Result<Vec<String>> {
+    let o = format!("{name}.o");
+    let mut files = Vec::new();
+    if let Some(cc) = so_cc {
+        let so = format!("lib{name}.so");
+        run_tool(
+            Command::new(cc)
+                .current_dir(dir)
+                .args(["-shared", "-o", &so, &o, "-lm"])
+                .args(libs),
+        )?;
+        files.push(so);
+    }
+    if let Some(ar) = ar {
+        let lib = format!("lib{name}.a");
+        run_tool(Command::new(ar).current_dir(dir).args(["rcs", &lib, &o]))?;
+        files.push(lib);
+    }
+    Ok(files)
+}
+
+/// Makes the artifacts in a temporary folder inside `out` (`make` gets the folder and returns
+/// the names of the files to keep), then renames each into `out`: every file is whole or
+/// absent. Returns the paths written.
+fn write_artifacts(
+    out: &Path,
+    name: &str,
+    make: impl FnOnce(&Path) -> Result<Vec<String>>,
+) -> Result<Vec<PathBuf>> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            action: "create",
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let tmp = out.join(format!(".hlstmc-{name}-{}.partial", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    let files = match make(&tmp) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    let mut written = Vec::new();
+    for f in &files {
+        let dst = out.join(f);
+        if let Err(source) = std::fs::rename(tmp.join(f), &dst) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::Io {
+                action: "write",
+                path: dst,
+                source,
+            });
+        }
+        written.push(dst);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(written)
+}
+
+/// The header's inputs and outputs: the model's names with the kernel's dims.
+fn header_tensors(
+    g: &Graph,
+    input_dims: &[Vec<usize>],
+    output_dims: &[Vec<usize>],
+) -> (Vec<HeaderTensor>, Vec<HeaderTensor>) {
+    let ins: Vec<String> = g.inputs.iter().map(|n| g.nodes[*n].name.clone()).collect();
+    let outs: Vec<String> = g.outputs.iter().map(|(n, _)| n.clone()).collect();
+    let infos = |names: &[String], dims: &[Vec<usize>]| -> Vec<HeaderTensor> {
+        dims.iter()
+            .enumerate()
+            .map(|(k, d)| HeaderTensor {
+                name: names.get(k).cloned().unwrap_or_else(|| "?".into()),
+                dims: d.clone(),
+            })
+            .collect()
+    };
+    (infos(&ins, input_dims), infos(&outs, output_dims))
+}
+
+/// The summary line's sequence lengths: "1 to T steps" or "exactly T steps".
+fn steps_text(dynamic: bool, max_steps: usize) -> String {
+    if dynamic {
+        format!("1 to {max_steps} steps")
+    } else {
+        format!("exactly {max_steps} steps")
+    }
+}
+
+/// The model's batch size: the batch axis of its first recurrence's per-step input ([T, B, ...]
+/// in the graph IR, whatever the ONNX layout), or 1.
+fn model_batch(g: &Graph) -> usize {
+    for n in g.topo_order().unwrap_or_default() {
+        if let Op::Recurrence(r) = &g.node(n).op {
+            let scanned = g.operands(n).get(r.num_carried).copied().flatten();
+            if let Some(v) = scanned
+                && let Some(d) = g.value_type(v).concrete()
+                && d.len() >= 2
+            {
+                return d[1];
+            }
+        }
+    }
+    1
+}
+
+/// Per input or output: its batch axis, if it has one.
+type Axes = Vec<Option<usize>>;
+
+/// The batch axis of each input and output of a model whose batch dim is open, for
+/// `--max-batch`: the named dim at axis 1 of its first recurrence's sequence ([T, B, ...] in
+/// the graph IR), wherever the inputs and outputs declare it.
+fn batch_axes(g: &Graph) -> Result<(String, Axes, Axes)> {
+    let err = |m: String| Error::Shape(format!("--max-batch: {m}"));
+    let mut symbol = None;
+    for n in g.topo_order().unwrap_or_default() {
+        if let Op::Recurrence(r) = &g.node(n).op
+            && let Some(v) = g.operands(n).get(r.num_carried).copied().flatten()
+        {
+            symbol = match g.value_type(v).shape.as_deref() {
+                Some([_, Dim::Sym(s), ..]) => Some(s.clone()),
+                Some([_, d, ..]) => {
+                    return Err(err(format!(
+                        "the model's batch is fixed by its export ({}); the library takes only \
+                         that batch (export it with a dynamic batch axis)",
+                        match d {
+                            Dim::Known(v) => format!("batch {v}"),
+                            _ => "not inferred".to_string(),
+                        }
+                    )));
+                }
+                _ => None,
+            };
+            break;
+        }
+    }
+    let symbol = symbol.ok_or_else(|| {
+        err("no recurrence with a sequence [T, B, ...] gives the batch axis".into())
+    })?;
+    let axis = |name: &str, shape: Option<&[Dim]>| -> Result<Option<usize>> {
+        let hits: Vec<usize> = shape
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| matches!(d, Dim::Sym(s) if *s == symbol))
+            .map(|(i, _)| i)
+            .collect();
+        match hits[..] {
+            [] => Ok(None),
+            [a] => Ok(Some(a)),
+            _ => Err(err(format!(
+                "'{name}' has the batch dim '{symbol}' more than once"
+            ))),
+        }
+    };
+    let ins = g
+        .inputs
+        .iter()
+        .map(|n| {
+            let node = g.node(*n);
+            axis(&node.name, node.results[0].ty.shape.as_deref())
+        })
+        .collect::<Result<_>>()?;
+    let outs = g
+        .outputs
+        .iter()
+        .map(|(name, v)| axis(name, g.value_type(*v).shape.as_deref()))
+        .collect::<Result<_>>()?;
+    Ok((symbol, ins, outs))
+}
+
+/// The model with the given inputs' shapes fixed inside the IR (an input left with open dims
+/// is an error that says which flag fixes it), and the batch dim set to `max_batch` when given;
+/// returns also the batch axes of the inputs and outputs in that case.
+fn fix_shapes(
+    model: Model,
+    shapes: &[(String, Vec<usize>)],
+    max_batch: Option<usize>,
+) -> Result<(Model, Option<BatchAxes>)> {
+    let mut fixed = shapes.to_vec();
+    let mut axes = None;
+    if let Some(b) = max_batch {
+        let g0 = model.graph();
+        let (symbol, ins, outs) = batch_axes(g0)?;
+        for (n, a) in g0.inputs.iter().zip(&ins) {
+            let node = g0.node(*n);
+            let given = fixed.iter().find(|(name, _)| *name == node.name);
+            match (given, a) {
+                (Some((_, dims)), Some(a)) if dims.get(*a) != Some(&b) => {
+                    return Err(Error::Shape(format!(
+                        "--shape {}: dim {a} is the batch '{symbol}', given {:?}, but --max-batch is {b}",
+                        node.name,
+                        dims.get(*a)
+                    )));
+                }
+                (Some(_), _) => {}
+                (None, _) => {
+                    let dims = node.results[0]
+                        .ty
+                        .shape
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|d| match d {
+                            Dim::Known(v) => Ok(*v),
+                            Dim::Sym(s) if *s == symbol => Ok(b),
+                            d => Err(Error::Shape(format!(
+                                "input '{}' has the open dim {d:?} besides the batch: give it \
+                                 with --shape {}=D0,D1,...",
+                                node.name, node.name
+                            ))),
+                        })
+                        .collect::<Result<Vec<usize>>>()?;
+                    fixed.push((node.name.clone(), dims));
+                }
+            }
+        }
+        axes = Some(BatchAxes {
+            max: b,
+            inputs: ins,
+            outputs: outs,
+        });
+    }
+    let model = if fixed.is_empty() {
+        model
+    } else {
+        model.with_input_shapes(&fixed)?
+    };
+    let g = model.graph();
+    for n in &g.inputs {
+        let r = &g.nodes[*n].results[0];
+        if r.ty.concrete().is_none() {
+            return Err(Error::Shape(format!(
+                "input '{}' has open dims ({}): give them with --shape {}=D0,D1,... (the longest \
+                 sequence and the batch the library takes)",
+                g.nodes[*n].name, r.ty, g.nodes[*n].name
+            )));
+        }
+    }
+    Ok((model, axes))
+}

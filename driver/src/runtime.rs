@@ -1,0 +1,108 @@
+//! The runtime trait every engine implements. A [`Runnable`] is a built model, shared by any
+//! number of threads (`Send + Sync`); each caller runs it in a [`State`] of its own, which
+//! holds the working memory and the recurrent state between streaming calls (ONNX Runtime's
+//! session and run, tract's plan and state).
+
+use crate::{Engine, Error, Result};
+use hlstm_ir::{Graph, Tensor, TensorType};
+
+/// An input or output of a model: its name, element type and shape (symbolic dims by name).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    /// The name in the model.
+    pub name: String,
+    /// Element type and shape.
+    pub ty: TensorType,
+}
+
+impl TensorInfo {
+    /// The graph's inputs, in order.
+    pub fn inputs_of(g: &Graph) -> Vec<TensorInfo> {
+        g.inputs
+            .iter()
+            .map(|&n| {
+                let r = &g.nodes[n].results[0];
+                TensorInfo {
+                    name: g.nodes[n].name.clone(),
+                    ty: r.ty.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The graph's outputs, in order.
+    pub fn outputs_of(g: &Graph) -> Vec<TensorInfo> {
+        g.outputs
+            .iter()
+            .map(|(name, v)| TensorInfo {
+                name: name.clone(),
+                ty: g.value_type(*v).clone(),
+            })
+            .collect()
+    }
+}
+
+/// A model built for an engine.
+pub trait Runnable: Send + Sync {
+    /// The engine that runs it.
+    fn engine(&self) -> Engine;
+    /// What a run takes, in order.
+    fn inputs(&self) -> &[TensorInfo];
+    /// What a run gives back, in order.
+    fn outputs(&self) -> &[TensorInfo];
+    /// Whether [`State::step`] can continue a sequence (a forward recurrence whose sequence
+    /// length is a run-time value).
+    fn streamable(&self) -> bool;
+    /// A fresh state: the working memory one caller needs.
+    fn new_state(&self) -> Result<Box<dyn State>>;
+    /// Runs a whole sequence in a fresh state.
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.new_state()?.run(inputs)
+    }
+}
+
+/// One caller's working memory for a [`Runnable`].
+pub trait State: Send {
+    /// Runs a whole sequence from the initial state; inputs and outputs in the model's order.
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>>;
+    /// Continues the sequence where the last call left it, on inputs of one or more steps
+    /// (the first call after [`State::new`](Runnable::new_state) or [`State::reset`] starts
+    /// from the initial state). An error where the model is not
+    /// [`streamable`](Runnable::streamable).
+    fn step(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>>;
+    /// Forgets the sequence: the next [`State::step`] starts from the initial state.
+    fn reset(&mut self);
+}
+
+/// Checks a run's inputs against the model's: their count, element types and shapes (a
+/// symbolic dim takes any size, one symbol the same size everywhere). Errors name the input.
+pub fn check_inputs(infos: &[TensorInfo], inputs: &[Tensor]) -> Result<()> {
+    if infos.len() != inputs.len() {
+        let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+        return Err(Error::Inputs(format!(
+            "expected {} inputs ({}), got {}",
+            infos.len(),
+            names.join(", "),
+            inputs.len()
+        )));
+    }
+    for (info, t) in infos.iter().zip(inputs) {
+        if !info.ty.accepts(t.dtype(), t.shape()) {
+            return Err(Error::input(
+                &info.name,
+                format!("expects {}, got {}{:?}", info.ty, t.dtype(), t.shape()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for dyn Runnable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runnable")
+            .field("engine", &self.engine())
+            .field("inputs", &self.inputs())
+            .field("outputs", &self.outputs())
+            .finish()
+    }
+}

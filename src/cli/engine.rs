@@ -1,0 +1,91 @@
+//! The engine flags `run` and `bench` share, and their mapping onto the library's
+//! [`BuildOptions`].
+
+use clap::ValueEnum;
+use hlstmc::{BuildOptions, CpuIsa, Strategy};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Engine {
+    /// The reference interpreter: exact, slow, the oracle for every other engine.
+    Interp,
+    /// The model lowered to the kernel IR and run by its plain interpreter (f32 inputs and
+    /// outputs, and integer sequence lengths).
+    KernelInterp,
+    /// The model lowered to the kernel IR and compiled to native code with Cranelift (f32 inputs
+    /// and outputs, integer sequence lengths, static shapes).
+    Jit,
+    /// The model lowered to the kernel IR, compiled to PTX and run on an NVIDIA GPU through
+    /// the CUDA driver (loaded at run time; an error without one).
+    Cuda,
+}
+
+impl From<Engine> for hlstmc::Engine {
+    fn from(e: Engine) -> Self {
+        match e {
+            Engine::Interp => hlstmc::Engine::Interp,
+            Engine::KernelInterp => hlstmc::Engine::KernelInterp,
+            Engine::Jit => hlstmc::Engine::Jit,
+            Engine::Cuda => hlstmc::Engine::Cuda,
+        }
+    }
+}
+
+/// Which CPU the JIT generates code for.
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum Cpu {
+    /// Every feature of this machine.
+    #[default]
+    Native,
+    /// x86-64-v2: SSE4.2; multiply then add (no FMA).
+    #[value(name = "x86-64-v2")]
+    X86_64V2,
+    /// x86-64-v3: AVX2 and FMA.
+    #[value(name = "x86-64-v3")]
+    X86_64V3,
+}
+
+impl From<Cpu> for CpuIsa {
+    fn from(c: Cpu) -> Self {
+        match c {
+            Cpu::Native => CpuIsa::Native,
+            Cpu::X86_64V2 => CpuIsa::X86_64V2,
+            Cpu::X86_64V3 => CpuIsa::X86_64V3,
+        }
+    }
+}
+
+/// How matmuls with constant weights are generated (`--sparse-strategy`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SparseStrategy {
+    /// Dense tiled SIMD loops.
+    Dense,
+    /// One FMA per nonzero weight, the weight an immediate.
+    SparseUnrolled,
+    /// A compressed-row loop over the nonzeros.
+    SparseCsr,
+}
+
+impl From<SparseStrategy> for Strategy {
+    fn from(s: SparseStrategy) -> Self {
+        match s {
+            SparseStrategy::Dense => Strategy::Dense,
+            SparseStrategy::SparseUnrolled => Strategy::SparseUnrolled,
+            SparseStrategy::SparseCsr => Strategy::SparseCsr,
+        }
+    }
+}
+
+/// The library's build options for these flags.
+pub fn build_options(
+    engine: hlstmc::Engine,
+    strategy: Option<SparseStrategy>,
+    cpu: Cpu,
+    threads: u64,
+) -> BuildOptions {
+    BuildOptions {
+        engine,
+        strategy: strategy.map(Into::into),
+        cpu: cpu.into(),
+        threads: threads as usize,
+    }
+}
