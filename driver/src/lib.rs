@@ -22,7 +22,7 @@ mod optimize;
 mod runtime;
 mod target;
 
-pub use engines::{compile_jit, lower_options};
+pub use engines::{compile_jit, kernel_program, lower_options};
 pub use error::{Error, Result};
 pub use hlstm_backends::cpu::{JitContext, JitProgram};
 pub use model::Model;

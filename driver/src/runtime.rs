@@ -86,12 +86,30 @@ pub fn check_inputs(infos: &[TensorInfo], inputs: &[Tensor]) -> Result<()> {
             inputs.len()
         )));
     }
+    // Each symbolic dim, the size the first input that has it gives it, and that input.
+    let mut bound: std::collections::HashMap<&str, (usize, &str)> = Default::default();
     for (info, t) in infos.iter().zip(inputs) {
         if !info.ty.accepts(t.dtype(), t.shape()) {
             return Err(Error::input(
                 &info.name,
                 format!("expects {}, got {}{:?}", info.ty, t.dtype(), t.shape()),
             ));
+        }
+        let dims = info.ty.shape.as_deref().unwrap_or_default();
+        for (d, &size) in dims.iter().zip(t.shape()) {
+            let hlstm_ir::Dim::Sym(sym) = d else { continue };
+            let (first, from) = *bound.entry(sym).or_insert((size, &info.name));
+            if first != size {
+                return Err(Error::input(
+                    &info.name,
+                    format!(
+                        "expects {} with {sym} = {first} (from input '{from}'), got {}{:?}",
+                        info.ty,
+                        t.dtype(),
+                        t.shape()
+                    ),
+                ));
+            }
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 pub use hlstm_backends::cpu::CpuIsa;
 pub use hlstm_ir::kernel::Strategy;
+use std::sync::Arc;
 
 /// The engines a model runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +48,10 @@ pub struct BuildOptions {
     pub cpu: CpuIsa,
     /// Threads that split each step's work (JIT; 1 to 64).
     pub threads: usize,
+    /// By graph input (missing or None: unknown): a pattern that is zero wherever the input
+    /// always is, in row-major order (the trainer's masks). A matmul whose run-time weight is
+    /// such an input, sparse enough, gets a compressed kernel over the pattern.
+    pub input_patterns: Vec<Option<Arc<Vec<f32>>>>,
 }
 
 impl Default for BuildOptions {
@@ -57,6 +62,7 @@ impl Default for BuildOptions {
             strategy: None,
             cpu: CpuIsa::Native,
             threads: 1,
+            input_patterns: Vec::new(),
         }
     }
 }

@@ -87,5 +87,6 @@ pub fn build_options(
         strategy: strategy.map(Into::into),
         cpu: cpu.into(),
         threads: threads as usize,
+        ..BuildOptions::default()
     }
 }

@@ -7,28 +7,52 @@
 //! of 1 to T steps along axis 0 of its per-step inputs, and streams: [`State::step`] resumes
 //! where the last call left off.
 
+use super::onehot::{Feed, fill_onehot, onehot_inputs};
 use crate::runtime::{Runnable, State, TensorInfo, check_inputs};
 use crate::{BuildOptions, Engine, Error, Model, Result};
 use hlstm_backends::cpu::{CpuOptions, JitContext, JitProgram};
 use hlstm_ir::kernel::{Program, interp::Machine};
 use hlstm_ir::{DType, Graph, Tensor};
 use hlstm_passes::lower::LowerOptions;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 /// Most specializations kept per model; the oldest is dropped past it.
 const MAX_VARIANTS: usize = 8;
 
-/// The lowering's options for a build: the strategy forced, or the target's choice.
+/// The lowering's options for a build: the strategy forced, or the target's choice, and the
+/// patterns of masked run-time weights.
 pub fn lower_options(opts: &BuildOptions) -> LowerOptions {
     LowerOptions {
         strategy: opts.strategy,
-        ..LowerOptions::default()
+        input_patterns: opts.input_patterns.clone(),
     }
+}
+
+/// The kernel program the kernel engines run for a graph with static input shapes: integer
+/// class inputs become one-hot f32 inputs (see `onehot.rs`), then the graph is lowered with
+/// [`lower_options`]. For dumps (`hlstm_ir::kernel::print`) and tests.
+pub fn kernel_program(g: &Graph, opts: &BuildOptions) -> Result<Program> {
+    lower(g, opts).map(|(p, _)| p)
+}
+
+fn lower(g: &Graph, opts: &BuildOptions) -> Result<(Program, Vec<Feed>)> {
+    let mut lowered = g.clone();
+    let feeds = onehot_inputs(&mut lowered)?;
+    if feeds.iter().any(|f| *f != Feed::Plain) {
+        // The gathers the one-hot replaced leave their tables' producers behind.
+        hlstm_passes::dce::dce_graph(&mut lowered);
+    }
+    let program =
+        hlstm_passes::lower::lower(&lowered, &lower_options(opts)).map_err(Error::Lower)?;
+    Ok((program, feeds))
 }
 
 /// The model compiled for one set of input shapes.
 struct Variant {
     program: Program,
+    /// How each input is fed to the program.
+    feeds: Vec<Feed>,
     code: Code,
     /// Dims of each output for the longest sequence.
     output_dims: Vec<Vec<usize>>,
@@ -105,7 +129,7 @@ pub fn compile_jit(program: &Program, opts: &BuildOptions) -> Result<JitProgram>
 
 /// Lowers and compiles a graph with static input shapes.
 fn compile(sh: &Shared, g: &Graph) -> Result<Variant> {
-    let program = hlstm_passes::lower::lower(g, &lower_options(&sh.opts)).map_err(Error::Lower)?;
+    let (program, feeds) = lower(g, &sh.opts)?;
     let code = match sh.engine {
         Engine::Jit => Code::Jit(compile_jit(&program, &sh.opts)?),
         Engine::Cuda => {
@@ -128,6 +152,7 @@ fn compile(sh: &Shared, g: &Graph) -> Result<Variant> {
         .collect();
     Ok(Variant {
         program,
+        feeds,
         code,
         output_dims,
     })
@@ -239,7 +264,7 @@ impl KernelState {
         // Inputs as declared, or (a program with a run-time sequence length) fewer steps; a
         // mismatch is reported against the declared types, as every engine does.
         let declared = check_inputs(&sh.inputs, inputs);
-        let steps = match (feed_steps(&sh.inputs, p, inputs), declared) {
+        let steps = match (feed_steps(&sh.inputs, &v, inputs), declared) {
             (Ok(steps), _) => steps,
             (Err(_), Err(e)) => return Err(e),
             (Err(e), Ok(())) => return Err(e),
@@ -251,8 +276,8 @@ impl KernelState {
                     .into(),
             ));
         }
-        let flat = flat_inputs(&sh.inputs, p, inputs)?;
-        let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_slice()).collect();
+        let flat = flat_inputs(&sh.inputs, &v, inputs)?;
+        let refs: Vec<&[f32]> = flat.iter().map(|v| v.as_ref()).collect();
         let Some((_, ctx)) = &mut self.current else {
             unreachable!("set above")
         };
@@ -324,7 +349,8 @@ fn dims_for_steps(
 
 /// The steps a call runs: the length of axis 0 of the per-step inputs (all equal), or the
 /// static one. Checks every input's dims against the program's.
-fn feed_steps(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<usize> {
+fn feed_steps(infos: &[TensorInfo], v: &Variant, inputs: &[Tensor]) -> Result<usize> {
+    let p = &v.program;
     if inputs.len() != p.inputs.len() {
         return Err(Error::Inputs(format!(
             "expected {} inputs, got {}",
@@ -334,8 +360,12 @@ fn feed_steps(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<us
     }
     let max = hlstm_ir::kernel::interp::check_steps(p, None).map_err(Error::Run)?;
     let mut steps = None;
-    for ((info, t), &b) in infos.iter().zip(inputs).zip(&p.inputs) {
-        let want = &p.buffers[b.0].dims;
+    for (((info, t), &b), feed) in infos.iter().zip(inputs).zip(&p.inputs).zip(&v.feeds) {
+        let mut want = p.buffers[b.0].dims.as_slice();
+        if let Feed::OneHot { .. } = feed {
+            // The indices lack the one-hot's last axis.
+            want = &want[..want.len().saturating_sub(1)];
+        }
         let got = t.shape();
         let fits = if per_step(p, b) && want.first() == Some(&max) {
             got.len() == want.len() && got[1..] == want[1..] && (1..=max).contains(&got[0]) && {
@@ -343,7 +373,7 @@ fn feed_steps(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<us
                 s == got[0]
             }
         } else {
-            got == want.as_slice()
+            got == want
         };
         if !fits {
             let expected = if per_step(p, b) {
@@ -360,20 +390,28 @@ fn feed_steps(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<us
     Ok(steps.unwrap_or(max))
 }
 
-/// The inputs as the kernel IR takes them: f32, and integer sequence lengths as f32 whole
-/// numbers.
-fn flat_inputs(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<Vec<Vec<f32>>> {
+/// The inputs as the kernel IR takes them: f32 (borrowed where the tensor is contiguous), and
+/// integer sequence lengths as f32 whole numbers.
+fn flat_inputs<'t>(
+    infos: &[TensorInfo],
+    v: &Variant,
+    inputs: &'t [Tensor],
+) -> Result<Vec<Cow<'t, [f32]>>> {
+    let p = &v.program;
     inputs
         .iter()
         .enumerate()
         .map(|(k, t)| {
-            let cast;
-            let t = if p.seq_lens_input() == Some(k) {
-                cast = t.cast(DType::F32);
-                &cast
-            } else {
-                t
-            };
+            if let Feed::OneHot { classes } = v.feeds[k] {
+                let mut onehot = Vec::new();
+                fill_onehot(&infos[k].name, t, classes, &mut onehot)?;
+                return Ok(Cow::Owned(onehot));
+            }
+            if p.seq_lens_input() == Some(k) {
+                let lens = t.cast(DType::F32);
+                let a = lens.as_f32().into_iter().flat_map(|a| a.iter().copied());
+                return Ok(Cow::Owned(a.collect()));
+            }
             let a = t.as_f32().ok_or_else(|| {
                 Error::input(
                     &infos[k].name,
@@ -384,7 +422,10 @@ fn flat_inputs(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<V
                     ),
                 )
             })?;
-            Ok(a.iter().copied().collect())
+            Ok(match a.as_slice() {
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(a.iter().copied().collect()),
+            })
         })
         .collect()
 }

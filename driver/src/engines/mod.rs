@@ -4,12 +4,13 @@
 
 mod interp;
 mod kernel;
+mod onehot;
 
 use crate::runtime::Runnable;
 use crate::{BuildOptions, Engine, Error, Model, Result};
 use std::sync::Arc;
 
-pub use kernel::{compile_jit, lower_options};
+pub use kernel::{compile_jit, kernel_program, lower_options};
 
 /// Builds `model` for `opts.engine`.
 pub(crate) fn build(model: Model, opts: &BuildOptions) -> Result<Arc<dyn Runnable>> {

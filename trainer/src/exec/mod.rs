@@ -1,8 +1,8 @@
-//! What runs a training or evaluation graph. The trainer only needs "inputs in, outputs out", so
-//! the engine sits behind two small traits: today the reference interpreter (exact, slow), later
-//! the JIT once it can lower training graphs (recurrences with saved per-step values, run-time
-//! weights). Swapping engines changes no training code. `Fast` is the interpreter with f32
-//! matrix products (see `fast.rs`).
+//! What runs a training or evaluation graph. The trainer only needs "inputs in, outputs out" and
+//! masks, so the engine sits behind two small traits. `Interp` and `Jit` are the library's
+//! engines (`hlstm_driver`: the reference interpreter and the Cranelift JIT, the same types
+//! `hlstmc run` uses), adapted to add masks; `Fast` is the interpreter with f32 matrix products
+//! (see `fast.rs`), the trainer's own. Swapping engines changes no training code.
 
 mod fast;
 mod jit;
@@ -12,7 +12,7 @@ pub use jit::{Jit, kernel_program};
 
 use crate::Error;
 use crate::gp::Masks;
-use hlstm_ir::{Graph, Tensor, interp};
+use hlstm_ir::{Graph, Tensor};
 
 /// A graph prepared for repeated runs (compiled, or just checked).
 pub trait Executable {
@@ -39,19 +39,22 @@ pub fn engine(name: crate::config::EngineName) -> &'static dyn Engine {
     }
 }
 
-/// The reference interpreter (`hlstm_ir::interp`).
+/// The reference interpreter (`hlstm_ir::interp`), as the library builds it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Interp;
 
-struct Loaded {
-    g: Graph,
-}
+struct Loaded(Box<dyn hlstm_driver::State>);
 
 impl Engine for Interp {
     fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error> {
-        // Checked once here, so a bad graph fails before training starts, not mid-epoch.
-        hlstm_ir::verify::verify(g).map_err(|e| Error::new(format!("graph: {e}")))?;
-        Ok(Box::new(Loaded { g: g.clone() }))
+        // Checked once here (by the library), so a bad graph fails before training starts,
+        // not mid-epoch.
+        let opts = hlstm_driver::BuildOptions::engine(hlstm_driver::Engine::Interp);
+        let state = hlstm_driver::Model::from_graph(g.clone())
+            .and_then(|m| m.into_runnable(&opts))
+            .and_then(|r| r.new_state())
+            .map_err(|e| Error::new(format!("graph: {e}")))?;
+        Ok(Box::new(Loaded(state)))
     }
     fn name(&self) -> &'static str {
         "interp"
@@ -60,6 +63,8 @@ impl Engine for Interp {
 
 impl Executable for Loaded {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
-        interp::run(&self.g, inputs).map_err(|e| Error::new(format!("running the graph: {e}")))
+        self.0
+            .run(inputs)
+            .map_err(|e| Error::new(format!("running the graph: {e}")))
     }
 }
