@@ -13,7 +13,7 @@ the median per-call time of those. The tables give the median over rounds of the
 spread over rounds ((max - min) / median), and the ratios.
 
 - ONNX Runtime: intra_op_num_threads = 1 or 2, inter_op_num_threads = 1, sequential execution,
-  default graph optimizations, on the same random input hlstmc generates (the same xorshift
+  default graph optimizations, on the same random input hlstmc generates (the same SplitMix64
   generator and seed as `hlstmc bench`).
 - hlstmc: `target/release/hlstmc bench MODEL --engine jit --threads N --warmup 3 --runs R --json`
   (the model imported, optimized, lowered and compiled once per call of the command; compile time
@@ -85,18 +85,22 @@ TARGETS = [
 NOT_SUPPORTED = "n/a (not supported yet)"
 
 
-def xorshift_inputs(shapes):
-    """The values `hlstmc bench` feeds (src/cli/bench.rs: Rng)."""
-    s = 0x9E3779B97F4A7C15
+def bench_inputs(shapes):
+    """The values `hlstmc bench` feeds: hlstm_ir::interp::random_inputs with bench's seed, the
+    project's SplitMix64 generator (ir/src/rng.rs), f32 uniform in [-1, 1) in input order."""
+    state = 0x9E3779B97F4A7C15
     out = []
     for shape in shapes:
         n = int(np.prod(shape)) if shape else 1
         vals = np.empty(n, dtype=np.float32)
         for i in range(n):
-            s ^= (s << 13) & MASK
-            s ^= s >> 7
-            s ^= (s << 17) & MASK
-            vals[i] = np.float32(np.float32(s >> 40) / np.float32(1 << 24)) * np.float32(2.0) - np.float32(1.0)
+            state = (state + 0x9E3779B97F4A7C15) & MASK
+            z = state
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+            z ^= z >> 31
+            u = np.float32((z >> 11) * (1.0 / (1 << 53)))
+            vals[i] = np.float32(-1.0) + np.float32(2.0) * u
         out.append(vals.reshape(shape))
     return out
 
@@ -372,7 +376,7 @@ def main():
         steps, batch, work = model_work(path)
         sess = {t: ort_session(path, t) for t in (1, 2)}
         ins = sess[1].get_inputs()
-        feed = dict(zip([i.name for i in ins], xorshift_inputs([i.shape for i in ins])))
+        feed = dict(zip([i.name for i in ins], bench_inputs([i.shape for i in ins])))
         hl = {t: Hlstmc(path, t, a.budget) for t in (1, 2)}
         s = {k: Series() for k in ("ort1", "hl1", "ort2", "hl2", "tract")}
         for t in (1, 2):

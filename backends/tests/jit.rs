@@ -40,21 +40,18 @@ fn allocations() -> usize {
     ALLOCS.with(|c| c.get())
 }
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
+/// The project's generator (`hlstm_ir::rng`) with the draws these tests need.
+struct Rng(hlstm_ir::rng::Rng);
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng(hlstm_ir::rng::Rng::new(seed))
     }
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     /// Uniform in [-1, 1).
     fn f(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        self.0.range(-1.0, 1.0)
     }
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| self.f() * scale).collect()

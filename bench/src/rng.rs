@@ -1,25 +1,22 @@
-//! A small deterministic random number generator (SplitMix64), so that a seed names the same
-//! model on every machine and with every version of every dependency.
+//! The benchmark models' random numbers: the project's generator (`hlstm_ir::rng`, SplitMix64)
+//! seeded apart from the trainer's (the seed is mixed with a constant, so that a seed names the
+//! same model as it always has), with the draws the model generator needs.
 
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(hlstm_ir::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+        Rng(hlstm_ir::rng::Rng::new(seed ^ 0x5DEE_CE66_D1CE_4E5B))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.uniform()
     }
 
     /// Uniform in [-a, a).
@@ -30,11 +27,11 @@ impl Rng {
     /// Uniform in lo..=hi.
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
         assert!(lo <= hi, "empty range {lo}..={hi}");
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+        self.0.int_in(lo, hi)
     }
 
     pub fn coin(&mut self, p: f64) -> bool {
-        self.unit() < p
+        self.0.coin(p)
     }
 
     /// `k` distinct indices from 0..n, in random order (partial Fisher-Yates).

@@ -4,6 +4,7 @@ pub mod graph;
 pub mod interp;
 pub mod kernel;
 pub mod op;
+pub mod rng;
 pub mod shape;
 pub mod sparsity;
 pub mod specialize;

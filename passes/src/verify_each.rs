@@ -1,48 +1,9 @@
 //! --verify-each: runs the interpreter on the same random inputs before and after a pass and
 //! compares the outputs with the tolerance rule of `run --test-data`.
 
-use hlstm_ir::{DType, Dim, Graph, Tensor};
+use hlstm_ir::{DType, Graph};
 
-/// A deterministic pseudo-random f32 stream in [-1, 1) (xorshift; no dependency needed for this).
-struct Stream(u64);
-
-impl Stream {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-/// Inputs for a graph: f32 uniform in [-1, 1); integers 0 (a valid index, and a valid length);
-/// bools true. Symbolic or unknown dims take 2.
-pub fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
-    let mut s = Stream(seed.max(1));
-    g.inputs
-        .iter()
-        .map(|&i| {
-            let ty = &g.nodes[i].results[0].ty;
-            let dims: Vec<usize> = ty
-                .shape
-                .clone()
-                .unwrap_or_default()
-                .iter()
-                .map(|d| if let Dim::Known(n) = d { *n } else { 2 })
-                .collect();
-            let n: usize = dims.iter().product();
-            match ty.dtype {
-                DType::F32 => {
-                    Tensor::from_f32(&dims, (0..n).map(|_| s.next()).collect()).expect("sized")
-                }
-                DType::Bool => {
-                    Tensor::Bool(ndarray::ArrayD::from_elem(ndarray::IxDyn(&dims), true))
-                }
-                d => Tensor::zeros(d, &dims),
-            }
-        })
-        .collect()
-}
+pub use hlstm_ir::interp::random_inputs;
 
 /// Runs both graphs on the same random inputs; Ok when they agree (or the reference cannot run
 /// on random inputs at all, which is reported as a skip by returning Ok).

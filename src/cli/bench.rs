@@ -92,23 +92,13 @@ fn checked_threads(threads: u64) -> Result<usize> {
     Ok(threads as usize)
 }
 
-/// A small xorshift generator: the same inputs on every run.
-struct Rng(u64);
+/// The seed of `bench`'s random inputs (bench/compare_ort.py draws the same values).
+const INPUT_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-/// Random inputs of the model's declared input shapes: f32 values in [-1, 1), and integer
-/// inputs (sequence lengths, the only ones the kernel IR takes) the whole sequence.
+/// Random inputs of the model's declared input shapes, which must be static: f32 values in
+/// [-1, 1) (`hlstm_ir::interp::random_inputs`), and integer inputs (sequence lengths, the only
+/// ones the kernel IR takes) the whole sequence.
 fn random_inputs(g: &Graph) -> Result<Vec<Tensor>> {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut out = Vec::new();
     for n in &g.inputs {
         let node = &g.nodes[*n];
         let ty = &node.results[0].ty;
@@ -116,26 +106,21 @@ fn random_inputs(g: &Graph) -> Result<Vec<Tensor>> {
             .shape
             .as_ref()
             .ok_or_else(|| anyhow!("input '{}' has no declared shape", node.name))?;
-        let dims: Vec<usize> = shape
-            .iter()
-            .map(|d| match d {
-                Dim::Known(v) => Ok(*v),
-                _ => Err(anyhow!(
-                    "input '{}' has a dimension not known statically ({d:?}); bench needs static shapes (give --test-data, whose inputs fix it)",
-                    node.name
-                )),
-            })
-            .collect::<Result<_>>()?;
-        let len = dims.iter().product();
-        let t = if ty.dtype == DType::F32 {
-            Tensor::from_f32(&dims, (0..len).map(|_| rng.next_f32()).collect())
-        } else {
-            let full = sequence_steps(g).unwrap_or(1) as f32;
-            Tensor::from_f32(&dims, vec![full; len]).map(|t| t.cast(ty.dtype))
-        };
-        out.push(t.ok_or_else(|| anyhow!("input '{}' does not fit its shape", node.name))?);
+        if let Some(d) = shape.iter().find(|d| d.known().is_none()) {
+            bail!(
+                "input '{}' has a dimension not known statically ({d}); bench needs static shapes (give --test-data, whose inputs fix it)",
+                node.name
+            );
+        }
     }
-    Ok(out)
+    let full = sequence_steps(g).unwrap_or(1) as f32;
+    Ok(hlstmc::ir::interp::random_inputs(g, INPUT_SEED)
+        .into_iter()
+        .map(|t| match t.dtype() {
+            DType::F32 | DType::Bool => t,
+            d => Tensor::from_f32(t.shape(), vec![full; t.len()]).map_or(t.clone(), |f| f.cast(d)),
+        })
+        .collect())
 }
 
 /// The inputs of a test-data folder: DIR/input_K.pb in the model's input order.

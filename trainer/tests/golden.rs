@@ -27,9 +27,7 @@
 mod common;
 
 use hlstm_ir::text::{parse, print};
-use hlstm_ir::{DType, Graph, Tensor};
 use hlstm_trainer::models::{self, CellKind, Dims, Head, InputKind, ModelConfig};
-use hlstm_trainer::rng::Rng;
 use hlstm_trainer::{Options, SaveMode, training_graph};
 use std::path::{Path, PathBuf};
 
@@ -88,21 +86,6 @@ fn compare_or_update(path: &Path, head: &str, expected: &str, actual: &str) -> R
     Ok(())
 }
 
-/// Uniform f32 inputs in [-1, 1) for every graph input.
-fn random_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
-    let mut rng = Rng::new(seed);
-    g.inputs
-        .iter()
-        .map(|&n| {
-            let ty = &g.nodes[n].results[0].ty;
-            assert_eq!(ty.dtype, DType::F32, "golden graphs take f32 inputs only");
-            let d = ty.concrete().expect("golden graphs have static shapes");
-            let len = d.iter().product();
-            Tensor::from_f32(&d, rng.vec(len, -1.0, 1.0)).unwrap()
-        })
-        .collect()
-}
-
 fn check_file(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let (head, expected) = text
@@ -132,7 +115,13 @@ fn check_file(path: &Path) -> Result<(), String> {
     let opts = Options { save };
     let tg = training_graph(&fwd, &loss, &params, &opts).map_err(|e| e.to_string())?;
     compare_or_update(path, &head, expected, &print(&tg))?;
-    common::gradcheck(&fwd, &loss, &params, &random_inputs(&fwd, 7), opts);
+    common::gradcheck(
+        &fwd,
+        &loss,
+        &params,
+        &hlstm_ir::interp::random_inputs(&fwd, 7),
+        opts,
+    );
     Ok(())
 }
 

@@ -2,6 +2,9 @@
 //! engine. It evaluates nodes in the graph's deterministic topological order.
 
 pub mod kernels;
+mod random;
+
+pub use random::random_inputs;
 
 use crate::graph::{Graph, Value};
 use crate::op::{Op, Recurrence};
