@@ -15,8 +15,7 @@
 use crate::modelgen::{GATES, Hlstm, Lstm};
 use onnx_protobuf::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_shape_proto, type_proto,
+    ValueInfoProto, attribute_proto::AttributeType,
 };
 use protobuf::Message;
 
@@ -80,21 +79,8 @@ pub fn model_bytes(m: &Hlstm, steps: usize, batch: usize, form: Form) -> Vec<u8>
 // Proto helpers.
 
 pub fn value_info(name: &str, elem_type: i32, dims: &[usize]) -> ValueInfoProto {
-    let mut shape = TensorShapeProto::new();
-    for &d in dims {
-        let mut dim = tensor_shape_proto::Dimension::new();
-        dim.value = Some(tensor_shape_proto::dimension::Value::DimValue(d as i64));
-        shape.dim.push(dim);
-    }
-    let mut tt = type_proto::Tensor::new();
-    tt.elem_type = elem_type;
-    tt.shape = Some(shape).into();
-    let mut tp = TypeProto::new();
-    tp.value = Some(type_proto::Value::TensorType(tt));
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.to_string();
-    vi.type_ = Some(tp).into();
-    vi
+    let dims: Vec<hlstm_ir::Dim> = dims.iter().map(|&d| hlstm_ir::Dim::Known(d)).collect();
+    hlstm_frontends::onnx::export::value_info_proto(name, elem_type, Some(&dims))
 }
 
 fn f32_info(name: &str, dims: &[usize]) -> ValueInfoProto {

@@ -5,10 +5,8 @@
 use hlstm_frontends::onnx::{import_file, import_model, tensor};
 use hlstm_ir::{Graph, Op, Tensor, interp};
 use onnx_protobuf::attribute_proto::AttributeType;
-use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
 use onnx_protobuf::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
 use protobuf::{EnumOrUnknown, MessageField};
 use std::path::{Path, PathBuf};
@@ -228,30 +226,17 @@ fn initializer_weights_become_body_constants() {
 const FLOAT: i32 = 1;
 const INT32: i32 = 6;
 
-fn dim(d: Option<i64>, sym: &str) -> Dimension {
-    let mut x = Dimension::new();
-    x.value = Some(match d {
-        Some(v) => dimension::Value::DimValue(v),
-        None => dimension::Value::DimParam(sym.to_string()),
-    });
-    x
-}
-
 /// A tensor value info; `None` dims are symbolic ("batch"), `dims == None` leaves the shape out.
 fn vi(name: &str, elem: i32, dims: Option<&[Option<i64>]>) -> ValueInfoProto {
-    let mut tt = type_proto::Tensor::new();
-    tt.elem_type = elem;
-    if let Some(dims) = dims {
-        let mut s = TensorShapeProto::new();
-        s.dim = dims.iter().map(|d| dim(*d, "batch")).collect();
-        tt.shape = MessageField::some(s);
-    }
-    let mut tp = TypeProto::new();
-    tp.value = Some(type_proto::Value::TensorType(tt));
-    let mut v = ValueInfoProto::new();
-    v.name = name.to_string();
-    v.type_ = MessageField::some(tp);
-    v
+    let dims: Option<Vec<hlstm_ir::Dim>> = dims.map(|ds| {
+        ds.iter()
+            .map(|d| match d {
+                Some(n) => hlstm_ir::Dim::Known(*n as usize),
+                None => hlstm_ir::Dim::Sym("batch".into()),
+            })
+            .collect()
+    });
+    hlstm_frontends::onnx::export::value_info_proto(name, elem, dims.as_deref())
 }
 
 fn attr(name: &str, ty: AttributeType) -> AttributeProto {

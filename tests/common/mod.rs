@@ -3,30 +3,18 @@
 
 pub mod fake_cuda;
 
+use hlstm_ir::Dim;
 use onnx_protobuf::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
-    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    TensorProto, ValueInfoProto,
 };
 use protobuf::Message;
 use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
-    let mut shape = TensorShapeProto::new();
-    for &d in dims {
-        let mut dim = tensor_shape_proto::Dimension::new();
-        dim.value = Some(tensor_shape_proto::dimension::Value::DimValue(d));
-        shape.dim.push(dim);
-    }
-    let mut tt = type_proto::Tensor::new();
-    tt.elem_type = elem_type;
-    tt.shape = Some(shape).into();
-    let mut tp = TypeProto::new();
-    tp.value = Some(type_proto::Value::TensorType(tt));
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.to_string();
-    vi.type_ = Some(tp).into();
-    vi
+    let dims: Vec<Dim> = dims.iter().map(|&d| Dim::Known(d as usize)).collect();
+    hlstm_frontends::onnx::export::value_info_proto(name, elem_type, Some(&dims))
 }
 
 pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {

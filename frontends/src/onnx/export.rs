@@ -84,9 +84,17 @@ fn elem_type(d: DType) -> i32 {
 }
 
 fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
+    value_info_proto(name, elem_type(ty.dtype), ty.shape.as_deref())
+}
+
+/// The one builder of ONNX `ValueInfoProto`s: a tensor named `name` of ONNX element type code
+/// `elem` (1 float, 7 int64, ...; any code, so that tests can write types hlstmc refuses) with
+/// these dims (`Sym` as a named dim, `Unknown` as a dim without value; `None` leaves the shape
+/// out).
+pub fn value_info_proto(name: &str, elem: i32, dims: Option<&[Dim]>) -> ValueInfoProto {
     let mut tt = type_proto::Tensor::new();
-    tt.elem_type = elem_type(ty.dtype);
-    if let Some(dims) = &ty.shape {
+    tt.elem_type = elem;
+    if let Some(dims) = dims {
         let mut shape = TensorShapeProto::new();
         for d in dims {
             let mut dim = tensor_shape_proto::Dimension::new();

@@ -7,32 +7,22 @@ use crate::models::{Head, InputKind, ModelConfig};
 use hlstm_frontends::onnx::export::{EXPORT_OPSET, tensor_proto};
 use hlstm_ir::Tensor;
 use onnx_protobuf::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
+    attribute_proto::AttributeType,
 };
 
 /// Our gate blocks in ONNX's order (i, o, f, c = our i, o, f, g).
 const ONNX_ORDER: [usize; 4] = [0, 3, 1, 2];
 
 fn info(name: &str, elem: i32, dims: &[Result<usize, &str>]) -> ValueInfoProto {
-    let mut shape = TensorShapeProto::new();
-    for d in dims {
-        let mut dim = tensor_shape_proto::Dimension::new();
-        dim.value = Some(match d {
-            Ok(n) => tensor_shape_proto::dimension::Value::DimValue(*n as i64),
-            Err(s) => tensor_shape_proto::dimension::Value::DimParam(s.to_string()),
-        });
-        shape.dim.push(dim);
-    }
-    let mut tt = type_proto::Tensor::new();
-    tt.elem_type = elem;
-    tt.shape = Some(shape).into();
-    let mut tp = TypeProto::new();
-    tp.value = Some(type_proto::Value::TensorType(tt));
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.into();
-    vi.type_ = Some(tp).into();
-    vi
+    let dims: Vec<hlstm_ir::Dim> = dims
+        .iter()
+        .map(|d| match d {
+            Ok(n) => hlstm_ir::Dim::Known(*n),
+            Err(s) => hlstm_ir::Dim::Sym(s.to_string()),
+        })
+        .collect();
+    hlstm_frontends::onnx::export::value_info_proto(name, elem, Some(&dims))
 }
 
 fn node(
