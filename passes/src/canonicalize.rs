@@ -2,7 +2,7 @@
 //! (and add for its C operand), with transB and alpha folded into a constant B, so that every
 //! exporter's linear layer (Gemm, MatMul + Add) looks the same.
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::interp::eval_op;
 use hlstm_ir::{BinOp, Graph, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;

@@ -1,7 +1,7 @@
 //! dce: removes nodes whose results nobody reads, in the graph and in recurrence bodies, and
 //! trims recurrences: per-step outputs nobody reads and invariants the body never reads.
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::{Graph, Op};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;

@@ -1,7 +1,7 @@
 //! fold-constants: evaluates every node whose operands are all constants and replaces its
 //! results with named constants, in the graph and in recurrence bodies.
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::interp::eval_op;
 use hlstm_ir::{Graph, Op, Tensor, Value};
 

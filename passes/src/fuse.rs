@@ -6,7 +6,7 @@
 //! and egg's extraction prices a shared node once per use, so it could never see the saving
 //! of one kernel feeding four slices.
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::{Graph, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //! elementwise ops whose non-stacked operands have no more dims than the step value (numpy
 //! broadcasting then aligns them the same way), and concat (its axis moves by one).
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::shape::infer_in;
 use hlstm_ir::{Graph, Op, Recurrence, Value, ValueInfo};
 use petgraph::Direction;

@@ -9,6 +9,7 @@ pub mod hoist;
 pub mod lower;
 pub mod manager;
 pub mod normalize;
+pub mod pass;
 pub mod prune_inputs;
 pub mod registry;
 pub mod reroll;
@@ -16,5 +17,6 @@ pub mod saturate;
 pub mod simplify;
 pub mod verify_each;
 
-pub use manager::{Instrumentation, Pass, PassManager, PassReport, PipelineLog};
+pub use manager::{Instrumentation, PassManager, PipelineLog};
+pub use pass::{Pass, PassOptions, PassReport};
 pub use registry::{DEFAULT_PIPELINE, lookup, pass_names};

@@ -2,34 +2,13 @@
 //! know: --print-before/--print-after/--print-after-all, --dump-dir, --time-passes, --stats and
 //! --verify-each.
 
+use crate::pass::{Pass, PassOptions, PassReport};
 use hlstm_ir::Graph;
 use hlstm_ir::stats::graph_stats;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// What a pass did.
-#[derive(Clone, Debug, Default)]
-pub struct PassReport {
-    pub changed: bool,
-    /// Counters the pass wants reported (for saturation: rule name -> times it fired).
-    pub counters: BTreeMap<String, usize>,
-    /// Free-form lines for --stats (for saturation: the stop reason and limits).
-    pub notes: Vec<String>,
-    /// Extra files for --dump-dir: (file suffix, contents), e.g. ("egraph.dot", ...).
-    pub artifacts: Vec<(String, String)>,
-}
-
-pub trait Pass {
-    fn name(&self) -> &'static str;
-    /// One line for `hlstmc passes`.
-    fn description(&self) -> &'static str;
-    fn run(&self, g: &mut Graph) -> Result<PassReport, String>;
-    /// Takes options from the instrumentation (for example, whether to dump e-graphs).
-    fn configure(&mut self, _inst: &Instrumentation) {}
-}
 
 /// Which instrumentation to apply; the defaults print nothing.
 #[derive(Clone, Debug, Default)]
@@ -105,7 +84,10 @@ impl PassManager {
                     crate::registry::pass_names().join(", ")
                 )
             })?;
-            p.configure(&inst);
+            p.configure(&PassOptions {
+                dump_egraph: inst.dump_egraph,
+                saturate_limits: inst.saturate_limits.clone(),
+            });
             passes.push(p);
         }
         for p in inst.print_before.iter().chain(&inst.print_after) {

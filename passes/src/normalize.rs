@@ -12,7 +12,7 @@
 //!
 //! Every rewrite keeps the values; the pass runs to a fixed point and leaves cleanup to dce.
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::{Graph, Op, Tensor, Value};
 use ndarray::Axis;
 use petgraph::stable_graph::NodeIndex;

@@ -2,7 +2,7 @@
 //! leave the projection: matmul(x, W) becomes matmul(gather(x, used), W[used, :]). Applied
 //! where x is a model input or a step input, whose gather a kernel does as part of its loads.
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::{Graph, Op, Tensor, Value};
 use ndarray::Axis;
 use petgraph::stable_graph::NodeIndex;

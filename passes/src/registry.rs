@@ -1,6 +1,6 @@
 //! Every pass by name, and the default pipeline.
 
-use crate::manager::Pass;
+use crate::pass::Pass;
 
 /// The default pipeline, in order (`hlstmc passes` lists it).
 pub const DEFAULT_PIPELINE: &[&str] = &[

@@ -13,7 +13,7 @@
 //!
 //! A model that does not match is left unrolled (the pass reports why with --stats).
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::{Graph, Op, Recurrence, Tensor, TensorType, Value};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;

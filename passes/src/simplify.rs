@@ -2,7 +2,7 @@
 //! flattens, expands) to the shape their operand already has, identity transposes, one-operand
 //! concats and casts to the same type.
 
-use crate::manager::{Pass, PassReport};
+use crate::pass::{Pass, PassReport};
 use hlstm_ir::{Graph, Op, Value};
 
 pub struct Simplify;

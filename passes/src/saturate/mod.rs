@@ -13,27 +13,11 @@ pub mod lang;
 pub mod neurons;
 pub mod rules;
 
-use crate::manager::{Instrumentation, Pass, PassReport};
+use crate::pass::{Pass, PassOptions, PassReport};
 use egg::{Extractor, Runner, StopReason};
 use hlstm_ir::{Graph, Op};
-use std::time::Duration;
 
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub iterations: usize,
-    pub nodes: usize,
-    pub time: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            iterations: 20,
-            nodes: 20_000,
-            time: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::pass::SaturationLimits as Limits;
 
 #[derive(Default)]
 pub struct Saturate {
@@ -166,7 +150,7 @@ impl Pass for Saturate {
     fn description(&self) -> &'static str {
         "equality saturation (egg) over each graph and body with the named rule table; cost-based extraction"
     }
-    fn configure(&mut self, inst: &Instrumentation) {
+    fn configure(&mut self, inst: &PassOptions) {
         self.dump_egraph = inst.dump_egraph;
         if let Some(l) = &inst.saturate_limits {
             self.limits = l.clone();

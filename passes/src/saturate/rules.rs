@@ -149,159 +149,62 @@ impl Applier<HLang, TensorAnalysis> for SplitConcatMatmul {
     }
 }
 
-fn cond<C>(
+/// A rule of the table, as egg's tests write them: `rule!(name, description; searcher =>
+/// applier)`, or with a condition, `rule!(name, description; searcher => applier, if
+/// condition)`. The applier is a pattern (`pat("?x")`) or an `Applier` that builds nodes.
+macro_rules! rule {
+    ($name:expr, $desc:expr; $lhs:expr => $rhs:expr, if $cond:expr) => {
+        named(
+            $name,
+            $desc,
+            Rewrite::new(
+                $name,
+                pat($lhs),
+                egg::ConditionalApplier {
+                    condition: $cond,
+                    applier: $rhs,
+                },
+            ),
+        )
+    };
+    ($name:expr, $desc:expr; $lhs:expr => $rhs:expr) => {
+        named($name, $desc, Rewrite::new($name, pat($lhs), $rhs))
+    };
+}
+
+/// A rewrite with its name and description; an invalid rule is a bug of the table.
+fn named(
     name: &str,
-    searcher: &str,
-    condition: C,
-    applier: Pattern<HLang>,
-) -> Result<Rewrite<HLang, TensorAnalysis>, String>
-where
-    C: Fn(&mut HEGraph, Id, &Subst) -> bool + Send + Sync + 'static,
-{
-    Rewrite::new(
-        name,
-        pat(searcher),
-        egg::ConditionalApplier { condition, applier },
-    )
+    description: &'static str,
+    rewrite: Result<Rewrite<HLang, TensorAnalysis>, String>,
+) -> NamedRule {
+    NamedRule {
+        name: name.into(),
+        description,
+        rewrite: rewrite.unwrap_or_else(|e| panic!("rule {name}: {e}")),
+    }
 }
 
 /// The rule table. Names are what `--stats` reports and tests refer to.
+#[rustfmt::skip]
 pub fn rule_table() -> Vec<NamedRule> {
     let (x, w, z, o, h) = (var("?x"), var("?w"), var("?z"), var("?o"), var("?h"));
     let mut rules = vec![
-        NamedRule {
-            name: "matmul-zero-weight".into(),
-            description: "x · 0 = 0: a pruned (all-zero) weight block contributes nothing",
-            rewrite: egg::Rewrite::new(
-                "matmul-zero-weight",
-                pat("(matmul ?x ?z)"),
-                egg::ConditionalApplier {
-                    condition: is_zero(z),
-                    applier: ZeroOfMatch,
-                },
-            )
-            .expect("rule"),
-        },
-        NamedRule {
-            name: "matmul-zero-left".into(),
-            description: "0 · x = 0",
-            rewrite: egg::Rewrite::new(
-                "matmul-zero-left",
-                pat("(matmul ?z ?x)"),
-                egg::ConditionalApplier {
-                    condition: is_zero(z),
-                    applier: ZeroOfMatch,
-                },
-            )
-            .expect("rule"),
-        },
-        NamedRule {
-            name: "mul-zero".into(),
-            description: "x * 0 = 0 (and 0 * x)",
-            rewrite: egg::Rewrite::new(
-                "mul-zero",
-                pat("(mul ?x ?z)"),
-                egg::ConditionalApplier {
-                    condition: is_zero(z),
-                    applier: ZeroOfMatch,
-                },
-            )
-            .expect("rule"),
-        },
-        NamedRule {
-            name: "mul-zero-left".into(),
-            description: "0 * x = 0",
-            rewrite: egg::Rewrite::new(
-                "mul-zero-left",
-                pat("(mul ?z ?x)"),
-                egg::ConditionalApplier {
-                    condition: is_zero(z),
-                    applier: ZeroOfMatch,
-                },
-            )
-            .expect("rule"),
-        },
-        NamedRule {
-            name: "add-zero".into(),
-            description: "x + 0 = x when the shapes agree",
-            rewrite: cond(
-                "add-zero",
-                "(add ?x ?z)",
-                both(is_zero(z), same_type(x)),
-                pat("?x"),
-            )
-            .expect("rule"),
-        },
-        NamedRule {
-            name: "add-zero-left".into(),
-            description: "0 + x = x when the shapes agree",
-            rewrite: cond(
-                "add-zero-left",
-                "(add ?z ?x)",
-                both(is_zero(z), same_type(x)),
-                pat("?x"),
-            )
-            .expect("rule"),
-        },
-        NamedRule {
-            name: "sub-zero".into(),
-            description: "x - 0 = x when the shapes agree",
-            rewrite: cond(
-                "sub-zero",
-                "(sub ?x ?z)",
-                both(is_zero(z), same_type(x)),
-                pat("?x"),
-            )
-            .expect("rule"),
-        },
-        NamedRule {
-            name: "mul-one".into(),
-            description: "x * 1 = x when the shapes agree",
-            rewrite: cond(
-                "mul-one",
-                "(mul ?x ?o)",
-                both(is_one(o), same_type(x)),
-                pat("?x"),
-            )
-            .expect("rule"),
-        },
-        NamedRule {
-            name: "mul-one-left".into(),
-            description: "1 * x = x when the shapes agree",
-            rewrite: cond(
-                "mul-one-left",
-                "(mul ?o ?x)",
-                both(is_one(o), same_type(x)),
-                pat("?x"),
-            )
-            .expect("rule"),
-        },
+        rule!("matmul-zero-weight", "x · 0 = 0: a pruned (all-zero) weight block contributes nothing"; "(matmul ?x ?z)" => ZeroOfMatch, if is_zero(z)),
+        rule!("matmul-zero-left", "0 · x = 0"; "(matmul ?z ?x)" => ZeroOfMatch, if is_zero(z)),
+        rule!("mul-zero", "x * 0 = 0 (and 0 * x)"; "(mul ?x ?z)" => ZeroOfMatch, if is_zero(z)),
+        rule!("mul-zero-left", "0 * x = 0"; "(mul ?z ?x)" => ZeroOfMatch, if is_zero(z)),
+        rule!("add-zero", "x + 0 = x when the shapes agree"; "(add ?x ?z)" => pat("?x"), if both(is_zero(z), same_type(x))),
+        rule!("add-zero-left", "0 + x = x when the shapes agree"; "(add ?z ?x)" => pat("?x"), if both(is_zero(z), same_type(x))),
+        rule!("sub-zero", "x - 0 = x when the shapes agree"; "(sub ?x ?z)" => pat("?x"), if both(is_zero(z), same_type(x))),
+        rule!("mul-one", "x * 1 = x when the shapes agree"; "(mul ?x ?o)" => pat("?x"), if both(is_one(o), same_type(x))),
+        rule!("mul-one-left", "1 * x = x when the shapes agree"; "(mul ?o ?x)" => pat("?x"), if both(is_one(o), same_type(x))),
+        rule!("split-concat-matmul", "W·[x; h] = W_x·x + W_h·h, so the input part can leave the time loop"; &format!("(matmul ({} ?x ?h) ?w)", ConcatAxis(1)) => SplitConcatMatmul { x, h, w }),
+        rule!("split-concat-matmul-neg", "W·[x; h] = W_x·x + W_h·h, so the input part can leave the time loop"; &format!("(matmul ({} ?x ?h) ?w)", ConcatAxis(-1)) => SplitConcatMatmul { x, h, w }),
+        rule!("add-constants", "(x + c1) + c2 = x + (c1 + c2) for constants c1, c2 (biases meet after a rewrite)"; "(add (add ?x ?c1) ?c2)" => AddConstants),
     ];
-    for axis in [1i64, -1] {
-        let name: &'static str = if axis == 1 {
-            "split-concat-matmul"
-        } else {
-            "split-concat-matmul-neg"
-        };
-        let searcher = format!("(matmul ({} ?x ?h) ?w)", ConcatAxis(axis));
-        rules.push(NamedRule {
-            name: name.into(),
-            description: "W·[x; h] = W_x·x + W_h·h, so the input part can leave the time loop",
-            rewrite: egg::Rewrite::new(name, pat(&searcher), SplitConcatMatmul { x, h, w })
-                .expect("rule"),
-        });
-    }
-    rules.push(NamedRule {
-        name: "add-constants".into(),
-        description: "(x + c1) + c2 = x + (c1 + c2) for constants c1, c2 (biases meet after a rewrite)",
-        rewrite: Rewrite::new("add-constants", pat("(add (add ?x ?c1) ?c2)"), AddConstants).expect("rule"),
-    });
     for (name, description, rewrite) in super::neurons::neuron_rules() {
-        rules.push(NamedRule {
-            name,
-            description,
-            rewrite,
-        });
+        rules.push(NamedRule { name, description, rewrite });
     }
     rules
 }
