@@ -1,11 +1,13 @@
-//! One kernel IR program -> one Cranelift function in a `cranelift_module::Module` (the JIT
-//! module now, an object module later: the code path is the same).
+//! One kernel IR program -> one Cranelift function in a `cranelift_module::Module`: the JIT's
+//! module and the object module of `hlstmc compile` take the same code path.
 //!
-//! The function is `fn(inputs: *const *const f32, outputs: *const *mut f32, work: *mut f32)`
-//! with the target's default calling convention. `inputs[k]`/`outputs[k]` point to the
-//! program's k-th input/output buffer; `work` to a workspace of [`Compiled::work_len`] f32
-//! elements (64-byte alignment is best, 4 is enough) holding the Temp buffers and a scratch
-//! area. The function keeps nothing between calls and calls nothing.
+//! The function has the signature of [`program_signature`], `fn(inputs: *const *const f32,
+//! outputs: *const *mut f32, work: *mut f32, steps: i64, resume: i64, runtime: *mut c_void)`,
+//! in the target's default calling convention. `inputs[k]`/`outputs[k]` point to the program's
+//! k-th input/output buffer; `work` to a workspace of [`Compiled::work_len`] f32 elements
+//! (64-byte alignment is best, 4 is enough) holding the Temp buffers, the recurrent state
+//! between streaming calls and a scratch area. The function allocates nothing; a program split
+//! across threads calls the runtime's barrier, and nothing else.
 //!
 //! Constants: weights of `dense` matmuls, constants read through views, and the arrays of
 //! `sparse-csr` matmuls live in one read-only data object declared through the module
