@@ -140,9 +140,7 @@ fn split(text: &str) -> Result<FileTest, String> {
         if directive {
             let (k, v) = match t.strip_prefix("test ") {
                 Some(v) => ("test", v),
-                None => t
-                    .split_once(|c: char| c == ':' || c == ' ')
-                    .expect("a directive has a key"),
+                None => t.split_once([':', ' ']).expect("a directive has a key"),
             };
             let v = v.trim().to_string();
             if k == "test" {

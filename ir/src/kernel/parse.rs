@@ -364,16 +364,16 @@ impl<'a> Parser<'a> {
             }
             self.p.seq_lens = Some(BufId(b));
         }
-        if let Some(b) = &self.p.batch_axes {
-            if b.inputs.len() != self.p.inputs.len() || b.outputs.len() != self.p.outputs.len() {
-                return Err(format!(
-                    "the batch line gives {} input and {} output axes for {} inputs and {} outputs",
-                    b.inputs.len(),
-                    b.outputs.len(),
-                    self.p.inputs.len(),
-                    self.p.outputs.len()
-                ));
-            }
+        if let Some(b) = &self.p.batch_axes
+            && (b.inputs.len() != self.p.inputs.len() || b.outputs.len() != self.p.outputs.len())
+        {
+            return Err(format!(
+                "the batch line gives {} input and {} output axes for {} inputs and {} outputs",
+                b.inputs.len(),
+                b.outputs.len(),
+                self.p.inputs.len(),
+                self.p.outputs.len()
+            ));
         }
         let (body, close) = self.block(0, None)?;
         if let Some(line) = close {
