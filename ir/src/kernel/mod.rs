@@ -5,14 +5,16 @@
 //! steps up to the static one (see [`Program::max_steps`] and [`LoopRun`]); weights are
 //! constants the backend may bake into code.
 //!
-//! Text form (`.kir`, printed by [`print`]):
+//! Text form (`.kir`, printed by [`print`], read back by [`parse`]; constants of more than
+//! 16 elements print by hash, their data in the store of [`print_with_weights`], which
+//! [`parse_with_weights`] reads and `text::side_file_path` names the side file of):
 //!
 //! ```text
 //! program "model"
 //! buffer %0 "X" input 0 [8,1,32]
 //! buffer %1 "Y" output 0 [8,1,64]
 //! buffer %2 "h" temp [1,64]
-//! const $0 "W1" [96,256] nnz 736
+//! const $0 "W1" [96,256] nnz 736 sha256:5f1c...
 //! loop t in 0..8 {
 //!   matmul %3[+0; 1x256 : 256,1] = %2[+0; 1x64 : 64,1] x $0 (sparse-unrolled)
 //!   sigmoid %4[+0; 1x64 : 64,1] = %3[+0; 1x64 : 256,1]
@@ -21,9 +23,11 @@
 //! ```
 
 pub mod interp;
+mod parse;
 mod print;
 
-pub use print::print;
+pub use parse::{parse, parse_with_weights};
+pub use print::{print, print_with_weights};
 
 use crate::op::{Act, BinOp};
 use std::sync::Arc;

@@ -1,7 +1,10 @@
-//! The `.kir` text form (print only: the kernel IR is produced by lowering, never written by
-//! hand, so it has no parser yet).
+//! The `.kir` printer. Its output parses back ([`super::parse`]) to the same program.
+//! Constants of at most [`INLINE_LIMIT`] elements print their data inline; larger ones print
+//! a content hash (`sha256:...`, as in `.hir`), whose data [`print_with_weights`] collects.
 
 use super::{BufKind, LoopRun, Program, Stmt, Storage, View, Weight};
+use crate::Tensor;
+use crate::text::{INLINE_LIMIT, WeightStore, fmt_f32, hex, tensor_hash};
 use std::fmt::Write;
 
 fn dims(d: &[usize]) -> String {
@@ -56,7 +59,17 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
                 writeln!(out, "{pad}matmul {} = {} x {w}{rows}", view(o), view(a))
             }
             Stmt::Unary { op, out: o, x } => {
-                writeln!(out, "{pad}{} {} = {}", op.name(), view(o), view(x))
+                let params = op.params();
+                let params = if params.is_empty() {
+                    String::new()
+                } else {
+                    let p: Vec<String> = params
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", fmt_f32(*v)))
+                        .collect();
+                    format!("{{{}}}", p.join(", "))
+                };
+                writeln!(out, "{pad}{}{params} {} = {}", op.name(), view(o), view(x))
             }
             Stmt::Binary { op, out: o, a, b } => writeln!(
                 out,
@@ -96,7 +109,8 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
                     (LoopRun::Fixed, false) => format!("0..{trip}"),
                     (LoopRun::Steps, true) => format!("steps..0 (reverse, steps <= {trip})"),
                     (LoopRun::Steps, false) => format!("0..steps (steps <= {trip})"),
-                    (LoopRun::LastStep, _) => format!("steps-1 (steps <= {trip})"),
+                    (LoopRun::LastStep, false) => format!("steps-1 (steps <= {trip})"),
+                    (LoopRun::LastStep, true) => format!("steps-1 (reverse, steps <= {trip})"),
                 };
                 let _ = writeln!(out, "{pad}loop t in {range} {{");
                 stmts(out, body, indent + 1);
@@ -112,13 +126,36 @@ fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
     }
 }
 
-/// Prints a program as `.kir` text.
+/// Prints a program as `.kir` text. Constants larger than [`INLINE_LIMIT`] elements appear
+/// by hash only, so such text parses back only with the store of [`print_with_weights`].
 pub fn print(p: &Program) -> String {
+    print_program(p, None)
+}
+
+/// Prints a program and collects the data of every constant printed by hash.
+pub fn print_with_weights(p: &Program) -> (String, WeightStore) {
+    let mut store = WeightStore::new();
+    let text = print_program(p, Some(&mut store));
+    (text, store)
+}
+
+fn axes(a: &[Option<usize>]) -> String {
+    let a: Vec<String> = a
+        .iter()
+        .map(|x| x.map_or("-".to_string(), |k| k.to_string()))
+        .collect();
+    a.join(",")
+}
+
+fn print_program(p: &Program, mut store: Option<&mut WeightStore>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "program {:?}", p.name);
     match (p.max_steps, &p.static_steps_reason) {
-        (Some(t), _) => {
+        (Some(t), None) => {
             let _ = writeln!(out, "steps 1..={t}");
+        }
+        (Some(t), Some(why)) => {
+            let _ = writeln!(out, "steps 1..={t} (static: {why})");
         }
         (None, Some(why)) => {
             let _ = writeln!(out, "steps static ({why})");
@@ -130,6 +167,15 @@ pub fn print(p: &Program) -> String {
             out,
             "seq_lens %{} (the time loops run the length it gives)",
             b.0
+        );
+    }
+    if let Some(b) = &p.batch_axes {
+        let _ = writeln!(
+            out,
+            "batch max {} inputs [{}] outputs [{}]",
+            b.max,
+            axes(&b.inputs),
+            axes(&b.outputs)
         );
     }
     for (i, b) in p.buffers.iter().enumerate() {
@@ -154,9 +200,21 @@ pub fn print(p: &Program) -> String {
         );
     }
     for (i, c) in p.consts.iter().enumerate() {
+        let data = if c.data.len() <= INLINE_LIMIT {
+            let v: Vec<String> = c.data.iter().map(|v| fmt_f32(*v)).collect();
+            format!("[{}]", v.join(", "))
+        } else {
+            let t = Tensor::from_f32(&c.dims, c.data.to_vec());
+            match (t, store.as_deref_mut()) {
+                (Some(t), Some(s)) => format!("sha256:{}", hex(&s.insert(t))),
+                (Some(t), None) => format!("sha256:{}", hex(&tensor_hash(&t))),
+                // Dims that disagree with the data (never made by the lowering).
+                (None, _) => format!("<{} elements for these dims>", c.data.len()),
+            }
+        };
         let _ = writeln!(
             out,
-            "const ${i} {:?} [{}] nnz {}",
+            "const ${i} {:?} [{}] nnz {} {data}",
             c.name,
             c.dims
                 .iter()

@@ -21,6 +21,7 @@ mod print;
 mod weights;
 
 pub use weights::{WeightStore, WeightsError, side_file_path, tensor_hash};
+pub(crate) use weights::{hex, unhex};
 
 use crate::graph::Graph;
 use std::fmt;
