@@ -399,6 +399,10 @@ fn emit_lower_levels() {
     assert!(o.status.success(), "{}", text(&o));
     let read = |f: &str| std::fs::read_to_string(tmp.path().join(f)).unwrap();
     assert!(read("hm.kir").contains("loop t in 0..steps"));
+    // The kernel IR parses back, with the constants written beside it by hash.
+    let store = hlstm_ir::text::WeightStore::load(&tmp.path().join("hm.kir.weights")).unwrap();
+    let p = hlstm_ir::kernel::parse_with_weights(&read("hm.kir"), &store).unwrap();
+    assert_eq!(hlstm_ir::kernel::print(&p), read("hm.kir"));
     assert!(read("hm.clif").contains("function "));
     let asm = read("hm.s");
     assert!(asm.contains("ret") && asm.contains("vfmadd"), "{asm}");

@@ -240,8 +240,8 @@ fn x86_64(
             write(&tmp.join(&h), header.as_bytes())?;
             files.push(h);
         }
+        files.extend(write_kir(tmp, name, p, want(Artifact::Kir))?);
         let listings = [
-            (Artifact::Kir, "kir", hlstm_ir::kernel::print(p)),
             (Artifact::Clif, "clif", obj.clif.clone()),
             (Artifact::Asm, "s", obj.asm.clone().unwrap_or_default()),
         ];
@@ -319,11 +319,7 @@ fn ptx(g: &Graph, p: &Program, lib: &LibraryOptions, tools: &Tools, out: &Path) 
             write(&tmp.join(&h), header.as_bytes())?;
             files.push(h);
         }
-        if want(Artifact::Kir) {
-            let f = format!("{name}.kir");
-            write(&tmp.join(&f), hlstm_ir::kernel::print(p).as_bytes())?;
-            files.push(f);
-        }
+        files.extend(write_kir(tmp, name, p, want(Artifact::Kir))?);
         Ok(files)
     })?;
     let l = &m.launch;
@@ -333,6 +329,24 @@ fn ptx(g: &Graph, p: &Program, lib: &LibraryOptions, tools: &Tools, out: &Path) 
         l.sm, l.grid[0], l.block[0], l.shared_bytes, l.weights_shared_bytes, l.weights_global_bytes
     );
     Ok(Library { files, summary })
+}
+
+/// NAME.kir and NAME.kir.weights (the constants printed by hash), when `want`; returns the
+/// files written.
+fn write_kir(dir: &Path, name: &str, p: &Program, want: bool) -> Result<Vec<String>> {
+    if !want {
+        return Ok(Vec::new());
+    }
+    let (text, store) = hlstm_ir::kernel::print_with_weights(p);
+    let (kir, weights) = (format!("{name}.kir"), format!("{name}.kir.weights"));
+    write(&dir.join(&kir), text.as_bytes())?;
+    let path = dir.join(&weights);
+    store.save(&path).map_err(|source| Error::Io {
+        action: "write",
+        path,
+        source,
+    })?;
+    Ok(vec![kir, weights])
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<()> {

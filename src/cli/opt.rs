@@ -73,6 +73,13 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .to_string();
+            // One program's kernel IR to a file: with its large constants beside it, so that
+            // the text parses back (`hlstm_ir::kernel::parse_with_weights`).
+            if let (Emit::Kir, 1, Some(path)) = (a.emit, a.threads, &a.output) {
+                let (text, store) = hlstmc::ir::kernel::print_with_weights(&p);
+                super::print_ir::write_with_weights(path, &text, &store)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let text = match a.emit {
                 Emit::Ptx => {
                     let opts = hlstmc::backends::ptx::PtxOptions::default();

@@ -34,25 +34,40 @@ pub fn emit(g: &Graph, output: Option<&Path>) -> Result<ExitCode> {
         None => print!("{}", hlstm_ir::text::print(g)),
         Some(path) => {
             let (text, store) = hlstm_ir::text::print_with_weights(g);
-            let weights = hlstm_ir::text::side_file_path(path);
-            let tmp_text = path.with_extension("hir.partial");
-            let tmp_weights = weights.with_extension("weights.partial");
-            let written = std::fs::write(&tmp_text, text)
-                .with_context(|| format!("cannot write {}", path.display()))
-                .and_then(|_| {
-                    store
-                        .save(&tmp_weights)
-                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", weights.display()))
-                });
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp_text);
-                let _ = std::fs::remove_file(&tmp_weights);
-                return Err(e);
-            }
-            std::fs::rename(&tmp_text, path)?;
-            std::fs::rename(&tmp_weights, &weights)?;
-            eprintln!("wrote {} and {}", path.display(), weights.display());
+            write_with_weights(path, &text, &store)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes IR text to `path` and the weights it names by hash to `path.weights` (both whole, or
+/// neither), so that the text parses back (`.hir` and `.kir` alike).
+pub fn write_with_weights(
+    path: &Path,
+    text: &str,
+    store: &hlstm_ir::text::WeightStore,
+) -> Result<()> {
+    let weights = hlstm_ir::text::side_file_path(path);
+    let partial = |p: &Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".partial");
+        std::path::PathBuf::from(s)
+    };
+    let (tmp_text, tmp_weights) = (partial(path), partial(&weights));
+    let written = std::fs::write(&tmp_text, text)
+        .with_context(|| format!("cannot write {}", path.display()))
+        .and_then(|_| {
+            store
+                .save(&tmp_weights)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", weights.display()))
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp_text);
+        let _ = std::fs::remove_file(&tmp_weights);
+        return Err(e);
+    }
+    std::fs::rename(&tmp_text, path)?;
+    std::fs::rename(&tmp_weights, &weights)?;
+    eprintln!("wrote {} and {}", path.display(), weights.display());
+    Ok(())
 }
