@@ -18,7 +18,7 @@
 //!   where two accesses map every work item to the same element: the same thread does both).
 
 use super::table::Micro;
-use hlstm_ir::kernel::{BufKind, LoopRun, Program, Stmt, Storage, Strategy, View, Weight};
+use hlstm_ir::kernel::{BufKind, LoopRun, Program, Stmt, Storage, Strategy, View, Weight, verify};
 use hlstm_ir::op::{Act, BinOp};
 
 /// Bytes of shared memory per block that constants may take (static shared memory is limited
@@ -209,15 +209,7 @@ pub fn legalize(p: &Program) -> Result<LProgram, String> {
     };
     let body = cx.block(&p.body, false)?;
     let body = place_barriers(&body);
-    let max_steps = p.max_steps.unwrap_or_else(|| {
-        p.body
-            .iter()
-            .find_map(|s| match s {
-                Stmt::Loop { trip, .. } => Some(*trip),
-                _ => None,
-            })
-            .unwrap_or(1)
-    });
+    let max_steps = p.longest_steps();
     let mut arrays = cx.arrays;
     let shared_bytes = place_shared(&mut arrays);
     Ok(LProgram {
@@ -416,13 +408,6 @@ impl Cx<'_> {
         }
     }
 
-    fn storage_len(&self, s: Storage) -> usize {
-        match s {
-            Storage::Buf(b) => self.p.buffers[b.0].len(),
-            Storage::Const(c) => self.p.consts[c.0].data.len(),
-        }
-    }
-
     /// A view checked to stay inside its storage at every step of its loop.
     fn view(&mut self, v: &View, in_loop: bool, what: &str) -> Result<LView, String> {
         if v.dims.len() != v.strides.len() || v.dims.is_empty() {
@@ -431,23 +416,14 @@ impl Cx<'_> {
                 v.dims.len()
             ));
         }
-        let len = self.storage_len(v.storage) as i64;
-        if v.dims.iter().all(|d| *d > 0) {
-            let (mut lo, mut hi) = (v.offset as i64, v.offset as i64);
-            for (d, s) in v.dims.iter().zip(&v.strides) {
-                let e = (*d as i64 - 1) * *s as i64;
-                lo += e.min(0);
-                hi += e.max(0);
-            }
-            let e = (self.trip as i64 - 1) * v.step_stride as i64;
-            lo += e.min(0);
-            hi += e.max(0);
+        let len = verify::storage_len(self.p, v.storage) as i128;
+        if let Some((lo, hi)) = verify::span(v, self.trip) {
             if lo < 0 || hi >= len {
                 return Err(format!(
                     "{what}: a view reaches elements {lo}..={hi} of a storage of {len}"
                 ));
             }
-            if hi >= i32::MAX as i64 / 8 {
+            if hi >= i32::MAX as i128 / 8 {
                 return Err(format!("{what}: a view is too large for 32-bit indexing"));
             }
         }
@@ -522,21 +498,7 @@ impl Cx<'_> {
     fn stmt(&mut self, s: &Stmt, in_loop: bool, what: &str) -> Result<Option<LStmt>, String> {
         use super::table::Arg::{Imm, Reg};
         use super::table::Prim;
-        let desc = |s: &Stmt| -> String {
-            let mut p = Program {
-                body: vec![s.clone()],
-                ..Default::default()
-            };
-            p.buffers = self.p.buffers.clone();
-            p.consts = self.p.consts.clone();
-            hlstm_ir::kernel::print(&p)
-                .lines()
-                .rev()
-                .find(|l| !l.is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
+        let desc = hlstm_ir::kernel::print_stmt;
         Ok(Some(match s {
             Stmt::Unary { op, out, x } => {
                 let (ops, r) = act_ops(*op, 0, 1);

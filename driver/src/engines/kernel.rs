@@ -332,7 +332,7 @@ fn feed_steps(infos: &[TensorInfo], p: &Program, inputs: &[Tensor]) -> Result<us
             inputs.len()
         )));
     }
-    let max = hlstm_ir::kernel::interp::check_steps(p, None).map_err(Error::Run)?;
+    let max = p.check_steps(None).map_err(Error::Run)?;
     let mut steps = None;
     for ((info, t), &b) in infos.iter().zip(inputs).zip(&p.inputs) {
         let want = &p.buffers[b.0].dims;

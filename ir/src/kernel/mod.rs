@@ -22,8 +22,11 @@
 
 pub mod interp;
 mod print;
+pub mod verify;
+pub mod visit;
 
-pub use print::print;
+pub use print::{print, print_stmt};
+pub use verify::verify;
 
 use crate::op::{Act, BinOp};
 use std::sync::Arc;
@@ -432,29 +435,59 @@ impl Program {
     /// sparse strategies execute), and on run-time weights densely. Loop bodies count once per
     /// iteration.
     pub fn weight_macs(&self) -> (u64, u64) {
-        fn walk(p: &Program, s: &[Stmt], trips: u64, acc: &mut (u64, u64)) {
-            for st in s {
-                match st {
-                    Stmt::MatMul { out, a, w, .. } => {
-                        let m = out.dims[0] as u64;
-                        let k = *a.dims.last().unwrap_or(&1) as u64;
-                        let n = *out.dims.last().unwrap_or(&1) as u64;
-                        acc.0 += trips * m * k * n;
-                        acc.1 += trips
-                            * match w {
-                                Weight::Const(c, _) => m * p.consts[c.0].nonzeros() as u64,
-                                Weight::View(_) => m * k * n,
-                                Weight::Masked(_, c) => m * p.consts[c.0].nonzeros() as u64,
-                            };
-                    }
-                    Stmt::Loop { trip, body, .. } => walk(p, body, trips * *trip as u64, acc),
-                    Stmt::Start { body } => walk(p, body, trips, acc),
-                    _ => {}
-                }
-            }
-        }
         let mut acc = (0, 0);
-        walk(self, &self.body, 1, &mut acc);
+        visit::walk(&self.body, &mut |st, site| {
+            if let Stmt::MatMul { out, a, w, .. } = st {
+                let trips = site.iterations;
+                let m = out.dims[0] as u64;
+                let k = *a.dims.last().unwrap_or(&1) as u64;
+                let n = *out.dims.last().unwrap_or(&1) as u64;
+                acc.0 += trips * m * k * n;
+                acc.1 += trips
+                    * match w {
+                        Weight::Const(c, _) => m * self.consts[c.0].nonzeros() as u64,
+                        Weight::View(_) => m * k * n,
+                        Weight::Masked(_, c) => m * self.consts[c.0].nonzeros() as u64,
+                    };
+            }
+        });
         acc
+    }
+
+    /// The sequence length of a program without a run-time one: the trip of its first
+    /// top-level loop, or 1.
+    pub fn static_steps(&self) -> usize {
+        self.body
+            .iter()
+            .find_map(|s| match s {
+                Stmt::Loop { trip, .. } => Some(*trip),
+                _ => None,
+            })
+            .unwrap_or(1)
+    }
+
+    /// The most steps a call runs: [`Program::max_steps`], or the static length.
+    pub fn longest_steps(&self) -> usize {
+        self.max_steps.unwrap_or_else(|| self.static_steps())
+    }
+
+    /// The number of steps a call runs: `steps` checked against the program, or its longest.
+    pub fn check_steps(&self, steps: Option<usize>) -> Result<usize, String> {
+        let fixed = self.static_steps();
+        match (self.max_steps, steps) {
+            (Some(max), None) => Ok(max),
+            (Some(max), Some(s)) if (1..=max).contains(&s) => Ok(s),
+            (Some(max), Some(s)) => Err(format!(
+                "a sequence of {s} steps: this program runs 1 to {max} steps"
+            )),
+            (None, None) => Ok(fixed),
+            (None, Some(s)) if s == fixed => Ok(s),
+            (None, Some(s)) => Err(format!(
+                "a sequence of {s} steps: this program runs exactly {fixed} ({})",
+                self.static_steps_reason
+                    .as_deref()
+                    .unwrap_or("static shapes")
+            )),
+        }
     }
 }
