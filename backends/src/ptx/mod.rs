@@ -15,6 +15,7 @@
 
 mod emit;
 pub mod legalize;
+pub mod select;
 pub mod table;
 
 use hlstm_ir::kernel::Program;

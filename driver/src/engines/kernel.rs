@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex};
 /// Most specializations kept per model; the oldest is dropped past it.
 const MAX_VARIANTS: usize = 8;
 
-/// The lowering's options for a build: the strategy forced, or the target's choice.
+/// The lowering's options for a build: the strategy forced, or the CPU target's choice (the
+/// engines run on the CPU).
 pub fn lower_options(opts: &BuildOptions) -> LowerOptions {
     LowerOptions {
         strategy: opts.strategy,
+        selector: Some(&hlstm_backends::cpu::select::SELECTOR),
         ..LowerOptions::default()
     }
 }

@@ -22,10 +22,12 @@
 
 pub mod interp;
 mod print;
+pub mod select;
 pub mod verify;
 pub mod visit;
 
 pub use print::{print, print_stmt};
+pub use select::KernelSelector;
 pub use verify::verify;
 
 use crate::op::{Act, BinOp};

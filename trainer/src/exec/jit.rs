@@ -130,6 +130,7 @@ fn lower(g: &Graph, patterns: &[Option<Arc<Vec<f32>>>]) -> Result<(Program, Vec<
     hlstm_passes::dce::dce_graph(&mut lowered);
     let opts = LowerOptions {
         input_patterns: patterns.to_vec(),
+        selector: Some(&hlstm_backends::cpu::select::SELECTOR),
         ..Default::default()
     };
     let program = hlstm_passes::lower::lower(&lowered, &opts)
