@@ -141,36 +141,6 @@ fn scratch_len(p: &Program) -> Result<usize, String> {
     Ok(scratch)
 }
 
-/// Element offsets a view touches at one step (for the coverage analysis).
-fn offsets(v: &View, t: usize, out: &mut Vec<usize>) {
-    if v.dims.contains(&0) {
-        return;
-    }
-    let base = v.offset + v.step_stride * t as isize;
-    let mut idx = vec![0usize; v.dims.len()];
-    loop {
-        let o: isize = base
-            + idx
-                .iter()
-                .zip(&v.strides)
-                .map(|(i, s)| *i as isize * s)
-                .sum::<isize>();
-        out.push(o as usize);
-        let mut d = idx.len();
-        loop {
-            if d == 0 {
-                return;
-            }
-            d -= 1;
-            idx[d] += 1;
-            if idx[d] < v.dims[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum First {
     None,
@@ -195,7 +165,7 @@ struct Sim {
     count: Vec<usize>,
     need: Vec<bool>,
     budget: usize,
-    offs: Vec<usize>,
+    offs: Vec<isize>,
 }
 
 impl Sim {
@@ -211,8 +181,8 @@ impl Sim {
         }
         self.budget = self.budget.checked_sub(v.len())?;
         self.offs.clear();
-        offsets(v, t, &mut self.offs);
-        if self.offs.iter().any(|o| !self.written[b.0][*o]) {
+        v.offsets_into(t, &mut self.offs);
+        if self.offs.iter().any(|o| !self.written[b.0][*o as usize]) {
             self.need[b.0] = true;
         }
         Some(())
@@ -226,8 +196,9 @@ impl Sim {
         }
         self.budget = self.budget.checked_sub(v.len())?;
         self.offs.clear();
-        offsets(v, t, &mut self.offs);
+        v.offsets_into(t, &mut self.offs);
         for &o in &self.offs {
+            let o = o as usize;
             if !self.written[b.0][o] {
                 self.written[b.0][o] = true;
                 self.count[b.0] += 1;
@@ -341,8 +312,9 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
         }
         let mut seen = vec![false; len];
         let mut offs = Vec::new();
-        offsets(v, 0, &mut offs);
+        v.offsets_into(0, &mut offs);
         for o in offs {
+            let o = o as usize;
             if o < len {
                 seen[o] = true;
             }
@@ -392,8 +364,9 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
                 for (v, trip) in &writes[i] {
                     for t in 0..*trip {
                         offs.clear();
-                        offsets(v, t, &mut offs);
+                        v.offsets_into(t, &mut offs);
                         for &o in &offs {
+                            let o = o as usize;
                             if o < len {
                                 seen[o] = true;
                             }

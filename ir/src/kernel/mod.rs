@@ -296,9 +296,15 @@ impl Stmt {
 impl View {
     /// The element offsets the view touches at step `t`, in row-major order of its dims.
     pub fn offsets(&self, t: usize) -> Vec<isize> {
+        let mut out = Vec::with_capacity(self.len());
+        self.offsets_into(t, &mut out);
+        out
+    }
+
+    /// [`View::offsets`] appended to `out` (which a caller may reuse).
+    pub fn offsets_into(&self, t: usize, out: &mut Vec<isize>) {
         let base = self.offset + self.step_stride * t as isize;
         let n: usize = self.dims.iter().product();
-        let mut out = Vec::with_capacity(n);
         let mut idx = vec![0usize; self.dims.len()];
         for _ in 0..n {
             let inner: isize = idx
@@ -315,7 +321,6 @@ impl View {
                 idx[d] = 0;
             }
         }
-        out
     }
 }
 
