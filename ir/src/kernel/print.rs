@@ -157,3 +157,49 @@ pub fn print(p: &Program) -> String {
     stmts(&mut out, &p.body, 0);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{BufId, ConstId, Strategy};
+
+    /// A statement's line is the line the program's text gives it (PTX comments use it).
+    #[test]
+    fn print_stmt_is_the_statements_line_in_the_program() {
+        let v = |dims: &[usize]| View::whole(BufId(0), dims);
+        let stmts = [
+            Stmt::MatMul {
+                out: v(&[2, 3]),
+                a: v(&[2, 4]),
+                w: Weight::Const(ConstId(0), Strategy::SparseCsr),
+                rows_per_step: Some(2),
+            },
+            Stmt::Unary {
+                op: crate::Act::Tanh,
+                out: v(&[3]),
+                x: v(&[3]),
+            },
+            Stmt::Clip {
+                out: v(&[3]),
+                x: v(&[3]),
+                min: -1.0,
+                max: 2.5,
+            },
+            Stmt::Softmax {
+                out: v(&[3]),
+                x: v(&[3]),
+                log: true,
+            },
+            Stmt::Barrier,
+        ];
+        for s in stmts {
+            let p = Program {
+                body: vec![s.clone()],
+                ..Default::default()
+            };
+            let text = print(&p);
+            let last = text.lines().rev().find(|l| !l.is_empty()).unwrap();
+            assert_eq!(print_stmt(&s), last.trim());
+        }
+    }
+}
