@@ -18,12 +18,16 @@ use std::sync::{Arc, Mutex};
 /// Most specializations kept per model; the oldest is dropped past it.
 const MAX_VARIANTS: usize = 8;
 
-/// The lowering's options for a build: the strategy forced, or the CPU target's choice (the
-/// engines run on the CPU).
+/// The lowering's options for a build: the strategy forced, or the choice of the engine's
+/// target (the GPU's for `cuda`, the CPU's for the others).
 pub fn lower_options(opts: &BuildOptions) -> LowerOptions {
+    let selector: &'static dyn hlstm_ir::kernel::KernelSelector = match opts.engine {
+        Engine::Cuda => &hlstm_backends::ptx::select::SELECTOR,
+        _ => &hlstm_backends::cpu::select::SELECTOR,
+    };
     LowerOptions {
         strategy: opts.strategy,
-        selector: Some(&hlstm_backends::cpu::select::SELECTOR),
+        selector: Some(selector),
         ..LowerOptions::default()
     }
 }
