@@ -421,10 +421,10 @@ impl Cx<'_> {
                 v.dims.len()
             ));
         }
-        if let Some((_, hi)) = verify::span(v, self.trip) {
-            if hi >= i32::MAX as i128 / 8 {
-                return Err(format!("{what}: a view is too large for 32-bit indexing"));
-            }
+        if let Some((_, hi)) = verify::span(v, self.trip)
+            && hi >= i32::MAX as i128 / 8
+        {
+            return Err(format!("{what}: a view is too large for 32-bit indexing"));
         }
         Ok(LView {
             place: self.place(v.storage, in_loop),
