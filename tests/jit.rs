@@ -220,3 +220,17 @@ fn an_open_batch_is_fixed_by_the_input() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("PASS") && !text.contains("note:"), "{text}");
 }
+
+/// A lowering that names no target chooses as the CPU target does (the passes crate repeats
+/// the CPU's thresholds for it: it does not depend on the backends).
+#[test]
+fn the_default_kernel_selection_is_the_cpus() {
+    assert_eq!(
+        hlstmc::passes::lower::NO_TARGET,
+        hlstmc::backends::cpu::select::SELECTOR
+    );
+    assert_eq!(
+        hlstmc::backends::ptx::select::SELECTOR,
+        hlstmc::backends::cpu::select::SELECTOR
+    );
+}

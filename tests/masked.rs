@@ -22,16 +22,17 @@ fn f32s(t: &Tensor) -> Vec<f32> {
 }
 
 fn masked_weights(body: &[Stmt]) -> usize {
-    body.iter()
-        .map(|s| match s {
+    let mut n = 0;
+    hlstm_ir::kernel::visit::walk(body, &mut |s, _| {
+        n += matches!(
+            s,
             Stmt::MatMul {
                 w: Weight::Masked(..),
                 ..
-            } => 1,
-            Stmt::Loop { body, .. } | Stmt::Start { body } => masked_weights(body),
-            _ => 0,
-        })
-        .sum()
+            }
+        ) as usize
+    });
+    n
 }
 
 #[test]
@@ -51,6 +52,7 @@ fn masked_weights_run_in_the_jit_on_one_and_several_threads() {
     let want = hlstm_ir::interp::run(&g, &inputs).expect("interprets");
     let opts = LowerOptions {
         input_patterns: vec![None, Some(Arc::new(pattern))],
+        selector: Some(&hlstm_backends::cpu::select::SELECTOR),
         ..Default::default()
     };
     let p = hlstm_passes::lower::lower(&g, &opts).expect("lowers");

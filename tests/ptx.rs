@@ -753,6 +753,7 @@ fn masked_weights_run_in_the_ptx_interpreter() {
     let ins: Vec<Vec<f32>> = inputs.iter().map(f32s).collect();
     let opts = hlstm_passes::lower::LowerOptions {
         input_patterns: vec![None, Some(std::sync::Arc::new(pattern))],
+        selector: Some(&hlstm_backends::ptx::select::SELECTOR),
         ..Default::default()
     };
     let p = hlstm_passes::lower::lower(&g, &opts).expect("lowers");

@@ -20,6 +20,16 @@ pub enum LibraryTarget {
     Ptx,
 }
 
+impl LibraryTarget {
+    /// The target's kernel selection, for the lowering.
+    pub fn selector(self) -> &'static dyn hlstm_ir::kernel::KernelSelector {
+        match self {
+            LibraryTarget::X86_64 => &hlstm_backends::cpu::select::SELECTOR,
+            LibraryTarget::Ptx => &hlstm_backends::ptx::select::SELECTOR,
+        }
+    }
+}
+
 /// A file [`compile_library`] can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Artifact {
@@ -150,6 +160,7 @@ pub fn compile_library(
     let g = model.graph();
     let mut p = model.lower(&hlstm_passes::lower::LowerOptions {
         strategy: lib.strategy,
+        selector: Some(lib.target.selector()),
         ..Default::default()
     })?;
     p.name = name.clone();

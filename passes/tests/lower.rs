@@ -9,10 +9,11 @@
 //!   the graph interpreter, and the error messages for what the kernel IR does not support.
 
 use hlstm_frontends::onnx::{import_file, tensor::read_pb};
+use hlstm_ir::kernel::KernelSelector;
 use hlstm_ir::kernel::{Program, Stmt, Strategy, Weight, interp};
 use hlstm_ir::text::parse;
 use hlstm_ir::{Graph, Tensor};
-use hlstm_passes::lower::{LowerOptions, choose_strategy, lower};
+use hlstm_passes::lower::{LowerOptions, NO_TARGET, lower};
 use hlstm_passes::verify_each::random_inputs;
 use hlstm_passes::{DEFAULT_PIPELINE, PassManager};
 use std::path::{Path, PathBuf};
@@ -353,6 +354,7 @@ fn weight_macs_equal_the_nonzero_multiply_adds_of_the_graph() {
 
 #[test]
 fn the_default_strategy_follows_density() {
+    let choose_strategy = |k, n, nonzeros| NO_TARGET.choose(k, n, nonzeros, 1);
     assert_eq!(choose_strategy(64, 256, 64 * 256), Strategy::Dense);
     assert_eq!(
         choose_strategy(64, 256, 64 * 256 / 4),

@@ -66,7 +66,11 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                 Default::default(),
                 1,
             );
-            let mut p = model.lower(&hlstmc::lower_options(&opts))?;
+            let mut lower = hlstmc::lower_options(&opts);
+            if let Emit::Ptx = a.emit {
+                lower.selector = Some(&hlstmc::backends::ptx::select::SELECTOR);
+            }
+            let mut p = model.lower(&lower)?;
             p.name = a
                 .model
                 .file_stem()

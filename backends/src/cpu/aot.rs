@@ -232,7 +232,7 @@ pub fn compile_object(
         (c, ids)
     };
 
-    let max_steps = hlstm_ir::kernel::interp::check_steps(p, None)?;
+    let max_steps = p.check_steps(None)?;
     let dynamic = p.max_steps.is_some();
     let per_step = |ids: &[BufId]| -> Vec<(usize, Option<usize>)> {
         ids.iter()

@@ -555,7 +555,7 @@ impl<'a, 'f> Cx<'a, 'f> {
         }
         let mut rins = Vec::with_capacity(ins.len());
         for x in ins {
-            let s = layout::bcast_strides(x, &out.dims)?;
+            let s = hlstm_ir::kernel::verify::bcast_strides(x, &out.dims)?;
             rins.push(self.resolve_with(x, &s));
         }
         let rout = self.resolve(out);

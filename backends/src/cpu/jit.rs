@@ -87,7 +87,7 @@ struct StepsInfo {
 
 impl StepsInfo {
     fn of(p: &Program) -> StepsInfo {
-        let max = hlstm_ir::kernel::interp::check_steps(p, None).unwrap_or(1);
+        let max = p.check_steps(None).unwrap_or(1);
         let dynamic = p.max_steps.is_some();
         let lens = |ids: &[hlstm_ir::kernel::BufId]| {
             ids.iter()

@@ -3,8 +3,9 @@
 //! read-only data (constants read from memory, CSR arrays), and finds the buffers the generated
 //! code must zero at entry (the interpreter starts every buffer at zero).
 
+use hlstm_ir::kernel::verify::{bcast_strides, matmul_dims, overlap};
 use hlstm_ir::kernel::{
-    BufId, BufKind, ConstId, LoopRun, Program, Stmt, Storage, Strategy, View, Weight,
+    BufId, BufKind, ConstId, LoopRun, Program, Stmt, Storage, Strategy, View, Weight, visit,
 };
 use std::collections::HashMap;
 
@@ -71,150 +72,6 @@ pub(crate) struct CsrClass {
     pub quad_offsets_off: usize,
 }
 
-/// Right-aligned broadcast of `v` to `dims` (numpy rules, as the interpreter's `read_as`):
-/// the strides of `v` over `dims`.
-pub(crate) fn bcast_strides(v: &View, dims: &[usize]) -> Result<Vec<isize>, String> {
-    if v.dims.len() != v.strides.len() {
-        return Err(format!(
-            "a view has {} dims and {} strides",
-            v.dims.len(),
-            v.strides.len()
-        ));
-    }
-    if v.dims == dims {
-        return Ok(v.strides.clone());
-    }
-    let r = dims.len();
-    if v.dims.len() > r {
-        return Err(format!("cannot broadcast {:?} to {dims:?}", v.dims));
-    }
-    let pad = r - v.dims.len();
-    let mut s = vec![0isize; r];
-    for d in 0..v.dims.len() {
-        if v.dims[d] == dims[pad + d] {
-            s[pad + d] = v.strides[d];
-        } else if v.dims[d] != 1 {
-            return Err(format!("cannot broadcast {:?} to {dims:?}", v.dims));
-        }
-    }
-    Ok(s)
-}
-
-/// The smallest and largest element index a view touches over t in 0..trip; None when empty.
-fn span(v: &View, trip: usize) -> Option<(i128, i128)> {
-    if v.dims.contains(&0) || trip == 0 {
-        return None;
-    }
-    let mut lo = v.offset as i128;
-    let mut hi = lo;
-    let st = v.step_stride as i128 * (trip as i128 - 1);
-    lo += st.min(0);
-    hi += st.max(0);
-    for (d, s) in v.dims.iter().zip(&v.strides) {
-        let e = (*d as i128 - 1) * *s as i128;
-        lo += e.min(0);
-        hi += e.max(0);
-    }
-    Some((lo, hi))
-}
-
-fn storage_len(p: &Program, s: Storage) -> usize {
-    match s {
-        Storage::Buf(b) => p.buffers[b.0].len(),
-        Storage::Const(c) => p.consts[c.0].data.len(),
-    }
-}
-
-fn check_view(p: &Program, v: &View, trip: usize, what: &str) -> Result<(), String> {
-    if v.dims.len() != v.strides.len() {
-        return Err(format!(
-            "{what}: a view has {} dims and {} strides",
-            v.dims.len(),
-            v.strides.len()
-        ));
-    }
-    match v.storage {
-        Storage::Buf(b) if b.0 >= p.buffers.len() => {
-            return Err(format!("{what}: buffer %{} does not exist", b.0));
-        }
-        Storage::Const(c) if c.0 >= p.consts.len() => {
-            return Err(format!("{what}: constant ${} does not exist", c.0));
-        }
-        _ => {}
-    }
-    let len = storage_len(p, v.storage) as i128;
-    if let Some((lo, hi)) = span(v, trip) {
-        if lo < 0 || hi >= len {
-            return Err(format!(
-                "{what}: a view reaches elements {lo}..={hi} of a storage of {len}"
-            ));
-        }
-        // Byte offsets must stay well inside i32 immediates and i64 arithmetic.
-        if hi * 4 >= i32::MAX as i128 || lo * 4 <= i32::MIN as i128 {
-            return Err(format!("{what}: a view is too large"));
-        }
-    }
-    Ok(())
-}
-
-fn check_write(p: &Program, v: &View, what: &str) -> Result<(), String> {
-    match v.storage {
-        Storage::Const(_) => Err(format!("{what}: writes a constant")),
-        Storage::Buf(b) => match p.buffers[b.0].kind {
-            BufKind::Input(_) => Err(format!("{what}: writes input buffer %{}", b.0)),
-            _ => Ok(()),
-        },
-    }
-}
-
-/// The (M, K, N) of a matmul, checked.
-pub(crate) fn matmul_dims(
-    p: &Program,
-    out: &View,
-    a: &View,
-    w: &Weight,
-) -> Result<(usize, usize, usize), String> {
-    if out.dims.len() != 2 || a.dims.len() != 2 {
-        return Err(format!(
-            "matmul: out {:?} and a {:?} must have rank 2",
-            out.dims, a.dims
-        ));
-    }
-    let (m, k, n) = (out.dims[0], a.dims[1], out.dims[1]);
-    if a.dims[0] != m {
-        return Err(format!("matmul: a {:?} vs out {:?}", a.dims, out.dims));
-    }
-    match w {
-        Weight::Const(c, _) => {
-            let cst = p
-                .consts
-                .get(c.0)
-                .ok_or_else(|| format!("matmul: constant ${} does not exist", c.0))?;
-            if cst.data.len() != k * n {
-                return Err(format!(
-                    "matmul: constant ${} has {} elements, expected [{k},{n}]",
-                    c.0,
-                    cst.data.len()
-                ));
-            }
-        }
-        Weight::View(v) => {
-            if v.dims != [k, n] {
-                return Err(format!("matmul: weight {:?}, expected [{k},{n}]", v.dims));
-            }
-        }
-        Weight::Masked(v, c) => {
-            if v.dims != [k, n] {
-                return Err(format!("matmul: weight {:?}, expected [{k},{n}]", v.dims));
-            }
-            if p.consts.get(c.0).map(|c| c.data.len()) != Some(k * n) {
-                return Err(format!("matmul: pattern ${} is not [{k},{n}]", c.0));
-            }
-        }
-    }
-    Ok((m, k, n))
-}
-
 /// Whether the output of an elementwise statement overlaps an operand other than element for
 /// element (then the generated code computes into scratch first, as the interpreter reads all
 /// operands before writing).
@@ -236,23 +93,6 @@ fn out_same(xs: &[isize], out: &View) -> bool {
         .all(|((a, b), d)| a == b || *d == 1)
 }
 
-/// Whether two views of one storage may touch a common element (by their spans).
-pub(crate) fn overlap(a: &View, b: &View, trip: usize) -> bool {
-    if a.storage != b.storage {
-        return false;
-    }
-    // With equal step strides the distance is the same every step: compare one step.
-    let tr = if a.step_stride == b.step_stride {
-        1
-    } else {
-        trip
-    };
-    match (span(a, tr), span(b, tr)) {
-        (Some((l1, h1)), Some((l2, h2))) => l1 <= h2 && l2 <= h1,
-        _ => false,
-    }
-}
-
 /// Whether a sparse matmul with `m` rows is vectorized across rows, four at a time: `a` is
 /// transposed into scratch (`[K, M]`, row stride M) and each nonzero weight multiplies a
 /// vector of four rows' inputs; the last block of four overlaps the one before when 4 does not
@@ -265,99 +105,40 @@ pub(crate) fn row_vector_rows(m: usize, w: &Weight) -> Option<usize> {
     (sparse && m >= 4).then_some(m)
 }
 
-/// Checks every statement; returns the largest scratch a statement needs (elements).
-fn check_stmts(p: &Program, body: &[Stmt], trip: usize, scratch: &mut usize) -> Result<(), String> {
-    for s in body {
-        match s {
+/// The largest scratch a statement needs (elements), for a verified program.
+fn scratch_len(p: &Program) -> Result<usize, String> {
+    let mut scratch = 0;
+    visit::try_walk(&p.body, &mut |s, site| {
+        let trip = site.trip;
+        let need = match s {
             Stmt::MatMul { out, a, w, .. } => {
-                let what = "matmul";
-                check_view(p, out, trip, what)?;
-                check_view(p, a, trip, what)?;
-                check_write(p, out, what)?;
                 let (m, k, n) = matmul_dims(p, out, a, w)?;
-                let mut alias = overlap(out, a, trip);
-                if let Some(v) = w.view() {
-                    check_view(p, v, trip, what)?;
-                    alias |= overlap(out, v, trip);
-                }
+                let alias =
+                    overlap(out, a, trip) || w.view().is_some_and(|v| overlap(out, v, trip));
                 // The transposed rows first, then the aliased product.
                 let transposed = row_vector_rows(m, w).map_or(0, |mp| k * mp);
-                let product = if alias { m * n } else { 0 };
-                *scratch = (*scratch).max(transposed + product);
+                transposed + if alias { m * n } else { 0 }
             }
             Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
-                let what = "elementwise statement";
-                check_view(p, out, trip, what)?;
-                check_view(p, x, trip, what)?;
-                check_write(p, out, what)?;
-                bcast_strides(x, &out.dims)?;
                 if elementwise_alias(out, x, trip)? {
-                    *scratch = (*scratch).max(out.len());
-                }
-            }
-            Stmt::Softmax { out, x, .. } => {
-                let what = "softmax statement";
-                check_view(p, out, trip, what)?;
-                check_view(p, x, trip, what)?;
-                check_write(p, out, what)?;
-                if x.dims != out.dims || out.dims.is_empty() {
-                    return Err(format!(
-                        "{what}: input dims {:?} differ from output dims {:?}",
-                        x.dims, out.dims
-                    ));
-                }
-                if out != x && overlap(out, x, trip) {
-                    return Err(format!("{what}: the output overlaps the input"));
+                    out.len()
+                } else {
+                    0
                 }
             }
             Stmt::Binary { out, a, b, .. } => {
-                let what = "binary statement";
-                check_view(p, out, trip, what)?;
-                check_view(p, a, trip, what)?;
-                check_view(p, b, trip, what)?;
-                check_write(p, out, what)?;
-                bcast_strides(a, &out.dims)?;
-                bcast_strides(b, &out.dims)?;
                 if elementwise_alias(out, a, trip)? || elementwise_alias(out, b, trip)? {
-                    *scratch = (*scratch).max(out.len());
+                    out.len()
+                } else {
+                    0
                 }
             }
-            Stmt::Loop { trip: t, body, .. } => check_stmts(p, body, *t, scratch)?,
-            Stmt::Start { body } => check_stmts(p, body, trip, scratch)?,
-            Stmt::Barrier => {}
-        }
-    }
-    Ok(())
-}
-
-/// Element offsets a view touches at one step (for the coverage analysis).
-fn offsets(v: &View, t: usize, out: &mut Vec<usize>) {
-    if v.dims.contains(&0) {
-        return;
-    }
-    let base = v.offset + v.step_stride * t as isize;
-    let mut idx = vec![0usize; v.dims.len()];
-    loop {
-        let o: isize = base
-            + idx
-                .iter()
-                .zip(&v.strides)
-                .map(|(i, s)| *i as isize * s)
-                .sum::<isize>();
-        out.push(o as usize);
-        let mut d = idx.len();
-        loop {
-            if d == 0 {
-                return;
-            }
-            d -= 1;
-            idx[d] += 1;
-            if idx[d] < v.dims[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+            Stmt::Softmax { .. } | Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => 0,
+        };
+        scratch = scratch.max(need);
+        Ok::<(), String>(())
+    })?;
+    Ok(scratch)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -384,7 +165,7 @@ struct Sim {
     count: Vec<usize>,
     need: Vec<bool>,
     budget: usize,
-    offs: Vec<usize>,
+    offs: Vec<isize>,
 }
 
 impl Sim {
@@ -400,8 +181,8 @@ impl Sim {
         }
         self.budget = self.budget.checked_sub(v.len())?;
         self.offs.clear();
-        offsets(v, t, &mut self.offs);
-        if self.offs.iter().any(|o| !self.written[b.0][*o]) {
+        v.offsets_into(t, &mut self.offs);
+        if self.offs.iter().any(|o| !self.written[b.0][*o as usize]) {
             self.need[b.0] = true;
         }
         Some(())
@@ -415,8 +196,9 @@ impl Sim {
         }
         self.budget = self.budget.checked_sub(v.len())?;
         self.offs.clear();
-        offsets(v, t, &mut self.offs);
+        v.offsets_into(t, &mut self.offs);
         for &o in &self.offs {
+            let o = o as usize;
             if !self.written[b.0][o] {
                 self.written[b.0][o] = true;
                 self.count[b.0] += 1;
@@ -530,66 +312,39 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
         }
         let mut seen = vec![false; len];
         let mut offs = Vec::new();
-        offsets(v, 0, &mut offs);
+        v.offsets_into(0, &mut offs);
         for o in offs {
+            let o = o as usize;
             if o < len {
                 seen[o] = true;
             }
         }
         seen.iter().all(|x| *x)
     }
-    fn walk(
-        p: &Program,
-        body: &[Stmt],
-        trip: usize,
-        first: &mut [First],
-        read: &mut [bool],
-        writes: &mut [Vec<(View, usize)>],
-    ) {
-        for s in body {
-            if let Stmt::Loop { trip: t, body, .. } = s {
-                if *t > 0 {
-                    walk(p, body, *t, first, read, writes);
-                }
-                continue;
-            }
-            if let Stmt::Start { body } = s {
-                walk(p, body, trip, first, read, writes);
-                continue;
-            }
-            if matches!(s, Stmt::Barrier) {
-                continue;
-            }
-            for v in reads_of(s) {
-                if let Storage::Buf(b) = v.storage {
-                    read[b.0] = true;
-                    if first[b.0] == First::None {
-                        first[b.0] = First::Other;
-                    }
-                }
-            }
-            let out = match s {
-                Stmt::MatMul { out, .. }
-                | Stmt::Unary { out, .. }
-                | Stmt::Binary { out, .. }
-                | Stmt::Clip { out, .. }
-                | Stmt::Copy { out, .. }
-                | Stmt::Softmax { out, .. } => out,
-                Stmt::Loop { .. } | Stmt::Start { .. } | Stmt::Barrier => unreachable!(),
-            };
-            if let Storage::Buf(b) = out.storage {
+    visit::walk(&p.body, &mut |s, site| {
+        // A statement under a loop that never runs touches nothing.
+        let Some(out) = s.output().filter(|_| site.iterations > 0) else {
+            return;
+        };
+        for v in reads_of(s) {
+            if let Storage::Buf(b) = v.storage {
+                read[b.0] = true;
                 if first[b.0] == First::None {
-                    first[b.0] = if covers_once(p, out) {
-                        First::FullWrite
-                    } else {
-                        First::Other
-                    };
+                    first[b.0] = First::Other;
                 }
-                writes[b.0].push((out.clone(), trip));
             }
         }
-    }
-    walk(p, &p.body, 1, &mut first, &mut read, &mut writes);
+        if let Storage::Buf(b) = out.storage {
+            if first[b.0] == First::None {
+                first[b.0] = if covers_once(p, out) {
+                    First::FullWrite
+                } else {
+                    First::Other
+                };
+            }
+            writes[b.0].push((out.clone(), site.trip));
+        }
+    });
 
     let mut zero = Vec::new();
     for (i, b) in p.buffers.iter().enumerate() {
@@ -609,8 +364,9 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
                 for (v, trip) in &writes[i] {
                     for t in 0..*trip {
                         offs.clear();
-                        offsets(v, t, &mut offs);
+                        v.offsets_into(t, &mut offs);
                         for &o in &offs {
+                            let o = o as usize;
                             if o < len {
                                 seen[o] = true;
                             }
@@ -818,7 +574,7 @@ fn csr_strides(
     strides
 }
 
-fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String> {
+fn place_rodata(p: &Program, l: &mut Layout) -> Result<(), String> {
     let const_view = |l: &mut Layout, v: &View| {
         if let Storage::Const(c) = v.storage
             && !l.const_off.contains_key(&c)
@@ -827,68 +583,49 @@ fn place_rodata(p: &Program, body: &[Stmt], l: &mut Layout) -> Result<(), String
             l.const_off.insert(c, off);
         }
     };
-    for s in body {
-        match s {
-            Stmt::MatMul {
-                out,
-                a,
-                w,
-                rows_per_step,
-            } => {
-                const_view(l, a);
-                match w {
-                    Weight::View(v) => const_view(l, v),
-                    Weight::Const(c, Strategy::Dense) => {
-                        let n = out.dims[1];
-                        if n == 0 || l.packed.contains_key(&(*c, n)) {
-                            continue;
-                        }
-                        let data = &p.consts[c.0].data;
-                        let k = data.len() / n;
-                        let off = push_f32s(&mut l.rodata, &pack_tiles(data, k, n));
-                        l.packed.insert((*c, n), off);
+    visit::try_walk(&p.body, &mut |s, _| {
+        for v in s.inputs() {
+            const_view(l, v);
+        }
+        let Stmt::MatMul {
+            out,
+            a,
+            w,
+            rows_per_step,
+        } = s
+        else {
+            return Ok(());
+        };
+        match w {
+            Weight::View(_) | Weight::Const(_, Strategy::SparseUnrolled) => {}
+            Weight::Const(c, Strategy::Dense) => {
+                let n = out.dims[1];
+                if n == 0 || l.packed.contains_key(&(*c, n)) {
+                    return Ok(());
+                }
+                let data = &p.consts[c.0].data;
+                let k = data.len() / n;
+                let off = push_f32s(&mut l.rodata, &pack_tiles(data, k, n));
+                l.packed.insert((*c, n), off);
+            }
+            Weight::Const(c, Strategy::SparseCsr) | Weight::Masked(_, c) => {
+                // A masked weight: offsets into its view instead of values.
+                let view_strides = w.view().map(|v| [v.strides[0], v.strides[1]]);
+                for (stride, one_row) in csr_strides(out, a, w, rows_per_step) {
+                    let key = (*c, stride, one_row, view_strides);
+                    if l.csr.contains_key(&key) {
+                        continue;
                     }
-                    Weight::Const(_, Strategy::SparseUnrolled) => {}
-                    Weight::Const(c, Strategy::SparseCsr) | Weight::Masked(_, c) => {
-                        // A masked weight: offsets into its view instead of values.
-                        let view_strides = w.view().map(|v| {
-                            const_view(l, v);
-                            [v.strides[0], v.strides[1]]
-                        });
-                        for (stride, one_row) in csr_strides(out, a, w, rows_per_step) {
-                            let key = (*c, stride, one_row, view_strides);
-                            if l.csr.contains_key(&key) {
-                                continue;
-                            }
-                            let (k, n) = (a.dims[1], out.dims[1]);
-                            let data = &p.consts[c.0].data;
-                            let classes = csr_classes(
-                                &mut l.rodata,
-                                data,
-                                k,
-                                n,
-                                stride,
-                                one_row,
-                                view_strides,
-                            )?;
-                            l.csr.insert(key, classes);
-                        }
-                    }
+                    let (k, n) = (a.dims[1], out.dims[1]);
+                    let data = &p.consts[c.0].data;
+                    let classes =
+                        csr_classes(&mut l.rodata, data, k, n, stride, one_row, view_strides)?;
+                    l.csr.insert(key, classes);
                 }
             }
-            Stmt::Unary { x, .. }
-            | Stmt::Clip { x, .. }
-            | Stmt::Copy { x, .. }
-            | Stmt::Softmax { x, .. } => const_view(l, x),
-            Stmt::Binary { a, b, .. } => {
-                const_view(l, a);
-                const_view(l, b);
-            }
-            Stmt::Loop { body, .. } | Stmt::Start { body } => place_rodata(p, body, l)?,
-            Stmt::Barrier => {}
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The layout of thread `index`'s part of `whole` split across `count` threads: the buffers
@@ -917,39 +654,8 @@ pub(crate) fn layout_part(
 }
 
 pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
-    for (k, id) in p.inputs.iter().enumerate() {
-        match p.buffers.get(id.0).map(|b| b.kind) {
-            Some(BufKind::Input(j)) if j == k => {}
-            _ => return Err(format!("input {k} is not an input buffer of that number")),
-        }
-    }
-    for (k, id) in p.outputs.iter().enumerate() {
-        match p.buffers.get(id.0).map(|b| b.kind) {
-            Some(BufKind::Output(j)) if j == k => {}
-            _ => return Err(format!("output {k} is not an output buffer of that number")),
-        }
-    }
-    for (i, b) in p.buffers.iter().enumerate() {
-        let listed = match b.kind {
-            BufKind::Input(k) => p.inputs.get(k) == Some(&BufId(i)),
-            BufKind::Output(k) => p.outputs.get(k) == Some(&BufId(i)),
-            BufKind::Temp => true,
-        };
-        if !listed {
-            return Err(format!(
-                "buffer %{i} is not in the program's inputs or outputs"
-            ));
-        }
-        if b.dims
-            .iter()
-            .try_fold(1usize, |a, d| a.checked_mul(*d))
-            .is_none_or(|n| n > 1 << 28)
-        {
-            return Err(format!("buffer %{i} is too large"));
-        }
-    }
-    let mut scratch = 0;
-    check_stmts(p, &p.body, 1, &mut scratch)?;
+    hlstm_ir::kernel::verify(p)?;
+    let scratch = scratch_len(p)?;
 
     let mut temp_off = vec![None; p.buffers.len()];
     let mut off = 0usize;
@@ -974,7 +680,7 @@ pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
         csr: HashMap::new(),
         packed: HashMap::new(),
     };
-    place_rodata(p, &p.body, &mut l)?;
+    place_rodata(p, &mut l)?;
     if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty() || !l.packed.is_empty())
     {
         // Only empty constants: keep a (tiny) object so every reference has a base.
@@ -1136,20 +842,5 @@ mod tests {
         for b in zero_set(&p) {
             assert!(coarse.contains(&b));
         }
-    }
-
-    #[test]
-    fn spans_and_overlap() {
-        let (p, [x, y, ..]) = sample();
-        let a = v(y, 0, &[3], &[1], 3);
-        let b = v(y, 3, &[3], &[1], 3);
-        assert!(!overlap(&a, &b, 4), "same step stride: one row apart");
-        let c = v(y, 3, &[3], &[1], 0);
-        assert!(overlap(&a, &c, 4), "row 1 is written at t = 1");
-        assert!(!overlap(&a, &v(x, 0, &[3], &[1], 3), 4), "other storage");
-        assert!(check_view(&p, &v(y, 0, &[3], &[1], 3), 4, "t").is_ok());
-        assert!(check_view(&p, &v(y, 0, &[3], &[1], 3), 5, "t").is_err());
-        assert!(check_view(&p, &v(y, 2, &[3], &[-1], 0), 1, "t").is_ok());
-        assert!(check_view(&p, &v(y, 1, &[3], &[-1], 0), 1, "t").is_err());
     }
 }

@@ -24,11 +24,12 @@
 
 use super::codegen::{Count, Cx, Rv, mem_ro};
 use super::elementwise::{self, EOp};
-use super::layout::{CsrClass, matmul_dims, overlap, row_vector_rows};
+use super::layout::{CsrClass, row_vector_rows};
 use super::math::{Fx, SCALAR, VEC};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use hlstm_ir::kernel::verify::{matmul_dims, overlap};
 use hlstm_ir::kernel::{ConstId, Strategy, View, Weight};
 
 /// A base pointer and a byte offset from it.

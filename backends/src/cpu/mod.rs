@@ -19,6 +19,7 @@ pub mod math;
 mod matmul;
 mod pool;
 pub mod runtime;
+pub mod select;
 mod softmax;
 
 pub use codegen::{Compiled, define_program, define_program_opts, program_signature};

@@ -18,7 +18,7 @@
 //!   where two accesses map every work item to the same element: the same thread does both).
 
 use super::table::Micro;
-use hlstm_ir::kernel::{BufKind, LoopRun, Program, Stmt, Storage, Strategy, View, Weight};
+use hlstm_ir::kernel::{BufKind, LoopRun, Program, Stmt, Storage, Strategy, View, Weight, verify};
 use hlstm_ir::op::{Act, BinOp};
 
 /// Bytes of shared memory per block that constants may take (static shared memory is limited
@@ -179,6 +179,10 @@ struct Cx<'a> {
     trip: usize,
 }
 
+/// Legalizes a program that passed the kernel-IR verifier (`hlstm_ir::kernel::verify`, which
+/// [`super::compile`] runs first): what it checks is not checked again here, only what this
+/// backend needs beyond it (operands of the result's dims, views of rank >= 1 within 32-bit
+/// indexing).
 pub fn legalize(p: &Program) -> Result<LProgram, String> {
     let mut temp_at = vec![None; p.buffers.len()];
     let mut work = SYNC_WORDS;
@@ -209,15 +213,7 @@ pub fn legalize(p: &Program) -> Result<LProgram, String> {
     };
     let body = cx.block(&p.body, false)?;
     let body = place_barriers(&body);
-    let max_steps = p.max_steps.unwrap_or_else(|| {
-        p.body
-            .iter()
-            .find_map(|s| match s {
-                Stmt::Loop { trip, .. } => Some(*trip),
-                _ => None,
-            })
-            .unwrap_or(1)
-    });
+    let max_steps = p.longest_steps();
     let mut arrays = cx.arrays;
     let shared_bytes = place_shared(&mut arrays);
     Ok(LProgram {
@@ -416,14 +412,8 @@ impl Cx<'_> {
         }
     }
 
-    fn storage_len(&self, s: Storage) -> usize {
-        match s {
-            Storage::Buf(b) => self.p.buffers[b.0].len(),
-            Storage::Const(c) => self.p.consts[c.0].data.len(),
-        }
-    }
-
-    /// A view checked to stay inside its storage at every step of its loop.
+    /// A view of a verified program (inside its storage at every step of its loop), checked
+    /// to fit 32-bit indexing.
     fn view(&mut self, v: &View, in_loop: bool, what: &str) -> Result<LView, String> {
         if v.dims.len() != v.strides.len() || v.dims.is_empty() {
             return Err(format!(
@@ -431,25 +421,10 @@ impl Cx<'_> {
                 v.dims.len()
             ));
         }
-        let len = self.storage_len(v.storage) as i64;
-        if v.dims.iter().all(|d| *d > 0) {
-            let (mut lo, mut hi) = (v.offset as i64, v.offset as i64);
-            for (d, s) in v.dims.iter().zip(&v.strides) {
-                let e = (*d as i64 - 1) * *s as i64;
-                lo += e.min(0);
-                hi += e.max(0);
-            }
-            let e = (self.trip as i64 - 1) * v.step_stride as i64;
-            lo += e.min(0);
-            hi += e.max(0);
-            if lo < 0 || hi >= len {
-                return Err(format!(
-                    "{what}: a view reaches elements {lo}..={hi} of a storage of {len}"
-                ));
-            }
-            if hi >= i32::MAX as i64 / 8 {
-                return Err(format!("{what}: a view is too large for 32-bit indexing"));
-            }
+        if let Some((_, hi)) = verify::span(v, self.trip)
+            && hi >= i32::MAX as i128 / 8
+        {
+            return Err(format!("{what}: a view is too large for 32-bit indexing"));
         }
         Ok(LView {
             place: self.place(v.storage, in_loop),
@@ -471,16 +446,6 @@ impl Cx<'_> {
         Ok(out)
     }
 
-    fn write_check(&self, v: &View, what: &str) -> Result<(), String> {
-        match v.storage {
-            Storage::Const(_) => Err(format!("{what}: writes a constant")),
-            Storage::Buf(b) if matches!(self.p.buffers[b.0].kind, BufKind::Input(_)) => {
-                Err(format!("{what}: writes input buffer %{}", b.0))
-            }
-            _ => Ok(()),
-        }
-    }
-
     fn elementwise(
         &mut self,
         out: &View,
@@ -490,7 +455,6 @@ impl Cx<'_> {
         in_loop: bool,
         what: String,
     ) -> Result<LStmt, String> {
-        self.write_check(out, &what)?;
         for x in ins {
             if x.dims != out.dims {
                 return Err(format!(
@@ -522,21 +486,7 @@ impl Cx<'_> {
     fn stmt(&mut self, s: &Stmt, in_loop: bool, what: &str) -> Result<Option<LStmt>, String> {
         use super::table::Arg::{Imm, Reg};
         use super::table::Prim;
-        let desc = |s: &Stmt| -> String {
-            let mut p = Program {
-                body: vec![s.clone()],
-                ..Default::default()
-            };
-            p.buffers = self.p.buffers.clone();
-            p.consts = self.p.consts.clone();
-            hlstm_ir::kernel::print(&p)
-                .lines()
-                .rev()
-                .find(|l| !l.is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
+        let desc = hlstm_ir::kernel::print_stmt;
         Ok(Some(match s {
             Stmt::Unary { op, out, x } => {
                 let (ops, r) = act_ops(*op, 0, 1);
@@ -572,13 +522,6 @@ impl Cx<'_> {
             Stmt::Copy { out, x } => self.elementwise(out, &[x], vec![], 0, in_loop, desc(s))?,
             Stmt::Softmax { out, x, log } => {
                 let what = desc(s);
-                self.write_check(out, &what)?;
-                if out.dims != x.dims {
-                    return Err(format!(
-                        "{what}: input dims {:?} differ from output dims {:?}",
-                        x.dims, out.dims
-                    ));
-                }
                 if out.dims.contains(&0) {
                     return Ok(None);
                 }
@@ -598,14 +541,7 @@ impl Cx<'_> {
                 rows_per_step,
             } => {
                 let what = desc(s);
-                self.write_check(out, &what)?;
-                if out.dims.len() != 2 || a.dims.len() != 2 {
-                    return Err(format!("{what}: a matmul of rank other than 2"));
-                }
                 let (m, k, n) = (out.dims[0], a.dims[1], out.dims[1]);
-                if a.dims[0] != m {
-                    return Err(format!("{what}: {m} rows of output and {} of a", a.dims[0]));
-                }
                 let rows = match rows_per_step {
                     Some(r) => Rows::PerStep(*r),
                     None => Rows::Fixed(m),
@@ -619,9 +555,6 @@ impl Cx<'_> {
                     // A masked weight is zero wherever its pattern is (`Weight::Masked`), so
                     // the dense kernel reading it whole computes the same product.
                     Weight::View(wv) | Weight::Masked(wv, _) => {
-                        if wv.dims != [k, n] {
-                            return Err(format!("{what}: weight dims {:?}", wv.dims));
-                        }
                         let w = self.view(wv, in_loop, &what)?;
                         LStmt::Dense {
                             out: o,

@@ -15,6 +15,7 @@
 
 mod emit;
 pub mod legalize;
+pub mod select;
 pub mod table;
 
 use hlstm_ir::kernel::Program;
@@ -193,6 +194,7 @@ pub fn compile(p: &Program, opts: &PtxOptions) -> Result<PtxModule, String> {
             opts.block
         ));
     }
+    hlstm_ir::kernel::verify(p)?;
     let lp = legalize::legalize(p)?;
     let name = identifier(if p.name.is_empty() { "model" } else { &p.name });
     let blocks = lp
@@ -275,5 +277,51 @@ mod tests {
             let s = fill(p, "%f0", &args, "%p0");
             assert!(!s.contains('{'), "{s}");
         }
+    }
+
+    /// A program the kernel-IR verifier rejects is refused before legalization, with the
+    /// verifier's message naming the statement.
+    #[test]
+    fn compile_rejects_a_bad_program_with_the_verifiers_message() {
+        use hlstm_ir::kernel::{BufKind, LoopRun, Program, Stmt, View, verify};
+        let mut p = Program::default();
+        let x = p.add_buffer("x", BufKind::Input(0), &[4, 3]);
+        let y = p.add_buffer("y", BufKind::Output(0), &[4, 3]);
+        p.inputs = vec![x];
+        p.outputs = vec![y];
+        let row = |b, offset| View {
+            offset,
+            step_stride: 3,
+            ..View::whole(b, &[3])
+        };
+        // Rows 1..=4 of a 4-row output: step 3 reaches past its end.
+        p.body = vec![Stmt::Loop {
+            trip: 4,
+            reverse: false,
+            run: LoopRun::Fixed,
+            body: vec![Stmt::Copy {
+                out: row(y, 3),
+                x: row(x, 0),
+            }],
+        }];
+        let want = verify(&p).expect_err("out of bounds");
+        let got = super::compile(&p, &super::PtxOptions::default()).expect_err("refused");
+        assert_eq!(got, want);
+        assert!(
+            got.starts_with("statement 1.1 (copy %1[+3 +3t; 3 : 1]"),
+            "{got}"
+        );
+        assert!(
+            got.contains("reaches elements 3..=14 of a storage of 12"),
+            "{got}"
+        );
+        // The same program in bounds compiles.
+        if let Stmt::Loop { body, .. } = &mut p.body[0] {
+            body[0] = Stmt::Copy {
+                out: row(y, 0),
+                x: row(x, 0),
+            };
+        }
+        assert!(super::compile(&p, &super::PtxOptions::default()).is_ok());
     }
 }

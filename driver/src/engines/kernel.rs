@@ -20,12 +20,18 @@ use std::sync::{Arc, Mutex};
 /// Most specializations kept per model; the oldest is dropped past it.
 const MAX_VARIANTS: usize = 8;
 
-/// The lowering's options for a build: the strategy forced, or the target's choice, and the
-/// patterns of masked run-time weights.
+/// The lowering's options for a build: the strategy forced, or the choice of the engine's
+/// target (the GPU's for `cuda`, the CPU's for the others), and the patterns of masked run-time
+/// weights.
 pub fn lower_options(opts: &BuildOptions) -> LowerOptions {
+    let selector: &'static dyn hlstm_ir::kernel::KernelSelector = match opts.engine {
+        Engine::Cuda => &hlstm_backends::ptx::select::SELECTOR,
+        _ => &hlstm_backends::cpu::select::SELECTOR,
+    };
     LowerOptions {
         strategy: opts.strategy,
         input_patterns: opts.input_patterns.clone(),
+        selector: Some(selector),
     }
 }
 
@@ -358,7 +364,7 @@ fn feed_steps(infos: &[TensorInfo], v: &Variant, inputs: &[Tensor]) -> Result<us
             inputs.len()
         )));
     }
-    let max = hlstm_ir::kernel::interp::check_steps(p, None).map_err(Error::Run)?;
+    let max = p.check_steps(None).map_err(Error::Run)?;
     let mut steps = None;
     for (((info, t), &b), feed) in infos.iter().zip(inputs).zip(&p.inputs).zip(&v.feeds) {
         let mut want = p.buffers[b.0].dims.as_slice();

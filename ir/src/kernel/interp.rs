@@ -1,6 +1,7 @@
 //! A plain interpreter for the kernel IR: checks lowering against the graph interpreter, and is
 //! the reference the code generators are compared with statement by statement.
 
+use super::verify::bcast_strides;
 use super::{LoopRun, Program, Stmt, Storage, View, Weight};
 use crate::interp::kernels::check_size;
 
@@ -36,7 +37,7 @@ impl Machine {
         steps: Option<usize>,
         resume: bool,
     ) -> Result<Vec<Vec<f32>>, String> {
-        let steps = check_steps(p, steps)?;
+        let steps = p.check_steps(steps)?;
         let loop_steps = p.loop_steps(inputs, steps)?;
         if resume && !p.streamable() {
             return Err("this program cannot resume a sequence (see Program::streamable)".into());
@@ -72,35 +73,6 @@ impl Machine {
     }
 }
 
-/// The number of steps a call runs: `steps` checked against the program, or its longest.
-pub fn check_steps(p: &Program, steps: Option<usize>) -> Result<usize, String> {
-    let fixed = static_steps(p);
-    match (p.max_steps, steps) {
-        (Some(max), None) => Ok(max),
-        (Some(max), Some(s)) if (1..=max).contains(&s) => Ok(s),
-        (Some(max), Some(s)) => Err(format!(
-            "a sequence of {s} steps: this program runs 1 to {max} steps"
-        )),
-        (None, None) => Ok(fixed),
-        (None, Some(s)) if s == fixed => Ok(s),
-        (None, Some(s)) => Err(format!(
-            "a sequence of {s} steps: this program runs exactly {fixed} ({})",
-            p.static_steps_reason.as_deref().unwrap_or("static shapes")
-        )),
-    }
-}
-
-/// The trip of a static program's first top-level loop (its sequence length), or 1.
-fn static_steps(p: &Program) -> usize {
-    p.body
-        .iter()
-        .find_map(|s| match s {
-            Stmt::Loop { trip, .. } => Some(*trip),
-            _ => None,
-        })
-        .unwrap_or(1)
-}
-
 /// A view with its first dim cut to `rows`.
 fn rows_of(v: &View, rows: usize) -> View {
     let mut v = v.clone();
@@ -110,17 +82,12 @@ fn rows_of(v: &View, rows: usize) -> View {
     v
 }
 
-/// Flat element offsets of a view at step t, in row-major order of its dims.
-fn offsets(v: &View, t: usize) -> Vec<isize> {
-    v.offsets(t)
-}
-
 fn read(p: &Program, bufs: &[Vec<f32>], v: &View, t: usize) -> Result<Vec<f32>, String> {
     let data: &[f32] = match v.storage {
         Storage::Buf(b) => &bufs[b.0],
         Storage::Const(c) => &p.consts[c.0].data,
     };
-    offsets(v, t)
+    v.offsets(t)
         .into_iter()
         .map(|o| {
             usize::try_from(o)
@@ -142,24 +109,11 @@ fn read_as(
     if v.dims == dims {
         return read(p, bufs, v, t);
     }
-    let r = dims.len();
-    if v.dims.len() > r {
-        return Err(format!("cannot broadcast {:?} to {dims:?}", v.dims));
-    }
-    let pad = r - v.dims.len();
-    let mut bv = View {
+    let bv = View {
         dims: dims.to_vec(),
-        strides: vec![0; r],
+        strides: bcast_strides(v, dims)?,
         ..v.clone()
     };
-    for d in 0..v.dims.len() {
-        let target = dims[pad + d];
-        if v.dims[d] == target {
-            bv.strides[pad + d] = v.strides[d];
-        } else if v.dims[d] != 1 {
-            return Err(format!("cannot broadcast {:?} to {dims:?}", v.dims));
-        }
-    }
     read(p, bufs, &bv, t)
 }
 
@@ -168,7 +122,7 @@ fn write(bufs: &mut [Vec<f32>], v: &View, t: usize, vals: &[f32]) -> Result<(), 
         return Err("a write to a constant".into());
     };
     let len = bufs[b.0].len();
-    for (o, x) in offsets(v, t).into_iter().zip(vals) {
+    for (o, x) in v.offsets(t).into_iter().zip(vals) {
         let o = usize::try_from(o)
             .ok()
             .filter(|o| *o < len)

@@ -25,9 +25,14 @@
 pub mod interp;
 mod parse;
 mod print;
+pub mod select;
+pub mod verify;
+pub mod visit;
 
 pub use parse::{parse, parse_with_weights};
-pub use print::{print, print_with_weights};
+pub use print::{print, print_stmt, print_with_weights};
+pub use select::KernelSelector;
+pub use verify::verify;
 
 use crate::op::{Act, BinOp};
 use std::sync::Arc;
@@ -295,9 +300,15 @@ impl Stmt {
 impl View {
     /// The element offsets the view touches at step `t`, in row-major order of its dims.
     pub fn offsets(&self, t: usize) -> Vec<isize> {
+        let mut out = Vec::with_capacity(self.len());
+        self.offsets_into(t, &mut out);
+        out
+    }
+
+    /// [`View::offsets`] appended to `out` (which a caller may reuse).
+    pub fn offsets_into(&self, t: usize, out: &mut Vec<isize>) {
         let base = self.offset + self.step_stride * t as isize;
         let n: usize = self.dims.iter().product();
-        let mut out = Vec::with_capacity(n);
         let mut idx = vec![0usize; self.dims.len()];
         for _ in 0..n {
             let inner: isize = idx
@@ -314,7 +325,6 @@ impl View {
                 idx[d] = 0;
             }
         }
-        out
     }
 }
 
@@ -436,29 +446,59 @@ impl Program {
     /// sparse strategies execute), and on run-time weights densely. Loop bodies count once per
     /// iteration.
     pub fn weight_macs(&self) -> (u64, u64) {
-        fn walk(p: &Program, s: &[Stmt], trips: u64, acc: &mut (u64, u64)) {
-            for st in s {
-                match st {
-                    Stmt::MatMul { out, a, w, .. } => {
-                        let m = out.dims[0] as u64;
-                        let k = *a.dims.last().unwrap_or(&1) as u64;
-                        let n = *out.dims.last().unwrap_or(&1) as u64;
-                        acc.0 += trips * m * k * n;
-                        acc.1 += trips
-                            * match w {
-                                Weight::Const(c, _) => m * p.consts[c.0].nonzeros() as u64,
-                                Weight::View(_) => m * k * n,
-                                Weight::Masked(_, c) => m * p.consts[c.0].nonzeros() as u64,
-                            };
-                    }
-                    Stmt::Loop { trip, body, .. } => walk(p, body, trips * *trip as u64, acc),
-                    Stmt::Start { body } => walk(p, body, trips, acc),
-                    _ => {}
-                }
-            }
-        }
         let mut acc = (0, 0);
-        walk(self, &self.body, 1, &mut acc);
+        visit::walk(&self.body, &mut |st, site| {
+            if let Stmt::MatMul { out, a, w, .. } = st {
+                let trips = site.iterations;
+                let m = out.dims[0] as u64;
+                let k = *a.dims.last().unwrap_or(&1) as u64;
+                let n = *out.dims.last().unwrap_or(&1) as u64;
+                acc.0 += trips * m * k * n;
+                acc.1 += trips
+                    * match w {
+                        Weight::Const(c, _) => m * self.consts[c.0].nonzeros() as u64,
+                        Weight::View(_) => m * k * n,
+                        Weight::Masked(_, c) => m * self.consts[c.0].nonzeros() as u64,
+                    };
+            }
+        });
         acc
+    }
+
+    /// The sequence length of a program without a run-time one: the trip of its first
+    /// top-level loop, or 1.
+    pub fn static_steps(&self) -> usize {
+        self.body
+            .iter()
+            .find_map(|s| match s {
+                Stmt::Loop { trip, .. } => Some(*trip),
+                _ => None,
+            })
+            .unwrap_or(1)
+    }
+
+    /// The most steps a call runs: [`Program::max_steps`], or the static length.
+    pub fn longest_steps(&self) -> usize {
+        self.max_steps.unwrap_or_else(|| self.static_steps())
+    }
+
+    /// The number of steps a call runs: `steps` checked against the program, or its longest.
+    pub fn check_steps(&self, steps: Option<usize>) -> Result<usize, String> {
+        let fixed = self.static_steps();
+        match (self.max_steps, steps) {
+            (Some(max), None) => Ok(max),
+            (Some(max), Some(s)) if (1..=max).contains(&s) => Ok(s),
+            (Some(max), Some(s)) => Err(format!(
+                "a sequence of {s} steps: this program runs 1 to {max} steps"
+            )),
+            (None, None) => Ok(fixed),
+            (None, Some(s)) if s == fixed => Ok(s),
+            (None, Some(s)) => Err(format!(
+                "a sequence of {s} steps: this program runs exactly {fixed} ({})",
+                self.static_steps_reason
+                    .as_deref()
+                    .unwrap_or("static shapes")
+            )),
+        }
     }
 }

@@ -37,92 +37,82 @@ fn view(v: &View) -> String {
     )
 }
 
+/// One statement as a line of `.kir` text (without indent or newline): a loop or `start`
+/// block as its header, `loop t in 0..8 {`.
+pub fn print_stmt(s: &Stmt) -> String {
+    match s {
+        Stmt::MatMul {
+            out: o,
+            a,
+            w,
+            rows_per_step,
+        } => {
+            let w = match w {
+                Weight::Const(c, strategy) => format!("${} ({})", c.0, strategy.name()),
+                Weight::View(v) => format!("{} (dense, run-time)", view(v)),
+                Weight::Masked(v, c) => format!("{} (masked by ${}, run-time)", view(v), c.0),
+            };
+            let rows = match rows_per_step {
+                Some(r) => format!(" rows {r}/step"),
+                None => String::new(),
+            };
+            format!("matmul {} = {} x {w}{rows}", view(o), view(a))
+        }
+        Stmt::Unary { op, out: o, x } => {
+            let params = op.params();
+            let params = if params.is_empty() {
+                String::new()
+            } else {
+                let p: Vec<String> = params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", fmt_f32(*v)))
+                    .collect();
+                format!("{{{}}}", p.join(", "))
+            };
+            format!("{}{params} {} = {}", op.name(), view(o), view(x))
+        }
+        Stmt::Binary { op, out: o, a, b } => {
+            format!("{} {} = {}, {}", op.name(), view(o), view(a), view(b))
+        }
+        Stmt::Clip {
+            out: o,
+            x,
+            min,
+            max,
+        } => format!("clip {} = {} in [{min:?}, {max:?}]", view(o), view(x)),
+        Stmt::Copy { out: o, x } => format!("copy {} = {}", view(o), view(x)),
+        Stmt::Softmax { out: o, x, log } => format!(
+            "{} {} = {} over the last dim",
+            if *log { "log_softmax" } else { "softmax" },
+            view(o),
+            view(x)
+        ),
+        Stmt::Loop {
+            trip, reverse, run, ..
+        } => {
+            let range = match (run, reverse) {
+                (LoopRun::Fixed, true) => format!("{trip}..0 (reverse)"),
+                (LoopRun::Fixed, false) => format!("0..{trip}"),
+                (LoopRun::Steps, true) => format!("steps..0 (reverse, steps <= {trip})"),
+                (LoopRun::Steps, false) => format!("0..steps (steps <= {trip})"),
+                (LoopRun::LastStep, false) => format!("steps-1 (steps <= {trip})"),
+                (LoopRun::LastStep, true) => format!("steps-1 (reverse, steps <= {trip})"),
+            };
+            format!("loop t in {range} {{")
+        }
+        Stmt::Barrier => "barrier".to_string(),
+        Stmt::Start { .. } => "start {".to_string(),
+    }
+}
+
 fn stmts(out: &mut String, body: &[Stmt], indent: usize) {
     let pad = "  ".repeat(indent);
     for s in body {
-        let _ = match s {
-            Stmt::MatMul {
-                out: o,
-                a,
-                w,
-                rows_per_step,
-            } => {
-                let w = match w {
-                    Weight::Const(c, strategy) => format!("${} ({})", c.0, strategy.name()),
-                    Weight::View(v) => format!("{} (dense, run-time)", view(v)),
-                    Weight::Masked(v, c) => format!("{} (masked by ${}, run-time)", view(v), c.0),
-                };
-                let rows = match rows_per_step {
-                    Some(r) => format!(" rows {r}/step"),
-                    None => String::new(),
-                };
-                writeln!(out, "{pad}matmul {} = {} x {w}{rows}", view(o), view(a))
-            }
-            Stmt::Unary { op, out: o, x } => {
-                let params = op.params();
-                let params = if params.is_empty() {
-                    String::new()
-                } else {
-                    let p: Vec<String> = params
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", fmt_f32(*v)))
-                        .collect();
-                    format!("{{{}}}", p.join(", "))
-                };
-                writeln!(out, "{pad}{}{params} {} = {}", op.name(), view(o), view(x))
-            }
-            Stmt::Binary { op, out: o, a, b } => writeln!(
-                out,
-                "{pad}{} {} = {}, {}",
-                op.name(),
-                view(o),
-                view(a),
-                view(b)
-            ),
-            Stmt::Clip {
-                out: o,
-                x,
-                min,
-                max,
-            } => writeln!(
-                out,
-                "{pad}clip {} = {} in [{min:?}, {max:?}]",
-                view(o),
-                view(x)
-            ),
-            Stmt::Copy { out: o, x } => writeln!(out, "{pad}copy {} = {}", view(o), view(x)),
-            Stmt::Softmax { out: o, x, log } => writeln!(
-                out,
-                "{pad}{} {} = {} over the last dim",
-                if *log { "log_softmax" } else { "softmax" },
-                view(o),
-                view(x)
-            ),
-            Stmt::Loop {
-                trip,
-                reverse,
-                run,
-                body,
-            } => {
-                let range = match (run, reverse) {
-                    (LoopRun::Fixed, true) => format!("{trip}..0 (reverse)"),
-                    (LoopRun::Fixed, false) => format!("0..{trip}"),
-                    (LoopRun::Steps, true) => format!("steps..0 (reverse, steps <= {trip})"),
-                    (LoopRun::Steps, false) => format!("0..steps (steps <= {trip})"),
-                    (LoopRun::LastStep, false) => format!("steps-1 (steps <= {trip})"),
-                    (LoopRun::LastStep, true) => format!("steps-1 (reverse, steps <= {trip})"),
-                };
-                let _ = writeln!(out, "{pad}loop t in {range} {{");
-                stmts(out, body, indent + 1);
-                writeln!(out, "{pad}}}")
-            }
-            Stmt::Barrier => writeln!(out, "{pad}barrier"),
-            Stmt::Start { body } => {
-                let _ = writeln!(out, "{pad}start {{");
-                stmts(out, body, indent + 1);
-                writeln!(out, "{pad}}}")
-            }
-        };
+        let _ = writeln!(out, "{pad}{}", print_stmt(s));
+        if let Stmt::Loop { body, .. } | Stmt::Start { body } = s {
+            stmts(out, body, indent + 1);
+            let _ = writeln!(out, "{pad}}}");
+        }
     }
 }
 

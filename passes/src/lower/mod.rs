@@ -11,9 +11,10 @@
 //! A `recurrence` becomes a `Loop`; see `recurrence.rs`. docs/kernels.md describes the result and
 //! the layouts each statement is guaranteed to get.
 //!
-//! Weights: a matmul whose right operand is constant gets `Weight::Const` with a strategy chosen
-//! by [`choose_strategy`] (or the one [`LowerOptions::strategy`] forces); a run-time right operand
-//! gets `Weight::View`.
+//! Weights: a matmul whose right operand is constant gets `Weight::Const` with the strategy the
+//! target's [`KernelSelector`] chooses ([`LowerOptions::selector`]; or the one
+//! [`LowerOptions::strategy`] forces); a run-time right operand gets `Weight::View` (or
+//! `Weight::Masked`, when its pattern is known and the selector wants it).
 
 pub mod batch;
 mod recurrence;
@@ -21,8 +22,9 @@ pub mod steps;
 pub mod threads;
 pub mod view;
 
+use hlstm_ir::kernel::select::{KernelSelector, Thresholds};
 use hlstm_ir::kernel::{
-    BufId, BufKind, Const, ConstId, Program, Stmt, Storage, Strategy, View, Weight,
+    BufId, BufKind, Const, ConstId, Program, Stmt, Storage, Strategy, View, Weight, visit,
 };
 use hlstm_ir::{Act, BinOp, Constant, DType, Graph, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;
@@ -32,43 +34,33 @@ use view::ViewKey;
 
 #[derive(Clone, Debug, Default)]
 pub struct LowerOptions {
-    /// Use this strategy for every constant weight (tests, comparisons); `None` lets
-    /// [`choose_strategy`] pick one per matrix.
+    /// Use this strategy for every constant weight (tests, comparisons, `--sparse-strategy`);
+    /// `None` lets the selector pick one per matrix.
     pub strategy: Option<Strategy>,
+    /// The target's kernel selection (`hlstm_backends::cpu::select::SELECTOR`,
+    /// `hlstm_backends::ptx::select::SELECTOR`); `None`: [`NO_TARGET`].
+    pub selector: Option<&'static dyn KernelSelector>,
     /// For each graph input (by index; missing or None: unknown), a pattern that is zero
     /// wherever the input always is (its elements in row-major order): the trainer's masks.
-    /// A matmul whose run-time weight is such an input, at most [`SPARSE_MAX_DENSITY`] dense,
-    /// gets `Weight::Masked`: a compressed kernel over the pattern's nonzeros, compiled again
-    /// when the pattern changes.
+    /// A matmul whose run-time weight is such an input gets `Weight::Masked` where the selector
+    /// wants it ([`KernelSelector::masked`]): a compressed kernel over the pattern's nonzeros,
+    /// compiled again when the pattern changes.
     pub input_patterns: Vec<Option<Arc<Vec<f32>>>>,
 }
 
-/// Most nonzeros a matrix may have to be generated fully unrolled (one FMA per nonzero, the
-/// weight an immediate): about 18 bytes of code each, so a matrix's code stays under 72 KiB.
-/// Measured (docs/kernels.md,
-/// the strategy timing table): the unrolled kernel wins on small matrices, the compressed-column
-/// loop (6 bytes of data per nonzero) from a few thousand nonzeros on; at 150k unrolled
-/// nonzeros per step the code no longer fits and runs 3x slower than the loop.
-pub const UNROLL_MAX_NONZEROS: usize = 4096;
+/// The selection of a lowering that names no target: the CPU's thresholds
+/// (`hlstm_backends::cpu::select`, where they are explained and measured), repeated here
+/// because this crate does not depend on the backends; the root test `tests/jit.rs` checks
+/// the two agree.
+pub const NO_TARGET: Thresholds = Thresholds {
+    sparse_max_density: 0.3,
+    unroll_max_nonzeros: 4096,
+};
 
-/// Highest density at which a sparse kernel is chosen over the dense one. A sparse kernel does
-/// one scalar FMA per nonzero; the dense kernel does four lanes per 128-bit FMA but over every
-/// weight, so the two meet near density 1/4; the dense kernel also streams every weight from
-/// memory while the unrolled one streams none, which moves the crossing a little higher.
-pub const SPARSE_MAX_DENSITY: f64 = 0.3;
-
-/// The cost model for a constant [K, N] weight with `nonzeros` nonzeros: dense above
-/// [`SPARSE_MAX_DENSITY`]; otherwise unrolled up to [`UNROLL_MAX_NONZEROS`] nonzeros, and a
-/// compressed-row loop beyond.
-pub fn choose_strategy(k: usize, n: usize, nonzeros: usize) -> Strategy {
-    let elements = (k * n).max(1);
-    let density = nonzeros as f64 / elements as f64;
-    if density > SPARSE_MAX_DENSITY {
-        Strategy::Dense
-    } else if nonzeros <= UNROLL_MAX_NONZEROS {
-        Strategy::SparseUnrolled
-    } else {
-        Strategy::SparseCsr
+impl LowerOptions {
+    /// The selector in effect.
+    pub fn selector(&self) -> &dyn KernelSelector {
+        self.selector.unwrap_or(&NO_TARGET)
     }
 }
 
@@ -398,18 +390,20 @@ impl Lowerer<'_> {
         self.materialize(sc, &v, name)
     }
 
-    fn weight(&mut self, sc: &mut Scope, b: View, name: &str) -> Weight {
+    /// The right operand `b` [K, N] of a matmul whose left operand has `rows` rows.
+    fn weight(&mut self, sc: &mut Scope, b: View, rows: usize, name: &str) -> Weight {
         if let Some(id) = self.cut_const(&b) {
             let c = &self.prog.consts[id.0];
-            let strategy = self
-                .opts
-                .strategy
-                .unwrap_or_else(|| choose_strategy(b.dims[0], b.dims[1], c.nonzeros()));
+            let strategy = self.opts.strategy.unwrap_or_else(|| {
+                self.opts
+                    .selector()
+                    .choose(b.dims[0], b.dims[1], c.nonzeros(), rows)
+            });
             return Weight::Const(id, strategy);
         }
         if let Some(pattern) = self.input_pattern(&b) {
             let nonzeros = pattern.iter().filter(|v| **v != 0.0).count();
-            if nonzeros as f64 <= SPARSE_MAX_DENSITY * b.len() as f64 {
+            if self.opts.selector().masked(b.dims[0], b.dims[1], nonzeros) {
                 let c = self
                     .prog
                     .add_const(&format!("{name}.pattern"), &b.dims, pattern);
@@ -461,7 +455,7 @@ impl Lowerer<'_> {
         }
         debug_assert_eq!(out.strides[1], 1, "a matmul result is row-major");
         let a = self.matrix(sc, a, &format!("{name}.a"));
-        let w = self.weight(sc, b, &format!("{name}.b"));
+        let w = self.weight(sc, b, a.dims[0], &format!("{name}.b"));
         let stmt = Stmt::MatMul {
             out,
             a,
@@ -1177,7 +1171,7 @@ fn compact(p: &mut Program) {
     for b in p.inputs.iter().chain(&p.outputs) {
         used_b[b.0] = true;
     }
-    for_each_view(&mut p.body, &mut |v| match v.storage {
+    visit::views_mut(&mut p.body, &mut |v| match v.storage {
         Storage::Buf(b) => used_b[b.0] = true,
         Storage::Const(c) => used_c[c.0] = true,
     });
@@ -1208,52 +1202,22 @@ fn compact(p: &mut Program) {
     {
         b.0 = map_b[b.0];
     }
-    for_each_view(&mut p.body, &mut |v| match &mut v.storage {
+    visit::views_mut(&mut p.body, &mut |v| match &mut v.storage {
         Storage::Buf(b) => b.0 = map_b[b.0],
         Storage::Const(c) => c.0 = map_c[c.0],
     });
     for_each_weight(&mut p.body, &mut |c| c.0 = map_c[c.0]);
 }
 
-/// Calls `f` on every view of every statement (loop bodies included).
-pub(crate) fn for_each_view(body: &mut [Stmt], f: &mut dyn FnMut(&mut View)) {
-    for s in body {
-        match s {
-            Stmt::MatMul { out, a, w, .. } => {
-                f(out);
-                f(a);
-                if let Some(v) = w.view_mut() {
-                    f(v);
-                }
-            }
-            Stmt::Unary { out, x, .. }
-            | Stmt::Clip { out, x, .. }
-            | Stmt::Copy { out, x }
-            | Stmt::Softmax { out, x, .. } => {
-                f(out);
-                f(x);
-            }
-            Stmt::Binary { out, a, b, .. } => {
-                f(out);
-                f(a);
-                f(b);
-            }
-            Stmt::Loop { body, .. } | Stmt::Start { body } => for_each_view(body, f),
-            Stmt::Barrier => {}
-        }
-    }
-}
-
 /// Calls `f` on the constant of every matmul weight (a constant matrix, a mask's pattern).
-fn for_each_weight(body: &mut [Stmt], f: &mut dyn FnMut(&mut ConstId)) {
-    for s in body {
-        match s {
-            Stmt::MatMul {
-                w: Weight::Const(c, _) | Weight::Masked(_, c),
-                ..
-            } => f(c),
-            Stmt::Loop { body, .. } | Stmt::Start { body } => for_each_weight(body, f),
-            _ => {}
+fn for_each_weight(body: &mut [Stmt], f: &mut impl FnMut(&mut ConstId)) {
+    visit::walk_mut(body, &mut |s| {
+        if let Stmt::MatMul {
+            w: Weight::Const(c, _) | Weight::Masked(_, c),
+            ..
+        } = s
+        {
+            f(c)
         }
-    }
+    });
 }

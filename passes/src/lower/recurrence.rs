@@ -18,7 +18,8 @@
 //!   run `steps` times ([`LoopRun::Steps`]), the count the caller derives from the input, after
 //!   the stacked outputs are zeroed whole.
 
-use super::{Loc, LoopScope, Lowerer, Scope, for_each_view, node_err, view};
+use super::{Loc, LoopScope, Lowerer, Scope, node_err, view};
+use hlstm_ir::kernel::visit;
 use hlstm_ir::kernel::{BufId, BufKind, LoopRun, Stmt, Storage, View, row_major_strides};
 use hlstm_ir::{Graph, Op, Recurrence, Value};
 use petgraph::stable_graph::NodeIndex;
@@ -398,16 +399,15 @@ fn writes(st: &Stmt, b: BufId) -> bool {
 
 /// Whether a statement reads or writes buffer `b`.
 fn touches(st: &Stmt, b: BufId) -> bool {
-    let mut st = st.clone();
     let mut hit = false;
-    for_each_view(std::slice::from_mut(&mut st), &mut |v| {
-        hit |= v.storage == Storage::Buf(b)
+    visit::walk(std::slice::from_ref(st), &mut |s, _| {
+        hit |= s.views().iter().any(|v| v.storage == Storage::Buf(b))
     });
     hit
 }
 
 fn rename(stmts: &mut [Stmt], from: BufId, to: BufId) {
-    for_each_view(stmts, &mut |v| {
+    visit::views_mut(stmts, &mut |v| {
         if v.storage == Storage::Buf(from) {
             v.storage = Storage::Buf(to);
         }

@@ -343,7 +343,7 @@ fn rewrite(st: Stmt, mode: Mode, stride: &HashMap<BufId, usize>, trip: usize) ->
             }
             let mut st = st;
             let rank = row_views(&st).first().map_or(0, |o| o.dims.len());
-            for_views(&mut st, &mut |v| {
+            hlstm_ir::kernel::visit::views_mut(std::slice::from_mut(&mut st), &mut |v| {
                 if time(v).is_some() {
                     v.step_stride = r as isize * v.strides[0];
                     v.dims[0] = r;
@@ -361,7 +361,7 @@ fn rewrite(st: Stmt, mode: Mode, stride: &HashMap<BufId, usize>, trip: usize) ->
         }
         Mode::Last => {
             let mut st = st;
-            for_views(&mut st, &mut |v| {
+            hlstm_ir::kernel::visit::views_mut(std::slice::from_mut(&mut st), &mut |v| {
                 if let Some(s) = time(v) {
                     v.offset -= (trip as isize - 1) * s as isize;
                     v.step_stride = s as isize;
@@ -375,10 +375,6 @@ fn rewrite(st: Stmt, mode: Mode, stride: &HashMap<BufId, usize>, trip: usize) ->
             }
         }
     }
-}
-
-fn for_views(st: &mut Stmt, f: &mut dyn FnMut(&mut View)) {
-    super::for_each_view(std::slice::from_mut(st), f);
 }
 
 #[cfg(test)]

@@ -244,7 +244,9 @@ fn share_stmt(q: &mut Program, s: Stmt, tid: usize, threads: usize) -> Option<St
             }
             let rank = out_view(&s).dims.len();
             let mut s = s;
-            for_views(&mut s, &mut |v| slice_view(v, rank, d, n, lo, hi));
+            hlstm_ir::kernel::visit::views_mut(std::slice::from_mut(&mut s), &mut |v| {
+                slice_view(v, rank, d, n, lo, hi)
+            });
             Some(s)
         }
     }
@@ -255,17 +257,13 @@ fn out_view(s: &Stmt) -> &View {
         .expect("only statements with an output are split")
 }
 
-fn for_views(s: &mut Stmt, f: &mut dyn FnMut(&mut View)) {
-    super::for_each_view(std::slice::from_mut(s), f);
-}
-
 /// The dim an elementwise statement splits along, and its length; None when it must run whole.
 fn split_dim(s: &Stmt, threads: usize) -> Option<(usize, usize)> {
     let out = out_view(s);
     // An input in the output's storage through another view: threads would race.
     let mut same = false;
     let mut st = s.clone();
-    for_views(&mut st, &mut |v| {
+    hlstm_ir::kernel::visit::views_mut(std::slice::from_mut(&mut st), &mut |v| {
         if v.storage == out.storage && v != out {
             same = true;
         }
