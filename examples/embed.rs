@@ -6,8 +6,8 @@
 //! Reads TEST_DATA_DIR/input_K.pb (K in the model's input order) and output_K.pb, prints the
 //! largest error of each output and PASS or FAIL, and exits non-zero on FAIL or on any error.
 
-use hlstmc::frontends::onnx::tensor::read_pb;
-use hlstmc::{BuildOptions, Model, OptimizeOptions, Tensor};
+use hlstmc::test_data::{TestData, compare};
+use hlstmc::{BuildOptions, Model, OptimizeOptions};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -31,56 +31,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(path: &Path) -> Result<Tensor, Box<dyn std::error::Error>> {
-    Ok(read_pb(path)?.1)
-}
-
 fn check(model: &Path, dir: &Path) -> Result<bool, Box<dyn std::error::Error>> {
     let model = Model::load(model)?;
-    let inputs = (0..model.inputs().len())
-        .map(|k| read(&dir.join(format!("input_{k}.pb"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = model.inputs().into_iter().map(|i| i.name).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let data = TestData::load(dir, &names, model.outputs().len())?;
     // Open dims (a symbolic batch or sequence length) take the inputs' sizes.
     let runnable = model
-        .specialize_to(&inputs)?
+        .specialize_to(&data.inputs)?
         .optimize(&OptimizeOptions::default())?
         .into_runnable(&BuildOptions::default())?;
-    let outputs = runnable.run(&inputs)?;
+    let outputs = runnable.run(&data.inputs)?;
     let mut pass = true;
-    for (k, (info, got)) in runnable.outputs().iter().zip(&outputs).enumerate() {
-        let want = read(&dir.join(format!("output_{k}.pb")))?;
-        let (got, want) = (got.cast(hlstmc::DType::F32), want.cast(hlstmc::DType::F32));
-        let (Some(g), Some(w)) = (got.as_f32(), want.as_f32()) else {
-            unreachable!("cast to f32")
-        };
-        if g.shape() != w.shape() {
-            println!(
-                "{}: shape {:?}, expected {:?}",
-                info.name,
-                g.shape(),
-                w.shape()
-            );
-            pass = false;
-            continue;
-        }
-        let mut max_err = 0.0f64;
-        let mut bad = 0;
-        for (&x, &y) in g.iter().zip(w.iter()) {
-            let (x, y) = (x as f64, y as f64);
-            let d = if x == y { 0.0 } else { (x - y).abs() };
-            // NaN against a number, or a non-finite reference not matched exactly, fails.
-            let d = if d.is_nan() { f64::INFINITY } else { d };
-            max_err = max_err.max(d);
-            if !(d <= ATOL + RTOL * y.abs()) {
-                bad += 1;
+    for ((info, got), want) in runnable.outputs().iter().zip(&outputs).zip(&data.outputs) {
+        let want = want
+            .as_ref()
+            .ok_or_else(|| format!("no reference for '{}'", info.name))?;
+        match compare(got, want, RTOL, ATOL) {
+            Ok(c) => {
+                println!(
+                    "{}: max abs err {:.3e}, {} of {} out of tolerance",
+                    info.name, c.max_abs, c.bad, c.count
+                );
+                pass &= c.bad == 0;
+            }
+            Err(e) => {
+                println!("{}: {e}", info.name);
+                pass = false;
             }
         }
-        println!(
-            "{}: max abs err {max_err:.3e}, {bad} of {} out of tolerance",
-            info.name,
-            g.len()
-        );
-        pass &= bad == 0;
     }
     println!("{}", if pass { "PASS" } else { "FAIL" });
     Ok(pass)

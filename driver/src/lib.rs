@@ -21,6 +21,7 @@ mod model;
 mod optimize;
 mod runtime;
 mod target;
+pub mod test_data;
 
 pub use engines::{compile_jit, kernel_program, lower_options};
 pub use error::{Error, Result};

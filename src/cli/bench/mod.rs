@@ -1,14 +1,14 @@
 //! `hlstmc bench`: time a model's run with one engine, per sequence and per time step.
 
+mod report;
 mod timing;
 
 use super::engine::{Cpu, Engine, SparseStrategy, build_options};
-use super::io::read_tensor;
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use hlstmc::ir::stats::graph_stats;
 use hlstmc::ir::{DType, Dim, Graph, Op, Tensor};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use timing::{DEFAULT_ROUNDS, Plan, measure, summarize};
@@ -117,23 +117,6 @@ fn random_inputs(g: &Graph) -> Result<Vec<Tensor>> {
         .collect())
 }
 
-/// The inputs of a test-data folder: DIR/input_K.pb in the model's input order.
-fn test_data_inputs(names: &[&str], dir: &Path) -> Result<Vec<Tensor>> {
-    let mut out = Vec::new();
-    for (k, name) in names.iter().enumerate() {
-        let p = dir.join(format!("input_{k}.pb"));
-        if !p.exists() {
-            bail!(
-                "{}: no input_{k}.pb for model input '{name}' (the model takes {} inputs)",
-                dir.display(),
-                names.len()
-            );
-        }
-        out.push(read_tensor(&p)?);
-    }
-    Ok(out)
-}
-
 /// The sequence length one call runs: axis 0 of the sequence operand of the model's first
 /// recurrence, or, for a model without one, axis 0 of its first rank-3 f32 input (`[T, B, F]`).
 /// None when neither exists or the dim is not known.
@@ -179,7 +162,7 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         Some(dir) => {
             let infos = model.inputs();
             let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
-            Some(test_data_inputs(&names, dir)?)
+            Some(hlstmc::test_data::TestData::load(dir, &names, 0)?.inputs)
         }
         None => None,
     };
@@ -221,90 +204,28 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
     let compile = t0.elapsed();
 
     let (per_call_us, iters) = measure(&mut call, a.warmup, plan)?;
-    let runs = per_call_us.len() as u64;
-    let s = summarize(per_call_us);
-    let engine = hlstmc::Engine::from(a.engine).name();
-    let mode = match plan {
-        Plan::Runs(_) => "runs",
-        Plan::Rounds { .. } => "rounds",
+    let report = report::Report {
+        model: &a.model,
+        engine: hlstmc::Engine::from(a.engine).name(),
+        device: device.as_deref(),
+        threads,
+        test_data: a.test_data.is_some(),
+        import,
+        optimize,
+        compile,
+        plan,
+        warmup: a.warmup,
+        runs: per_call_us.len() as u64,
+        iters,
+        summary: summarize(per_call_us),
+        steps,
+        batch: st.batch,
+        macs_per_call,
     };
-    let compile_ms = compile.as_secs_f64() * 1e3;
-    let per_step = |us: f64| steps.map(|t| us / t.max(1) as f64);
-    // 2 flops per multiply-add, at the median time.
-    let gflops = 2.0 * macs_per_call / (s.median * 1e-6) / 1e9;
     if a.json {
-        let obj = serde_json::json!({
-            "model": a.model.display().to_string(),
-            "engine": engine,
-            "threads": threads,
-            "inputs": if a.test_data.is_some() { "test-data" } else { "random" },
-            "import_ms": import.as_secs_f64() * 1e3,
-            "optimize_ms": optimize.as_secs_f64() * 1e3,
-            "compile_ms": compile_ms,
-            "setup_ms": (import + optimize + compile).as_secs_f64() * 1e3,
-            "mode": mode,
-            "warmup": a.warmup,
-            "runs": runs,
-            "rounds": runs,
-            "iters": iters,
-            "median_us": s.median,
-            "min_us": s.min,
-            "p90_us": s.p90,
-            "max_us": s.max,
-            "steps": steps,
-            "batch": st.batch,
-            "median_us_per_step": per_step(s.median),
-            "min_us_per_step": per_step(s.min),
-            "p90_us_per_step": per_step(s.p90),
-            "macs_nonzero_per_call": macs_per_call.round() as u64,
-            "gflops": gflops,
-        });
-        let mut obj = obj;
-        if let Some(d) = &device {
-            obj["device"] = serde_json::json!(d);
-        }
-        println!("{obj}");
+        report.print_json();
     } else {
-        let step = |us: f64| match per_step(us) {
-            Some(v) => format!("{v:.3}"),
-            None => "n/a".to_string(),
-        };
-        println!("model:    {}", a.model.display());
-        let plural = if threads == 1 { "" } else { "s" };
-        match &device {
-            Some(d) => println!("engine:   {engine} on {d}"),
-            None => println!("engine:   {engine} ({threads} thread{plural})"),
-        }
-        println!(
-            "import:   {:.2} ms, optimize {:.2} ms",
-            import.as_secs_f64() * 1e3,
-            optimize.as_secs_f64() * 1e3
-        );
-        println!("compile:  {compile_ms:.2} ms (lowering and code generation)");
-        match plan {
-            Plan::Runs(_) => println!("timed:    {runs} calls after {} warm-up calls", a.warmup),
-            Plan::Rounds { .. } => println!(
-                "timed:    {runs} rounds x {iters} calls after {} warm-up calls",
-                a.warmup
-            ),
-        }
-        println!(
-            "per sequence: median {:.2} us  min {:.2}  p90 {:.2}  max {:.2}",
-            s.median, s.min, s.p90, s.max
-        );
-        match steps {
-            Some(t) => println!(
-                "per step (T={t}): median {} us  min {}  p90 {}",
-                step(s.median),
-                step(s.min),
-                step(s.p90)
-            ),
-            None => println!("per step: n/a (sequence length unknown)"),
-        }
-        println!(
-            "nonzero:  {:.0} multiply-adds per call, {gflops:.3} GFLOP/s at the median",
-            macs_per_call
-        );
+        report.print_text();
     }
     Ok(ExitCode::SUCCESS)
 }
