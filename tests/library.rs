@@ -326,3 +326,26 @@ fn errors_are_typed_and_name_the_problem() {
         .unwrap_err();
     assert!(matches!(e, Error::Options(_)), "{e:?}");
 }
+
+#[test]
+fn run_into_reuses_the_output_tensors_it_is_given() {
+    let dir = fixture("lstm_std_H64_X32_T8_sp90");
+    let data = dir.join("test_data_set_0");
+    let (inputs, want) = (test_data(&data, "input"), test_data(&data, "output"));
+    let r = build(&dir.join("model.onnx"), &inputs, &BuildOptions::default()).unwrap();
+    let mut state = r.new_state().unwrap();
+    let mut out = Vec::new();
+    state.run_into(&inputs, &mut out).unwrap();
+    assert_close(&out, &want, "first call");
+    let before: Vec<*const f32> = out.iter().map(|t| t.as_f32().unwrap().as_ptr()).collect();
+    // Poison the buffers: the second call must overwrite every element.
+    for t in &mut out {
+        if let Tensor::F32(a) = t {
+            a.fill(f32::NAN);
+        }
+    }
+    state.run_into(&inputs, &mut out).unwrap();
+    let after: Vec<*const f32> = out.iter().map(|t| t.as_f32().unwrap().as_ptr()).collect();
+    assert_eq!(before, after, "the same buffers");
+    assert_close(&out, &want, "second call");
+}

@@ -65,6 +65,13 @@ pub trait Runnable: Send + Sync {
 pub trait State: Send {
     /// Runs a whole sequence from the initial state; inputs and outputs in the model's order.
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>>;
+    /// [`State::run`] into `outputs`, reusing its tensors where they already have the shapes
+    /// of this call's outputs (the kernel engines then allocate nothing for them: a serving
+    /// loop's calls cost what the model costs).
+    fn run_into(&mut self, inputs: &[Tensor], outputs: &mut Vec<Tensor>) -> Result<()> {
+        *outputs = self.run(inputs)?;
+        Ok(())
+    }
     /// Continues the sequence where the last call left it, on inputs of one or more steps
     /// (the first call after [`State::new`](Runnable::new_state) or [`State::reset`] starts
     /// from the initial state). An error where the model is not
@@ -87,7 +94,8 @@ pub fn check_inputs(infos: &[TensorInfo], inputs: &[Tensor]) -> Result<()> {
         )));
     }
     // Each symbolic dim, the size the first input that has it gives it, and that input.
-    let mut bound: std::collections::HashMap<&str, (usize, &str)> = Default::default();
+    // (symbol, size, input): a few entries at most, and none for a model without symbols.
+    let mut bound: Vec<(&str, usize, &str)> = Vec::new();
     for (info, t) in infos.iter().zip(inputs) {
         if !info.ty.accepts(t.dtype(), t.shape()) {
             return Err(Error::input(
@@ -98,7 +106,13 @@ pub fn check_inputs(infos: &[TensorInfo], inputs: &[Tensor]) -> Result<()> {
         let dims = info.ty.shape.as_deref().unwrap_or_default();
         for (d, &size) in dims.iter().zip(t.shape()) {
             let hlstm_ir::Dim::Sym(sym) = d else { continue };
-            let (first, from) = *bound.entry(sym).or_insert((size, &info.name));
+            let (first, from) = match bound.iter().find(|(s, _, _)| s == sym) {
+                Some(&(_, first, from)) => (first, from),
+                None => {
+                    bound.push((sym, size, &info.name));
+                    (size, info.name.as_str())
+                }
+            };
             if first != size {
                 return Err(Error::input(
                     &info.name,

@@ -76,10 +76,11 @@ struct Shared {
     graph: Graph,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
-    /// Compiled variants by the input shapes they were specialized to, newest last. A model
-    /// with static inputs has exactly one, made when it is built.
+    /// The one variant of a model whose input shapes are all known, made when it is built.
+    fixed: Option<Arc<Variant>>,
+    /// For a model with open dims: the variants by the input shapes they were specialized to,
+    /// newest last.
     variants: Mutex<Vec<(Vec<Vec<usize>>, Arc<Variant>)>>,
-    static_inputs: bool,
 }
 
 pub(crate) struct KernelRunnable(Arc<Shared>);
@@ -91,27 +92,17 @@ impl KernelRunnable {
         }
         let (inputs, outputs) = (model.inputs(), model.outputs());
         let static_inputs = model.has_static_inputs();
-        let shared = Shared {
+        let mut shared = Shared {
             engine: opts.engine,
             opts: opts.clone(),
             inputs,
             outputs,
+            fixed: None,
             variants: Mutex::new(Vec::new()),
-            static_inputs,
             graph: model.into_graph(),
         };
         if static_inputs {
-            let v = compile(&shared, &shared.graph)?;
-            let dims = shared
-                .inputs
-                .iter()
-                .map(|i| i.ty.concrete().unwrap_or_default())
-                .collect();
-            shared
-                .variants
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((dims, Arc::new(v)));
+            shared.fixed = Some(Arc::new(compile(&shared, &shared.graph)?));
         }
         Ok(KernelRunnable(Arc::new(shared)))
     }
@@ -168,14 +159,17 @@ impl Shared {
     /// The variant for these inputs: the one of a static model, or the one specialized to
     /// their shapes (made on first use).
     fn variant(&self, inputs: &[Tensor]) -> Result<Arc<Variant>> {
-        let dims: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-        let mut cache = self.variants.lock().unwrap_or_else(|e| e.into_inner());
-        if self.static_inputs {
-            return Ok(Arc::clone(&cache[0].1));
-        }
-        if let Some((_, v)) = cache.iter().find(|(d, _)| *d == dims) {
+        if let Some(v) = &self.fixed {
             return Ok(Arc::clone(v));
         }
+        let mut cache = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        let same = |d: &Vec<Vec<usize>>| {
+            d.len() == inputs.len() && d.iter().zip(inputs).all(|(d, t)| d == t.shape())
+        };
+        if let Some((_, v)) = cache.iter().find(|(d, _)| same(d)) {
+            return Ok(Arc::clone(v));
+        }
+        let dims: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         check_inputs(&self.inputs, inputs)?;
         let shapes: Vec<(String, Vec<usize>)> = self
             .inputs
@@ -206,11 +200,10 @@ impl Runnable for KernelRunnable {
         &self.0.outputs
     }
     fn streamable(&self) -> bool {
-        let cache = self.0.variants.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.first() {
-            Some((_, v)) if self.0.static_inputs => v.program.streamable(),
+        match &self.0.fixed {
+            Some(v) => v.program.streamable(),
             // Decided per variant: a step call says so when its variant cannot stream.
-            _ => true,
+            None => true,
         }
     }
     fn new_state(&self) -> Result<Box<dyn State>> {
@@ -238,7 +231,9 @@ struct KernelState {
 }
 
 impl KernelState {
-    fn call(&mut self, inputs: &[Tensor], resume: bool) -> Result<Vec<Tensor>> {
+    /// One call: the whole sequence, or (with `resume`) a continuation; the outputs go to
+    /// `out`, whose tensors are reused when they have the call's shapes.
+    fn call(&mut self, inputs: &[Tensor], resume: bool, out: &mut Vec<Tensor>) -> Result<()> {
         let sh = Arc::clone(&self.shared);
         let v = sh.variant(inputs)?;
         let same = matches!(&self.current, Some((cur, _)) if Arc::ptr_eq(cur, &v));
@@ -269,11 +264,12 @@ impl KernelState {
         let p = &v.program;
         // Inputs as declared, or (a program with a run-time sequence length) fewer steps; a
         // mismatch is reported against the declared types, as every engine does.
-        let declared = check_inputs(&sh.inputs, inputs);
-        let steps = match (feed_steps(&sh.inputs, &v, inputs), declared) {
-            (Ok(steps), _) => steps,
-            (Err(_), Err(e)) => return Err(e),
-            (Err(e), Ok(())) => return Err(e),
+        let steps = match feed_steps(&sh.inputs, &v, inputs) {
+            Ok(steps) => steps,
+            Err(e) => {
+                check_inputs(&sh.inputs, inputs)?;
+                return Err(e);
+            }
         };
         if resume && !p.streamable() {
             return Err(Error::Unsupported(
@@ -287,44 +283,72 @@ impl KernelState {
         let Some((_, ctx)) = &mut self.current else {
             unreachable!("set above")
         };
-        let outs = match ctx {
-            Ctx::Interp(m) => m.run(p, &refs, Some(steps), resume).map_err(Error::Run)?,
+        // The outputs' dims for this call; `out` is reused where it already holds them.
+        let dims: Vec<Vec<usize>> = p
+            .outputs
+            .iter()
+            .zip(&v.output_dims)
+            .map(|(&b, d)| dims_for_steps(p, b, d, steps))
+            .collect();
+        let reusable = out.len() == dims.len()
+            && out.iter().zip(&dims).all(|(t, d)| {
+                t.shape() == d.as_slice() && t.as_f32().is_some_and(|a| a.is_standard_layout())
+            });
+        if !reusable {
+            *out = dims.iter().map(|d| Tensor::zeros(DType::F32, d)).collect();
+        }
+        let mut views: Vec<&mut [f32]> = out
+            .iter_mut()
+            .filter_map(|t| match t {
+                Tensor::F32(a) => a.as_slice_mut(),
+                _ => None,
+            })
+            .collect();
+        match ctx {
             Ctx::Jit(c) => {
                 let Code::Jit(j) = &v.code else {
                     unreachable!("a JIT context is made for JIT code")
                 };
-                let mut outs: Vec<Vec<f32>> = p
-                    .outputs
-                    .iter()
-                    .map(|&b| vec![0.0; p.len_for_steps(b, steps)])
-                    .collect();
-                let mut views: Vec<&mut [f32]> =
-                    outs.iter_mut().map(|v| v.as_mut_slice()).collect();
                 j.run_in(c, &refs, &mut views, Some(steps), resume)
                     .map_err(Error::Run)?;
-                outs
             }
-            Ctx::Cuda(prog) => prog.run(&refs, steps, resume).map_err(Error::Run)?,
-        };
-        outs.into_iter()
-            .zip(&p.outputs)
-            .zip(&v.output_dims)
-            .map(|((data, &b), dims)| {
-                let dims = dims_for_steps(p, b, dims, steps);
-                Tensor::from_f32(&dims, data)
-                    .ok_or_else(|| Error::Run("an output does not fit its dims".into()))
-            })
-            .collect()
+            Ctx::Interp(m) => {
+                let outs = m.run(p, &refs, Some(steps), resume).map_err(Error::Run)?;
+                copy_into(&mut views, outs)?;
+            }
+            Ctx::Cuda(prog) => {
+                prog.run_into(&refs, &mut views, steps, resume)
+                    .map_err(Error::Run)?;
+            }
+        }
+        Ok(())
     }
+}
+
+/// Copies an engine's outputs into the caller's.
+fn copy_into(views: &mut [&mut [f32]], outs: Vec<Vec<f32>>) -> Result<()> {
+    for (dst, src) in views.iter_mut().zip(outs) {
+        if dst.len() != src.len() {
+            return Err(Error::Run("an output does not fit its dims".into()));
+        }
+        dst.copy_from_slice(&src);
+    }
+    Ok(())
 }
 
 impl State for KernelState {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let mut out = Vec::new();
+        self.run_into(inputs, &mut out)?;
+        Ok(out)
+    }
+    fn run_into(&mut self, inputs: &[Tensor], out: &mut Vec<Tensor>) -> Result<()> {
         self.resume = false;
-        self.call(inputs, false)
+        self.call(inputs, false, out)
     }
     fn step(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        let out = self.call(inputs, self.resume)?;
+        let mut out = Vec::new();
+        self.call(inputs, self.resume, &mut out)?;
         self.resume = true;
         Ok(out)
     }

@@ -197,8 +197,9 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
     let opts = build_options(a.engine.into(), a.sparse_strategy, a.cpu, threads as u64);
     let runnable = model.into_runnable(&opts)?;
     let mut state = runnable.new_state()?;
+    let mut outputs = Vec::new();
     let mut call = || -> Result<()> {
-        state.run(&inputs)?;
+        state.run_into(&inputs, &mut outputs)?;
         Ok(())
     };
     let compile = t0.elapsed();
