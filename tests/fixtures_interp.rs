@@ -8,13 +8,15 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Runs `hlstmc run --test-data` three times: the interpreter at -O0 (the imported graph, the
-/// oracle), the interpreter after the default pipeline, and the default engine after it (the
-/// JIT, or the interpreter for models the JIT cannot take yet). All must match the reference.
+/// Runs `hlstmc run --test-data` four times: the interpreter at -O0 (the imported graph, the
+/// oracle), the interpreter after the default pipeline, the fast interpreter (f32 matrix
+/// products) after it, and the default engine after it (the JIT, or the interpreter for models
+/// the JIT cannot take yet). All must match the reference.
 fn run_test_data(dir: &Path) -> (bool, String) {
     let runs = [
         &["-O0", "--engine", "interp"][..],
         &["--engine", "interp"][..],
+        &["--engine", "fast-interp"][..],
         &[][..],
     ];
     let mut ok = true;

@@ -61,7 +61,13 @@ fn every_fixture_model_runs_through_the_library_on_every_engine() {
     for dir in dirs {
         let data = dir.join("test_data_set_0");
         let (inputs, want) = (test_data(&data, "input"), test_data(&data, "output"));
-        for engine in [Engine::Interp, Engine::KernelInterp, Engine::Jit] {
+        let engines = [
+            Engine::Interp,
+            Engine::FastInterp,
+            Engine::KernelInterp,
+            Engine::Jit,
+        ];
+        for engine in engines {
             let what = format!("{} on {}", dir.display(), engine.name());
             let r = build(
                 &dir.join("model.onnx"),
@@ -288,7 +294,12 @@ fn errors_are_typed_and_name_the_problem() {
     assert!(matches!(e, Error::Options(_)), "{e:?}");
     assert!(e.to_string().contains("no-such-pass"), "{e}");
     // Wrong inputs, on every engine.
-    for engine in [Engine::Interp, Engine::KernelInterp, Engine::Jit] {
+    for engine in [
+        Engine::Interp,
+        Engine::FastInterp,
+        Engine::KernelInterp,
+        Engine::Jit,
+    ] {
         let r = m
             .clone()
             .into_runnable(&BuildOptions::engine(engine))

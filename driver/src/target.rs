@@ -10,6 +10,10 @@ pub enum Engine {
     /// The reference interpreter on the graph IR: exact (matmuls accumulate in f64), slow, the
     /// oracle for every other engine. Takes every input type.
     Interp,
+    /// The reference interpreter's semantics with f32 matrix products (ndarray's blocked
+    /// GEMM): results differ from the interpreter's by f32 rounding; many times faster on
+    /// large matmuls. What the trainer's `fast` engine runs.
+    FastInterp,
     /// The kernel IR run by its plain interpreter: checks the lowering without code
     /// generation.
     KernelInterp,
@@ -24,6 +28,7 @@ impl Engine {
     pub fn name(self) -> &'static str {
         match self {
             Engine::Interp => "interp",
+            Engine::FastInterp => "fast-interp",
             Engine::KernelInterp => "kernel-interp",
             Engine::Jit => "jit",
             Engine::Cuda => "cuda",
@@ -32,7 +37,7 @@ impl Engine {
 
     /// Whether the engine runs the kernel IR (f32 inputs, and integer sequence lengths).
     pub fn lowers(self) -> bool {
-        !matches!(self, Engine::Interp)
+        !matches!(self, Engine::Interp | Engine::FastInterp)
     }
 }
 

@@ -1,7 +1,9 @@
-//! The engines behind [`crate::Runnable`]: the reference interpreter on the graph IR, and the
+//! The engines behind [`crate::Runnable`]: the reference interpreter on the graph IR and its
+//! faster f32 variant, and the
 //! three that run the kernel IR (its interpreter, the JIT, the CUDA runner), which share the
 //! specialization cache and the f32 feeding in `kernel.rs`.
 
+mod fast;
 mod interp;
 mod kernel;
 mod onehot;
@@ -23,6 +25,7 @@ pub(crate) fn build(model: Model, opts: &BuildOptions) -> Result<Arc<dyn Runnabl
     }
     Ok(match opts.engine {
         Engine::Interp => Arc::new(interp::InterpRunnable::new(model)),
+        Engine::FastInterp => Arc::new(fast::FastRunnable::new(model)?),
         _ => Arc::new(kernel::KernelRunnable::new(model, opts)?),
     })
 }

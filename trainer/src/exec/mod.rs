@@ -1,13 +1,11 @@
 //! What runs a training or evaluation graph. The trainer only needs "inputs in, outputs out" and
-//! masks, so the engine sits behind two small traits. `Interp` and `Jit` are the library's
-//! engines (`hlstm_driver`: the reference interpreter and the Cranelift JIT, the same types
-//! `hlstmc run` uses), adapted to add masks; `Fast` is the interpreter with f32 matrix products
-//! (see `fast.rs`), the trainer's own. Swapping engines changes no training code.
+//! masks, so the engine sits behind two small traits. Every engine is the library's
+//! (`hlstm_driver`, the same types `hlstmc run` uses): `Interp` the reference interpreter,
+//! `Fast` its f32 variant (`fast-interp`), `Jit` the Cranelift JIT with the masks as input
+//! patterns. Swapping engines changes no training code.
 
-mod fast;
 mod jit;
 
-pub use fast::Fast;
 pub use jit::{Jit, kernel_program};
 
 use crate::Error;
@@ -39,25 +37,43 @@ pub fn engine(name: crate::config::EngineName) -> &'static dyn Engine {
     }
 }
 
+/// Loads a graph on one of the library's engines.
+fn load_on(engine: hlstm_driver::Engine, g: &Graph) -> Result<Box<dyn Executable>, Error> {
+    // Checked once here (by the library), so a bad graph fails before training starts, not
+    // mid-epoch.
+    let opts = hlstm_driver::BuildOptions::engine(engine);
+    let state = hlstm_driver::Model::from_graph(g.clone())
+        .and_then(|m| m.into_runnable(&opts))
+        .and_then(|r| r.new_state())
+        .map_err(|e| Error::new(format!("graph: {e}")))?;
+    Ok(Box::new(Loaded(state)))
+}
+
 /// The reference interpreter (`hlstm_ir::interp`), as the library builds it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Interp;
+
+/// The library's `fast-interp` engine: the interpreter with f32 matrix products.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fast;
 
 struct Loaded(Box<dyn hlstm_driver::State>);
 
 impl Engine for Interp {
     fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error> {
-        // Checked once here (by the library), so a bad graph fails before training starts,
-        // not mid-epoch.
-        let opts = hlstm_driver::BuildOptions::engine(hlstm_driver::Engine::Interp);
-        let state = hlstm_driver::Model::from_graph(g.clone())
-            .and_then(|m| m.into_runnable(&opts))
-            .and_then(|r| r.new_state())
-            .map_err(|e| Error::new(format!("graph: {e}")))?;
-        Ok(Box::new(Loaded(state)))
+        load_on(hlstm_driver::Engine::Interp, g)
     }
     fn name(&self) -> &'static str {
         "interp"
+    }
+}
+
+impl Engine for Fast {
+    fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error> {
+        load_on(hlstm_driver::Engine::FastInterp, g)
+    }
+    fn name(&self) -> &'static str {
+        "fast"
     }
 }
 

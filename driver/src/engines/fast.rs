@@ -1,4 +1,4 @@
-//! `Fast`: the interpreter's semantics with f32 matrix products. The reference interpreter
+//! `fast-interp`: the interpreter's semantics with f32 matrix products. The reference interpreter
 //! accumulates every matmul in f64 with a plain loop (it is the oracle), which makes a training
 //! step of a 2 x 256 LSTM on windows of 100 take seconds. This engine walks the graph the same
 //! way but runs 2-D matrix products (MatMul with a 2-D right operand, Gemm) through ndarray's
@@ -8,41 +8,70 @@
 //! Results differ from the interpreter's by f32 rounding (checked by tests), and are
 //! deterministic: matrixmultiply is single-threaded here, so a run is still reproducible.
 
-use super::{Engine, Executable};
-use crate::Error;
+use crate::runtime::{Runnable, State, TensorInfo, check_inputs};
+use crate::{Engine, Error, Model, Result};
 use hlstm_ir::{Graph, Op, Recurrence, Tensor, Value, interp};
 use ndarray::{Array2, ArrayD, Axis, Ix2, IxDyn};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Fast;
-
-struct Loaded {
+struct Shared {
     g: Graph,
     order: Vec<NodeIndex>,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
 }
 
-impl Engine for Fast {
-    fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error> {
-        hlstm_ir::verify::verify(g).map_err(|e| Error::new(format!("graph: {e}")))?;
-        let order = order(g).map_err(Error::new)?;
-        Ok(Box::new(Loaded {
-            g: g.clone(),
+pub(crate) struct FastRunnable(Arc<Shared>);
+
+impl FastRunnable {
+    pub(crate) fn new(model: Model) -> Result<Self> {
+        let (inputs, outputs) = (model.inputs(), model.outputs());
+        let g = model.into_graph();
+        let order = order(&g).map_err(Error::Run)?;
+        Ok(FastRunnable(Arc::new(Shared {
+            g,
             order,
-        }))
-    }
-    fn name(&self) -> &'static str {
-        "fast"
+            inputs,
+            outputs,
+        })))
     }
 }
 
-impl Executable for Loaded {
-    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
-        interp::check_inputs(&self.g, inputs).map_err(|e| Error::new(e.to_string()))?;
-        run_graph(&self.g, &self.order, inputs.to_vec())
-            .map_err(|e| Error::new(format!("running the graph: {e}")))
+impl Runnable for FastRunnable {
+    fn engine(&self) -> Engine {
+        Engine::FastInterp
     }
+    fn inputs(&self) -> &[TensorInfo] {
+        &self.0.inputs
+    }
+    fn outputs(&self) -> &[TensorInfo] {
+        &self.0.outputs
+    }
+    fn streamable(&self) -> bool {
+        false
+    }
+    fn new_state(&self) -> Result<Box<dyn State>> {
+        Ok(Box::new(FastState(Arc::clone(&self.0))))
+    }
+}
+
+struct FastState(Arc<Shared>);
+
+impl State for FastState {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        check_inputs(&self.0.inputs, inputs)?;
+        run_graph(&self.0.g, &self.0.order, inputs.to_vec()).map_err(Error::Run)
+    }
+    fn step(&mut self, _: &[Tensor]) -> Result<Vec<Tensor>> {
+        Err(Error::Unsupported(
+            "the fast interpreter runs whole sequences only; use the jit or kernel-interp engine \
+             to run step by step"
+                .into(),
+        ))
+    }
+    fn reset(&mut self) {}
 }
 
 fn order(g: &Graph) -> Result<Vec<NodeIndex>, String> {
