@@ -8,78 +8,23 @@
 //! Results differ from the interpreter's by f32 rounding (checked by tests), and are
 //! deterministic: matrixmultiply is single-threaded here, so a run is still reproducible.
 
-use crate::runtime::{Runnable, State, TensorInfo, check_inputs};
-use crate::{Engine, Error, Model, Result};
 use hlstm_ir::{Graph, Op, Recurrence, Tensor, Value, interp};
 use ndarray::{Array2, ArrayD, Axis, Ix2, IxDyn};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
-use std::sync::Arc;
 
-struct Shared {
-    g: Graph,
-    order: Vec<NodeIndex>,
-    inputs: Vec<TensorInfo>,
-    outputs: Vec<TensorInfo>,
-}
-
-pub(crate) struct FastRunnable(Arc<Shared>);
-
-impl FastRunnable {
-    pub(crate) fn new(model: Model) -> Result<Self> {
-        let (inputs, outputs) = (model.inputs(), model.outputs());
-        let g = model.into_graph();
-        let order = order(&g).map_err(Error::Run)?;
-        Ok(FastRunnable(Arc::new(Shared {
-            g,
-            order,
-            inputs,
-            outputs,
-        })))
-    }
-}
-
-impl Runnable for FastRunnable {
-    fn engine(&self) -> Engine {
-        Engine::FastInterp
-    }
-    fn inputs(&self) -> &[TensorInfo] {
-        &self.0.inputs
-    }
-    fn outputs(&self) -> &[TensorInfo] {
-        &self.0.outputs
-    }
-    fn streamable(&self) -> bool {
-        false
-    }
-    fn new_state(&self) -> Result<Box<dyn State>> {
-        Ok(Box::new(FastState(Arc::clone(&self.0))))
-    }
-}
-
-struct FastState(Arc<Shared>);
-
-impl State for FastState {
-    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        check_inputs(&self.0.inputs, inputs)?;
-        run_graph(&self.0.g, &self.0.order, inputs.to_vec()).map_err(Error::Run)
-    }
-    fn step(&mut self, _: &[Tensor]) -> Result<Vec<Tensor>> {
-        Err(Error::Unsupported(
-            "the fast interpreter runs whole sequences only; use the jit or kernel-interp engine \
-             to run step by step"
-                .into(),
-        ))
-    }
-    fn reset(&mut self) {}
-}
-
-fn order(g: &Graph) -> Result<Vec<NodeIndex>, String> {
+/// The order the nodes run in.
+pub(crate) fn order(g: &Graph) -> Result<Vec<NodeIndex>, String> {
     g.topo_order()
         .map_err(|n| format!("the graph has a cycle through node '{n}'"))
 }
 
-fn run_graph(g: &Graph, order: &[NodeIndex], inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+/// Runs `g` with its nodes in `order` (from [`order`]).
+pub(crate) fn run_graph(
+    g: &Graph,
+    order: &[NodeIndex],
+    inputs: Vec<Tensor>,
+) -> Result<Vec<Tensor>, String> {
     let mut env: HashMap<Value, Tensor> = HashMap::new();
     for (n, t) in g.inputs.iter().zip(inputs) {
         env.insert(Value { node: *n, slot: 0 }, t);

@@ -1,32 +1,48 @@
-//! The reference interpreter (`hlstm_ir::interp`) as an engine: whole sequences only.
+//! The engines on the graph IR: the reference interpreter (`hlstm_ir::interp`, exact: matmuls
+//! accumulate in f64) and its fast variant (`fast.rs`: f32 matrix products). Whole sequences
+//! only.
 
+use super::fast;
 use crate::runtime::{Runnable, State, TensorInfo, check_inputs};
 use crate::{Engine, Error, Model, Result};
 use hlstm_ir::{Graph, Tensor};
+use petgraph::stable_graph::NodeIndex;
 use std::sync::Arc;
 
 struct Shared {
     graph: Graph,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
+    /// The fast variant's node order; None for the reference interpreter.
+    fast: Option<Vec<NodeIndex>>,
 }
 
 pub(crate) struct InterpRunnable(Arc<Shared>);
 
 impl InterpRunnable {
-    pub(crate) fn new(model: Model) -> Self {
+    /// The reference interpreter, or with `fast` its f32 variant.
+    pub(crate) fn new(model: Model, fast: bool) -> Result<Self> {
         let (inputs, outputs) = (model.inputs(), model.outputs());
-        InterpRunnable(Arc::new(Shared {
-            graph: model.into_graph(),
+        let graph = model.into_graph();
+        let fast = match fast {
+            true => Some(fast::order(&graph).map_err(Error::Run)?),
+            false => None,
+        };
+        Ok(InterpRunnable(Arc::new(Shared {
+            graph,
             inputs,
             outputs,
-        }))
+            fast,
+        })))
     }
 }
 
 impl Runnable for InterpRunnable {
     fn engine(&self) -> Engine {
-        Engine::Interp
+        match self.0.fast {
+            Some(_) => Engine::FastInterp,
+            None => Engine::Interp,
+        }
     }
     fn inputs(&self) -> &[TensorInfo] {
         &self.0.inputs
@@ -46,13 +62,17 @@ struct InterpState(Arc<Shared>);
 
 impl State for InterpState {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        check_inputs(&self.0.inputs, inputs)?;
-        Ok(hlstm_ir::interp::run(&self.0.graph, inputs)?)
+        let sh = &self.0;
+        check_inputs(&sh.inputs, inputs)?;
+        match &sh.fast {
+            Some(order) => fast::run_graph(&sh.graph, order, inputs.to_vec()).map_err(Error::Run),
+            None => Ok(hlstm_ir::interp::run(&sh.graph, inputs)?),
+        }
     }
     fn step(&mut self, _: &[Tensor]) -> Result<Vec<Tensor>> {
         Err(Error::Unsupported(
-            "the reference interpreter runs whole sequences only; use the jit or kernel-interp \
-             engine to run step by step"
+            "the interpreters run whole sequences only; use the jit or kernel-interp engine to \
+             run step by step"
                 .into(),
         ))
     }

@@ -24,8 +24,8 @@ pub(crate) fn build(model: Model, opts: &BuildOptions) -> Result<Arc<dyn Runnabl
         )));
     }
     Ok(match opts.engine {
-        Engine::Interp => Arc::new(interp::InterpRunnable::new(model)),
-        Engine::FastInterp => Arc::new(fast::FastRunnable::new(model)?),
+        Engine::Interp => Arc::new(interp::InterpRunnable::new(model, false)?),
+        Engine::FastInterp => Arc::new(interp::InterpRunnable::new(model, true)?),
         _ => Arc::new(kernel::KernelRunnable::new(model, opts)?),
     })
 }
