@@ -71,8 +71,16 @@ pub struct Comparison {
 }
 
 /// Compares `got` with `want` element by element: out of tolerance where
-/// |got - want| > atol + rtol * |want|. A shape or type that differs is an error naming both.
+/// |got - want| > atol + rtol * |want|, or where either side is not finite and they differ
+/// (a NaN matches only a NaN, an infinity only the same infinity), so that a NaN or infinite
+/// reference can never pass finite outputs. A shape or type that differs is an error naming
+/// both, and so is a tolerance that is negative or not a number.
 pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<Comparison, String> {
+    for (name, t) in [("rtol", rtol), ("atol", atol)] {
+        if !(t >= 0.0) {
+            return Err(format!("{name} is {t}: a tolerance must be a number >= 0"));
+        }
+    }
     if got.shape() != want.shape() {
         return Err(format!(
             "shape {:?}, expected {:?}",
@@ -97,16 +105,71 @@ pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<Comp
         bad: 0,
         count: g.len(),
     };
-    for (x, y) in g.iter().zip(&w) {
-        let d = if x == y { 0.0 } else { (x - y).abs() };
-        let d = if d.is_nan() { f64::INFINITY } else { d };
+    for (&x, &y) in g.iter().zip(&w) {
+        let (d, bad) = if x == y || (x.is_nan() && y.is_nan()) {
+            (0.0, false)
+        } else if x.is_finite() && y.is_finite() {
+            let d = (x - y).abs();
+            (d, d > atol + rtol * y.abs())
+        } else {
+            // A non-finite value on either side that the other does not equal: no tolerance
+            // covers it.
+            (f64::INFINITY, true)
+        };
         c.max_abs = c.max_abs.max(d);
-        if *y != 0.0 {
+        if y != 0.0 && y.is_finite() {
             c.max_rel = c.max_rel.max(d / y.abs());
         }
-        if d > atol + rtol * y.abs() {
-            c.bad += 1;
-        }
+        c.bad += usize::from(bad);
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32]) -> Tensor {
+        Tensor::from_f32(&[v.len()], v.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn non_finite_references_never_pass_finite_outputs() {
+        let got = t(&[1.0, 2.0]);
+        for want in [
+            [f32::NAN, f32::NAN],
+            [f32::INFINITY, f32::INFINITY],
+            [1.0, f32::NAN],
+            [f32::NEG_INFINITY, 2.0],
+        ] {
+            let c = compare(&got, &t(&want), 1e-3, 1e-4).unwrap();
+            assert!(c.bad >= 1, "{want:?} passed: {c:?}");
+            assert_eq!(c.max_abs, f64::INFINITY);
+        }
+    }
+
+    #[test]
+    fn equal_non_finite_values_match() {
+        let v = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0];
+        let c = compare(&t(&v), &t(&v), 1e-3, 1e-4).unwrap();
+        assert_eq!((c.bad, c.max_abs), (0, 0.0));
+        let c = compare(&t(&[f32::INFINITY]), &t(&[f32::NEG_INFINITY]), 1e-3, 1e-4).unwrap();
+        assert_eq!(c.bad, 1);
+    }
+
+    #[test]
+    fn nan_or_negative_tolerances_are_errors() {
+        let (a, b) = (t(&[1.0]), t(&[2.0]));
+        for (rtol, atol) in [(f64::NAN, 0.0), (0.0, f64::NAN), (-1.0, 0.0), (0.0, -1e-9)] {
+            let e = compare(&a, &b, rtol, atol).unwrap_err();
+            assert!(e.contains("tolerance"), "{e}");
+        }
+        // A finite difference still fails against finite tolerances.
+        assert_eq!(compare(&a, &b, 1e-3, 1e-4).unwrap().bad, 1);
+        assert_eq!(compare(&a, &b, 0.0, f64::INFINITY).unwrap().bad, 0);
+        // No tolerance covers a NaN against a number.
+        let nan = t(&[f32::NAN]);
+        assert_eq!(compare(&a, &nan, 0.0, f64::INFINITY).unwrap().bad, 1);
+        assert_eq!(compare(&nan, &a, f64::INFINITY, 0.0).unwrap().bad, 1);
+    }
 }

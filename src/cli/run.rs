@@ -18,7 +18,8 @@ use std::sync::Arc;
 ///
 /// `--test-data DIR` reads DIR/input_K.pb (K in the model's input order), runs, compares with
 /// DIR/output_K.pb and prints the largest absolute and relative error per output. It exits 0 only
-/// if every element satisfies |got - want| <= atol + rtol * |want|.
+/// if every output has its reference and every element satisfies |got - want| <= atol + rtol *
+/// |want| (a NaN or infinite value matches only the same value).
 ///
 /// The default optimization pipeline runs first; -O0 runs the imported graph as it is.
 ///
@@ -64,9 +65,14 @@ pub struct RunArgs {
 }
 
 pub fn main(a: RunArgs) -> Result<ExitCode> {
-    // The flags first: a bad pass name is reported before any file is read.
+    // The flags first: a bad pass name or tolerance is reported before any file is read.
     let opt = a.opt.options()?;
     opt.pass_manager()?;
+    for (flag, t) in [("--rtol", a.rtol), ("--atol", a.atol)] {
+        if !(t >= 0.0) {
+            bail!("{flag} {t}: a tolerance must be a number >= 0");
+        }
+    }
     if matches!(a.engine, Some(Engine::Cuda)) {
         super::check_cuda_driver()?;
     }
@@ -200,8 +206,10 @@ fn check_test_data(
     for (k, (info, got)) in infos.iter().zip(outputs).enumerate() {
         let name = &info.name;
         let Some(want) = &references[k] else {
+            // A check with nothing to compare must not pass.
             let p = dir.join(format!("output_{k}.pb"));
-            println!("{name}: no reference ({} is absent)", p.display());
+            println!("{name}: MISSING  no reference ({} is absent)", p.display());
+            ok = false;
             continue;
         };
         match compare(got, want, rtol, atol) {
