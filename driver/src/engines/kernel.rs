@@ -283,19 +283,19 @@ impl KernelState {
         let Some((_, ctx)) = &mut self.current else {
             unreachable!("set above")
         };
-        // The outputs' dims for this call; `out` is reused where it already holds them.
-        let dims: Vec<Vec<usize>> = p
-            .outputs
-            .iter()
-            .zip(&v.output_dims)
-            .map(|(&b, d)| dims_for_steps(p, b, d, steps))
-            .collect();
-        let reusable = out.len() == dims.len()
-            && out.iter().zip(&dims).all(|(t, d)| {
-                t.shape() == d.as_slice() && t.as_f32().is_some_and(|a| a.is_standard_layout())
+        // `out` is reused where it already holds this call's outputs (no allocation then).
+        let dims = || {
+            p.outputs
+                .iter()
+                .zip(&v.output_dims)
+                .map(|(&b, d)| dims_for_steps(p, b, d, steps))
+        };
+        let reusable = out.len() == p.outputs.len()
+            && out.iter().zip(dims()).all(|(t, d)| {
+                t.shape() == &*d && t.as_f32().is_some_and(|a| a.is_standard_layout())
             });
         if !reusable {
-            *out = dims.iter().map(|d| Tensor::zeros(DType::F32, d)).collect();
+            *out = dims().map(|d| Tensor::zeros(DType::F32, &d)).collect();
         }
         let mut views: Vec<&mut [f32]> = out
             .iter_mut()
@@ -364,17 +364,19 @@ fn per_step(p: &Program, b: hlstm_ir::kernel::BufId) -> bool {
 }
 
 /// The dims of buffer `b` for a call of `steps` steps.
-fn dims_for_steps(
+fn dims_for_steps<'d>(
     p: &Program,
     b: hlstm_ir::kernel::BufId,
-    dims: &[usize],
+    dims: &'d [usize],
     steps: usize,
-) -> Vec<usize> {
-    let mut d = dims.to_vec();
-    if per_step(p, b) && d.first() == p.max_steps.as_ref() {
+) -> Cow<'d, [usize]> {
+    if per_step(p, b) && dims.first() == p.max_steps.as_ref() {
+        let mut d = dims.to_vec();
         d[0] = steps;
+        Cow::Owned(d)
+    } else {
+        Cow::Borrowed(dims)
     }
-    d
 }
 
 /// The steps a call runs: the length of axis 0 of the per-step inputs (all equal), or the

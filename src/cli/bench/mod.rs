@@ -76,7 +76,7 @@ pub struct BenchArgs {
 }
 
 /// Most threads a program is split across.
-const MAX_THREADS: u64 = 64;
+const MAX_THREADS: u64 = hlstmc::BuildOptions::MAX_THREADS as u64;
 
 /// The thread count, checked.
 fn checked_threads(threads: u64) -> Result<usize> {

@@ -8,7 +8,7 @@
 use super::{Engine, Executable};
 use crate::Error;
 use crate::gp::Masks;
-use hlstm_driver::{BuildOptions, Model, Runnable, State};
+use hlstm_driver::{BuildOptions, Model, State};
 use hlstm_ir::kernel::Program;
 use hlstm_ir::{Graph, Tensor};
 use std::sync::Arc;
@@ -18,8 +18,8 @@ pub struct Jit;
 
 struct Loaded {
     graph: Graph,
-    /// The library's JIT build of the graph for the current masks, and its state.
-    runnable: Arc<dyn Runnable>,
+    /// The state of the library's JIT build of the graph for the current masks (it holds the
+    /// build).
     state: Box<dyn State>,
     /// The parameters' masks the build was made for ([`Executable::set_masks`]).
     masks: Masks,
@@ -37,22 +37,20 @@ fn options(patterns: Patterns) -> BuildOptions {
 
 /// Builds `g` with the library: compiled at once when its input shapes are all known (so a
 /// graph the JIT cannot take fails here), else on the first run with each new set of shapes.
-fn build(g: &Graph, patterns: Patterns) -> Result<(Arc<dyn Runnable>, Box<dyn State>), Error> {
+fn build(g: &Graph, patterns: Patterns) -> Result<Box<dyn State>, Error> {
     let runnable = Model::from_graph(g.clone())
         .and_then(|m| m.into_runnable(&options(patterns)))
         .map_err(|e| Error::new(format!("the JIT engine: {e}")))?;
-    let state = runnable
+    runnable
         .new_state()
-        .map_err(|e| Error::new(format!("the JIT engine: {e}")))?;
-    Ok((runnable, state))
+        .map_err(|e| Error::new(format!("the JIT engine: {e}")))
 }
 
 impl Engine for Jit {
     fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error> {
-        let (runnable, state) = build(g, Vec::new())?;
+        let state = build(g, Vec::new())?;
         Ok(Box::new(Loaded {
             graph: g.clone(),
-            runnable,
             state,
             masks: Vec::new(),
         }))
@@ -93,8 +91,7 @@ impl Executable for Loaded {
             return;
         }
         // The graph built once already; a failure here would have shown at load.
-        if let Ok((runnable, state)) = build(&self.graph, patterns(&self.graph, masks)) {
-            self.runnable = runnable;
+        if let Ok(state) = build(&self.graph, patterns(&self.graph, masks)) {
             self.state = state;
             self.masks = masks.clone();
         }
