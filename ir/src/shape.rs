@@ -415,9 +415,12 @@ fn infer_shaped(
             }
         }
         Op::Slice => {
+            // Every operand given is a constant (absent optional ones, such as `steps` that
+            // torch's dynamo exporter, tf2onnx and paddle2onnx leave out, take their default).
             let consts: Option<Vec<Tensor>> = args[1..]
                 .iter()
-                .map(|a| a.and_then(|a| a.value.cloned()))
+                .flatten()
+                .map(|a| a.value.cloned())
                 .collect::<Option<Vec<_>>>();
             match (s0, consts) {
                 (Some(s), Some(_)) => {
