@@ -16,6 +16,7 @@
 
 mod engines;
 mod error;
+pub mod inspect;
 pub mod library;
 mod model;
 mod optimize;

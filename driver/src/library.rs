@@ -21,6 +21,17 @@ pub enum LibraryTarget {
 }
 
 impl LibraryTarget {
+    /// Both targets.
+    pub const ALL: [LibraryTarget; 2] = [LibraryTarget::X86_64, LibraryTarget::Ptx];
+
+    /// The name `--target` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            LibraryTarget::X86_64 => "x86_64",
+            LibraryTarget::Ptx => "ptx",
+        }
+    }
+
     /// The target's kernel selection, for the lowering.
     pub fn selector(self) -> &'static dyn hlstm_ir::kernel::KernelSelector {
         match self {
@@ -51,6 +62,50 @@ pub enum Artifact {
     Ptx,
     /// NAME_host.c: the C source of the host library (PTX).
     C,
+}
+
+impl Artifact {
+    /// Every artifact.
+    pub const ALL: [Artifact; 9] = [
+        Artifact::Obj,
+        Artifact::So,
+        Artifact::A,
+        Artifact::Header,
+        Artifact::Clif,
+        Artifact::Asm,
+        Artifact::Kir,
+        Artifact::Ptx,
+        Artifact::C,
+    ];
+
+    /// The name `--emit` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Artifact::Obj => "obj",
+            Artifact::So => "so",
+            Artifact::A => "a",
+            Artifact::Header => "header",
+            Artifact::Clif => "clif",
+            Artifact::Asm => "asm",
+            Artifact::Kir => "kir",
+            Artifact::Ptx => "ptx",
+            Artifact::C => "c",
+        }
+    }
+}
+
+/// The library name a model file gives by default: its stem, with characters that cannot be
+/// in a C identifier replaced by `_` (and `_` put first where it starts with a digit).
+pub fn default_name(model: &Path) -> String {
+    let stem = model.file_stem().unwrap_or_default().to_string_lossy();
+    let mut s: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        s.insert(0, '_');
+    }
+    s
 }
 
 /// How [`compile_library`] builds a library.

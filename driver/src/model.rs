@@ -124,6 +124,18 @@ impl Model {
         pm.run(&mut self.graph, log).map_err(Error::Optimize)
     }
 
+    /// The model as a serialized ONNX model (opset 17; a recurrence becomes a `Scan`), with
+    /// `producer` as its producer name. An error names what has no ONNX form (a reversed
+    /// sequence of a bidirectional recurrence, an activation ONNX lacks).
+    pub fn to_onnx(&self, producer: &str) -> Result<Vec<u8>> {
+        use protobuf::Message;
+        let proto = hlstm_frontends::onnx::export::export(&self.graph, producer)
+            .map_err(|e| Error::Unsupported(format!("cannot write the model as ONNX: {e}")))?;
+        proto
+            .write_to_bytes()
+            .map_err(|e| Error::Run(format!("cannot serialize the ONNX model: {e}")))
+    }
+
     /// Lowers the model to the kernel IR, choosing each weight's kernel with the target's
     /// selection (or the one `opts` forces). Input shapes must be static.
     pub fn lower(&self, opts: &LowerOptions) -> Result<Program> {

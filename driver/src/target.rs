@@ -24,6 +24,15 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// Every engine, in the order the CLI lists them.
+    pub const ALL: [Engine; 5] = [
+        Engine::Interp,
+        Engine::FastInterp,
+        Engine::KernelInterp,
+        Engine::Jit,
+        Engine::Cuda,
+    ];
+
     /// The engine's name as the CLI spells it.
     pub fn name(self) -> &'static str {
         match self {

@@ -5,7 +5,7 @@ use super::engine::{Cpu, SparseStrategy};
 use anyhow::{Result, anyhow};
 use clap::{Args, ValueEnum};
 use hlstmc::library::{Artifact, LibraryOptions, LibraryTarget, compile_library};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Compile a model ahead of time into a library with a C ABI.
@@ -132,20 +132,6 @@ impl From<Emit> for Artifact {
     }
 }
 
-/// The library name `--name` defaults to: the model file's stem, with characters that cannot be
-/// in a C identifier replaced by `_`.
-fn default_name(model: &Path) -> String {
-    let stem = model.file_stem().unwrap_or_default().to_string_lossy();
-    let mut s: String = stem
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-        s.insert(0, '_');
-    }
-    s
-}
-
 /// `--shape NAME=D0,D1,...` arguments.
 fn parse_shapes(shapes: &[String]) -> Result<Vec<(String, Vec<usize>)>> {
     shapes
@@ -165,7 +151,10 @@ fn parse_shapes(shapes: &[String]) -> Result<Vec<(String, Vec<usize>)>> {
 }
 
 pub fn main(a: CompileArgs) -> Result<ExitCode> {
-    let name = a.name.clone().unwrap_or_else(|| default_name(&a.model));
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| hlstmc::library::default_name(&a.model));
     let opt = a.opt.options()?;
     let mut lib = LibraryOptions::new(
         &name,

@@ -3,8 +3,6 @@
 use anyhow::Result;
 use clap::Args;
 use hlstm_ir::stats::graph_stats;
-use hlstm_ir::{Graph, TensorType};
-use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,35 +28,8 @@ pub struct InspectArgs {
     pub opt: super::optimize::OptArgs,
 }
 
-fn ios(g: &Graph, inputs: bool) -> Vec<(String, TensorType)> {
-    if inputs {
-        g.inputs
-            .iter()
-            .map(|n| (g.nodes[*n].name.clone(), g.nodes[*n].results[0].ty.clone()))
-            .collect()
-    } else {
-        g.outputs
-            .iter()
-            .map(|(name, v)| (name.clone(), g.value_type(*v).clone()))
-            .collect()
-    }
-}
-
-fn io_json(list: &[(String, TensorType)]) -> serde_json::Value {
-    list.iter()
-        .map(|(name, ty)| {
-            let shape: Vec<serde_json::Value> = ty
-                .shape
-                .iter()
-                .flatten()
-                .map(|d| match d.known() {
-                    Some(n) => json!(n),
-                    None => json!(d.to_string()),
-                })
-                .collect();
-            json!({"name": name, "dtype": ty.dtype.name(), "shape": shape})
-        })
-        .collect()
+fn ios(list: Vec<hlstmc::TensorInfo>) -> Vec<(String, hlstm_ir::TensorType)> {
+    list.into_iter().map(|t| (t.name, t.ty)).collect()
 }
 
 pub fn main(a: InspectArgs) -> Result<ExitCode> {
@@ -66,32 +37,13 @@ pub fn main(a: InspectArgs) -> Result<ExitCode> {
     if a.optimized {
         model = model.optimize(&a.opt.options()?)?;
     }
-    let g = model.graph();
-    let st = graph_stats(g);
-    let (inputs, outputs) = (ios(g, true), ios(g, false));
     if a.json {
-        let weights: Vec<_> = st
-            .weights
-            .iter()
-            .map(|w| json!({"name": w.name, "shape": w.shape, "nonzero": w.sparsity.nonzeros, "density": w.sparsity.density()}))
-            .collect();
-        let obj = json!({
-            "model": a.model.display().to_string(),
-            "inputs": io_json(&inputs),
-            "outputs": io_json(&outputs),
-            "ops": st.ops,
-            "loop_body_ops": st.loop_body_ops,
-            "weights": weights,
-            "params_dense": st.params_dense,
-            "params_nonzero": st.params_nonzero,
-            "steps": st.steps,
-            "batch": st.batch,
-            "macs_per_step_dense": st.macs_per_step_dense.round() as u64,
-            "macs_per_step_nonzero": st.macs_per_step_nonzero.round() as u64,
-        });
+        let obj = hlstmc::inspect::report(&model, &a.model.display().to_string());
         println!("{}", serde_json::to_string_pretty(&obj)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let st = graph_stats(model.graph());
+    let (inputs, outputs) = (ios(model.inputs()), ios(model.outputs()));
     println!("model: {}", a.model.display());
     println!("inputs:");
     for (n, t) in &inputs {

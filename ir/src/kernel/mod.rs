@@ -162,6 +162,11 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    pub const ALL: [Strategy; 3] = [
+        Strategy::Dense,
+        Strategy::SparseUnrolled,
+        Strategy::SparseCsr,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Dense => "dense",
