@@ -146,9 +146,10 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
         accuracy: 0.0,
     };
     // Builds the session, trains, and writes the model and everything beside it.
-    let done = hlstm_trainer::train_to_files(&cfg, &text, None, &a.out, &mut p)
-        .map_err(|e| anyhow!("{e}"))?;
+    let done = hlstm_trainer::train_to_files(&cfg, &text, None, &a.out, &mut p);
+    // Cleared on failure too: a bad config must not leave an empty bar above its error.
     p.bar.finish_and_clear();
+    let done = done.map_err(|e| anyhow!("{e}"))?;
     let (sum, secs) = (&done.summary, done.seconds);
     let metric = match sum.test.bpc {
         Some(b) => format!("test bits per character {b:.4}"),
