@@ -58,6 +58,25 @@ pub enum Data {
         /// Use only the first this many characters of the file (before splitting).
         max_chars: Option<usize>,
     },
+    /// Labelled sequences passed by the library call (`output::train_to_files(.., Some(set),
+    /// ..)`, `hlstmc.train(config, out, data=(X, y))` in Python), not read from a file.
+    Arrays {
+        #[serde(default = "one")]
+        scale: f32,
+        split: IndexSplit,
+    },
+}
+
+impl Data {
+    /// The `format` key's value.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Data::Csv { .. } => "csv",
+            Data::Npy { .. } => "npy",
+            Data::Text { .. } => "text",
+            Data::Arrays { .. } => "arrays",
+        }
+    }
 }
 
 /// Rows with index i go to test when i % modulus is in `test`, to validation when in
@@ -282,6 +301,7 @@ impl Config {
                 fix(x);
                 fix(y);
             }
+            Data::Arrays { .. } => {}
         }
         c.check()?;
         Ok(c)
@@ -361,7 +381,7 @@ impl Config {
                 );
                 need(split.modulus > 0, "data.split.modulus must be at least 1");
             }
-            Data::Npy { split, .. } => {
+            Data::Npy { split, .. } | Data::Arrays { split, .. } => {
                 need(split.modulus > 0, "data.split.modulus must be at least 1")
             }
             Data::Text { window, .. } => need(*window > 0, "data.window must be at least 1"),

@@ -1,17 +1,15 @@
 //! `hlstmc train`: trains a model from a TOML config with the grow-and-prune schedule and writes
-//! it as ONNX, with its log, plots and a copy of the config beside it (docs/trainer.md).
-
-mod plots;
+//! it as ONNX, with its log, plots and a copy of the config beside it (docs/trainer.md). The work
+//! is `hlstm_trainer::train_to_files`, shared with the Python package; this shows progress.
 
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use hlstm_trainer::config::Config;
-use hlstm_trainer::train::{self, Observer, Record, Session};
+use hlstm_trainer::train::{Observer, Record};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 /// Train an LSTM or H-LSTM with grow and prune, and write it as ONNX.
 ///
@@ -40,24 +38,13 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// The path beside `model` with `suffix` replacing its extension (`m.onnx` -> `m.log.jsonl`).
-fn beside(model: &Path, suffix: &str) -> PathBuf {
-    let stem = model
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    model.with_file_name(format!("{stem}.{suffix}"))
-}
-
 struct Progress {
     bar: ProgressBar,
-    log: std::io::BufWriter<std::fs::File>,
     quiet: bool,
     /// stderr is a terminal: a bar; otherwise (CI, a pipe) plain lines.
     tty: bool,
     density: f64,
     accuracy: f64,
-    err: Option<std::io::Error>,
 }
 
 impl Observer for Progress {
@@ -75,15 +62,8 @@ impl Observer for Progress {
             100.0 * self.density
         ));
     }
+    /// `train_to_files` writes the record to the log; this shows it.
     fn record(&mut self, r: &Record) {
-        if let Err(e) = serde_json::to_writer(&mut self.log, r)
-            .map_err(std::io::Error::from)
-            .and_then(|_| self.log.write_all(b"\n"))
-            // Whole records as they come: a long run's log can be followed (tail -f).
-            .and_then(|_| self.log.flush())
-        {
-            self.err.get_or_insert(e);
-        }
         let line = match r {
             Record::Epoch {
                 epoch,
@@ -147,15 +127,6 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
     if let Some(s) = a.seed {
         cfg.seed = s;
     }
-    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let start = Instant::now();
-    let mut s = Session::new(&cfg, hlstm_trainer::exec::engine(cfg.train.engine))
-        .map_err(|e| anyhow!("{e}"))?;
-    let log_path = beside(&a.out, "log.jsonl");
-    let file = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot write {}", log_path.display()))?;
     let tty = std::io::stderr().is_terminal();
     let bar = if a.quiet || !tty {
         ProgressBar::hidden()
@@ -169,44 +140,17 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
     );
     let mut p = Progress {
         bar,
-        log: std::io::BufWriter::new(file),
         quiet: a.quiet,
         tty,
         density: 1.0,
         accuracy: 0.0,
-        err: None,
     };
-    let sum = train::run(&mut s, &mut p).map_err(|e| anyhow!("training: {e}"))?;
+    // Builds the session, trains, and writes the model and everything beside it.
+    let done = hlstm_trainer::train_to_files(&cfg, &text, None, &a.out, &mut p);
+    // Cleared on failure too: a bad config must not leave an empty bar above its error.
     p.bar.finish_and_clear();
-    p.log
-        .flush()
-        .with_context(|| format!("cannot write {}", log_path.display()))?;
-    if let Some(e) = p.err {
-        return Err(anyhow!("cannot write {}: {e}", log_path.display()));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let bytes = hlstm_trainer::export::onnx_bytes(&s).map_err(|e| anyhow!("{e}"))?;
-    std::fs::write(&a.out, bytes).with_context(|| format!("cannot write {}", a.out.display()))?;
-    let cfg_copy = beside(&a.out, "config.toml");
-    std::fs::write(&cfg_copy, &text)
-        .with_context(|| format!("cannot write {}", cfg_copy.display()))?;
-    plots::curves(&sum.log, &beside(&a.out, "curves.svg"))?;
-    plots::masks(&s, &a.out, beside)?;
-    let summary = serde_json::json!({
-        "test_loss": sum.test.loss,
-        "test_accuracy": sum.test.accuracy,
-        "test_bpc": sum.test.bpc,
-        "density": sum.density,
-        "nonzero_weights": sum.nonzero_weights,
-        "nonzero_params": sum.nonzero_params,
-        "epochs": sum.epochs,
-        "seconds": secs,
-        "seconds_per_epoch": secs / sum.epochs.max(1) as f64,
-        "engine": hlstm_trainer::exec::engine(cfg.train.engine).name(),
-    });
-    let sum_path = beside(&a.out, "summary.json");
-    std::fs::write(&sum_path, serde_json::to_string_pretty(&summary)? + "\n")
-        .with_context(|| format!("cannot write {}", sum_path.display()))?;
+    let done = done.map_err(|e| anyhow!("{e}"))?;
+    let (sum, secs) = (&done.summary, done.seconds);
     let metric = match sum.test.bpc {
         Some(b) => format!("test bits per character {b:.4}"),
         None => format!("test accuracy {:.2}%", 100.0 * sum.test.accuracy),

@@ -40,17 +40,32 @@ pub struct SeqSet {
 }
 
 impl SeqSet {
-    /// Checks the sizes agree and labels are non-negative.
+    /// Checks the sizes agree (`x` holds `samples * steps * features` values, `y` one label a
+    /// sample) and the labels are non-negative; never panics.
     pub fn new(steps: usize, features: usize, x: Vec<f32>, y: Vec<i64>) -> Result<SeqSet, Error> {
-        if steps == 0 || features == 0 || x.len() != y.len() * steps * features {
+        if steps == 0 || features == 0 {
             return Err(Error::new(format!(
-                "{} values do not make {} samples of {steps} steps of {features} features",
-                x.len(),
-                y.len()
+                "sequences need at least one step and one feature, not {steps} steps of \
+                 {features} features"
             )));
         }
-        if let Some(l) = y.iter().find(|&&l| l < 0) {
-            return Err(Error::new(format!("label {l} is negative")));
+        let want = y
+            .len()
+            .checked_mul(steps)
+            .and_then(|n| n.checked_mul(features));
+        if want != Some(x.len()) {
+            return Err(Error::new(format!(
+                "{} values do not make {} samples of {steps} steps of {features} features \
+                 ({} values)",
+                x.len(),
+                y.len(),
+                want.map_or("too many".into(), |n| n.to_string())
+            )));
+        }
+        if let Some((k, l)) = y.iter().enumerate().find(|&(_, &l)| l < 0) {
+            return Err(Error::new(format!(
+                "label {l} of sample {k} is negative; labels are class indices 0, 1, ..."
+            )));
         }
         Ok(SeqSet {
             steps,
@@ -200,6 +215,23 @@ mod tests {
         assert_eq!(a[[0, 1, 1]], 1.0);
         assert_eq!(by.to_i64_vec().unwrap(), [0, 1]);
         assert!(SeqSet::new(2, 3, vec![0.0; 5], vec![0]).is_err());
+    }
+
+    #[test]
+    fn seq_set_sizes_are_checked_without_panics() {
+        let msg = |r: Result<SeqSet, Error>| r.unwrap_err().to_string();
+        assert!(msg(SeqSet::new(0, 3, vec![], vec![])).contains("at least one step"));
+        assert!(msg(SeqSet::new(2, 0, vec![], vec![])).contains("at least one step"));
+        let m = msg(SeqSet::new(2, 3, vec![0.0; 7], vec![0]));
+        assert!(
+            m.contains("7 values do not make 1 samples") && m.contains("(6 values)"),
+            "{m}"
+        );
+        let m = msg(SeqSet::new(usize::MAX, 2, vec![0.0; 4], vec![0, 1]));
+        assert!(m.contains("too many"), "{m}");
+        let m = msg(SeqSet::new(1, 1, vec![0.0; 3], vec![0, -2, 1]));
+        assert!(m.contains("label -2 of sample 1 is negative"), "{m}");
+        assert_eq!(SeqSet::new(1, 1, vec![], vec![]).unwrap().len(), 0);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub use schedule::{Observer, Record, Summary, run};
 pub use task::{Eval, Split, Task};
 
 use crate::config::{Cell, Config, Data, OptimizerName, ScheduleName};
+use crate::data::SeqSet;
 use crate::exec::{Engine, Executable};
 use crate::gp::{self, Masks};
 use crate::models::{self, CellKind, Dims, Head, InputKind, Model, ModelConfig};
@@ -86,8 +87,19 @@ pub struct EpochStats {
 }
 
 impl Session {
+    /// A session on the config's data file (see `with_arrays` for `data.format = "arrays"`).
     pub fn new(cfg: &Config, engine: &dyn Engine) -> Result<Session, Error> {
-        let task = Task::load(cfg)?;
+        Session::with_arrays(cfg, engine, None)
+    }
+
+    /// A session whose samples are `arrays` when the config's data is `format = "arrays"`
+    /// (`Task::load_with`: arrays with another format, or that format without them, are errors).
+    pub fn with_arrays(
+        cfg: &Config,
+        engine: &dyn Engine,
+        arrays: Option<SeqSet>,
+    ) -> Result<Session, Error> {
+        let task = Task::load_with(cfg, arrays)?;
         let mc = model_config(cfg, &task);
         let steps = match (&task, &cfg.data) {
             (Task::Classify { train, .. }, _) => train.steps,

@@ -9,6 +9,11 @@ use crate::exec::Executable;
 use crate::rng::Rng;
 use hlstm_ir::Tensor;
 
+/// The error of `data.format = "arrays"` without arrays (`hlstmc train` from the command line).
+pub const NO_ARRAYS: &str = "data.format = \"arrays\" takes its samples from the library call \
+     (hlstmc.train(config, out, data=(X, y)) in Python); a config file for the command line \
+     names csv, npy or text";
+
 pub enum Task {
     Classify {
         train: SeqSet,
@@ -56,7 +61,27 @@ pub enum Split {
 }
 
 impl Task {
+    /// The task of a config whose data is a file (csv, npy or text).
     pub fn load(cfg: &Config) -> Result<Task, Error> {
+        Task::load_with(cfg, None)
+    }
+
+    /// The task of a config; `arrays` are the samples of `data.format = "arrays"`, passed by
+    /// the library call instead of read from a file (split and scaled as csv and npy data).
+    /// Arrays without that format, or that format without arrays, are errors.
+    pub fn load_with(cfg: &Config, arrays: Option<SeqSet>) -> Result<Task, Error> {
+        match (&cfg.data, &arrays) {
+            (Data::Arrays { .. }, None) => return Err(Error::new(NO_ARRAYS)),
+            (Data::Arrays { .. }, Some(_)) | (_, None) => {}
+            (other, Some(_)) => {
+                return Err(Error::new(format!(
+                    "data: samples were passed to the library call (data=(X, y) in Python), \
+                     but the config's data.format is \"{}\", which reads them from a file; set \
+                     data.format = \"arrays\" (with data.split) to train on the samples passed",
+                    other.format()
+                )));
+            }
+        }
         let classify = |set: SeqSet, s: &crate::config::IndexSplit| {
             let sp = data::split_by_index(set.len(), s.modulus, &s.test, &s.validation)?;
             if sp.train.is_empty() || sp.validation.is_empty() || sp.test.is_empty() {
@@ -108,6 +133,13 @@ impl Task {
                 }
                 let xv = xv.into_iter().map(|v| v * scale).collect();
                 classify(SeqSet::new(xs[1], xs[2], xv, yv)?, split)
+            }
+            Data::Arrays { scale, split } => {
+                let mut set = arrays.expect("checked above");
+                if *scale != 1.0 {
+                    set.x.iter_mut().for_each(|v| *v *= scale);
+                }
+                classify(set, split)
             }
             Data::Text {
                 path,

@@ -1,18 +1,17 @@
-//! The plots `hlstmc train` writes: training curves with plotters' SVG backend (text stays SVG
+//! The plots `train_to_files` (and so `hlstmc train`) writes: training curves with plotters' SVG backend (text stays SVG
 //! text, so no font library is needed), and each gate's final mask as a hand-written SVG (one
 //! rectangle per run of kept connections in a row; plotters adds nothing for a bitmap).
 
-use anyhow::{Result, anyhow};
-use hlstm_trainer::train::{Record, Session};
+use crate::Error;
+use crate::train::{Record, Session};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 type Series<'a> = Vec<(&'a str, RGBColor, Vec<(f64, f64)>)>;
 
-/// Loss, the metric and density per epoch, one panel each.
-pub fn curves(log: &[Record], path: &Path) -> Result<()> {
+/// Loss, the metric and density per epoch, one panel each, as SVG text.
+pub fn curves(log: &[Record]) -> Result<String, Error> {
     let mut loss: Series = vec![("train", BLUE, vec![]), ("validation", RED, vec![])];
     let mut metric: Series = vec![
         ("train accuracy", BLUE, vec![]),
@@ -54,9 +53,23 @@ pub fn curves(log: &[Record], path: &Path) -> Result<()> {
             metric.pop().map(|s| s.2).unwrap_or_default(),
         )];
     }
-    let e = |err: String| anyhow!("{}: {err}", path.display());
-    let root = SVGBackend::new(path, (900, 960)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(format!("{x:?}")))?;
+    let e = |err: String| Error::new(format!("the training curves: {err}"));
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, (900, 960)).into_drawing_area();
+        draw_curves(&root, bpc, &loss, &metric, &dens).map_err(e)?;
+    }
+    Ok(text)
+}
+
+fn draw_curves(
+    root: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    bpc: bool,
+    loss: &Series,
+    metric: &Series,
+    dens: &Series,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(|x| format!("{x:?}"))?;
     let panels = root.split_evenly((3, 1));
     let title = if bpc {
         "bits per character"
@@ -64,13 +77,13 @@ pub fn curves(log: &[Record], path: &Path) -> Result<()> {
         "accuracy"
     };
     for (area, (name, series)) in panels.iter().zip([
-        ("loss (cross-entropy, nats)", &loss),
-        (title, &metric),
-        ("density of the weight matrices", &dens),
+        ("loss (cross-entropy, nats)", loss),
+        (title, metric),
+        ("density of the weight matrices", dens),
     ]) {
-        panel(area, name, series).map_err(e)?;
+        panel(area, name, series)?;
     }
-    root.present().map_err(|x| e(format!("{x:?}")))
+    root.present().map_err(|x| format!("{x:?}"))
 }
 
 fn panel(
@@ -225,8 +238,9 @@ fn svg(panels: &[Panel]) -> String {
     out
 }
 
-/// Writes MODEL.mask.<gate>.svg for each gate (and the head): its matrices side by side.
-pub fn masks(s: &Session, model: &Path, beside: fn(&Path, &str) -> PathBuf) -> Result<()> {
+/// Each gate's (and the head's) masks as SVG text, by file key (`l0.i`, `head`): the suffix
+/// of MODEL.mask.<key>.svg.
+pub fn masks(s: &Session) -> Vec<(String, String)> {
     let mut files: BTreeMap<String, Vec<Panel>> = BTreeMap::new();
     for (p, m) in s.model.params.iter().zip(&s.masks) {
         if let Some(m) = m {
@@ -235,10 +249,8 @@ pub fn masks(s: &Session, model: &Path, beside: fn(&Path, &str) -> PathBuf) -> R
             }
         }
     }
-    for (key, panels) in files {
-        let path = beside(model, &format!("mask.{key}.svg"));
-        std::fs::write(&path, svg(&panels))
-            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(())
+    files
+        .into_iter()
+        .map(|(key, panels)| (key, svg(&panels)))
+        .collect()
 }
