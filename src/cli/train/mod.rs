@@ -64,51 +64,16 @@ impl Observer for Progress {
     }
     /// `train_to_files` writes the record to the log; this shows it.
     fn record(&mut self, r: &Record) {
-        let line = match r {
+        match r {
             Record::Epoch {
-                epoch,
-                phase,
-                loss,
                 val_accuracy,
-                val_bpc,
                 density,
                 ..
-            } => {
-                (self.accuracy, self.density) = (*val_accuracy, *density);
-                let metric = match val_bpc {
-                    Some(b) => format!("val bpc {b:.3}"),
-                    None => format!("val acc {:.2}%", 100.0 * val_accuracy),
-                };
-                format!(
-                    "epoch {epoch:3} {phase:5}  loss {loss:.4}  {metric}  density {:.1}%",
-                    100.0 * density
-                )
-            }
-            Record::Grow {
-                round,
-                grown,
-                density,
-            } => format!(
-                "grow round {round}: +{grown} connections, density {:.1}%",
-                100.0 * density
-            ),
-            Record::Prune {
-                round,
-                pruned,
-                density,
-            } => {
-                self.density = *density;
-                format!(
-                    "prune round {round}: -{pruned} connections, density {:.1}%",
-                    100.0 * density
-                )
-            }
-            Record::Revert { round, density, .. } => format!(
-                "prune round {round} undone (validation fell); density {:.1}%",
-                100.0 * density
-            ),
-            Record::Test { .. } => return,
-        };
+            } => (self.accuracy, self.density) = (*val_accuracy, *density),
+            Record::Prune { density, .. } => self.density = *density,
+            _ => {}
+        }
+        let Some(line) = r.line() else { return };
         if self.quiet {
         } else if !self.tty {
             // Not a terminal (CI, a pipe): plain lines instead of the bar.
@@ -150,18 +115,9 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
     // Cleared on failure too: a bad config must not leave an empty bar above its error.
     p.bar.finish_and_clear();
     let done = done.map_err(|e| anyhow!("{e}"))?;
-    let (sum, secs) = (&done.summary, done.seconds);
-    let metric = match sum.test.bpc {
-        Some(b) => format!("test bits per character {b:.4}"),
-        None => format!("test accuracy {:.2}%", 100.0 * sum.test.accuracy),
-    };
     eprintln!(
-        "{metric}; {} nonzero weights in weight matrices ({} parameters), density {:.1}%; {} epochs in {secs:.1} s ({:.2} s/epoch)\nwrote {} and its log, plots and config beside it",
-        sum.nonzero_weights,
-        sum.nonzero_params,
-        100.0 * sum.density,
-        sum.epochs,
-        secs / sum.epochs.max(1) as f64,
+        "{}\nwrote {} and its log, plots and config beside it",
+        done.summary_line(),
         a.out.display()
     );
     Ok(ExitCode::SUCCESS)

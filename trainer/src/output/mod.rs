@@ -94,6 +94,25 @@ impl Observer for Tee<'_> {
     }
 }
 
+impl TrainOutput {
+    /// One line: the test metric, nonzero weights, density, epochs and time.
+    pub fn summary_line(&self) -> String {
+        let (sum, secs) = (&self.summary, self.seconds);
+        let metric = match sum.test.bpc {
+            Some(b) => format!("test bits per character {b:.4}"),
+            None => format!("test accuracy {:.2}%", 100.0 * sum.test.accuracy),
+        };
+        format!(
+            "{metric}; {} nonzero weights in weight matrices ({} parameters), density {:.1}%; {} epochs in {secs:.1} s ({:.2} s/epoch)",
+            sum.nonzero_weights,
+            sum.nonzero_params,
+            100.0 * sum.density,
+            sum.epochs,
+            secs / sum.epochs.max(1) as f64,
+        )
+    }
+}
+
 /// Trains `cfg` and writes the model to `out` (ONNX) with, beside it, `MODEL.log.jsonl`,
 /// `MODEL.config.toml` (`config_text`, the config as given), `MODEL.curves.svg`,
 /// `MODEL.mask.<layer>.<gate>.svg` and `MODEL.summary.json`. `out`'s folder is created when

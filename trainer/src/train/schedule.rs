@@ -66,6 +66,54 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// The line `hlstmc train` (and the Python package's `train`) prints for the record; None
+    /// for the test record, which the final summary reports.
+    pub fn line(&self) -> Option<String> {
+        Some(match self {
+            Record::Epoch {
+                epoch,
+                phase,
+                loss,
+                val_accuracy,
+                val_bpc,
+                density,
+                ..
+            } => {
+                let metric = match val_bpc {
+                    Some(b) => format!("val bpc {b:.3}"),
+                    None => format!("val acc {:.2}%", 100.0 * val_accuracy),
+                };
+                format!(
+                    "epoch {epoch:3} {phase:5}  loss {loss:.4}  {metric}  density {:.1}%",
+                    100.0 * density
+                )
+            }
+            Record::Grow {
+                round,
+                grown,
+                density,
+            } => format!(
+                "grow round {round}: +{grown} connections, density {:.1}%",
+                100.0 * density
+            ),
+            Record::Prune {
+                round,
+                pruned,
+                density,
+            } => format!(
+                "prune round {round}: -{pruned} connections, density {:.1}%",
+                100.0 * density
+            ),
+            Record::Revert { round, density, .. } => format!(
+                "prune round {round} undone (validation fell); density {:.1}%",
+                100.0 * density
+            ),
+            Record::Test { .. } => return None,
+        })
+    }
+}
+
 /// Told of progress: each batch (for a progress bar) and each log record.
 pub trait Observer {
     /// An epoch of a phase begins.
