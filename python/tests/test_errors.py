@@ -130,3 +130,44 @@ def test_tool_errors(tmp_path):
     with pytest.raises(hlstmc.InvalidArgument, match="C identifier"):
         hlstmc.compile(path, out_dir=str(tmp_path), name="not a name")
     assert not any(tmp_path.iterdir()), "a failed compile leaves nothing behind"
+
+
+def test_damaged_models_raise_never_crash():
+    """Truncations and flipped bytes of a real model: each loads (and runs, or refuses its
+    input) or raises one of the documented exceptions; nothing else escapes."""
+    data = bytearray((MODEL / "model.onnx").read_bytes())
+    rng = np.random.default_rng(7)
+    x = reference_data(MODEL)[0]["X"]
+    damaged = [bytes(data[: int(n)]) for n in rng.integers(0, len(data), 40)]
+    for _ in range(60):
+        d = bytearray(data)
+        for i in rng.integers(0, len(d), 4):
+            d[int(i)] = int(rng.integers(0, 256))
+        damaged.append(bytes(d))
+    outcomes = {"loaded": 0, "refused": 0}
+    for model in damaged:
+        try:
+            session = hlstmc.InferenceSession(model)
+        except (hlstmc.ModelError, hlstmc.InvalidArgument):
+            outcomes["refused"] += 1
+            continue
+        outcomes["loaded"] += 1
+        try:
+            session.run(None, {"X": x})
+        except (hlstmc.ModelError, hlstmc.InvalidArgument):
+            pass
+    assert outcomes["refused"] > 0, outcomes
+
+
+def test_random_feeds_raise_never_crash(session):
+    rng = np.random.default_rng(3)
+    dtypes = [np.float32, np.float64, np.float16, np.int32, np.int64, np.uint8, bool, np.complex64]
+    for _ in range(60):
+        rank = int(rng.integers(0, 5))
+        shape = tuple(int(d) for d in rng.integers(0, 10, rank))
+        value = rng.standard_normal(shape).astype(dtypes[int(rng.integers(len(dtypes)))])
+        try:
+            out = session.run(None, {"X": value})
+        except hlstmc.InvalidArgument:
+            continue
+        assert value.shape == (8, 1, 32) and out[0].shape == (8, 1, 64)
