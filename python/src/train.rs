@@ -26,6 +26,19 @@ enum Progress {
 }
 
 impl Observer for PyObserver {
+    /// Ctrl-C (or another signal Python handles) stops training after the batch it lands in:
+    /// the KeyboardInterrupt is raised and nothing is written.
+    fn interrupted(&mut self) -> bool {
+        if self.err.is_some() {
+            return true;
+        }
+        if let Err(e) = Python::attach(|py| py.check_signals()) {
+            self.err = Some(e);
+            return true;
+        }
+        false
+    }
+
     fn record(&mut self, r: &Record) {
         if self.err.is_some() || matches!(self.progress, Progress::Quiet) {
             return;

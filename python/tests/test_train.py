@@ -121,3 +121,38 @@ def test_train_errors(tmp_path):
     with pytest.raises(OSError, match="cannot create"):
         hlstmc.train(CONFIG, str(blocker / "m.onnx"), data=(x, y), progress=False)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_failing_callback_stops_training_and_writes_nothing(tmp_path):
+    x, y = _toy()
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the previous model")
+    seen = []
+
+    def fail_on_second(record):
+        seen.append(record)
+        if len(seen) == 2:
+            raise KeyError("stop here")
+
+    with pytest.raises(KeyError, match="stop here"):
+        hlstmc.train(CONFIG, str(out), data=(x, y), progress=fail_on_second)
+    assert len(seen) == 2, "no record after the failing one"
+    assert out.read_bytes() == b"the previous model"
+
+
+def test_ctrl_c_interrupts_training(tmp_path):
+    import _thread
+    import threading
+
+    x, y = _toy(n=200)
+    long_run = {**CONFIG, "train": {**CONFIG["train"], "epochs": 100000}}
+    long_run.pop("gp")
+    out = tmp_path / "m.onnx"
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            hlstmc.train(long_run, str(out), data=(x, y), progress=False)
+    finally:
+        timer.cancel()
+    assert not out.exists()

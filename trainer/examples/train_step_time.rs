@@ -37,6 +37,7 @@ fn main() {
             times.push(now.duration_since(last).as_secs_f64());
         }
         last = now;
+        true
     })
     .expect("epoch");
     assert!(!times.is_empty(), "the epoch has fewer than 3 batches");

@@ -391,7 +391,7 @@ fn growth_masks_feed_zero_weights_but_get_dense_gradients() {
     // After seeding at 50%, one growth epoch accumulates |dL/dw| for dormant connections too.
     let mut s = Session::new(&digits(GP), &Interp).unwrap();
     let mut acc: Vec<Vec<f32>> = s.params.iter().map(|p| vec![0.0; p.len()]).collect();
-    s.epoch(0.01, Some(&mut acc), &mut |_, _, _| {}).unwrap();
+    s.epoch(0.01, Some(&mut acc), &mut |_, _, _| true).unwrap();
     let (i, m) = s
         .masks
         .iter()

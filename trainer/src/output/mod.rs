@@ -92,6 +92,9 @@ impl Observer for Tee<'_> {
         }
         self.inner.record(r);
     }
+    fn interrupted(&mut self) -> bool {
+        self.inner.interrupted()
+    }
 }
 
 impl TrainOutput {

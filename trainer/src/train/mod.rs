@@ -60,6 +60,9 @@ pub fn model_config(cfg: &Config, task: &Task) -> ModelConfig {
 /// The most elements a parameter set or an activation may have (2^26, 256 MiB of f32).
 const MAX_ELEMENTS: usize = 1 << 26;
 
+/// The error of a run its observer stopped ([`Observer::interrupted`]).
+pub const INTERRUPTED: &str = "interrupted";
+
 /// Training state: everything a run changes.
 pub struct Session {
     pub cfg: Config,
@@ -250,12 +253,14 @@ impl Session {
     }
 
     /// One epoch at learning rate `lr`. With `scores`, |dL/dw| of every masked parameter is
-    /// added to it after each batch (growth ranks the dormant ones).
+    /// added to it after each batch (growth ranks the dormant ones). `on_batch` is told of each
+    /// batch done and returns whether to go on: false stops the epoch with an error
+    /// ([`INTERRUPTED`]), the weights as the last whole batch left them.
     pub fn epoch(
         &mut self,
         lr: f32,
         mut scores: Option<&mut Vec<Vec<f32>>>,
-        on_batch: &mut dyn FnMut(usize, usize, f64),
+        on_batch: &mut dyn FnMut(usize, usize, f64) -> bool,
     ) -> Result<EpochStats, Error> {
         let batch = self.cfg.train.batch;
         if self.cfg.train.sparse_kernels {
@@ -318,7 +323,9 @@ impl Session {
             self.opt.step(&mut self.params, &grads, lr);
             gp::apply(&self.masks, &mut self.params);
             st.loss += loss as f64;
-            on_batch(k + 1, batches.len(), loss as f64);
+            if !on_batch(k + 1, batches.len(), loss as f64) {
+                return Err(Error::new(INTERRUPTED));
+            }
         }
         let n = batches.len().max(1) as f64;
         st.loss /= n;

@@ -120,6 +120,11 @@ pub trait Observer {
     fn epoch(&mut self, _phase: &str, _round: usize, _epoch: usize, _epochs: usize) {}
     fn batch(&mut self, _done: usize, _total: usize, _loss: f64) {}
     fn record(&mut self, _r: &Record) {}
+    /// Asked after each batch: true stops the run (an error, [`super::INTERRUPTED`]) and
+    /// nothing is written (a caller's Ctrl-C, say).
+    fn interrupted(&mut self) -> bool {
+        false
+    }
 }
 
 /// Ignores everything.
@@ -169,9 +174,10 @@ impl Driver<'_> {
             let lr = sched.lr(base, e, epochs);
             self.obs.epoch(name, round, e, epochs);
             let obs = &mut *self.obs;
-            let st: EpochStats = self
-                .s
-                .epoch(lr, scores.as_deref_mut(), &mut |d, t, l| obs.batch(d, t, l))?;
+            let st: EpochStats = self.s.epoch(lr, scores.as_deref_mut(), &mut |d, t, l| {
+                obs.batch(d, t, l);
+                !obs.interrupted()
+            })?;
             let v = self.s.evaluate(Split::Validation)?;
             last = Some(v.score());
             let r = Record::Epoch {
