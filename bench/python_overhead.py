@@ -11,9 +11,10 @@ session, on the same model files, side by side in the same run, one thread each.
 For each model, in interleaved rounds (each round: `hlstmc bench`, the Python session, ONNX
 Runtime's session), every engine makes one measurement per round: a few untimed warm-up calls,
 then single timed calls for about --budget seconds, and the median per-call time. The table
-gives the median over rounds of these medians; "Python layer" is the session's median minus
-`hlstmc bench`'s (what the binding adds: converting the feed dict, taking a state from the pool,
-releasing the GIL, returning numpy arrays).
+gives, per engine, the best round (the least of these medians: the machine's noise only ever
+adds time) and the median over rounds; "Python layer" is the session's time minus `hlstmc
+bench`'s (what the binding adds: converting the feed dict, taking a state from the pool,
+releasing the GIL, returning numpy arrays), from the best rounds.
 
 - `hlstmc bench MODEL --engine jit --threads 1 --warmup 3 --runs R --json`: the median of
   `State::run_into`, the call the session makes.
@@ -109,14 +110,14 @@ def main():
             cli.append(bench_cli(path, args.budget, py[-1]))
             ort_t.append(timed_calls(lambda: theirs.run(None, feed), args.budget))
             print(f"{name} round {r + 1}: bench {cli[-1]:.1f} us, session.run {py[-1]:.1f} us, ORT {ort_t[-1]:.1f} us", file=sys.stderr)
-        med = statistics.median
-        rows.append((name, med(cli), med(py), med(ort_t)))
+        rows.append((name, cli, py, ort_t))
 
     lines = [
         SECTION,
         "",
-        f"Measured {datetime.date.today()} on {cpu_name()}, one thread each, median over "
-        f"{args.rounds} interleaved rounds of per-call medians (numpy {np.__version__}, "
+        f"Measured {datetime.date.today()} on {cpu_name()}, one thread each, {args.rounds} "
+        f"interleaved rounds of per-call medians: the best round, and in brackets the median "
+        f"over rounds (numpy {np.__version__}, "
         f"onnxruntime {ort.__version__}, hlstmc {hlstmc.__version__}). Command:",
         "",
         "```sh",
@@ -126,17 +127,20 @@ def main():
         "| model | `hlstmc bench` (engine) | `hlstmc` session.run | Python layer | ONNX Runtime session.run | ORT / hlstmc |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    med = statistics.median
     for name, cli, py, o in rows:
         lines.append(
-            f"| {name[:-5]} | {cli:.1f} us | {py:.1f} us | {py - cli:+.1f} us | {o:.1f} us | {o / py:.1f}x |"
+            f"| {name[:-5]} | {min(cli):.1f} us ({med(cli):.1f}) | {min(py):.1f} us ({med(py):.1f}) "
+            f"| {min(py) - min(cli):+.1f} us | {min(o):.1f} us ({med(o):.1f}) | {min(o) / min(py):.1f}x |"
         )
     lines += [
         "",
         "\"Python layer\" is session.run's median minus `hlstmc bench`'s: the feed converted (a "
         "float32 C-contiguous array is copied once into the engine's tensor), a working state taken "
         "from the session's pool, the GIL released around the run, the outputs handed to numpy "
-        "without a copy. It is a difference of two medians from separate loops, so it carries their "
-        "noise (a few microseconds either way).",
+        "without a copy. It is a difference of two timings from separate loops, so it carries their "
+        "noise: a few microseconds either way on a quiet machine, more on a busy one (compare the "
+        "bracketed medians, which a noisy round moves).",
         "",
     ]
     text = "\n".join(lines)
