@@ -121,10 +121,10 @@ fn compile_into(model: &Path, dir: &Path, flags: &[&str]) {
     assert!(o.status.success(), "{args:?}: {}", text(&o));
 }
 
-/// [`compile_into`], then the C driver linked to `DIR/libhm.a` and `libs`, as `DIR/exe`.
+/// [`compile_into`], then the C driver linked to `DIR/libhlstmc_hm.a` and `libs`, as `DIR/exe`.
 fn compile_and_link(model: &Path, dir: &Path, flags: &[&str], libs: &[&str], exe: &str) {
     compile_into(model, dir, flags);
-    let lib = dir.join("libhm.a").display().to_string();
+    let lib = dir.join("libhlstmc_hm.a").display().to_string();
     cc(dir, "hm", &[&[lib.as_str()], libs].concat(), exe);
 }
 
@@ -162,7 +162,15 @@ fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
         "{fixture}: compile failed:\n{}",
         text(&o)
     );
-    let mut expected = vec!["hm.o", "libhm.so", "libhm.a", "hm.h"];
+    let mut expected = vec![
+        "hm.o",
+        "libhlstmc_hm.so",
+        "libhlstmc_hm.so.3",
+        "libhlstmc_hm.a",
+        "hm.h",
+        "hlstmc_hm.pc",
+        "hlstmc_hmConfig.cmake",
+    ];
     if gpu.is_some() {
         expected.extend(["hm.ptx", "hm.launch.json"]);
     }
@@ -178,7 +186,7 @@ fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
 
     // Exports: only hm_-prefixed symbols in the object and the shared library.
     if have("nm") {
-        for (file, dynamic) in [("hm.o", false), ("libhm.so", true)] {
+        for (file, dynamic) in [("hm.o", false), ("libhlstmc_hm.so", true)] {
             let mut c = Command::new("nm");
             c.args(["-g", "--defined-only"]);
             if dynamic {
@@ -211,7 +219,7 @@ fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
     if have("readelf") {
         let o = Command::new("readelf")
             .arg("-d")
-            .arg(dir.join("libhm.so"))
+            .arg(dir.join("libhlstmc_hm.so"))
             .output()
             .expect("readelf runs");
         for l in String::from_utf8_lossy(&o.stdout).lines() {
@@ -223,7 +231,7 @@ fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
                     l.contains("libc.so")
                         || l.contains("libm.so")
                         || (gpu.is_some() && (l.contains("libdl.so") || l.contains("ld-linux"))),
-                    "libhm.so needs more than libc/libm: {l}"
+                    "libhlstmc_hm.so needs more than libc/libm: {l}"
                 );
             }
         }
@@ -246,7 +254,11 @@ fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
     cc(
         dir,
         name,
-        &[&[dir.join("libhm.a").display().to_string().as_str()], dl].concat(),
+        &[
+            &[dir.join("libhlstmc_hm.a").display().to_string().as_str()],
+            dl,
+        ]
+        .concat(),
         "run_static",
     );
     cc(
@@ -256,7 +268,7 @@ fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
             &[
                 "-L",
                 &dir.display().to_string(),
-                "-lhm",
+                "-lhlstmc_hm",
                 &format!("-Wl,-rpath,{}", dir.display()),
             ],
             dl,
@@ -272,8 +284,8 @@ fn check_library(fixture: &str, flags: &[&str], gpu: Option<&Path>) -> bool {
             .expect("readelf runs");
         let d = String::from_utf8_lossy(&o.stdout);
         assert!(
-            d.contains("libhm.so"),
-            "run_shared does not load libhm.so:\n{d}"
+            d.contains("libhlstmc_hm.so"),
+            "run_shared does not load libhlstmc_hm.so:\n{d}"
         );
     }
     let streams = std::fs::read_to_string(dir.join("hm.h"))
@@ -433,7 +445,7 @@ fn bad_name_is_refused() {
     assert!(text(&o).contains("not a C identifier"), "{}", text(&o));
 }
 
-/// examples/rust/run_model.rs, built with rustc against libmodel.a, on a whole sequence and one
+/// examples/rust/run_model.rs, built with rustc against libhlstmc_model.a, on a whole sequence and one
 /// step at a time, against the reference outputs.
 #[test]
 fn rust_example_links_the_library() {
@@ -461,7 +473,7 @@ fn rust_example_links_the_library() {
         .arg(root().join("examples/rust/run_model.rs"))
         .arg("-L")
         .arg(dir)
-        .args(["-l", "static=model", "-o"])
+        .args(["-l", "static=hlstmc_model", "-o"])
         .arg(dir.join("run_model"))
         .output()
         .expect("rustc runs");
@@ -493,7 +505,7 @@ fn fixture_dirs(folder: &str, filter: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     v
 }
 
-/// Compiles one model to libhm.a, links the C driver, runs a whole sequence (and a stream when
+/// Compiles one model to libhlstmc_hm.a, links the C driver, runs a whole sequence (and a stream when
 /// the model streams) on its test data, and compares with the reference outputs. With `gpu` (a
 /// folder holding a `libcuda.so.1`), the library is the PTX target's.
 fn through_c(dir: &Path, work: &Path, gpu: Option<&Path>) -> Result<(), String> {
@@ -515,7 +527,7 @@ fn through_c(dir: &Path, work: &Path, gpu: Option<&Path>) -> Result<(), String> 
         .args(["-std=c11", "-O1", "-DMODEL=hm", "-I"])
         .arg(&out)
         .arg(root().join("examples/c/run_model.c"))
-        .arg(out.join("libhm.a"))
+        .arg(out.join("libhlstmc_hm.a"))
         .args(if gpu.is_some() { &["-ldl"][..] } else { &[] })
         .args(["-lm", "-o"])
         .arg(out.join("run"))
@@ -683,7 +695,7 @@ fn open_dims_are_fixed_with_shape() {
     cc(
         dir,
         "hm",
-        &[&dir.join("libhm.a").display().to_string()],
+        &[&dir.join("libhlstmc_hm.a").display().to_string()],
         "run",
     );
     let data = root().join("examples/digits-hlstm/test_data_set_0");

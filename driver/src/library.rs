@@ -46,12 +46,18 @@ impl LibraryTarget {
 pub enum Artifact {
     /// NAME.o: a position-independent ELF object.
     Obj,
-    /// libNAME.so: a shared library (needs `cc`).
+    /// libhlstmc_NAME.so.ABI, with the SONAME of that name, and the link libhlstmc_NAME.so: a
+    /// shared library (needs `cc`).
     So,
-    /// libNAME.a: a static library (needs `ar`).
+    /// libhlstmc_NAME.a: a static library (needs `ar`).
     A,
     /// NAME.h: the C header.
     Header,
+    /// hlstmc_NAME.pc: a pkg-config file for the folder's libraries (`Libs`, `Cflags`).
+    Pc,
+    /// hlstmc_NAMEConfig.cmake: a CMake package defining `hlstmc::NAME` (and
+    /// `hlstmc::NAME_static`) for `find_package(hlstmc_NAME)`.
+    Cmake,
     /// NAME.clif: the Cranelift IR (x86-64).
     Clif,
     /// NAME.s: the machine instructions after register allocation (x86-64).
@@ -66,11 +72,13 @@ pub enum Artifact {
 
 impl Artifact {
     /// Every artifact.
-    pub const ALL: [Artifact; 9] = [
+    pub const ALL: [Artifact; 11] = [
         Artifact::Obj,
         Artifact::So,
         Artifact::A,
         Artifact::Header,
+        Artifact::Pc,
+        Artifact::Cmake,
         Artifact::Clif,
         Artifact::Asm,
         Artifact::Kir,
@@ -85,6 +93,8 @@ impl Artifact {
             Artifact::So => "so",
             Artifact::A => "a",
             Artifact::Header => "header",
+            Artifact::Pc => "pc",
+            Artifact::Cmake => "cmake",
             Artifact::Clif => "clif",
             Artifact::Asm => "asm",
             Artifact::Kir => "kir",
@@ -134,12 +144,22 @@ pub struct LibraryOptions {
 }
 
 impl LibraryOptions {
-    /// The defaults of `hlstmc compile`: x86-64-v3, one thread, `obj,so,a,header`.
+    /// The files `hlstmc compile` writes by default.
+    pub const DEFAULT_EMIT: [Artifact; 6] = [
+        Artifact::Obj,
+        Artifact::So,
+        Artifact::A,
+        Artifact::Header,
+        Artifact::Pc,
+        Artifact::Cmake,
+    ];
+
+    /// The defaults of `hlstmc compile`: x86-64-v3, one thread, `obj,so,a,header,pc,cmake`.
     pub fn new(name: &str, target: LibraryTarget) -> Self {
         LibraryOptions {
             name: name.to_string(),
             target,
-            emit: vec![Artifact::Obj, Artifact::So, Artifact::A, Artifact::Header],
+            emit: Self::DEFAULT_EMIT.to_vec(),
             cpu: CpuIsa::X86_64V3,
             threads: 1,
             sm: 80,
@@ -177,6 +197,11 @@ pub fn compile_library(
         )));
     }
     let want = |e: Artifact| lib.emit.contains(&e);
+    if (want(Artifact::Pc) || want(Artifact::Cmake)) && !want(Artifact::So) && !want(Artifact::A) {
+        return Err(Error::Options(
+            "--emit pc and cmake describe the libraries: add so or a to --emit".into(),
+        ));
+    }
     match lib.target {
         LibraryTarget::Ptx => {
             if want(Artifact::Clif) || want(Artifact::Asm) {
@@ -301,6 +326,14 @@ fn x86_64(
         let so_cc = tools.cc.as_deref().filter(|_| want(Artifact::So));
         let libs: &[&str] = if threads > 1 { &["-pthread"] } else { &[] };
         files.extend(link(tmp, name, so_cc, tools.ar.as_deref(), libs)?);
+        let needs: Vec<&str> = ["-lm"].iter().chain(libs).copied().collect();
+        files.extend(build_files(
+            tmp,
+            lib,
+            so_cc.is_some(),
+            tools.ar.is_some(),
+            &needs,
+        )?);
         if want(Artifact::Header) {
             let h = format!("{name}.h");
             write(&tmp.join(&h), header.as_bytes())?;
@@ -379,6 +412,13 @@ fn ptx(g: &Graph, p: &Program, lib: &LibraryOptions, tools: &Tools, out: &Path) 
             }
             let so_cc = want(Artifact::So).then_some(cc.as_str());
             files.extend(link(tmp, name, so_cc, tools.ar.as_deref(), &["-ldl"])?);
+            files.extend(build_files(
+                tmp,
+                lib,
+                so_cc.is_some(),
+                tools.ar.is_some(),
+                &["-ldl", "-lm"],
+            )?);
         }
         if want(Artifact::Header) {
             let h = format!("{name}.h");
@@ -470,15 +510,30 @@ fn emit_tools(emit: &[Artifact], obj_needs_cc: bool) -> Result<(Option<String>, 
         None
     };
     let ar = if want(Artifact::A) {
-        Some(tool("AR", "ar", "--emit a (archiving libNAME.a)")?)
+        Some(tool("AR", "ar", "--emit a (archiving libhlstmc_NAME.a)")?)
     } else {
         None
     };
     Ok((cc, ar))
 }
 
-/// `libNAME.so` (with `so_cc`) and `libNAME.a` (with `ar`) from `NAME.o` in `dir`; returns the
-/// files made. `libs` are the shared library's dependencies beyond libm.
+/// The library name programs link with (`-lhlstmc_NAME`): the files are `libhlstmc_NAME.so`
+/// and `libhlstmc_NAME.a`, so that no model name (`m`, `c`, `pthread`, ...) can make a file that
+/// shadows a system library in a link line; the symbols keep the prefix `NAME_`.
+pub fn link_name(name: &str) -> String {
+    format!("hlstmc_{name}")
+}
+
+/// The shared library's file and SONAME: `libhlstmc_NAME.so.ABI`, the C ABI's version
+/// (`NAME_ABI_VERSION`), which changes whenever a program built against the old one would break.
+pub fn shared_library_file(name: &str) -> String {
+    format!("lib{}.so.{}", link_name(name), aot::ABI_VERSION)
+}
+
+/// The shared library (with `so_cc`: `libhlstmc_NAME.so.ABI` with that SONAME, and the link
+/// `libhlstmc_NAME.so` that `-l` finds) and the static one (with `ar`: `libhlstmc_NAME.a`) from
+/// `NAME.o` in `dir`; returns the files made. `libs` are the shared library's dependencies
+/// beyond libm.
 fn link(
     dir: &Path,
     name: &str,
@@ -487,21 +542,129 @@ fn link(
     libs: &[&str],
 ) -> Result<Vec<String>> {
     let o = format!("{name}.o");
+    let stem = link_name(name);
     let mut files = Vec::new();
     if let Some(cc) = so_cc {
-        let so = format!("lib{name}.so");
+        let so = shared_library_file(name);
+        let soname = format!("-Wl,-soname,{so}");
         run_tool(
             Command::new(cc)
                 .current_dir(dir)
-                .args(["-shared", "-o", &so, &o, "-lm"])
+                .args(["-shared", &soname, "-o", &so, &o, "-lm"])
                 .args(libs),
         )?;
+        let dev = format!("lib{stem}.so");
+        std::os::unix::fs::symlink(&so, dir.join(&dev)).map_err(|source| Error::Io {
+            action: "write",
+            path: dir.join(&dev),
+            source,
+        })?;
         files.push(so);
+        files.push(dev);
     }
     if let Some(ar) = ar {
-        let lib = format!("lib{name}.a");
+        let lib = format!("lib{stem}.a");
         run_tool(Command::new(ar).current_dir(dir).args(["rcs", &lib, &o]))?;
         files.push(lib);
+    }
+    Ok(files)
+}
+
+/// `hlstmc_NAME.pc` and `hlstmc_NAMEConfig.cmake`, as asked, for the libraries just made; both
+/// locate the folder they are in, so it can be moved or installed whole. `libs` are what a
+/// program must link besides the library (libm always; `-pthread` with threads, `-ldl` for
+/// the GPU's host library).
+fn build_files(
+    dir: &Path,
+    lib: &LibraryOptions,
+    have_so: bool,
+    have_a: bool,
+    libs: &[&str],
+) -> Result<Vec<String>> {
+    let name = &lib.name;
+    let stem = link_name(name);
+    let want = |e: Artifact| lib.emit.contains(&e);
+    let mut files = Vec::new();
+    let source = if lib.source.is_empty() {
+        "a model"
+    } else {
+        &lib.source
+    };
+    if want(Artifact::Pc) {
+        let pc = format!(
+            "# Generated by hlstmc {version} from {source}.\n\
+             # cc main.c $(pkg-config --cflags --libs {stem})   (PKG_CONFIG_PATH=this folder)\n\
+             prefix=${{pcfiledir}}\n\
+             libdir=${{prefix}}\n\
+             includedir=${{prefix}}\n\
+             \n\
+             Name: {stem}\n\
+             Description: {name}, compiled by hlstmc (C ABI {abi}; header {name}.h)\n\
+             Version: {version}\n\
+             Cflags: -I${{includedir}}\n\
+             Libs: -L${{libdir}} -l{stem} {libs}\n",
+            version = env!("CARGO_PKG_VERSION"),
+            abi = aot::ABI_VERSION,
+            libs = libs.join(" "),
+        );
+        let f = format!("{stem}.pc");
+        write(&dir.join(&f), pc.as_bytes())?;
+        files.push(f);
+    }
+    if want(Artifact::Cmake) {
+        let mut deps: Vec<&str> = Vec::new();
+        let mut prelude = String::new();
+        for l in libs {
+            match *l {
+                "-lm" => deps.push("m"),
+                "-pthread" => {
+                    prelude
+                        .push_str("include(CMakeFindDependencyMacro)\nfind_dependency(Threads)\n");
+                    deps.push("Threads::Threads");
+                }
+                "-ldl" => deps.push("${CMAKE_DL_LIBS}"),
+                other => deps.push(other),
+            }
+        }
+        let deps = deps.join(";");
+        let mut targets = String::new();
+        let mut add = |target: &str, kind: &str, file: &str, soname: Option<&str>| {
+            targets.push_str(&format!(
+                "if(NOT TARGET hlstmc::{target})\n  \
+                 add_library(hlstmc::{target} {kind} IMPORTED)\n  \
+                 set_target_properties(hlstmc::{target} PROPERTIES\n    \
+                 IMPORTED_LOCATION \"${{_hlstmc_{name}_dir}}/{file}\"\n{soname}    \
+                 INTERFACE_INCLUDE_DIRECTORIES \"${{_hlstmc_{name}_dir}}\"\n    \
+                 INTERFACE_LINK_LIBRARIES \"{deps}\")\nendif()\n",
+                soname = soname
+                    .map(|s| format!("    IMPORTED_SONAME \"{s}\"\n"))
+                    .unwrap_or_default(),
+            ));
+        };
+        let so = shared_library_file(name);
+        let a = format!("lib{stem}.a");
+        // hlstmc::NAME is the shared library where there is one; hlstmc::NAME_static the
+        // static one.
+        if have_so {
+            add(name, "SHARED", &so, Some(&so));
+        }
+        if have_a {
+            add(&format!("{name}_static"), "STATIC", &a, None);
+            if !have_so {
+                add(name, "STATIC", &a, None);
+            }
+        }
+        let cmake = format!(
+            "# Generated by hlstmc {version} from {source}.\n\
+             # find_package({stem} CONFIG REQUIRED PATHS <this folder>)\n\
+             # target_link_libraries(app PRIVATE hlstmc::{name})   # or hlstmc::{name}_static\n\
+             get_filename_component(_hlstmc_{name}_dir \"${{CMAKE_CURRENT_LIST_DIR}}\" ABSOLUTE)\n\
+             {prelude}{targets}set({stem}_VERSION {version})\n",
+            version = env!("CARGO_PKG_VERSION"),
+        );
+        let f = format!("{stem}Config.cmake");
+        write(&dir.join(&f), cmake.as_bytes())?;
+        files.push(f);
     }
     Ok(files)
 }

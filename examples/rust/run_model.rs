@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! hlstmc compile model.onnx -o build --name model
-//! rustc --edition 2021 -O examples/rust/run_model.rs -L build -l static=model -o run_model
+//! rustc --edition 2021 -O examples/rust/run_model.rs -L build -l static=hlstmc_model -o run_model
 //! ./run_model IN_0.f32 ... OUT_0.f32 ...        # a whole sequence, NAME_max_steps() steps
 //! ./run_model --stream IN_0.f32 ... OUT_0.f32 ... # the same, one step at a time
 //! ```

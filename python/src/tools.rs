@@ -135,9 +135,10 @@ pub fn optimize(
 
 /// Compiles a model into a library, as `hlstmc compile` does, and returns the paths written.
 ///
-/// `target`: "x86_64" (NAME.o, libNAME.so, libNAME.a, NAME.h by default) or "ptx" (NAME.ptx,
+/// `target`: "x86_64" (by default NAME.o, libhlstmc_NAME.so, libhlstmc_NAME.a, NAME.h and the
+/// pkg-config and CMake files hlstmc_NAME.pc and hlstmc_NAMEConfig.cmake) or "ptx" (NAME.ptx,
 /// NAME.launch.json and a host library of the same C ABI). `emit` picks the files: "obj",
-/// "so", "a", "header", "clif", "asm", "kir", "ptx", "c". `name` (a C identifier; default:
+/// "so", "a", "header", "pc", "cmake", "clif", "asm", "kir", "ptx", "c". `name` (a C identifier; default:
 /// the file's stem) prefixes every symbol. `shapes` fixes open input dims ({name: dims});
 /// `max_batch` makes a library that takes any batch from 1 to it per call. docs/c-abi.md
 /// describes the C API.

@@ -78,7 +78,7 @@ def test_optimize_debugging_options(tmp_path, capsys):
 
 def _ensure_cc():
     if shutil.which("cc") is None:
-        pytest.skip("no C compiler (cc) on this machine: libNAME.so cannot be linked")
+        pytest.skip("no C compiler (cc) on this machine: libhlstmc_NAME.so cannot be linked")
 
 
 def test_compile_and_call_the_library_with_ctypes(tmp_path):
@@ -87,8 +87,8 @@ def test_compile_and_call_the_library_with_ctypes(tmp_path):
     x = np.ascontiguousarray(inputs["X"], dtype=np.float32)
     files = hlstmc.compile(str(MODEL / "model.onnx"), "x86_64", str(tmp_path), name="hl", cpu="native")
     names = sorted(p.split("/")[-1] for p in files)
-    assert names == ["hl.h", "hl.o", "libhl.a", "libhl.so"]
-    lib = ctypes.CDLL(str(tmp_path / "libhl.so"))
+    assert names == ["hl.h", "hl.o", "hlstmc_hl.pc", "hlstmc_hlConfig.cmake", "libhlstmc_hl.a", "libhlstmc_hl.so", "libhlstmc_hl.so.3"]
+    lib = ctypes.CDLL(str(tmp_path / "libhlstmc_hl.so"))
     lib.hl_version.restype = ctypes.c_int
     lib.hl_num_inputs.restype = ctypes.c_size_t
     lib.hl_num_outputs.restype = ctypes.c_size_t

@@ -10,8 +10,12 @@ use std::process::ExitCode;
 
 /// Compile a model ahead of time into a library with a C ABI.
 ///
-/// Writes, by default, NAME.o (position-independent), libNAME.so (made with `cc -shared`),
-/// libNAME.a (made with `ar rcs`) and NAME.h into DIR. Every exported symbol starts with NAME_;
+/// Writes, by default, NAME.o (position-independent), the shared library libhlstmc_NAME.so.3
+/// (SONAME libhlstmc_NAME.so.3, the C ABI's version; made with `cc -shared`) with the link
+/// libhlstmc_NAME.so, the static libhlstmc_NAME.a (`ar rcs`), NAME.h, and for build systems
+/// hlstmc_NAME.pc (pkg-config) and hlstmc_NAMEConfig.cmake (CMake's find_package) into DIR.
+/// Programs link with -lhlstmc_NAME: no NAME can shadow a system library (-lm, -lc, ...).
+/// Every exported symbol starts with NAME_;
 /// docs/c-abi.md describes the ABI (contexts, whole sequences of a run-time length, one step at a
 /// time). `--emit clif,asm,kir` also writes the lower levels: NAME.clif (Cranelift IR), NAME.s
 /// (the machine instructions after register allocation) and NAME.kir (the kernel IR). The files
@@ -24,11 +28,12 @@ use std::process::ExitCode;
 ///
 /// Examples:
 ///   hlstmc compile model.onnx -o build/ --name hlstm
-///   cc -O2 main.c -Ibuild build/libhlstm.a -lm
+///   cc -O2 main.c -Ibuild build/libhlstmc_hlstm.a -lm
+///   PKG_CONFIG_PATH=build cc -O2 main.c $(pkg-config --cflags --libs hlstmc_hlstm)
 ///   hlstmc compile model.onnx --emit obj,header --cpu x86-64-v2 --sparse-strategy sparse-csr
 ///   hlstmc compile model.onnx --emit kir,clif,asm --print-after-all
-///   hlstmc compile model.onnx --target ptx --sm 90 -o build/ --name hlstm   # hlstm.ptx, libhlstm.a, ...
-///   cc -O2 main.c -Ibuild build/libhlstm.a -ldl -lm
+///   hlstmc compile model.onnx --target ptx --sm 90 -o build/ --name hlstm   # hlstm.ptx, libhlstmc_hlstm.a, ...
+///   cc -O2 main.c -Ibuild build/libhlstmc_hlstm.a -ldl -lm
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CompileArgs {
@@ -54,7 +59,7 @@ pub struct CompileArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "obj,so,a,header"
+        default_value = "obj,so,a,header,pc,cmake"
     )]
     pub emit: Vec<Emit>,
     /// The CPU to generate code for (the default runs on any machine since about 2015).
@@ -98,12 +103,17 @@ pub enum Target {
 pub enum Emit {
     /// NAME.o: a position-independent ELF object.
     Obj,
-    /// libNAME.so: a shared library (needs `cc`).
+    /// libhlstmc_NAME.so.3 (SONAME the same) and the link libhlstmc_NAME.so: a shared library
+    /// (needs `cc`).
     So,
-    /// libNAME.a: a static library (needs `ar`).
+    /// libhlstmc_NAME.a: a static library (needs `ar`).
     A,
     /// NAME.h: the C header.
     Header,
+    /// hlstmc_NAME.pc: pkg-config's description of the libraries (with so or a).
+    Pc,
+    /// hlstmc_NAMEConfig.cmake: a CMake package, targets hlstmc::NAME and hlstmc::NAME_static.
+    Cmake,
     /// NAME.clif: the Cranelift IR of the program function.
     Clif,
     /// NAME.s: its machine instructions after register allocation (Cranelift's listing).
@@ -123,6 +133,8 @@ impl From<Emit> for Artifact {
             Emit::So => Artifact::So,
             Emit::A => Artifact::A,
             Emit::Header => Artifact::Header,
+            Emit::Pc => Artifact::Pc,
+            Emit::Cmake => Artifact::Cmake,
             Emit::Clif => Artifact::Clif,
             Emit::Asm => Artifact::Asm,
             Emit::Kir => Artifact::Kir,

@@ -8,7 +8,7 @@
 //! finished), and `NAME_rt_stop(pool)` from `NAME_context_free`. The parts,
 //! `NAME_kernel_0` to `NAME_kernel_{N-1}`, call `NAME_barrier(runtime)`. All of these symbols
 //! are hidden: global within the object (so the CLI can link this runtime's object with the
-//! Cranelift one into `NAME.o`), not exported from `libNAME.so`.
+//! Cranelift one into `NAME.o`), not exported from `libhlstmc_NAME.so`.
 //!
 //! Workers sleep on a condition variable between calls, so an idle context costs no CPU; a
 //! call wakes them, and each spins (then yields) at barriers and the caller spins for their

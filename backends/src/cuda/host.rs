@@ -1,7 +1,7 @@
 //! The host library of the PTX target (docs/ptx.md, "The C library"): C source with the x86-64
 //! target's ABI (docs/c-abi.md) over the CUDA driver API, with the PTX text and the launch
 //! description embedded as constants. `hlstmc compile --target ptx` compiles it with `cc` into
-//! `NAME.o`, `libNAME.so` and `libNAME.a`.
+//! `NAME.o`, `libhlstmc_NAME.so` and `libhlstmc_NAME.a`.
 //!
 //! It does what [`CudaProgram`](super::CudaProgram) does, in C, so that a C or Rust program links
 //! it without Rust or cudarc: `NAME_context_open` opens `libcuda.so.1` with `dlopen` (its absence
