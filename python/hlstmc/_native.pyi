@@ -113,7 +113,8 @@ def compile(
     level: int = 1,
 ) -> list[str]:
     """Compiles a library (``target`` "x86_64" or "ptx") into ``out_dir`` (default ".") and
-    returns the paths written (by default NAME.o, libNAME.so, libNAME.a, NAME.h)."""
+    returns the paths written (by default NAME.o, libhlstmc_NAME.so.3 and its link libhlstmc_NAME.so,
+    libhlstmc_NAME.a, NAME.h, hlstmc_NAME.pc and hlstmc_NAMEConfig.cmake)."""
 
 def train(
     config: Union[str, "os.PathLike[str]", Mapping[str, Any]],
