@@ -1,4 +1,5 @@
-//! Reading and writing tensors: .npy (npyz) and serialized ONNX TensorProto (.pb).
+//! Reading and writing tensors: .npy (npyz), .npz (numpy's zip of .npy files, `np.savez`;
+//! zip), and serialized ONNX TensorProto (.pb).
 
 use anyhow::{Context, Result, anyhow, bail};
 use hlstm_ir::Tensor;
@@ -24,25 +25,26 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
 
 fn read_npy(path: &Path) -> Result<Tensor> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let npy = npyz::NpyFile::new(BufReader::new(f))
-        .with_context(|| format!("{}: not a .npy file", path.display()))?;
+    read_npy_from(BufReader::new(f), &path.display().to_string())
+}
+
+/// A .npy array from `reader`; `what` names it in errors (a file, or an array of a .npz).
+fn read_npy_from(reader: impl std::io::Read, what: &str) -> Result<Tensor> {
+    let npy = npyz::NpyFile::new(reader).with_context(|| format!("{}: not a .npy file", what))?;
     if npy.order() == npyz::Order::Fortran {
         bail!(
             "{}: Fortran-ordered arrays are not supported; save with C order",
-            path.display()
+            what
         );
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    hlstm_ir::interp::kernels::check_size(&shape)
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    hlstm_ir::interp::kernels::check_size(&shape).map_err(|e| anyhow!("{}: {e}", what))?;
     let descr = match npy.dtype() {
         npyz::DType::Plain(t) => t.to_string(),
-        other => bail!("{}: unsupported dtype {other:?}", path.display()),
+        other => bail!("{}: unsupported dtype {other:?}", what),
     };
-    let ctx = || format!("{}: bad data", path.display());
-    let arr = |v| {
-        ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| anyhow!("{}: {e}", path.display()))
-    };
+    let ctx = || format!("{}: bad data", what);
+    let arr = |v| ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| anyhow!("{}: {e}", what));
     Ok(match descr.as_str() {
         "<f4" => Tensor::F32(arr(npy.into_vec::<f32>().with_context(ctx)?)?),
         "<f8" => Tensor::F32(arr(npy
@@ -65,16 +67,66 @@ fn read_npy(path: &Path) -> Result<Tensor> {
         )?),
         d => bail!(
             "{}: unsupported dtype {d} (use float32, int64, int32 or bool)",
-            path.display()
+            what
         ),
     })
 }
 
 /// Writes a tensor as .npy.
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
-    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
     let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let w = std::io::BufWriter::new(f);
+    write_npy_to(std::io::BufWriter::new(f), t)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The arrays of a .npz file (`np.savez`, `np.savez_compressed`), by name, in the archive's
+/// order.
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(f))
+        .with_context(|| format!("{}: not a .npz file (a zip of .npy files)", path.display()))?;
+    let mut arrays = Vec::new();
+    for k in 0..zip.len() {
+        let entry = zip
+            .by_index(k)
+            .with_context(|| format!("{}: cannot read member {k}", path.display()))?;
+        let member = entry
+            .name()
+            .with_context(|| format!("{}: member {k} has no valid name", path.display()))?
+            .to_string();
+        let Some(name) = member.strip_suffix(".npy") else {
+            bail!("{}: member '{member}' is not a .npy array", path.display());
+        };
+        let what = format!("{}: array '{name}'", path.display());
+        arrays.push((
+            name.to_string(),
+            read_npy_from(BufReader::new(entry), &what)?,
+        ));
+    }
+    Ok(arrays)
+}
+
+/// Writes named tensors as one .npz file (uncompressed, as `np.savez`), read back by
+/// `np.load(path)[name]`.
+pub fn write_npz(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
+    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(f));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    let cannot = || format!("cannot write {}", path.display());
+    for (name, t) in tensors {
+        zip.start_file(format!("{name}.npy"), options)
+            .with_context(cannot)?;
+        write_npy_to(&mut zip, t).with_context(cannot)?;
+    }
+    zip.finish().with_context(cannot)?;
+    Ok(())
+}
+
+/// A tensor as .npy into `w`.
+fn write_npy_to(w: impl std::io::Write, t: &Tensor) -> Result<()> {
+    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
     macro_rules! write_all {
         ($a:expr) => {{
             let mut wr = npyz::WriteOptions::new()

@@ -1,7 +1,7 @@
 //! `hlstmc run`: run a model on inputs, or check it against ONNX test data.
 
 use super::engine::{Cpu, Engine, SparseStrategy, build_options};
-use super::io::{file_stem, read_tensor, write_npy};
+use super::io::{file_stem, read_npz, read_tensor, write_npy, write_npz};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use hlstmc::test_data::{TestData, compare};
@@ -13,8 +13,10 @@ use std::sync::Arc;
 /// Run a model on inputs, or check it against reference test data.
 ///
 /// Inputs come from .npy files or serialized ONNX TensorProto (.pb) files, one `-i NAME=FILE`
-/// per model input. With `-o DIR` each output is written to DIR/<output name>.npy; otherwise a
-/// summary of each output is printed.
+/// per model input, or from a .npz file (`-i inputs.npz`: numpy's `np.savez(path, X=x, ...)`,
+/// arrays named after the model's inputs). With `-o DIR` each output is written to
+/// DIR/<output name>.npy, with `-o FILE.npz` all of them to one .npz (`np.load(FILE)[name]`);
+/// otherwise a summary of each output is printed.
 ///
 /// `--test-data DIR` reads DIR/input_K.pb (K in the model's input order), runs, compares with
 /// DIR/output_K.pb and prints the largest absolute and relative error per output. It exits 0 only
@@ -25,16 +27,22 @@ use std::sync::Arc;
 ///
 /// Examples:
 ///   hlstmc run model.onnx -i X=x.npy -o out/
+///   hlstmc run model.onnx -i inputs.npz -o outputs.npz
 ///   hlstmc run model.onnx --test-data model_dir/test_data_set_0
 #[derive(Args)]
 pub struct RunArgs {
     /// The ONNX model.
     pub model: PathBuf,
-    /// An input, as NAME=FILE (.npy or .pb); repeat for each model input.
-    #[arg(short = 'i', long = "input", value_name = "NAME=FILE")]
+    /// An input, as NAME=FILE (.npy or .pb), or FILE.npz holding inputs by name; repeatable.
+    #[arg(short = 'i', long = "input", value_name = "NAME=FILE|FILE.npz")]
     pub inputs: Vec<String>,
-    /// Write each output to DIR/<output name>.npy.
-    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    /// Write each output to DIR/<output name>.npy, or all of them to FILE.npz.
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "output-dir",
+        value_name = "DIR|FILE.npz"
+    )]
     pub out: Option<PathBuf>,
     /// An ONNX test-data folder (input_K.pb, output_K.pb) to run and check against.
     #[arg(long, value_name = "DIR", conflicts_with = "inputs")]
@@ -127,18 +135,30 @@ fn build(model: Model, a: &RunArgs) -> Result<Arc<dyn Runnable>> {
 
 /// Orders `-i NAME=FILE` arguments by the model's inputs.
 fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
-    let mut got: Vec<Option<Tensor>> = vec![None; names.len()];
-    for arg in args {
-        let (name, file) = arg
-            .split_once('=')
-            .ok_or_else(|| anyhow!("-i expects NAME=FILE, got '{arg}'"))?;
+    let mut got: Vec<Option<(Tensor, String)>> = vec![None; names.len()];
+    let mut put = |name: &str, t: Tensor, from: String| -> Result<()> {
         let k = names.iter().position(|n| *n == name).ok_or_else(|| {
             anyhow!(
-                "the model has no input named '{name}'; its inputs are: {}",
+                "{from}: the model has no input named '{name}'; its inputs are: {}",
                 names.join(", ")
             )
         })?;
-        got[k] = Some(read_tensor(Path::new(file))?);
+        if let Some((_, first)) = &got[k] {
+            bail!("input '{name}' is given twice: by {first} and by {from}");
+        }
+        got[k] = Some((t, from));
+        Ok(())
+    };
+    for arg in args {
+        match arg.split_once('=') {
+            Some((name, file)) => put(name, read_tensor(Path::new(file))?, format!("-i {arg}"))?,
+            None if arg.ends_with(".npz") => {
+                for (name, t) in read_npz(Path::new(arg))? {
+                    put(&name, t, format!("{arg} (array '{name}')"))?;
+                }
+            }
+            None => bail!("-i expects NAME=FILE or FILE.npz, got '{arg}'"),
+        }
     }
     let missing: Vec<&str> = names
         .iter()
@@ -148,15 +168,33 @@ fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
         .collect();
     if !missing.is_empty() {
         bail!(
-            "missing inputs: {} (give each with -i NAME=FILE)",
+            "missing inputs: {} (give each with -i NAME=FILE, or in a .npz)",
             missing.join(", ")
         );
     }
-    Ok(got.into_iter().flatten().collect())
+    Ok(got.into_iter().flatten().map(|(t, _)| t).collect())
 }
 
-/// Writes every output, or none: each goes to a temporary file first, renamed once all succeed.
 fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result<()> {
+    if dir.extension().is_some_and(|e| e == "npz") {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        // One file, whole or not at all: written beside its place, then renamed.
+        let mut tmp = dir.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = PathBuf::from(tmp);
+        let named: Vec<(&str, &Tensor)> =
+            infos.iter().map(|i| i.name.as_str()).zip(outputs).collect();
+        if let Err(e) = write_npz(&tmp, &named) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, dir).with_context(|| format!("cannot write {}", dir.display()))?;
+        println!("wrote {}", dir.display());
+        return Ok(());
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
     let result = (|| {
