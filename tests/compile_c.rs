@@ -1,4 +1,4 @@
-//! `hlstmc compile`: the generated library called from C (examples/c/run_model.c), linked both
+//! `hlstmc compile`: the generated library called from C (tests/c/run_model.c), linked both
 //! statically and dynamically, against the fixtures' reference outputs, for whole sequences and
 //! (where the model streams) one step at a time; its exported symbols, its dynamic dependencies,
 //! its error codes, and no allocation in a call (the driver counts malloc). Skipped (with a
@@ -103,7 +103,7 @@ fn cc(dir: &Path, name: &str, extra: &[&str], exe: &str) {
         .arg(format!("-DMODEL={name}"))
         .arg("-I")
         .arg(dir)
-        .arg(root().join("examples/c/run_model.c"))
+        .arg(root().join("tests/c/run_model.c"))
         .args(extra)
         .args(["-lm", "-o"])
         .arg(dir.join(exe))
@@ -445,55 +445,6 @@ fn bad_name_is_refused() {
     assert!(text(&o).contains("not a C identifier"), "{}", text(&o));
 }
 
-/// examples/rust/run_model.rs, built with rustc against libhlstmc_model.a, on a whole sequence and one
-/// step at a time, against the reference outputs.
-#[test]
-fn rust_example_links_the_library() {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    if !have(&rustc) {
-        eprintln!("skipped: `{rustc}` cannot be run, needed to build the Rust example");
-        return;
-    }
-    let fixture = root().join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97");
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let o = hlstmc(&[
-        "compile",
-        &fixture.join("model.onnx").display().to_string(),
-        "-o",
-        &dir.display().to_string(),
-        "--name",
-        "model",
-        "--emit",
-        "a,header",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = Command::new(&rustc)
-        .args(["--edition", "2021", "-O"])
-        .arg(root().join("examples/rust/run_model.rs"))
-        .arg("-L")
-        .arg(dir)
-        .args(["-l", "static=hlstmc_model", "-o"])
-        .arg(dir.join("run_model"))
-        .output()
-        .expect("rustc runs");
-    assert!(o.status.success(), "rustc failed:\n{}", text(&o));
-    let data = fixture.join("test_data_set_0");
-    let ins = raw_inputs(&data, dir).unwrap();
-    let wants = reference_outputs(&data).unwrap();
-    for mode in [None, Some("--stream")] {
-        let outs: Vec<PathBuf> = (0..2).map(|k| dir.join(format!("out_{k}.f32"))).collect();
-        let o = Command::new(dir.join("run_model"))
-            .args(mode)
-            .args(&ins)
-            .args(&outs)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{mode:?}: {}", text(&o));
-        compare(&outs, &wants, &format!("{mode:?}")).unwrap();
-    }
-}
-
 fn fixture_dirs(folder: &str, filter: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures").join(folder))
         .expect("fixture folder")
@@ -526,7 +477,7 @@ fn through_c(dir: &Path, work: &Path, gpu: Option<&Path>) -> Result<(), String> 
     let o = Command::new("cc")
         .args(["-std=c11", "-O1", "-DMODEL=hm", "-I"])
         .arg(&out)
-        .arg(root().join("examples/c/run_model.c"))
+        .arg(root().join("tests/c/run_model.c"))
         .arg(out.join("libhlstmc_hm.a"))
         .args(if gpu.is_some() { &["-ldl"][..] } else { &[] })
         .args(["-lm", "-o"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The C library of the PTX target on a GPU (docs/ptx.md, "The C library"): for each fixture
-# folder, `hlstmc compile --target ptx --emit a,header`, examples/c/run_model.c linked to it,
+# folder, `hlstmc compile --target ptx --emit a,header`, tests/c/run_model.c linked to it,
 # then the driver's --error-test, a whole sequence, and (where the model streams) one step at a
 # time, against the reference outputs. bench/gpu/run.sh calls it; tests/compile_c.rs runs it on
 # the stand-in driver (ptx-sim/fake-cuda, through LD_LIBRARY_PATH).
@@ -31,7 +31,7 @@ for d in "$@"; do
         "${@:2}" >> "$w/log" 2>&1 || st="$1"
     }
     check compile timeout 120 "$BIN" compile "$d/model.onnx" --target ptx --emit a,header --name hm -o "$w"
-    check cc "${CC:-cc}" -std=c11 -O1 -DMODEL=hm -I "$w" "$ROOT/examples/c/run_model.c" "$w/libhlstmc_hm.a" -ldl -lm -o "$w/run"
+    check cc "${CC:-cc}" -std=c11 -O1 -DMODEL=hm -I "$w" "$ROOT/tests/c/run_model.c" "$w/libhlstmc_hm.a" -ldl -lm -o "$w/run"
     check data "$PY" "$GPUB" pb2raw "$d/test_data_set_0" "$w"
     ins=("$w"/in_*.f32); wants=("$w"/want_*.f32)
     outs=(); for k in "${!wants[@]}"; do outs+=("$w/out_$k.f32"); done

@@ -359,7 +359,7 @@ def cmd_report(a):
         cok = [c for c in clib if c["status"] == "pass"]
         cbad = [c for c in clib if c["status"] != "pass"]
         L.append("The C library of `hlstmc compile --target ptx` (bench/gpu/clib_check.sh: "
-                 "examples/c/run_model.c linked to libhlstmc_NAME.a; error codes, whole sequences, and "
+                 "tests/c/run_model.c linked to libhlstmc_NAME.a; error codes, whole sequences, and "
                  "streaming where the model streams): %d of %d fixtures pass%s." % (
                      len(cok), len(clib), (": " + ", ".join("%s (%s)" % (c["name"], c["status"])
                                                             for c in cbad)) if cbad else ""))

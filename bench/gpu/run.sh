@@ -26,7 +26,7 @@
 #     `hlstmc run --engine cuda MODEL --test-data DIR/test_data_set_0` against the reference
 #     outputs;
 #  1b. the C library of `hlstmc compile --target ptx` (bench/gpu/clib_check.sh, needs cc): the
-#     fixture models (models/ and extra/) linked into examples/c/run_model.c, whole sequences,
+#     fixture models (models/ and extra/) linked into tests/c/run_model.c, whole sequences,
 #     streams and error codes against the reference outputs;
 #  2. for every benchmark model (hlstm_X*_H*_T*_{dense,sp90,sp97}.onnx, lstm_...), batch 1:
 #     `hlstmc bench --engine cuda --json`, `hlstmc bench --engine jit --json` (the CPU JIT, one
