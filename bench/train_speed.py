@@ -32,7 +32,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "trainer/data/digits/digits.csv.gz")
-TEXT = os.path.join(ROOT, "../shared/data/text/fortunes-en.txt.gz")
+TEXT = os.path.join(ROOT, "examples/data/text/fortunes-en.txt.gz")
 TEXT_CHARS = 100_000  # enough windows for the timed steps
 
 ENGINES = ["fast", "jit"]
@@ -219,7 +219,7 @@ def time_torch(m, vocab, steps, threads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=20, help="timed steps per side (default 20)")
-    ap.add_argument("--text", default=TEXT, help="the text data (default ../shared/data/text)")
+    ap.add_argument("--text", default=TEXT, help="the text data (default examples/data/text)")
     ap.add_argument("--json", help="also write the numbers here")
     a = ap.parse_args()
     try:
