@@ -1,4 +1,7 @@
-//! Optimization flags shared by `opt`, `run` and `inspect`, and the call into the pass manager.
+//! Optimization flags shared by `opt`, `run`, `inspect`, `compile` and `bench`, and the call
+//! into the pass manager. The pass-debugging flags are listed under their own heading
+//! ("Optimizer debugging") in each command's help, so that a command's own flags come first;
+//! `-O` stays with them.
 
 use anyhow::{Result, anyhow};
 use clap::Args;
@@ -6,10 +9,26 @@ use hlstmc::OptimizeOptions;
 use hlstmc::passes::Instrumentation;
 use std::path::PathBuf;
 
+/// The heading the pass-debugging flags are listed under in `--help` (docs/cli.md has a section
+/// of the same name).
+pub const HEADING: &str = "Optimizer debugging";
+
+/// The highest `-O` level the library's pipeline distinguishes today (`OptimizeOptions::level`
+/// takes 0..=1); higher levels are accepted, as compilers accept -O2 and -O3, and run it.
+const LIBRARY_MAX_LEVEL: u8 = 1;
+
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = HEADING)]
 pub struct OptArgs {
-    /// Optimization level: -O0 runs no pass; -O1 (the default) runs the default pipeline.
-    #[arg(short = 'O', value_name = "LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    /// Optimization level: -O0 runs no pass; -O1 (the default) runs the default pipeline;
+    /// -O2 and -O3 are reserved for more aggressive pipelines; today the same as -O1.
+    #[arg(
+        short = 'O',
+        value_name = "LEVEL",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(0..=3),
+        help_heading = None::<&str>
+    )]
     pub opt_level: u8,
     /// Run these passes, in this order, instead of the default pipeline (see `hlstmc passes`).
     #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
@@ -58,7 +77,8 @@ impl OptArgs {
         let time = std::time::Duration::try_from_secs_f64(self.saturate_seconds)
             .map_err(|_| anyhow!("--saturate-seconds must be a finite number of seconds >= 0"))?;
         let mut o = OptimizeOptions {
-            level: self.opt_level,
+            // -O2 and -O3 run the -O1 pipeline until there is a more aggressive one.
+            level: self.opt_level.min(LIBRARY_MAX_LEVEL),
             passes: self.passes.clone(),
             ..OptimizeOptions::default()
         };
