@@ -27,13 +27,13 @@ use std::process::ExitCode;
 /// `--emit ptx` writes only the PTX and its launch description, `--emit c` adds NAME_host.c.
 ///
 /// Examples:
-///   hlstmc compile model.onnx -o build/ --name hlstm
-///   cc -O2 main.c -Ibuild build/libhlstmc_hlstm.a -lm
-///   PKG_CONFIG_PATH=build cc -O2 main.c $(pkg-config --cflags --libs hlstmc_hlstm)
-///   hlstmc compile model.onnx --emit obj,header --cpu x86-64-v2 --sparse-strategy sparse-csr
-///   hlstmc compile model.onnx --emit kir,clif,asm --print-after-all
-///   hlstmc compile model.onnx --target ptx --sm 90 -o build/ --name hlstm   # hlstm.ptx, libhlstmc_hlstm.a, ...
-///   cc -O2 main.c -Ibuild build/libhlstmc_hlstm.a -ldl -lm
+///   hlstmc compile examples/hlstm_sp97/model.onnx -o out/build --name hlstm
+///   cc -O2 -DMODEL=hlstm -Iout/build examples/c/starter.c out/build/libhlstmc_hlstm.a -lm -o out/starter
+///   cc -O2 -DMODEL=hlstm examples/c/starter.c $(PKG_CONFIG_PATH=out/build pkg-config --cflags --libs hlstmc_hlstm) -o out/starter
+///   hlstmc compile examples/hlstm_sp97/model.onnx -o out/build --emit obj,header --cpu x86-64-v2 --sparse-strategy sparse-csr
+///   hlstmc compile examples/hlstm_sp97/model.onnx -o out/build --emit kir,clif,asm --print-after-all
+///   hlstmc compile examples/hlstm_sp97/model.onnx --target ptx --sm 90 -o out/ptx --name hlstm   # hlstm.ptx, libhlstmc_hlstm.a, ...
+///   cc -O2 -DMODEL=hlstm -Iout/ptx examples/c/starter.c out/ptx/libhlstmc_hlstm.a -ldl -lm -o out/starter_gpu
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CompileArgs {

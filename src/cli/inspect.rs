@@ -13,8 +13,12 @@ use std::process::ExitCode;
 /// nonzero; and multiply-adds per time step and batch row, dense and nonzero. `--json` prints
 /// one JSON object (keys documented in docs/cli.md).
 ///
-/// Example: hlstmc inspect examples/hlstm_sp97/model.onnx --json
+/// Examples:
+///   hlstmc inspect examples/hlstm_sp97/model.onnx
+///   hlstmc inspect examples/hlstm_sp97/model.onnx --json
+///   hlstmc inspect examples/hlstm_sp97/model.onnx --optimized
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct InspectArgs {
     /// The ONNX model.
     pub model: PathBuf,

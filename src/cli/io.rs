@@ -147,6 +147,16 @@ fn write_npy_to(w: impl std::io::Write, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Creates the folder a file is to be written in, if it has one and it is missing: `-o
+/// out/model.hir` works as `-o out/` does for the commands that write a folder.
+pub fn create_parent(path: &Path) -> Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display())),
+        None => Ok(()),
+    }
+}
+
 /// An output name made safe for a file name.
 pub fn file_stem(name: &str) -> String {
     name.chars()

@@ -27,9 +27,11 @@ use std::process::ExitCode;
                   unrolled PyTorch exports) into its graph IR, optimizes them (removing pruned connections \
                   and dead neurons by equality saturation), and runs them with an exact interpreter \
                   or as native code (Cranelift JIT).\n\n\
-                  Example:\n  hlstmc inspect examples/hlstm_sp97/model.onnx\n  \
-                  hlstmc run examples/hlstm_sp97/model.onnx -i X=x.npy -o out/\n  \
-                  hlstmc run --engine jit examples/hlstm_sp97/model.onnx --test-data examples/hlstm_sp97/test_data_set_0"
+                  Examples (from the repository root):\n  \
+                  hlstmc inspect examples/hlstm_sp97/model.onnx\n  \
+                  hlstmc run examples/hlstm_sp97/model.onnx -i X=examples/hlstm_sp97/test_data_set_0/input_0.pb -o out/\n  \
+                  hlstmc run examples/hlstm_sp97/model.onnx --test-data examples/hlstm_sp97/test_data_set_0\n\n\
+                  `hlstmc <COMMAND> --help` lists a command's flags; docs/cli.md describes them all."
 )]
 pub struct Cli {
     #[command(subcommand)]

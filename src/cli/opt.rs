@@ -8,8 +8,10 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Optimize a model and print the optimized graph IR (.hir), or the kernel IR it lowers to
-/// (.kir, with `--emit kir`), or the code the JIT makes of it (`--emit clif`, `--emit asm`).
+/// Optimize a model and print the optimized IR, or the code it lowers to.
+///
+/// Prints the optimized graph IR (.hir), or the kernel IR it lowers to (.kir, with `--emit kir`),
+/// or the code the JIT makes of it (`--emit clif`, `--emit asm`), or PTX (`--emit ptx`).
 ///
 /// Runs the default pipeline (or `--passes`), with the pass-debugging flags: --print-after-all,
 /// --print-before=PASS, --print-after=PASS, --dump-dir DIR, --time-passes, --stats,
@@ -17,10 +19,12 @@ use std::process::ExitCode;
 /// FILE.weights, so that the text parses back.
 ///
 /// Examples:
-///   hlstmc opt model.onnx
-///   hlstmc opt model.onnx --stats --time-passes --dump-dir dumps/
-///   hlstmc opt model.onnx --emit kir --sparse-strategy sparse-csr
+///   hlstmc opt examples/hlstm_sp97/model.onnx
+///   hlstmc opt examples/hlstm_sp97/model.onnx -o out/opt.hir     # and out/opt.hir.weights
+///   hlstmc opt examples/hlstm_sp97/model.onnx --stats --time-passes --dump-dir out/dumps
+///   hlstmc opt examples/hlstm_sp97/model.onnx --emit kir --sparse-strategy sparse-csr
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct OptCmdArgs {
     /// The ONNX model.
     pub model: PathBuf,
@@ -122,6 +126,7 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
             match &a.output {
                 None => print!("{text}"),
                 Some(path) => {
+                    super::io::create_parent(path)?;
                     std::fs::write(path, text)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     eprintln!("wrote {}", path.display());

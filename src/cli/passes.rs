@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 /// List the passes: the default pipeline in order, then every pass with what it does.
 ///
-/// Example: hlstmc passes
+/// Examples:
+///   hlstmc passes
+///   hlstmc opt examples/hlstm_sp97/model.onnx --passes simplify,dce --stats
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct PassesArgs {}
 
 pub fn main(_: PassesArgs) -> Result<ExitCode> {

@@ -12,9 +12,10 @@ use std::process::ExitCode;
 /// to FILE and the data of those constants to FILE.weights, so that the IR parses back whole.
 ///
 /// Examples:
-///   hlstmc print-ir model.onnx
-///   hlstmc print-ir model.onnx -o model.hir     (writes model.hir and model.hir.weights)
+///   hlstmc print-ir examples/hlstm_sp97/model.onnx
+///   hlstmc print-ir examples/hlstm_sp97/model.onnx -o out/model.hir     # and out/model.hir.weights
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct PrintIrArgs {
     /// The ONNX model.
     pub model: PathBuf,
@@ -54,6 +55,7 @@ pub fn write_with_weights(
         std::path::PathBuf::from(s)
     };
     let (tmp_text, tmp_weights) = (partial(path), partial(&weights));
+    super::io::create_parent(path)?;
     let written = std::fs::write(&tmp_text, text)
         .with_context(|| format!("cannot write {}", path.display()))
         .and_then(|_| {

@@ -26,10 +26,13 @@ use std::sync::Arc;
 /// The default optimization pipeline runs first; -O0 runs the imported graph as it is.
 ///
 /// Examples:
-///   hlstmc run model.onnx -i X=x.npy -o out/
-///   hlstmc run model.onnx -i inputs.npz -o outputs.npz
-///   hlstmc run model.onnx --test-data model_dir/test_data_set_0
+///   hlstmc run examples/hlstm_sp97/model.onnx -i X=examples/hlstm_sp97/test_data_set_0/input_0.pb
+///   hlstmc run examples/hlstm_sp97/model.onnx -i X=examples/hlstm_sp97/test_data_set_0/input_0.pb -o out/
+///   hlstmc run examples/hlstm_sp97/model.onnx -i X=examples/hlstm_sp97/test_data_set_0/input_0.pb -o out/outputs.npz
+///   hlstmc run examples/hlstm_sp97/model.onnx --test-data examples/hlstm_sp97/test_data_set_0
+///   hlstmc run examples/digits-hlstm.onnx --test-data examples/digits-hlstm/test_data_set_0 --engine interp -O0
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct RunArgs {
     /// The ONNX model.
     pub model: PathBuf,
@@ -177,10 +180,7 @@ fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
 
 fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result<()> {
     if dir.extension().is_some_and(|e| e == "npz") {
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
+        super::io::create_parent(dir)?;
         // One file, whole or not at all: written beside its place, then renamed.
         let mut tmp = dir.as_os_str().to_owned();
         tmp.push(".partial");

@@ -28,9 +28,9 @@ use timing::{DEFAULT_ROUNDS, Plan, measure, summarize};
 /// at the median), and the compile time.
 ///
 /// Examples:
-///   hlstmc bench tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx
-///   hlstmc bench model.onnx --warmup 5 --runs 200 --json
-///   hlstmc bench model.onnx --engine jit --rounds 9 --json
+///   hlstmc bench examples/hlstm_sp97/model.onnx
+///   hlstmc bench examples/hlstm_sp97/model.onnx --warmup 5 --runs 200 --json
+///   hlstmc bench examples/hlstm_sp97/model.onnx --test-data examples/hlstm_sp97/test_data_set_0 --rounds 3 --iters 100
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct BenchArgs {
