@@ -45,7 +45,8 @@ pub struct CompileArgs {
     /// The folder the artifacts are written to (created if needed).
     #[arg(
         short = 'o',
-        long = "output-dir",
+        long = "output",
+        visible_alias = "output-dir",
         value_name = "DIR",
         default_value = "."
     )]
