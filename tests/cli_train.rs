@@ -85,6 +85,19 @@ fn train_writes_the_model_log_plots_and_config() {
     for k in ["epoch", "grow", "prune", "test"] {
         assert!(kinds.iter().any(|x| x == k), "no {k} record in {log}");
     }
+    // One numbering: epochs and rounds count from 1 in the log and on the screen, and each
+    // epoch's line says how long the run has taken and about how long is left.
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["epoch"], 1, "{log}");
+    assert!(err.contains("epoch   1 train"), "{err}");
+    assert!(
+        err.contains("grow round 1:") && err.contains("prune round 1:"),
+        "{err}"
+    );
+    assert!(
+        err.contains(" elapsed, about ") && err.contains(" left]"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_to_string(o.join("tiny.config.toml")).unwrap(),
         std::fs::read_to_string(&cfg).unwrap()

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 /// Train an LSTM or H-LSTM with grow and prune, and write it as ONNX.
 ///
@@ -45,17 +46,55 @@ struct Progress {
     tty: bool,
     density: f64,
     accuracy: f64,
+    started: Instant,
+    /// The schedule's epochs as planned (an undone pruning round ends it sooner).
+    planned: usize,
+    /// Epochs finished.
+    done: usize,
+}
+
+/// Units of the bar per epoch: it moves batch by batch across the whole schedule.
+const PER_EPOCH: u64 = 1000;
+
+/// Whole seconds as `1:02:03` or `2:03`.
+fn clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, m, s) => format!("{m}:{s:02}"),
+        (h, m, s) => format!("{h}:{m:02}:{s:02}"),
+    }
+}
+
+impl Progress {
+    /// Elapsed time and, from the mean epoch so far, the time left for the planned epochs.
+    fn times(&self) -> String {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let left = self.planned.saturating_sub(self.done);
+        let eta = elapsed / self.done.max(1) as f64 * left as f64;
+        format!("[{} elapsed, about {} left]", clock(elapsed), clock(eta))
+    }
 }
 
 impl Observer for Progress {
+    fn start(&mut self, planned: usize, density: f64) {
+        (self.planned, self.density) = (planned.max(1), density);
+        self.bar.set_length(self.planned as u64 * PER_EPOCH);
+    }
     fn epoch(&mut self, phase: &str, round: usize, epoch: usize, epochs: usize) {
-        self.bar.set_position(0);
+        let at = match phase {
+            "grow" => format!("growth round {round}, epoch {}/{epochs}", epoch + 1),
+            "prune" => format!("pruning round {round}, retraining {}/{epochs}", epoch + 1),
+            "final" => format!("final training {}/{epochs}", epoch + 1),
+            _ => format!("training {}/{epochs}", epoch + 1),
+        };
+        self.planned = self.planned.max(self.done + 1);
+        self.bar.set_length(self.planned as u64 * PER_EPOCH);
         self.bar
-            .set_prefix(format!("{phase} {round} · epoch {}/{epochs}", epoch + 1));
+            .set_prefix(format!("epoch {}/{} · {at}", self.done + 1, self.planned));
     }
     fn batch(&mut self, done: usize, total: usize, loss: f64) {
-        self.bar.set_length(total as u64);
-        self.bar.set_position(done as u64);
+        let within = PER_EPOCH * done as u64 / total.max(1) as u64;
+        self.bar.set_position(self.done as u64 * PER_EPOCH + within);
         self.bar.set_message(format!(
             "loss {loss:.4}  val acc {:.2}%  density {:.1}%",
             100.0 * self.accuracy,
@@ -69,11 +108,17 @@ impl Observer for Progress {
                 val_accuracy,
                 density,
                 ..
-            } => (self.accuracy, self.density) = (*val_accuracy, *density),
+            } => {
+                (self.accuracy, self.density) = (*val_accuracy, *density);
+                self.done += 1;
+            }
             Record::Prune { density, .. } => self.density = *density,
             _ => {}
         }
-        let Some(line) = r.line() else { return };
+        let Some(mut line) = r.line() else { return };
+        if let Record::Epoch { .. } = r {
+            line = format!("{line}  {}", self.times());
+        }
         if self.quiet {
         } else if !self.tty {
             // Not a terminal (CI, a pipe): plain lines instead of the bar.
@@ -99,9 +144,11 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
         ProgressBar::new(1)
     };
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {msg}  [{elapsed} elapsed, about {eta} left]",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     let mut p = Progress {
         bar,
@@ -109,6 +156,9 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
         tty,
         density: 1.0,
         accuracy: 0.0,
+        started: Instant::now(),
+        planned: 1,
+        done: 0,
     };
     // Builds the session, trains, and writes the model and everything beside it.
     let done = hlstm_trainer::train_to_files(&cfg, &text, None, &a.out, &mut p);

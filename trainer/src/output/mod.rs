@@ -74,6 +74,9 @@ struct Tee<'a> {
 }
 
 impl Observer for Tee<'_> {
+    fn start(&mut self, planned: usize, density: f64) {
+        self.inner.start(planned, density);
+    }
     fn epoch(&mut self, phase: &str, round: usize, epoch: usize, epochs: usize) {
         self.inner.epoch(phase, round, epoch, epochs);
     }

@@ -9,7 +9,7 @@
 mod schedule;
 pub mod task;
 
-pub use schedule::{Observer, Record, Summary, run};
+pub use schedule::{Observer, Record, Summary, planned_epochs, run};
 pub use task::{Eval, Split, Task};
 
 use crate::config::{Cell, Config, Data, OptimizerName, ScheduleName};

@@ -114,8 +114,32 @@ impl Record {
     }
 }
 
+/// How many epochs the schedule of `cfg` runs when no pruning round is undone, starting from
+/// weight density `density`: dense training, growth, the pruning rounds it takes to reach the
+/// target (each removes `prune_ratio` of the kept connections, as `gp::prune` does, at most
+/// `max_prune_rounds`), and final training. A progress display's denominator; a round that
+/// is undone ends the schedule sooner.
+pub fn planned_epochs(cfg: &crate::config::Config, density: f64) -> usize {
+    let mut total = cfg.train.epochs;
+    let Some(g) = &cfg.gp else { return total };
+    let mut d = density;
+    for _ in 0..g.grow_rounds {
+        total += g.grow_epochs;
+        d += (1.0 - d) * g.growth_ratio;
+    }
+    let mut rounds = 0;
+    while rounds < g.max_prune_rounds && d > g.target_density + 1e-12 && g.prune_ratio > 0.0 {
+        d = (d * (1.0 - g.prune_ratio)).max(g.target_density);
+        rounds += 1;
+    }
+    total + rounds * g.retrain_epochs + g.final_epochs
+}
+
 /// Told of progress: each batch (for a progress bar) and each log record.
 pub trait Observer {
+    /// Training begins: about `planned` epochs (see [`planned_epochs`]) from weight density
+    /// `density`.
+    fn start(&mut self, _planned: usize, _density: f64) {}
     /// An epoch of a phase begins.
     fn epoch(&mut self, _phase: &str, _round: usize, _epoch: usize, _epochs: usize) {}
     fn batch(&mut self, _done: usize, _total: usize, _loss: f64) {}
@@ -180,6 +204,8 @@ impl Driver<'_> {
             })?;
             let v = self.s.evaluate(Split::Validation)?;
             last = Some(v.score());
+            // Epochs count from 1, in the log as on the screen.
+            self.epoch += 1;
             let r = Record::Epoch {
                 epoch: self.epoch,
                 phase: name,
@@ -194,7 +220,6 @@ impl Driver<'_> {
                 density: density(self.s),
                 nonzeros: self.s.nonzeros().0,
             };
-            self.epoch += 1;
             self.emit(r);
         }
         Ok(last)
@@ -210,6 +235,8 @@ pub fn run(s: &mut Session, obs: &mut dyn Observer) -> Result<Summary, Error> {
         epoch: 0,
     };
     let epochs = d.s.cfg.train.epochs;
+    let start = density(d.s);
+    d.obs.start(planned_epochs(&d.s.cfg, start), start);
     let mut score = d.phase("train", 0, epochs, None)?;
     if let Some(g) = d.s.cfg.gp.clone() {
         let scope = match g.scope {
@@ -218,12 +245,13 @@ pub fn run(s: &mut Session, obs: &mut dyn Observer) -> Result<Summary, Error> {
         };
         for r in 0..g.grow_rounds {
             let mut acc: Vec<Vec<f32>> = d.s.params.iter().map(|p| vec![0.0; p.len()]).collect();
-            score = d.phase("grow", r, g.grow_epochs, Some(&mut acc))?;
+            // Rounds count from 1, as epochs do (0: a phase without rounds).
+            score = d.phase("grow", r + 1, g.grow_epochs, Some(&mut acc))?;
             let grown = gp::grow(&mut d.s.masks, &acc, g.growth_ratio, scope);
             // A grown connection starts from zero and without optimizer state: the next
             // batch's gradient moves it.
             d.emit(Record::Grow {
-                round: r,
+                round: r + 1,
                 grown: grown.len(),
                 density: density(d.s),
             });
@@ -254,18 +282,18 @@ pub fn run(s: &mut Session, obs: &mut dyn Observer) -> Result<Summary, Error> {
                 }
             }
             d.emit(Record::Prune {
-                round: r,
+                round: r + 1,
                 pruned: pruned.len(),
                 density: density(d.s),
             });
-            let v = match d.phase("prune", r, g.retrain_epochs, None)? {
+            let v = match d.phase("prune", r + 1, g.retrain_epochs, None)? {
                 Some(v) => v,
                 None => d.s.evaluate(Split::Validation)?.score(),
             };
             if v < floor {
                 (d.s.params, d.s.masks, d.s.opt) = saved;
                 d.emit(Record::Revert {
-                    round: r,
+                    round: r + 1,
                     val_score: v,
                     floor,
                     density: density(d.s),
