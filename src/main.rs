@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let code = match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_message(&e));
             ExitCode::FAILURE
         }
     };

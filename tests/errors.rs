@@ -56,6 +56,42 @@ fn missing_file() {
     );
 }
 
+/// A file that cannot be read is named once, and the system's reason said once, by every
+/// command that reads a model or an input (it was `error: x.onnx: cannot read x.onnx: No such
+/// file or directory (os error 2): No such file or directory (os error 2)`).
+#[test]
+fn a_missing_file_is_named_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("x.onnx");
+    let m = path_str(&missing);
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hlstm_sp97/model.onnx");
+    let npy = dir.path().join("x.npy");
+    let input = format!("X={}", path_str(&npy));
+    let npz = dir.path().join("in.npz");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", m], m),
+        (vec!["inspect", m], m),
+        (vec!["opt", m], m),
+        (vec!["print-ir", m], m),
+        (vec!["bench", m], m),
+        (vec!["compile", m, "-o", path_str(dir.path())], m),
+        (vec!["run", model, "-i", &input], path_str(&npy)),
+        (vec!["run", model, "-i", path_str(&npz)], path_str(&npz)),
+    ];
+    for (args, file) in cases {
+        let o = hlstmc(&args);
+        fails_with(&o, &[file, "No such file or directory"]);
+        let err = stderr(&o);
+        assert_eq!(err.matches(file).count(), 1, "{args:?}: the file named twice:\n{err}");
+        assert_eq!(
+            err.matches("No such file").count(),
+            1,
+            "{args:?}: the reason given twice:\n{err}"
+        );
+        assert!(err.starts_with("error: "), "{err}");
+    }
+}
+
 #[test]
 fn unknown_ops_are_all_listed_with_their_first_node() {
     let dir = tempfile::tempdir().expect("tempdir");

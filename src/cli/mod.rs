@@ -12,7 +12,7 @@ mod print_ir;
 mod run;
 mod train;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::{Parser, Subcommand};
 use hlstmc::Model;
 use std::path::Path;
@@ -63,9 +63,35 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Imports a model file (read once); errors name the file.
+/// Imports a model file (read once); errors name the file, once: the library's own errors
+/// for a file it cannot read already do (`cannot read x.onnx: ...`), its import errors do not.
 pub fn load_model(path: &Path) -> Result<Model> {
-    Model::load(path).with_context(|| format!("{}", path.display()))
+    Model::load(path).map_err(|e| {
+        let shown = path.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::from(e)
+        } else {
+            anyhow::Error::from(e).context(shown)
+        }
+    })
+}
+
+/// An error as one line for `error: ...`: each cause after the first, joined by `: `, unless
+/// the text before it already says it (the library's I/O errors include the system's message
+/// and also give it as their source; printed twice it read `... (os error 2): No such file
+/// ... (os error 2)`).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 /// Fails at once, before any other work, where the CUDA driver library is absent.
