@@ -139,7 +139,7 @@ fn train_writes_the_model_log_plots_and_config() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
-        run.status.success() && stdout.contains("logits: f32[3, 10]"),
+        run.status.success() && stdout.contains("logits: f32[3,10]"),
         "{stdout}{}",
         String::from_utf8_lossy(&run.stderr)
     );

@@ -67,7 +67,7 @@ pub fn main(a: InspectArgs) -> Result<ExitCode> {
         println!(
             "  {:<40} {:<14} {:>8} nonzero  density {:.3}",
             w.name,
-            format!("{:?}", w.shape),
+            super::io::dims(&w.shape),
             w.sparsity.nonzeros,
             w.sparsity.density()
         );

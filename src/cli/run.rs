@@ -1,7 +1,7 @@
 //! `hlstmc run`: run a model on inputs, or check it against ONNX test data.
 
 use super::engine::{Cpu, Engine, SparseStrategy, build_options};
-use super::io::{file_stem, read_npz, read_tensor, write_npy, write_npz};
+use super::io::{dims, file_stem, read_npz, read_tensor, write_npy, write_npz};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use hlstmc::test_data::{TestData, compare};
@@ -227,7 +227,7 @@ fn summary(t: &Tensor) -> String {
         Tensor::Bool(a) => a.iter().take(6).map(|v| v.to_string()).collect(),
     };
     let more = if t.len() > 6 { ", ..." } else { "" };
-    format!("{}{:?} [{}{more}]", t.dtype(), t.shape(), vals.join(", "))
+    format!("{}{} [{}{more}]", t.dtype(), dims(t.shape()), vals.join(", "))
 }
 
 /// Compares the outputs with a test-data folder's references; prints a line per output and
