@@ -106,7 +106,10 @@ fn every_help_example_runs_from_the_repository_root() {
         let name = cmd.as_deref().unwrap_or("(top level)");
         let lines = examples(&text);
         if text.contains("Examples") || text.contains("Example:") {
-            assert!(!lines.is_empty(), "{name}: an example block without `hlstmc ` lines:\n{text}");
+            assert!(
+                !lines.is_empty(),
+                "{name}: an example block without `hlstmc ` lines:\n{text}"
+            );
         }
         if let Some((_, why)) = NOT_RUN.iter().find(|(c, _)| Some(*c) == cmd.as_deref()) {
             for l in &lines {
@@ -202,13 +205,25 @@ fn optimizer_flags_have_their_own_heading() {
         let text = help(&[c, "--help"]);
         let options = flags_in(&section(&text, "Options"));
         let grouped = flags_in(&section(&text, "Optimizer debugging"));
-        assert!(options.iter().any(|f| f == "-O"), "{c}: -O not in Options:\n{text}");
+        assert!(
+            options.iter().any(|f| f == "-O"),
+            "{c}: -O not in Options:\n{text}"
+        );
         for f in debug {
-            assert!(grouped.iter().any(|g| g == f), "{c}: {f} not under the heading:\n{text}");
-            assert!(!options.iter().any(|g| g == f), "{c}: {f} in Options:\n{text}");
+            assert!(
+                grouped.iter().any(|g| g == f),
+                "{c}: {f} not under the heading:\n{text}"
+            );
+            assert!(
+                !options.iter().any(|g| g == f),
+                "{c}: {f} in Options:\n{text}"
+            );
         }
         let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("{c}: no '{s}'"));
-        assert!(at("Options:") < at("Optimizer debugging:"), "{c}: own flags first");
+        assert!(
+            at("Options:") < at("Optimizer debugging:"),
+            "{c}: own flags first"
+        );
     }
 }
 

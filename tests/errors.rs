@@ -64,7 +64,10 @@ fn a_missing_file_is_named_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("x.onnx");
     let m = path_str(&missing);
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hlstm_sp97/model.onnx");
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/hlstm_sp97/model.onnx"
+    );
     let npy = dir.path().join("x.npy");
     let input = format!("X={}", path_str(&npy));
     let npz = dir.path().join("in.npz");
@@ -82,7 +85,11 @@ fn a_missing_file_is_named_once() {
         let o = hlstmc(&args);
         fails_with(&o, &[file, "No such file or directory"]);
         let err = stderr(&o);
-        assert_eq!(err.matches(file).count(), 1, "{args:?}: the file named twice:\n{err}");
+        assert_eq!(
+            err.matches(file).count(),
+            1,
+            "{args:?}: the file named twice:\n{err}"
+        );
         assert_eq!(
             err.matches("No such file").count(),
             1,

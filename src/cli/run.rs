@@ -227,7 +227,12 @@ fn summary(t: &Tensor) -> String {
         Tensor::Bool(a) => a.iter().take(6).map(|v| v.to_string()).collect(),
     };
     let more = if t.len() > 6 { ", ..." } else { "" };
-    format!("{}{} [{}{more}]", t.dtype(), dims(t.shape()), vals.join(", "))
+    format!(
+        "{}{} [{}{more}]",
+        t.dtype(),
+        dims(t.shape()),
+        vals.join(", ")
+    )
 }
 
 /// Compares the outputs with a test-data folder's references; prints a line per output and
