@@ -27,6 +27,13 @@ impl Drop for Code {
     }
 }
 
+/// Address space each JIT module reserves beyond 16 bytes a constant's byte: room for the
+/// code, the workspace layout's tables and alignment.
+const ARENA_BASE: usize = 256 << 20;
+/// The most a module reserves: its code and constants must stay within a 32-bit PC-relative
+/// reach of each other.
+const ARENA_MAX: usize = (7 << 30) / 4;
+
 /// The state of one caller of a [`JitProgram`]: its workspace (the recurrent state lives
 /// there between streaming calls), the pointer arrays passed to the code and, for a program
 /// split across threads, the worker threads. A program is shared; each thread that runs it
@@ -215,6 +222,21 @@ impl JitProgram {
         let isa = build_isa(opts, false)?;
         let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         builder.symbol(BARRIER_SYMBOL, hlstm_barrier as *const u8);
+        // Code reaches its constants PC-relative (32-bit offsets). With the default provider
+        // the code and the constants are separate heap allocations, which in a process with
+        // a large heap (a Python interpreter that has loaded numpy and compiled many models)
+        // can land more than 2 GiB apart: cranelift-jit then panics while relocating. One
+        // arena per module keeps every segment within the reservation, which is address space
+        // only (PROT_NONE until used) and is unmapped with the module.
+        let const_bytes: usize = std::iter::once(p)
+            .chain(parts)
+            .flat_map(|q| q.consts.iter())
+            .map(|c| c.data.len() * 4)
+            .sum();
+        let reserve = (ARENA_BASE + 16 * const_bytes).min(ARENA_MAX);
+        let arena = cranelift_jit::ArenaMemoryProvider::new_with_size(reserve)
+            .map_err(|e| format!("cannot reserve {reserve} bytes for the JIT's code: {e}"))?;
+        builder.memory_provider(Box::new(arena));
         let mut code = Code(Some(JITModule::new(builder)));
         let module = code.0.as_mut().expect("module");
         let threads = parts.len().max(1);
