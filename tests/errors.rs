@@ -190,7 +190,7 @@ fn wrong_input_shape_and_no_partial_output() {
     let arg = format!("X={}", x.display());
     fails_with(
         &hlstmc(&["run", path_str(&p), "-i", &arg, "-o", path_str(&out)]),
-        &["input 'X' expects f32[2,3]", "[3, 2]"],
+        &["input 'X' expects f32[2,3]", "got f32[3,2]"],
     );
     assert!(
         !out.join("Y.npy").exists(),

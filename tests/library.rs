@@ -323,7 +323,7 @@ fn errors_are_typed_and_name_the_problem() {
         match &e {
             Error::Input { name: n, problem } => {
                 assert_eq!(*n, name);
-                assert!(problem.contains("[2, 2]"), "{problem}");
+                assert!(problem.contains("[2,2]"), "{problem}");
             }
             _ => panic!("{engine:?}: {e:?}"),
         }

@@ -30,7 +30,7 @@ pub enum Error {
     #[error("{0}")]
     Shape(String),
     /// An input given to a run does not fit the model: a wrong name, type or shape
-    /// (`problem` reads on from the name: `expects f32[2,3], got f32[3, 3]`).
+    /// (`problem` reads on from the name: `expects f32[2,3], got f32[3,3]`).
     #[error("input '{name}' {problem}")]
     Input {
         /// The input's name.

@@ -100,7 +100,7 @@ pub fn check_inputs(infos: &[TensorInfo], inputs: &[Tensor]) -> Result<()> {
         if !info.ty.accepts(t.dtype(), t.shape()) {
             return Err(Error::input(
                 &info.name,
-                format!("expects {}, got {}{:?}", info.ty, t.dtype(), t.shape()),
+                format!("expects {}, got {}", info.ty, t.ty()),
             ));
         }
         let dims = info.ty.shape.as_deref().unwrap_or_default();
@@ -117,10 +117,9 @@ pub fn check_inputs(infos: &[TensorInfo], inputs: &[Tensor]) -> Result<()> {
                 return Err(Error::input(
                     &info.name,
                     format!(
-                        "expects {} with {sym} = {first} (from input '{from}'), got {}{:?}",
+                        "expects {} with {sym} = {first} (from input '{from}'), got {}",
                         info.ty,
-                        t.dtype(),
-                        t.shape()
+                        t.ty()
                     ),
                 ));
             }

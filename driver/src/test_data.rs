@@ -83,9 +83,9 @@ pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<Comp
     }
     if got.shape() != want.shape() {
         return Err(format!(
-            "shape {:?}, expected {:?}",
-            got.shape(),
-            want.shape()
+            "shape {}, expected {}",
+            hlstm_ir::dims_text(got.shape()),
+            hlstm_ir::dims_text(want.shape())
         ));
     }
     if got.dtype() != want.dtype() {

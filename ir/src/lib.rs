@@ -17,4 +17,4 @@ pub use graph::{Graph, Node, Port, Value, ValueInfo};
 pub use op::{Act, BinOp, Constant, Op, Recurrence};
 pub use sparsity::Sparsity;
 pub use specialize::bind_input_shapes;
-pub use tensor::{DType, Dim, Tensor, TensorType};
+pub use tensor::{DType, Dim, Tensor, TensorType, dims_text};

@@ -39,7 +39,7 @@ def test_missing_input(session):
 
 
 def test_wrong_shape(session, x):
-    with pytest.raises(ValueError, match=r"input 'X' expects f32\[8,1,32\], got f32\[8, 1, 31\]"):
+    with pytest.raises(ValueError, match=r"input 'X' expects f32\[8,1,32\], got f32\[8,1,31\]"):
         session.run(None, {"X": x[:, :, :31]})
     with pytest.raises(ValueError, match="input 'X' expects"):
         session.run(None, {"X": np.float32(1.0)})

@@ -150,8 +150,7 @@ fn write_npy_to(w: impl std::io::Write, t: &Tensor) -> Result<()> {
 /// A shape as the IR's types print it (`f32[8,1,32]`): `[8,1,32]`, not Rust's `[8, 1, 32]`, so
 /// that every shape in a message reads alike.
 pub fn dims(shape: &[usize]) -> String {
-    let d: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", d.join(","))
+    hlstm_ir::dims_text(shape)
 }
 
 /// Creates the folder a file is to be written in, if it has one and it is missing: `-o

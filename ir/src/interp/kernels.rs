@@ -16,11 +16,12 @@ pub fn check_size(shape: &[usize]) -> KResult<()> {
     for &d in shape {
         n = n
             .checked_mul(d)
-            .ok_or_else(|| format!("shape {shape:?} overflows"))?;
+            .ok_or_else(|| format!("shape {} overflows", crate::dims_text(shape)))?;
     }
     if n > MAX_ELEMENTS {
         return Err(format!(
-            "shape {shape:?} has {n} elements, more than the limit {MAX_ELEMENTS}"
+            "shape {} has {n} elements, more than the limit {MAX_ELEMENTS}",
+            crate::dims_text(shape)
         ));
     }
     Ok(())
@@ -56,7 +57,11 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> KResult<Vec<usize>> {
         } else if da == 1 {
             db
         } else {
-            return Err(format!("shapes {a:?} and {b:?} do not broadcast"));
+            return Err(format!(
+                "shapes {} and {} do not broadcast",
+                crate::dims_text(a),
+                crate::dims_text(b)
+            ));
         };
     }
     Ok(out)
