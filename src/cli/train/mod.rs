@@ -22,7 +22,7 @@ use std::time::Instant;
 ///
 /// Examples:
 ///   hlstmc train examples/digits-hlstm.toml -o out/digits.onnx
-///   hlstmc run out/digits.onnx -i X=x.npy
+///   hlstmc run out/digits.onnx --test-data examples/digits-hlstm/test_data_set_0
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct TrainArgs {
