@@ -127,7 +127,15 @@ impl Act {
                 }
             }
             Act::Tanh => x.tanh(),
-            Act::Relu => x.max(0.0),
+            // Not `x.max(0.0)`, which turns NaN into 0: the reference must not hide a NaN that
+            // ONNX Runtime and the JIT propagate.
+            Act::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             Act::Exp => x.exp(),
             Act::Neg => -x,
             Act::LeakyRelu { alpha } => {

@@ -1,4 +1,5 @@
-//! Shape inference of single ops, where exporters' forms differ from the spec's full form.
+//! Single ops: shape inference where exporters' forms differ from the spec's full form, and the
+//! reference semantics of activations on special values.
 
 use hlstm_ir::shape::infer_in;
 use hlstm_ir::text::parse;
@@ -35,4 +36,28 @@ graph (%X: f32[N,256]) -> (Y = %X) {
     // Without axes either, the leading axes are sliced.
     let ty = infer_in(&g, &Op::Slice, &[x, st, en, None, None]).unwrap();
     assert_eq!(ty[0].to_string(), "f32[?,256]");
+}
+
+/// Every activation passes NaN through, as ONNX Runtime and the JIT do; Relu used to turn it
+/// into 0 in the reference interpreter (issue 16, item 2).
+#[test]
+fn activations_propagate_nan() {
+    use hlstm_ir::Act;
+    for act in [
+        Act::Relu,
+        Act::Sigmoid,
+        Act::Tanh,
+        Act::Exp,
+        Act::Neg,
+        Act::LeakyRelu { alpha: 0.1 },
+        Act::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+    ] {
+        assert!(act.apply(f32::NAN).is_nan(), "{act:?}");
+    }
+    assert_eq!(Act::Relu.apply(-1.0), 0.0);
+    assert_eq!(Act::Relu.apply(2.5), 2.5);
+    assert_eq!(Act::Relu.apply(f32::INFINITY), f32::INFINITY);
 }
