@@ -332,3 +332,44 @@ fn unsupported_opset() {
         &["opset 3 is not supported"],
     );
 }
+
+/// A full standard output (`> /dev/full`) is an error with a message and exit status 1, not a
+/// panic (issue 16, item 6).
+#[test]
+fn a_full_stdout_is_an_error_not_a_panic() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipped: /dev/full is not there");
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root
+        .join("examples/hlstm_sp97/model.onnx")
+        .display()
+        .to_string();
+    let data = root
+        .join("examples/hlstm_sp97/test_data_set_0")
+        .display()
+        .to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["passes"],
+        vec!["inspect", &model, "--json"],
+        vec!["print-ir", &model],
+        vec!["opt", &model],
+        vec!["run", &model, "--test-data", &data],
+        vec!["bench", &model, "--runs", "2", "--warmup", "0"],
+    ];
+    for args in cases {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+            .args(&args)
+            .stdout(full.try_clone().unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write to standard output"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -192,7 +192,7 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         e => e.into(),
     })?;
     for f in &written.files {
-        println!("wrote {}", f.display());
+        outln!("wrote {}", f.display());
     }
     eprintln!("{}", written.summary);
     Ok(ExitCode::SUCCESS)

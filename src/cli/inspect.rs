@@ -43,28 +43,28 @@ pub fn main(a: InspectArgs) -> Result<ExitCode> {
     }
     if a.json {
         let obj = hlstmc::inspect::report(&model, &a.model.display().to_string());
-        println!("{}", serde_json::to_string_pretty(&obj)?);
+        outln!("{}", serde_json::to_string_pretty(&obj)?);
         return Ok(ExitCode::SUCCESS);
     }
     let st = graph_stats(model.graph());
     let (inputs, outputs) = (ios(model.inputs()), ios(model.outputs()));
-    println!("model: {}", a.model.display());
-    println!("inputs:");
+    outln!("model: {}", a.model.display());
+    outln!("inputs:");
     for (n, t) in &inputs {
-        println!("  {n}: {t}");
+        outln!("  {n}: {t}");
     }
-    println!("outputs:");
+    outln!("outputs:");
     for (n, t) in &outputs {
-        println!("  {n}: {t}");
+        outln!("  {n}: {t}");
     }
-    println!("ops:");
+    outln!("ops:");
     for (k, c) in &st.ops {
         let inside = st.loop_body_ops.get(k).copied().unwrap_or(0);
-        println!("  {k:<18} {c:>6}   ({inside} inside recurrence bodies)");
+        outln!("  {k:<18} {c:>6}   ({inside} inside recurrence bodies)");
     }
-    println!("weights:");
+    outln!("weights:");
     for w in &st.weights {
-        println!(
+        outln!(
             "  {:<40} {:<14} {:>8} nonzero  density {:.3}",
             w.name,
             super::io::dims(&w.shape),
@@ -72,11 +72,12 @@ pub fn main(a: InspectArgs) -> Result<ExitCode> {
             w.sparsity.density()
         );
     }
-    println!(
+    outln!(
         "parameters: {} dense, {} nonzero",
-        st.params_dense, st.params_nonzero
+        st.params_dense,
+        st.params_nonzero
     );
-    println!(
+    outln!(
         "multiply-adds per step and batch row (T={}, B={}): {} dense, {} nonzero",
         st.steps,
         st.batch,

@@ -1,5 +1,24 @@
 //! Command-line interface: argument definitions and dispatch.
 
+/// `println!` that returns an error instead of panicking when standard output cannot be
+/// written (`/dev/full`, a full disk): `hlstmc ... > /dev/full` exits 1 with a message.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))?;
+    }};
+}
+
+/// `print!` with the same error handling as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))?;
+    }};
+}
+
 mod bench;
 mod compile;
 mod engine;

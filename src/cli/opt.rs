@@ -124,7 +124,7 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                 _ => hlstmc::ir::kernel::print(&p),
             };
             match &a.output {
-                None => print!("{text}"),
+                None => out!("{text}"),
                 Some(path) => {
                     super::io::create_parent(path)?;
                     std::fs::write(path, text)

@@ -14,19 +14,19 @@ use std::process::ExitCode;
 pub struct PassesArgs {}
 
 pub fn main(_: PassesArgs) -> Result<ExitCode> {
-    println!(
+    outln!(
         "default pipeline: {}",
         hlstm_passes::DEFAULT_PIPELINE.join(",")
     );
-    println!();
+    outln!();
     for (name, what) in hlstm_passes::registry::describe() {
         let mark = if hlstm_passes::DEFAULT_PIPELINE.contains(&name) {
             "*"
         } else {
             " "
         };
-        println!("{mark} {name:<18} {what}");
+        outln!("{mark} {name:<18} {what}");
     }
-    println!("\n(* = in the default pipeline)");
+    outln!("\n(* = in the default pipeline)");
     Ok(ExitCode::SUCCESS)
 }

@@ -32,7 +32,7 @@ pub fn main(a: PrintIrArgs) -> Result<ExitCode> {
 /// Prints IR to stdout, or writes it and its weight side file (both whole, or neither).
 pub fn emit(g: &Graph, output: Option<&Path>) -> Result<ExitCode> {
     match output {
-        None => print!("{}", hlstm_ir::text::print(g)),
+        None => out!("{}", hlstm_ir::text::print(g)),
         Some(path) => {
             let (text, store) = hlstm_ir::text::print_with_weights(g);
             write_with_weights(path, &text, &store)?;

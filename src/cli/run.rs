@@ -112,7 +112,7 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
         Some(dir) => write_outputs(runnable.outputs(), &outputs, dir)?,
         None => {
             for (info, t) in runnable.outputs().iter().zip(&outputs) {
-                println!("{}: {}", info.name, summary(t));
+                outln!("{}: {}", info.name, summary(t));
             }
         }
     }
@@ -192,7 +192,7 @@ fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result
             return Err(e);
         }
         std::fs::rename(&tmp, dir).with_context(|| format!("cannot write {}", dir.display()))?;
-        println!("wrote {}", dir.display());
+        outln!("wrote {}", dir.display());
         return Ok(());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -214,7 +214,7 @@ fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result
     }
     for (tmp, path) in written {
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     Ok(())
 }
@@ -251,26 +251,29 @@ fn check_test_data(
         let Some(want) = &references[k] else {
             // A check with nothing to compare must not pass.
             let p = dir.join(format!("output_{k}.pb"));
-            println!("{name}: MISSING  no reference ({} is absent)", p.display());
+            outln!("{name}: MISSING  no reference ({} is absent)", p.display());
             ok = false;
             continue;
         };
         match compare(got, want, rtol, atol) {
             Ok(c) => {
                 let verdict = if c.bad == 0 { "ok" } else { "MISMATCH" };
-                println!(
+                outln!(
                     "{name}: {verdict}  max abs err {:.3e}  max rel err {:.3e}  ({} of {} elements out of tolerance)",
-                    c.max_abs, c.max_rel, c.bad, c.count
+                    c.max_abs,
+                    c.max_rel,
+                    c.bad,
+                    c.count
                 );
                 ok &= c.bad == 0;
             }
             Err(e) => {
-                println!("{name}: MISMATCH  {e}");
+                outln!("{name}: MISMATCH  {e}");
                 ok = false;
             }
         }
     }
-    println!("{}", if ok { "PASS" } else { "FAIL" });
+    outln!("{}", if ok { "PASS" } else { "FAIL" });
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

@@ -224,9 +224,9 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         macs_per_call,
     };
     if a.json {
-        report.print_json();
+        report.print_json()?;
     } else {
-        report.print_text();
+        report.print_text()?;
     }
     Ok(ExitCode::SUCCESS)
 }

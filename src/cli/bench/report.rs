@@ -38,7 +38,7 @@ impl Report<'_> {
         d.as_secs_f64() * 1e3
     }
 
-    pub fn print_json(&self) {
+    pub fn print_json(&self) -> anyhow::Result<()> {
         let s = &self.summary;
         let mode = match self.plan {
             Plan::Runs(_) => "runs",
@@ -73,55 +73,60 @@ impl Report<'_> {
         if let Some(d) = self.device {
             obj["device"] = serde_json::json!(d);
         }
-        println!("{obj}");
+        outln!("{obj}");
+        Ok(())
     }
 
-    pub fn print_text(&self) {
+    pub fn print_text(&self) -> anyhow::Result<()> {
         let s = &self.summary;
         let step = |us: f64| match self.per_step(us) {
             Some(v) => format!("{v:.3}"),
             None => "n/a".to_string(),
         };
         let (engine, threads) = (self.engine, self.threads);
-        println!("model:    {}", self.model.display());
+        outln!("model:    {}", self.model.display());
         let plural = if threads == 1 { "" } else { "s" };
         match self.device {
-            Some(d) => println!("engine:   {engine} on {d}"),
-            None => println!("engine:   {engine} ({threads} thread{plural})"),
+            Some(d) => outln!("engine:   {engine} on {d}"),
+            None => outln!("engine:   {engine} ({threads} thread{plural})"),
         }
-        println!(
+        outln!(
             "import:   {:.2} ms, optimize {:.2} ms",
             Self::ms(self.import),
             Self::ms(self.optimize)
         );
-        println!(
+        outln!(
             "compile:  {:.2} ms (lowering and code generation)",
             Self::ms(self.compile)
         );
         let (runs, warmup, iters) = (self.runs, self.warmup, self.iters);
         match self.plan {
-            Plan::Runs(_) => println!("timed:    {runs} calls after {warmup} warm-up calls"),
+            Plan::Runs(_) => outln!("timed:    {runs} calls after {warmup} warm-up calls"),
             Plan::Rounds { .. } => {
-                println!("timed:    {runs} rounds x {iters} calls after {warmup} warm-up calls")
+                outln!("timed:    {runs} rounds x {iters} calls after {warmup} warm-up calls")
             }
         }
-        println!(
+        outln!(
             "per sequence: median {:.2} us  min {:.2}  p90 {:.2}  max {:.2}",
-            s.median, s.min, s.p90, s.max
+            s.median,
+            s.min,
+            s.p90,
+            s.max
         );
         match self.steps {
-            Some(t) => println!(
+            Some(t) => outln!(
                 "per step (T={t}): median {} us  min {}  p90 {}",
                 step(s.median),
                 step(s.min),
                 step(s.p90)
             ),
-            None => println!("per step: n/a (sequence length unknown)"),
+            None => outln!("per step: n/a (sequence length unknown)"),
         }
-        println!(
+        outln!(
             "nonzero:  {:.0} multiply-adds per call, {:.3} GFLOP/s at the median",
             self.macs_per_call,
             self.gflops()
         );
+        Ok(())
     }
 }
