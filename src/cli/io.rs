@@ -72,9 +72,8 @@ fn read_npy_from(reader: impl std::io::Read, what: &str) -> Result<Tensor> {
     })
 }
 
-/// Writes a tensor as .npy.
-pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
-    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+/// Writes a tensor as .npy into `f` (`path` names it in errors).
+pub fn write_npy(f: &File, path: &Path, t: &Tensor) -> Result<()> {
     write_npy_to(std::io::BufWriter::new(f), t)
         .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -106,10 +105,31 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(arrays)
 }
 
+/// A new file under a random name in `path`'s folder, created exclusively (`O_EXCL`), so that
+/// a link planted at a predictable name cannot redirect the write; [`persist`] renames it onto
+/// `path`, and dropped it is removed.
+pub fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(".hlstmc-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))
+}
+
+/// Renames a file made by [`temp_beside`] onto `path`.
+pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    tmp.persist(path)
+        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
 /// Writes named tensors as one .npz file (uncompressed, as `np.savez`), read back by
-/// `np.load(path)[name]`.
-pub fn write_npz(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
-    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+/// `np.load(path)[name]`, into `f` (`path` names it in errors).
+pub fn write_npz(f: &File, path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(f));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)

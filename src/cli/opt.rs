@@ -127,8 +127,10 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                 None => out!("{text}"),
                 Some(path) => {
                     super::io::create_parent(path)?;
-                    std::fs::write(path, text)
+                    let tmp = super::io::temp_beside(path)?;
+                    std::fs::write(tmp.path(), text)
                         .with_context(|| format!("cannot write {}", path.display()))?;
+                    super::io::persist(tmp, path)?;
                     eprintln!("wrote {}", path.display());
                 }
             }

@@ -1,5 +1,6 @@
 //! `hlstmc print-ir`: the imported graph IR as text.
 
+use super::io::{persist, temp_beside};
 use anyhow::{Context, Result};
 use clap::Args;
 use hlstm_ir::Graph;
@@ -49,27 +50,16 @@ pub fn write_with_weights(
     store: &hlstm_ir::text::WeightStore,
 ) -> Result<()> {
     let weights = hlstm_ir::text::side_file_path(path);
-    let partial = |p: &Path| {
-        let mut s = p.as_os_str().to_owned();
-        s.push(".partial");
-        std::path::PathBuf::from(s)
-    };
-    let (tmp_text, tmp_weights) = (partial(path), partial(&weights));
     super::io::create_parent(path)?;
-    let written = std::fs::write(&tmp_text, text)
-        .with_context(|| format!("cannot write {}", path.display()))
-        .and_then(|_| {
-            store
-                .save(&tmp_weights)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", weights.display()))
-        });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp_text);
-        let _ = std::fs::remove_file(&tmp_weights);
-        return Err(e);
-    }
-    std::fs::rename(&tmp_text, path)?;
-    std::fs::rename(&tmp_weights, &weights)?;
+    // Both made under random names first (exclusively created), then renamed.
+    let (tmp_text, tmp_weights) = (temp_beside(path)?, temp_beside(&weights)?);
+    std::fs::write(tmp_text.path(), text)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    store
+        .save(tmp_weights.path())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", weights.display()))?;
+    persist(tmp_text, path)?;
+    persist(tmp_weights, &weights)?;
     eprintln!("wrote {} and {}", path.display(), weights.display());
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `hlstmc run`: run a model on inputs, or check it against ONNX test data.
 
 use super::engine::{Cpu, Engine, SparseStrategy, build_options};
-use super::io::{dims, file_stem, read_npz, read_tensor, write_npy, write_npz};
+use super::io::{
+    dims, file_stem, persist, read_npz, read_tensor, temp_beside, write_npy, write_npz,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use hlstmc::test_data::{TestData, compare};
@@ -181,39 +183,43 @@ fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
 fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result<()> {
     if dir.extension().is_some_and(|e| e == "npz") {
         super::io::create_parent(dir)?;
-        // One file, whole or not at all: written beside its place, then renamed.
-        let mut tmp = dir.as_os_str().to_owned();
-        tmp.push(".partial");
-        let tmp = PathBuf::from(tmp);
+        // One file, whole or not at all: made under a random name beside it, then renamed.
+        let tmp = temp_beside(dir)?;
         let named: Vec<(&str, &Tensor)> =
             infos.iter().map(|i| i.name.as_str()).zip(outputs).collect();
-        if let Err(e) = write_npz(&tmp, &named) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        std::fs::rename(&tmp, dir).with_context(|| format!("cannot write {}", dir.display()))?;
+        write_npz(tmp.as_file(), dir, &named)?;
+        persist(tmp, dir)?;
         outln!("wrote {}", dir.display());
         return Ok(());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let result = (|| {
-        for (info, t) in infos.iter().zip(outputs) {
-            let path = dir.join(format!("{}.npy", file_stem(&info.name)));
-            let tmp = dir.join(format!(".{}.npy.partial", file_stem(&info.name)));
-            write_npy(&tmp, t)?;
-            written.push((tmp, path));
+    // Outputs whose names make one file name (a/b and a_b) are an error before any write.
+    let paths: Vec<PathBuf> = infos
+        .iter()
+        .map(|i| dir.join(format!("{}.npy", file_stem(&i.name))))
+        .collect();
+    for (k, p) in paths.iter().enumerate() {
+        if let Some(j) = paths[..k].iter().position(|q| q == p) {
+            bail!(
+                "outputs '{}' and '{}' would both be written to {}; use -o FILE.npz, which keeps the names",
+                infos[j].name,
+                infos[k].name,
+                p.display()
+            );
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        for (tmp, _) in &written {
-            let _ = std::fs::remove_file(tmp);
-        }
-        return Err(e);
     }
-    for (tmp, path) in written {
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(p) = paths.iter().find(|p| p.is_dir()) {
+        bail!("cannot write {}: a folder is in its place", p.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Every output is made first; a failure drops (removes) the ones made, and none is renamed.
+    let mut made = Vec::new();
+    for (t, path) in outputs.iter().zip(&paths) {
+        let tmp = temp_beside(path)?;
+        write_npy(tmp.as_file(), path, t)?;
+        made.push((tmp, path));
+    }
+    for (tmp, path) in made {
+        persist(tmp, path)?;
         outln!("wrote {}", path.display());
     }
     Ok(())
