@@ -95,3 +95,16 @@ pub fn build_options(
         ..BuildOptions::default()
     }
 }
+
+/// `--threads N` above 1 is for the JIT (the engine that splits a step's work); the
+/// interpreters run on one thread, and saying otherwise would mislead (a bench report of 8
+/// threads that ran on one).
+pub fn check_threads(engine: hlstmc::Engine, threads: u64) -> anyhow::Result<()> {
+    if threads > 1 && engine != hlstmc::Engine::Jit {
+        anyhow::bail!(
+            "--threads {threads} is for --engine jit; --engine {} runs on one thread",
+            engine.name()
+        );
+    }
+    Ok(())
+}

@@ -53,7 +53,7 @@ pub struct OptArgs {
     pub stats: bool,
     /// With --dump-dir: also write each saturation run's e-graph as Graphviz (.dot, and .svg
     /// where the `dot` program is installed).
-    #[arg(long)]
+    #[arg(long, requires = "dump_dir")]
     pub dump_egraph: bool,
     /// Equality saturation: stop after this many iterations.
     #[arg(long, value_name = "N", default_value_t = 20)]

@@ -46,7 +46,8 @@ pub struct RunArgs {
         short = 'o',
         long = "output",
         visible_alias = "output-dir",
-        value_name = "DIR|FILE.npz"
+        value_name = "DIR|FILE.npz",
+        conflicts_with = "test_data"
     )]
     pub out: Option<PathBuf>,
     /// An ONNX test-data folder (input_K.pb, output_K.pb) to run and check against.
@@ -85,6 +86,9 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
         if !(t >= 0.0) {
             bail!("{flag} {t}: a tolerance must be a number >= 0");
         }
+    }
+    if let Some(e) = a.engine {
+        super::engine::check_threads(e.into(), a.threads)?;
     }
     if matches!(a.engine, Some(Engine::Cuda)) {
         super::check_cuda_driver()?;
@@ -155,7 +159,13 @@ fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
         Ok(())
     };
     for arg in args {
-        match arg.split_once('=') {
+        // An input whose name holds '=' (X=Y=file.npy): the split after a name the model has.
+        let split = arg
+            .match_indices('=')
+            .map(|(i, _)| i)
+            .find(|&i| names.contains(&&arg[..i]))
+            .or_else(|| arg.find('='));
+        match split.map(|i| (&arg[..i], &arg[i + 1..])) {
             Some((name, file)) => put(name, read_tensor(Path::new(file))?, format!("-i {arg}"))?,
             None if arg.ends_with(".npz") => {
                 for (name, t) in read_npz(Path::new(arg))? {

@@ -44,18 +44,18 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: u64,
     /// Untimed calls before timing.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub warmup: u64,
     /// Timed calls, each one measurement (default: as many as fit in about 1 s, at least 10,
     /// at most 100000).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["rounds", "iters"])]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000), conflicts_with_all = ["rounds", "iters"])]
     pub runs: Option<u64>,
     /// Time rounds of --iters calls instead of single calls: the number of rounds (default 5
     /// when --iters is given).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub rounds: Option<u64>,
     /// Calls per round (default: enough for about 0.2 s per round).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub iters: Option<u64>,
     /// Take the inputs from DIR/input_K.pb (K in the model's input order) instead of random
     /// values.
@@ -142,6 +142,7 @@ fn sequence_steps(g: &Graph) -> Option<usize> {
 
 pub fn main(a: BenchArgs) -> Result<ExitCode> {
     let threads = checked_threads(a.threads)?;
+    super::engine::check_threads(a.engine.into(), a.threads)?;
     if let Engine::Cuda = a.engine {
         super::check_cuda_driver()?;
     }
