@@ -85,3 +85,46 @@ fn an_input_named_with_an_equals_sign_can_be_given() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("Z: f32[2,3] [0.000000, 2.000000"), "{out}");
 }
+
+/// Small inputs that declare huge sizes are refused before anything is allocated (issue 16,
+/// item 5): a 13-byte .npy whose header length says 4 GiB, and bench's random inputs for a
+/// model declaring X of [2^40, 1, 3]. Run under a 1 GiB address-space limit, so that an
+/// allocation attempt would abort instead of passing by luck.
+#[test]
+fn declared_sizes_are_checked_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let npy = tmp.path().join("bad.npy");
+    std::fs::write(&npy, b"\x93NUMPY\x02\x00\xf0\xff\xff\xffx").unwrap();
+    let huge = tmp.path().join("huge.onnx");
+    let dims: &[i64] = &[1 << 40, 1, 3];
+    save(
+        &model(
+            17,
+            vec![value_info("X", 1, dims)],
+            vec![value_info("Y", 1, dims)],
+            vec![],
+            vec![node("Relu", "r", &["X"], &["Y"])],
+        ),
+        &huge,
+    );
+    let bin = env!("CARGO_BIN_EXE_hlstmc");
+    let cases = [
+        (
+            format!("{bin} run {} -i X={}", root(MODEL), npy.display()),
+            "a .npy header of 4294967280 bytes",
+        ),
+        (
+            format!("{bin} bench {}", huge.display()),
+            "more than the limit",
+        ),
+    ];
+    for (cmd, want) in cases {
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -v 1000000; exec {cmd}"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{cmd}: {}", stderr(&o));
+    }
+}

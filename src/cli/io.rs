@@ -28,8 +28,26 @@ fn read_npy(path: &Path) -> Result<Tensor> {
     read_npy_from(BufReader::new(f), &path.display().to_string())
 }
 
+/// The longest .npy header read: numpy writes a few hundred bytes; a length field of 4 GiB in
+/// a 13-byte file must not become a 4 GiB allocation.
+const MAX_NPY_HEADER: usize = 1 << 20;
+
 /// A .npy array from `reader`; `what` names it in errors (a file, or an array of a .npz).
 fn read_npy_from(reader: impl std::io::Read, what: &str) -> Result<Tensor> {
+    use std::io::BufRead;
+    let mut reader = BufReader::new(reader);
+    let head = reader
+        .fill_buf()
+        .with_context(|| format!("cannot read {what}"))?;
+    if head.len() >= 12 && head.starts_with(b"\x93NUMPY") {
+        let len = match head[6] {
+            1 => u16::from_le_bytes([head[8], head[9]]) as usize,
+            _ => u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+        };
+        if len > MAX_NPY_HEADER {
+            bail!("{what}: a .npy header of {len} bytes (at most {MAX_NPY_HEADER})");
+        }
+    }
     let npy = npyz::NpyFile::new(reader).with_context(|| format!("{}: not a .npy file", what))?;
     if npy.order() == npyz::Order::Fortran {
         bail!(

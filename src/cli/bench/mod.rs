@@ -106,6 +106,10 @@ fn random_inputs(g: &Graph) -> Result<Vec<Tensor>> {
                 node.name
             );
         }
+        // The size limit of every tensor read from outside, before allocating random values.
+        let dims: Vec<usize> = shape.iter().filter_map(|d| d.known()).collect();
+        hlstmc::ir::interp::kernels::check_size(&dims)
+            .map_err(|e| anyhow!("input '{}': {e}", node.name))?;
     }
     let full = sequence_steps(g).unwrap_or(1) as f32;
     Ok(hlstmc::ir::interp::random_inputs(g, INPUT_SEED)
