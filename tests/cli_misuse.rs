@@ -128,3 +128,18 @@ fn declared_sizes_are_checked_before_allocating() {
         assert!(stderr(&o).contains(want), "{cmd}: {}", stderr(&o));
     }
 }
+
+/// `train -o /dev/null` used to write /dev/null.log.jsonl and the rest beside it; a model path
+/// that exists and is not a regular file is refused before training.
+#[test]
+fn train_refuses_a_model_path_that_is_not_a_file() {
+    let o = hlstmc(&[
+        "train",
+        &root("examples/digits-hlstm.toml"),
+        "-o",
+        "/dev/null",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    assert!(!Path::new("/dev/null.log.jsonl").exists());
+}

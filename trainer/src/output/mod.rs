@@ -132,6 +132,13 @@ pub fn train_to_files(
     out: &Path,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutput, Error> {
+    if out.exists() && !out.is_file() {
+        return Err(Error::new(format!(
+            "{}: not a regular file; the model's path names a file, and its log, plots and \
+             config are written beside it",
+            out.display()
+        )));
+    }
     if out.file_name().is_none() {
         return Err(Error::new(format!(
             "{}: the model's path must name a file",
