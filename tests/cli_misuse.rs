@@ -143,3 +143,59 @@ fn train_refuses_a_model_path_that_is_not_a_file() {
     assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
     assert!(!Path::new("/dev/null.log.jsonl").exists());
 }
+
+/// Ctrl-C during `hlstmc train` stops it after a batch with exit status 130 and writes nothing:
+/// the previous model and its log stay as they were, and the interrupted run's log is beside
+/// them as MODEL.log.jsonl.partial (issue 16, item 3).
+#[test]
+fn ctrl_c_during_training_keeps_the_previous_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root("examples/data/digits/digits.csv.gz"),
+        tmp.path().join("digits.csv.gz"),
+    )
+    .unwrap();
+    let cfg = tmp.path().join("long.toml");
+    std::fs::write(
+        &cfg,
+        "[data]\nformat = \"csv\"\npath = \"digits.csv.gz\"\nsteps = 8\nfeatures = 8\n\
+         scale = 0.0625\nsplit = { modulus = 5, test = [4], validation = [3] }\n\
+         [model]\ncell = \"lstm\"\nhidden = 8\n[train]\nengine = \"fast\"\nepochs = 100000\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("m.onnx");
+    let log = tmp.path().join("m.log.jsonl");
+    std::fs::write(&out, "the previous model").unwrap();
+    std::fs::write(&log, "the previous log\n").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+        .args([
+            "train",
+            &cfg.display().to_string(),
+            "-o",
+            &out.display().to_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch's record, so the handler is in place and training runs.
+    let partial = tmp.path().join("m.log.jsonl.partial");
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&partial).map_or(true, |m| m.len() == 0) {
+        assert!(t0.elapsed().as_secs() < 60, "no epoch finished in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sending SIGINT to the child we spawned.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "the previous model");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "the previous log\n");
+    assert!(
+        std::fs::read_to_string(&partial)
+            .unwrap()
+            .contains("\"kind\":\"epoch\"")
+    );
+}

@@ -53,6 +53,18 @@ struct Progress {
     done: usize,
 }
 
+/// Set by the first Ctrl-C: training stops after the batch it lands in, and nothing is
+/// written (the previous model and log stay). A second Ctrl-C ends the process at once.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: signal() is async-signal-safe; the default action makes a second Ctrl-C final.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
+}
+
 /// Units of the bar per epoch: it moves batch by batch across the whole schedule.
 const PER_EPOCH: u64 = 1000;
 
@@ -76,6 +88,9 @@ impl Progress {
 }
 
 impl Observer for Progress {
+    fn interrupted(&mut self) -> bool {
+        INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+    }
     fn start(&mut self, planned: usize, density: f64) {
         (self.planned, self.density) = (planned.max(1), density);
         self.bar.set_length(self.planned as u64 * PER_EPOCH);
@@ -160,10 +175,24 @@ pub fn main(a: TrainArgs) -> Result<ExitCode> {
         planned: 1,
         done: 0,
     };
+    // SAFETY: installing a handler that only stores to an atomic and restores the default.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
     // Builds the session, trains, and writes the model and everything beside it.
     let done = hlstm_trainer::train_to_files(&cfg, &text, None, &a.out, &mut p);
     // Cleared on failure too: a bad config must not leave an empty bar above its error.
     p.bar.finish_and_clear();
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!(
+            "error: interrupted; {} and the files beside it are as they were",
+            a.out.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
     let done = done.map_err(|e| anyhow!("{e}"))?;
     eprintln!(
         "{}\nwrote {} and its log, plots and config beside it",

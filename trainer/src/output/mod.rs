@@ -156,19 +156,34 @@ pub fn train_to_files(
     let cannot = |p: &Path, e: &dyn std::fmt::Display| {
         Error::new(format!("cannot write {}: {e}", p.display()))
     };
-    let file = File::create(&log_path).map_err(|e| cannot(&log_path, &e))?;
+    // The log is written as the run goes to MODEL.log.jsonl.partial (follow it with tail -f)
+    // and renamed over MODEL.log.jsonl only when the run has succeeded: a failed or
+    // interrupted run leaves the previous log as it was, and its own beside it. Created
+    // exclusively, so a link planted at that name is not followed.
+    let live = beside(out, "log.jsonl.partial");
+    let _ = std::fs::remove_file(&live);
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&live)
+        .map_err(|e| cannot(&live, &e))?;
     let mut tee = Tee {
         log: BufWriter::new(file),
         err: None,
         inner: obs,
     };
-    let sum = train::run(&mut s, &mut tee).map_err(|e| Error::new(format!("training: {e}")))?;
-    tee.log.flush().map_err(|e| cannot(&log_path, &e))?;
+    let sum = train::run(&mut s, &mut tee).map_err(|e| {
+        Error::new(format!(
+            "training: {e} (the previous files are untouched; this run's log is {})",
+            live.display()
+        ))
+    })?;
+    tee.log.flush().map_err(|e| cannot(&live, &e))?;
     if let Some(e) = tee.err {
-        return Err(cannot(&log_path, &e));
+        return Err(cannot(&live, &e));
     }
     let secs = start.elapsed().as_secs_f64();
-    let mut files = vec![log_path];
+    let mut files = Vec::new();
 
     let mut write = |path: PathBuf, bytes: &[u8]| {
         write_atomic(&path, bytes)?;
@@ -197,6 +212,8 @@ pub fn train_to_files(
     });
     let text = serde_json::to_string_pretty(&summary).expect("a JSON value prints") + "\n";
     write(beside(out, "summary.json"), text.as_bytes())?;
+    std::fs::rename(&live, &log_path).map_err(|e| cannot(&log_path, &e))?;
+    files.insert(0, log_path);
     Ok(TrainOutput {
         summary: sum,
         seconds: secs,
