@@ -199,3 +199,84 @@ fn ctrl_c_during_training_keeps_the_previous_files() {
             .contains("\"kind\":\"epoch\"")
     );
 }
+
+/// Artifacts that could not be used are refused with exit 1 and nothing written (issue 16,
+/// items 8 and 10): a library for a batch of 0, a library whose header's place holds a folder
+/// (the old libraries stay), a trained model for `export.batch = 0`.
+#[test]
+fn unusable_artifacts_are_refused_and_nothing_is_half_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lib");
+    let digits = root("examples/digits-hlstm.onnx");
+    let d = out.display().to_string();
+    let o = hlstmc(&[
+        "compile", &digits, "-o", &d, "--shape", "X=8,0,8", "--name", "hm",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("a dim of 0"), "{}", stderr(&o));
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+
+    std::fs::create_dir_all(out.join("hm.h")).unwrap();
+    std::fs::write(out.join("libhlstmc_hm.a"), "the old library").unwrap();
+    let m = root(MODEL);
+    let o = hlstmc(&["compile", &m, "-o", &d, "--name", "hm"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("hm.h"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("libhlstmc_hm.a")).unwrap(),
+        "the old library"
+    );
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.iter().all(|n| !n.contains("partial")), "{left:?}");
+
+    let cfg = tmp.path().join("c.toml");
+    std::fs::copy(
+        root("examples/data/digits/digits.csv.gz"),
+        tmp.path().join("digits.csv.gz"),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        "[data]\nformat = \"csv\"\npath = \"digits.csv.gz\"\nsteps = 8\nfeatures = 8\n\
+         split = { modulus = 5, test = [4], validation = [3] }\n\
+         [model]\ncell = \"lstm\"\nhidden = 4\n[train]\nengine = \"fast\"\nepochs = 1\n\
+         [export]\nbatch = 0\n",
+    )
+    .unwrap();
+    let model_path = tmp.path().join("m.onnx");
+    let o = hlstmc(&[
+        "train",
+        &cfg.display().to_string(),
+        "-o",
+        &model_path.display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("export.batch must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!model_path.exists());
+
+    // A link planted at the trainer's temporary name is not followed.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[export]\nbatch = 0\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, tmp.path().join(".m.onnx.tmp")).unwrap();
+    let o = hlstmc(&[
+        "train",
+        "-q",
+        &cfg.display().to_string(),
+        "-o",
+        &model_path.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(model_path.is_file());
+}

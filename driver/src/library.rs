@@ -197,6 +197,12 @@ pub fn compile_library(
         )));
     }
     let want = |e: Artifact| lib.emit.contains(&e);
+    // A library for zero steps or a batch of zero cannot make a context: refused, not written.
+    if let Some((input, _)) = lib.shapes.iter().find(|(_, d)| d.contains(&0)) {
+        return Err(Error::Shape(format!(
+            "--shape {input}: a dim of 0 makes a library that cannot run (no steps, or a batch of 0)"
+        )));
+    }
     if (want(Artifact::Pc) || want(Artifact::Cmake)) && !want(Artifact::So) && !want(Artifact::A) {
         return Err(Error::Options(
             "--emit pc and cmake describe the libraries: add so or a to --emit".into(),
@@ -696,6 +702,19 @@ fn write_artifacts(
             return Err(e);
         }
     };
+    // A folder where a file goes would fail its rename after others are in place: refused
+    // first, so a library is never half replaced.
+    if let Some(f) = files.iter().find(|f| out.join(f).is_dir()) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::Io {
+            action: "write",
+            path: out.join(f),
+            source: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "a folder is in its place",
+            ),
+        });
+    }
     let mut written = Vec::new();
     for f in &files {
         let dst = out.join(f);

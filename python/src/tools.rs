@@ -49,7 +49,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> PyResult<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    let result = std::fs::File::create(&tmp)
+    // Created exclusively: a link planted at that name is not followed.
+    let _ = std::fs::remove_file(&tmp);
+    let result = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
         .and_then(|_| std::fs::rename(&tmp, path));
     result.map_err(|e| {

@@ -340,6 +340,11 @@ impl Config {
             "model.dropout must be in [0, 1)",
         );
         need(t.batch > 0, "train.batch must be at least 1");
+        need(
+            self.export.batch != Some(0),
+            "export.batch must be at least 1 (or left out for a batch chosen per call)",
+        );
+        need(m.layers <= 64, "model.layers must be at most 64");
         need(t.lr > 0.0 && t.lr.is_finite(), "train.lr must be positive");
         need(
             (0.0..1.0).contains(&t.momentum),
