@@ -373,3 +373,83 @@ fn a_full_stdout_is_an_error_not_a_panic() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// External data is found for a bare relative model path (`hlstmc inspect m.onnx` from the
+/// model's folder) as for `./m.onnx` (issue 16, item 9).
+#[test]
+fn external_data_beside_a_bare_model_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w: Vec<u8> = (0..12)
+        .flat_map(|i| (i as f32 * 0.5 - 3.0).to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("weights.bin"), &w).expect("write");
+    external_model(dir.path(), "weights.bin", None, None);
+    for path in ["m.onnx", "./m.onnx"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+            .args(["inspect", path, "--json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{path}: {}", stderr(&o));
+    }
+}
+
+/// Models that ONNX Runtime and onnx.checker reject are refused with the reason, where hlstmc
+/// used to pick one reading silently (issue 16, item 9): two initializers of one name (ORT
+/// takes the first, hlstmc took the last), a value assigned by two nodes.
+#[test]
+fn invalid_models_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = linear_model();
+    let g = m.graph.as_mut().expect("graph");
+    let again = g.initializer[0].clone();
+    g.initializer.push(again);
+    let p = dir.path().join("dup_init.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["two initializers are named 'W'"],
+    );
+
+    let mut m = linear_model();
+    let g = m.graph.as_mut().expect("graph");
+    let first = g.node[0].clone();
+    let mut second = first.clone();
+    second.name = "again".into();
+    g.node.push(second);
+    let p = dir.path().join("dup_out.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["node 'again'", "is already defined"],
+    );
+}
+
+/// A Scan direction other than 0 or 1 used to be read as reverse (issue 16, item 9).
+#[test]
+fn a_scan_direction_out_of_range_is_refused() {
+    use protobuf::Message;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bytes =
+        std::fs::read(root.join("tests/fixtures/models/hlstm_scan_H64_X32_T8/model.onnx")).unwrap();
+    let mut m = onnx_protobuf::ModelProto::parse_from_bytes(&bytes).unwrap();
+    let g = m.graph.as_mut().expect("graph");
+    let scan = g
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Scan")
+        .expect("a Scan");
+    scan.attribute.retain(|a| a.name != "scan_input_directions");
+    let mut dirs = onnx_protobuf::AttributeProto::new();
+    dirs.name = "scan_input_directions".into();
+    dirs.ints = vec![7];
+    dirs.type_ = protobuf::EnumOrUnknown::from_i32(7);
+    scan.attribute.push(dirs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("scan7.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["Scan", "scan_input_directions holds 7"],
+    );
+}

@@ -29,7 +29,15 @@ impl Model {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_bytes(&bytes, path.parent())
+        // A bare file name's parent is "", which is no folder to open: it is ".".
+        let dir = path.parent().map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        });
+        Self::from_bytes(&bytes, dir)
     }
 
     /// Imports a serialized ONNX model; `model_dir` is where its external data files are.

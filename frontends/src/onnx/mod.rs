@@ -197,6 +197,14 @@ pub fn import_graph(
 ) -> Result<(), ImportError> {
     let mut initialized = std::collections::HashSet::new();
     for init in &graph.initializer {
+        // ONNX Runtime takes the first of two initializers of one name, and hlstmc took the
+        // last: the outputs differed. onnx.checker rejects the model; so does hlstmc.
+        if initialized.contains(&init.name) {
+            return Err(ImportError::Model(format!(
+                "two initializers are named '{}'",
+                init.name
+            )));
+        }
         let t = tensor::decode(init, ctx.model_dir)
             .map_err(|m| ImportError::Model(format!("initializer '{}': {m}", init.name)))?;
         let v = ctx.constant(&init.name, t);
@@ -297,8 +305,11 @@ fn import_node(ctx: &mut Ctx, node: &NodeProto) -> Result<(), ImportError> {
     }
     let results = f(ctx, node, &label, &operands).map_err(err)?;
     for (name, v) in node.output.iter().zip(results) {
-        if !name.is_empty() {
-            ctx.values.insert(name.clone(), v);
+        if !name.is_empty() && ctx.values.insert(name.clone(), v).is_some() {
+            // Values are assigned once (SSA); a second assignment silently replaced the first.
+            return Err(err(format!(
+                "output '{name}' is already defined by an initializer, a graph input or an earlier node"
+            )));
         }
     }
     Ok(())

@@ -89,6 +89,11 @@ pub fn scan(
     if in_axes.len() != m || in_dirs.len() != m {
         return Err("scan_input_axes/directions must have one entry per scan input".into());
     }
+    if let Some(d) = in_dirs.iter().find(|d| !matches!(d, 0 | 1)) {
+        return Err(format!(
+            "scan_input_directions holds {d}; a direction is 0 (forward) or 1 (reverse)"
+        ));
+    }
     let mut formal: Vec<TensorType> = vals[..n].iter().map(|v| ctx.ty(*v).clone()).collect();
     let mut scanned = Vec::new();
     for (i, v) in vals[n..].iter().enumerate() {
@@ -121,6 +126,11 @@ pub fn scan(
     let out_dirs = attr_ints(node, "scan_output_directions").unwrap_or_else(|| vec![0; k]);
     if out_axes.len() != k || out_dirs.len() != k {
         return Err("scan_output_axes/directions must have one entry per scan output".into());
+    }
+    if let Some(d) = out_dirs.iter().find(|d| !matches!(d, 0 | 1)) {
+        return Err(format!(
+            "scan_output_directions holds {d}; a direction is 0 (forward) or 1 (reverse)"
+        ));
     }
     let rec = Recurrence {
         body: Box::new(body),
