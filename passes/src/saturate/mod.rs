@@ -9,12 +9,13 @@
 pub mod analysis;
 pub mod convert;
 pub mod cost;
+mod extract;
 pub mod lang;
 pub mod neurons;
 pub mod rules;
 
 use crate::pass::{Pass, PassOptions, PassReport};
-use egg::{Extractor, Runner, StopReason};
+use egg::{Runner, StopReason};
 use hlstm_ir::{Graph, Op};
 
 pub use crate::pass::SaturationLimits as Limits;
@@ -85,14 +86,16 @@ impl Saturate {
             ));
         }
         let root = runner.egraph.find(root);
-        let extractor = Extractor::new(
+        let extracted = extract::Extracted::new(
             &runner.egraph,
             cost::TensorCost {
                 egraph: &runner.egraph,
                 in_body: carried.is_some(),
             },
         );
-        let (_, best) = extractor.find_best(root);
+        let (_, best) = extracted
+            .find_best(&runner.egraph, root)
+            .ok_or_else(|| format!("{scope}: no finite-cost term to extract"))?;
         let out = convert::from_expr(&best, &runner.egraph, g)?;
         Ok((out, summary))
     }
