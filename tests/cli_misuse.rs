@@ -280,3 +280,30 @@ fn unusable_artifacts_are_refused_and_nothing_is_half_replaced() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     assert!(model_path.is_file());
 }
+
+/// A compile killed midway (Ctrl-C) left its temporary folder (120 MB for a large model); the
+/// next compile of the same name into the folder removes such folders of processes that are
+/// gone (issue 16, item 8).
+#[test]
+fn a_killed_compile_leaves_nothing_for_long() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lib");
+    // PIDs stay below 2^22 on Linux: this one belongs to no process.
+    let stale = out.join(".hlstmc-hm-4194399.partial");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("hm.o"), vec![0u8; 1024]).unwrap();
+    let d = out.display().to_string();
+    let o = hlstmc(&[
+        "compile",
+        &root(MODEL),
+        "-o",
+        &d,
+        "--name",
+        "hm",
+        "--emit",
+        "obj,header",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stale.exists(), "the stale folder is still there");
+    assert!(out.join("hm.o").is_file());
+}

@@ -692,6 +692,7 @@ fn write_artifacts(
         }
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
+    remove_stale_partials(out, name);
     let tmp = out.join(format!(".hlstmc-{name}-{}.partial", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
@@ -730,6 +731,33 @@ fn write_artifacts(
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(written)
+}
+
+/// Removes the temporary folders that earlier compiles of `name` into `out` left when they
+/// were killed (Ctrl-C): `.hlstmc-NAME-PID.partial` whose process is gone (Linux: no
+/// `/proc/PID`). A folder of a compile still running is left alone.
+fn remove_stale_partials(out: &Path, name: &str) {
+    let prefix = format!(".hlstmc-{name}-");
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".partial"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone = pid != std::process::id()
+            && Path::new("/proc/self").exists()
+            && !Path::new(&format!("/proc/{pid}")).exists();
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The header's inputs and outputs: the model's names with the kernel's dims.
