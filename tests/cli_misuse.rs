@@ -167,7 +167,7 @@ fn ctrl_c_during_training_keeps_the_previous_files() {
     let log = tmp.path().join("m.log.jsonl");
     std::fs::write(&out, "the previous model").unwrap();
     std::fs::write(&log, "the previous log\n").unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hlstmc"))
         .args([
             "train",
             &cfg.display().to_string(),
