@@ -1,6 +1,8 @@
 //! The library API (`hlstmc::Model`, `Runnable`, `State`): the pipeline a Rust program uses,
 //! checked against the fixtures' reference outputs and the reference interpreter.
 
+mod common;
+
 use hlstmc::frontends::onnx::tensor::read_pb;
 use hlstmc::{BuildOptions, Engine, Error, Model, OptimizeOptions, Runnable, Tensor};
 use std::path::{Path, PathBuf};
@@ -359,4 +361,41 @@ fn run_into_reuses_the_output_tensors_it_is_given() {
     let after: Vec<*const f32> = out.iter().map(|t| t.as_f32().unwrap().as_ptr()).collect();
     assert_eq!(before, after, "the same buffers");
     assert_close(&out, &want, "second call");
+}
+
+/// The default engine of `run` and the Python session: the JIT, or the reference interpreter
+/// with the lowering error where the model does not lower (an i64 output here).
+#[test]
+fn into_runnable_or_interp_falls_back_with_the_reason() {
+    use common::{model, node, value_info};
+    use protobuf::Message;
+    let mut cast = node("Cast", "cast", &["X"], &["Y"]);
+    cast.attribute.push(common::int_attr("to", 7));
+    let m = model(
+        17,
+        vec![value_info("X", 1, &[2, 3])],
+        vec![value_info("Y", 7, &[2, 3])],
+        vec![],
+        vec![cast],
+    );
+    let bytes = m.write_to_bytes().unwrap();
+    let opts = hlstmc::BuildOptions::default();
+    let (r, why) = hlstmc::Model::from_bytes(&bytes, None)
+        .unwrap()
+        .into_runnable_or_interp(&opts)
+        .unwrap();
+    assert_eq!(r.engine(), hlstmc::Engine::Interp);
+    let why = why.expect("a reason for the fallback").to_string();
+    assert!(why.contains("cannot lower to the kernel IR"), "{why}");
+    let x = hlstmc::Tensor::from_f32(&[2, 3], vec![2.7; 6]).unwrap();
+    assert_eq!(r.run(&[x]).unwrap()[0].to_i64_vec().unwrap(), vec![2; 6]);
+    // A model that lowers stays on the JIT, with no reason.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/hlstm_scan_H64_X32_T8_sp97/model.onnx");
+    let (r, why) = hlstmc::Model::load(fixture)
+        .unwrap()
+        .into_runnable_or_interp(&opts)
+        .unwrap();
+    assert_eq!(r.engine(), hlstmc::Engine::Jit);
+    assert!(why.is_none());
 }

@@ -16,6 +16,7 @@
 
 mod engines;
 mod error;
+mod files;
 pub mod inspect;
 pub mod library;
 mod model;
@@ -26,6 +27,7 @@ pub mod test_data;
 
 pub use engines::{compile_jit, kernel_program, lower_options};
 pub use error::{Error, Result};
+pub use files::write_atomic;
 pub use hlstm_backends::cpu::{JitContext, JitProgram};
 pub use model::Model;
 pub use optimize::OptimizeOptions;

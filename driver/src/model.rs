@@ -156,4 +156,24 @@ impl Model {
     pub fn into_runnable(self, opts: &BuildOptions) -> Result<Arc<dyn Runnable>> {
         crate::engines::build(self, opts)
     }
+
+    /// The default engine of `hlstmc run` and the Python session: the JIT (`opts` with its
+    /// engine set to it), or, where the model does not lower to the kernel IR yet, the
+    /// reference interpreter. Returns the lowering error that made it fall back, for a note.
+    pub fn into_runnable_or_interp(
+        self,
+        opts: &BuildOptions,
+    ) -> Result<(Arc<dyn Runnable>, Option<Error>)> {
+        let with = |engine| BuildOptions {
+            engine,
+            ..opts.clone()
+        };
+        match self.clone().into_runnable(&with(crate::Engine::Jit)) {
+            Ok(r) => Ok((r, None)),
+            Err(e @ Error::Lower(_)) => {
+                Ok((self.into_runnable(&with(crate::Engine::Interp))?, Some(e)))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -170,21 +170,11 @@ fn build(
             None,
         ));
     }
-    match model.clone().into_runnable(&BuildOptions {
-        engine: Engine::Jit,
-        ..opts.clone()
-    }) {
-        Ok(r) => Ok((r, None)),
-        Err(e @ hlstmc::Error::Lower(_)) => {
-            let note = format!("{e}; running the interpreter instead");
-            let r = model.into_runnable(&BuildOptions {
-                engine: Engine::Interp,
-                ..opts
-            })?;
-            Ok((r, Some(note)))
-        }
-        Err(e) => Err(e),
-    }
+    let (runnable, fallback) = model.into_runnable_or_interp(&opts)?;
+    Ok((
+        runnable,
+        fallback.map(|e| format!("{e}; running the interpreter instead")),
+    ))
 }
 
 #[pymethods]

@@ -7,7 +7,6 @@ use hlstmc::{CpuIsa, OptimizeOptions, Strategy};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// What a model holds and costs, as the dict `hlstmc inspect --json` prints: inputs, outputs,
@@ -44,23 +43,10 @@ fn to_python_stderr(py: Python<'_>, log: &[u8]) -> PyResult<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` whole or not at all (a temporary file beside it, then a rename).
+/// Writes `bytes` to `path` whole or not at all (`hlstmc::write_atomic`).
 fn write_atomically(path: &Path, bytes: &[u8]) -> PyResult<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    // Created exclusively: a link planted at that name is not followed.
-    let _ = std::fs::remove_file(&tmp);
-    let result = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_error(e.kind(), format!("cannot write {}: {e}", path.display()))
-    })
+    hlstmc::write_atomic(path, bytes)
+        .map_err(|e| io_error(e.kind(), format!("cannot write {}: {e}", path.display())))
 }
 
 /// Optimizes a model and returns it: as ONNX bytes (`format="onnx"`, a recurrence written as a

@@ -171,3 +171,22 @@ def test_random_feeds_raise_never_crash(session):
         except hlstmc.InvalidArgument:
             continue
         assert value.shape == (8, 1, 32) and out[0].shape == (8, 1, 64)
+
+
+def test_a_model_the_jit_cannot_take_runs_in_the_interpreter_with_a_warning():
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Cast", ["X"], ["Y"], to=TensorProto.INT64)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT64, [2, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    with pytest.warns(RuntimeWarning, match="cannot lower to the kernel IR.*running the interpreter instead"):
+        session = hlstmc.InferenceSession(model)
+    assert session.engine == "interp"
+    np.testing.assert_array_equal(session.run(None, {"X": np.full((2, 3), 2.7, np.float32)})[0], np.full((2, 3), 2))
+    with pytest.raises(hlstmc.ModelError, match="cannot lower"):
+        hlstmc.InferenceSession(model, engine="jit")

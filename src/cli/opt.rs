@@ -127,10 +127,8 @@ pub fn main(a: OptCmdArgs) -> Result<ExitCode> {
                 None => out!("{text}"),
                 Some(path) => {
                     super::io::create_parent(path)?;
-                    let tmp = super::io::temp_beside(path)?;
-                    std::fs::write(tmp.path(), text)
+                    hlstmc::write_atomic(path, text.as_bytes())
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    super::io::persist(tmp, path)?;
                     eprintln!("wrote {}", path.display());
                 }
             }

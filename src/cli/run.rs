@@ -132,14 +132,11 @@ fn build(model: Model, a: &RunArgs) -> Result<Arc<dyn Runnable>> {
     if let Some(e) = a.engine {
         return Ok(model.into_runnable(&opts(e.into()))?);
     }
-    match model.clone().into_runnable(&opts(hlstmc::Engine::Jit)) {
-        Ok(r) => Ok(r),
-        Err(e @ hlstmc::Error::Lower(_)) => {
-            eprintln!("note: {e}; running the interpreter instead");
-            Ok(model.into_runnable(&opts(hlstmc::Engine::Interp))?)
-        }
-        Err(e) => Err(e.into()),
+    let (runnable, fallback) = model.into_runnable_or_interp(&opts(hlstmc::Engine::Jit))?;
+    if let Some(e) = fallback {
+        eprintln!("note: {e}; running the interpreter instead");
     }
+    Ok(runnable)
 }
 
 /// Orders `-i NAME=FILE` arguments by the model's inputs.

@@ -46,31 +46,10 @@ pub fn beside(model: &Path, suffix: &str) -> PathBuf {
     model.with_file_name(format!("{stem}.{suffix}"))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder (`.<name>.tmp`,
-/// created exclusively, so a link planted at that name is not followed) and a rename, so
-/// `path` holds either its old contents or all of the new ones.
+/// [`hlstm_driver::write_atomic`], with the trainer's error naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let fail = |e: std::io::Error| Error::new(format!("cannot write {}: {e}", path.display()));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::new(format!("cannot write {}: not a file name", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    // A stale file (or link) of that name from an earlier crash is removed, not written through.
-    let _ = std::fs::remove_file(&tmp);
-    let written = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        });
-    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, path)) {
-        // Best effort: the error that matters is the write's.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e));
-    }
-    Ok(())
+    hlstm_driver::write_atomic(path, bytes)
+        .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Writes each record to the JSONL log as it comes, then passes every call on.
