@@ -13,6 +13,10 @@ use std::process::Command;
 
 const DEBUG_HEADING: &str = "Optimizer debugging";
 const DEBUG_SECTION: &str = "Optimizer debugging flags";
+/// Flags every command takes (`--limit`) are listed under this heading and described once,
+/// in the Conventions section.
+const GLOBAL_HEADING: &str = "Limits";
+const GLOBAL_SECTION: &str = "Conventions";
 
 fn help(args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_hlstmc"))
@@ -83,7 +87,9 @@ fn help_flags(cmd: &str) -> (BTreeSet<String>, BTreeSet<String>) {
             if f == "--help" || f == "--version" {
                 continue;
             }
-            if heading == DEBUG_HEADING {
+            if heading == GLOBAL_HEADING {
+                continue;
+            } else if heading == DEBUG_HEADING {
                 debug.insert(f);
             } else {
                 own.insert(f);
@@ -91,6 +97,22 @@ fn help_flags(cmd: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         }
     }
     (own, debug)
+}
+
+/// The flags `hlstmc inspect --help` lists under the global heading.
+fn global_flags() -> BTreeSet<String> {
+    let text = help(&["inspect", "--help"]);
+    let mut heading = "";
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            heading = line.trim_end_matches(':');
+        } else if heading == GLOBAL_HEADING && line.trim_start().starts_with('-') {
+            let head = line.trim().split(" <").next().unwrap_or("");
+            out.extend(long_flags(head).into_iter().map(|(_, f)| f));
+        }
+    }
+    out
 }
 
 /// docs/cli.md's `## ` sections by heading, each with its text (its `### ` parts included).
@@ -198,6 +220,23 @@ fn docs_cli_md_names_every_flag_of_every_help_and_no_other() {
         ));
     }
 
+    // The global flags are described in the Conventions section.
+    let global = global_flags();
+    assert!(
+        global.contains("--limit"),
+        "no '{GLOBAL_HEADING}' heading with --limit: {global:?}"
+    );
+    let conventions = sections
+        .iter()
+        .find(|(h, _)| h.trim() == GLOBAL_SECTION)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
+    for f in &global {
+        if !conventions.contains(&format!("`{f}")) {
+            problems.push(format!("'## {GLOBAL_SECTION}' does not describe {f}"));
+        }
+    }
+
     for cmd in &commands {
         let (own, debug) = &flags[cmd];
         let Some((heading, text)) = sections
@@ -235,16 +274,17 @@ fn docs_cli_md_names_every_flag_of_every_help_and_no_other() {
             match cmd {
                 Some(c) => {
                     let (own, debug) = &flags[&c];
-                    if !own.contains(&f) && !debug.contains(&f) {
+                    if !own.contains(&f) && !debug.contains(&f) && !global.contains(&f) {
                         problems.push(format!(
                             "docs/cli.md ('## {heading}') names {f} for `hlstmc {c}`, whose --help lacks it"
                         ));
                     }
                 }
                 None => {
-                    if !flags
-                        .values()
-                        .any(|(o, d)| o.contains(&f) || d.contains(&f))
+                    if !global.contains(&f)
+                        && !flags
+                            .values()
+                            .any(|(o, d)| o.contains(&f) || d.contains(&f))
                     {
                         problems.push(format!(
                             "docs/cli.md ('## {heading}') names {f}, which no command takes"

@@ -115,7 +115,7 @@ fn declared_sizes_are_checked_before_allocating() {
         ),
         (
             format!("{bin} bench {}", huge.display()),
-            "more than the limit",
+            "over the limit",
         ),
     ];
     for (cmd, want) in cases {

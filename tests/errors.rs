@@ -304,7 +304,7 @@ fn absurd_constant_of_shape_fails_before_allocating() {
     save(&m, &p);
     fails_with(
         &hlstmc(&["inspect", path_str(&p)]),
-        &["node 'huge' (ConstantOfShape)", "more than the limit"],
+        &["node 'huge' (ConstantOfShape)", "over the limit"],
     );
 }
 

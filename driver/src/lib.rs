@@ -34,4 +34,5 @@ pub use optimize::OptimizeOptions;
 pub use runtime::{Runnable, State, TensorInfo, check_inputs};
 pub use target::{BuildOptions, CpuIsa, Engine, Strategy};
 
+pub use hlstm_ir::limits::{self, Limits};
 pub use hlstm_ir::{DType, Dim, Tensor, TensorType};

@@ -5,6 +5,7 @@
 use crate::runtime::{Runnable, TensorInfo};
 use crate::target::BuildOptions;
 use crate::{Error, OptimizeOptions, Result};
+use hlstm_frontends::onnx::ImportError;
 use hlstm_ir::kernel::Program;
 use hlstm_ir::{Graph, Tensor};
 use hlstm_passes::PipelineLog;
@@ -24,10 +25,13 @@ impl Model {
     /// read once; nothing later reads it again.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
+        let bytes = hlstm_frontends::onnx::read_model_file(path).map_err(|e| match e {
+            ImportError::Io { path, err } => Error::Io {
+                action: "read",
+                path,
+                source: err,
+            },
+            other => other.into(),
         })?;
         // A bare file name's parent is "", which is no folder to open: it is ".".
         let dir = path.parent().map(|d| {

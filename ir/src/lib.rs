@@ -3,6 +3,7 @@
 pub mod graph;
 pub mod interp;
 pub mod kernel;
+pub mod limits;
 pub mod op;
 pub mod rng;
 pub mod shape;

@@ -1025,7 +1025,11 @@ fn parse_errors_name_line_and_column() {
         deep.push_str("%r = recurrence{carried=0, scanned=1, invariant=0, reverse=false, seq_lens=false}(%r) : f32[1] body () -> () {\n");
     }
     let e = parse_err(&deep);
-    assert!(e.message.contains("nested more than"), "{e}");
+    assert!(
+        e.message.contains("nested 65 deep, over the limit of 64")
+            && e.message.contains("--limit nesting="),
+        "{e}"
+    );
 }
 
 #[test]

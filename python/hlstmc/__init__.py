@@ -11,7 +11,8 @@ Switching from ONNX Runtime is one changed line::
 
 The rest of the command-line tool is here as functions: ``inspect``, ``optimize``,
 ``compile`` (a C library for x86-64 or PTX) and ``train`` (grow-and-prune training), and
-``from_torch`` exports a ``torch.nn.Module`` and returns a session.
+``from_torch`` exports a ``torch.nn.Module`` and returns a session. ``limits`` and
+``set_limits`` read and change the bounds on what is read from files (docs/limits.md).
 
 Errors: ``hlstmc.InvalidArgument`` (a ``ValueError``) for inputs and options that do not fit the
 model, ``hlstmc.ModelError`` (a ``RuntimeError``) for a model that cannot be imported, compiled
@@ -26,7 +27,9 @@ from ._native import (
     __version__,
     compile,
     inspect,
+    limits,
     optimize,
+    set_limits,
     train,
 )
 from ._torch import from_torch
@@ -40,6 +43,8 @@ __all__ = [
     "compile",
     "from_torch",
     "inspect",
+    "limits",
     "optimize",
+    "set_limits",
     "train",
 ]

@@ -82,6 +82,19 @@ def inspect(path_or_bytes: ModelSource, *, optimized: bool = False) -> dict[str,
     nonzeros and density, parameters, multiply-adds per step (after the optimizer with
     ``optimized=True``)."""
 
+def limits() -> dict[str, int]:
+    """The resource limits in force: ``elements`` (of one tensor), ``bytes`` (of one file as
+    read, after decompression) and ``nesting`` (of graph bodies)."""
+
+def set_limits(
+    *,
+    elements: Optional[int] = None,
+    bytes: Optional[int] = None,
+    nesting: Optional[int] = None,
+) -> dict[str, int]:
+    """Changes the resource limits for the whole process (those not given stay) and returns
+    the previous ones: ``hlstmc.set_limits(**old)`` restores them."""
+
 def optimize(
     path_or_bytes: ModelSource,
     *,

@@ -209,3 +209,41 @@ pub fn compile(
         .map(|f| f.display().to_string())
         .collect())
 }
+
+/// The resource limits in force, as a dict: `elements` (of one tensor), `bytes` (of one file
+/// as read, after decompression) and `nesting` (of graph bodies). docs/limits.md.
+#[pyfunction]
+pub fn limits(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    limits_dict(py, hlstmc::limits::current())
+}
+
+/// Changes the resource limits for the whole process (those not given stay) and returns the
+/// previous ones, so that `hlstmc.set_limits(**old)` restores them.
+#[pyfunction]
+#[pyo3(signature = (*, elements=None, bytes=None, nesting=None))]
+pub fn set_limits(
+    py: Python<'_>,
+    elements: Option<u64>,
+    bytes: Option<u64>,
+    nesting: Option<u64>,
+) -> PyResult<Py<PyAny>> {
+    let old = hlstmc::limits::current();
+    let mut new = old;
+    for (key, value) in [
+        ("elements", elements),
+        ("bytes", bytes),
+        ("nesting", nesting),
+    ] {
+        if let Some(v) = value {
+            new.set_key(key, &v.to_string())
+                .map_err(|e| invalid(e.replace("--limit ", "")))?;
+        }
+    }
+    hlstmc::limits::set(new);
+    limits_dict(py, old)
+}
+
+fn limits_dict(py: Python<'_>, l: hlstmc::Limits) -> PyResult<Py<PyAny>> {
+    let json = serde_json::json!({"elements": l.elements, "bytes": l.bytes, "nesting": l.nesting});
+    convert::json_to_py(py, &json)
+}

@@ -93,7 +93,7 @@ fn config_text(
         (table, PathBuf::from("."))
     } else if config.is_instance_of::<PyString>() || config.hasattr("__fspath__")? {
         let path: PathBuf = config.extract()?;
-        let text = std::fs::read_to_string(&path)
+        let text = hlstmc::limits::read_text(&path)
             .map_err(|e| io_error(e.kind(), format!("cannot read {}: {e}", path.display())))?;
         let table: toml::Table = text
             .parse()

@@ -55,6 +55,16 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Raise (or lower) a bound on what is read from outside: elements=N (of one tensor,
+    /// default 2^28), bytes=N (of one file, default 1G), nesting=N (of graph bodies, default
+    /// 64). Repeatable; docs/limits.md.
+    #[arg(
+        long = "limit",
+        value_name = "KEY=VALUE",
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub limits: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +80,9 @@ pub enum Command {
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let limits =
+        hlstmc::Limits::parse(cli.limits.iter().map(String::as_str)).map_err(|e| anyhow!(e))?;
+    hlstmc::limits::set(limits);
     match cli.command {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),

@@ -309,7 +309,7 @@ impl Config {
 
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path)
+        let text = hlstm_ir::limits::read_text(path)
             .map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).map_err(|e| e.context(&path.display().to_string()))

@@ -527,13 +527,13 @@ fn absurd_sizes_are_errors_not_allocations() {
     cfg.model.hidden = 1 << 20;
     let err = Session::new(&cfg, &Interp).err().unwrap().to_string();
     assert!(
-        err.contains("too large") || err.contains("parameters"),
+        err.contains("over the limit") && err.contains("--limit elements="),
         "{err}"
     );
     let mut cfg = digits("");
     cfg.model.hidden_width = Some(1 << 40);
     let err = Session::new(&cfg, &Interp).err().unwrap().to_string();
-    assert!(err.contains("parameters"), "{err}");
+    assert!(err.contains("over the limit"), "{err}");
 }
 
 /// Every shipped config (the digits example and the text experiments of docs/results.md) parses

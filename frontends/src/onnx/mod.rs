@@ -60,11 +60,38 @@ impl std::error::Error for ImportError {}
 
 /// Reads and imports an ONNX model file.
 pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
-    let bytes = std::fs::read(path).map_err(|err| ImportError::Io {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    import_bytes(&bytes, path.parent())
+    import_bytes(&read_model_file(path)?, path.parent())
+}
+
+/// Reads a model file within the `bytes` limit ([`hlstm_ir::limits`]); bytes that cannot
+/// begin a protobuf message (`/dev/zero`, a text file) are refused after the first 64 KiB,
+/// not after the whole limit.
+pub fn read_model_file(path: &Path) -> Result<Vec<u8>, ImportError> {
+    hlstm_ir::limits::read_file(path, check_model_head).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::InvalidData {
+            ImportError::Decode(err.to_string())
+        } else {
+            ImportError::Io {
+                path: path.to_path_buf(),
+                err,
+            }
+        }
+    })
+}
+
+/// Whether `head` can start a serialized ModelProto: its first byte must be a protobuf field
+/// tag (a field number of at least 1 and a wire type protobuf still uses).
+pub fn check_model_head(head: &[u8]) -> Result<(), String> {
+    let Some(&first) = head.first() else {
+        return Ok(());
+    };
+    let (field, wire) = (first >> 3, first & 7);
+    if field == 0 || !matches!(wire, 0 | 1 | 2 | 5) {
+        return Err(format!(
+            "it starts with byte {first:#04x}, which cannot begin a protobuf message"
+        ));
+    }
+    Ok(())
 }
 
 /// Models decoded by [`import_bytes`] in this process: tests use it to show that a pipeline

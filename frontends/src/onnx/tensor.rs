@@ -226,7 +226,8 @@ pub fn encode(name: &str, t: &Tensor) -> TensorProto {
 /// Reads a serialized TensorProto (a `.pb` file of the ONNX test-data layout).
 pub fn read_pb(path: &Path) -> Result<(String, Tensor), String> {
     use protobuf::Message;
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = hlstm_ir::limits::read_file(path, |_| Ok(()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let t = TensorProto::parse_from_bytes(&bytes)
         .map_err(|e| format!("{}: not a serialized TensorProto: {e}", path.display()))?;
     let v = decode(&t, path.parent()).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -7,24 +7,12 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice as NdSlice, Zip};
 
 pub type KResult<T> = Result<T, String>;
 
-/// Largest element count a kernel may allocate for one result (256 Mi elements): a shape read from
-/// a damaged file must fail before memory does.
-pub const MAX_ELEMENTS: usize = 1 << 28;
-
+/// Checks a result's shape against the `elements` limit ([`crate::limits`]) before a kernel
+/// allocates it: a shape read from a damaged file must fail before memory does.
 pub fn check_size(shape: &[usize]) -> KResult<()> {
-    let mut n: usize = 1;
-    for &d in shape {
-        n = n
-            .checked_mul(d)
-            .ok_or_else(|| format!("shape {} overflows", crate::dims_text(shape)))?;
-    }
-    if n > MAX_ELEMENTS {
-        return Err(format!(
-            "shape {} has {n} elements, more than the limit {MAX_ELEMENTS}",
-            crate::dims_text(shape)
-        ));
-    }
-    Ok(())
+    crate::limits::check_dims(|| format!("shape {}", crate::dims_text(shape)), shape)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Normalizes a possibly negative axis against a rank.

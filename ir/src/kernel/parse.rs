@@ -13,11 +13,10 @@ use super::{
     View, Weight,
 };
 use crate::op::{Act, BinOp};
-use crate::text::{MAX_NESTING, WeightStore, unhex};
+use crate::text::{WeightStore, unhex};
 use std::sync::Arc;
 
 /// The most elements a buffer or constant may have (as the interpreter's limit).
-const MAX_ELEMENTS: usize = crate::interp::kernels::MAX_ELEMENTS;
 
 /// Parses `.kir` text. A constant given by hash is an error here; use [`parse_with_weights`].
 pub fn parse(text: &str) -> Result<Program, String> {
@@ -238,12 +237,10 @@ fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+')
 }
 
-/// The element count of `dims`, or why it is too large.
+/// The element count of `dims`, or why it is over the `elements` limit.
 fn count(dims: &[usize], cur: &Cursor) -> Result<usize, String> {
-    dims.iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| cur.err(format!("{dims:?} has more than {MAX_ELEMENTS} elements")))
+    crate::limits::check_dims(|| format!("buffer {}", crate::dims_text(dims)), dims)
+        .map_err(|e| cur.err(e.to_string()))
 }
 
 struct Parser<'a> {
@@ -555,8 +552,8 @@ impl<'a> Parser<'a> {
         depth: usize,
         trip: Option<usize>,
     ) -> Result<Vec<Stmt>, String> {
-        if depth >= MAX_NESTING {
-            return Err(c.err(format!("blocks nested deeper than {MAX_NESTING}")));
+        if let Err(e) = crate::limits::check_nesting(|| "a block".into(), depth + 1) {
+            return Err(c.err(e.to_string()));
         }
         let (body, close) = self.block(depth + 1, trip)?;
         if close.is_none() {

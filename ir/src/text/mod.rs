@@ -29,9 +29,6 @@ use std::fmt;
 /// Constants with at most this many elements are printed inline; larger ones by hash.
 pub const INLINE_LIMIT: usize = 16;
 
-/// Bodies nested deeper than this are rejected by the parser (it recurses on bodies).
-pub const MAX_NESTING: usize = 64;
-
 /// A parse error: where (1-based line and column, in characters) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError {

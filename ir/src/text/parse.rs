@@ -5,7 +5,7 @@
 use super::lex::{Tok, Token, lex};
 use super::ops::{AVal, Attr, Attrs, build_op, parse_f32};
 use super::weights::{WeightStore, hex, unhex};
-use super::{MAX_NESTING, ParseError, is_ident};
+use super::{ParseError, is_ident};
 use crate::graph::{Graph, Node, Port, Value, ValueInfo};
 use crate::op::{Constant, Op};
 use crate::tensor::{DType, Dim, Tensor, TensorType};
@@ -361,11 +361,8 @@ impl Parser<'_> {
 
     fn graph(&mut self) -> Res<Graph> {
         self.depth += 1;
-        if self.depth > MAX_NESTING {
-            return Err(err_at(
-                self.tok(),
-                format!("bodies nested more than {MAX_NESTING} deep"),
-            ));
+        if let Err(e) = crate::limits::check_nesting(|| "a body".into(), self.depth) {
+            return Err(err_at(self.tok(), e.to_string()));
         }
         let mut g = Graph::new();
         let mut sc = Scope::default();

@@ -273,6 +273,6 @@ impl WeightStore {
     }
 
     pub fn load(path: &Path) -> Result<WeightStore, WeightsError> {
-        WeightStore::from_bytes(&std::fs::read(path)?)
+        WeightStore::from_bytes(&crate::limits::read_file(path, |_| Ok(()))?)
     }
 }

@@ -145,7 +145,7 @@ impl Observer for Progress {
 }
 
 pub fn main(a: TrainArgs) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&a.config)
+    let text = hlstm_ir::limits::read_text(&a.config)
         .with_context(|| format!("cannot read {}", a.config.display()))?;
     let base = a.config.parent().unwrap_or(Path::new("."));
     let mut cfg = Config::parse(&text, base).map_err(|e| anyhow!("{}: {e}", a.config.display()))?;

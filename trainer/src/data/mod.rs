@@ -13,19 +13,27 @@ pub use text::{TextSplit, Vocab, read_text, split_text};
 
 use crate::Error;
 use hlstm_ir::Tensor;
-use std::io::Read;
 use std::path::Path;
 
-/// A file's bytes, gunzipped when the name ends in `.gz`.
+/// A file's bytes, gunzipped when the name ends in `.gz`; both the file and what it
+/// decompresses to are bounded by the `bytes` limit ([`hlstm_ir::limits`]), so a gzip bomb
+/// stops at the limit.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>, Error> {
-    let raw = std::fs::read(path)
+    let raw = hlstm_ir::limits::read_file(path, |_| Ok(()))
         .map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
     if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::new(format!("{}: not a valid gzip file: {e}", path.display())))?;
-        return Ok(out);
+        let what = format!("{} decompressed", path.display());
+        return hlstm_ir::limits::read_bounded(
+            flate2::read::GzDecoder::new(&raw[..]),
+            &what,
+            |_| Ok(()),
+        )
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData if e.to_string().contains("--limit") => {
+                Error::new(e.to_string())
+            }
+            _ => Error::new(format!("{}: not a valid gzip file: {e}", path.display())),
+        });
     }
     Ok(raw)
 }

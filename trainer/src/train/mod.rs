@@ -57,9 +57,6 @@ pub fn model_config(cfg: &Config, task: &Task) -> ModelConfig {
     }
 }
 
-/// The most elements a parameter set or an activation may have (2^26, 256 MiB of f32).
-const MAX_ELEMENTS: usize = 1 << 26;
-
 /// The error of a run its observer stopped ([`Observer::interrupted`]).
 pub const INTERRUPTED: &str = "interrupted";
 
@@ -110,29 +107,23 @@ impl Session {
             _ => unreachable!("text data makes a language-model task"),
         };
         // A size typo (hidden = 100000, or a label of 1e9 making as many classes) must be an
-        // error here, not an allocation failure later.
-        let count = |dims: &[usize]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let largest = [
+        // error here, not an allocation failure later: one batch's activations of a layer and
+        // the parameter set are each bounded by the `elements` limit (hlstm_ir::limits).
+        let limit = |what: &str, n: Option<u64>| {
+            hlstm_ir::limits::check_elements(|| what.to_string(), n)
+                .map_err(|e| Error::new(e.to_string()))
+        };
+        let count = |dims: &[usize]| dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        limit(
+            "one layer's activations (steps x batch x hidden)",
             count(&[steps, cfg.train.batch, mc.hidden.max(1)]),
-            Some(mc.hidden),
-        ];
-        let too_big = |n: Option<usize>| n.is_none_or(|n| n > MAX_ELEMENTS);
-        if largest.into_iter().any(too_big) || cfg.train.batch > MAX_ELEMENTS {
-            return Err(Error::new(
-                "the model or batch is too large (over 2^26 elements)",
-            ));
-        }
+        )?;
         let model = models::build(&mc, &Dims::known(steps, cfg.train.batch), true)?;
         let total = model
             .params
             .iter()
-            .try_fold(0usize, |a, p| count(&p.dims).and_then(|n| a.checked_add(n)));
-        if too_big(total) {
-            return Err(Error::new(format!(
-                "the model has {} parameters; at most 2^26 are allowed",
-                total.map_or("too many".into(), |n| n.to_string())
-            )));
-        }
+            .try_fold(0u64, |a, p| count(&p.dims).and_then(|n| a.checked_add(n)));
+        limit("the model's parameters", total)?;
         let eval_steps = match task {
             Task::Classify { .. } => Dim::Known(steps),
             Task::Lm { .. } => Dim::Sym("T".into()),
