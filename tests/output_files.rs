@@ -138,3 +138,65 @@ fn outputs_that_share_a_file_name_are_refused_before_writing() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Ctrl-C while `compile` is writing (issue 16, item 8): the temporary folder (100+ MB for a
+/// large model) is removed at once and the command ends with 130; the output folder holds all
+/// of the library or none of it. The signal is sent as soon as the temporary folder appears.
+#[test]
+fn ctrl_c_during_compile_leaves_no_temporary_folder() {
+    let (m, _) = fixture();
+    let mut caught = 0;
+    for _attempt in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("lib");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hlstmc"))
+            .args(["compile", &m, "--name", "m", "-o"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let partial = |out: &Path| {
+            std::fs::read_dir(out).ok().is_some_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            })
+        };
+        let seen = loop {
+            if partial(&out) {
+                break true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        };
+        if !seen {
+            continue;
+        }
+        // SAFETY: kill() on the child's pid, which has not been waited for, so is not reused.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        if o.status.success() {
+            // The compile finished before the signal arrived: not this test's case.
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(130), "{err}");
+        assert!(err.contains("interrupted"), "{err}");
+        let left = names(&out);
+        assert!(!left.iter().any(|n| n.ends_with(".partial")), "{left:?}");
+        let header = left.iter().any(|n| n == "m.h");
+        assert!(
+            header == left.iter().any(|n| n.starts_with("libhlstmc_m")),
+            "a library half written: {left:?}"
+        );
+        caught += 1;
+    }
+    assert!(
+        caught > 0,
+        "no compile was caught while writing in 8 tries: the signal never landed"
+    );
+}

@@ -693,7 +693,7 @@ fn write_artifacts(
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
     remove_stale_partials(out, name);
-    let tmp = out.join(format!(".hlstmc-{name}-{}.partial", std::process::id()));
+    let tmp = temp_folder(out, name);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
     let files = match make(&tmp) {
@@ -717,6 +717,9 @@ fn write_artifacts(
         });
     }
     let mut written = Vec::new();
+    // An interrupt handler waits for this lock, so it never ends the process between two
+    // renames (a poisoned lock still orders the two).
+    let _commit = COMMIT.lock().unwrap_or_else(|e| e.into_inner());
     for f in &files {
         let dst = out.join(f);
         if let Err(source) = std::fs::rename(tmp.join(f), &dst) {
@@ -731,6 +734,21 @@ fn write_artifacts(
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(written)
+}
+
+/// The folder a compile of `name` into `out` writes its files into before they are renamed
+/// into place (one per process: `.hlstmc-NAME-PID.partial`).
+pub fn temp_folder(out: &Path, name: &str) -> PathBuf {
+    out.join(format!(".hlstmc-{name}-{}.partial", std::process::id()))
+}
+
+static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held while a library's files are renamed into place. A program that ends itself on Ctrl-C
+/// takes it first (and never lets go), so that an interrupted compile leaves either all its
+/// files or none.
+pub fn commit_lock() -> &'static std::sync::Mutex<()> {
+    &COMMIT
 }
 
 /// Removes the temporary folders that earlier compiles of `name` into `out` left when they

@@ -187,7 +187,27 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
     // Options the library checks before reading the file are checked on a model read after
     // them; a bad --name or --emit still fails before the model is optimized.
     let model = super::load_model(&a.model)?;
-    let written = compile_library(model, &opt, &lib, &a.out).map_err(|e| match e {
+    // Ctrl-C mid-compile removes the temporary folder at once (a large model's is 100+ MB);
+    // the lock keeps it from landing between two renames, so the library is all old or all new.
+    let (tmp, out) = (hlstmc::library::temp_folder(&a.out, &name), a.out.clone());
+    super::interrupt::exit_after(move || {
+        let _commit = hlstmc::library::commit_lock()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if std::fs::remove_dir_all(&tmp).is_ok() {
+            eprintln!(
+                "error: interrupted; nothing was written to {}",
+                out.display()
+            );
+        } else {
+            eprintln!("error: interrupted");
+        }
+    })?;
+    let written = compile_library(model, &opt, &lib, &a.out);
+    if written.is_err() {
+        super::interrupt::yield_to_cleanup();
+    }
+    let written = written.map_err(|e| match e {
         hlstmc::Error::Shape(_) => anyhow::Error::from(e).context(a.model.display().to_string()),
         e => e.into(),
     })?;

@@ -23,6 +23,7 @@ mod bench;
 mod compile;
 mod engine;
 mod inspect;
+mod interrupt;
 mod io;
 mod opt;
 mod optimize;
