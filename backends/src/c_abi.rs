@@ -27,6 +27,19 @@ pub const ERR_DRIVER: i32 = 7;
 /// A function this library does not provide: `NAME_context_init` on the GPU (device memory
 /// cannot live in a caller's buffer) or with threads (their pool needs `NAME_context_free`).
 pub const ERR_UNSUPPORTED: i32 = 8;
+// Codes 9 to 12 report misuse that was undefined before them (docs/c-abi.md, "Ownership and
+// misuse"); they were appended within ABI version 3, whose functions keep their binary shape.
+/// `NAME_context_init` on memory that is not 4-byte aligned.
+pub const ERR_ALIGN: i32 = 9;
+/// The context is in use by another call (on another thread, or reentered from a signal
+/// handler): nothing was done.
+pub const ERR_BUSY: i32 = 10;
+/// `NAME_context_free` on a context in the caller's memory (`NAME_context_init`): the caller
+/// releases it; nothing was done.
+pub const ERR_NOT_OWNED: i32 = 11;
+/// The context was created in another process (before a `fork()`): its threads, or its GPU
+/// state, are not in this one. Only `NAME_context_free` works on it.
+pub const ERR_FORKED: i32 = 12;
 
 /// Every error code with its name and meaning, for the header and the docs.
 pub const ERRORS: &[(&str, i32, &str)] = &[
@@ -61,6 +74,26 @@ pub const ERRORS: &[(&str, i32, &str)] = &[
         "ERR_UNSUPPORTED",
         ERR_UNSUPPORTED,
         "not available for this library (NAME_context_init on the GPU or with threads)",
+    ),
+    (
+        "ERR_ALIGN",
+        ERR_ALIGN,
+        "NAME_context_init on memory that is not 4-byte aligned",
+    ),
+    (
+        "ERR_BUSY",
+        ERR_BUSY,
+        "the context is in use by another call (another thread): nothing was done",
+    ),
+    (
+        "ERR_NOT_OWNED",
+        ERR_NOT_OWNED,
+        "NAME_context_free on caller memory (NAME_context_init): release it yourself; nothing was done",
+    ),
+    (
+        "ERR_FORKED",
+        ERR_FORKED,
+        "the context was created before a fork(), in the parent: only NAME_context_free works on it",
     ),
 ];
 
@@ -210,7 +243,7 @@ pub fn c_header(
     match obj.target {
         LibraryTarget::X86_64 { context_bytes } => {
             line(&format!(
-                " * Context: {context_bytes} bytes (a {}-byte header and the workspace), 64-byte aligned.",
+                " * Context: {context_bytes} bytes (a {}-byte header and the workspace), 64-byte aligned (4 required).",
                 crate::cpu::aot::CONTEXT_HEADER
             ));
             if obj.threads > 1 {
@@ -233,6 +266,10 @@ pub fn c_header(
             );
         }
     }
+    line(
+        &" * A context serves one call at a time (another gets NAME_ERR_BUSY); use one per thread."
+            .replace("NAME", name),
+    );
     line(" * See docs/c-abi.md.");
     line(" */");
     line(&format!("#ifndef {guard}"));
@@ -333,7 +370,7 @@ pub fn c_header(
             "int",
             "context_init",
             "void *mem, size_t size, size_t max_steps, size_t batch",
-            "Makes `size` bytes at `mem` (64-byte aligned is best) a context. NAME_OK or an error.",
+            "Makes `size` bytes at `mem` (64-byte aligned is best, 4 required) a context. NAME_OK or an error.",
         ),
         (
             "void *",
@@ -342,10 +379,10 @@ pub fn c_header(
             "Allocates and initialises a context (aligned_alloc); NULL if not allowed or out of memory.",
         ),
         (
-            "void",
+            "int",
             "context_free",
             "void *ctx",
-            "Frees a context from NAME_context_create (NULL is ignored).",
+            "Frees a context from NAME_context_create: NAME_OK (also for NULL), or an error and nothing freed.",
         ),
         (
             "int",
@@ -377,7 +414,7 @@ pub fn c_header(
                     "Loads the PTX on GPU 0 and allocates device buffers for max_steps; NULL on any error (NAME_context_open says which)."
                 }
                 "context_free" => {
-                    "Frees a context's device buffers and module, and the context (NULL is ignored)."
+                    "Frees a context's device buffers and module, and the context: NAME_OK (also for NULL), or an error and nothing freed."
                 }
                 _ => f.3,
             };
