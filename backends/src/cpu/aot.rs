@@ -17,7 +17,7 @@
 //! size_t NAME_context_size(size_t max_steps, size_t batch);  /* bytes; 0 when not allowed */
 //! int    NAME_context_init(void *mem, size_t size, size_t max_steps, size_t batch);
 //! void  *NAME_context_create(size_t max_steps, size_t batch); /* aligned_alloc; NULL on error */
-//! void   NAME_context_free(void *ctx);
+//! int    NAME_context_free(void *ctx);                /* NAME_OK, or why it was refused */
 //! int    NAME_run(void *ctx, size_t steps, size_t batch,
 //!                 const float *const *inputs, float *const *outputs);
 //! int    NAME_step(void *ctx, const float *const *inputs, float *const *outputs);
@@ -25,10 +25,12 @@
 //! ```
 //!
 //! A context is a 64-byte header (a magic number, its maximum steps and batch, the streaming
-//! position) followed by the program's workspace (state, hoisted projections, scratch). Only
-//! `NAME_context_create` and `NAME_context_free` call anything (`aligned_alloc`, `free`); a run or
-//! a step calls nothing and allocates nothing. There is no global mutable state: one context per
-//! thread makes concurrent calls safe.
+//! position, the pool, who owns its memory, a busy flag) followed by the program's workspace
+//! (state, hoisted projections, scratch). Only `NAME_context_create` and `NAME_context_free`
+//! call anything (`aligned_alloc`, `free`); a run or a step calls nothing and allocates nothing
+//! (with threads: the pool's runtime). There is no global mutable state: one context per thread
+//! makes concurrent calls safe, and a call that finds its context in use by another returns
+//! `NAME_ERR_BUSY` (the busy flag is taken with a compare-and-swap at entry, released at exit).
 //!
 //! The object is generated with `is_pic = true` (a non-PIC object linked into a shared library
 //! reads garbage, see shared/notes/stack-facts.md).
@@ -47,8 +49,9 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use hlstm_ir::kernel::{BufId, Program};
 
 pub use crate::c_abi::{
-    ABI_VERSION, ERR_BATCH, ERR_CONTEXT, ERR_NOT_STREAMABLE, ERR_NULL, ERR_SIZE, ERR_STEPS,
-    ERR_UNSUPPORTED, ERRORS, LibraryInfo, LibraryTarget, OK, TensorInfo, c_header, is_c_identifier,
+    ABI_VERSION, ERR_ALIGN, ERR_BATCH, ERR_BUSY, ERR_CONTEXT, ERR_FORKED, ERR_NOT_OWNED,
+    ERR_NOT_STREAMABLE, ERR_NULL, ERR_SIZE, ERR_STEPS, ERR_UNSUPPORTED, ERRORS, LibraryInfo,
+    LibraryTarget, OK, TensorInfo, c_header, is_c_identifier,
 };
 
 /// Bytes of the context header before the workspace.
@@ -63,6 +66,14 @@ const H_POSITION: i32 = 24;
 /// The thread pool of a library compiled for several threads (its C runtime's, see
 /// [`super::runtime`]).
 const H_POOL: i32 = 32;
+/// 1 when `NAME_context_create` allocated the context (so `NAME_context_free` may free it), 0
+/// for caller memory (`NAME_context_init`).
+const H_OWNED: i32 = 40;
+/// A 32-bit flag, 1 while a call uses the context (taken by compare-and-swap). 32 bits, so
+/// that the 4-byte alignment the ABI requires keeps it inside one cache line (atomic).
+const H_BUSY: i32 = 48;
+/// The alignment `NAME_context_init` requires (f32 data, and the busy flag's atomicity).
+const CONTEXT_ALIGN: i64 = 4;
 
 /// An object file compiled ahead of time.
 pub struct AotObject {
@@ -288,9 +299,12 @@ pub fn compile_object(
         Some(rt) => Call::Pool(rt.run),
         None => Call::Kernel(kernels[0]),
     };
-    g.run(&shape, call)?;
-    g.step(&shape, call)?;
-    g.reset()?;
+    let run = g.run(&shape, call)?;
+    g.entry("run", &[I64; 5], run, rt.as_ref())?;
+    let step = g.step(&shape, call)?;
+    g.entry("step", &[I64; 3], step, rt.as_ref())?;
+    let reset = g.reset()?;
+    g.entry("reset", &[I64], reset, rt.as_ref())?;
 
     let product = module.finish();
     let object = product
@@ -334,8 +348,12 @@ struct RuntimeFns {
     start: FuncId,
     /// `void NAME_rt_run(void *pool, ins, outs, work, steps, resume)`: one call on every thread.
     run: FuncId,
-    /// `void NAME_rt_stop(void *pool)`: joins the threads and frees the pool.
+    /// `void NAME_rt_stop(void *pool)`: joins the threads and frees the pool (in a forked
+    /// child, where the threads are not, only frees it).
     stop: FuncId,
+    /// `int NAME_rt_usable(void *pool)`: 0 in the process that started the pool, nonzero in a
+    /// forked child (whose pool has no threads).
+    usable: FuncId,
 }
 
 /// How `NAME_run` and `NAME_step` run the program: the kernel, or the runtime's pool.
@@ -576,6 +594,23 @@ fn check_context(b: &mut FunctionBuilder, ctx: Value) {
     guard(b, ok, ERR_CONTEXT);
 }
 
+/// Takes the context's busy flag (0 -> 1, one atomic compare-and-swap), else returns
+/// `ERR_BUSY`: another call is using the context.
+fn acquire(b: &mut FunctionBuilder, ctx: Value) {
+    let flag = b.ins().iadd_imm_s(ctx, H_BUSY as i64);
+    let (idle, taken) = (b.ins().iconst(I32, 0), b.ins().iconst(I32, 1));
+    let old = b.ins().atomic_cas(mem(), flag, idle, taken);
+    let was_idle = b.ins().icmp_imm_u(IntCC::Equal, old, 0);
+    guard(b, was_idle, ERR_BUSY);
+}
+
+/// Releases the busy flag that [`acquire`] took.
+fn release(b: &mut FunctionBuilder, ctx: Value) {
+    let flag = b.ins().iadd_imm_s(ctx, H_BUSY as i64);
+    let idle = b.ins().iconst(I32, 0);
+    b.ins().atomic_store(mem(), idle, flag);
+}
+
 /// The arrays and each of their entries are non-null (else returns `ERR_NULL`).
 fn check_arrays(b: &mut FunctionBuilder, shape: &Shape, ins: Value, outs: Value) {
     guard(b, ins, ERR_NULL);
@@ -752,6 +787,9 @@ impl Gen<'_> {
             &mut |b, module, ps| {
                 let (ctx, have, steps, batch) = (ps[0], ps[1], ps[2], ps[3]);
                 guard(b, ctx, ERR_NULL);
+                let low = b.ins().band_imm_u(ctx, CONTEXT_ALIGN - 1);
+                let aligned = b.ins().icmp_imm_u(IntCC::Equal, low, 0);
+                guard(b, aligned, ERR_ALIGN);
                 let most = b.ins().iconst(I64, shape.max_steps as i64);
                 let ok = steps_ok(b, shape, steps, most);
                 guard(b, ok, ERR_STEPS);
@@ -770,6 +808,9 @@ impl Gen<'_> {
                 let zero = b.ins().iconst(I64, 0);
                 b.ins().store(mem(), zero, ctx, H_POSITION);
                 b.ins().store(mem(), zero, ctx, H_POOL);
+                b.ins().store(mem(), zero, ctx, H_OWNED);
+                let idle = b.ins().iconst(I32, 0);
+                b.ins().store(mem(), idle, ctx, H_BUSY);
                 let r = b.ins().iconst(I32, OK as i64);
                 b.ins().return_(&[r]);
             },
@@ -790,6 +831,7 @@ impl Gen<'_> {
             start: import("rt_start", &[I64], Some(I32))?,
             run: import("rt_run", &[I64; 6], None)?,
             stop: import("rt_stop", &[I64], None)?,
+            usable: import("rt_usable", &[I64], Some(I32))?,
         })
     }
 
@@ -832,6 +874,9 @@ impl Gen<'_> {
                 b.switch_to_block(next);
                 let init_f = module.declare_func_in_func(init, b.func);
                 b.ins().call(init_f, &[p, n, steps, batch]);
+                // The library's memory: NAME_context_free may free it.
+                let one = b.ins().iconst(I64, 1);
+                b.ins().store(mem(), one, p, H_OWNED);
                 if let Some(rt) = rt {
                     // The pool: its pointer goes into the header; on failure, nothing is left.
                     let start = module.declare_func_in_func(rt.start, b.func);
@@ -841,6 +886,8 @@ impl Gen<'_> {
                     let (bad, good) = (b.create_block(), b.create_block());
                     b.ins().brif(failed, bad, &[], good, &[]);
                     b.switch_to_block(bad);
+                    let cleared = b.ins().iconst(I64, 0);
+                    b.ins().store(mem(), cleared, p, H_MAGIC);
                     let free_f = module.declare_func_in_func(free, b.func);
                     b.ins().call(free_f, &[p]);
                     b.ins().jump(fail, &[]);
@@ -863,45 +910,88 @@ impl Gen<'_> {
             .map_err(|e| e.to_string())
     }
 
-    /// `void NAME_context_free(void *ctx)`: `free` (a null pointer is ignored); with threads,
-    /// the pool of a context (one with the magic number) is stopped first.
+    /// `int NAME_context_free(void *ctx)`: frees a context of `NAME_context_create` and returns
+    /// `OK` (also for a null pointer). Refused, with nothing freed: memory without the magic
+    /// number (`ERR_CONTEXT`: never a context, or freed already, its magic cleared before
+    /// `free`), caller memory (`ERR_NOT_OWNED`), a context in use (`ERR_BUSY`). With threads,
+    /// the pool is stopped first.
     fn context_free(&mut self, rt: Option<&RuntimeFns>) -> Result<(), String> {
         let free = self.free()?;
-        self.define("context_free", &[I64], None, &mut |b, module, ps| {
+        self.define("context_free", &[I64], Some(I32), &mut |b, module, ps| {
             let ctx = ps[0];
-            let (go, done) = (b.create_block(), b.create_block());
-            b.ins().brif(ctx, go, &[], done, &[]);
+            let (go, null) = (b.create_block(), b.create_block());
+            b.ins().brif(ctx, go, &[], null, &[]);
+            b.switch_to_block(null);
+            let ok = b.ins().iconst(I32, OK as i64);
+            b.ins().return_(&[ok]);
             b.switch_to_block(go);
+            check_context(b, ctx);
+            let owned = b.ins().load(I64, mem(), ctx, H_OWNED);
+            guard(b, owned, ERR_NOT_OWNED);
+            // Taken and never released: the context ends here.
+            acquire(b, ctx);
             if let Some(rt) = rt {
-                let magic = b.ins().load(I64, mem(), ctx, H_MAGIC);
-                let ok = b.ins().icmp_imm_s(IntCC::Equal, magic, MAGIC);
-                let (stop, release) = (b.create_block(), b.create_block());
-                b.ins().brif(ok, stop, &[], release, &[]);
-                b.switch_to_block(stop);
                 let pool = b.ins().load(I64, mem(), ctx, H_POOL);
                 let stop_f = module.declare_func_in_func(rt.stop, b.func);
                 b.ins().call(stop_f, &[pool]);
-                let zero = b.ins().iconst(I64, 0);
-                b.ins().store(mem(), zero, ctx, H_MAGIC);
-                b.ins().jump(release, &[]);
-                b.switch_to_block(release);
             }
+            // Cleared before `free`, so that a second call finds no context while the memory
+            // is still readable.
+            let zero = b.ins().iconst(I64, 0);
+            b.ins().store(mem(), zero, ctx, H_MAGIC);
             let f = module.declare_func_in_func(free, b.func);
             b.ins().call(f, &[ctx]);
-            b.ins().jump(done, &[]);
-            b.switch_to_block(done);
-            b.ins().return_(&[]);
+            let ok = b.ins().iconst(I32, OK as i64);
+            b.ins().return_(&[ok]);
+        })?;
+        Ok(())
+    }
+
+    /// `int NAME_suffix(void *ctx, ...)`, the exported entry of a call on a context: checks the
+    /// context (null, magic), takes its busy flag (else `ERR_BUSY`), with threads checks that
+    /// the pool belongs to this process (else `ERR_FORKED`: a forked child has none of its
+    /// threads), calls `inner` (the same parameters), releases the flag, returns inner's code.
+    fn entry(
+        &mut self,
+        suffix: &str,
+        params: &[Type],
+        inner: FuncId,
+        rt: Option<&RuntimeFns>,
+    ) -> Result<(), String> {
+        self.define(suffix, params, Some(I32), &mut |b, module, ps| {
+            let ctx = ps[0];
+            check_context(b, ctx);
+            acquire(b, ctx);
+            if let Some(rt) = rt {
+                let pool = b.ins().load(I64, mem(), ctx, H_POOL);
+                let usable = module.declare_func_in_func(rt.usable, b.func);
+                let call = b.ins().call(usable, &[pool]);
+                let foreign = b.inst_results(call)[0];
+                let (forked, go) = (b.create_block(), b.create_block());
+                b.ins().brif(foreign, forked, &[], go, &[]);
+                b.switch_to_block(forked);
+                release(b, ctx);
+                let e = b.ins().iconst(I32, ERR_FORKED as i64);
+                b.ins().return_(&[e]);
+                b.switch_to_block(go);
+            }
+            let f = module.declare_func_in_func(inner, b.func);
+            let call = b.ins().call(f, ps);
+            let r = b.inst_results(call)[0];
+            release(b, ctx);
+            b.ins().return_(&[r]);
         })?;
         Ok(())
     }
 
     /// `int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *inputs,
     /// float *const *outputs)`: checks everything, runs a whole sequence, and ends any
-    /// sequence being streamed.
-    fn run(&mut self, shape: &Shape, call: Call) -> Result<(), String> {
-        self.define("run", &[I64; 5], Some(I32), &mut |b, module, ps| {
+    /// sequence being streamed. Local (`NAME_run_locked`): [`Gen::entry`] checks the context
+    /// and holds its busy flag around it.
+    fn run(&mut self, shape: &Shape, call: Call) -> Result<FuncId, String> {
+        let local = Linkage::Local;
+        self.define_linkage("run_locked", local, &[I64; 5], Some(I32), &mut |b, module, ps| {
             let (ctx, steps, batch, ins, outs) = (ps[0], ps[1], ps[2], ps[3], ps[4]);
-            check_context(b, ctx);
             let largest = b.ins().load(I64, mem(), ctx, H_BATCH);
             let same = batch_ok(b, shape, batch, largest);
             guard(b, same, ERR_BATCH);
@@ -923,18 +1013,17 @@ impl Gen<'_> {
             b.ins().store(mem(), resume, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);
             b.ins().return_(&[r]);
-        })?;
-        Ok(())
+        })
     }
 
     /// `int NAME_step(void *ctx, const float *const *inputs, float *const *outputs)`: one time
     /// step, continuing the sequence unless it is the first since `NAME_context_init`,
     /// `NAME_run` or `NAME_reset`. Inputs and outputs laid out by step hold one step; the
-    /// others (the final state) are whole.
-    fn step(&mut self, shape: &Shape, call: Call) -> Result<(), String> {
-        self.define("step", &[I64; 3], Some(I32), &mut |b, module, ps| {
+    /// others (the final state) are whole. Local (`NAME_step_locked`), as [`Gen::run`].
+    fn step(&mut self, shape: &Shape, call: Call) -> Result<FuncId, String> {
+        let local = Linkage::Local;
+        self.define_linkage("step_locked", local, &[I64; 3], Some(I32), &mut |b, module, ps| {
             let (ctx, ins, outs) = (ps[0], ps[1], ps[2]);
-            check_context(b, ctx);
             if !shape.streamable {
                 let r = b.ins().iconst(I32, ERR_NOT_STREAMABLE as i64);
                 b.ins().return_(&[r]);
@@ -960,19 +1049,18 @@ impl Gen<'_> {
             b.ins().store(mem(), next, ctx, H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);
             b.ins().return_(&[r]);
-        })?;
-        Ok(())
+        })
     }
 
-    /// `int NAME_reset(void *ctx)`: the next `NAME_step` starts a new sequence.
-    fn reset(&mut self) -> Result<(), String> {
-        self.define("reset", &[I64], Some(I32), &mut |b, _, ps| {
-            check_context(b, ps[0]);
+    /// `int NAME_reset(void *ctx)`: the next `NAME_step` starts a new sequence. Local
+    /// (`NAME_reset_locked`), as [`Gen::run`].
+    fn reset(&mut self) -> Result<FuncId, String> {
+        let local = Linkage::Local;
+        self.define_linkage("reset_locked", local, &[I64], Some(I32), &mut |b, _, ps| {
             let zero = b.ins().iconst(I64, 0);
             b.ins().store(mem(), zero, ps[0], H_POSITION);
             let r = b.ins().iconst(I32, OK as i64);
             b.ins().return_(&[r]);
-        })?;
-        Ok(())
+        })
     }
 }

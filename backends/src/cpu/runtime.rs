@@ -5,7 +5,8 @@
 //! The generated object calls `NAME_rt_start(&ctx->pool)` from `NAME_context_create`,
 //! `NAME_rt_run(pool, inputs, outputs, workspace, steps, resume)` from `NAME_run` and
 //! `NAME_step` (the caller's thread runs part 0; the call returns when every part has
-//! finished), and `NAME_rt_stop(pool)` from `NAME_context_free`. The parts,
+//! finished), `NAME_rt_usable(pool)` at the entry of every call (0, or nonzero in a `fork()`ed
+//! child: `NAME_ERR_FORKED`), and `NAME_rt_stop(pool)` from `NAME_context_free`. The parts,
 //! `NAME_kernel_0` to `NAME_kernel_{N-1}`, call `NAME_barrier(runtime)`. All of these symbols
 //! are hidden: global within the object (so the CLI can link this runtime's object with the
 //! Cranelift one into `NAME.o`), not exported from `libhlstmc_NAME.so`.
@@ -13,6 +14,12 @@
 //! Workers sleep on a condition variable between calls, so an idle context costs no CPU; a
 //! call wakes them, and each spins (then yields) at barriers and the caller spins for their
 //! completion, as a step is far shorter than a sleep. A run allocates nothing.
+//!
+//! `fork()` copies only the calling thread: a child's copy of a pool has no workers, and its
+//! lock may have been copied held. So the pool records the process that started it; in another
+//! process the context refuses to run (`NAME_rt_usable`), and `NAME_rt_stop` frees the copy's
+//! memory without touching its lock or joining threads that are not there. A context created in
+//! the child starts a pool of its own.
 
 /// The C source of the runtime for library `name` (a C identifier) with `threads` parts.
 pub fn c_source(name: &str, threads: usize) -> String {
@@ -36,6 +43,8 @@ const TEMPLATE: &str = r#"/* The thread pool and barrier of a library compiled b
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #define HIDDEN __attribute__((visibility("hidden")))
 #define THREADS @THREADS@
@@ -75,6 +84,7 @@ struct pool {
     struct job job;      /* under `lock` */
     atomic_size_t finished;
     int started;         /* workers started */
+    pid_t pid;           /* the process whose threads these are (fork copies none) */
     pthread_t threads[THREADS];
     struct worker workers[THREADS];
 };
@@ -130,6 +140,7 @@ HIDDEN void NAME_rt_stop(void *pool);
 HIDDEN int NAME_rt_start(void **slot) {
     struct pool *p = calloc(1, sizeof *p);
     if (!p) return 1;
+    p->pid = getpid();
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
         free(p);
         return 1;
@@ -168,9 +179,21 @@ HIDDEN void NAME_rt_run(void *pool, const float *const *ins, float *const *outs,
         wait_a_little(&spins);
 }
 
+/* 0 when the pool's threads are in this process; 1 in a forked child. */
+HIDDEN int NAME_rt_usable(void *pool) {
+    const struct pool *p = pool;
+    return p->pid != getpid();
+}
+
 HIDDEN void NAME_rt_stop(void *pool) {
     struct pool *p = pool;
     if (!p) return;
+    if (p->pid != getpid()) {
+        /* A forked child's copy: no threads to join, and the lock may be held by a thread
+         * that exists only in the parent. Only the memory is this process's. */
+        free(p);
+        return;
+    }
     pthread_mutex_lock(&p->lock);
     p->quit = 1;
     pthread_mutex_unlock(&p->lock);
@@ -194,6 +217,7 @@ mod tests {
         ));
         assert!(c.contains("#define THREADS 3"));
         assert!(c.contains("HIDDEN void m1_barrier(void *rt)"));
+        assert!(c.contains("HIDDEN int m1_rt_usable(void *pool)"));
         assert!(!c.contains("NAME_"));
     }
 }
