@@ -13,14 +13,21 @@
 //! run of one step that resumes the sequence. Each context holds its own driver table, module and
 //! buffers: there is no global mutable state, only the calling thread's last error message.
 //!
+//! Misuse is refused as in the x86-64 library (docs/c-abi.md, "Ownership and misuse"): a busy
+//! flag taken by compare-and-swap at every call on a context (`NAME_ERR_BUSY` for a second
+//! thread), the magic number cleared before the context is freed (a second `NAME_context_free`
+//! is `NAME_ERR_CONTEXT` while the memory is readable), and the process recorded when the
+//! context is opened: in a `fork()`ed child, where the CUDA driver's state does not carry over,
+//! calls return `NAME_ERR_FORKED` and `NAME_context_free` frees only the host memory.
+//!
 //! Why C and not Cranelift, as for the x86-64 ABI: the host side is glue over `dlopen`, `dlsym`
 //! and driver calls, with no kernel in it, and `cc` is needed for the libraries anyway. The
 //! generated file is written with `--emit c` for reading.
 
 use super::{Slot, slots};
 use crate::c_abi::{
-    ABI_VERSION, ERR_BATCH, ERR_CONTEXT, ERR_DRIVER, ERR_NOT_STREAMABLE, ERR_NULL, ERR_STEPS,
-    ERR_UNSUPPORTED, LibraryInfo, LibraryTarget, OK, is_c_identifier,
+    ABI_VERSION, ERR_BATCH, ERR_BUSY, ERR_CONTEXT, ERR_DRIVER, ERR_FORKED, ERR_NOT_STREAMABLE,
+    ERR_NULL, ERR_STEPS, ERR_UNSUPPORTED, LibraryInfo, LibraryTarget, OK, is_c_identifier,
 };
 use crate::ptx::PtxModule;
 use hlstm_ir::kernel::Program;
@@ -213,6 +220,8 @@ pub fn c_source(
         .replace("@ERR_CONTEXT@", &ERR_CONTEXT.to_string())
         .replace("@ERR_DRIVER@", &ERR_DRIVER.to_string())
         .replace("@ERR_UNSUPPORTED@", &ERR_UNSUPPORTED.to_string())
+        .replace("@ERR_BUSY@", &ERR_BUSY.to_string())
+        .replace("@ERR_FORKED@", &ERR_FORKED.to_string())
         .replace("@MAGIC@", &format!("{MAGIC:#x}"))
         .replace("@NUM_INPUTS@", &info.input_lens.len().to_string())
         .replace("@NUM_OUTPUTS@", &info.output_lens.len().to_string())
@@ -252,18 +261,22 @@ const TEMPLATE: &str = r#"/* NAME_host.c: the host library of the PTX target, ge
  * Do not edit. The C ABI of docs/c-abi.md over the CUDA driver API, opened with dlopen when a
  * context is created (docs/ptx.md). Build: cc -O2 -fPIC -c NAME_host.c; link with -ldl. */
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
 enum {
     OK = @OK@, ERR_NULL = @ERR_NULL@, ERR_STEPS = @ERR_STEPS@, ERR_BATCH = @ERR_BATCH@,
     ERR_NOT_STREAMABLE = @ERR_NOT_STREAMABLE@, ERR_CONTEXT = @ERR_CONTEXT@,
-    ERR_DRIVER = @ERR_DRIVER@, ERR_UNSUPPORTED = @ERR_UNSUPPORTED@
+    ERR_DRIVER = @ERR_DRIVER@, ERR_UNSUPPORTED = @ERR_UNSUPPORTED@, ERR_BUSY = @ERR_BUSY@,
+    ERR_FORKED = @ERR_FORKED@
 };
 
 #define NUM_INPUTS @NUM_INPUTS@u
@@ -354,6 +367,8 @@ struct driver {
 struct context {
     uint64_t magic;
     size_t max_steps, batch, position;
+    atomic_int busy; /* 1 while a call uses the context (compare-and-swap at entry) */
+    pid_t pid;       /* the process that opened it: the driver's state is not a child's */
     struct driver d;
     CUdevice device;
     CUcontext cu;     /* the device's primary context, retained */
@@ -448,15 +463,18 @@ static int open_driver(struct driver *d) {
     return OK;
 }
 
-/* Releases whatever a context holds (also a partly opened one) and the context. */
+/* Releases whatever a context holds (also a partly opened one) and the context. In a forked
+ * child (c->pid is the parent's) the device side belongs to the parent's driver state, which
+ * the child cannot use: only the host memory is freed. */
 static void release(struct context *c) {
-    if (c->cu && c->d.cuCtxSetCurrent && c->d.cuCtxSetCurrent(c->cu) == 0) {
+    int here = c->pid == getpid();
+    if (here && c->cu && c->d.cuCtxSetCurrent && c->d.cuCtxSetCurrent(c->cu) == 0) {
         for (size_t i = 0; i < NUM_PARAMS; i++)
             if (c->buf[i]) c->d.cuMemFree_v2(c->buf[i]);
         if (c->module) c->d.cuModuleUnload(c->module);
     }
-    if (c->cu) c->d.cuDevicePrimaryCtxRelease_v2(c->device);
-    if (c->d.lib) dlclose(c->d.lib);
+    if (here && c->cu) c->d.cuDevicePrimaryCtxRelease_v2(c->device);
+    if (here && c->d.lib) dlclose(c->d.lib);
     for (size_t k = 0; k < NUM_INPUTS; k++) free(c->stage_in[k]);
     for (size_t k = 0; k < NUM_OUTPUTS; k++) free(c->stage_out[k]);
     c->magic = 0;
@@ -527,6 +545,7 @@ EXPORT int NAME_context_open(void **out, int device, size_t max_steps, size_t ba
     if (!c) return fail(ERR_DRIVER, "out of host memory");
     c->max_steps = max_steps;
     c->batch = batch;
+    c->pid = getpid();
     for (size_t k = 0; DYNAMIC_BATCH && k < NUM_INPUTS; k++)
         if (IN_INNER[k] && !(c->stage_in[k] = calloc(
                                  tensor_len(INPUT_WHOLE[k], INPUT_PER_STEP[k], max_steps) + 1,
@@ -556,9 +575,19 @@ EXPORT void *NAME_context_create(size_t max_steps, size_t batch) {
     return NAME_context_open(&c, 0, max_steps, batch) == OK ? c : NULL;
 }
 
-EXPORT void NAME_context_free(void *ctx) {
+static int check_context(const struct context *c);
+
+EXPORT int NAME_context_free(void *ctx) {
     struct context *c = ctx;
-    if (c && c->magic == MAGIC) release(c);
+    if (!c) return OK;
+    int rc = check_context(c);
+    if (rc != OK) return rc;
+    /* Taken and never released: the context ends here (release() clears the magic first). */
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&c->busy, &idle, 1))
+        return fail(ERR_BUSY, "NAME_context_free: the context is in use by another call");
+    release(c);
+    return OK;
 }
 
 EXPORT size_t NAME_context_size(size_t max_steps, size_t batch) {
@@ -641,6 +670,25 @@ static int check_context(const struct context *c) {
     return c->magic == MAGIC ? OK : ERR_CONTEXT;
 }
 
+/* The entry of a call on a context: checks it, takes its busy flag, and refuses a context
+ * opened by another process (a fork()ed child's copy). leave() releases the flag. */
+static int enter(struct context *c) {
+    int rc = check_context(c);
+    if (rc != OK) return rc;
+    int idle = 0;
+    if (!atomic_compare_exchange_strong_explicit(&c->busy, &idle, 1, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return fail(ERR_BUSY, "the context is in use by another call (one context per thread)");
+    if (c->pid != getpid()) {
+        atomic_store_explicit(&c->busy, 0, memory_order_release);
+        return fail(ERR_FORKED, "the context was opened by another process (before fork()): "
+                                "the CUDA driver's state does not carry over to a child");
+    }
+    return OK;
+}
+
+static void leave(struct context *c) { atomic_store_explicit(&c->busy, 0, memory_order_release); }
+
 static int check_arrays(const float *const *in, float *const *out) {
     if (!in || !out) return ERR_NULL;
     for (size_t k = 0; k < NUM_INPUTS; k++)
@@ -681,11 +729,9 @@ static int launch(struct context *c, size_t steps, unsigned resume, const float 
     return OK;
 }
 
-EXPORT int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *inputs,
-                    float *const *outputs) {
-    struct context *c = ctx;
-    int rc = check_context(c);
-    if (rc != OK) return rc;
+static int run_locked(struct context *c, size_t steps, size_t batch, const float *const *inputs,
+                      float *const *outputs) {
+    int rc;
     if (!batch_ok(batch, c->batch)) return ERR_BATCH;
     if (!steps_ok(steps, c->max_steps)) return ERR_STEPS;
     if ((rc = check_arrays(inputs, outputs)) != OK) return rc;
@@ -708,10 +754,18 @@ EXPORT int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *i
     return rc;
 }
 
-EXPORT int NAME_step(void *ctx, const float *const *inputs, float *const *outputs) {
+EXPORT int NAME_run(void *ctx, size_t steps, size_t batch, const float *const *inputs,
+                    float *const *outputs) {
     struct context *c = ctx;
-    int rc = check_context(c);
+    int rc = enter(c);
     if (rc != OK) return rc;
+    rc = run_locked(c, steps, batch, inputs, outputs);
+    leave(c);
+    return rc;
+}
+
+static int step_locked(struct context *c, const float *const *inputs, float *const *outputs) {
+    int rc;
     if (!STREAMABLE) return ERR_NOT_STREAMABLE;
     if ((rc = check_arrays(inputs, outputs)) != OK) return rc;
     /* A stream runs at the context's batch. */
@@ -720,11 +774,21 @@ EXPORT int NAME_step(void *ctx, const float *const *inputs, float *const *output
     return rc;
 }
 
+EXPORT int NAME_step(void *ctx, const float *const *inputs, float *const *outputs) {
+    struct context *c = ctx;
+    int rc = enter(c);
+    if (rc != OK) return rc;
+    rc = step_locked(c, inputs, outputs);
+    leave(c);
+    return rc;
+}
+
 EXPORT int NAME_reset(void *ctx) {
     struct context *c = ctx;
-    int rc = check_context(c);
+    int rc = enter(c);
     if (rc != OK) return rc;
     c->position = 0;
+    leave(c);
     return OK;
 }
 "#;
