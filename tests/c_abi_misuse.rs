@@ -45,7 +45,15 @@ fn build(dir: &Path, flags: &[&str], libs: &[&str]) -> PathBuf {
     assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     let exe = dir.join("misuse");
     let o = Command::new("cc")
-        .args(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-DMODEL=hm", "-I"])
+        .args([
+            "-std=c11",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-DMODEL=hm",
+            "-I",
+        ])
         .arg(dir)
         .arg(root().join("tests/c/misuse.c"))
         .arg(dir.join("libhlstmc_hm.a"))
@@ -136,7 +144,10 @@ fn the_header_declares_the_misuse_codes() {
     let tmp = tempfile::tempdir().unwrap();
     let (m, d) = (root().join(FIXTURE), tmp.path().display().to_string());
     let m = m.display().to_string();
-    for flags in [&["--emit", "header"][..], &["--emit", "header", "--target", "ptx"]] {
+    for flags in [
+        &["--emit", "header"][..],
+        &["--emit", "header", "--target", "ptx"],
+    ] {
         let mut args = vec!["compile", &m, "-o", &d, "--name", "hm"];
         args.extend(flags);
         let o = hlstmc(&args);
@@ -152,7 +163,10 @@ fn the_header_declares_the_misuse_codes() {
             ("ERR_NOT_OWNED", 11),
             ("ERR_FORKED", 12),
         ] {
-            assert!(h.contains(&format!("#define hm_{code} {n} ")), "{code}: {h}");
+            assert!(
+                h.contains(&format!("#define hm_{code} {n} ")),
+                "{code}: {h}"
+            );
         }
     }
 }

@@ -990,30 +990,36 @@ impl Gen<'_> {
     /// and holds its busy flag around it.
     fn run(&mut self, shape: &Shape, call: Call) -> Result<FuncId, String> {
         let local = Linkage::Local;
-        self.define_linkage("run_locked", local, &[I64; 5], Some(I32), &mut |b, module, ps| {
-            let (ctx, steps, batch, ins, outs) = (ps[0], ps[1], ps[2], ps[3], ps[4]);
-            let largest = b.ins().load(I64, mem(), ctx, H_BATCH);
-            let same = batch_ok(b, shape, batch, largest);
-            guard(b, same, ERR_BATCH);
-            let most = b.ins().load(I64, mem(), ctx, H_MAX_STEPS);
-            let ok = steps_ok(b, shape, steps, most);
-            guard(b, ok, ERR_STEPS);
-            check_arrays(b, shape, ins, outs);
-            let count = loop_steps(b, shape, steps, ins);
-            let resume = b.ins().iconst(I64, 0);
-            call_batched(
-                b,
-                module,
-                shape,
-                call,
-                ctx,
-                [ins, outs, steps, count, resume],
-                batch,
-            );
-            b.ins().store(mem(), resume, ctx, H_POSITION);
-            let r = b.ins().iconst(I32, OK as i64);
-            b.ins().return_(&[r]);
-        })
+        self.define_linkage(
+            "run_locked",
+            local,
+            &[I64; 5],
+            Some(I32),
+            &mut |b, module, ps| {
+                let (ctx, steps, batch, ins, outs) = (ps[0], ps[1], ps[2], ps[3], ps[4]);
+                let largest = b.ins().load(I64, mem(), ctx, H_BATCH);
+                let same = batch_ok(b, shape, batch, largest);
+                guard(b, same, ERR_BATCH);
+                let most = b.ins().load(I64, mem(), ctx, H_MAX_STEPS);
+                let ok = steps_ok(b, shape, steps, most);
+                guard(b, ok, ERR_STEPS);
+                check_arrays(b, shape, ins, outs);
+                let count = loop_steps(b, shape, steps, ins);
+                let resume = b.ins().iconst(I64, 0);
+                call_batched(
+                    b,
+                    module,
+                    shape,
+                    call,
+                    ctx,
+                    [ins, outs, steps, count, resume],
+                    batch,
+                );
+                b.ins().store(mem(), resume, ctx, H_POSITION);
+                let r = b.ins().iconst(I32, OK as i64);
+                b.ins().return_(&[r]);
+            },
+        )
     }
 
     /// `int NAME_step(void *ctx, const float *const *inputs, float *const *outputs)`: one time
@@ -1022,34 +1028,40 @@ impl Gen<'_> {
     /// others (the final state) are whole. Local (`NAME_step_locked`), as [`Gen::run`].
     fn step(&mut self, shape: &Shape, call: Call) -> Result<FuncId, String> {
         let local = Linkage::Local;
-        self.define_linkage("step_locked", local, &[I64; 3], Some(I32), &mut |b, module, ps| {
-            let (ctx, ins, outs) = (ps[0], ps[1], ps[2]);
-            if !shape.streamable {
-                let r = b.ins().iconst(I32, ERR_NOT_STREAMABLE as i64);
+        self.define_linkage(
+            "step_locked",
+            local,
+            &[I64; 3],
+            Some(I32),
+            &mut |b, module, ps| {
+                let (ctx, ins, outs) = (ps[0], ps[1], ps[2]);
+                if !shape.streamable {
+                    let r = b.ins().iconst(I32, ERR_NOT_STREAMABLE as i64);
+                    b.ins().return_(&[r]);
+                    return;
+                }
+                check_arrays(b, shape, ins, outs);
+                let pos = b.ins().load(I64, mem(), ctx, H_POSITION);
+                let started = b.ins().icmp_imm_u(IntCC::NotEqual, pos, 0);
+                let resume = b.ins().uextend(I64, started);
+                let one = b.ins().iconst(I64, 1);
+                // A stream runs at the context's batch.
+                let batch = b.ins().load(I64, mem(), ctx, H_BATCH);
+                call_batched(
+                    b,
+                    module,
+                    shape,
+                    call,
+                    ctx,
+                    [ins, outs, one, one, resume],
+                    batch,
+                );
+                let next = b.ins().iadd_imm_s(pos, 1);
+                b.ins().store(mem(), next, ctx, H_POSITION);
+                let r = b.ins().iconst(I32, OK as i64);
                 b.ins().return_(&[r]);
-                return;
-            }
-            check_arrays(b, shape, ins, outs);
-            let pos = b.ins().load(I64, mem(), ctx, H_POSITION);
-            let started = b.ins().icmp_imm_u(IntCC::NotEqual, pos, 0);
-            let resume = b.ins().uextend(I64, started);
-            let one = b.ins().iconst(I64, 1);
-            // A stream runs at the context's batch.
-            let batch = b.ins().load(I64, mem(), ctx, H_BATCH);
-            call_batched(
-                b,
-                module,
-                shape,
-                call,
-                ctx,
-                [ins, outs, one, one, resume],
-                batch,
-            );
-            let next = b.ins().iadd_imm_s(pos, 1);
-            b.ins().store(mem(), next, ctx, H_POSITION);
-            let r = b.ins().iconst(I32, OK as i64);
-            b.ins().return_(&[r]);
-        })
+            },
+        )
     }
 
     /// `int NAME_reset(void *ctx)`: the next `NAME_step` starts a new sequence. Local
