@@ -4,6 +4,7 @@
 //! engines that disagree on a model that imported is a failure: the mutant is saved with the
 //! reason, the worker is restarted and the run goes on. See docs/fuzzing.md.
 
+mod minimize;
 mod mutate;
 mod worker;
 
@@ -23,7 +24,7 @@ use worker::Verdict;
 
 #[derive(Parser, Debug)]
 #[command(name = "hlstmc-fuzz", about = "Fuzzes hlstmc with mutated ONNX models (docs/fuzzing.md)")]
-struct Args {
+pub(crate) struct Args {
     /// Mutants to run.
     #[arg(long, default_value_t = 1000)]
     cases: usize,
@@ -53,6 +54,10 @@ struct Args {
     /// Runs one saved mutant in a worker under the same budgets and prints its verdict.
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
+    /// Shrinks a saved failing mutant: drops nodes, initializers, inputs, outputs and
+    /// attributes while it fails the same way, and writes the result beside it (.min.onnx).
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    minimize: Option<PathBuf>,
     /// Runs the same replay in this process (a panic's backtrace, a debugger).
     #[arg(long, requires = "replay")]
     in_process: bool,
@@ -73,9 +78,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let result = match &args.replay {
-        Some(file) => replay(&args, file),
-        None => fuzz(&args),
+    let result = match (&args.replay, &args.minimize) {
+        (Some(file), _) => replay(&args, file),
+        (None, Some(file)) => minimize::minimize(&args, file),
+        (None, None) => fuzz(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -88,7 +94,7 @@ fn main() -> ExitCode {
 }
 
 /// A worker process and the channel its answers arrive on.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     stdin: ChildStdin,
     answers: Receiver<Option<String>>,
@@ -240,7 +246,7 @@ fn case_rng(seed: u64, case: usize) -> Rng {
 }
 
 /// Runs a case in `w` (restarting it as needed): its verdict, or the failure it came to.
-fn run_one(w: &mut Option<Worker>, bytes: &[u8], args: &Args, slow: &mut bool) -> Result<Verdict, String> {
+pub(crate) fn run_one(w: &mut Option<Worker>, bytes: &[u8], args: &Args, slow: &mut bool) -> Result<Verdict, String> {
     let base = Duration::from_secs_f64(args.time_per_case.max(0.01));
     for (attempt, limit) in [base, base * 3].into_iter().enumerate() {
         if w.is_none() {

@@ -223,6 +223,16 @@ pub fn install_panic_hook() {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".into());
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        // A panic inside std or a dependency is placed by the first frame of hlstmc's own code.
+        let ours = std::backtrace::Backtrace::force_capture().to_string();
+        let ours = ours
+            .lines()
+            .map(str::trim)
+            .filter_map(|l| l.strip_prefix("at "))
+            .find(|l| !l.contains("/rustc/") && !l.contains("/.cargo/") && !l.contains("fuzz/src/"))
+            .map(|l| format!(" (from {l})"))
+            .unwrap_or_default();
+        let at = format!("{at}{ours}");
         if let Ok(mut p) = PANIC.lock() {
             *p = Some(format!("{msg}{at}"));
         }

@@ -2,7 +2,7 @@
 
 use crate::map_tensor;
 use crate::op::{Act, BinOp};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, dims_text};
 use ndarray::{ArrayD, Axis, IxDyn, Slice as NdSlice, Zip};
 
 pub type KResult<T> = Result<T, String>;
@@ -59,7 +59,7 @@ fn bcast<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> KResult<ArrayD<T>> {
     check_size(shape)?;
     a.broadcast(IxDyn(shape))
         .map(|v| v.to_owned())
-        .ok_or_else(|| format!("cannot broadcast {:?} to {shape:?}", a.shape()))
+        .ok_or_else(|| format!("cannot broadcast {} to {}", dims_text(a.shape()), dims_text(shape)))
 }
 
 fn zip2<A: Clone, B: Clone, C>(
@@ -128,8 +128,8 @@ fn scalar_of(t: Option<&Tensor>, what: &str) -> KResult<Option<Tensor>> {
         None => Ok(None),
         Some(t) if t.len() == 1 => Ok(Some(t.clone())),
         Some(t) => Err(format!(
-            "{what} must be a scalar, got shape {:?}",
-            t.shape()
+            "{what} must be a scalar, got shape {}",
+            dims_text(t.shape())
         )),
     }
 }
@@ -208,9 +208,9 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> KResult<Tensor> {
     let (k2, n) = (b2.shape()[rb - 2], b2.shape()[rb - 1]);
     if k != k2 {
         return Err(format!(
-            "inner dimensions differ: {:?} x {:?}",
-            a.shape(),
-            b.shape()
+            "inner dimensions differ: {} x {}",
+            dims_text(a.shape()),
+            dims_text(b.shape())
         ));
     }
     let batch = broadcast_shapes(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2])?;
@@ -266,9 +266,9 @@ pub fn gemm(
     let (a, b) = (f32_of(a, "A")?, f32_of(b, "B")?);
     if a.ndim() != 2 || b.ndim() != 2 {
         return Err(format!(
-            "gemm needs 2-D operands, got {:?} and {:?}",
-            a.shape(),
-            b.shape()
+            "gemm needs 2-D operands, got {} and {}",
+            dims_text(a.shape()),
+            dims_text(b.shape())
         ));
     }
     let a = if ta { a.t().to_owned() } else { a.clone() };
@@ -279,9 +279,9 @@ pub fn gemm(
         let c = f32_of(c, "C")?;
         let cb = c.broadcast(y.raw_dim()).ok_or_else(|| {
             format!(
-                "C of shape {:?} does not broadcast to {:?}",
-                c.shape(),
-                y.shape()
+                "C of shape {} does not broadcast to {}",
+                dims_text(c.shape()),
+                dims_text(y.shape())
             )
         })?;
         y.zip_mut_with(&cb, |v, w| *v += beta * w);
@@ -339,7 +339,19 @@ pub fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> KResult<Tensor> {
 
 pub fn concat(xs: &[&Tensor], axis: i64) -> KResult<Tensor> {
     let first = xs.first().ok_or("concat of nothing")?;
-    let ax = Axis(norm_axis(axis, first.shape().len())?);
+    let rank = first.shape().len();
+    // ndarray asserts (panics) on these; ONNX requires equal ranks of at least 1.
+    if rank == 0 {
+        return Err("cannot concatenate scalars".into());
+    }
+    if let Some(t) = xs.iter().find(|t| t.shape().len() != rank) {
+        return Err(format!(
+            "operand ranks differ: {} vs {}",
+            rank,
+            t.shape().len()
+        ));
+    }
+    let ax = Axis(norm_axis(axis, rank)?);
     macro_rules! cat {
         ($v:ident) => {{
             let mut views = Vec::new();
@@ -374,7 +386,8 @@ pub fn split_sizes(len: usize, sizes: Option<&[i64]>, num: usize) -> KResult<Vec
     if let Some(s) = sizes {
         if s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() != len as i64 || s.len() != num {
             return Err(format!(
-                "split sizes {s:?} do not sum to {len} in {num} parts"
+                "split sizes {} do not sum to {len} in {num} parts",
+                dims_text(&s)
             ));
         }
         return Ok(s.iter().map(|&v| v as usize).collect());
@@ -394,6 +407,9 @@ pub fn split_sizes(len: usize, sizes: Option<&[i64]>, num: usize) -> KResult<Vec
 }
 
 pub fn split(x: &Tensor, axis: i64, sizes: Option<&Tensor>, num: usize) -> KResult<Vec<Tensor>> {
+    if x.shape().is_empty() {
+        return Err("cannot split a scalar".into());
+    }
     let ax = norm_axis(axis, x.shape().len())?;
     let sizes = match sizes {
         Some(t) => Some(t.to_i64_vec().ok_or("split sizes must be integers")?),
@@ -439,7 +455,7 @@ pub fn slice(
         .map(|&a| norm_axis(a, rank))
         .collect::<KResult<_>>()?;
     if (1..norm.len()).any(|i| norm[..i].contains(&norm[i])) {
-        return Err(format!("slice axes {axes:?} repeat an axis"));
+        return Err(format!("slice axes {} repeat an axis", dims_text(&axes)));
     }
     let mut out = x.clone();
     for (i, &ax) in norm.iter().enumerate() {
@@ -499,7 +515,7 @@ pub fn gather(x: &Tensor, idx: &Tensor, axis: i64) -> KResult<Tensor> {
 
 pub fn reshape_to(x: &Tensor, shape: &[usize]) -> KResult<Tensor> {
     Ok(
-        map_tensor!(x, a => a.as_standard_layout().to_owned().into_shape_with_order(IxDyn(shape)).map_err(|e| format!("cannot reshape {:?} to {shape:?}: {e}", a.shape()))?),
+        map_tensor!(x, a => a.as_standard_layout().to_owned().into_shape_with_order(IxDyn(shape)).map_err(|e| format!("cannot reshape {} to {}: {e}", dims_text(a.shape()), dims_text(shape)))?),
     )
 }
 
@@ -515,20 +531,28 @@ pub fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> KResul
             }
             0 if !allowzero => out.push(*input.get(i).ok_or("0 in shape beyond the input rank")?),
             d if d >= 0 => out.push(d as usize),
-            _ => return Err(format!("bad shape {target:?}")),
+            _ => return Err(format!("bad shape {}", dims_text(target))),
         }
     }
-    let total: usize = input.iter().product();
+    // Dims from a model may multiply past usize: an error, not an overflow.
+    let product = |d: &[usize]| {
+        d.iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or_else(|| format!("shape {d:?} has too many elements"))
+    };
+    let total = product(input)?;
     if let Some(i) = infer {
-        let rest: usize = out.iter().product();
+        let rest = product(&out)?;
         if rest == 0 || !total.is_multiple_of(rest) {
-            return Err(format!("cannot reshape {input:?} to {target:?}"));
+            return Err(format!("cannot reshape {} to {}", dims_text(input), dims_text(target)));
         }
         out[i] = total / rest;
     }
-    if out.iter().product::<usize>() != total {
+    if product(&out)? != total {
         return Err(format!(
-            "cannot reshape {input:?} ({total} elements) to {target:?}"
+            "cannot reshape {} ({total} elements) to {}",
+            dims_text(input),
+            dims_text(target)
         ));
     }
     Ok(out)
@@ -548,7 +572,7 @@ pub fn unsqueeze_shape(input: &[usize], axes: &[i64]) -> KResult<Vec<usize>> {
         .collect::<KResult<_>>()?;
     ax.sort_unstable();
     if ax.windows(2).any(|w| w[0] == w[1]) {
-        return Err(format!("repeated axes {axes:?}"));
+        return Err(format!("repeated axes {}", dims_text(axes)));
     }
     let mut out = Vec::with_capacity(r);
     let mut it = input.iter();
@@ -609,7 +633,7 @@ pub fn transpose(x: &Tensor, perm: Option<&[usize]>) -> KResult<Tensor> {
         || p.iter()
             .any(|&i| i >= r || std::mem::replace(&mut seen[i], true))
     {
-        return Err(format!("perm {p:?} is not a permutation of rank {r}"));
+        return Err(format!("perm {} is not a permutation of rank {r}", dims_text(&p)));
     }
     Ok(map_tensor!(x, a => a.view().permuted_axes(IxDyn(&p)).as_standard_layout().to_owned()))
 }
@@ -617,7 +641,7 @@ pub fn transpose(x: &Tensor, perm: Option<&[usize]>) -> KResult<Tensor> {
 pub fn expand(x: &Tensor, shape: &Tensor) -> KResult<Tensor> {
     let t = shape.to_i64_vec().ok_or("shape must be integers")?;
     if t.iter().any(|&d| d < 0) {
-        return Err(format!("negative dim in expand shape {t:?}"));
+        return Err(format!("negative dim in expand shape {}", dims_text(&t)));
     }
     let t: Vec<usize> = t.iter().map(|&d| d as usize).collect();
     let s = broadcast_shapes(x.shape(), &t)?;
@@ -644,7 +668,7 @@ pub fn shape_range(rank: usize, start: i64, end: Option<i64>) -> (usize, usize) 
 pub fn constant_of_shape(shape: &Tensor, value: &Tensor) -> KResult<Tensor> {
     let t = shape.to_i64_vec().ok_or("shape must be integers")?;
     if t.iter().any(|&d| d < 0) {
-        return Err(format!("negative dim in shape {t:?}"));
+        return Err(format!("negative dim in shape {}", dims_text(&t)));
     }
     let s: Vec<usize> = t.iter().map(|&d| d as usize).collect();
     check_size(&s)?;

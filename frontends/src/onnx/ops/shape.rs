@@ -51,6 +51,10 @@ pub fn split(
     ops: &[Option<Value>],
 ) -> Result<Vec<Value>, String> {
     let x = need(ops, 0, "input")?;
+    // ONNX's Split needs an axis to split along; shape inference indexes the input's dims.
+    if ctx.ty(x).rank() == Some(0) {
+        return Err("the input is a scalar: Split needs rank 1 or more".into());
+    }
     let num_outputs = node.output.len();
     if ctx.opset >= 18
         && let Some(n) = attr(node, "num_outputs")
@@ -187,7 +191,7 @@ pub fn transpose(
     let perm = match attr_ints(node, "perm") {
         Some(p) => Some(
             p.iter()
-                .map(|&v| usize::try_from(v).map_err(|_| format!("bad perm {p:?}")))
+                .map(|&v| usize::try_from(v).map_err(|_| format!("bad perm {}", hlstm_ir::dims_text(&p))))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         None => None,

@@ -1,0 +1,175 @@
+//! Models the fuzzer (fuzz/, docs/fuzzing.md) found panicking, shrunk to the node that
+//! matters and built here. Each must now be a clear error, or run in every engine.
+
+use hlstmc::{BuildOptions, Engine, Model, OptimizeOptions, Tensor};
+use onnx_protobuf::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    ValueInfoProto, attribute_proto::AttributeType,
+};
+use protobuf::Message;
+
+fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.dims = dims.to_vec();
+    t.data_type = 1;
+    t.float_data = data.to_vec();
+    t
+}
+
+fn i64_tensor(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.dims = dims.to_vec();
+    t.data_type = 7;
+    t.int64_data = data.to_vec();
+    t
+}
+
+fn value(name: &str, dims: Option<&[i64]>) -> ValueInfoProto {
+    let mut v = ValueInfoProto::new();
+    v.name = name.into();
+    let t = v.type_.mut_or_insert_default().mut_tensor_type();
+    t.elem_type = 1;
+    if let Some(dims) = dims {
+        let shape = t.shape.mut_or_insert_default();
+        for &d in dims {
+            let mut dim = onnx_protobuf::tensor_shape_proto::Dimension::new();
+            dim.set_dim_value(d);
+            shape.dim.push(dim);
+        }
+    }
+    v
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str], ints: &[(&str, i64)]) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = format!("{op}_0");
+    n.input = inputs.iter().map(|s| s.to_string()).collect();
+    n.output = outputs.iter().map(|s| s.to_string()).collect();
+    for &(name, i) in ints {
+        let mut a = AttributeProto::new();
+        a.name = name.into();
+        a.i = i;
+        a.type_ = AttributeType::INT.into();
+        n.attribute.push(a);
+    }
+    n
+}
+
+/// An opset-17 model of `nodes`, with graph inputs `inputs` (f32, given dims) and initializers.
+fn model(
+    nodes: Vec<NodeProto>,
+    inputs: &[(&str, &[i64])],
+    inits: Vec<TensorProto>,
+    outputs: &[&str],
+) -> Vec<u8> {
+    let mut g = GraphProto::new();
+    g.name = "g".into();
+    g.node = nodes;
+    g.initializer = inits;
+    g.input = inputs.iter().map(|(n, d)| value(n, Some(d))).collect();
+    g.output = outputs.iter().map(|n| value(n, None)).collect();
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 17;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    m.write_to_bytes().expect("serializes")
+}
+
+/// The import error's text; fails the test where the model imports (or panics, as it did).
+fn import_error(bytes: &[u8]) -> String {
+    match Model::from_bytes(bytes, None) {
+        Ok(_) => panic!("the model imported; a clear error was expected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Fuzz seed 1, case 880: a Reshape target of [8, i64::MAX, 64] overflowed the element count in
+/// shape inference (ir/src/interp/kernels.rs reshape_shape).
+#[test]
+fn reshape_to_a_shape_whose_size_overflows_is_an_error() {
+    let bytes = model(
+        vec![node("Reshape", &["X", "s"], &["Y"], &[])],
+        &[("X", &[2, 3])],
+        vec![i64_tensor("s", &[3], &[8, i64::MAX, 64])],
+        &["Y"],
+    );
+    let e = import_error(&bytes);
+    assert!(e.contains("too many elements"), "{e}");
+    assert!(e.contains("Reshape"), "names the node: {e}");
+}
+
+/// Fuzz seed 1, case 1134: Split of a constant scalar indexed an empty shape when the importer
+/// folded it (ir/src/interp/kernels.rs split).
+#[test]
+fn split_of_a_constant_scalar_is_an_error() {
+    let bytes = model(
+        vec![node("Split", &["a"], &["Y", "Z"], &[("axis", 0)])],
+        &[],
+        vec![f32_tensor("a", &[], &[1.5])],
+        &["Y", "Z"],
+    );
+    let e = import_error(&bytes);
+    assert!(e.contains("scalar"), "{e}");
+}
+
+/// The same Split on a scalar graph input panicked in shape inference (ir/src/shape.rs); the
+/// importer now rejects a rank-0 input of Split.
+#[test]
+fn split_of_a_scalar_input_is_an_error() {
+    let bytes = model(
+        vec![node("Split", &["X"], &["Y", "Z"], &[("axis", 0)])],
+        &[("X", &[])],
+        vec![],
+        &["Y", "Z"],
+    );
+    let e = import_error(&bytes);
+    assert!(e.contains("scalar"), "{e}");
+}
+
+/// Fuzz seed 1, case 2202: Concat of a [2, 3] and a scalar constant reached ndarray's assertion
+/// (ir/src/interp/kernels.rs concat).
+#[test]
+fn concat_of_constants_of_different_ranks_is_an_error() {
+    let bytes = model(
+        vec![node("Concat", &["a", "b"], &["Y"], &[("axis", 1)])],
+        &[],
+        vec![f32_tensor("a", &[2, 3], &[1.0; 6]), f32_tensor("b", &[], &[1.0])],
+        &["Y"],
+    );
+    let e = import_error(&bytes);
+    assert!(e.contains("ranks differ"), "{e}");
+}
+
+/// The fixed kernels still do their job: a Concat of two ranks that match runs in the
+/// interpreter and the JIT with the expected values.
+#[test]
+fn concat_and_split_of_matching_ranks_still_run() {
+    let bytes = model(
+        vec![
+            node("Concat", &["X", "b"], &["C"], &[("axis", 1)]),
+            node("Split", &["C"], &["Y", "Z"], &[("axis", 1)]),
+        ],
+        &[("X", &[2, 3])],
+        vec![f32_tensor("b", &[2, 1], &[7.0, 8.0])],
+        &["Y", "Z"],
+    );
+    let x = Tensor::from_f32(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("a tensor");
+    for engine in [Engine::Interp, Engine::Jit] {
+        let r = Model::from_bytes(&bytes, None)
+            .and_then(|m| m.optimize(&OptimizeOptions::default()))
+            .and_then(|m| m.into_runnable(&BuildOptions::engine(engine)));
+        let out = match r.and_then(|r| r.run(std::slice::from_ref(&x))) {
+            Ok(o) => o,
+            Err(e) => panic!("{}: {e}", engine.name()),
+        };
+        let y: Vec<f32> = out[0].as_f32().expect("f32").iter().copied().collect();
+        let z: Vec<f32> = out[1].as_f32().expect("f32").iter().copied().collect();
+        assert_eq!(y, [1.0, 2.0, 4.0, 5.0], "{}", engine.name());
+        assert_eq!(z, [3.0, 7.0, 6.0, 8.0], "{}", engine.name());
+    }
+}
