@@ -307,3 +307,55 @@ fn a_killed_compile_leaves_nothing_for_long() {
     assert!(!stale.exists(), "the stale folder is still there");
     assert!(out.join("hm.o").is_file());
 }
+
+/// Errors say optional values in words and symbolic dims by name, never in Rust's debugging
+/// text (`Some(1)`, `Sym("T")`, issue 16 item 12).
+#[test]
+fn errors_show_no_rust_debug_text() {
+    use hlstmc::Dim;
+    // An LSTM of 2 units on X [T, N, 3] with T and N open: N is the batch.
+    let sym = |s: &str| Dim::Sym(s.into());
+    let vi = |name: &str, dims: &[Dim]| {
+        hlstmc::frontends::onnx::export::value_info_proto(name, 1, Some(dims))
+    };
+    let mut lstm = node("LSTM", "lstm", &["X", "W", "R"], &["Y"]);
+    lstm.attribute.push(common::int_attr("hidden_size", 2));
+    let m = model(
+        17,
+        vec![vi("X", &[sym("T"), sym("N"), Dim::Known(3)])],
+        vec![vi("Y", &[sym("T"), Dim::Known(1), sym("N"), Dim::Known(2)])],
+        vec![
+            common::f32_tensor("W", &[1, 8, 3], &[0.1; 24]),
+            common::f32_tensor("R", &[1, 8, 2], &[0.1; 16]),
+        ],
+        vec![lstm],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.onnx");
+    save(&m, &path);
+    let p = path.display().to_string();
+    let out = dir.path().join("lib").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["compile", &p, "-o", &out, "--max-batch", "4"],
+            "input 'X' has the open dim T besides the batch",
+        ),
+        (
+            vec!["compile", &p, "-o", &out, "--max-batch", "4", "--shape", "X=5,2,3"],
+            "given as 2, but --max-batch is 4",
+        ),
+        (
+            vec!["compile", &p, "-o", &out, "--max-batch", "4", "--shape", "X=5"],
+            "which the 1 dims given lack",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = hlstmc(&args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        for debug in ["Some(", "None", "Sym(", "Known("] {
+            assert!(!err.contains(debug), "{args:?}: {err}");
+        }
+    }
+}

@@ -193,7 +193,7 @@ pub fn compile_library(
     let name = &lib.name;
     if !aot::is_c_identifier(name) {
         return Err(Error::Options(format!(
-            "--name {name:?} is not a C identifier ([A-Za-z_][A-Za-z0-9_]*)"
+            "--name '{name}' is not a C identifier ([A-Za-z_][A-Za-z0-9_]*)"
         )));
     }
     let want = |e: Artifact| lib.emit.contains(&e);
@@ -908,9 +908,12 @@ fn fix_shapes(
             match (given, a) {
                 (Some((_, dims)), Some(a)) if dims.get(*a) != Some(&b) => {
                     return Err(Error::Shape(format!(
-                        "--shape {}: dim {a} is the batch '{symbol}', given {:?}, but --max-batch is {b}",
+                        "--shape {}: dim {a} is the batch '{symbol}', {}, but --max-batch is {b}",
                         node.name,
-                        dims.get(*a)
+                        match dims.get(*a) {
+                            Some(d) => format!("given as {d}"),
+                            None => format!("which the {} dims given lack", dims.len()),
+                        }
                     )));
                 }
                 (Some(_), _) => {}
@@ -925,7 +928,7 @@ fn fix_shapes(
                             Dim::Known(v) => Ok(*v),
                             Dim::Sym(s) if *s == symbol => Ok(b),
                             d => Err(Error::Shape(format!(
-                                "input '{}' has the open dim {d:?} besides the batch: give it \
+                                "input '{}' has the open dim {d} besides the batch: give it \
                                  with --shape {}=D0,D1,...",
                                 node.name, node.name
                             ))),

@@ -251,7 +251,7 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
             Some(s) => {
                 let p: Vec<usize> = perm.clone().unwrap_or_else(|| (0..s.len()).rev().collect());
                 if p.len() != s.len() || p.iter().any(|&i| i >= s.len()) {
-                    return Err(format!("perm {p:?} does not fit rank {}", s.len()));
+                    return Err(format!("perm {} does not fit rank {}", crate::dims_text(&p), s.len()));
                 }
                 same(Some(p.iter().map(|&i| s[i].clone()).collect()))
             }

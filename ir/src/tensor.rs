@@ -46,7 +46,7 @@ impl fmt::Display for DType {
 }
 
 /// Dims as every message prints them: `[8,1,32]`, the style of a type's `f32[8,1,32]`.
-pub fn dims_text(dims: &[usize]) -> String {
+pub fn dims_text<T: fmt::Display>(dims: &[T]) -> String {
     let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
     format!("[{}]", d.join(","))
 }

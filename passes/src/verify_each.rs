@@ -25,11 +25,11 @@ pub fn same_numbers(
     for ((name, _), (g, w)) in reference.outputs.iter().zip(got.iter().zip(&want)) {
         if g.shape() != w.shape() || g.dtype() != w.dtype() {
             return Err(format!(
-                "output '{name}' is {}{:?}, expected {}{:?}",
+                "output '{name}' is {}{}, expected {}{}",
                 g.dtype(),
-                g.shape(),
+                hlstm_ir::dims_text(g.shape()),
                 w.dtype(),
-                w.shape()
+                hlstm_ir::dims_text(w.shape())
             ));
         }
         let (gf, wf) = (g.cast(DType::F32), w.cast(DType::F32));

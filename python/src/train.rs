@@ -171,7 +171,9 @@ fn arrays<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<SeqSet> {
     let (xs, ys) = (x.shape().to_vec(), y.shape().to_vec());
     if xs.len() != 3 || ys.len() != 1 || xs[0] != ys[0] {
         return Err(invalid(format!(
-            "data: X must be [samples, steps, features] and y [samples], got {xs:?} and {ys:?}"
+            "data: X must be [samples, steps, features] and y [samples], got {} and {}",
+            hlstmc::ir::dims_text(&xs),
+            hlstmc::ir::dims_text(&ys)
         )));
     }
     let xv: Vec<f32> = x.as_slice()?.to_vec();

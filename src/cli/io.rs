@@ -59,7 +59,10 @@ fn read_npy_from(reader: impl std::io::Read, what: &str) -> Result<Tensor> {
     hlstm_ir::interp::kernels::check_size(&shape).map_err(|e| anyhow!("{}: {e}", what))?;
     let descr = match npy.dtype() {
         npyz::DType::Plain(t) => t.to_string(),
-        other => bail!("{}: unsupported dtype {other:?}", what),
+        _ => bail!(
+            "{}: a structured (record) dtype is not supported: save one plain array",
+            what
+        ),
     };
     let ctx = || format!("{}: bad data", what);
     let arr = |v| ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| anyhow!("{}: {e}", what));

@@ -196,7 +196,7 @@ fn stack(parts: &[Tensor]) -> Result<Tensor, String> {
             .collect();
         if views.len() == parts.len() {
             let out: ArrayD<f32> = ndarray::stack(Axis(0), &views)
-                .map_err(|e| format!("stacking {:?}: {e}", first.shape()))?;
+                .map_err(|e| format!("stacking {}: {e}", hlstm_ir::dims_text(first.shape())))?;
             return Ok(Tensor::F32(out));
         }
     }

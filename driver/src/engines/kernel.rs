@@ -12,7 +12,7 @@ use crate::runtime::{Runnable, State, TensorInfo, check_inputs};
 use crate::{BuildOptions, Engine, Error, Model, Result};
 use hlstm_backends::cpu::{CpuOptions, JitContext, JitProgram};
 use hlstm_ir::kernel::{Program, interp::Machine};
-use hlstm_ir::{DType, Graph, Tensor};
+use hlstm_ir::{DType, Graph, Tensor, dims_text};
 use hlstm_passes::lower::LowerOptions;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -409,13 +409,13 @@ fn feed_steps(infos: &[TensorInfo], v: &Variant, inputs: &[Tensor]) -> Result<us
         };
         if !fits {
             let expected = if per_step(p, b) {
-                format!("{want:?} (or 1 to {max} steps along axis 0)")
+                format!("{} (or 1 to {max} steps along axis 0)", dims_text(want))
             } else {
-                format!("{want:?}")
+                dims_text(want)
             };
             return Err(Error::input(
                 &info.name,
-                format!("has shape {got:?}; the model was compiled for {expected}"),
+                format!("has shape {}; the model was compiled for {expected}", dims_text(got)),
             ));
         }
     }

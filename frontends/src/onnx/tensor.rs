@@ -2,7 +2,7 @@
 //! checked against the bytes present before anything is allocated.
 
 use hlstm_ir::interp::kernels::check_size;
-use hlstm_ir::{DType, Tensor};
+use hlstm_ir::{DType, Tensor, dims_text};
 use onnx_protobuf::TensorProto;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -154,15 +154,16 @@ pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, Strin
     } else if !t.raw_data.is_empty() {
         if t.raw_data.len() != want {
             return Err(format!(
-                "raw_data has {} bytes, the shape {dims:?} needs {want}",
-                t.raw_data.len()
+                "raw_data has {} bytes, the shape {} needs {want}",
+                t.raw_data.len(),
+                dims_text(&dims)
             ));
         }
         Some(t.raw_data.clone())
     } else {
         None
     };
-    let wrong = |n: usize| format!("holds {n} values, the shape {dims:?} needs {count}");
+    let wrong = |n: usize| format!("holds {n} values, the shape {} needs {count}", dims_text(&dims));
     let tensor = match (dtype, raw) {
         (DType::F32, Some(b)) => Tensor::from_f32(&dims, from_le(&b, f32::from_le_bytes)),
         (DType::I64, Some(b)) => Tensor::from_i64(&dims, from_le(&b, i64::from_le_bytes)),
@@ -200,7 +201,7 @@ pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, Strin
             )?))
         }
     };
-    tensor.ok_or_else(|| format!("data does not fit the shape {dims:?}"))
+    tensor.ok_or_else(|| format!("data does not fit the shape {}", dims_text(&dims)))
 }
 
 fn shaped<T>(dims: &[usize], v: Vec<T>) -> Result<ndarray::ArrayD<T>, String> {

@@ -65,11 +65,11 @@ pub fn check_inputs(g: &Graph, inputs: &[Tensor]) -> Result<(), InterpError> {
         let info = &g.nodes[*n].results[0];
         if !info.ty.accepts(t.dtype(), t.shape()) {
             return Err(graph_err(format!(
-                "input '{}' expects {}, got {}{:?}",
+                "input '{}' expects {}, got {}{}",
                 info.name,
                 info.ty,
                 t.dtype(),
-                t.shape()
+                crate::dims_text(t.shape())
             )));
         }
     }
@@ -215,7 +215,8 @@ fn steps_to_run(r: &Recurrence, args: &[Option<&Tensor>], t_len: usize) -> Resul
     };
     if lens.iter().any(|&l| l != first) {
         return Err(format!(
-            "sequence_lens {lens:?} are unequal; only equal lengths are supported"
+            "sequence_lens {} are unequal; only equal lengths are supported",
+            crate::dims_text(&lens)
         ));
     }
     if first < 0 || first as usize > t_len {
@@ -244,8 +245,8 @@ fn run_recurrence(r: &Recurrence, args: &[Option<&Tensor>]) -> Result<Vec<Tensor
     };
     if let Some(bad) = scanned.iter().find(|s| s.shape().first() != Some(&t_len)) {
         return Err(format!(
-            "scanned inputs differ in length: {t_len} vs {:?}",
-            bad.shape()
+            "scanned inputs differ in length: {t_len} vs an input of shape {}",
+            crate::dims_text(bad.shape())
         ));
     }
     let len = steps_to_run(r, args, t_len)?;

@@ -165,8 +165,10 @@ pub fn dynamic_batch(p: &mut Program, axes: BatchAxes) -> Result<(), String> {
                 && b.dims.get(*a) != Some(&axes.max)
             {
                 return Err(format!(
-                    "'{}' {:?} has no batch of {} in dim {a}",
-                    b.name, b.dims, axes.max
+                    "'{}' {} has no batch of {} in dim {a}",
+                    b.name,
+                    hlstm_ir::dims_text(&b.dims),
+                    axes.max
                 ));
             }
         }

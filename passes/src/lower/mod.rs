@@ -496,8 +496,9 @@ impl Lowerer<'_> {
         let (k2, n) = (b2.dims[rb - 2], b2.dims[rb - 1]);
         if k != k2 {
             return Err(format!(
-                "inner dimensions differ: {:?} x {:?}",
-                a2.dims, b2.dims
+                "inner dimensions differ: {} x {}",
+                hlstm_ir::dims_text(&a2.dims),
+                hlstm_ir::dims_text(&b2.dims)
             ));
         }
         let batch =
@@ -505,7 +506,7 @@ impl Lowerer<'_> {
         let mut full = batch.clone();
         full.extend([m, n]);
         let out2 = view::reshape(&out, &full)
-            .ok_or_else(|| format!("the result {:?} does not hold {full:?}", out.dims))?;
+            .ok_or_else(|| format!("the result {} does not hold {}", hlstm_ir::dims_text(&out.dims), hlstm_ir::dims_text(&full)))?;
         let nb: usize = batch.iter().product();
         let b_batched = b2.dims[..rb - 2].iter().any(|&d| d != 1);
         if !b_batched {
@@ -933,7 +934,7 @@ impl Lowerer<'_> {
                     v = view::slice_axis(&v, ax, start, len, step);
                 }
                 if v.dims != dims {
-                    return Err(format!("slice gives {:?}, its type says {dims:?}", v.dims));
+                    return Err(format!("slice gives {}, its type says {}", hlstm_ir::dims_text(&v.dims), hlstm_ir::dims_text(&dims)));
                 }
                 set(sc, 0, v);
             }
@@ -953,14 +954,14 @@ impl Lowerer<'_> {
                 let ids = known_at(1, "gather indices")?.ok_or("indices are missing")?;
                 let v = self.gather(sc, &x, ax, &ids, &idx_shape, name, hoist)?;
                 if v.dims != dims {
-                    return Err(format!("gather gives {:?}, its type says {dims:?}", v.dims));
+                    return Err(format!("gather gives {}, its type says {}", hlstm_ir::dims_text(&v.dims), hlstm_ir::dims_text(&dims)));
                 }
                 set(sc, 0, v);
             }
             Op::Unsqueeze | Op::Squeeze | Op::Flatten { .. } | Op::Reshape { .. } => {
                 let x = f32_at(0)?;
                 if x.len() != dims.iter().product::<usize>() {
-                    return Err(format!("cannot reshape {:?} to {dims:?}", x.dims));
+                    return Err(format!("cannot reshape {} to {}", hlstm_ir::dims_text(&x.dims), hlstm_ir::dims_text(&dims)));
                 }
                 let v = match view::reshape(&x, &dims) {
                     Some(v) => v,
@@ -980,7 +981,7 @@ impl Lowerer<'_> {
                     || p.iter()
                         .any(|&i| i >= r || std::mem::replace(&mut seen[i], true))
                 {
-                    return Err(format!("perm {p:?} is not a permutation of rank {r}"));
+                    return Err(format!("perm {} is not a permutation of rank {r}", hlstm_ir::dims_text(&p)));
                 }
                 set(sc, 0, view::permute(&x, &p));
             }

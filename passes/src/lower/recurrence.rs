@@ -86,8 +86,8 @@ impl Lowerer<'_> {
         let steps = scanned[0].dims[0];
         if let Some(bad) = scanned.iter().find(|s| s.dims[0] != steps) {
             return Err(err(format!(
-                "scanned inputs differ in length: {steps} vs {:?}",
-                bad.dims
+                "scanned inputs differ in length: {steps} vs an input of shape {}",
+                hlstm_ir::dims_text(&bad.dims)
             )));
         }
         // Sequence lengths from the run-time input: the loop runs the length it gives.
@@ -116,8 +116,9 @@ impl Lowerer<'_> {
                 Some(&l) => {
                     if lens.iter().any(|&x| x != l) {
                         return Err(err(format!(
-                            "sequence lengths {lens:?} are unequal; the kernel IR runs one \
-                             length for the whole batch"
+                            "sequence lengths {} are unequal; the kernel IR runs one \
+                             length for the whole batch",
+                            hlstm_ir::dims_text(&lens)
                         )));
                     }
                     if l < 0 || l as usize > steps {
@@ -154,8 +155,9 @@ impl Lowerer<'_> {
             let dims = body_dims(input)?;
             if init.len() != dims.iter().product::<usize>() {
                 return Err(err(format!(
-                    "initial state {i} has dims {:?}, the body reads {dims:?}",
-                    init.dims
+                    "initial state {i} has dims {}, the body reads {}",
+                    hlstm_ir::dims_text(&init.dims),
+                    hlstm_ir::dims_text(&dims)
                 )));
             }
             let name = format!("{}.state", body.value_info(input).name);
@@ -164,7 +166,7 @@ impl Lowerer<'_> {
             let s = View::whole(b, &dims);
             let init = view::broadcast_to(&init, &dims)
                 .or_else(|_| view::reshape(&init, &dims).ok_or("reshape".to_string()))
-                .map_err(|_| err(format!("initial state {i} does not fit {dims:?}")))?;
+                .map_err(|_| err(format!("initial state {i} does not fit {}", hlstm_ir::dims_text(&dims))))?;
             let (mut o, mut x) = (s.clone(), init);
             if !o.is_empty() {
                 view::coalesce(&mut [&mut o, &mut x]);
@@ -248,8 +250,10 @@ impl Lowerer<'_> {
                 let want = body_dims(Value { node: inp, slot: 0 })?;
                 if v.dims != want {
                     return Err(err(format!(
-                        "body input '{}' is read as {want:?} but holds {:?}",
-                        body.nodes[inp].name, v.dims
+                        "body input '{}' is read as {} but holds {}",
+                        body.nodes[inp].name,
+                        hlstm_ir::dims_text(&want),
+                        hlstm_ir::dims_text(&v.dims)
                     )));
                 }
             }

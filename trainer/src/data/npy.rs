@@ -18,7 +18,11 @@ fn open(path: &Path) -> Result<(Vec<u8>, String, Vec<usize>), Error> {
     let shape = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = match npy.dtype() {
         npyz::DType::Plain(t) => t.to_string(),
-        other => return Err(e(format!("unsupported dtype {other:?}"))),
+        _ => {
+            return Err(e(
+                "a structured (record) dtype is not supported: save one plain array".into(),
+            ));
+        }
     };
     Ok((bytes, descr, shape))
 }

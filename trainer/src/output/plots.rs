@@ -100,7 +100,7 @@ fn draw_curves(
     metric: &Series,
     dens: &Series,
 ) -> Result<(), String> {
-    root.fill(&WHITE).map_err(|x| format!("{x:?}"))?;
+    root.fill(&WHITE).map_err(|x| format!("{x}"))?;
     let panels = root.split_evenly((3, 1));
     let (title, unit) = if bpc {
         ("validation bits per character", "bits per character")
@@ -128,7 +128,7 @@ fn draw_curves(
         UpperRight,
     );
     panel(&panels[2], dens_panel, spans, dens)?;
-    root.present().map_err(|x| format!("{x:?}"))
+    root.present().map_err(|x| format!("{x}"))
 }
 
 /// The range of the finite values of `series` (log: of the positive ones), padded.
@@ -162,7 +162,7 @@ fn panel(area: &Area, spec: PanelSpec, spans: &[Span], series: &Series) -> Resul
         .flat_map(|s| s.2.iter().map(|p| p.0))
         .fold(2.0f64, f64::max);
     let (y0, y1) = y_range(series, log);
-    let err = |x: &dyn std::fmt::Debug| format!("{x:?}");
+    let err = |x: &dyn std::fmt::Display| format!("{x}");
     let mut builder = ChartBuilder::on(area);
     builder
         .caption(name, ("sans-serif", 18))

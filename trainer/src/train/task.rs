@@ -128,7 +128,9 @@ impl Task {
                 let (ys, yv) = data::read_npy_i64(y)?;
                 if xs.len() != 3 || ys.len() != 1 || xs[0] != ys[0] {
                     return Err(Error::new(format!(
-                        "data: x must be [samples, steps, features] and y [samples], got {xs:?} and {ys:?}"
+                        "data: x must be [samples, steps, features] and y [samples], got {} and {}",
+                        hlstm_ir::dims_text(&xs),
+                        hlstm_ir::dims_text(&ys)
                     )));
                 }
                 let xv = xv.into_iter().map(|v| v * scale).collect();

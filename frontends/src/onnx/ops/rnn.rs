@@ -582,7 +582,8 @@ fn seq_lens_operand(
     if let Some(&first) = lens.first() {
         if lens.iter().any(|&l| l != first) {
             return Err(format!(
-                "sequence_lens {lens:?} differ; only equal lengths are supported"
+                "sequence_lens {} differ; only equal lengths are supported",
+                hlstm_ir::dims_text(&lens)
             ));
         }
         let t_len = t_dim.known();
