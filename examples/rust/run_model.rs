@@ -35,7 +35,7 @@ library! {
     fn input_len(k: usize, steps: usize) -> usize;
     fn output_len(k: usize, steps: usize) -> usize;
     fn context_create(max_steps: usize, batch: usize) -> *mut c_void;
-    fn context_free(ctx: *mut c_void);
+    fn context_free(ctx: *mut c_void) -> c_int;
     fn run(ctx: *mut c_void, steps: usize, batch: usize, inputs: *const *const f32, outputs: *const *mut f32) -> c_int;
     fn step(ctx: *mut c_void, inputs: *const *const f32, outputs: *const *mut f32) -> c_int;
 }
@@ -48,8 +48,10 @@ struct Context(*mut c_void);
 
 impl Drop for Context {
     fn drop(&mut self) {
-        // SAFETY: the pointer came from context_create and is freed once.
-        unsafe { context_free(self.0) }
+        // SAFETY: the pointer came from context_create and is freed once. A nonzero code
+        // (a context still in a call) cannot happen here: calls borrow the Context.
+        let code = unsafe { context_free(self.0) };
+        debug_assert_eq!(code, 0, "context_free returned {code}");
     }
 }
 

@@ -274,13 +274,13 @@ static int error_test(void) {
     int st = counted_step(mem, in, out);
     EXPECT(st == (FN(streamable)() ? CODE(OK) : CODE(ERR_NOT_STREAMABLE)));
     EXPECT(FN(reset)(mem) == CODE(OK));
-    FN(context_free)(NULL);
+    EXPECT(FN(context_free)(NULL) == CODE(OK));
     for (size_t k = 0; k < ni; k++) free((void *)in[k]);
     for (size_t k = 0; k < no; k++) free(out[k]);
     free(in);
     free(out);
 #if CREATED_ONLY
-    FN(context_free)(mem);
+    EXPECT(FN(context_free)(mem) == CODE(OK));
 #else
     free(mem);
 #endif
