@@ -173,3 +173,64 @@ fn concat_and_split_of_matching_ranks_still_run() {
         assert_eq!(z, [3.0, 7.0, 6.0, 8.0], "{}", engine.name());
     }
 }
+
+/// Fuzz seed 2, cases 3816 and 1744: Gather from a scalar indexed an empty shape, in the
+/// importer's folding (ir/src/interp/kernels.rs gather) and in shape inference (ir/src/shape.rs;
+/// the importer now rejects a rank-0 data operand).
+#[test]
+fn gather_from_a_scalar_is_an_error() {
+    let i = i64_tensor("i", &[1], &[0]);
+    for (inputs, inits) in [
+        (vec![], vec![f32_tensor("a", &[], &[1.5]), i.clone()]),
+        (vec![("a", &[][..])], vec![i.clone()]),
+    ] {
+        let bytes = model(
+            vec![node("Gather", &["a", "i"], &["Y"], &[("axis", 0)])],
+            &inputs,
+            inits,
+            &["Y"],
+        );
+        let e = import_error(&bytes);
+        assert!(e.contains("scalar"), "{e}");
+    }
+}
+
+/// Fuzz seed 2, case 5156: a Scan body whose carried input is declared [i64::MAX, 2] (the
+/// initial state is [1, 2]) overflowed an element count in the lowering
+/// (passes/src/lower/recurrence.rs). Now the lowering refuses it, or the model runs as the
+/// reference interpreter says.
+#[test]
+fn a_scan_body_with_a_huge_declared_dim_does_not_overflow() {
+    let mut body = GraphProto::new();
+    body.name = "body".into();
+    body.input = vec![value("h_in", Some(&[i64::MAX, 2])), value("x_t", Some(&[1, 2]))];
+    body.output = vec![value("h_out", None), value("y_t", None)];
+    body.node = vec![
+        node("Add", &["h_in", "x_t"], &["h_out"], &[]),
+        node("Identity", &["h_out"], &["y_t"], &[]),
+    ];
+    let mut scan = node("Scan", &["h0", "X"], &["H", "Y"], &[("num_scan_inputs", 1)]);
+    let mut a = AttributeProto::new();
+    a.name = "body".into();
+    a.type_ = AttributeType::GRAPH.into();
+    a.g = Some(body).into();
+    scan.attribute.push(a);
+    let bytes = model(
+        vec![scan],
+        &[("X", &[3, 1, 2])],
+        vec![f32_tensor("h0", &[1, 2], &[0.5, -0.5])],
+        &["H", "Y"],
+    );
+    let x = Tensor::from_f32(&[3, 1, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("a tensor");
+    let run = |engine| {
+        Model::from_bytes(&bytes, None)
+            .and_then(|m| m.optimize(&OptimizeOptions::default()))
+            .and_then(|m| m.into_runnable(&BuildOptions::engine(engine)))
+            .and_then(|r| r.run(std::slice::from_ref(&x)))
+    };
+    match (run(Engine::Interp), run(Engine::Jit)) {
+        (_, Err(e)) => assert!(e.to_string().contains("too many elements"), "{e}"),
+        (Ok(want), Ok(got)) => assert_eq!(got, want),
+        (Err(e), Ok(_)) => panic!("the JIT runs what the interpreter refuses: {e}"),
+    }
+}

@@ -491,6 +491,9 @@ pub fn slice(
 }
 
 pub fn gather(x: &Tensor, idx: &Tensor, axis: i64) -> KResult<Tensor> {
+    if x.shape().is_empty() {
+        return Err("cannot gather from a scalar".into());
+    }
     let ax = norm_axis(axis, x.shape().len())?;
     let dim = x.shape()[ax] as i64;
     let ids = idx.to_i64_vec().ok_or("indices must be integers")?;

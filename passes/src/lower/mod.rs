@@ -67,6 +67,7 @@ impl LowerOptions {
 /// Lowers an optimized graph to a kernel program. Errors name the node (and the recurrence
 /// whose body holds it).
 pub fn lower(g: &Graph, opts: &LowerOptions) -> Result<Program, String> {
+    check_sizes(g)?;
     let mut lw = Lowerer {
         opts,
         prog: Program {
@@ -1221,4 +1222,27 @@ fn for_each_weight(body: &mut [Stmt], f: &mut impl FnMut(&mut ConstId)) {
             f(c)
         }
     });
+}
+
+/// Every static shape in the graph and its recurrence bodies has an element count that fits a
+/// usize: the lowering multiplies dims without checking (a body input declared with a dim of
+/// 2^62 overflowed there, found by the fuzzer).
+fn check_sizes(g: &Graph) -> Result<(), String> {
+    for n in g.nodes.node_weights() {
+        for r in &n.results {
+            if let Some(dims) = r.ty.concrete()
+                && dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none()
+            {
+                return Err(format!(
+                    "node '{}': shape {} has too many elements",
+                    n.name,
+                    hlstm_ir::dims_text(&dims)
+                ));
+            }
+        }
+        if let Op::Recurrence(r) = &n.op {
+            check_sizes(&r.body)?;
+        }
+    }
+    Ok(())
 }

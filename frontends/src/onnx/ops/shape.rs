@@ -109,13 +109,18 @@ pub fn gather(
     label: &str,
     ops: &[Option<Value>],
 ) -> Result<Vec<Value>, String> {
+    let data = need(ops, 0, "data")?;
+    // ONNX's Gather needs an axis to index; shape inference slices the data's dims around it.
+    if ctx.ty(data).rank() == Some(0) {
+        return Err("the data is a scalar: Gather needs rank 1 or more".into());
+    }
     let op = Op::Gather {
         axis: attr_i(node, "axis", 0),
     };
     ctx.add(
         label,
         op,
-        &[Some(need(ops, 0, "data")?), Some(need(ops, 1, "indices")?)],
+        &[Some(data), Some(need(ops, 1, "indices")?)],
         &out_names(node),
     )
 }
