@@ -234,3 +234,14 @@ fn a_scan_body_with_a_huge_declared_dim_does_not_overflow() {
         (Err(e), Ok(_)) => panic!("the JIT runs what the interpreter refuses: {e}"),
     }
 }
+
+/// Fuzz seed 1, case 3803 (saved, shrunk, in tests/fuzz/): the ONNX node test
+/// test_scan9_scalar with its opset set to 8 made a Scan-8 over scalar operands, whose rows were
+/// taken with a Gather that panicked in shape inference (ir/src/shape.rs).
+#[test]
+fn scan8_over_scalar_operands_is_an_error() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/scan8_scalar_operands.onnx");
+    let bytes = std::fs::read(path).expect("the saved mutant");
+    let e = import_error(&bytes);
+    assert!(e.contains("Scan-8 operands need a batch axis"), "{e}");
+}
