@@ -45,6 +45,9 @@ pub struct Graph {
     pub inputs: Vec<NodeIndex>,
     /// Named graph results.
     pub outputs: Vec<(String, Value)>,
+    /// The float type (f16, bf16, f64) each input, output and weight had in the file it was
+    /// imported from, where not f32; computation is f32 (docs/precision.md).
+    pub stored: crate::precision::StoredTypes,
 }
 
 impl PartialEq for Graph {

@@ -5,6 +5,7 @@ pub mod interp;
 pub mod kernel;
 pub mod limits;
 pub mod op;
+pub mod precision;
 pub mod rng;
 pub mod shape;
 pub mod sparsity;
@@ -15,6 +16,7 @@ pub mod text;
 pub mod verify;
 
 pub use graph::{Graph, Node, Port, Value, ValueInfo};
+pub use precision::{StoredType, StoredTypes};
 pub use op::{Act, BinOp, Constant, Op, Recurrence};
 pub use sparsity::Sparsity;
 pub use specialize::bind_input_shapes;

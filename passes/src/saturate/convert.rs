@@ -121,6 +121,7 @@ pub fn from_expr(expr: &RecExpr<HLang>, eg: &HEGraph, like: &Graph) -> Result<Gr
         class_of.push(eg.lookup(mapped));
     }
     let mut g = Graph::new();
+    g.stored = like.stored.clone();
     for &i in &like.inputs {
         let info = &like.nodes[i].results[0];
         g.add_input(&info.name, info.ty.clone());
