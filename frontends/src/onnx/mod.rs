@@ -147,13 +147,9 @@ fn check_supported(graph: &GraphProto) -> Result<(), ImportError> {
     let mut missing: BTreeMap<String, String> = BTreeMap::new();
     fn walk(g: &GraphProto, missing: &mut BTreeMap<String, String>) {
         for n in &g.node {
-            if !n.domain.is_empty() && n.domain != "ai.onnx" {
+            if ops::lookup_in(&n.domain, &n.op_type).is_none() {
                 missing
-                    .entry(format!("{}:{}", n.domain, n.op_type))
-                    .or_insert_with(|| node_label(n));
-            } else if ops::lookup(&n.op_type).is_none() {
-                missing
-                    .entry(n.op_type.clone())
+                    .entry(unsupported_op_text(n))
                     .or_insert_with(|| node_label(n));
             }
             for a in &n.attribute {
@@ -171,6 +167,18 @@ fn check_supported(graph: &GraphProto) -> Result<(), ImportError> {
         Ok(())
     } else {
         Err(ImportError::Unsupported(missing.into_iter().collect()))
+    }
+}
+
+/// An op without an importer as the error lists it: its type, then (outside the default
+/// domain) its domain and, for contrib ops hlstmc refuses on purpose, why.
+fn unsupported_op_text(n: &NodeProto) -> String {
+    if n.domain.is_empty() || n.domain == "ai.onnx" {
+        return n.op_type.clone();
+    }
+    match ops::contrib::refusal(&n.domain, &n.op_type) {
+        Some(why) => format!("{} (domain '{}': {why})", n.op_type, n.domain),
+        None => format!("{} (domain '{}')", n.op_type, n.domain),
     }
 }
 
@@ -320,7 +328,8 @@ fn import_node(ctx: &mut Ctx, node: &NodeProto) -> Result<(), ImportError> {
         op: node.op_type.clone(),
         msg,
     };
-    let f = ops::lookup(&node.op_type).ok_or_else(|| err("unsupported op".into()))?;
+    let f = ops::lookup_in(&node.domain, &node.op_type)
+        .ok_or_else(|| err(format!("unsupported op (domain '{}')", node.domain)))?;
     let mut operands = Vec::with_capacity(node.input.len());
     for name in &node.input {
         if name.is_empty() {

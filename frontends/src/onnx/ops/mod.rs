@@ -1,5 +1,6 @@
 //! The op registry: ONNX op type -> importer. One file per op family.
 
+pub mod contrib;
 mod elementwise;
 mod linalg;
 pub mod rnn;
@@ -14,11 +15,22 @@ use onnx_protobuf::NodeProto;
 /// (`None` for an empty optional input); returns one value per ONNX output.
 pub type ImportFn = fn(&mut Ctx, &NodeProto, &str, &[Option<Value>]) -> Result<Vec<Value>, String>;
 
+/// The importer of `op_type` in `domain` ("" and "ai.onnx" are the default domain).
+pub fn lookup_in(domain: &str, op_type: &str) -> Option<ImportFn> {
+    match domain {
+        "" | "ai.onnx" => lookup(op_type),
+        contrib::MS_DOMAIN => contrib::lookup(op_type),
+        _ => None,
+    }
+}
+
+/// The importer of a default-domain op.
 pub fn lookup(op_type: &str) -> Option<ImportFn> {
     Some(match op_type {
         "Add" | "Sub" | "Mul" | "Div" => elementwise::binary,
         "Neg" | "Exp" | "Sigmoid" | "Tanh" | "Relu" | "LeakyRelu" | "HardSigmoid" | "Elu"
         | "Softsign" | "Softplus" | "ThresholdedRelu" => elementwise::unary,
+        "Selu" => contrib::selu_op,
         "Clip" => elementwise::clip,
         "Identity" => elementwise::identity,
         "Where" => elementwise::where_,
