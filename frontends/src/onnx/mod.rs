@@ -8,7 +8,7 @@ pub mod ops;
 pub mod tensor;
 
 use ctx::Ctx;
-use hlstm_ir::{DType, Dim, Graph, TensorType};
+use hlstm_ir::{DType, Dim, Graph, StoredType, TensorType};
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use protobuf::Message;
 use std::collections::BTreeMap;
@@ -195,7 +195,17 @@ pub fn node_label(n: &NodeProto) -> String {
     }
 }
 
-/// The IR type of a declared ONNX value.
+/// The float type a declared ONNX value is stored in (f32 for every other type): float16,
+/// bfloat16 and float64 inputs and outputs are converted at the run's boundary.
+pub fn value_stored(vi: &ValueInfoProto) -> StoredType {
+    match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(onnx_protobuf::type_proto::Value::TensorType(t)) => tensor::stored_of(t.elem_type),
+        _ => StoredType::F32,
+    }
+}
+
+/// The IR type of a declared ONNX value (float16, bfloat16 and float64 are computed as f32;
+/// [`value_stored`] keeps the declared type).
 pub fn value_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
     use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
     let tt = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
@@ -243,6 +253,9 @@ pub fn import_graph(
         let t = tensor::decode(init, ctx.model_dir)
             .map_err(|m| ImportError::Model(format!("initializer '{}': {m}", init.name)))?;
         let v = ctx.constant(&init.name, t);
+        ctx.g
+            .stored
+            .set_weight(&init.name, tensor::stored_of(init.data_type));
         ctx.values.insert(init.name.clone(), v);
         initialized.insert(init.name.clone());
     }
@@ -266,6 +279,7 @@ pub fn import_graph(
             _ => declared,
         };
         k += 1;
+        ctx.g.stored.set_input(&inp.name, value_stored(inp));
         let v = ctx.g.add_input(&inp.name, ty);
         ctx.values.insert(inp.name.clone(), v);
     }
@@ -290,6 +304,7 @@ pub fn import_graph(
                 ctx.ty(v).dtype
             )));
         }
+        ctx.g.stored.set_output(&out.name, value_stored(out));
         ctx.g.outputs.push((out.name.clone(), v));
     }
     remove_dead(&mut ctx.g);
@@ -321,6 +336,47 @@ fn remove_dead(g: &mut Graph) {
     }
 }
 
+/// The stored type of a weight, here or in an enclosing graph (a body copies outer constants
+/// in under their names).
+fn weight_stored(ctx: &Ctx, name: &str) -> StoredType {
+    let mut c = Some(ctx);
+    while let Some(x) = c {
+        let t = x.g.stored.weight(name);
+        if t != StoredType::F32 {
+            return t;
+        }
+        c = x.outer;
+    }
+    StoredType::F32
+}
+
+/// The least precise non-f32 stored type among a node's constant operands (or of a Constant
+/// node's tensor); f32 when they are all f32.
+fn operands_stored(
+    ctx: &Ctx,
+    node: &NodeProto,
+    operands: &[Option<hlstm_ir::Value>],
+) -> StoredType {
+    let pick = |a: StoredType, b: StoredType| match (a, b) {
+        (StoredType::F32, t) | (t, StoredType::F32) => t,
+        (a, b) => a.narrowest(b),
+    };
+    let mut t = StoredType::F32;
+    if node.op_type == "Constant" {
+        for a in &node.attribute {
+            if let Some(v) = a.t.as_ref() {
+                t = pick(t, tensor::stored_of(v.data_type));
+            }
+        }
+    }
+    for v in operands.iter().flatten() {
+        if let Some(c) = ctx.g.constant(*v) {
+            t = pick(t, weight_stored(ctx, &c.name));
+        }
+    }
+    t
+}
+
 fn import_node(ctx: &mut Ctx, node: &NodeProto) -> Result<(), ImportError> {
     let label = node_label(node);
     let err = |msg: String| ImportError::Node {
@@ -339,7 +395,27 @@ fn import_node(ctx: &mut Ctx, node: &NodeProto) -> Result<(), ImportError> {
             operands.push(Some(v));
         }
     }
+    let stored = operands_stored(ctx, node, &operands);
+    let before: Option<std::collections::HashSet<_>> =
+        (stored != StoredType::F32).then(|| ctx.g.nodes.node_indices().collect());
     let results = f(ctx, node, &label, &operands).map_err(err)?;
+    if let Some(before) = before {
+        // Weights this node derived from f16, bf16 or f64 ones (transposed, split, stacked
+        // at import) keep their stored type, which `inspect` shows.
+        let made: Vec<String> = ctx
+            .g
+            .nodes
+            .node_indices()
+            .filter(|n| !before.contains(n))
+            .filter_map(|n| match &ctx.g.nodes[n].op {
+                hlstm_ir::Op::Const(c) => Some(c.name.clone()),
+                _ => None,
+            })
+            .collect();
+        for name in made {
+            ctx.g.stored.set_weight(&name, stored);
+        }
+    }
     for (name, v) in node.output.iter().zip(results) {
         if !name.is_empty() && ctx.values.insert(name.clone(), v).is_some() {
             // Values are assigned once (SSA); a second assignment silently replaced the first.

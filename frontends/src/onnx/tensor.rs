@@ -2,7 +2,7 @@
 //! checked against the bytes present before anything is allocated.
 
 use hlstm_ir::interp::kernels::check_size;
-use hlstm_ir::{DType, Tensor, dims_text};
+use hlstm_ir::{DType, StoredType, Tensor, dims_text};
 use onnx_protobuf::TensorProto;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -13,6 +13,14 @@ pub const FLOAT: i32 = 1;
 pub const INT32: i32 = 6;
 pub const INT64: i32 = 7;
 pub const BOOL: i32 = 9;
+pub const FLOAT16: i32 = 10;
+pub const DOUBLE: i32 = 11;
+pub const BFLOAT16: i32 = 16;
+
+/// The float type an ONNX element type is stored in (f32 for every other type).
+pub fn stored_of(code: i32) -> StoredType {
+    StoredType::from_onnx(code).unwrap_or_default()
+}
 
 pub fn onnx_dtype_name(code: i32) -> &'static str {
     match code {
@@ -35,9 +43,11 @@ pub fn onnx_dtype_name(code: i32) -> &'static str {
     }
 }
 
+/// The IR type of an ONNX element type: float16, bfloat16 and float64 are computed in f32
+/// ([`stored_of`] keeps what they were; docs/precision.md).
 pub fn dtype_of(code: i32) -> Result<DType, String> {
     match code {
-        FLOAT => Ok(DType::F32),
+        FLOAT | FLOAT16 | DOUBLE | BFLOAT16 => Ok(DType::F32),
         INT32 => Ok(DType::I32),
         INT64 => Ok(DType::I64),
         BOOL => Ok(DType::Bool),
@@ -142,12 +152,17 @@ fn from_le<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> 
         .collect()
 }
 
-/// Decodes a TensorProto into a tensor.
+/// Decodes a TensorProto into a tensor; float16, bfloat16 and float64 data become f32.
 pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, String> {
     let dtype = dtype_of(t.data_type)?;
+    let stored = stored_of(t.data_type);
     let dims = dims_of(t)?;
     let count: usize = dims.iter().product();
-    let want = count * dtype.size_bytes();
+    let want = count
+        * match stored {
+            StoredType::F32 => dtype.size_bytes(),
+            s => s.size_bytes(),
+        };
     let external = t.data_location.value() == 1 || !t.external_data.is_empty();
     let raw: Option<Vec<u8>> = if external {
         Some(external_bytes(t, model_dir, want)?)
@@ -163,7 +178,41 @@ pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, Strin
     } else {
         None
     };
-    let wrong = |n: usize| format!("holds {n} values, the shape {} needs {count}", dims_text(&dims));
+    let wrong = |n: usize| {
+        format!(
+            "holds {n} values, the shape {} needs {count}",
+            dims_text(&dims)
+        )
+    };
+    if stored != StoredType::F32 {
+        let values = match raw {
+            Some(b) => stored.decode_le(&b),
+            // float64 travels in double_data; float16 and bfloat16 as 16-bit patterns in
+            // int32_data (ONNX's TensorProto layout).
+            None if stored == StoredType::F64 => {
+                if t.double_data.len() != count {
+                    return Err(wrong(t.double_data.len()));
+                }
+                t.double_data.iter().map(|&v| v as f32).collect()
+            }
+            None => {
+                if t.int32_data.len() != count {
+                    return Err(wrong(t.int32_data.len()));
+                }
+                let bits = |v: i32| {
+                    u16::try_from(v).map_err(|_| {
+                        format!("int32_data holds {v}, which is not a 16-bit {stored} pattern")
+                    })
+                };
+                t.int32_data
+                    .iter()
+                    .map(|&v| Ok(stored.from_bits(bits(v)?)))
+                    .collect::<Result<_, String>>()?
+            }
+        };
+        return Tensor::from_f32(&dims, values)
+            .ok_or_else(|| format!("data does not fit the shape {}", dims_text(&dims)));
+    }
     let tensor = match (dtype, raw) {
         (DType::F32, Some(b)) => Tensor::from_f32(&dims, from_le(&b, f32::from_le_bytes)),
         (DType::I64, Some(b)) => Tensor::from_i64(&dims, from_le(&b, i64::from_le_bytes)),
@@ -224,13 +273,30 @@ pub fn encode(name: &str, t: &Tensor) -> TensorProto {
     p
 }
 
+/// [`encode`] with an f32 tensor written as `stored` (rounded to nearest for f16 and bf16):
+/// outputs in their declared type.
+pub fn encode_as(name: &str, t: &Tensor, stored: StoredType) -> TensorProto {
+    let mut p = encode(name, t);
+    if let (Tensor::F32(a), false) = (t, stored == StoredType::F32) {
+        let v: Vec<f32> = a.iter().copied().collect();
+        p.data_type = stored.onnx_code();
+        p.raw_data = stored.encode_le(&v);
+    }
+    p
+}
+
 /// Reads a serialized TensorProto (a `.pb` file of the ONNX test-data layout).
 pub fn read_pb(path: &Path) -> Result<(String, Tensor), String> {
+    read_pb_stored(path).map(|(n, t, _)| (n, t))
+}
+
+/// [`read_pb`], with the float type the file stores (f32 for non-float tensors).
+pub fn read_pb_stored(path: &Path) -> Result<(String, Tensor, StoredType), String> {
     use protobuf::Message;
     let bytes = hlstm_ir::limits::read_file(path, |_| Ok(()))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let t = TensorProto::parse_from_bytes(&bytes)
         .map_err(|e| format!("{}: not a serialized TensorProto: {e}", path.display()))?;
     let v = decode(&t, path.parent()).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((t.name.clone(), v))
+    Ok((t.name.clone(), v, stored_of(t.data_type)))
 }

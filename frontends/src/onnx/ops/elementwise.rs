@@ -2,7 +2,7 @@
 
 use super::{need, opt, out_names};
 use crate::onnx::ctx::{Ctx, attr, attr_f, attr_i};
-use crate::onnx::tensor::dtype_of;
+use crate::onnx::tensor::{dtype_of, stored_of};
 use hlstm_ir::{Act, BinOp, Op, Tensor, Value};
 use onnx_protobuf::NodeProto;
 
@@ -113,8 +113,20 @@ pub fn cast(
     label: &str,
     ops: &[Option<Value>],
 ) -> Result<Vec<Value>, String> {
-    let to = dtype_of(attr_i(node, "to", 1) as i32)?;
+    let code = attr_i(node, "to", 1) as i32;
+    let to = dtype_of(code)?;
     let x = need(ops, 0, "input")?;
+    // float16 and bfloat16 are computed in f32: a constant cast to them is rounded here, as
+    // ONNX Runtime would; a computed value is not (docs/precision.md says why).
+    let narrow = stored_of(code);
+    if narrow.size_bytes() == 2
+        && let Some(t) = ctx.const_value(x)
+    {
+        let rounded = narrow.round(t.cast(hlstm_ir::DType::F32));
+        let name = node.output.first().filter(|n| !n.is_empty()).cloned();
+        let name = name.unwrap_or_else(|| format!("{label}:out"));
+        return Ok(vec![ctx.constant(&name, rounded)]);
+    }
     if ctx.ty(x).dtype == to {
         return Ok(vec![x]);
     }
