@@ -245,3 +245,52 @@ fn scan8_over_scalar_operands_is_an_error() {
     let e = import_error(&bytes);
     assert!(e.contains("Scan-8 operands need a batch axis"), "{e}");
 }
+
+/// Fuzz seed 7, case 241: split sizes whose sum overflows i64 panicked in
+/// ir/src/interp/kernels.rs split_sizes.
+#[test]
+fn split_sizes_that_overflow_are_an_error() {
+    let bytes = model(
+        vec![node("Split", &["X", "s"], &["Y", "Z"], &[("axis", 0)])],
+        &[("X", &[4, 2])],
+        vec![i64_tensor("s", &[2], &[i64::MAX, 2])],
+        &["Y", "Z"],
+    );
+    let e = import_error(&bytes);
+    assert!(e.contains("do not sum to 4"), "{e}");
+}
+
+/// Fuzz seed 7, case 537: an H-LSTM whose input was declared with 0 time steps ran in the
+/// interpreter, while the JIT built it and refused every run ("this program runs 1 to 0
+/// steps"). The lowering now refuses a 0-step sequence at build time (so that
+/// `into_runnable_or_interp` falls back to the interpreter), or the JIT agrees.
+#[test]
+fn a_sequence_of_zero_steps_is_refused_at_build_time_or_runs() {
+    let (h, x) = (1i64, 2i64);
+    let w = f32_tensor("W", &[1, 4 * h, x], &[0.1; 8]);
+    let r = f32_tensor("R", &[1, 4 * h, h], &[0.2; 4]);
+    let mut lstm = node("LSTM", &["X", "W", "R"], &["Y", "Y_h"], &[("hidden_size", h)]);
+    lstm.name = "lstm".into();
+    let bytes = model(vec![lstm], &[("X", &[0, 1, x])], vec![w, r], &["Y", "Y_h"]);
+    let input = Tensor::from_f32(&[0, 1, 2], vec![]).expect("an empty tensor");
+    let load = || Model::from_bytes(&bytes, None).and_then(|m| m.optimize(&OptimizeOptions::default()));
+    let built = load().and_then(|m| m.into_runnable(&BuildOptions::engine(Engine::Jit)));
+    let want = load()
+        .and_then(|m| m.into_runnable(&BuildOptions::engine(Engine::Interp)))
+        .and_then(|r| r.run(std::slice::from_ref(&input)));
+    match built {
+        Err(e) => assert!(e.to_string().contains("0 steps"), "{e}"),
+        Ok(jit) => {
+            let got = jit.run(std::slice::from_ref(&input));
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w),
+                (got, want) => panic!("the JIT built but: jit {got:?}, interp {want:?}"),
+            }
+        }
+    }
+    // The default engine falls back to the interpreter where the JIT declines.
+    let (r, _) = load()
+        .and_then(|m| m.into_runnable_or_interp(&BuildOptions::default()))
+        .expect("a runnable model");
+    assert!(r.run(std::slice::from_ref(&input)).is_ok());
+}

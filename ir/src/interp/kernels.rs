@@ -384,7 +384,9 @@ pub fn concat(xs: &[&Tensor], axis: i64) -> KResult<Tensor> {
 /// Split sizes along `axis`: given, or `num` parts of ceil(len/num) with a smaller last one.
 pub fn split_sizes(len: usize, sizes: Option<&[i64]>, num: usize) -> KResult<Vec<usize>> {
     if let Some(s) = sizes {
-        if s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() != len as i64 || s.len() != num {
+        // checked: sizes from a model may sum past i64.
+        let sum = s.iter().try_fold(0i64, |a, &v| a.checked_add(v));
+        if s.iter().any(|&v| v < 0) || sum != Some(len as i64) || s.len() != num {
             return Err(format!(
                 "split sizes {} do not sum to {len} in {num} parts",
                 dims_text(&s)

@@ -159,6 +159,12 @@ pub fn lower(g: &Graph, opts: &LowerOptions) -> Result<Program, String> {
     } else {
         steps::dynamic_steps(&mut lw.prog);
     }
+    // The kernel engines run 1 step or more (Program::check_steps); a sequence of 0 steps is
+    // refused here, at build time, so that a caller can fall back to the interpreter (the
+    // fuzzer found the JIT refusing it only when run).
+    if lw.prog.longest_steps() == 0 {
+        return Err("the sequence has 0 steps: the kernel engines run 1 step or more".into());
+    }
     Ok(lw.prog)
 }
 
