@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod library;
 mod model;
 mod optimize;
+mod precision;
 mod runtime;
 mod target;
 pub mod test_data;
@@ -35,4 +36,4 @@ pub use runtime::{Runnable, State, TensorInfo, check_inputs};
 pub use target::{BuildOptions, CpuIsa, Engine, Strategy};
 
 pub use hlstm_ir::limits::{self, Limits};
-pub use hlstm_ir::{DType, Dim, Tensor, TensorType};
+pub use hlstm_ir::{DType, Dim, StoredType, StoredTypes, Tensor, TensorType};

@@ -784,8 +784,22 @@ fn header_tensors(
     input_dims: &[Vec<usize>],
     output_dims: &[Vec<usize>],
 ) -> (Vec<HeaderTensor>, Vec<HeaderTensor>) {
-    let ins: Vec<String> = g.inputs.iter().map(|n| g.nodes[*n].name.clone()).collect();
-    let outs: Vec<String> = g.outputs.iter().map(|(n, _)| n.clone()).collect();
+    // The ABI is f32 for every model: a float16, bfloat16 or float64 tensor of the model says
+    // so beside its name (docs/precision.md).
+    let note = |name: &str, t: hlstm_ir::StoredType| match t {
+        hlstm_ir::StoredType::F32 => name.to_string(),
+        t => format!("{name} ({t} in the model; float here, not rounded to {t})"),
+    };
+    let ins: Vec<String> = g
+        .inputs
+        .iter()
+        .map(|n| note(&g.nodes[*n].name, g.stored.input(&g.nodes[*n].name)))
+        .collect();
+    let outs: Vec<String> = g
+        .outputs
+        .iter()
+        .map(|(n, _)| note(n, g.stored.output(n)))
+        .collect();
     let infos = |names: &[String], dims: &[Vec<usize>]| -> Vec<HeaderTensor> {
         dims.iter()
             .enumerate()

@@ -158,7 +158,17 @@ impl Model {
     /// JIT or the CUDA runner. The result is shared by any number of threads, each running it
     /// in a state of its own ([`Runnable::new_state`]).
     pub fn into_runnable(self, opts: &BuildOptions) -> Result<Arc<dyn Runnable>> {
-        crate::engines::build(self, opts)
+        let stored = self.graph.stored.clone();
+        Ok(crate::precision::declared(
+            crate::engines::build(self, opts)?,
+            &stored,
+        ))
+    }
+
+    /// The float16, bfloat16 or float64 type each input, output and weight has in the file
+    /// (empty for an all-f32 model); the graph computes in f32 (docs/precision.md).
+    pub fn stored_types(&self) -> &hlstm_ir::StoredTypes {
+        &self.graph.stored
     }
 
     /// The default engine of `hlstmc run` and the Python session: the JIT (`opts` with its

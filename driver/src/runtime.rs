@@ -53,6 +53,12 @@ pub trait Runnable: Send + Sync {
     /// Whether [`State::step`] can continue a sequence (a forward recurrence whose sequence
     /// length is a run-time value).
     fn streamable(&self) -> bool;
+    /// The float16, bfloat16 or float64 type each input, output and weight had in the model
+    /// (empty for an all-f32 model). Runs take and give f32 tensors, rounded to these types
+    /// (docs/precision.md); files and Python arrays are converted to and from them.
+    fn stored_types(&self) -> &hlstm_ir::StoredTypes {
+        &crate::precision::ALL_F32
+    }
     /// A fresh state: the working memory one caller needs.
     fn new_state(&self) -> Result<Box<dyn State>>;
     /// Runs a whole sequence in a fresh state.

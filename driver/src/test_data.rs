@@ -2,7 +2,7 @@
 //! `examples/embed.rs` and the tests make: |got - want| <= atol + rtol * |want|.
 
 use crate::{Error, Result};
-use hlstm_ir::{DType, Tensor};
+use hlstm_ir::{DType, StoredType, StoredTypes, Tensor};
 use std::path::{Path, PathBuf};
 
 /// A test-data folder: its inputs in order, and the reference output of each model output
@@ -13,12 +13,25 @@ pub struct TestData {
     pub inputs: Vec<Tensor>,
     /// `output_K.pb` for K in `0..outputs`, None where absent.
     pub outputs: Vec<Option<Tensor>>,
+    /// The float type each reference output is stored in (f32 where absent or not a float):
+    /// float16, bfloat16 and float64 references are read as f32 (docs/precision.md).
+    pub output_types: Vec<StoredType>,
 }
 
-fn read(path: &Path) -> Result<Tensor> {
-    hlstm_frontends::onnx::tensor::read_pb(path)
-        .map(|(_, t)| t)
+fn read(path: &Path) -> Result<(Tensor, StoredType)> {
+    hlstm_frontends::onnx::tensor::read_pb_stored(path)
+        .map(|(_, t, s)| (t, s))
         .map_err(Error::Run)
+}
+
+/// The default (rtol, atol) for comparing `output` of a model with `stored` types against a
+/// reference: those of the least precise of the output's declared type and the model's
+/// inputs' ([`StoredType::tolerances`]), f32's for an all-f32 model.
+pub fn tolerances(stored: &StoredTypes, output: &str) -> (f64, f64) {
+    stored
+        .narrowest_io()
+        .narrowest(stored.output(output))
+        .tolerances()
 }
 
 impl TestData {
@@ -28,7 +41,7 @@ impl TestData {
         let file = |kind: &str, k: usize| -> PathBuf { dir.join(format!("{kind}_{k}.pb")) };
         let mut inputs = Vec::new();
         while file("input", inputs.len()).exists() {
-            inputs.push(read(&file("input", inputs.len()))?);
+            inputs.push(read(&file("input", inputs.len()))?.0);
         }
         if let Some(name) = input_names.get(inputs.len()) {
             return Err(Error::Inputs(format!(
@@ -47,13 +60,25 @@ impl TestData {
                 input_names.join(", ")
             )));
         }
-        let outputs = (0..outputs)
+        let read_outputs: Vec<Option<(Tensor, StoredType)>> = (0..outputs)
             .map(|k| {
                 let p = file("output", k);
                 p.exists().then(|| read(&p)).transpose()
             })
             .collect::<Result<_>>()?;
-        Ok(TestData { inputs, outputs })
+        let output_types = read_outputs
+            .iter()
+            .map(|o| o.as_ref().map(|(_, s)| *s).unwrap_or_default())
+            .collect();
+        let outputs = read_outputs
+            .into_iter()
+            .map(|o| o.map(|(t, _)| t))
+            .collect();
+        Ok(TestData {
+            inputs,
+            outputs,
+            output_types,
+        })
     }
 }
 
