@@ -294,3 +294,30 @@ fn a_sequence_of_zero_steps_is_refused_at_build_time_or_runs() {
         .expect("a runnable model");
     assert!(r.run(std::slice::from_ref(&input)).is_ok());
 }
+
+/// Fuzz seed 7, case 9173: Squeeze of a constant scalar with axes [0] indexed an empty shape
+/// (ir/src/interp/kernels.rs squeeze_shape); Slice, Softmax and the recurrences' Reverse take
+/// their axis the same way now.
+#[test]
+fn squeeze_and_slice_of_a_constant_scalar_are_errors() {
+    let squeeze = model(
+        vec![node("Squeeze", &["a", "axes"], &["Y"], &[])],
+        &[],
+        vec![f32_tensor("a", &[], &[1.5]), i64_tensor("axes", &[1], &[0])],
+        &["Y"],
+    );
+    let slice = model(
+        vec![node("Slice", &["a", "s", "e"], &["Y"], &[])],
+        &[],
+        vec![
+            f32_tensor("a", &[], &[1.5]),
+            i64_tensor("s", &[1], &[0]),
+            i64_tensor("e", &[1], &[1]),
+        ],
+        &["Y"],
+    );
+    for bytes in [squeeze, slice] {
+        let e = import_error(&bytes);
+        assert!(e.contains("scalar") || e.contains("rank"), "{e}");
+    }
+}

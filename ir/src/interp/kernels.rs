@@ -25,6 +25,15 @@ pub fn norm_axis(axis: i64, rank: usize) -> KResult<usize> {
     Ok(a as usize)
 }
 
+/// [`norm_axis`] for ops that index the axis (slice, squeeze, softmax, reverse): a scalar has
+/// none, which `norm_axis` lets through for the ops where axis 0 of a scalar means something.
+pub fn dim_axis(axis: i64, rank: usize) -> KResult<usize> {
+    if rank == 0 {
+        return Err(format!("axis {axis} of a scalar: the op needs rank 1 or more"));
+    }
+    norm_axis(axis, rank)
+}
+
 /// numpy broadcast of two shapes.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> KResult<Vec<usize>> {
     let n = a.len().max(b.len());
@@ -291,7 +300,7 @@ pub fn gemm(
 
 pub fn softmax(x: &Tensor, axis: i64, log: bool) -> KResult<Tensor> {
     let a = f32_of(x, "input")?;
-    let ax = Axis(norm_axis(axis, a.ndim())?);
+    let ax = Axis(dim_axis(axis, a.ndim())?);
     let mut out = a.clone();
     for mut lane in out.lanes_mut(ax) {
         let m = lane.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -454,7 +463,7 @@ pub fn slice(
     }
     let norm: Vec<usize> = axes
         .iter()
-        .map(|&a| norm_axis(a, rank))
+        .map(|&a| dim_axis(a, rank))
         .collect::<KResult<_>>()?;
     if (1..norm.len()).any(|i| norm[..i].contains(&norm[i])) {
         return Err(format!("slice axes {} repeat an axis", dims_text(&axes)));
@@ -597,7 +606,7 @@ pub fn squeeze_shape(input: &[usize], axes: Option<&[i64]>) -> KResult<Vec<usize
         Some(axes) => {
             let ax: Vec<usize> = axes
                 .iter()
-                .map(|&a| norm_axis(a, input.len()))
+                .map(|&a| dim_axis(a, input.len()))
                 .collect::<KResult<_>>()?;
             for &a in &ax {
                 if input[a] != 1 {
@@ -683,7 +692,7 @@ pub fn constant_of_shape(shape: &Tensor, value: &Tensor) -> KResult<Tensor> {
 }
 
 pub fn reverse(x: &Tensor, axis: i64) -> KResult<Tensor> {
-    let ax = norm_axis(axis, x.shape().len())?;
+    let ax = dim_axis(axis, x.shape().len())?;
     Ok(map_tensor!(x, a => {
         let mut v = a.view();
         v.invert_axis(Axis(ax));
