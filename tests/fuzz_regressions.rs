@@ -138,7 +138,10 @@ fn concat_of_constants_of_different_ranks_is_an_error() {
     let bytes = model(
         vec![node("Concat", &["a", "b"], &["Y"], &[("axis", 1)])],
         &[],
-        vec![f32_tensor("a", &[2, 3], &[1.0; 6]), f32_tensor("b", &[], &[1.0])],
+        vec![
+            f32_tensor("a", &[2, 3], &[1.0; 6]),
+            f32_tensor("b", &[], &[1.0]),
+        ],
         &["Y"],
     );
     let e = import_error(&bytes);
@@ -203,7 +206,10 @@ fn gather_from_a_scalar_is_an_error() {
 fn a_scan_body_with_a_huge_declared_dim_does_not_overflow() {
     let mut body = GraphProto::new();
     body.name = "body".into();
-    body.input = vec![value("h_in", Some(&[i64::MAX, 2])), value("x_t", Some(&[1, 2]))];
+    body.input = vec![
+        value("h_in", Some(&[i64::MAX, 2])),
+        value("x_t", Some(&[1, 2])),
+    ];
     body.output = vec![value("h_out", None), value("y_t", None)];
     body.node = vec![
         node("Add", &["h_in", "x_t"], &["h_out"], &[]),
@@ -240,7 +246,10 @@ fn a_scan_body_with_a_huge_declared_dim_does_not_overflow() {
 /// taken with a Gather that panicked in shape inference (ir/src/shape.rs).
 #[test]
 fn scan8_over_scalar_operands_is_an_error() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/scan8_scalar_operands.onnx");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fuzz/scan8_scalar_operands.onnx"
+    );
     let bytes = std::fs::read(path).expect("the saved mutant");
     let e = import_error(&bytes);
     assert!(e.contains("Scan-8 operands need a batch axis"), "{e}");
@@ -269,11 +278,17 @@ fn a_sequence_of_zero_steps_is_refused_at_build_time_or_runs() {
     let (h, x) = (1i64, 2i64);
     let w = f32_tensor("W", &[1, 4 * h, x], &[0.1; 8]);
     let r = f32_tensor("R", &[1, 4 * h, h], &[0.2; 4]);
-    let mut lstm = node("LSTM", &["X", "W", "R"], &["Y", "Y_h"], &[("hidden_size", h)]);
+    let mut lstm = node(
+        "LSTM",
+        &["X", "W", "R"],
+        &["Y", "Y_h"],
+        &[("hidden_size", h)],
+    );
     lstm.name = "lstm".into();
     let bytes = model(vec![lstm], &[("X", &[0, 1, x])], vec![w, r], &["Y", "Y_h"]);
     let input = Tensor::from_f32(&[0, 1, 2], vec![]).expect("an empty tensor");
-    let load = || Model::from_bytes(&bytes, None).and_then(|m| m.optimize(&OptimizeOptions::default()));
+    let load =
+        || Model::from_bytes(&bytes, None).and_then(|m| m.optimize(&OptimizeOptions::default()));
     let built = load().and_then(|m| m.into_runnable(&BuildOptions::engine(Engine::Jit)));
     let want = load()
         .and_then(|m| m.into_runnable(&BuildOptions::engine(Engine::Interp)))

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use worker::Verdict;
 
 #[derive(Parser, Debug)]
-#[command(name = "hlstmc-fuzz", about = "Fuzzes hlstmc with mutated ONNX models (docs/fuzzing.md)")]
+#[command(
+    name = "hlstmc-fuzz",
+    about = "Fuzzes hlstmc with mutated ONNX models (docs/fuzzing.md)"
+)]
 pub(crate) struct Args {
     /// Mutants to run.
     #[arg(long, default_value_t = 1000)]
@@ -165,7 +168,10 @@ impl Worker {
             t.clear();
         }
         let len = (bytes.len() as u32).to_le_bytes();
-        let sent = self.stdin.write_all(&len).and_then(|_| self.stdin.write_all(bytes));
+        let sent = self
+            .stdin
+            .write_all(&len)
+            .and_then(|_| self.stdin.write_all(bytes));
         let sent = sent.and_then(|_| self.stdin.flush());
         let answer = match sent {
             Ok(()) => self.answers.recv_timeout(limit),
@@ -190,9 +196,18 @@ impl Worker {
         if let Some(h) = self.stderr_reader.take() {
             let _ = h.join();
         }
-        let tail: Vec<u8> = self.stderr_tail.lock().map(|t| t.iter().copied().collect()).unwrap_or_default();
+        let tail: Vec<u8> = self
+            .stderr_tail
+            .lock()
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default();
         let tail = String::from_utf8_lossy(&tail);
-        let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let last = tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         let how = match status {
             Ok(s) => match s.signal() {
                 Some(sig) => format!("killed by signal {sig} ({})", signal_name(sig)),
@@ -246,7 +261,12 @@ fn case_rng(seed: u64, case: usize) -> Rng {
 }
 
 /// Runs a case in `w` (restarting it as needed): its verdict, or the failure it came to.
-pub(crate) fn run_one(w: &mut Option<Worker>, bytes: &[u8], args: &Args, slow: &mut bool) -> Result<Verdict, String> {
+pub(crate) fn run_one(
+    w: &mut Option<Worker>,
+    bytes: &[u8],
+    args: &Args,
+    slow: &mut bool,
+) -> Result<Verdict, String> {
     let base = Duration::from_secs_f64(args.time_per_case.max(0.01));
     for (attempt, limit) in [base, base * 3].into_iter().enumerate() {
         if w.is_none() {
@@ -323,7 +343,11 @@ fn fuzz(args: &Args) -> Result<bool, String> {
                     record(&mut st, case, &v, slow);
                     if st.cases % 500 == 0 {
                         let rate = st.cases as f64 / started.elapsed().as_secs_f64();
-                        eprintln!("  {} cases, {} failures, {rate:.1} cases/s", st.cases, st.failures.len());
+                        eprintln!(
+                            "  {} cases, {} failures, {rate:.1} cases/s",
+                            st.cases,
+                            st.failures.len()
+                        );
                     }
                 }
             });
@@ -367,7 +391,10 @@ fn summary(st: &Stats, took: Duration) {
     println!("ran and agreed:           {}", st.compared);
     // Not compared: a reference output that is not finite, or constants beyond 1e3 (worker.rs).
     println!("ran, not compared:        {}", st.skipped_non_finite);
-    println!("rejected with an error:   {}", st.rejected.values().sum::<usize>());
+    println!(
+        "rejected with an error:   {}",
+        st.rejected.values().sum::<usize>()
+    );
     for (k, n) in &st.rejected {
         println!("  {n:>8}  {k}");
     }
@@ -376,7 +403,10 @@ fn summary(st: &Stats, took: Duration) {
     for f in &st.failures {
         println!("  {f}");
     }
-    println!("time:                     {secs:.1} s ({:.1} cases/s)", st.cases as f64 / secs.max(1e-9));
+    println!(
+        "time:                     {secs:.1} s ({:.1} cases/s)",
+        st.cases as f64 / secs.max(1e-9)
+    );
 }
 
 /// Writes a failing mutant and its report; returns where, or why it could not.
@@ -386,7 +416,10 @@ fn save(args: &Args, case: usize, m: &mutate::Mutant, why: &str) -> String {
         "reason: {why}\nseed: {}\ncase: {case}\nseed model: {}\nmutations:\n{}\nreplay: hlstmc-fuzz --replay {}.onnx\n",
         args.seed,
         m.seed_name,
-        m.steps.iter().map(|s| format!("  {s}\n")).collect::<String>(),
+        m.steps
+            .iter()
+            .map(|s| format!("  {s}\n"))
+            .collect::<String>(),
         stem.display()
     );
     let written = std::fs::create_dir_all(&args.save)
@@ -415,7 +448,10 @@ fn replay(args: &Args, file: &Path) -> Result<bool, String> {
 fn load_corpus(args: &Args) -> Result<Vec<Vec<Seed>>, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dirs: Vec<PathBuf> = if args.corpus.is_empty() {
-        ["models", "extra", "onnx-node"].iter().map(|d| root.join("tests/fixtures").join(d)).collect()
+        ["models", "extra", "onnx-node"]
+            .iter()
+            .map(|d| root.join("tests/fixtures").join(d))
+            .collect()
     } else {
         args.corpus.clone()
     };
@@ -426,7 +462,8 @@ fn load_corpus(args: &Args) -> Result<Vec<Vec<Seed>>, String> {
         files.sort();
         let mut seeds = Vec::new();
         for f in files {
-            let bytes = std::fs::read(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let bytes =
+                std::fs::read(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
             let model = onnx_protobuf::ModelProto::parse_from_bytes(&bytes)
                 .map_err(|e| format!("seed {} does not decode: {e}", f.display()))?;
             let name = f.strip_prefix(&root).unwrap_or(&f).display().to_string();

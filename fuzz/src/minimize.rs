@@ -91,13 +91,18 @@ pub fn minimize(args: &Args, file: &Path) -> Result<bool, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut w: Option<Worker> = None;
     let mut slow = false;
-    let mut check = |b: &[u8], w: &mut Option<Worker>| run_one(w, b, args, &mut slow).map(|v| signature(&v));
+    let mut check =
+        |b: &[u8], w: &mut Option<Worker>| run_one(w, b, args, &mut slow).map(|v| signature(&v));
     let Some(want) = check(&bytes, &mut w)? else {
         return Err(format!("{} does not fail", file.display()));
     };
     println!("signature: {want}");
-    let mut best = ModelProto::parse_from_bytes(&bytes)
-        .map_err(|e| format!("{} does not decode, so it cannot be shrunk by structure: {e}", file.display()))?;
+    let mut best = ModelProto::parse_from_bytes(&bytes).map_err(|e| {
+        format!(
+            "{} does not decode, so it cannot be shrunk by structure: {e}",
+            file.display()
+        )
+    })?;
     let mut tries = 0;
     // Passes until nothing more can go; each pass walks the items from the end so that a
     // removal does not shift the ones still to try.
@@ -109,7 +114,9 @@ pub fn minimize(args: &Args, file: &Path) -> Result<bool, String> {
         }
         for path in paths.iter().rev() {
             for what in 0..6 {
-                let Some(n) = count(&mut best, path, what) else { continue };
+                let Some(n) = count(&mut best, path, what) else {
+                    continue;
+                };
                 for k in (0..n).rev() {
                     let mut m = best.clone();
                     if remove(&mut m, path, what, k).is_none() {
@@ -129,7 +136,9 @@ pub fn minimize(args: &Args, file: &Path) -> Result<bool, String> {
         }
     }
     let out = file.with_extension("min.onnx");
-    let b = best.write_to_bytes().map_err(|e| format!("cannot serialize: {e}"))?;
+    let b = best
+        .write_to_bytes()
+        .map_err(|e| format!("cannot serialize: {e}"))?;
     std::fs::write(&out, &b).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!(
         "{} bytes -> {} bytes after {tries} tries: {}",

@@ -3,7 +3,9 @@
 //! serialized bytes. Everything is drawn from one seeded generator, so a (seed, case) pair
 //! always gives the same mutant.
 
-use onnx_protobuf::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use onnx_protobuf::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+};
 use protobuf::Message;
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -36,7 +38,10 @@ fn collect_ops(g: &GraphProto, ops: &mut Vec<String>) {
     for n in &g.node {
         ops.push(n.op_type.clone());
         for a in &n.attribute {
-            a.g.as_ref().into_iter().chain(&a.graphs).for_each(|s| collect_ops(s, ops));
+            a.g.as_ref()
+                .into_iter()
+                .chain(&a.graphs)
+                .for_each(|s| collect_ops(s, ops));
         }
     }
 }
@@ -144,7 +149,19 @@ fn interesting_int(old: i64, rng: &mut Rng) -> i64 {
 }
 
 fn interesting_float(old: f32, rng: &mut Rng) -> f32 {
-    let pool = [0.0, 1.0, -1.0, 0.5, old * 2.0, -old, old + 1.0, 1e-30, 1e30, -1e30, 10.0];
+    let pool = [
+        0.0,
+        1.0,
+        -1.0,
+        0.5,
+        old * 2.0,
+        -old,
+        old + 1.0,
+        1e-30,
+        1e30,
+        -1e30,
+        10.0,
+    ];
     *pool.choose(rng).unwrap_or(&0.0)
 }
 
@@ -243,7 +260,9 @@ fn model_level(m: &mut ModelProto, rng: &mut Rng) -> String {
 use rand::seq::IndexedMutRandom;
 
 fn attribute(g: &mut GraphProto, rng: &mut Rng) -> String {
-    let with_attrs: Vec<usize> = (0..g.node.len()).filter(|&i| !g.node[i].attribute.is_empty()).collect();
+    let with_attrs: Vec<usize> = (0..g.node.len())
+        .filter(|&i| !g.node[i].attribute.is_empty())
+        .collect();
     let Some(&ni) = with_attrs.choose(rng) else {
         return "no attribute".into();
     };
@@ -276,7 +295,12 @@ fn attribute(g: &mut GraphProto, rng: &mut Rng) -> String {
             }
         }
         4 => {
-            let s = STRINGS.choose(rng).copied().unwrap_or("").as_bytes().to_vec();
+            let s = STRINGS
+                .choose(rng)
+                .copied()
+                .unwrap_or("")
+                .as_bytes()
+                .to_vec();
             if a.strings.is_empty() {
                 a.s = s;
             } else {
@@ -373,10 +397,17 @@ fn initializer_shape(g: &mut GraphProto, rng: &mut Rng) -> String {
         _ => {
             // Reshaped to a shape with the same element count: the data still fits.
             let n: i64 = t.dims.iter().product();
-            t.dims = if rng.random_bool(0.5) { vec![n] } else { vec![1, n] };
+            t.dims = if rng.random_bool(0.5) {
+                vec![n]
+            } else {
+                vec![1, n]
+            };
         }
     }
-    format!("initializer {}: dims {:?} type {}", t.name, t.dims, t.data_type)
+    format!(
+        "initializer {}: dims {:?} type {}",
+        t.name, t.dims, t.data_type
+    )
 }
 
 fn op_type(g: &mut GraphProto, ops: &[String], rng: &mut Rng) -> String {
@@ -533,7 +564,10 @@ fn initializer_data(g: &mut GraphProto, rng: &mut Rng) -> String {
                 let len = v.len();
                 let stride = rng.random_range(1..=len.min(64));
                 let start = rng.random_range(0..len);
-                v.iter_mut().skip(start).step_by(stride).for_each(|x| *x = 0.0);
+                v.iter_mut()
+                    .skip(start)
+                    .step_by(stride)
+                    .for_each(|x| *x = 0.0);
                 "strided zeros".into()
             }
             2 => {
@@ -609,7 +643,12 @@ fn initializer_data(g: &mut GraphProto, rng: &mut Rng) -> String {
 
 fn subgraph(g: &mut GraphProto, rng: &mut Rng) -> String {
     let holders: Vec<usize> = (0..g.node.len())
-        .filter(|&i| g.node[i].attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty()))
+        .filter(|&i| {
+            g.node[i]
+                .attribute
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty())
+        })
         .collect();
     let Some(&k) = holders.choose(rng) else {
         // No subgraph here: wiring of this graph instead.
@@ -682,7 +721,10 @@ fn bytewise(b: &mut Vec<u8>, seeds: &[Seed], rng: &mut Rng) -> String {
             format!("bit flipped at {at}")
         }
         2 => {
-            b[at] = [0, 0xff, 0x7f, 0x80, 0x01].choose(rng).copied().unwrap_or(0);
+            b[at] = [0, 0xff, 0x7f, 0x80, 0x01]
+                .choose(rng)
+                .copied()
+                .unwrap_or(0);
             format!("byte set at {at}")
         }
         3 => {

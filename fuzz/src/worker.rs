@@ -93,7 +93,9 @@ fn inputs_for(model: &Model, seed: u64) -> Result<Vec<Tensor>, String> {
             .iter()
             .map(|d| match d {
                 hlstm_driver::Dim::Known(n) => *n,
-                hlstm_driver::Dim::Sym(s) => *syms.entry(s.clone()).or_insert_with(|| rng.random_range(1..=4)),
+                hlstm_driver::Dim::Sym(s) => *syms
+                    .entry(s.clone())
+                    .or_insert_with(|| rng.random_range(1..=4)),
                 hlstm_driver::Dim::Unknown => rng.random_range(1..=4),
             })
             .collect();
@@ -105,12 +107,21 @@ fn inputs_for(model: &Model, seed: u64) -> Result<Vec<Tensor>, String> {
         // The largest dim bounds integer inputs: sequence lengths must fit the sequence.
         let top = dims.iter().copied().max().unwrap_or(1).max(1) as i64;
         let t = match info.ty.dtype {
-            DType::F32 => Tensor::from_f32(&dims, (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()),
-            DType::I64 => Tensor::from_i64(&dims, (0..n).map(|_| rng.random_range(1..=top)).collect()),
-            DType::I32 => Tensor::from_i64(&dims, (0..n).map(|_| rng.random_range(1..=top)).collect())
-                .map(|t| t.cast(DType::I32)),
-            DType::Bool => Tensor::from_i64(&dims, (0..n).map(|_| rng.random_range(0..=1)).collect())
-                .map(|t| t.cast(DType::Bool)),
+            DType::F32 => Tensor::from_f32(
+                &dims,
+                (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect(),
+            ),
+            DType::I64 => {
+                Tensor::from_i64(&dims, (0..n).map(|_| rng.random_range(1..=top)).collect())
+            }
+            DType::I32 => {
+                Tensor::from_i64(&dims, (0..n).map(|_| rng.random_range(1..=top)).collect())
+                    .map(|t| t.cast(DType::I32))
+            }
+            DType::Bool => {
+                Tensor::from_i64(&dims, (0..n).map(|_| rng.random_range(0..=1)).collect())
+                    .map(|t| t.cast(DType::Bool))
+            }
         };
         out.push(t.ok_or("inputs: shape does not fit")?);
     }
@@ -128,7 +139,11 @@ fn all_finite(ts: &[Tensor]) -> bool {
 /// output and the worst element.
 fn agree(what: &str, got: &[Tensor], want: &[Tensor]) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!("{what}: {} outputs, the reference has {}", got.len(), want.len()));
+        return Err(format!(
+            "{what}: {} outputs, the reference has {}",
+            got.len(),
+            want.len()
+        ));
     }
     for (k, (g, w)) in got.iter().zip(want).enumerate() {
         let c = compare(g, w, RTOL, ATOL).map_err(|e| format!("{what}: output {k}: {e}"))?;
@@ -145,7 +160,10 @@ fn agree(what: &str, got: &[Tensor], want: &[Tensor]) -> Result<(), String> {
 /// Errors the kernel engines may give for a model the reference runs: things they do not take
 /// (yet), stated as such.
 fn kernel_declines(e: &Error) -> bool {
-    matches!(e, Error::Lower(_) | Error::Unsupported(_) | Error::Codegen { .. })
+    matches!(
+        e,
+        Error::Lower(_) | Error::Unsupported(_) | Error::Codegen { .. }
+    )
 }
 
 /// One case: import, the reference interpreter at -O0, the default pipeline, the interpreter
@@ -232,7 +250,9 @@ fn largest_constant(g: &hlstm_ir::Graph) -> f32 {
 
 /// FNV-1a of the model bytes: the seed of its inputs, so that a saved mutant replays alone.
 fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 static PANIC: Mutex<Option<String>> = Mutex::new(None);
@@ -246,7 +266,10 @@ pub fn install_panic_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".into());
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         // A panic inside std or a dependency is placed by the first frame of hlstmc's own code.
         let ours = std::backtrace::Backtrace::force_capture().to_string();
         let ours = ours
@@ -268,7 +291,11 @@ pub fn run_case_caught(bytes: &[u8]) -> Verdict {
     match catch_unwind(AssertUnwindSafe(|| run_case(bytes))) {
         Ok(v) => v,
         Err(_) => {
-            let msg = PANIC.lock().ok().and_then(|mut p| p.take()).unwrap_or_default();
+            let msg = PANIC
+                .lock()
+                .ok()
+                .and_then(|mut p| p.take())
+                .unwrap_or_default();
             Verdict::Failure(format!("panic: {msg}"))
         }
     }
@@ -312,7 +339,9 @@ pub fn serve(memory: u64) -> Result<(), String> {
             Err(e) => return Err(format!("read: {e}")),
         }
         let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
-        stdin.read_exact(&mut bytes).map_err(|e| format!("read: {e}"))?;
+        stdin
+            .read_exact(&mut bytes)
+            .map_err(|e| format!("read: {e}"))?;
         let v = run_case_caught(&bytes);
         writeln!(reply, "{}", v.line()).map_err(|e| format!("reply: {e}"))?;
         reply.flush().map_err(|e| format!("reply: {e}"))?;

@@ -29,7 +29,9 @@ pub fn norm_axis(axis: i64, rank: usize) -> KResult<usize> {
 /// none, which `norm_axis` lets through for the ops where axis 0 of a scalar means something.
 pub fn dim_axis(axis: i64, rank: usize) -> KResult<usize> {
     if rank == 0 {
-        return Err(format!("axis {axis} of a scalar: the op needs rank 1 or more"));
+        return Err(format!(
+            "axis {axis} of a scalar: the op needs rank 1 or more"
+        ));
     }
     norm_axis(axis, rank)
 }

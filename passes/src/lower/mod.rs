@@ -1237,7 +1237,10 @@ fn check_sizes(g: &Graph) -> Result<(), String> {
     for n in g.nodes.node_weights() {
         for r in &n.results {
             if let Some(dims) = r.ty.concrete()
-                && dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none()
+                && dims
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_none()
             {
                 return Err(format!(
                     "node '{}': shape {} has too many elements",

@@ -230,8 +230,14 @@ fn scan8(
         .ok_or("the body has fewer outputs than states")?;
     let lens = ops.first().copied().flatten();
     // Every Scan-8 operand has a batch axis, which the rows below index.
-    if let Some(i) = vals.iter().chain(&lens).position(|v| ctx.ty(*v).rank() == Some(0)) {
-        return Err(format!("operand {i} is a scalar: Scan-8 operands need a batch axis"));
+    if let Some(i) = vals
+        .iter()
+        .chain(&lens)
+        .position(|v| ctx.ty(*v).rank() == Some(0))
+    {
+        return Err(format!(
+            "operand {i} is a scalar: Scan-8 operands need a batch axis"
+        ));
     }
     let mut per_row: Vec<Vec<Value>> = Vec::new();
     for b in 0..batch {
