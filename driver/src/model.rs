@@ -18,6 +18,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Model {
     graph: Graph,
+    /// What the importer warned about (an output declared with other dims than it computes).
+    warnings: Vec<String>,
 }
 
 impl Model {
@@ -46,16 +48,26 @@ impl Model {
 
     /// Imports a serialized ONNX model; `model_dir` is where its external data files are.
     pub fn from_bytes(bytes: &[u8], model_dir: Option<&Path>) -> Result<Model> {
-        Ok(Model {
-            graph: hlstm_frontends::onnx::import_bytes(bytes, model_dir)?,
-        })
+        let (graph, warnings) =
+            hlstm_frontends::onnx::import_bytes_with_warnings(bytes, model_dir)?;
+        Ok(Model { graph, warnings })
     }
 
     /// A model from a graph built in memory (the trainer's, or a parsed `.hir`); it is
     /// checked by the verifier.
     pub fn from_graph(graph: Graph) -> Result<Model> {
         hlstm_ir::verify::verify(&graph).map_err(Error::Optimize)?;
-        Ok(Model { graph })
+        Ok(Model {
+            graph,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Warnings about the model found at import, one sentence each, without a `warning:`
+    /// prefix: an output whose declared dims differ from those it computes (ONNX Runtime runs
+    /// such a model and warns too). The CLI prints them to standard error.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The graph IR.

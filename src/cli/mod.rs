@@ -98,15 +98,20 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 /// Imports a model file (read once); errors name the file, once: the library's own errors
 /// for a file it cannot read already do (`cannot read x.onnx: ...`), its import errors do not.
+/// The import's warnings go to standard error as `warning: FILE: ...`.
 pub fn load_model(path: &Path) -> Result<Model> {
-    Model::load(path).map_err(|e| {
+    let model = Model::load(path).map_err(|e| {
         let shown = path.display().to_string();
         if e.to_string().contains(&shown) {
             anyhow::Error::from(e)
         } else {
             anyhow::Error::from(e).context(shown)
         }
-    })
+    })?;
+    for w in model.warnings() {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    Ok(model)
 }
 
 /// An error as one line for `error: ...`: each cause after the first, joined by `: `, unless

@@ -18,6 +18,8 @@ pub struct Ctx<'a> {
     pub outer: Option<&'a Ctx<'a>>,
     /// Outer values this body captured as invariant inputs: (outer value, body input).
     pub captures: Vec<(Value, Value)>,
+    /// What the importer warns about (see `outputs.rs`), one sentence each.
+    pub warnings: Vec<String>,
     /// Counter for generated names.
     fresh: usize,
 }
@@ -31,6 +33,7 @@ impl<'a> Ctx<'a> {
             model_dir,
             outer,
             captures: Vec::new(),
+            warnings: Vec::new(),
             fresh: 0,
         }
     }

@@ -5,6 +5,7 @@
 pub mod ctx;
 pub mod export;
 pub mod ops;
+pub mod outputs;
 pub mod tensor;
 
 use ctx::Ctx;
@@ -104,10 +105,19 @@ static MODELS_DECODED: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 
 /// Imports a serialized ONNX model; `model_dir` is where external data files live.
 pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>) -> Result<Graph, ImportError> {
+    Ok(import_bytes_with_warnings(bytes, model_dir)?.0)
+}
+
+/// [`import_bytes`], with the warnings about the model (an output declared with other dims
+/// than it computes), one sentence each.
+pub fn import_bytes_with_warnings(
+    bytes: &[u8],
+    model_dir: Option<&Path>,
+) -> Result<(Graph, Vec<String>), ImportError> {
     MODELS_DECODED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let model =
         ModelProto::parse_from_bytes(bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
-    import_model(&model, model_dir)
+    import_model_with_warnings(&model, model_dir)
 }
 
 pub fn opset_of(model: &ModelProto) -> Result<i64, ImportError> {
@@ -126,6 +136,14 @@ pub fn opset_of(model: &ModelProto) -> Result<i64, ImportError> {
 }
 
 pub fn import_model(model: &ModelProto, model_dir: Option<&Path>) -> Result<Graph, ImportError> {
+    Ok(import_model_with_warnings(model, model_dir)?.0)
+}
+
+/// [`import_model`], with its warnings.
+pub fn import_model_with_warnings(
+    model: &ModelProto,
+    model_dir: Option<&Path>,
+) -> Result<(Graph, Vec<String>), ImportError> {
     let graph = model
         .graph
         .as_ref()
@@ -139,7 +157,7 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>) -> Result<Grap
     import_graph(&mut ctx, graph, &[])?;
     hlstm_ir::verify::verify(&ctx.g)
         .map_err(|m| ImportError::Model(format!("the imported graph is ill-formed: {m}")))?;
-    Ok(ctx.g)
+    Ok((ctx.g, ctx.warnings))
 }
 
 /// Every op type without an importer, with its first node, in all graphs and bodies.
@@ -293,16 +311,13 @@ pub fn import_graph(
                 out.name
             ))
         })?;
+        // A declaration that contradicts the computed type: an error (another element type
+        // or rank) or, in the main graph, a warning (outputs.rs).
         if let Ok(declared) = value_type(out)
-            && declared.dtype != ctx.ty(v).dtype
-            && declared.dtype != DType::F32
+            && let Some(w) = outputs::check(&ctx.g, &out.name, &declared, v)?
+            && ctx.outer.is_none()
         {
-            return Err(ImportError::Model(format!(
-                "graph output '{}' is declared {} but computed as {}",
-                out.name,
-                declared.dtype,
-                ctx.ty(v).dtype
-            )));
+            ctx.warnings.push(w);
         }
         ctx.g.stored.set_output(&out.name, value_stored(out));
         ctx.g.outputs.push((out.name.clone(), v));
