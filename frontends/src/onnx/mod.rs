@@ -9,7 +9,7 @@ pub mod outputs;
 pub mod tensor;
 
 use ctx::Ctx;
-use hlstm_ir::{DType, Dim, Graph, StoredType, TensorType};
+use hlstm_ir::{Dim, Graph, StoredType, TensorType};
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use protobuf::Message;
 use std::collections::BTreeMap;
