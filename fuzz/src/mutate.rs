@@ -396,7 +396,8 @@ fn initializer_shape(g: &mut GraphProto, rng: &mut Rng) -> String {
         3 => t.dims.push(1),
         _ => {
             // Reshaped to a shape with the same element count: the data still fits.
-            let n: i64 = t.dims.iter().product();
+            // Wrapping: earlier edits may have left dims whose product overflows.
+            let n: i64 = t.dims.iter().fold(1i64, |a, &b| a.wrapping_mul(b));
             t.dims = if rng.random_bool(0.5) {
                 vec![n]
             } else {

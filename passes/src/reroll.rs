@@ -399,6 +399,16 @@ fn reroll(g: &mut Graph) -> Result<Option<usize>, String> {
     if carried.iter().any(|k| !init.contains_key(k)) {
         return Err("step 0 does not give every carried value a start".into());
     }
+    // The loop carries one type: a start of another shape (a [64] initial state where the
+    // steps carry [1, 64], which broadcasting hid in step 0) cannot be carried state.
+    for k in &carried {
+        let (start, ty) = (g.value_type(init[k]), &g.nodes[steps[1][k.0]].results[k.1].ty);
+        if start != ty {
+            return Err(format!(
+                "a carried value starts as {start} but the steps carry {ty}"
+            ));
+        }
+    }
     // Per-step outputs: each stack reads the same place of every step.
     let mut step_outputs: Vec<(NodeIndex, (usize, usize))> = Vec::new();
     for &s in &stacks {
