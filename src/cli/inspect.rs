@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 /// Show a model's inputs, outputs, ops, weights and cost.
 ///
-/// Lists inputs and outputs with shapes; op counts (recurrence bodies included, and separately
-/// the ops inside them); each weight with its shape, nonzeros and density; parameters dense and
+/// Lists inputs and outputs with types and shapes (float16, bfloat16 and float64 ones in their
+/// declared type: hlstmc computes in f32); op counts (recurrence bodies included, and separately
+/// the ops inside them); each weight with its stored type, shape, nonzeros and density; parameters dense and
 /// nonzero; and multiply-adds per time step and batch row, dense and nonzero. `--json` prints
 /// one JSON object (keys documented in docs/cli.md).
 ///
@@ -32,8 +33,25 @@ pub struct InspectArgs {
     pub opt: super::optimize::OptArgs,
 }
 
-fn ios(list: Vec<hlstmc::TensorInfo>) -> Vec<(String, hlstm_ir::TensorType)> {
-    list.into_iter().map(|t| (t.name, t.ty)).collect()
+/// Each input or output with its type as given and taken: a float16, bfloat16 or float64
+/// one shows its declared type and notes that it is computed in f32.
+fn ios(
+    list: Vec<hlstmc::TensorInfo>,
+    of: &dyn Fn(&str) -> hlstmc::StoredType,
+) -> Vec<(String, String)> {
+    list.into_iter()
+        .map(|t| {
+            let text = match of(&t.name) {
+                hlstmc::StoredType::F32 => t.ty.to_string(),
+                s => {
+                    let ty = t.ty.to_string();
+                    let dims = ty.strip_prefix(t.ty.dtype.name()).unwrap_or(&ty);
+                    format!("{s}{dims}  (computed in f32)")
+                }
+            };
+            (t.name, text)
+        })
+        .collect()
 }
 
 pub fn main(a: InspectArgs) -> Result<ExitCode> {
@@ -47,7 +65,10 @@ pub fn main(a: InspectArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let st = graph_stats(model.graph());
-    let (inputs, outputs) = (ios(model.inputs()), ios(model.outputs()));
+    let stored = model.stored_types();
+    let inputs = ios(model.inputs(), &|n| stored.input(n));
+    let outputs = ios(model.outputs(), &|n| stored.output(n));
+    let types = hlstmc::inspect::weight_types(model.graph());
     outln!("model: {}", a.model.display());
     outln!("inputs:");
     for (n, t) in &inputs {
@@ -65,8 +86,9 @@ pub fn main(a: InspectArgs) -> Result<ExitCode> {
     outln!("weights:");
     for w in &st.weights {
         outln!(
-            "  {:<40} {:<14} {:>8} nonzero  density {:.3}",
+            "  {:<40} {:<4} {:<14} {:>8} nonzero  density {:.3}",
             w.name,
+            types.get(&w.name).copied().unwrap_or_default().name(),
             super::io::dims(&w.shape),
             w.sparsity.nonzeros,
             w.sparsity.density()

@@ -2,20 +2,25 @@
 //! zip), and serialized ONNX TensorProto (.pb).
 
 use anyhow::{Context, Result, anyhow, bail};
-use hlstm_ir::Tensor;
+use hlstm_ir::{StoredType, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use npyz::WriterBuilder;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-/// Reads a tensor from a .npy or .pb file (by extension).
-pub fn read_tensor(path: &Path) -> Result<Tensor> {
+/// Reads a tensor from a .npy or .pb file (by extension), with the float type the file stores: float16, bfloat16 and float64 data
+/// arrive as f32 (exact, or rounded for float64). A `<u2` (uint16) .npy array is bfloat16 bit
+/// patterns, numpy having no bfloat16: it arrives as i32 patterns marked bf16, which
+/// [`declared_input`] decodes for a bfloat16 input only.
+pub fn read_tensor_stored(path: &Path) -> Result<(Tensor, StoredType)> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => read_npy(path),
-        Some("pb") => Ok(hlstm_frontends::onnx::tensor::read_pb(path)
-            .map_err(|e| anyhow!(e))?
-            .1),
+        Some("pb") => {
+            let (_, t, s) =
+                hlstm_frontends::onnx::tensor::read_pb_stored(path).map_err(|e| anyhow!(e))?;
+            Ok((t, s))
+        }
         _ => bail!(
             "{}: unknown tensor file type (use .npy or .pb)",
             path.display()
@@ -23,7 +28,7 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
     }
 }
 
-fn read_npy(path: &Path) -> Result<Tensor> {
+fn read_npy(path: &Path) -> Result<(Tensor, StoredType)> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     read_npy_from(BufReader::new(f), &path.display().to_string())
 }
@@ -33,7 +38,7 @@ fn read_npy(path: &Path) -> Result<Tensor> {
 const MAX_NPY_HEADER: usize = 1 << 20;
 
 /// A .npy array from `reader`; `what` names it in errors (a file, or an array of a .npz).
-fn read_npy_from(reader: impl std::io::Read, what: &str) -> Result<Tensor> {
+fn read_npy_from(reader: impl std::io::Read, what: &str) -> Result<(Tensor, StoredType)> {
     use std::io::BufRead;
     let mut reader = BufReader::new(reader);
     let head = reader
@@ -66,8 +71,28 @@ fn read_npy_from(reader: impl std::io::Read, what: &str) -> Result<Tensor> {
     };
     let ctx = || format!("{}: bad data", what);
     let arr = |v| ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| anyhow!("{}: {e}", what));
-    Ok(match descr.as_str() {
+    let stored = match descr.as_str() {
+        "<f2" => StoredType::F16,
+        "<f8" => StoredType::F64,
+        "<u2" => StoredType::BF16,
+        _ => StoredType::F32,
+    };
+    let tensor = match descr.as_str() {
         "<f4" => Tensor::F32(arr(npy.into_vec::<f32>().with_context(ctx)?)?),
+        "<f2" => Tensor::F32(arr(npy
+            .into_vec::<half::f16>()
+            .with_context(ctx)?
+            .into_iter()
+            .map(f32::from)
+            .collect())?),
+        "<u2" => Tensor::I32(ArrayD::from_shape_vec(
+            IxDyn(&shape),
+            npy.into_vec::<u16>()
+                .with_context(ctx)?
+                .into_iter()
+                .map(i32::from)
+                .collect(),
+        )?),
         "<f8" => Tensor::F32(arr(npy
             .into_vec::<f64>()
             .with_context(ctx)?
@@ -87,21 +112,47 @@ fn read_npy_from(reader: impl std::io::Read, what: &str) -> Result<Tensor> {
             npy.into_vec::<bool>().with_context(ctx)?,
         )?),
         d => bail!(
-            "{}: unsupported dtype {d} (use float32, int64, int32 or bool)",
+            "{}: unsupported dtype {d} (use float32, float16, float64, uint16 bfloat16 patterns, int64, int32 or bool)",
             what
         ),
-    })
+    };
+    Ok((tensor, stored))
+}
+
+/// A tensor read from a file, as input `name` of declared type `declared` takes it: uint16
+/// bfloat16 patterns are decoded for a bfloat16 input and refused for any other; float data of
+/// any float type is taken as it is (the run rounds it to the declared type).
+pub fn declared_input(
+    name: &str,
+    t: Tensor,
+    file: StoredType,
+    declared: StoredType,
+    what: &str,
+) -> Result<Tensor> {
+    match (&t, file, declared) {
+        (Tensor::I32(a), StoredType::BF16, StoredType::BF16) => Ok(Tensor::F32(
+            a.mapv(|v| StoredType::BF16.from_bits(v as u16)),
+        )),
+        (Tensor::I32(_), StoredType::BF16, d) => bail!(
+            "{what}: a uint16 array is read as bfloat16 bit patterns, but input '{name}' is {}",
+            match d {
+                StoredType::F32 => "f32 (or not a float)",
+                d => d.name(),
+            }
+        ),
+        _ => Ok(t),
+    }
 }
 
 /// Writes a tensor as .npy into `f` (`path` names it in errors).
-pub fn write_npy(f: &File, path: &Path, t: &Tensor) -> Result<()> {
-    write_npy_to(std::io::BufWriter::new(f), t)
+pub fn write_npy(f: &File, path: &Path, t: &Tensor, stored: StoredType) -> Result<()> {
+    write_npy_to(std::io::BufWriter::new(f), t, stored)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The arrays of a .npz file (`np.savez`, `np.savez_compressed`), by name, in the archive's
 /// order.
-pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor, StoredType)>> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(f))
         .with_context(|| format!("{}: not a .npz file (a zip of .npy files)", path.display()))?;
@@ -118,10 +169,8 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
             bail!("{}: member '{member}' is not a .npy array", path.display());
         };
         let what = format!("{}: array '{name}'", path.display());
-        arrays.push((
-            name.to_string(),
-            read_npy_from(BufReader::new(entry), &what)?,
-        ));
+        let (t, stored) = read_npy_from(BufReader::new(entry), &what)?;
+        arrays.push((name.to_string(), t, stored));
     }
     Ok(arrays)
 }
@@ -150,23 +199,28 @@ pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
 
 /// Writes named tensors as one .npz file (uncompressed, as `np.savez`), read back by
 /// `np.load(path)[name]`, into `f` (`path` names it in errors).
-pub fn write_npz(f: &File, path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
+pub fn write_npz(
+    f: &File,
+    path: &Path,
+    tensors: &[(&str, &Tensor, StoredType)],
+) -> Result<()> {
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(f));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
         .large_file(true);
     let cannot = || format!("cannot write {}", path.display());
-    for (name, t) in tensors {
+    for (name, t, stored) in tensors {
         zip.start_file(format!("{name}.npy"), options)
             .with_context(cannot)?;
-        write_npy_to(&mut zip, t).with_context(cannot)?;
+        write_npy_to(&mut zip, t, *stored).with_context(cannot)?;
     }
     zip.finish().with_context(cannot)?;
     Ok(())
 }
 
-/// A tensor as .npy into `w`.
-fn write_npy_to(w: impl std::io::Write, t: &Tensor) -> Result<()> {
+/// A tensor as .npy into `w`; an f32 tensor of an output declared float16, float64 or
+/// bfloat16 as `<f2`, `<f8` or `<u2` (bfloat16 bit patterns: numpy has no bfloat16).
+fn write_npy_to(w: impl std::io::Write, t: &Tensor, stored: StoredType) -> Result<()> {
     let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
     macro_rules! write_all {
         ($a:expr) => {{
@@ -180,6 +234,13 @@ fn write_npy_to(w: impl std::io::Write, t: &Tensor) -> Result<()> {
         }};
     }
     match t {
+        Tensor::F32(a) if stored == StoredType::F16 => {
+            write_all!(a.mapv(half::f16::from_f32))
+        }
+        Tensor::F32(a) if stored == StoredType::F64 => write_all!(a.mapv(f64::from)),
+        Tensor::F32(a) if stored == StoredType::BF16 => {
+            write_all!(a.mapv(|v| StoredType::BF16.to_bits(v)))
+        }
         Tensor::F32(a) => write_all!(a),
         Tensor::I64(a) => write_all!(a),
         Tensor::I32(a) => write_all!(a),

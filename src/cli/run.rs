@@ -2,12 +2,13 @@
 
 use super::engine::{Cpu, Engine, SparseStrategy, build_options};
 use super::io::{
-    dims, file_stem, persist, read_npz, read_tensor, temp_beside, write_npy, write_npz,
+    declared_input, dims, file_stem, persist, read_npz, read_tensor_stored, temp_beside,
+    write_npy, write_npz,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use hlstmc::test_data::{TestData, compare};
-use hlstmc::{Model, Runnable, Tensor, TensorInfo};
+use hlstmc::test_data::{TestData, compare, tolerances};
+use hlstmc::{Model, Runnable, StoredType, StoredTypes, Tensor, TensorInfo};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,7 +24,13 @@ use std::sync::Arc;
 /// `--test-data DIR` reads DIR/input_K.pb (K in the model's input order), runs, compares with
 /// DIR/output_K.pb and prints the largest absolute and relative error per output. It exits 0 only
 /// if every output has its reference and every element satisfies |got - want| <= atol + rtol *
-/// |want| (a NaN or infinite value matches only the same value).
+/// |want| (a NaN or infinite value matches only the same value). A reference stored in another
+/// float type than the output's declared one is a mismatch.
+///
+/// float16, bfloat16 and float64 inputs and outputs are computed in f32: inputs of any float
+/// type are rounded to the declared one, outputs are given back in theirs (.npy `<f2`, `<f8`,
+/// and `<u2` bfloat16 bit patterns), and the default tolerances follow the precision
+/// (docs/precision.md).
 ///
 /// The default optimization pipeline runs first; -O0 runs the imported graph as it is.
 ///
@@ -54,11 +61,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "inputs")]
     pub test_data: Option<PathBuf>,
     /// Relative tolerance for --test-data.
-    #[arg(long, default_value_t = 1e-3)]
-    pub rtol: f64,
+    /// Default: 1e-3, or 4e-3 where the model's inputs or the output are float16, 3e-2 where
+    /// bfloat16 (docs/precision.md).
+    #[arg(long)]
+    pub rtol: Option<f64>,
     /// Absolute tolerance for --test-data.
-    #[arg(long, default_value_t = 1e-4)]
-    pub atol: f64,
+    /// Default: 1e-4, or 1e-3 for float16, 8e-3 for bfloat16.
+    #[arg(long)]
+    pub atol: Option<f64>,
     /// Which engine runs the model.
     /// Default: jit, or the interpreter (with a note) for a model the JIT cannot take yet
     /// (integer inputs other than sequence lengths, ops the kernel IR lacks).
@@ -83,7 +93,7 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
     let opt = a.opt.options()?;
     opt.pass_manager()?;
     for (flag, t) in [("--rtol", a.rtol), ("--atol", a.atol)] {
-        if !(t >= 0.0) {
+        if let Some(t) = t.filter(|t| !(*t >= 0.0)) {
             bail!("{flag} {t}: a tolerance must be a number >= 0");
         }
     }
@@ -96,12 +106,14 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
     let model = super::load_model(&a.model)?;
     let infos = model.inputs();
     let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+    let stored = model.stored_types().clone();
     let (inputs, references) = match &a.test_data {
         Some(dir) => {
             let data = TestData::load(dir, &names, model.outputs().len())?;
-            (data.inputs, data.outputs)
+            let refs = data.outputs.into_iter().zip(data.output_types);
+            (data.inputs, refs.map(|(t, s)| t.map(|t| (t, s))).collect())
         }
-        None => (named_inputs(&names, &a.inputs)?, Vec::new()),
+        None => (named_inputs(&names, &stored, &a.inputs)?, Vec::new()),
     };
     // A model exported with an open batch or sequence length runs at the one it is given.
     let model = model
@@ -112,13 +124,19 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
     let outputs = runnable.run(&inputs)?;
     if let Some(dir) = &a.test_data {
         let infos = runnable.outputs();
-        return check_test_data(infos, &outputs, &references, dir, a.rtol, a.atol);
+        let tol = Tolerance {
+            rtol: a.rtol,
+            atol: a.atol,
+            stored: &stored,
+        };
+        return check_test_data(infos, &outputs, &references, dir, &tol);
     }
     match &a.out {
-        Some(dir) => write_outputs(runnable.outputs(), &outputs, dir)?,
+        Some(dir) => write_outputs(runnable.outputs(), &stored, &outputs, dir)?,
         None => {
             for (info, t) in runnable.outputs().iter().zip(&outputs) {
-                outln!("{}: {}", info.name, summary(t));
+                let s = summary(t, stored.output(&info.name));
+                outln!("{}: {s}", info.name);
             }
         }
     }
@@ -139,10 +157,11 @@ fn build(model: Model, a: &RunArgs) -> Result<Arc<dyn Runnable>> {
     Ok(runnable)
 }
 
-/// Orders `-i NAME=FILE` arguments by the model's inputs.
-fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
+/// Orders `-i NAME=FILE` arguments by the model's inputs, decoding bfloat16 bit patterns for
+/// the inputs declared bfloat16.
+fn named_inputs(names: &[&str], stored: &StoredTypes, args: &[String]) -> Result<Vec<Tensor>> {
     let mut got: Vec<Option<(Tensor, String)>> = vec![None; names.len()];
-    let mut put = |name: &str, t: Tensor, from: String| -> Result<()> {
+    let mut put = |name: &str, (t, file): (Tensor, StoredType), from: String| -> Result<()> {
         let k = names.iter().position(|n| *n == name).ok_or_else(|| {
             anyhow!(
                 "{from}: the model has no input named '{name}'; its inputs are: {}",
@@ -152,6 +171,7 @@ fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
         if let Some((_, first)) = &got[k] {
             bail!("input '{name}' is given twice: by {first} and by {from}");
         }
+        let t = declared_input(name, t, file, stored.input(name), &from)?;
         got[k] = Some((t, from));
         Ok(())
     };
@@ -163,10 +183,14 @@ fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
             .find(|&i| names.contains(&&arg[..i]))
             .or_else(|| arg.find('='));
         match split.map(|i| (&arg[..i], &arg[i + 1..])) {
-            Some((name, file)) => put(name, read_tensor(Path::new(file))?, format!("-i {arg}"))?,
+            Some((name, file)) => put(
+                name,
+                read_tensor_stored(Path::new(file))?,
+                format!("-i {arg}"),
+            )?,
             None if arg.ends_with(".npz") => {
-                for (name, t) in read_npz(Path::new(arg))? {
-                    put(&name, t, format!("{arg} (array '{name}')"))?;
+                for (name, t, s) in read_npz(Path::new(arg))? {
+                    put(&name, (t, s), format!("{arg} (array '{name}')"))?;
                 }
             }
             None => bail!("-i expects NAME=FILE or FILE.npz, got '{arg}'"),
@@ -187,13 +211,21 @@ fn named_inputs(names: &[&str], args: &[String]) -> Result<Vec<Tensor>> {
     Ok(got.into_iter().flatten().map(|(t, _)| t).collect())
 }
 
-fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result<()> {
+fn write_outputs(
+    infos: &[TensorInfo],
+    stored: &StoredTypes,
+    outputs: &[Tensor],
+    dir: &Path,
+) -> Result<()> {
     if dir.extension().is_some_and(|e| e == "npz") {
         super::io::create_parent(dir)?;
         // One file, whole or not at all: made under a random name beside it, then renamed.
         let tmp = temp_beside(dir)?;
-        let named: Vec<(&str, &Tensor)> =
-            infos.iter().map(|i| i.name.as_str()).zip(outputs).collect();
+        let named: Vec<(&str, &Tensor, StoredType)> = infos
+            .iter()
+            .zip(outputs)
+            .map(|(i, t)| (i.name.as_str(), t, stored.output(&i.name)))
+            .collect();
         write_npz(tmp.as_file(), dir, &named)?;
         persist(tmp, dir)?;
         outln!("wrote {}", dir.display());
@@ -220,9 +252,9 @@ fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Every output is made first; a failure drops (removes) the ones made, and none is renamed.
     let mut made = Vec::new();
-    for (t, path) in outputs.iter().zip(&paths) {
+    for ((t, path), info) in outputs.iter().zip(&paths).zip(infos) {
         let tmp = temp_beside(path)?;
-        write_npy(tmp.as_file(), path, t)?;
+        write_npy(tmp.as_file(), path, t, stored.output(&info.name))?;
         made.push((tmp, path));
     }
     for (tmp, path) in made {
@@ -232,7 +264,7 @@ fn write_outputs(infos: &[TensorInfo], outputs: &[Tensor], dir: &Path) -> Result
     Ok(())
 }
 
-fn summary(t: &Tensor) -> String {
+fn summary(t: &Tensor, stored: StoredType) -> String {
     let vals: Vec<String> = match t {
         Tensor::F32(a) => a.iter().take(6).map(|v| format!("{v:.6}")).collect(),
         Tensor::I64(a) => a.iter().take(6).map(|v| v.to_string()).collect(),
@@ -240,12 +272,23 @@ fn summary(t: &Tensor) -> String {
         Tensor::Bool(a) => a.iter().take(6).map(|v| v.to_string()).collect(),
     };
     let more = if t.len() > 6 { ", ..." } else { "" };
+    let dtype = match (t.dtype(), stored) {
+        (hlstmc::DType::F32, s) => s.name(),
+        (d, _) => d.name(),
+    };
     format!(
         "{}{} [{}{more}]",
-        t.dtype(),
+        dtype,
         dims(t.shape()),
         vals.join(", ")
     )
+}
+
+/// The tolerances asked for, or else those of each output's precision.
+struct Tolerance<'a> {
+    rtol: Option<f64>,
+    atol: Option<f64>,
+    stored: &'a StoredTypes,
 }
 
 /// Compares the outputs with a test-data folder's references; prints a line per output and
@@ -253,21 +296,30 @@ fn summary(t: &Tensor) -> String {
 fn check_test_data(
     infos: &[TensorInfo],
     outputs: &[Tensor],
-    references: &[Option<Tensor>],
+    references: &[Option<(Tensor, StoredType)>],
     dir: &Path,
-    rtol: f64,
-    atol: f64,
+    tol: &Tolerance,
 ) -> Result<ExitCode> {
     let mut ok = true;
     for (k, (info, got)) in infos.iter().zip(outputs).enumerate() {
         let name = &info.name;
-        let Some(want) = &references[k] else {
+        let Some((want, want_type)) = &references[k] else {
             // A check with nothing to compare must not pass.
             let p = dir.join(format!("output_{k}.pb"));
             outln!("{name}: MISSING  no reference ({} is absent)", p.display());
             ok = false;
             continue;
         };
+        let declared = tol.stored.output(name);
+        if got.dtype() == hlstmc::DType::F32 && *want_type != declared {
+            outln!(
+                "{name}: MISMATCH  the reference is {want_type}, the output is declared {declared}"
+            );
+            ok = false;
+            continue;
+        }
+        let (rtol, atol) = tolerances(tol.stored, name);
+        let (rtol, atol) = (tol.rtol.unwrap_or(rtol), tol.atol.unwrap_or(atol));
         match compare(got, want, rtol, atol) {
             Ok(c) => {
                 let verdict = if c.bad == 0 { "ok" } else { "MISMATCH" };
