@@ -58,10 +58,10 @@ def contrib_ops(m):
     return found
 
 
-def save(name, model, feeds, source, level, original=None):
+def save(name, model, feeds, source, level, original=None, out=OUT):
     """Writes the fixture; the reference is ONNX Runtime running the saved file with its own
     optimizations off (so the file is run as written). `original` (a path) must agree."""
-    d = os.path.join(OUT, name)
+    d = os.path.join(out, name)
     if os.path.exists(d):
         shutil.rmtree(d)
     os.makedirs(os.path.join(d, "test_data_set_0"))
@@ -86,7 +86,8 @@ def save(name, model, feeds, source, level, original=None):
         with open(os.path.join(d, "test_data_set_0", f"output_{k}.pb"), "wb") as f:
             f.write(t.SerializeToString())
     ops = ", ".join(f"{k} x{v}" for k, v in sorted(contrib_ops(model).items())) or "none"
-    ROWS.append((name, source, level, ops))
+    if out == OUT:
+        ROWS.append((name, source, level, ops))
 
 
 def from_fixture(name, folder, src, level):
@@ -191,6 +192,54 @@ def contrib_mix():
              original=src)
 
 
+def direct_ops():
+    """Contrib ops written by hand, with the attributes the optimizer rarely writes
+    (transBatchA/B, the parameterized activations), into tests/fixtures/contrib/: not
+    recurrent models, so tests/contrib_ops.rs runs them, not the fixture tests of every engine."""
+    rng = np.random.default_rng(16)
+    out = os.path.join(ROOT, "contrib")
+
+    def vi(n, s):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+
+    def model(name, nodes, inputs, outputs, feeds):
+        g = helper.make_graph(nodes, name, inputs, outputs)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                                helper.make_opsetid("com.microsoft", 1)])
+        m.ir_version = 8
+        save(name, m, feeds, "written by hand", "none", out=out)
+
+    def r(*s):
+        return rng.standard_normal(s).astype(np.float32)
+
+    ms = "com.microsoft"
+    model("fusedmatmul_transbatch", [
+        helper.make_node("FusedMatMul", ["A", "B"], ["Y1"], domain=ms, transBatchA=1, transA=1,
+                         alpha=0.25),
+        helper.make_node("FusedMatMul", ["F", "C"], ["Y2"], domain=ms, transBatchB=1),
+        helper.make_node("FusedMatMul", ["D", "E"], ["Y3"], domain=ms, transA=1, transB=1,
+                         alpha=-2.0),
+    ], [vi("A", [2, 3, 4, 5]), vi("B", [3, 4, 2, 6]), vi("C", [2, 3, 5, 4]), vi("D", [7, 3]),
+        vi("E", [5, 7]), vi("F", [3, 5, 6, 2])],
+        [vi("Y1", None), vi("Y2", None), vi("Y3", None)],
+        {"A": r(2, 3, 4, 5), "B": r(3, 4, 2, 6), "C": r(2, 3, 5, 4), "D": r(7, 3),
+         "E": r(5, 7), "F": r(3, 5, 6, 2)})
+    acts = [("Relu", {}), ("Sigmoid", {}), ("Tanh", {}), ("Softsign", {}), ("Softplus", {}),
+            ("LeakyRelu", {"activation_alpha": 0.2}),
+            ("HardSigmoid", {"activation_alpha": 0.3, "activation_beta": 0.6}),
+            ("Elu", {"activation_alpha": 0.8}), ("ThresholdedRelu", {"activation_alpha": 0.1}),
+            ("Selu", {"activation_alpha": 1.5, "activation_gamma": 1.1}),
+            ("ScaledTanh", {"activation_alpha": 1.7, "activation_beta": 0.6}),
+            ("ParametricSoftplus", {"activation_alpha": 0.9, "activation_beta": 1.3})]
+    nodes, outs = [], []
+    for k, (act, attrs) in enumerate(acts):
+        nodes.append(helper.make_node("FusedGemm", ["A", "W", "b"], [f"Y_{act}"], domain=ms,
+                                      activation=act, alpha=0.7, beta=1.2, transB=1, **attrs))
+        outs.append(vi(f"Y_{act}", [3, 6]))
+    model("fusedgemm_activations", nodes, [vi("A", [3, 5]), vi("W", [6, 5]), vi("b", [6])],
+          outs, {"A": r(3, 5) * 2, "W": r(6, 5), "b": r(6)})
+
+
 from_fixture("ort_ext_hlstm_scan_H64_X32_T8_sp97", "models", "hlstm_scan_H64_X32_T8_sp97",
              "ORT_ENABLE_EXTENDED")
 from_fixture("ort_all_torch_hlstm_pergate_H64_X32_T8_sp97", "models",
@@ -198,6 +247,7 @@ from_fixture("ort_all_torch_hlstm_pergate_H64_X32_T8_sp97", "models",
 from_fixture("ort_ext_lstm_std_H64_X32_T8", "models", "lstm_std_H64_X32_T8",
              "ORT_ENABLE_EXTENDED")
 contrib_mix()
+direct_ops()
 
 # The section this script owns in extra/README.md (gen_extra_fixtures.py rewrites the file).
 BEGIN, END = "<!-- gen_ort_optimized.py: begin -->", "<!-- gen_ort_optimized.py: end -->"
