@@ -351,6 +351,28 @@ fn remove_dead(g: &mut Graph) {
     }
 }
 
+/// Records `stored` for every constant of `g` and its bodies that has no stored type yet.
+fn mark_body_weights(g: &mut Graph, stored: StoredType) {
+    let names: Vec<String> = g
+        .nodes
+        .node_weights()
+        .filter_map(|n| match &n.op {
+            hlstm_ir::Op::Const(c) => Some(c.name.clone()),
+            _ => None,
+        })
+        .collect();
+    for name in names {
+        if g.stored.weight(&name) == StoredType::F32 {
+            g.stored.set_weight(&name, stored);
+        }
+    }
+    for n in g.nodes.node_weights_mut() {
+        if let hlstm_ir::Op::Recurrence(r) = &mut n.op {
+            mark_body_weights(&mut r.body, stored);
+        }
+    }
+}
+
 /// The stored type of a weight, here or in an enclosing graph (a body copies outer constants
 /// in under their names).
 fn weight_stored(ctx: &Ctx, name: &str) -> StoredType {
@@ -429,6 +451,13 @@ fn import_node(ctx: &mut Ctx, node: &NodeProto) -> Result<(), ImportError> {
             .collect();
         for name in made {
             ctx.g.stored.set_weight(&name, stored);
+        }
+        // An LSTM, GRU or RNN builds its gate weights inside the recurrence body it makes.
+        let new: Vec<_> = ctx.g.nodes.node_indices().filter(|n| !before.contains(n)).collect();
+        for n in new {
+            if let hlstm_ir::Op::Recurrence(r) = &mut ctx.g.nodes[n].op {
+                mark_body_weights(&mut r.body, stored);
+            }
         }
     }
     for (name, v) in node.output.iter().zip(results) {
