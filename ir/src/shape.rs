@@ -40,6 +40,18 @@ fn bcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
         .collect()
 }
 
+/// The product of `dims` as one dim: known when they all are, the one open dim when every
+/// other is 1, else unknown.
+fn dims_product(dims: &[Dim]) -> Dim {
+    let open: Vec<&Dim> = dims.iter().filter(|d| d.known().is_none()).collect();
+    let known: usize = dims.iter().filter_map(Dim::known).product();
+    match open.as_slice() {
+        [] => Dim::Known(known),
+        [d] if known == 1 => (*d).clone(),
+        _ => Dim::Unknown,
+    }
+}
+
 fn ints(v: Option<&Tensor>) -> Option<Vec<i64>> {
     v.and_then(|t| t.to_i64_vec())
 }
@@ -221,6 +233,14 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                     Some(v) => Some(k::split_sizes(*n, Some(&v), *num_outputs)?),
                     None => None,
                 },
+                // Constant sizes fix each part's dim even where the input's is known only at
+                // run time (the kernel checks that they add up).
+                (_, Some(a)) => match ints(a.value) {
+                    Some(v) if v.len() == *num_outputs && v.iter().all(|&x| x >= 0) => {
+                        Some(v.iter().map(|&x| x as usize).collect())
+                    }
+                    _ => None,
+                },
                 _ => None,
             };
             (0..*num_outputs)
@@ -260,7 +280,17 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
         Op::Flatten { axis } => match s0 {
             Some(s) => match s.iter().map(Dim::known).collect::<Option<Vec<_>>>() {
                 Some(c) => vec![known(dt0, k::flatten_shape(&c, *axis)?)],
-                None => same(Some(vec![Dim::Unknown, Dim::Unknown])),
+                None => {
+                    // Each side keeps what it can: [B,2,3] at axis 2 is [?,3], [B,16] at
+                    // axis 1 is [B,16].
+                    let r = s.len() as i64;
+                    let a = if *axis < 0 { axis + r } else { *axis };
+                    if !(0..=r).contains(&a) {
+                        return Err(format!("flatten axis {axis} out of range for rank {r}"));
+                    }
+                    let a = a as usize;
+                    same(Some(vec![dims_product(&s[..a]), dims_product(&s[a..])]))
+                }
             },
             None => same(Some(vec![Dim::Unknown, Dim::Unknown])),
         },
