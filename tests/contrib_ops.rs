@@ -74,8 +74,15 @@ fn ort_optimized_hlstms_optimize_to_the_multiply_adds_of_their_sources() {
     ];
     for (ort, source, want) in pairs {
         let fused = count_ops(ort, "com.microsoft", "FusedGemm");
-        assert!(fused > 0, "{ort} holds no FusedGemm: the test tests nothing");
-        assert_eq!(count_ops(source, "com.microsoft", "FusedGemm"), 0, "{source}");
+        assert!(
+            fused > 0,
+            "{ort} holds no FusedGemm: the test tests nothing"
+        );
+        assert_eq!(
+            count_ops(source, "com.microsoft", "FusedGemm"),
+            0,
+            "{source}"
+        );
         let (a, b) = (macs_optimized(ort), macs_optimized(source));
         println!("{ort}: {fused} FusedGemm, {a} multiply-adds per step; {source}: {b}");
         assert_eq!(a, b, "{ort} vs {source}");
@@ -92,7 +99,12 @@ fn hand_written_contrib_ops_match_onnx_runtime() {
         .filter(|p| p.join("model.onnx").is_file())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 2, "found {} models in {}", dirs.len(), dir.display());
+    assert!(
+        dirs.len() >= 2,
+        "found {} models in {}",
+        dirs.len(),
+        dir.display()
+    );
     for d in dirs {
         for flags in [&["-O0", "--engine", "interp"][..], &[][..]] {
             let (model, data) = (d.join("model.onnx"), d.join("test_data_set_0"));
@@ -158,7 +170,12 @@ fn refused_contrib_ops_name_the_op_the_domain_the_node_and_why() {
         node("ReorderInput", "nchwc0", &["X"], &["Y"]),
         "com.microsoft.nchwc",
     )]);
-    for part in ["ReorderInput", "com.microsoft.nchwc", "nchwc0", "ORT_ENABLE_EXTENDED"] {
+    for part in [
+        "ReorderInput",
+        "com.microsoft.nchwc",
+        "nchwc0",
+        "ORT_ENABLE_EXTENDED",
+    ] {
         assert!(e.contains(part), "'{part}' missing from: {e}");
     }
     // An op hlstmc knows in the default domain is still refused in a domain it does not know.

@@ -57,7 +57,11 @@ fn other_known_dims_warn_in_the_library_and_on_the_cli() {
     // A declaration that agrees, or leaves dims open, is silent.
     for declared in [
         vi("Y", 1, &[Dim::Known(1), b(), Dim::Known(16)]),
-        vi("Y", 1, &[Dim::Sym("T".into()), Dim::Unknown, Dim::Known(16)]),
+        vi(
+            "Y",
+            1,
+            &[Dim::Sym("T".into()), Dim::Unknown, Dim::Known(16)],
+        ),
     ] {
         let m = Model::from_bytes(&relu_model(declared), None).expect("imports");
         assert!(m.warnings().is_empty(), "{:?}", m.warnings());
@@ -69,7 +73,11 @@ fn other_known_dims_warn_in_the_library_and_on_the_cli() {
     )
     .expect("writes");
     let o = hlstmc(&["inspect", &p.display().to_string()]);
-    assert!(o.status.success() && !stderr(&o).contains("warning"), "{}", stderr(&o));
+    assert!(
+        o.status.success() && !stderr(&o).contains("warning"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -78,11 +86,23 @@ fn another_element_type_or_rank_is_an_error_naming_output_types_and_node() {
         // int64 output of a float computation
         (
             vi("Y", 7, &[Dim::Known(1), b(), Dim::Known(16)]),
-            vec!["'Y'", "i64[1,B,16]", "f32[1,B,16]", "relu1", "element types differ"],
+            vec![
+                "'Y'",
+                "i64[1,B,16]",
+                "f32[1,B,16]",
+                "relu1",
+                "element types differ",
+            ],
         ),
         (
             vi("Y", 1, &[b(), Dim::Known(16)]),
-            vec!["'Y'", "f32[B,16]", "f32[1,B,16]", "relu1", "ranks differ (2 and 3)"],
+            vec![
+                "'Y'",
+                "f32[B,16]",
+                "f32[1,B,16]",
+                "relu1",
+                "ranks differ (2 and 3)",
+            ],
         ),
     ];
     let dir = tempfile::tempdir().expect("tempdir");

@@ -28,7 +28,10 @@ fn split_with_constant_sizes_fixes_each_part_on_an_open_axis() {
         num_outputs: 2,
     };
     let args = [
-        Some(Operand { ty: &x, value: None }),
+        Some(Operand {
+            ty: &x,
+            value: None,
+        }),
         Some(Operand {
             ty: &sizes_ty,
             value: Some(&sizes),
@@ -50,13 +53,28 @@ fn flatten_keeps_a_lone_open_dim_and_known_products() {
     use Dim::Known as K;
     let one = |dims: Vec<Dim>, axis: i64| {
         let x = ty(dims);
-        shapes(infer(&Op::Flatten { axis }, &[Some(Operand { ty: &x, value: None })]).unwrap())
-            .remove(0)
+        shapes(
+            infer(
+                &Op::Flatten { axis },
+                &[Some(Operand {
+                    ty: &x,
+                    value: None,
+                })],
+            )
+            .unwrap(),
+        )
+        .remove(0)
     };
     assert_eq!(one(vec![sym("B"), K(16)], 1), vec![sym("B"), K(16)]);
     assert_eq!(one(vec![sym("B"), K(2), K(3)], 2), vec![Dim::Unknown, K(3)]);
-    assert_eq!(one(vec![sym("B"), K(2), K(3)], -1), vec![Dim::Unknown, K(3)]);
-    assert_eq!(one(vec![K(1), sym("B"), K(4), K(5)], 2), vec![sym("B"), K(20)]);
+    assert_eq!(
+        one(vec![sym("B"), K(2), K(3)], -1),
+        vec![Dim::Unknown, K(3)]
+    );
+    assert_eq!(
+        one(vec![K(1), sym("B"), K(4), K(5)], 2),
+        vec![sym("B"), K(20)]
+    );
     assert_eq!(one(vec![sym("B"), K(4)], 0), vec![K(1), Dim::Unknown]);
     assert_eq!(one(vec![sym("B"), K(4)], 2), vec![Dim::Unknown, K(1)]);
 }

@@ -126,9 +126,16 @@ mod tests {
     fn one_symbol_for_two_known_dims_warns() {
         let (g, v) = graph(ty(DType::F32, &[K(2), K(3)]));
         let n = || S("N".into());
-        assert!(check(&g, "Y", &ty(DType::F32, &[n(), n()]), v).unwrap().is_some());
+        assert!(
+            check(&g, "Y", &ty(DType::F32, &[n(), n()]), v)
+                .unwrap()
+                .is_some()
+        );
         let (g, v) = graph(ty(DType::F32, &[K(3), K(3)]));
-        assert_eq!(check(&g, "Y", &ty(DType::F32, &[n(), n()]), v).unwrap(), None);
+        assert_eq!(
+            check(&g, "Y", &ty(DType::F32, &[n(), n()]), v).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -143,7 +150,13 @@ mod tests {
         let e = check(&g, "Y", &ty(DType::F32, &[K(1), K(1), K(16)]), v)
             .unwrap_err()
             .to_string();
-        for part in ["'Y'", "f32[1,1,16]", "f32[1,16]", "relu1", "ranks differ (3 and 2)"] {
+        for part in [
+            "'Y'",
+            "f32[1,1,16]",
+            "f32[1,16]",
+            "relu1",
+            "ranks differ (3 and 2)",
+        ] {
             assert!(e.contains(part), "'{part}' missing from: {e}");
         }
     }
