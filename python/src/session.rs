@@ -234,6 +234,7 @@ impl InferenceSession {
         };
         let built = py.detach(move || -> hlstmc::Result<_> {
             let mut model = source.load()?;
+            let warnings = model.warnings().to_vec();
             if !shapes.is_empty() {
                 model = model.with_input_shapes(&shapes)?;
             }
@@ -242,9 +243,20 @@ impl InferenceSession {
             } else {
                 OptimizeOptions::none()
             };
-            build(model.optimize(&opt)?, engine, opts)
+            Ok((build(model.optimize(&opt)?, engine, opts)?, warnings))
         });
-        let (runnable, note) = built.map_err(to_py)?;
+        let ((runnable, note), warnings) = built.map_err(to_py)?;
+        // The import's warnings (an output declared with other dims than it computes), as
+        // ONNX Runtime would print them.
+        for w in warnings {
+            let msg = std::ffi::CString::new(w).unwrap_or_default();
+            PyErr::warn(
+                py,
+                &py.get_type::<pyo3::exceptions::PyUserWarning>(),
+                &msg,
+                1,
+            )?;
+        }
         if let Some(note) = note {
             let msg = std::ffi::CString::new(note).unwrap_or_default();
             PyErr::warn(
