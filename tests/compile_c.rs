@@ -1057,3 +1057,72 @@ fn batch_chosen_per_call_on_the_gpu_library() {
     );
     check_batches(dir, 16, &[16, 5], Some(lib.path()));
 }
+
+/// Keras layers that tf2onnx writes as an ONNX `Loop` (issue 15): GRU (forward, backward,
+/// final state only) and SimpleRNN, with their batch symbolic. Each compiles at the fixture's
+/// batch against ONNX Runtime's reference, and with `--max-batch 4` gives at every batch from
+/// 1 to 4 the reference interpreter's outputs for the same rows.
+#[test]
+fn keras_loops_compile_at_every_batch() {
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
+        return;
+    }
+    for fixture in [
+        "keras_gru_T6",
+        "keras_gru_backwards_T6",
+        "keras_gru_state_T6",
+        "keras_simplernn_T6",
+    ] {
+        check_fixture(&format!("../extra/{fixture}"), &["--shape", "x=2,6,5"]);
+        let model = root()
+            .join("tests/fixtures/extra")
+            .join(fixture)
+            .join("model.onnx");
+        // The oracle: the reference interpreter on 4 rows (rows are independent).
+        let x: Vec<f32> = (0..4 * 6 * 5)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let oracle = hlstmc::Model::load(&model)
+            .unwrap()
+            .with_input_shapes(&[("x".to_string(), vec![4, 6, 5])])
+            .unwrap()
+            .into_runnable(&hlstmc::BuildOptions::engine(hlstmc::Engine::Interp))
+            .unwrap();
+        let want = f32s(
+            &oracle
+                .run(&[hlstm_ir::Tensor::from_f32(&[4, 6, 5], x.clone()).unwrap()])
+                .unwrap()[0],
+        );
+        let row = want.len() / 4;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        compile_and_link(
+            &model,
+            dir,
+            &["--max-batch", "4", "--emit", "a,header"],
+            &[],
+            "run",
+        );
+        for n in 1..=4usize {
+            let input = dir.join(format!("x{n}.f32"));
+            let raw: Vec<u8> = x[..n * 30].iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(&input, raw).unwrap();
+            let out = dir.join(format!("y{n}.f32"));
+            let n_s = n.to_string();
+            let o = Command::new(dir.join("run"))
+                .args(["--batch", &n_s])
+                .arg(&input)
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{fixture} batch {n}: {}", text(&o));
+            compare(
+                std::slice::from_ref(&out),
+                &[want[..n * row].to_vec()],
+                &format!("{fixture} --max-batch 4, batch {n}"),
+            )
+            .unwrap();
+        }
+    }
+}

@@ -474,6 +474,19 @@ fn infer_shaped(
                             .collect::<Result<_, _>>()?,
                         None => (0..get(1).map_or(0, |t| t.len())).collect(),
                     };
+                    // An axis sliced from 0 to an end past any length (tf2onnx writes
+                    // 2^31-1), step 1, keeps its whole dim, symbolic ones included.
+                    let at = |k: usize, j: usize| {
+                        get(k).and_then(|t| t.to_i64_vec()).and_then(|v| v.get(j).copied())
+                    };
+                    let whole = |i: usize| {
+                        let Some(j) = sliced_axes.iter().position(|&a| a == i) else {
+                            return false;
+                        };
+                        at(1, j) == Some(0)
+                            && at(2, j).is_some_and(|e| e >= i64::from(i32::MAX))
+                            && at(4, j).is_none_or(|st| st == 1)
+                    };
                     let dims = r
                         .shape()
                         .iter()
@@ -481,7 +494,7 @@ fn infer_shaped(
                         .map(|(i, &n)| {
                             if s[i].known().is_some() {
                                 Dim::Known(n)
-                            } else if sliced_axes.contains(&i) {
+                            } else if sliced_axes.contains(&i) && !whole(i) {
                                 Dim::Unknown
                             } else {
                                 s[i].clone()

@@ -142,7 +142,8 @@ impl<'a> Ctx<'a> {
                 })
             })
             .collect();
-        let tys = infer(&op, &args)?;
+        let mut tys = infer(&op, &args)?;
+        super::shape_values::refine(self, &op, operands, &mut tys);
         let results = tys
             .into_iter()
             .zip(result_names)

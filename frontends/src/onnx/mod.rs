@@ -5,6 +5,7 @@
 pub mod ctx;
 pub mod export;
 pub mod ops;
+mod shape_values;
 pub mod outputs;
 pub mod tensor;
 

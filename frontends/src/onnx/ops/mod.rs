@@ -3,6 +3,7 @@
 pub mod contrib;
 mod elementwise;
 mod linalg;
+mod loops;
 pub mod rnn;
 mod scan;
 mod shape;
@@ -55,6 +56,10 @@ pub fn lookup(op_type: &str) -> Option<ImportFn> {
         "GRU" => rnn::gru,
         "RNN" => rnn::rnn,
         "Scan" => scan::scan,
+        "Loop" => loops::loop_,
+        "ReverseSequence" => loops::reverse_sequence,
+        "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Equal" | "And" | "Or" | "Xor"
+        | "Not" => loops::logic,
         _ => return None,
     })
 }
