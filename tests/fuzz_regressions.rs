@@ -336,3 +336,44 @@ fn squeeze_and_slice_of_a_constant_scalar_are_errors() {
         assert!(e.contains("scalar") || e.contains("rank"), "{e}");
     }
 }
+
+/// Fuzz seed 7, case 86822: the unrolled H-LSTM fixture with its initial cell state `c_0`
+/// stored as [64] instead of [1, 64] (step 0 broadcasts it back to [1, 64]). The reroll pass
+/// made it the start of a loop that carries [1, 64], and the optimized model failed where the
+/// imported one ran. Now the loop is left unrolled and both agree.
+#[test]
+fn reroll_keeps_a_loop_whose_start_has_another_shape_unrolled() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/models/hlstm_unroll_H64_X32_T8_sp97/model.onnx"
+    );
+    let mut m =
+        ModelProto::parse_from_bytes(&std::fs::read(path).expect("the fixture")).expect("decodes");
+    let g = m.graph.as_mut().expect("a graph");
+    let c0 = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "c_0")
+        .expect("the fixture's initial cell state");
+    assert_eq!(c0.dims, [1, 64]);
+    c0.dims = vec![64];
+    let bytes = m.write_to_bytes().expect("serializes");
+    let x: Vec<f32> = (0..8 * 32).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+    let x = Tensor::from_f32(&[8, 1, 32], x).expect("a tensor");
+    let run = |opts: OptimizeOptions| {
+        Model::from_bytes(&bytes, None)
+            .and_then(|m| m.optimize(&opts))
+            .and_then(|m| m.into_runnable(&BuildOptions::engine(Engine::Interp)))
+            .and_then(|r| r.run(std::slice::from_ref(&x)))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (want, got) = (
+        run(OptimizeOptions::none()),
+        run(OptimizeOptions::default()),
+    );
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        let c = hlstmc::test_data::compare(g, w, 1e-3, 1e-4).expect("same shapes");
+        assert_eq!(c.bad, 0, "{c:?}");
+    }
+}
