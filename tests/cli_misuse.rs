@@ -3,22 +3,15 @@
 
 mod common;
 
-use common::{hlstmc, model, node, save, stderr, value_info};
+use common::{hlstmc, model, node, repo_path, save, stderr, value_info};
 use std::path::Path;
 
 const MODEL: &str = "examples/hlstm_sp97/model.onnx";
 const DATA: &str = "examples/hlstm_sp97/test_data_set_0";
 
-fn root(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(p)
-        .display()
-        .to_string()
-}
-
 #[test]
 fn ignored_flags_are_errors() {
-    let (m, d) = (root(MODEL), root(DATA));
+    let (m, d) = (repo_path(MODEL), repo_path(DATA));
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["bench", &m, "--engine", "interp", "--threads", "8"],
@@ -110,13 +103,10 @@ fn declared_sizes_are_checked_before_allocating() {
     let bin = env!("CARGO_BIN_EXE_hlstmc");
     let cases = [
         (
-            format!("{bin} run {} -i X={}", root(MODEL), npy.display()),
+            format!("{bin} run {} -i X={}", repo_path(MODEL), npy.display()),
             "a .npy header of 4294967280 bytes",
         ),
-        (
-            format!("{bin} bench {}", huge.display()),
-            "over the limit",
-        ),
+        (format!("{bin} bench {}", huge.display()), "over the limit"),
     ];
     for (cmd, want) in cases {
         let o = std::process::Command::new("sh")
@@ -135,7 +125,7 @@ fn declared_sizes_are_checked_before_allocating() {
 fn train_refuses_a_model_path_that_is_not_a_file() {
     let o = hlstmc(&[
         "train",
-        &root("examples/digits-hlstm.toml"),
+        &repo_path("examples/digits-hlstm.toml"),
         "-o",
         "/dev/null",
     ]);
@@ -151,7 +141,7 @@ fn train_refuses_a_model_path_that_is_not_a_file() {
 fn ctrl_c_during_training_keeps_the_previous_files() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::copy(
-        root("examples/data/digits/digits.csv.gz"),
+        repo_path("examples/data/digits/digits.csv.gz"),
         tmp.path().join("digits.csv.gz"),
     )
     .unwrap();
@@ -207,7 +197,7 @@ fn ctrl_c_during_training_keeps_the_previous_files() {
 fn unusable_artifacts_are_refused_and_nothing_is_half_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("lib");
-    let digits = root("examples/digits-hlstm.onnx");
+    let digits = repo_path("examples/digits-hlstm.onnx");
     let d = out.display().to_string();
     let o = hlstmc(&[
         "compile", &digits, "-o", &d, "--shape", "X=8,0,8", "--name", "hm",
@@ -218,7 +208,7 @@ fn unusable_artifacts_are_refused_and_nothing_is_half_replaced() {
 
     std::fs::create_dir_all(out.join("hm.h")).unwrap();
     std::fs::write(out.join("libhlstmc_hm.a"), "the old library").unwrap();
-    let m = root(MODEL);
+    let m = repo_path(MODEL);
     let o = hlstmc(&["compile", &m, "-o", &d, "--name", "hm"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("hm.h"), "{}", stderr(&o));
@@ -234,7 +224,7 @@ fn unusable_artifacts_are_refused_and_nothing_is_half_replaced() {
 
     let cfg = tmp.path().join("c.toml");
     std::fs::copy(
-        root("examples/data/digits/digits.csv.gz"),
+        repo_path("examples/data/digits/digits.csv.gz"),
         tmp.path().join("digits.csv.gz"),
     )
     .unwrap();
@@ -295,7 +285,7 @@ fn a_killed_compile_leaves_nothing_for_long() {
     let d = out.display().to_string();
     let o = hlstmc(&[
         "compile",
-        &root(MODEL),
+        &repo_path(MODEL),
         "-o",
         &d,
         "--name",
@@ -341,11 +331,29 @@ fn errors_show_no_rust_debug_text() {
             "input 'X' has the open dim T besides the batch",
         ),
         (
-            vec!["compile", &p, "-o", &out, "--max-batch", "4", "--shape", "X=5,2,3"],
+            vec![
+                "compile",
+                &p,
+                "-o",
+                &out,
+                "--max-batch",
+                "4",
+                "--shape",
+                "X=5,2,3",
+            ],
             "given as 2, but --max-batch is 4",
         ),
         (
-            vec!["compile", &p, "-o", &out, "--max-batch", "4", "--shape", "X=5"],
+            vec![
+                "compile",
+                &p,
+                "-o",
+                &out,
+                "--max-batch",
+                "4",
+                "--shape",
+                "X=5",
+            ],
             "which the 1 dims given lack",
         ),
     ];

@@ -4,20 +4,13 @@
 
 mod common;
 
-use common::{hlstmc, stderr, stdout};
+use common::{hlstmc, repo_path, stderr, stdout};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 const MODEL: &str = "examples/hlstm_sp97/model.onnx";
 const DATA: &str = "examples/hlstm_sp97/test_data_set_0";
-
-fn root(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(p)
-        .display()
-        .to_string()
-}
 
 fn fails_with(args: &[&str], want: &[&str]) {
     let o = hlstmc(args);
@@ -46,7 +39,7 @@ fn an_endless_device_is_refused_at_once() {
 /// A model read from a pipe (no size known in advance) is read up to the limit, and works.
 #[test]
 fn a_model_from_a_pipe_is_read_within_the_limit() {
-    let bytes = std::fs::read(root(MODEL)).unwrap();
+    let bytes = std::fs::read(repo_path(MODEL)).unwrap();
     let run = |limit: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hlstmc"))
             .args(["inspect", "/dev/stdin", "--limit", limit])
@@ -74,7 +67,7 @@ fn a_model_from_a_pipe_is_read_within_the_limit() {
 /// Each limit is checked, named, and raised by the flag, before or after the command's name.
 #[test]
 fn every_limit_names_itself_and_the_flag_raises_it() {
-    let (m, d) = (root(MODEL), root(DATA));
+    let (m, d) = (repo_path(MODEL), repo_path(DATA));
     let size = std::fs::metadata(&m).unwrap().len().to_string();
     fails_with(
         &["inspect", &m, "--limit", "bytes=1000"],

@@ -5,17 +5,8 @@
 
 mod common;
 
-use common::{f32_tensor, hlstmc, model, node, save, stderr, stdout, value_info};
+use common::{f32_tensor, hlstmc, i64_tensor, model, node, save, stderr, stdout, value_info};
 use onnx_protobuf::{AttributeProto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
-
-fn i64_tensor(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
-    let mut t = TensorProto::new();
-    t.name = name.to_string();
-    t.dims = dims.to_vec();
-    t.data_type = 7;
-    t.int64_data = data.to_vec();
-    t
-}
 
 fn bool_tensor(name: &str, v: bool) -> TensorProto {
     let mut t = TensorProto::new();

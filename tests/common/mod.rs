@@ -26,6 +26,23 @@ pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
     t
 }
 
+pub fn i64_tensor(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.dims = dims.to_vec();
+    t.data_type = 7;
+    t.int64_data = data.to_vec();
+    t
+}
+
+/// A path in the repository, as a string for the command line.
+pub fn repo_path(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(p)
+        .display()
+        .to_string()
+}
+
 pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     let mut n = NodeProto::new();
     n.op_type = op.to_string();
