@@ -26,7 +26,9 @@ class NodeArg:
         """Ints for known dims, the symbol's name for open ones (``"N"``), None for unknown ones."""
     @property
     def type(self) -> str:
-        """``"tensor(float)"``, ``"tensor(int64)"``, ``"tensor(int32)"`` or ``"tensor(bool)"``."""
+        """``"tensor(float)"``, ``"tensor(int64)"``, ``"tensor(int32)"`` or ``"tensor(bool)"``;
+        ``"tensor(float16)"``, ``"tensor(bfloat16)"`` or ``"tensor(double)"`` for a float the
+        model declares so (computed in float32)."""
 
 class InferenceSession:
     """A model built to run, used as ONNX Runtime's ``InferenceSession``.
@@ -68,7 +70,15 @@ class InferenceSession:
     ) -> list[np.ndarray]:
         """Runs the model on ``input_feed`` ({input name: array}); returns the outputs named in
         ``output_names`` (None: all) as numpy arrays. Float inputs of other precisions are
-        converted to float32. The GIL is released while the model runs."""
+        converted to float32. The GIL is released while the model runs.
+
+        The model computes in float32. An input declared float16, bfloat16 or float64 takes a
+        float array of any precision, rounded to its declared type; a bfloat16 input also takes
+        a uint16 array of bfloat16 bit patterns (numpy has no bfloat16) or an
+        ``ml_dtypes.bfloat16`` array. Outputs declared float16 or float64 come back as float16
+        or float64 arrays; outputs declared bfloat16 as uint16 arrays of bit patterns
+        (``out.view(ml_dtypes.bfloat16)``, or
+        ``(out.astype(numpy.uint32) << 16).view(numpy.float32)``)."""
     def get_inputs(self) -> list[NodeArg]: ...
     def get_outputs(self) -> list[NodeArg]: ...
     def get_providers(self) -> list[str]: ...

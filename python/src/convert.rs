@@ -2,14 +2,14 @@
 //! and tensors.
 
 use crate::errors::invalid;
-use hlstmc::{DType, Model, Tensor, TensorInfo};
+use hlstmc::{DType, Model, StoredType, Tensor, TensorInfo};
 use numpy::{
     IntoPyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyModule, PyString};
 use std::path::PathBuf;
 
 /// Where a model comes from: a file (str or os.PathLike) or the bytes of one.
@@ -52,13 +52,29 @@ impl Source {
     }
 }
 
-/// ONNX Runtime's spelling of an element type: `tensor(float)`.
-pub fn onnx_type_name(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "tensor(float)",
-        DType::I64 => "tensor(int64)",
-        DType::I32 => "tensor(int32)",
-        DType::Bool => "tensor(bool)",
+/// ONNX Runtime's spelling of an element type: `tensor(float)`; a float the model declares
+/// float16, bfloat16 or float64 (`stored`) is spelled as declared: `tensor(float16)`,
+/// `tensor(bfloat16)`, `tensor(double)`.
+pub fn onnx_type_name(d: DType, stored: StoredType) -> &'static str {
+    match (d, stored) {
+        (DType::F32, StoredType::F32) => "tensor(float)",
+        (DType::F32, StoredType::F16) => "tensor(float16)",
+        (DType::F32, StoredType::BF16) => "tensor(bfloat16)",
+        (DType::F32, StoredType::F64) => "tensor(double)",
+        (DType::I64, _) => "tensor(int64)",
+        (DType::I32, _) => "tensor(int32)",
+        (DType::Bool, _) => "tensor(bool)",
+    }
+}
+
+/// The type of an input as messages show it: `f16[5,3,16]` for a float declared float16.
+fn declared_text(info: &TensorInfo, stored: StoredType) -> String {
+    let text = info.ty.to_string();
+    match (info.ty.dtype, stored) {
+        (DType::F32, s) if s != StoredType::F32 => {
+            format!("{}{}", s.name(), &text[DType::F32.name().len()..])
+        }
+        _ => text,
     }
 }
 
@@ -72,10 +88,31 @@ fn numpy_name(d: DType) -> &'static str {
     }
 }
 
+/// A C-contiguous copy (or the array itself) of `arr` as the numpy dtype `dtype`.
+fn contiguous<'py>(
+    np: &Bound<'py, PyModule>,
+    arr: &Bound<'py, PyAny>,
+    dtype: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kwargs = pyo3::types::PyDict::new(np.py());
+    kwargs.set_item("dtype", dtype)?;
+    np.getattr("ascontiguousarray")?.call((arr,), Some(&kwargs))
+}
+
 /// `value` (a numpy array, or anything `numpy.asarray` takes) as a tensor of the input's
 /// element type. Other float types convert to float32 and integer types to the input's
 /// integer type; a non-contiguous array is copied; any other kind is an error naming the input.
-pub fn to_tensor(py: Python<'_>, info: &TensorInfo, value: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+///
+/// An input the model declares float16, bfloat16 or float64 (`stored`) takes float arrays of
+/// any precision, as f32; the built model rounds them to the declared type, as the CLI does
+/// (docs/precision.md). A bfloat16 input also takes uint16 arrays as bfloat16 bit patterns
+/// (numpy has no bfloat16) and ml_dtypes.bfloat16 arrays; any float input takes the latter.
+pub fn to_tensor(
+    py: Python<'_>,
+    info: &TensorInfo,
+    stored: StoredType,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<Tensor> {
     // The common case without a call into numpy: a C-contiguous float32 array.
     if info.ty.dtype == DType::F32
         && let Ok(a) = value.cast::<PyArrayDyn<f32>>()
@@ -88,29 +125,57 @@ pub fn to_tensor(py: Python<'_>, info: &TensorInfo, value: &Bound<'_, PyAny>) ->
     let untyped = arr.cast::<PyUntypedArray>()?;
     let dtype = untyped.dtype();
     let kind = dtype.kind() as char;
+    let got = dtype.str()?.to_string();
+    if info.ty.dtype == DType::F32 {
+        // bfloat16 values as 16-bit patterns: uint16 for a bfloat16 input, or an
+        // ml_dtypes.bfloat16 array (numpy kind 'V', named bfloat16) for any float input.
+        let is_ml_bf16 = kind == 'V'
+            && dtype.itemsize() == 2
+            && dtype.getattr("name")?.extract::<String>()? == "bfloat16";
+        let is_u16 = kind == 'u' && dtype.itemsize() == 2;
+        if is_ml_bf16 || (is_u16 && stored == StoredType::BF16) {
+            let bits = contiguous(&np, &arr.call_method1("view", ("uint16",))?, "uint16")?;
+            let bits = bits.cast::<PyArrayDyn<u16>>()?.readonly();
+            return Ok(Tensor::F32(
+                bits.as_array().mapv(|b| StoredType::BF16.from_bits(b)),
+            ));
+        }
+        if is_u16 {
+            return Err(invalid(format!(
+                "input '{}' expects {}, got a numpy array of dtype {got}: uint16 arrays are read as bfloat16 bit patterns, for inputs declared bfloat16 only (convert it with .astype(numpy.{}))",
+                info.name,
+                declared_text(info, stored),
+                match stored {
+                    StoredType::F16 => "float16",
+                    StoredType::F64 => "float64",
+                    _ => "float32",
+                }
+            )));
+        }
+    }
     let fits = match info.ty.dtype {
         DType::F32 => kind == 'f',
         DType::I64 | DType::I32 => matches!(kind, 'i' | 'u'),
         DType::Bool => kind == 'b',
     };
     if !fits {
-        let got = dtype.str()?.to_string();
-        let hint = match info.ty.dtype {
-            DType::F32 => " (convert it with .astype(numpy.float32))",
-            DType::I64 | DType::I32 => " (an integer array)",
-            DType::Bool => "",
+        let hint = match (info.ty.dtype, stored) {
+            (DType::F32, StoredType::F32) => " (convert it with .astype(numpy.float32))",
+            (DType::F32, StoredType::F16) => " (convert it with .astype(numpy.float16))",
+            (DType::F32, StoredType::F64) => " (convert it with .astype(numpy.float64))",
+            (DType::F32, StoredType::BF16) => {
+                " (a float array, or bfloat16 bit patterns as a uint16 array)"
+            }
+            (DType::I64 | DType::I32, _) => " (an integer array)",
+            (DType::Bool, _) => "",
         };
         return Err(invalid(format!(
             "input '{}' expects {}, got a numpy array of dtype {got}{hint}",
-            info.name, info.ty
+            info.name,
+            declared_text(info, stored)
         )));
     }
-    let want = numpy_name(info.ty.dtype);
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item("dtype", want)?;
-    let c = np
-        .getattr("ascontiguousarray")?
-        .call((arr,), Some(&kwargs))?;
+    let c = contiguous(&np, &arr, numpy_name(info.ty.dtype))?;
     Ok(match info.ty.dtype {
         DType::F32 => Tensor::F32(
             c.cast::<PyArrayDyn<f32>>()?
@@ -139,14 +204,28 @@ pub fn to_tensor(py: Python<'_>, info: &TensorInfo, value: &Bound<'_, PyAny>) ->
     })
 }
 
-/// A tensor as a numpy array (its buffer moves into numpy; nothing is copied).
-pub fn to_numpy(py: Python<'_>, t: Tensor) -> Py<PyAny> {
-    match t {
-        Tensor::F32(a) => a.into_pyarray(py).into_any().unbind(),
-        Tensor::I64(a) => a.into_pyarray(py).into_any().unbind(),
-        Tensor::I32(a) => a.into_pyarray(py).into_any().unbind(),
-        Tensor::Bool(a) => a.into_pyarray(py).into_any().unbind(),
-    }
+/// A tensor as a numpy array (an f32 buffer moves into numpy; nothing is copied). A float
+/// output the model declares float16 or float64 (`stored`) comes back as a float16 or
+/// float64 array, one declared bfloat16 as a uint16 array of bfloat16 bit patterns (numpy has
+/// no bfloat16), as the CLI writes them; the run has rounded its values to the type already.
+pub fn to_numpy(py: Python<'_>, t: Tensor, stored: StoredType) -> PyResult<Py<PyAny>> {
+    Ok(match (t, stored) {
+        (Tensor::F32(a), StoredType::F16) => a
+            .mapv(|v| StoredType::F16.to_bits(v))
+            .into_pyarray(py)
+            .call_method1("view", ("float16",))?
+            .unbind(),
+        (Tensor::F32(a), StoredType::BF16) => a
+            .mapv(|v| StoredType::BF16.to_bits(v))
+            .into_pyarray(py)
+            .into_any()
+            .unbind(),
+        (Tensor::F32(a), StoredType::F64) => a.mapv(f64::from).into_pyarray(py).into_any().unbind(),
+        (Tensor::F32(a), _) => a.into_pyarray(py).into_any().unbind(),
+        (Tensor::I64(a), _) => a.into_pyarray(py).into_any().unbind(),
+        (Tensor::I32(a), _) => a.into_pyarray(py).into_any().unbind(),
+        (Tensor::Bool(a), _) => a.into_pyarray(py).into_any().unbind(),
+    })
 }
 
 /// A shape as ONNX Runtime's `NodeArg.shape` gives it: known dims as ints, symbolic dims by

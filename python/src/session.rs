@@ -6,18 +6,22 @@
 use crate::convert::{self, Source, onnx_type_name, shape_list};
 use crate::errors::{choose, invalid, to_py};
 use hlstmc::{
-    BuildOptions, CpuIsa, Engine, Model, OptimizeOptions, Runnable, State, Strategy, TensorInfo,
+    BuildOptions, CpuIsa, Engine, Model, OptimizeOptions, Runnable, State, StoredType, Strategy,
+    TensorInfo,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::sync::{Arc, Mutex};
 
 /// An input or output of a model: `name`, `shape` (ints for known dims, strings for symbolic
-/// ones such as a batch `N`, None for unknown ones) and `type` (`"tensor(float)"`), as ONNX
-/// Runtime's `NodeArg`.
+/// ones such as a batch `N`, None for unknown ones) and `type` (`"tensor(float)"`; the
+/// declared type for a float the model declares float16, bfloat16 or float64:
+/// `"tensor(float16)"`), as ONNX Runtime's `NodeArg`.
 #[pyclass(module = "hlstmc", frozen)]
 pub struct NodeArg {
     info: TensorInfo,
+    /// The float type the model declares (f32 for an f32 or non-float tensor).
+    stored: StoredType,
 }
 
 #[pymethods]
@@ -35,10 +39,12 @@ impl NodeArg {
         shape_list(py, &self.info.ty)
     }
 
-    /// The element type as ONNX Runtime spells it: "tensor(float)", "tensor(int64)", ...
+    /// The element type as ONNX Runtime spells it: "tensor(float)", "tensor(int64)", ...;
+    /// "tensor(float16)", "tensor(bfloat16)" or "tensor(double)" for a float the model
+    /// declares so (computed in float32).
     #[getter(r#type)]
     fn type_(&self) -> &'static str {
-        onnx_type_name(self.info.ty.dtype)
+        onnx_type_name(self.info.ty.dtype, self.stored)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -46,7 +52,7 @@ impl NodeArg {
         Ok(format!(
             "NodeArg(name={:?}, type='{}', shape={})",
             self.info.name,
-            onnx_type_name(self.info.ty.dtype),
+            onnx_type_name(self.info.ty.dtype, self.stored),
             shape.bind(py).repr()?
         ))
     }
@@ -123,7 +129,8 @@ impl InferenceSession {
                     names(infos)
                 ))
             })?;
-            got[k] = Some(convert::to_tensor(py, &infos[k], &value)?);
+            let stored = self.runnable.stored_types().input(&name);
+            got[k] = Some(convert::to_tensor(py, &infos[k], stored, &value)?);
         }
         let missing: Vec<&str> = infos
             .iter()
@@ -277,6 +284,13 @@ impl InferenceSession {
     /// to a numpy array. Returns the outputs as a list of numpy arrays, in the order asked
     /// for. The GIL is released while the model runs; any number of threads may call `run`
     /// on one session at once.
+    ///
+    /// The model computes in float32. An input declared float16, bfloat16 or float64 takes a
+    /// float array of any precision and is rounded to its declared type; a bfloat16 input also
+    /// takes a uint16 array of bfloat16 bit patterns (numpy has no bfloat16) or an
+    /// ml_dtypes.bfloat16 array. An output declared float16 or float64 comes back as a
+    /// float16 or float64 array; one declared bfloat16 as a uint16 array of bit patterns
+    /// (`out.view(ml_dtypes.bfloat16)`, or `(out.astype(numpy.uint32) << 16).view(numpy.float32)`).
     #[pyo3(signature = (output_names, input_feed, run_options=None))]
     fn run(
         &self,
@@ -299,6 +313,8 @@ impl InferenceSession {
         });
         let mut outputs: Vec<Option<hlstmc::Tensor>> =
             outputs.map_err(to_py)?.into_iter().map(Some).collect();
+        let outs = self.runnable.outputs();
+        let stored = self.runnable.stored_types();
         let mut list = Vec::with_capacity(picked.len());
         for (i, &k) in picked.iter().enumerate() {
             // Each output's buffer moves into numpy; one asked for again later is copied.
@@ -307,26 +323,36 @@ impl InferenceSession {
             } else {
                 outputs[k].take()
             };
-            list.extend(t.map(|t| convert::to_numpy(py, t)));
+            if let Some(t) = t {
+                list.push(convert::to_numpy(py, t, stored.output(&outs[k].name))?);
+            }
         }
         Ok(list)
     }
 
     /// The model's inputs, as `NodeArg`s.
     fn get_inputs(&self) -> Vec<NodeArg> {
+        let stored = self.runnable.stored_types();
         self.runnable
             .inputs()
             .iter()
-            .map(|i| NodeArg { info: i.clone() })
+            .map(|i| NodeArg {
+                info: i.clone(),
+                stored: stored.input(&i.name),
+            })
             .collect()
     }
 
     /// The model's outputs, as `NodeArg`s.
     fn get_outputs(&self) -> Vec<NodeArg> {
+        let stored = self.runnable.stored_types();
         self.runnable
             .outputs()
             .iter()
-            .map(|i| NodeArg { info: i.clone() })
+            .map(|i| NodeArg {
+                info: i.clone(),
+                stored: stored.output(&i.name),
+            })
             .collect()
     }
 
