@@ -208,7 +208,7 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                     if sh.iter().any(|s| s.len() != r) {
                         return Err("operands differ in rank".into());
                     }
-                    let ax = k::norm_axis(*axis, r)?;
+                    let ax = k::dim_axis(*axis, r)?;
                     let mut out = sh[0].clone();
                     out[ax] = sh
                         .iter()
@@ -226,7 +226,7 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
             let Some(s) = s0 else {
                 return Ok(vec![TensorType::unranked(dt0); *num_outputs]);
             };
-            let ax = k::norm_axis(*axis, s.len())?;
+            let ax = k::dim_axis(*axis, s.len())?;
             let sizes = match (&s[ax], arg(1)) {
                 (Dim::Known(n), None) => Some(k::split_sizes(*n, None, *num_outputs)?),
                 (Dim::Known(n), Some(a)) => match ints(a.value) {
@@ -258,7 +258,7 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
             let it = arg(1).ok_or("indices")?.ty;
             match (&s0, &it.shape) {
                 (Some(s), Some(is)) => {
-                    let ax = k::norm_axis(*axis, s.len())?;
+                    let ax = k::dim_axis(*axis, s.len())?;
                     let mut out = s[..ax].to_vec();
                     out.extend(is.iter().cloned());
                     out.extend(s[ax + 1..].iter().cloned());

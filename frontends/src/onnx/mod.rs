@@ -251,6 +251,20 @@ pub fn value_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
     Ok(TensorType { dtype, shape })
 }
 
+/// Whether a declared type cannot hold a value of type `given`: another rank, or two known
+/// dims that differ.
+fn contradicts(declared: &TensorType, given: &TensorType) -> bool {
+    match (&declared.shape, &given.shape) {
+        (Some(a), Some(b)) => {
+            a.len() != b.len()
+                || a.iter().zip(b).any(|(x, y)| {
+                    matches!((x.known(), y.known()), (Some(p), Some(q)) if p != q)
+                })
+        }
+        _ => false,
+    }
+}
+
 /// Imports a graph's initializers, inputs and nodes into `ctx`; for a body, `formal` gives the
 /// types of its formal inputs where the body leaves them undeclared. Returns nothing: the graph's
 /// outputs are added to `ctx.g.outputs`.
@@ -295,6 +309,15 @@ pub fn import_graph(
                 dtype: declared.dtype,
                 shape: f.shape.clone(),
             },
+            (true, Some(f)) if contradicts(&declared, f) => {
+                // The interpreter runs on what the loop passes and the lowering on the
+                // declaration: both must hold (a body input declared [2^62,32] for a [1,32]
+                // state overflowed the lowering, found by the fuzzer).
+                return Err(ImportError::Model(format!(
+                    "body input '{}' is declared {declared} but receives {f}",
+                    inp.name
+                )));
+            }
             _ => declared,
         };
         k += 1;

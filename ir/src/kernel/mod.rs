@@ -145,7 +145,8 @@ pub fn row_major_strides(dims: &[usize]) -> Vec<isize> {
     let mut acc = 1isize;
     for d in (0..dims.len()).rev() {
         s[d] = acc;
-        acc *= dims[d] as isize;
+        // Saturating: a buffer too large for its strides is the verifier's error to report.
+        acc = acc.saturating_mul(dims[d] as isize);
     }
     s
 }

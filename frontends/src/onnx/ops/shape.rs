@@ -196,7 +196,9 @@ pub fn transpose(
     let perm = match attr_ints(node, "perm") {
         Some(p) => Some(
             p.iter()
-                .map(|&v| usize::try_from(v).map_err(|_| format!("bad perm {}", hlstm_ir::dims_text(&p))))
+                .map(|&v| {
+                    usize::try_from(v).map_err(|_| format!("bad perm {}", hlstm_ir::dims_text(&p)))
+                })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         None => None,
