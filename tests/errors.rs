@@ -423,6 +423,18 @@ fn invalid_models_are_refused() {
         &hlstmc(&["inspect", path_str(&p)]),
         &["node 'again'", "is already defined"],
     );
+
+    // A graph input listed twice (onnx.checker's SSA rule; ONNX Runtime refuses it too).
+    let mut m = linear_model();
+    let g = m.graph.as_mut().expect("graph");
+    let again = g.input[0].clone();
+    g.input.push(again);
+    let p = dir.path().join("dup_input.onnx");
+    save(&m, &p);
+    fails_with(
+        &hlstmc(&["inspect", path_str(&p)]),
+        &["graph input 'X' is listed twice", "single static assignment"],
+    );
 }
 
 /// A Scan direction other than 0 or 1 used to be read as reverse (issue 16, item 9).

@@ -297,6 +297,17 @@ pub fn import_graph(
             "sparse initializers are not supported".into(),
         ));
     }
+    // onnx.checker's single static assignment rule: a name is a graph input once (ONNX
+    // Runtime refuses a second definition too; a name listed twice as an output is allowed by
+    // both).
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = graph.input.iter().find(|v| !seen.insert(v.name.as_str())) {
+        return Err(ImportError::Model(format!(
+            "graph input '{}' is listed twice (ONNX graphs are in single static assignment \
+             form: each name is defined once)",
+            dup.name
+        )));
+    }
     let mut k = 0;
     for inp in &graph.input {
         if initialized.contains(&inp.name) {
