@@ -90,6 +90,19 @@ fn reference_outputs(data: &Path) -> Result<Vec<Vec<f32>>, String> {
 
 /// Raw f32 output files against the references, within 1e-4 + 1e-3 |want|.
 fn compare(outs: &[PathBuf], wants: &[Vec<f32>], what: &str) -> Result<(), String> {
+    compare_within(outs, wants, what, F32_TOLERANCE)
+}
+
+/// (rtol, atol) of f32 results: f32 and float64 models (docs/precision.md).
+const F32_TOLERANCE: (f32, f32) = (1e-3, 1e-4);
+
+/// Raw f32 output files against the references, within atol + rtol |want| for `(rtol, atol)`.
+fn compare_within(
+    outs: &[PathBuf],
+    wants: &[Vec<f32>],
+    what: &str,
+    (rtol, atol): (f32, f32),
+) -> Result<(), String> {
     for (k, (f, want)) in outs.iter().zip(wants).enumerate() {
         let got: Vec<f32> = std::fs::read(f)
             .map_err(|e| format!("{what}: {e}"))?
@@ -104,8 +117,12 @@ fn compare(outs: &[PathBuf], wants: &[Vec<f32>], what: &str) -> Result<(), Strin
             ));
         }
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            if (g - w).abs() > 1e-4 + 1e-3 * w.abs() {
-                return Err(format!("{what} output {k}[{i}]: got {g}, want {w}"));
+            // A NaN matches only a NaN.
+            let close = (g - w).abs() <= atol + rtol * w.abs() || (g.is_nan() && w.is_nan());
+            if !close {
+                return Err(format!(
+                    "{what} output {k}[{i}]: got {g}, want {w} (tolerance {atol} + {rtol} |want|)"
+                ));
             }
         }
     }
@@ -475,6 +492,16 @@ fn fixture_dirs(folder: &str, filter: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 /// the model streams) on its test data, and compares with the reference outputs. With `gpu` (a
 /// folder holding a `libcuda.so.1`), the library is the PTX target's.
 fn through_c(dir: &Path, work: &Path, gpu: Option<&Path>) -> Result<(), String> {
+    through_c_within(dir, work, gpu, F32_TOLERANCE)
+}
+
+/// [`through_c`], comparing the outputs within `(rtol, atol)`.
+fn through_c_within(
+    dir: &Path,
+    work: &Path,
+    gpu: Option<&Path>,
+    tolerance: (f32, f32),
+) -> Result<(), String> {
     let out = work.join(dir.file_name().unwrap());
     std::fs::create_dir_all(&out).unwrap();
     let model = dir.join("model.onnx").display().to_string();
@@ -541,7 +568,7 @@ fn through_c(dir: &Path, work: &Path, gpu: Option<&Path>) -> Result<(), String> 
         if mode.first() == Some(&"--error-test") {
             continue;
         }
-        compare(&outs, &wants, &format!("{mode:?}"))?;
+        compare_within(&outs, &wants, &format!("{mode:?}"), tolerance)?;
     }
     Ok(())
 }
@@ -1149,4 +1176,64 @@ fn keras_loops_compile_at_every_batch() {
             .unwrap();
         }
     }
+}
+
+/// The float16, bfloat16 and float64 models of tests/fixtures/precision through the library
+/// called from C (whole, streamed, error codes), against their references at the tolerance of
+/// their precision (docs/precision.md). The ABI is f32 and does not round to the declared
+/// type: the inputs are the test data's values (of the declared type already, widened exactly
+/// to f32), and the outputs are the f32 results, within half a unit of the declared type of
+/// the reference's rounded values; the per-type tolerances hold several units. The header says
+/// beside each such tensor that it is f32 in the ABI.
+#[test]
+fn precision_fixtures_through_c_at_their_tolerances() {
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
+        return;
+    }
+    let models = fixture_dirs("precision", |_| true);
+    assert!(models.len() >= 10, "{} precision fixtures", models.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &models {
+        let name = d.file_name().unwrap().to_string_lossy().into_owned();
+        let model = hlstmc::Model::load(d.join("model.onnx")).expect("the fixture imports");
+        let stored = model.stored_types().clone();
+        let declared: std::collections::BTreeSet<hlstmc::StoredType> = stored
+            .inputs
+            .values()
+            .chain(stored.outputs.values())
+            .copied()
+            .collect();
+        assert!(
+            !declared.is_empty(),
+            "{name}: no float16, bfloat16 or float64 input or output"
+        );
+        seen.extend(declared.iter().copied());
+        let (rtol, atol) = stored.narrowest_io().tolerances();
+        if let Err(e) = through_c_within(d, tmp.path(), None, (rtol as f32, atol as f32)) {
+            failures.push(format!(
+                "{name} ({declared:?}, rtol {rtol}, atol {atol}): {e}"
+            ));
+            continue;
+        }
+        let header = std::fs::read_to_string(tmp.path().join(&name).join("hm.h")).unwrap();
+        for t in &declared {
+            let note = format!("({t} in the model; float here, not rounded to {t})");
+            if !header.contains(&note) {
+                failures.push(format!("{name}: hm.h does not say '{note}'"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            hlstmc::StoredType::F16,
+            hlstmc::StoredType::BF16,
+            hlstmc::StoredType::F64
+        ],
+        "every reduced or wider precision is checked"
+    );
 }
