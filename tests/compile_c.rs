@@ -1109,23 +1109,39 @@ fn batch_chosen_per_call_on_the_gpu_library() {
     check_batches(dir, 16, &[16, 5], Some(lib.path()));
 }
 
-/// Keras layers that tf2onnx writes as an ONNX `Loop` (issue 15): GRU (forward, backward,
-/// final state only) and SimpleRNN, with their batch symbolic. Each compiles at the fixture's
-/// batch against ONNX Runtime's reference, and with `--max-batch 4` gives at every batch from
-/// 1 to 4 the reference interpreter's outputs for the same rows.
+/// The first `n` rows along `axis` of a row-major tensor of `dims`.
+fn take_rows(data: &[f32], dims: &[usize], axis: usize, n: usize) -> Vec<f32> {
+    let outer: usize = dims[..axis].iter().product();
+    let inner: usize = dims[axis + 1..].iter().product();
+    (0..outer)
+        .flat_map(|o| data[o * dims[axis] * inner..][..n * inner].to_vec())
+        .collect()
+}
+
+/// Exports with a symbolic batch (issue 15): Keras layers that tf2onnx writes as an ONNX `Loop`
+/// (GRU forward, backward and final state only, SimpleRNN; `x [batch, 6, 5]`) and torch's
+/// dynamo exporter (`x [6, batch, 5]`, zero states and output reshape computed from the
+/// batch). Each compiles at the fixture's batch against ONNX Runtime's reference, and with
+/// `--max-batch 4` gives at every batch from 1 to 4 the reference interpreter's outputs for
+/// the same rows.
 #[test]
-fn keras_loops_compile_at_every_batch() {
+fn symbolic_batch_exports_compile_at_every_batch() {
     if !have("cc") {
         eprintln!("skipped: no C compiler (`cc` cannot be run), needed to build the C driver");
         return;
     }
-    for fixture in [
-        "keras_gru_T6",
-        "keras_gru_backwards_T6",
-        "keras_gru_state_T6",
-        "keras_simplernn_T6",
+    for (fixture, dims, axis) in [
+        ("keras_gru_T6", [4, 6, 5], 0),
+        ("keras_gru_backwards_T6", [4, 6, 5], 0),
+        ("keras_gru_state_T6", [4, 6, 5], 0),
+        ("keras_simplernn_T6", [4, 6, 5], 0),
+        ("torch_dynamo_lstm_dynbatch", [6, 4, 5], 1),
+        ("torch_dynamo_gru_dynbatch", [6, 4, 5], 1),
     ] {
-        check_fixture(&format!("../extra/{fixture}"), &["--shape", "x=2,6,5"]);
+        let mut at2 = dims;
+        at2[axis] = 2;
+        let shape = format!("x={}", at2.map(|d| d.to_string()).join(","));
+        check_fixture(&format!("../extra/{fixture}"), &["--shape", &shape]);
         let model = root()
             .join("tests/fixtures/extra")
             .join(fixture)
@@ -1136,16 +1152,18 @@ fn keras_loops_compile_at_every_batch() {
             .collect();
         let oracle = hlstmc::Model::load(&model)
             .unwrap()
-            .with_input_shapes(&[("x".to_string(), vec![4, 6, 5])])
+            .with_input_shapes(&[("x".to_string(), dims.to_vec())])
             .unwrap()
             .into_runnable(&hlstmc::BuildOptions::engine(hlstmc::Engine::Interp))
             .unwrap();
-        let want = f32s(
-            &oracle
-                .run(&[hlstm_ir::Tensor::from_f32(&[4, 6, 5], x.clone()).unwrap()])
-                .unwrap()[0],
-        );
-        let row = want.len() / 4;
+        let y = &oracle
+            .run(&[hlstm_ir::Tensor::from_f32(&dims, x.clone()).unwrap()])
+            .unwrap()[0];
+        let (want, y_dims) = (f32s(y), y.shape().to_vec());
+        let y_axis = y_dims
+            .iter()
+            .position(|&d| d == 4)
+            .expect("a batch axis of 4");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         compile_and_link(
@@ -1157,7 +1175,10 @@ fn keras_loops_compile_at_every_batch() {
         );
         for n in 1..=4usize {
             let input = dir.join(format!("x{n}.f32"));
-            let raw: Vec<u8> = x[..n * 30].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let raw: Vec<u8> = take_rows(&x, &dims, axis, n)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
             std::fs::write(&input, raw).unwrap();
             let out = dir.join(format!("y{n}.f32"));
             let n_s = n.to_string();
@@ -1170,7 +1191,7 @@ fn keras_loops_compile_at_every_batch() {
             assert!(o.status.success(), "{fixture} batch {n}: {}", text(&o));
             compare(
                 std::slice::from_ref(&out),
-                &[want[..n * row].to_vec()],
+                &[take_rows(&want, &y_dims, y_axis, n)],
                 &format!("{fixture} --max-batch 4, batch {n}"),
             )
             .unwrap();

@@ -27,7 +27,11 @@ pub fn dims_of_value(ctx: &Ctx, v: Value, depth: usize) -> Option<Vec<Dim>> {
     let n = v.node;
     let ops = ctx.g.operands(n);
     let arg = |i: usize| ops.get(i).copied().flatten();
-    let konst = |i: usize| arg(i).and_then(|a| ctx.const_value(a)).and_then(Tensor::to_i64_vec);
+    let konst = |i: usize| {
+        arg(i)
+            .and_then(|a| ctx.const_value(a))
+            .and_then(Tensor::to_i64_vec)
+    };
     match &ctx.g.nodes[n].op {
         Op::Shape { start, end } => {
             let dims = ctx.ty(arg(0)?).shape.clone()?;
@@ -66,7 +70,13 @@ pub fn dims_of_value(ctx: &Ctx, v: Value, depth: usize) -> Option<Vec<Dim>> {
                 return None;
             }
             let len = all.len() as i64;
-            let clamp = |i: i64| if i < 0 { (i + len).clamp(0, len) } else { i.min(len) };
+            let clamp = |i: i64| {
+                if i < 0 {
+                    (i + len).clamp(0, len)
+                } else {
+                    i.min(len)
+                }
+            };
             let (lo, hi) = (clamp(starts[0]), clamp(ends[0]));
             Some(all[lo as usize..hi.max(lo) as usize].to_vec())
         }
@@ -74,9 +84,12 @@ pub fn dims_of_value(ctx: &Ctx, v: Value, depth: usize) -> Option<Vec<Dim>> {
     }
 }
 
-/// Fills the dims shape inference left unknown in the results of `Expand` and
-/// `ConstantOfShape`, from the values of their shape operand. Known dims are never changed.
+/// Fills the dims shape inference left unknown in the results of `Expand`, `ConstantOfShape`
+/// and `Reshape`, from the values of their shape operand. Known dims are never changed.
 pub fn refine(ctx: &Ctx, op: &Op, operands: &[Option<Value>], tys: &mut [TensorType]) {
+    if let Op::Reshape { allowzero } = op {
+        return refine_reshape(ctx, *allowzero, operands, tys);
+    }
     let (shape_at, data) = match op {
         Op::Expand => (1, operands.first().copied().flatten()),
         Op::ConstantOfShape { .. } => (0, None),
@@ -116,6 +129,70 @@ pub fn refine(ctx: &Ctx, op: &Op, operands: &[Option<Value>], tys: &mut [TensorT
             })
             .collect();
     }
+    fill_unknown(ty, dims);
+}
+
+/// A `Reshape` whose target is shape arithmetic (torch's dynamo exporter: `Concat([6],
+/// Shape(x)[1:2], [8])`): the target's dims, a 0 copying the input's dim unless `allowzero`.
+fn refine_reshape(ctx: &Ctx, allowzero: bool, operands: &[Option<Value>], tys: &mut [TensorType]) {
+    let (Some(Some(data)), Some(Some(shape_v))) = (operands.first(), operands.get(1)) else {
+        return;
+    };
+    let Some(mut dims) =
+        dims_of_value(ctx, *shape_v, 0).or_else(|| inferred_dim(ctx, *data, *shape_v))
+    else {
+        return;
+    };
+    if !allowzero {
+        let src = ctx.ty(*data).shape.clone().unwrap_or_default();
+        for (i, d) in dims.iter_mut().enumerate() {
+            if *d == Dim::Known(0) {
+                *d = src.get(i).cloned().unwrap_or(Dim::Unknown);
+            }
+        }
+    }
+    if let Some(ty) = tys.first_mut() {
+        fill_unknown(ty, dims);
+    }
+}
+
+/// A constant target with one -1 on an input with one open dim: when the known dims on both
+/// sides multiply to the same number, the -1 is that open dim (`[6,B,1,8]` to `[6,-1,8]` is
+/// `[6,B,8]`).
+fn inferred_dim(ctx: &Ctx, data: Value, shape_v: Value) -> Option<Vec<Dim>> {
+    let target = ctx.const_value(shape_v)?.to_i64_vec()?;
+    let src = ctx.ty(data).shape.clone()?;
+    let open: Vec<&Dim> = src.iter().filter(|d| d.known().is_none()).collect();
+    let [open] = open.as_slice() else {
+        return None;
+    };
+    if target.iter().filter(|&&d| d == -1).count() != 1 || target.iter().any(|&d| d < -1 || d == 0)
+    {
+        return None;
+    }
+    let known_src: usize = src.iter().filter_map(Dim::known).product();
+    let known_dst: usize = target
+        .iter()
+        .filter(|&&d| d > 0)
+        .map(|&d| d as usize)
+        .product();
+    (known_src == known_dst).then(|| {
+        target
+            .iter()
+            .map(|&d| {
+                if d == -1 {
+                    (*open).clone()
+                } else {
+                    Dim::Known(d as usize)
+                }
+            })
+            .collect()
+    })
+}
+
+/// Sets the dims of `ty` that are unknown from `dims` (of the same rank; an unranked `ty`
+/// takes them all).
+fn fill_unknown(ty: &mut TensorType, dims: Vec<Dim>) {
     match &mut ty.shape {
         Some(have) if have.len() == dims.len() => {
             for (h, d) in have.iter_mut().zip(dims) {
