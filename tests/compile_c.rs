@@ -1119,9 +1119,9 @@ fn take_rows(data: &[f32], dims: &[usize], axis: usize, n: usize) -> Vec<f32> {
 }
 
 /// Exports with a symbolic batch (issue 15): Keras layers that tf2onnx writes as an ONNX `Loop`
-/// (GRU forward, backward and final state only, SimpleRNN; `x [batch, 6, 5]`) and torch's
-/// dynamo exporter (`x [6, batch, 5]`, zero states and output reshape computed from the
-/// batch). Each compiles at the fixture's batch against ONNX Runtime's reference, and with
+/// (GRU forward, backward and final state only, SimpleRNN; `x [batch, 6, 5]`), torch's dynamo
+/// exporter (`x [6, batch, 5]`, zero states and output reshape computed from the batch) and
+/// paddle2onnx (`x [batch, 6, 5]`). Each compiles at the fixture's batch against ONNX Runtime's reference, and with
 /// `--max-batch 4` gives at every batch from 1 to 4 the reference interpreter's outputs for
 /// the same rows.
 #[test]
@@ -1137,6 +1137,8 @@ fn symbolic_batch_exports_compile_at_every_batch() {
         ("keras_simplernn_T6", [4, 6, 5], 0),
         ("torch_dynamo_lstm_dynbatch", [6, 4, 5], 1),
         ("torch_dynamo_gru_dynbatch", [6, 4, 5], 1),
+        ("paddle_lstm_dynbatch", [4, 6, 5], 0),
+        ("paddle_gru_dynbatch", [4, 6, 5], 0),
     ] {
         let mut at2 = dims;
         at2[axis] = 2;

@@ -65,6 +65,7 @@ fn name_of(dir: &Path) -> String {
 /// The optimized, lowered program of a fixture (Err for the unsupported ones).
 fn program(dir: &Path) -> Result<Program, String> {
     let mut g = import_file(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    common::bind_test_data_shapes(&mut g, dir)?;
     let pm = PassManager::new(DEFAULT_PIPELINE, Default::default()).expect("pipeline");
     pm.run(&mut g, &mut std::io::sink()).expect("optimizes");
     let mut p = hlstm_passes::lower::lower(&g, &Default::default()).map_err(|e| e.to_string())?;
