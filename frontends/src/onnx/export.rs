@@ -83,7 +83,8 @@ fn elem_type(d: DType) -> i32 {
     }
 }
 
-fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
+/// The ONNX declaration of a value of IR type `ty`.
+pub(crate) fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
     value_info_proto(name, elem_type(ty.dtype), ty.shape.as_deref())
 }
 

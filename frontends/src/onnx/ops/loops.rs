@@ -13,7 +13,8 @@
 
 use super::out_names;
 use crate::onnx::ctx::{Ctx, attr_g, attr_i};
-use crate::onnx::export::value_info_proto;
+use crate::onnx::export::value_info;
+use crate::onnx::shape_values::dims_of_value;
 use crate::onnx::{import_graph, tensor};
 use hlstm_ir::{DType, Op, Recurrence, Tensor, TensorType, Value};
 use ndarray::{ArrayD, IxDyn};
@@ -476,19 +477,15 @@ pub fn loop_(
     }
     let mut formal: Vec<TensorType> = Vec::new();
     let mut operands: Vec<Option<Value>> = Vec::new();
-    let elem_code = |d: DType| match d {
-        DType::F32 => tensor::FLOAT,
-        DType::I64 => tensor::INT64,
-        DType::I32 => tensor::INT32,
-        DType::Bool => tensor::BOOL,
-    };
     for &i in &carried {
-        let ty = ctx.ty(ops[2 + i].ok_or("a state's initial value is empty")?).clone();
+        let ty = ctx
+            .ty(ops[2 + i].ok_or("a state's initial value is empty")?)
+            .clone();
         // The body declares its states with symbols of its own (tf2onnx: `unk__319` where the
         // outer batch is `unk__672`); the initial value's type is the one that holds.
         let declared = &body.input[2 + i];
         new_body.input.push(match &ty.shape {
-            Some(dims) => value_info_proto(&declared.name, elem_code(ty.dtype), Some(dims)),
+            Some(_) => value_info(&declared.name, &ty),
             None => declared.clone(),
         });
         formal.push(ty);
@@ -532,17 +529,13 @@ pub fn loop_(
                 &[Some(x), Some(at)],
             )?
         };
-        let elem = elem_code(ty.dtype);
-        let step_dims = ty.shape.as_ref().map(|s| s[1..].to_vec());
-        new_body.input.push(value_info_proto(
-            r.node.output.first().map(String::as_str).unwrap_or(""),
-            elem,
-            step_dims.as_deref(),
-        ));
-        formal.push(TensorType {
+        let step = TensorType {
             dtype: ty.dtype,
-            shape: step_dims,
-        });
+            shape: ty.shape.as_ref().map(|s| s[1..].to_vec()),
+        };
+        let name = r.node.output.first().map(String::as_str).unwrap_or("");
+        new_body.input.push(value_info(name, &step));
+        formal.push(step);
         operands.push(Some(seq));
     }
     for &i in &carried {
@@ -630,49 +623,22 @@ pub fn reverse_sequence(
         ));
     }
     let names = out_names(node);
-    ctx.add(
-        label,
-        Op::Reverse {
-            axis: time_axis,
-        },
-        &[Some(x)],
-        &names,
-    )
+    ctx.add(label, Op::Reverse { axis: time_axis }, &[Some(x)], &names)
 }
 
 /// The values `v` takes whatever the run-time dims, where import can tell: a constant; an
-/// `Expand` or `Cast` of such values (the same values repeated); or entries of a `Shape` whose
-/// dims are known (the time length of a tensor with a symbolic batch).
+/// `Expand` of such values (the same values repeated); or shape arithmetic whose dims are known
+/// (`Gather(Shape(x), 0)`, the time length of a tensor with a symbolic batch).
 fn known_values(ctx: &Ctx, v: Value, depth: usize) -> Option<Vec<f64>> {
     if let Some(t) = ctx.const_value(v) {
         return Some(as_f64(t).iter().copied().collect());
     }
-    if depth > 8 {
-        return None;
+    if matches!(ctx.g.nodes[v.node].op, Op::Expand) && depth < 8 {
+        let repeated = ctx.g.operands(v.node).first().copied().flatten()?;
+        return known_values(ctx, repeated, depth + 1);
     }
-    let n = v.node;
-    let operands = ctx.g.operands(n);
-    let first = operands.first().copied().flatten()?;
-    match &ctx.g.nodes[n].op {
-        Op::Expand | Op::Cast { .. } | Op::Identity => known_values(ctx, first, depth + 1),
-        Op::Gather { axis: 0 } => {
-            let idx = ctx.const_value(operands.get(1).copied().flatten()?)?.to_i64_vec()?;
-            let Op::Shape { start, end } = &ctx.g.nodes[first.node].op else {
-                return None;
-            };
-            let src = ctx.g.operands(first.node).first().copied().flatten()?;
-            let dims = ctx.ty(src).shape.clone()?;
-            let r = dims.len() as i64;
-            let clamp = |i: i64| if i < 0 { (i + r).max(0) } else { i.min(r) };
-            let (lo, hi) = (clamp(*start), clamp(end.unwrap_or(r)));
-            let shown = &dims[lo as usize..hi.max(lo) as usize];
-            idx.iter()
-                .map(|&i| {
-                    let i = if i < 0 { i + shown.len() as i64 } else { i };
-                    shown.get(usize::try_from(i).ok()?)?.known().map(|d| d as f64)
-                })
-                .collect()
-        }
-        _ => None,
-    }
+    dims_of_value(ctx, v, 0)?
+        .iter()
+        .map(|d| d.known().map(|n| n as f64))
+        .collect()
 }
