@@ -433,7 +433,10 @@ fn invalid_models_are_refused() {
     save(&m, &p);
     fails_with(
         &hlstmc(&["inspect", path_str(&p)]),
-        &["graph input 'X' is listed twice", "single static assignment"],
+        &[
+            "graph input 'X' is listed twice",
+            "single static assignment",
+        ],
     );
 }
 

@@ -253,7 +253,11 @@ fn damaged_text_is_an_error_not_a_panic() {
         "loop t in 0..1 {\n".repeat(200),
         "}\n".repeat(200)
     );
-    assert!(parse(&deep).unwrap_err().contains("nested 65 deep, over the limit of 64"));
+    assert!(
+        parse(&deep)
+            .unwrap_err()
+            .contains("nested 65 deep, over the limit of 64")
+    );
 }
 
 mod props {

@@ -71,7 +71,10 @@ fn float16_outputs_are_rounded_and_checked_at_float16_precision() {
     let (ok, text) = run_test_data(&d, &[]);
     assert!(ok, "{text}");
     let (ok, text) = run_test_data(&d, &["--rtol", "0", "--atol", "1e-7"]);
-    assert!(!ok, "an f16 model matched ONNX Runtime's native f16 run to 1e-7:\n{text}");
+    assert!(
+        !ok,
+        "an f16 model matched ONNX Runtime's native f16 run to 1e-7:\n{text}"
+    );
 }
 
 /// `run -o` writes each output in its declared type: `<f2` for float16, `<f8` for float64,
@@ -87,7 +90,14 @@ fn outputs_are_written_in_their_declared_type() {
         let tmp = tempfile::tempdir().unwrap();
         let m = d.join("model.onnx").display().to_string();
         let input = format!("X={}", d.join("test_data_set_0/input_0.pb").display());
-        let o = hlstmc(&["run", &m, "-i", &input, "-o", &tmp.path().display().to_string()]);
+        let o = hlstmc(&[
+            "run",
+            &m,
+            "-i",
+            &input,
+            "-o",
+            &tmp.path().display().to_string(),
+        ]);
         assert!(o.status.success(), "{fixture}: {}", stderr(&o));
         let y = std::fs::read(tmp.path().join("Y_h.npy")).unwrap();
         let header = String::from_utf8_lossy(&y[..y.len().min(128)]).into_owned();
@@ -95,7 +105,10 @@ fn outputs_are_written_in_their_declared_type() {
         // Read back through `-i` as the input of nothing: the file parses as that type.
         let printed = stdout(&hlstmc(&["run", &m, "-i", &input]));
         let t = &fixture[5..fixture.len() - 5];
-        assert!(printed.contains(&format!("Y_h: {t}[")), "{fixture}: {printed}");
+        assert!(
+            printed.contains(&format!("Y_h: {t}[")),
+            "{fixture}: {printed}"
+        );
     }
 }
 
@@ -160,7 +173,13 @@ fn inspect_shows_stored_types() {
         .join("tests/fixtures/models/lstm_std_X16_H24_T5_batch3/model.onnx");
     let o = hlstmc(&["inspect", &f32m.display().to_string(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert!(v["weights"].as_array().unwrap().iter().all(|w| w["dtype"] == "f32"));
+    assert!(
+        v["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["dtype"] == "f32")
+    );
     assert_eq!(v["inputs"][0]["dtype"], "f32");
 }
 
@@ -182,11 +201,21 @@ fn uint16_patterns_only_for_bfloat16_inputs() {
         w.finish().unwrap();
     }
     let x = format!("X={}", npy.display());
-    let f16 = fixtures().join("lstm_f16_cast/model.onnx").display().to_string();
+    let f16 = fixtures()
+        .join("lstm_f16_cast/model.onnx")
+        .display()
+        .to_string();
     let o = hlstmc(&["run", &f16, "-i", &x]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("bfloat16 bit patterns"), "{}", stderr(&o));
-    let bf16 = fixtures().join("lstm_bf16_cast/model.onnx").display().to_string();
+    assert!(
+        stderr(&o).contains("bfloat16 bit patterns"),
+        "{}",
+        stderr(&o)
+    );
+    let bf16 = fixtures()
+        .join("lstm_bf16_cast/model.onnx")
+        .display()
+        .to_string();
     let o = hlstmc(&["run", &bf16, "-i", &x]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
@@ -201,7 +230,10 @@ fn typed_fields_and_constant_casts() {
     f16.name = "W".into();
     f16.dims = vec![3, 2];
     f16.data_type = 10;
-    f16.int32_data = w.iter().map(|&v| half::f16::from_f32(v).to_bits() as i32).collect();
+    f16.int32_data = w
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_bits() as i32)
+        .collect();
     let mut f64t = TensorProto::new();
     f64t.name = "W".into();
     f64t.dims = vec![3, 2];
@@ -259,7 +291,10 @@ fn typed_fields_and_constant_casts() {
     let y = r
         .run(&[hlstmc::Tensor::from_f32(&[1], vec![0.0]).unwrap()])
         .unwrap();
-    assert_eq!(y[0].as_f32().unwrap()[[0]], half::f16::from_f32(0.1).to_f32());
+    assert_eq!(
+        y[0].as_f32().unwrap()[[0]],
+        half::f16::from_f32(0.1).to_f32()
+    );
     assert_ne!(half::f16::from_f32(0.1).to_f32(), 0.1);
 }
 
@@ -281,5 +316,8 @@ fn the_c_header_notes_the_f32_abi() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let h = std::fs::read_to_string(tmp.path().join("hm.h")).unwrap();
-    assert!(h.contains("X (f16 in the model; float here, not rounded to f16)"), "{h}");
+    assert!(
+        h.contains("X (f16 in the model; float here, not rounded to f16)"),
+        "{h}"
+    );
 }

@@ -16,8 +16,8 @@ pub mod text;
 pub mod verify;
 
 pub use graph::{Graph, Node, Port, Value, ValueInfo};
-pub use precision::{StoredType, StoredTypes};
 pub use op::{Act, BinOp, Constant, Op, Recurrence};
+pub use precision::{StoredType, StoredTypes};
 pub use sparsity::Sparsity;
 pub use specialize::bind_input_shapes;
 pub use tensor::{DType, Dim, Tensor, TensorType, dims_text};

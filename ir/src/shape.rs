@@ -271,7 +271,11 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
             Some(s) => {
                 let p: Vec<usize> = perm.clone().unwrap_or_else(|| (0..s.len()).rev().collect());
                 if p.len() != s.len() || p.iter().any(|&i| i >= s.len()) {
-                    return Err(format!("perm {} does not fit rank {}", crate::dims_text(&p), s.len()));
+                    return Err(format!(
+                        "perm {} does not fit rank {}",
+                        crate::dims_text(&p),
+                        s.len()
+                    ));
                 }
                 same(Some(p.iter().map(|&i| s[i].clone()).collect()))
             }
@@ -477,7 +481,9 @@ fn infer_shaped(
                     // An axis sliced from 0 to an end past any length (tf2onnx writes
                     // 2^31-1), step 1, keeps its whole dim, symbolic ones included.
                     let at = |k: usize, j: usize| {
-                        get(k).and_then(|t| t.to_i64_vec()).and_then(|v| v.get(j).copied())
+                        get(k)
+                            .and_then(|t| t.to_i64_vec())
+                            .and_then(|v| v.get(j).copied())
                     };
                     let whole = |i: usize| {
                         let Some(j) = sliced_axes.iter().position(|&a| a == i) else {

@@ -402,7 +402,10 @@ fn reroll(g: &mut Graph) -> Result<Option<usize>, String> {
     // The loop carries one type: a start of another shape (a [64] initial state where the
     // steps carry [1, 64], which broadcasting hid in step 0) cannot be carried state.
     for k in &carried {
-        let (start, ty) = (g.value_type(init[k]), &g.nodes[steps[1][k.0]].results[k.1].ty);
+        let (start, ty) = (
+            g.value_type(init[k]),
+            &g.nodes[steps[1][k.0]].results[k.1].ty,
+        );
         if start != ty {
             return Err(format!(
                 "a carried value starts as {start} but the steps carry {ty}"

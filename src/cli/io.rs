@@ -199,11 +199,7 @@ pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
 
 /// Writes named tensors as one .npz file (uncompressed, as `np.savez`), read back by
 /// `np.load(path)[name]`, into `f` (`path` names it in errors).
-pub fn write_npz(
-    f: &File,
-    path: &Path,
-    tensors: &[(&str, &Tensor, StoredType)],
-) -> Result<()> {
+pub fn write_npz(f: &File, path: &Path, tensors: &[(&str, &Tensor, StoredType)]) -> Result<()> {
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(f));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)

@@ -2,8 +2,8 @@
 
 use super::engine::{Cpu, Engine, SparseStrategy, build_options};
 use super::io::{
-    declared_input, dims, file_stem, persist, read_npz, read_tensor_stored, temp_beside,
-    write_npy, write_npz,
+    declared_input, dims, file_stem, persist, read_npz, read_tensor_stored, temp_beside, write_npy,
+    write_npz,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -276,12 +276,7 @@ fn summary(t: &Tensor, stored: StoredType) -> String {
         (hlstmc::DType::F32, s) => s.name(),
         (d, _) => d.name(),
     };
-    format!(
-        "{}{} [{}{more}]",
-        dtype,
-        dims(t.shape()),
-        vals.join(", ")
-    )
+    format!("{}{} [{}{more}]", dtype, dims(t.shape()), vals.join(", "))
 }
 
 /// The tolerances asked for, or else those of each output's precision.

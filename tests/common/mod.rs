@@ -173,7 +173,10 @@ pub fn read_test_data_f32(dir: &Path, prefix: &str) -> Vec<Vec<f32>> {
 /// Fixes a graph's open input dims (a symbolic batch: the Keras, dynamo and paddle exports) to
 /// the shapes of the fixture's test data, as `--shape` would; a static graph is left as is.
 pub fn bind_test_data_shapes(g: &mut hlstm_ir::Graph, fixture: &Path) -> Result<(), String> {
-    if g.inputs.iter().all(|n| g.nodes[*n].results[0].ty.concrete().is_some()) {
+    if g.inputs
+        .iter()
+        .all(|n| g.nodes[*n].results[0].ty.concrete().is_some())
+    {
         return Ok(());
     }
     let mut shapes = Vec::new();

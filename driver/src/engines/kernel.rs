@@ -415,7 +415,10 @@ fn feed_steps(infos: &[TensorInfo], v: &Variant, inputs: &[Tensor]) -> Result<us
             };
             return Err(Error::input(
                 &info.name,
-                format!("has shape {}; the model was compiled for {expected}", dims_text(got)),
+                format!(
+                    "has shape {}; the model was compiled for {expected}",
+                    dims_text(got)
+                ),
             ));
         }
     }

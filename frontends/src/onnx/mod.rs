@@ -5,8 +5,8 @@
 pub mod ctx;
 pub mod export;
 pub mod ops;
-mod shape_values;
 pub mod outputs;
+mod shape_values;
 pub mod tensor;
 
 use ctx::Ctx;
@@ -257,9 +257,9 @@ fn contradicts(declared: &TensorType, given: &TensorType) -> bool {
     match (&declared.shape, &given.shape) {
         (Some(a), Some(b)) => {
             a.len() != b.len()
-                || a.iter().zip(b).any(|(x, y)| {
-                    matches!((x.known(), y.known()), (Some(p), Some(q)) if p != q)
-                })
+                || a.iter()
+                    .zip(b)
+                    .any(|(x, y)| matches!((x.known(), y.known()), (Some(p), Some(q)) if p != q))
         }
         _ => false,
     }
@@ -488,7 +488,12 @@ fn import_node(ctx: &mut Ctx, node: &NodeProto) -> Result<(), ImportError> {
             ctx.g.stored.set_weight(&name, stored);
         }
         // An LSTM, GRU or RNN builds its gate weights inside the recurrence body it makes.
-        let new: Vec<_> = ctx.g.nodes.node_indices().filter(|n| !before.contains(n)).collect();
+        let new: Vec<_> = ctx
+            .g
+            .nodes
+            .node_indices()
+            .filter(|n| !before.contains(n))
+            .collect();
         for n in new {
             if let hlstm_ir::Op::Recurrence(r) = &mut ctx.g.nodes[n].op {
                 mark_body_weights(&mut r.body, stored);

@@ -70,7 +70,13 @@ fn bcast<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> KResult<ArrayD<T>> {
     check_size(shape)?;
     a.broadcast(IxDyn(shape))
         .map(|v| v.to_owned())
-        .ok_or_else(|| format!("cannot broadcast {} to {}", dims_text(a.shape()), dims_text(shape)))
+        .ok_or_else(|| {
+            format!(
+                "cannot broadcast {} to {}",
+                dims_text(a.shape()),
+                dims_text(shape)
+            )
+        })
 }
 
 fn zip2<A: Clone, B: Clone, C>(
@@ -560,7 +566,11 @@ pub fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> KResul
     if let Some(i) = infer {
         let rest = product(&out)?;
         if rest == 0 || !total.is_multiple_of(rest) {
-            return Err(format!("cannot reshape {} to {}", dims_text(input), dims_text(target)));
+            return Err(format!(
+                "cannot reshape {} to {}",
+                dims_text(input),
+                dims_text(target)
+            ));
         }
         out[i] = total / rest;
     }
@@ -649,7 +659,10 @@ pub fn transpose(x: &Tensor, perm: Option<&[usize]>) -> KResult<Tensor> {
         || p.iter()
             .any(|&i| i >= r || std::mem::replace(&mut seen[i], true))
     {
-        return Err(format!("perm {} is not a permutation of rank {r}", dims_text(&p)));
+        return Err(format!(
+            "perm {} is not a permutation of rank {r}",
+            dims_text(&p)
+        ));
     }
     Ok(map_tensor!(x, a => a.view().permuted_axes(IxDyn(&p)).as_standard_layout().to_owned()))
 }

@@ -512,8 +512,13 @@ impl Lowerer<'_> {
             hlstm_ir::interp::kernels::broadcast_shapes(&a2.dims[..ra - 2], &b2.dims[..rb - 2])?;
         let mut full = batch.clone();
         full.extend([m, n]);
-        let out2 = view::reshape(&out, &full)
-            .ok_or_else(|| format!("the result {} does not hold {}", hlstm_ir::dims_text(&out.dims), hlstm_ir::dims_text(&full)))?;
+        let out2 = view::reshape(&out, &full).ok_or_else(|| {
+            format!(
+                "the result {} does not hold {}",
+                hlstm_ir::dims_text(&out.dims),
+                hlstm_ir::dims_text(&full)
+            )
+        })?;
         let nb: usize = batch.iter().product();
         let b_batched = b2.dims[..rb - 2].iter().any(|&d| d != 1);
         if !b_batched {
@@ -941,7 +946,11 @@ impl Lowerer<'_> {
                     v = view::slice_axis(&v, ax, start, len, step);
                 }
                 if v.dims != dims {
-                    return Err(format!("slice gives {}, its type says {}", hlstm_ir::dims_text(&v.dims), hlstm_ir::dims_text(&dims)));
+                    return Err(format!(
+                        "slice gives {}, its type says {}",
+                        hlstm_ir::dims_text(&v.dims),
+                        hlstm_ir::dims_text(&dims)
+                    ));
                 }
                 set(sc, 0, v);
             }
@@ -961,14 +970,22 @@ impl Lowerer<'_> {
                 let ids = known_at(1, "gather indices")?.ok_or("indices are missing")?;
                 let v = self.gather(sc, &x, ax, &ids, &idx_shape, name, hoist)?;
                 if v.dims != dims {
-                    return Err(format!("gather gives {}, its type says {}", hlstm_ir::dims_text(&v.dims), hlstm_ir::dims_text(&dims)));
+                    return Err(format!(
+                        "gather gives {}, its type says {}",
+                        hlstm_ir::dims_text(&v.dims),
+                        hlstm_ir::dims_text(&dims)
+                    ));
                 }
                 set(sc, 0, v);
             }
             Op::Unsqueeze | Op::Squeeze | Op::Flatten { .. } | Op::Reshape { .. } => {
                 let x = f32_at(0)?;
                 if x.len() != dims.iter().product::<usize>() {
-                    return Err(format!("cannot reshape {} to {}", hlstm_ir::dims_text(&x.dims), hlstm_ir::dims_text(&dims)));
+                    return Err(format!(
+                        "cannot reshape {} to {}",
+                        hlstm_ir::dims_text(&x.dims),
+                        hlstm_ir::dims_text(&dims)
+                    ));
                 }
                 let v = match view::reshape(&x, &dims) {
                     Some(v) => v,
@@ -988,7 +1005,10 @@ impl Lowerer<'_> {
                     || p.iter()
                         .any(|&i| i >= r || std::mem::replace(&mut seen[i], true))
                 {
-                    return Err(format!("perm {} is not a permutation of rank {r}", hlstm_ir::dims_text(&p)));
+                    return Err(format!(
+                        "perm {} is not a permutation of rank {r}",
+                        hlstm_ir::dims_text(&p)
+                    ));
                 }
                 set(sc, 0, view::permute(&x, &p));
             }

@@ -166,7 +166,12 @@ impl Lowerer<'_> {
             let s = View::whole(b, &dims);
             let init = view::broadcast_to(&init, &dims)
                 .or_else(|_| view::reshape(&init, &dims).ok_or("reshape".to_string()))
-                .map_err(|_| err(format!("initial state {i} does not fit {}", hlstm_ir::dims_text(&dims))))?;
+                .map_err(|_| {
+                    err(format!(
+                        "initial state {i} does not fit {}",
+                        hlstm_ir::dims_text(&dims)
+                    ))
+                })?;
             let (mut o, mut x) = (s.clone(), init);
             if !o.is_empty() {
                 view::coalesce(&mut [&mut o, &mut x]);

@@ -145,7 +145,11 @@ pub fn reverse_axis(v: &View, axis: usize) -> View {
 pub fn broadcast_to(v: &View, dims: &[usize]) -> Result<View, String> {
     let r = dims.len();
     if v.dims.len() > r {
-        return Err(format!("cannot broadcast {} to {}", hlstm_ir::dims_text(&v.dims), hlstm_ir::dims_text(dims)));
+        return Err(format!(
+            "cannot broadcast {} to {}",
+            hlstm_ir::dims_text(&v.dims),
+            hlstm_ir::dims_text(dims)
+        ));
     }
     let pad = r - v.dims.len();
     let mut strides = vec![0isize; r];
@@ -154,7 +158,11 @@ pub fn broadcast_to(v: &View, dims: &[usize]) -> Result<View, String> {
         if v.dims[d] == t {
             strides[pad + d] = if t == 1 { 0 } else { v.strides[d] };
         } else if v.dims[d] != 1 {
-            return Err(format!("cannot broadcast {} to {}", hlstm_ir::dims_text(&v.dims), hlstm_ir::dims_text(dims)));
+            return Err(format!(
+                "cannot broadcast {} to {}",
+                hlstm_ir::dims_text(&v.dims),
+                hlstm_ir::dims_text(dims)
+            ));
         }
     }
     Ok(View {
