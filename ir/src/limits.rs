@@ -151,6 +151,8 @@ impl fmt::Display for Exceeded {
             (Some(n), "nesting") => format!("is nested {n} deep"),
             (Some(n), "elements") => format!("has {n} elements"),
             (Some(n), _) => format!("has {n}{unit}"),
+            // A stream read past the limit: how much more is unknown.
+            (None, "bytes") => "has more bytes".to_string(),
             (None, _) => "is larger than any count".to_string(),
         };
         write!(
@@ -247,8 +249,7 @@ pub fn read_bounded(
                 amount: None,
                 limit,
             }
-            .to_string()
-            .replace("is larger than any count", "has more bytes"),
+            .to_string(),
         ));
     }
     Ok(out)
