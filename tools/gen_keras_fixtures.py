@@ -5,7 +5,7 @@ masked layers as an ONNX Loop (issue 15). Each model gets a symbolic batch; the 
 batch 2. Run from the repository root with TensorFlow, tf2onnx and onnxruntime installed:
 
     python3 -m venv /tmp/tfvenv && /tmp/tfvenv/bin/pip install tensorflow-cpu tf2onnx onnxruntime onnx
-    /tmp/tfvenv/bin/python tools/gen_keras_fixtures.py
+    /tmp/tfvenv/bin/python tools/gen_keras_fixtures.py [NAME ...]
 
 It writes tests/fixtures/extra/keras_*/ and prints the versions used (recorded in
 tests/fixtures/extra/README.md).
@@ -36,7 +36,24 @@ MODELS = {
     "keras_simplernn_T6": lambda x: L.SimpleRNN(H, return_sequences=True)(x),
     "keras_lstm_stacked_T6": lambda x: L.LSTM(H, return_sequences=True)(L.LSTM(H, return_sequences=True)(x)),
     "keras_lstm_bidir_T6": lambda x: L.Bidirectional(L.LSTM(H, return_sequences=True))(x),
+    # Masking in front: tf2onnx writes the layer as a Loop, computes the mask outside it and
+    # selects between the new and the carried state inside it.
+    "keras_lstm_masked_T6": lambda x: L.LSTM(H, return_sequences=True)(L.Masking(mask_value=0.0)(x)),
+    "keras_lstm_masked_last_T6": lambda x: L.LSTM(H, return_sequences=False)(L.Masking(mask_value=0.0)(x)),
+    "keras_gru_masked_T6": lambda x: L.GRU(H, return_sequences=True)(L.Masking(mask_value=0.0)(x)),
 }
+MASKED = {name for name in MODELS if "masked" in name}
+
+
+def test_input(name):
+    x = np.random.default_rng(11).standard_normal((BATCH, T, F)).astype(np.float32)
+    if name in MASKED:
+        # Row 0: its last two steps are padding. Row 1: step 2 (in the middle) and its last
+        # step are padding. A masked step is one whose features all equal the mask value.
+        x[0, 4:, :] = 0.0
+        x[1, 2, :] = 0.0
+        x[1, 5, :] = 0.0
+    return x
 
 
 def export(name, build):
@@ -50,7 +67,7 @@ def export(name, build):
     data = folder / "test_data_set_0"
     data.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, folder / "model.onnx")
-    x = np.random.default_rng(11).standard_normal((BATCH, T, F)).astype(np.float32)
+    x = test_input(name)
     sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     outs = sess.run(None, {"x": x})
     # The Keras model itself agrees with ONNX Runtime: the export is faithful.
@@ -58,6 +75,13 @@ def export(name, build):
     want = want if isinstance(want, list) else [want]
     for got, k in zip(outs, want):
         np.testing.assert_allclose(got, k, rtol=1e-5, atol=1e-5)
+    if name in MASKED:
+        # Masking must matter: the same layer without the mask gives other outputs.
+        unmasked = keras.Model(model.input, model.layers[-1](model.input))
+        plain = unmasked.predict(x, verbose=0)
+        plain = plain if isinstance(plain, list) else [plain]
+        for got, p in zip(outs, plain):
+            assert np.abs(got - p).max() > 1e-3, f"{name}: masking changes nothing"
     (data / "input_0.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())
     for i, (o, info) in enumerate(zip(outs, sess.get_outputs())):
         (data / f"output_{i}.pb").write_bytes(numpy_helper.from_array(o, info.name).SerializeToString())
@@ -68,8 +92,10 @@ def export(name, build):
 def main():
     print(f"tensorflow {tf.__version__}, keras {keras.__version__}, tf2onnx {tf2onnx.__version__}, "
           f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, python {sys.version.split()[0]}")
+    only = set(sys.argv[1:])
     for name, build in MODELS.items():
-        export(name, build)
+        if not only or name in only:
+            export(name, build)
 
 
 if __name__ == "__main__":

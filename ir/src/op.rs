@@ -44,6 +44,12 @@ pub enum Act {
     /// 1 where |x| > 0, else 0 (NaN: 0): the mask of a ReLU's gradient. The graph writes it as
     /// cast(cast(x, bool), f32); lowering turns that pair into this (kernel IR has no bools).
     NotZero,
+    /// 1 where x == 0, else 0 (NaN: 0): `equal(a, b)` lowers to this on a - b.
+    IsZero,
+    /// 1 where x > 0, else 0 (NaN: 0): `greater(a, b)` (and `less(b, a)`) on a - b.
+    IsPositive,
+    /// 1 where x >= 0, else 0 (NaN: 0): `greater_or_equal(a, b)` (and `less_or_equal(b, a)`).
+    IsNonNegative,
 }
 
 impl Act {
@@ -63,6 +69,9 @@ impl Act {
             Act::Softsign => "softsign",
             Act::NotZero => "not_zero",
             Act::Softplus => "softplus",
+            Act::IsZero => "is_zero",
+            Act::IsPositive => "is_positive",
+            Act::IsNonNegative => "is_non_negative",
         }
     }
 
@@ -111,6 +120,9 @@ impl Act {
             "softsign" => Act::Softsign,
             "not_zero" => Act::NotZero,
             "softplus" => Act::Softplus,
+            "is_zero" => Act::IsZero,
+            "is_positive" => Act::IsPositive,
+            "is_non_negative" => Act::IsNonNegative,
             _ => return None,
         })
     }
@@ -170,6 +182,9 @@ impl Act {
                     0.0
                 }
             }
+            Act::IsZero => (x == 0.0) as u8 as f32,
+            Act::IsPositive => (x > 0.0) as u8 as f32,
+            Act::IsNonNegative => (x >= 0.0) as u8 as f32,
             Act::Softplus => {
                 // log(1 + e^x) without overflow for large x.
                 if x > 0.0 {
@@ -197,6 +212,88 @@ impl BinOp {
             BinOp::Sub => "sub",
             BinOp::Mul => "mul",
             BinOp::Div => "div",
+        }
+    }
+}
+
+/// Elementwise comparisons (numpy broadcasting; both operands of one type; the result is bool).
+/// NaN compares false with everything, as in IEEE 754.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Equal,
+    Less,
+    Greater,
+    LessOrEqual,
+    GreaterOrEqual,
+}
+
+impl CmpOp {
+    pub const ALL: [CmpOp; 5] = [
+        CmpOp::Equal,
+        CmpOp::Less,
+        CmpOp::Greater,
+        CmpOp::LessOrEqual,
+        CmpOp::GreaterOrEqual,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            CmpOp::Equal => "equal",
+            CmpOp::Less => "less",
+            CmpOp::Greater => "greater",
+            CmpOp::LessOrEqual => "less_or_equal",
+            CmpOp::GreaterOrEqual => "greater_or_equal",
+        }
+    }
+    /// The ONNX op of the same meaning.
+    pub fn onnx(self) -> &'static str {
+        match self {
+            CmpOp::Equal => "Equal",
+            CmpOp::Less => "Less",
+            CmpOp::Greater => "Greater",
+            CmpOp::LessOrEqual => "LessOrEqual",
+            CmpOp::GreaterOrEqual => "GreaterOrEqual",
+        }
+    }
+    pub fn apply<T: PartialOrd>(self, a: T, b: T) -> bool {
+        match self {
+            CmpOp::Equal => a == b,
+            CmpOp::Less => a < b,
+            CmpOp::Greater => a > b,
+            CmpOp::LessOrEqual => a <= b,
+            CmpOp::GreaterOrEqual => a >= b,
+        }
+    }
+}
+
+/// Elementwise logic on bools (numpy broadcasting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogicOp {
+    And,
+    Or,
+    Xor,
+}
+
+impl LogicOp {
+    pub const ALL: [LogicOp; 3] = [LogicOp::And, LogicOp::Or, LogicOp::Xor];
+    pub fn name(self) -> &'static str {
+        match self {
+            LogicOp::And => "and",
+            LogicOp::Or => "or",
+            LogicOp::Xor => "xor",
+        }
+    }
+    pub fn onnx(self) -> &'static str {
+        match self {
+            LogicOp::And => "And",
+            LogicOp::Or => "Or",
+            LogicOp::Xor => "Xor",
+        }
+    }
+    pub fn apply(self, a: bool, b: bool) -> bool {
+        match self {
+            LogicOp::And => a && b,
+            LogicOp::Or => a || b,
+            LogicOp::Xor => a != b,
         }
     }
 }
@@ -264,6 +361,18 @@ pub enum Op {
     },
     /// [cond, x, y]
     Where,
+    /// [a, b] -> bool
+    Compare(CmpOp),
+    /// [a, b], both bool -> bool
+    Logic(LogicOp),
+    /// [x], bool -> bool
+    Not,
+    /// [data, axes?]: the sum over `axes` (1-D integers; absent or empty: every axis, or none
+    /// when `noop_with_empty_axes`), as ONNX ReduceSum (opset 13).
+    ReduceSum {
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
     Concat {
         axis: i64,
     },
@@ -327,6 +436,10 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
             Op::Where => "where",
+            Op::Compare(c) => c.name(),
+            Op::Logic(l) => l.name(),
+            Op::Not => "not",
+            Op::ReduceSum { .. } => "reduce_sum",
             Op::Concat { .. } => "concat",
             Op::Split { .. } => "split",
             Op::Slice => "slice",
@@ -353,6 +466,9 @@ impl Op {
             Op::Flatten { .. } | Op::Transpose { .. } | Op::Shape { .. } => (1, 1),
             Op::ConstantOfShape { .. } | Op::Cast { .. } | Op::Reverse { .. } => (1, 1),
             Op::Binary(_) | Op::MatMul | Op::Gather { .. } | Op::Unsqueeze => (2, 2),
+            Op::Compare(_) | Op::Logic(_) => (2, 2),
+            Op::Not => (1, 1),
+            Op::ReduceSum { .. } => (1, 2),
             Op::Reshape { .. } | Op::Expand => (2, 2),
             Op::Clip => (1, 3),
             Op::Gemm { .. } => (2, 3),
@@ -380,7 +496,7 @@ impl Op {
             Op::Clip => slot >= 1,
             Op::Gemm { .. } => slot == 2,
             Op::Slice => slot >= 3,
-            Op::Split { .. } | Op::Squeeze => slot == 1,
+            Op::Split { .. } | Op::Squeeze | Op::ReduceSum { .. } => slot == 1,
             _ => false,
         }
     }

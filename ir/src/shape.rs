@@ -109,6 +109,61 @@ pub fn infer(op: &Op, args: &[Option<Operand>]) -> Result<Vec<TensorType>, Strin
                 _ => same(None),
             }
         }
+        Op::Compare(_) | Op::Logic(_) => {
+            let t1 = arg(1).map(|a| a.ty).ok_or("operand 1 is missing")?;
+            if t1.dtype != dt0 {
+                return Err(format!("operand types differ: {} and {}", dt0, t1.dtype));
+            }
+            if matches!(op, Op::Logic(_)) && dt0 != DType::Bool {
+                return Err(format!("{} takes bool operands, got {dt0}", op.kind()));
+            }
+            let shape = match (&s0, &t1.shape) {
+                (Some(a), Some(b)) => Some(bcast_dims(a, b)?),
+                _ => None,
+            };
+            vec![TensorType {
+                dtype: DType::Bool,
+                shape,
+            }]
+        }
+        Op::Not => {
+            if dt0 != DType::Bool {
+                return Err(format!("not takes a bool operand, got {dt0}"));
+            }
+            same(s0)
+        }
+        Op::ReduceSum {
+            keepdims,
+            noop_with_empty_axes,
+        } => {
+            if dt0 == DType::Bool {
+                return Err("reduce_sum takes a numeric operand, got bool".into());
+            }
+            let axes = match arg(1) {
+                None => Some(vec![]),
+                Some(a) => ints(a.value),
+            };
+            match (&s0, axes) {
+                (Some(s), Some(axes)) => {
+                    let r = s.len();
+                    let mut reduced = vec![axes.is_empty() && !noop_with_empty_axes; r];
+                    for &a in &axes {
+                        reduced[k::norm_axis(a, r)?] = true;
+                    }
+                    let out = (0..r)
+                        .filter_map(|d| match (reduced[d], keepdims) {
+                            (false, _) => Some(s[d].clone()),
+                            (true, true) => Some(Dim::Known(1)),
+                            (true, false) => None,
+                        })
+                        .collect();
+                    same(Some(out))
+                }
+                // Run-time axes: with keepdims the rank stays.
+                (Some(s), None) if *keepdims => same(Some(vec![Dim::Unknown; s.len()])),
+                _ => same(None),
+            }
+        }
         Op::Where => {
             let (c, x, y) = (
                 arg(0).ok_or("cond")?.ty,

@@ -117,6 +117,9 @@ fn all_acts() -> Vec<Act> {
         Act::Softsign,
         Act::Softplus,
         Act::NotZero,
+        Act::IsZero,
+        Act::IsPositive,
+        Act::IsNonNegative,
     ]
 }
 
@@ -137,9 +140,12 @@ fn act_id(a: &Act) -> usize {
         Act::Softsign => 11,
         Act::Softplus => 12,
         Act::NotZero => 13,
+        Act::IsZero => 14,
+        Act::IsPositive => 15,
+        Act::IsNonNegative => 16,
     }
 }
-const NUM_ACTS: usize = 14;
+const NUM_ACTS: usize = 17;
 
 /// Exhaustive on purpose: a new Op variant breaks the build here until the tests cover it.
 fn op_id(op: &Op) -> usize {
@@ -170,9 +176,13 @@ fn op_id(op: &Op) -> usize {
         Op::Cast { .. } => 23,
         Op::Reverse { .. } => 24,
         Op::Recurrence(_) => 25,
+        Op::Compare(_) => 26,
+        Op::Logic(_) => 27,
+        Op::Not => 28,
+        Op::ReduceSum { .. } => 29,
     }
 }
-const NUM_OPS: usize = 26;
+const NUM_OPS: usize = 30;
 
 /// A simple RNN cell: h' = tanh(x W + h R + b); outputs (h', h').
 fn rnn_body(hidden: usize, input: usize, name: &str) -> Graph {
@@ -375,6 +385,40 @@ fn every_op_graph() -> Graph {
         add1(&mut g, &format!("cast{i}"), Op::Cast { to }, &[x]);
     }
     let _rv = add1(&mut g, "reverse", Op::Reverse { axis: 0 }, &[x]);
+    let mut m = cond;
+    for c in hlstm_ir::CmpOp::ALL {
+        let b = add1(&mut g, c.name(), Op::Compare(c), &[x, sm]);
+        for l in hlstm_ir::LogicOp::ALL {
+            m = add1(
+                &mut g,
+                &format!("{}_{}", l.name(), c.name()),
+                Op::Logic(l),
+                &[m, b],
+            );
+        }
+    }
+    let not = add1(&mut g, "not", Op::Not, &[m]);
+    let mf = add1(&mut g, "not_f32", Op::Cast { to: DType::F32 }, &[not]);
+    for (i, keepdims) in [false, true].into_iter().enumerate() {
+        add1(
+            &mut g,
+            &format!("reduce_sum{i}"),
+            Op::ReduceSum {
+                keepdims,
+                noop_with_empty_axes: i == 1,
+            },
+            &[mf, ax0],
+        );
+    }
+    add(
+        &mut g,
+        "reduce_sum_all",
+        Op::ReduceSum {
+            keepdims: false,
+            noop_with_empty_axes: false,
+        },
+        &[Some(mf), None],
+    );
     let xs = add1(
         &mut g,
         "xs",

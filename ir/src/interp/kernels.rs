@@ -1,7 +1,7 @@
 //! Plain, exact implementations of each op on concrete tensors: the reference semantics.
 
 use crate::map_tensor;
-use crate::op::{Act, BinOp};
+use crate::op::{Act, BinOp, CmpOp, LogicOp};
 use crate::tensor::{DType, Tensor, dims_text};
 use ndarray::{ArrayD, Axis, IxDyn, Slice as NdSlice, Zip};
 
@@ -351,6 +351,104 @@ pub fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> KResult<Tensor> {
                 y.dtype()
             ));
         }
+    })
+}
+
+/// Elementwise comparison; both operands of one type. NaN compares false (IEEE 754).
+pub fn compare(op: CmpOp, a: &Tensor, b: &Tensor) -> KResult<Tensor> {
+    Ok(Tensor::Bool(match (a, b) {
+        (Tensor::F32(x), Tensor::F32(y)) => zip2(x, y, |p, q| op.apply(p, q))?,
+        (Tensor::I64(x), Tensor::I64(y)) => zip2(x, y, |p, q| op.apply(p, q))?,
+        (Tensor::I32(x), Tensor::I32(y)) => zip2(x, y, |p, q| op.apply(p, q))?,
+        (Tensor::Bool(x), Tensor::Bool(y)) => zip2(x, y, |p, q| op.apply(p, q))?,
+        _ => {
+            return Err(format!(
+                "{} of {} and {}: the operand types differ",
+                op.name(),
+                a.dtype(),
+                b.dtype()
+            ));
+        }
+    }))
+}
+
+/// Elementwise logic on bools.
+pub fn logic(op: LogicOp, a: &Tensor, b: &Tensor) -> KResult<Tensor> {
+    match (a, b) {
+        (Tensor::Bool(x), Tensor::Bool(y)) => Ok(Tensor::Bool(zip2(x, y, |p, q| op.apply(p, q))?)),
+        _ => Err(format!(
+            "{} takes bool operands, got {} and {}",
+            op.name(),
+            a.dtype(),
+            b.dtype()
+        )),
+    }
+}
+
+pub fn not(x: &Tensor) -> KResult<Tensor> {
+    match x {
+        Tensor::Bool(a) => Ok(Tensor::Bool(a.mapv(|v| !v))),
+        _ => Err(format!("not takes a bool operand, got {}", x.dtype())),
+    }
+}
+
+/// The reduced axes of a rank-`rank` tensor (ONNX ReduceSum: none given means every axis, or
+/// none at all with `noop_with_empty_axes`), as a flag per axis.
+pub fn reduced_axes(rank: usize, axes: &[i64], noop_with_empty_axes: bool) -> KResult<Vec<bool>> {
+    let mut reduced = vec![axes.is_empty() && !noop_with_empty_axes; rank];
+    for &a in axes {
+        reduced[norm_axis(a, rank)?] = true;
+    }
+    Ok(reduced)
+}
+
+/// ONNX ReduceSum. f32 sums accumulate in f64 (the oracle carries no rounding of its own);
+/// integer sums wrap.
+pub fn reduce_sum(
+    x: &Tensor,
+    axes: &[i64],
+    keepdims: bool,
+    noop_with_empty_axes: bool,
+) -> KResult<Tensor> {
+    let rank = x.shape().len();
+    let reduced = reduced_axes(rank, axes, noop_with_empty_axes)?;
+    let kept: Vec<usize> = (0..rank)
+        .map(|d| if reduced[d] { 1 } else { x.shape()[d] })
+        .collect();
+    let out_shape: Vec<usize> = (0..rank)
+        .filter(|&d| keepdims || !reduced[d])
+        .map(|d| kept[d])
+        .collect();
+    check_size(&kept)?;
+    macro_rules! sum {
+        ($a:expr, $acc:ty, $zero:expr, $add:expr, $back:expr) => {{
+            let mut acc = ArrayD::<$acc>::from_elem(IxDyn(&kept), $zero);
+            for (idx, v) in $a.indexed_iter() {
+                let mut at = ndarray::Dimension::slice(&idx).to_vec();
+                for d in 0..rank {
+                    if reduced[d] {
+                        at[d] = 0;
+                    }
+                }
+                let slot = &mut acc[IxDyn(&at)];
+                *slot = $add(*slot, *v);
+            }
+            acc.mapv($back)
+                .into_shape_with_order(IxDyn(&out_shape))
+                .map_err(|e| e.to_string())?
+        }};
+    }
+    Ok(match x {
+        Tensor::F32(a) => Tensor::F32(sum!(
+            a,
+            f64,
+            0.0,
+            |s: f64, v: f32| s + v as f64,
+            |s: f64| s as f32
+        )),
+        Tensor::I64(a) => Tensor::I64(sum!(a, i64, 0, |s: i64, v: i64| s.wrapping_add(v), |s| s)),
+        Tensor::I32(a) => Tensor::I32(sum!(a, i32, 0, |s: i32, v: i32| s.wrapping_add(v), |s| s)),
+        Tensor::Bool(_) => return Err("reduce_sum takes a numeric operand, got bool".into()),
     })
 }
 

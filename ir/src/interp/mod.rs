@@ -154,6 +154,24 @@ pub fn eval_op(op: &Op, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>, String>
         Op::Softmax { axis } => one(k::softmax(arg(args, 0)?, *axis, false)?),
         Op::LogSoftmax { axis } => one(k::softmax(arg(args, 0)?, *axis, true)?),
         Op::Where => one(k::where_(arg(args, 0)?, arg(args, 1)?, arg(args, 2)?)?),
+        Op::Compare(c) => one(k::compare(*c, arg(args, 0)?, arg(args, 1)?)?),
+        Op::Logic(l) => one(k::logic(*l, arg(args, 0)?, arg(args, 1)?)?),
+        Op::Not => one(k::not(arg(args, 0)?)?),
+        Op::ReduceSum {
+            keepdims,
+            noop_with_empty_axes,
+        } => {
+            let axes = match opt(args, 1) {
+                Some(t) => t.to_i64_vec().ok_or("axes must be integers")?,
+                None => vec![],
+            };
+            one(k::reduce_sum(
+                arg(args, 0)?,
+                &axes,
+                *keepdims,
+                *noop_with_empty_axes,
+            )?)
+        }
         Op::Concat { axis } => {
             let xs: Vec<&Tensor> = (0..args.len())
                 .map(|i| arg(args, i))

@@ -3,7 +3,7 @@
 use super::lex::Token;
 use super::parse::{Res, err_at};
 use crate::graph::Graph;
-use crate::op::{Act, BinOp, Op, Recurrence};
+use crate::op::{Act, BinOp, CmpOp, LogicOp, Op, Recurrence};
 use crate::tensor::{DType, Tensor};
 
 pub(super) enum AVal {
@@ -119,6 +119,11 @@ pub(super) fn build_op(name: &str, at: &Token, list: Vec<Attr>) -> Res<Op> {
             axis: axis(&mut a)?,
         },
         "where" => Op::Where,
+        "not" => Op::Not,
+        "reduce_sum" => Op::ReduceSum {
+            keepdims: boolean(&a.req("keepdims")?)?,
+            noop_with_empty_axes: boolean(&a.req("noop_with_empty_axes")?)?,
+        },
         "concat" => Op::Concat {
             axis: axis(&mut a)?,
         },
@@ -202,6 +207,15 @@ pub(super) fn build_op(name: &str, at: &Token, list: Vec<Attr>) -> Res<Op> {
             }
             Op::Recurrence(r)
         }
+        _ if CmpOp::ALL.iter().any(|c| c.name() == name) => {
+            Op::Compare(*CmpOp::ALL.iter().find(|c| c.name() == name).expect("found"))
+        }
+        _ if LogicOp::ALL.iter().any(|l| l.name() == name) => Op::Logic(
+            *LogicOp::ALL
+                .iter()
+                .find(|l| l.name() == name)
+                .expect("found"),
+        ),
         _ => match Act::from_name(name, None, None) {
             Some(_) => {
                 let alpha = a.take("alpha").map(|x| float(&x)).transpose()?;

@@ -234,6 +234,13 @@ impl Printer<'_> {
                 vec![format!("axis={axis}"), format!("num_outputs={num_outputs}")]
             }
             Op::Reshape { allowzero } => vec![format!("allowzero={allowzero}")],
+            Op::ReduceSum {
+                keepdims,
+                noop_with_empty_axes,
+            } => vec![
+                format!("keepdims={keepdims}"),
+                format!("noop_with_empty_axes={noop_with_empty_axes}"),
+            ],
             Op::Transpose { perm: Some(p) } => vec![format!("perm=[{}]", list(p.iter()))],
             Op::Shape { start, end } => {
                 let mut v = vec![format!("start={start}")];
