@@ -16,7 +16,7 @@ pub mod text;
 pub mod verify;
 
 pub use graph::{Graph, Node, Port, Value, ValueInfo};
-pub use op::{Act, BinOp, Constant, Op, Recurrence};
+pub use op::{Act, BinOp, CmpOp, Constant, LogicOp, Op, Recurrence};
 pub use precision::{StoredType, StoredTypes};
 pub use sparsity::Sparsity;
 pub use specialize::bind_input_shapes;
