@@ -13,6 +13,7 @@ pub mod specialize;
 pub mod stats;
 pub mod tensor;
 pub mod text;
+pub mod timing;
 pub mod verify;
 
 pub use graph::{Graph, Node, Port, Value, ValueInfo};
