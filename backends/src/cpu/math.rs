@@ -146,6 +146,18 @@ impl<'a, 'f> Fx<'a, 'f> {
         }
     }
 
+    /// `x cc 0 ? 1 : 0`.
+    fn mask_cmp(&mut self, cc: FloatCC, x: Value) -> Value {
+        let (zero, one) = (self.c(0.0), self.c(1.0));
+        let c = self.b.ins().fcmp(cc, x, zero);
+        if self.vector() {
+            let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), c);
+            self.b.ins().bitselect(m, one, zero)
+        } else {
+            self.b.ins().select(c, one, zero)
+        }
+    }
+
     /// max(x, lo), keeping a NaN x.
     pub fn max_keep(&mut self, x: Value, lo: f32) -> Value {
         let lo = self.c(lo);
@@ -372,6 +384,10 @@ impl<'a, 'f> Fx<'a, 'f> {
                 let (zero, one) = (self.c(0.0), self.c(1.0));
                 self.sel_lt(zero, ax, one, zero)
             }
+            // Ordered comparisons: NaN gives 0.
+            Act::IsZero => self.mask_cmp(FloatCC::Equal, x),
+            Act::IsPositive => self.mask_cmp(FloatCC::GreaterThan, x),
+            Act::IsNonNegative => self.mask_cmp(FloatCC::GreaterThanOrEqual, x),
         }
     }
 

@@ -355,6 +355,24 @@ fn act_ops(act: Act, x: usize, first: usize) -> (Vec<Micro>, usize) {
             let a = push(Abs, vec![Reg(x)]);
             push(SelGt, vec![Reg(a), Imm(0.0), Imm(1.0), Imm(0.0)])
         }
+        // setp without .ftz compares subnormals exactly; every comparison with NaN is false.
+        // x == 0: |x| < the smallest subnormal.
+        Act::IsZero => {
+            let a = push(Abs, vec![Reg(x)]);
+            push(
+                SelLt,
+                vec![Reg(a), Imm(f32::from_bits(1)), Imm(1.0), Imm(0.0)],
+            )
+        }
+        Act::IsPositive => push(SelGt, vec![Reg(x), Imm(0.0), Imm(1.0), Imm(0.0)]),
+        // x >= 0: not x < 0, and not NaN (x > -inf).
+        Act::IsNonNegative => {
+            let m = push(SelLt, vec![Reg(x), Imm(0.0), Imm(0.0), Imm(1.0)]);
+            push(
+                SelGt,
+                vec![Reg(x), Imm(f32::NEG_INFINITY), Reg(m), Imm(0.0)],
+            )
+        }
         Act::Softsign => {
             let a = push(Abs, vec![Reg(x)]);
             let d = push(Add, vec![Reg(a), Imm(1.0)]);

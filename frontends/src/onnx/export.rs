@@ -172,7 +172,12 @@ fn op_type(op: &Op) -> Result<(&'static str, Vec<AttributeProto>), String> {
             Act::HardSigmoid { alpha: x, beta } => {
                 ("HardSigmoid", vec![float("alpha", x), float("beta", beta)])
             }
-            Act::Affine { .. } | Act::ScaledTanh { .. } | Act::NotZero => {
+            Act::Affine { .. }
+            | Act::ScaledTanh { .. }
+            | Act::NotZero
+            | Act::IsZero
+            | Act::IsPositive
+            | Act::IsNonNegative => {
                 return Err(format!("the activation {} has no ONNX op", a.name()));
             }
         },
@@ -201,6 +206,20 @@ fn op_type(op: &Op) -> Result<(&'static str, Vec<AttributeProto>), String> {
         Op::Softmax { axis } => ("Softmax", vec![int("axis", *axis)]),
         Op::LogSoftmax { axis } => ("LogSoftmax", vec![int("axis", *axis)]),
         Op::Where => ("Where", vec![]),
+        Op::Compare(c) => (c.onnx(), vec![]),
+        Op::Logic(l) => (l.onnx(), vec![]),
+        Op::Not => ("Not", vec![]),
+        // Opset 17: axes are the second operand.
+        Op::ReduceSum {
+            keepdims,
+            noop_with_empty_axes,
+        } => (
+            "ReduceSum",
+            vec![
+                int("keepdims", *keepdims as i64),
+                int("noop_with_empty_axes", *noop_with_empty_axes as i64),
+            ],
+        ),
         Op::Concat { axis } => ("Concat", vec![int("axis", *axis)]),
         // Opset 17: without a `split` operand the outputs are equal parts.
         Op::Split { axis, .. } => ("Split", vec![int("axis", *axis)]),

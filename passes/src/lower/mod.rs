@@ -26,7 +26,7 @@ use hlstm_ir::kernel::select::{KernelSelector, Thresholds};
 use hlstm_ir::kernel::{
     BufId, BufKind, Const, ConstId, Program, Stmt, Storage, Strategy, View, Weight, visit,
 };
-use hlstm_ir::{Act, BinOp, Constant, DType, Graph, Op, Tensor, Value};
+use hlstm_ir::{Act, BinOp, CmpOp, Constant, DType, Graph, LogicOp, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -229,8 +229,8 @@ fn node_err(g: &Graph, n: NodeIndex, ctx: &str, msg: impl std::fmt::Display) -> 
     format!("{ctx}node '{}' ({}): {msg}", node.name, node.op.kind())
 }
 
-/// Ops evaluated here when their operands are constants; with run-time operands only softmax
-/// and log-softmax have a statement, the others are an error.
+/// Ops evaluated here when their operands are constants; with run-time operands only softmax,
+/// log-softmax and where have statements, the others are an error.
 fn needs_folding(op: &Op) -> bool {
     matches!(
         op,
@@ -668,27 +668,41 @@ impl Lowerer<'_> {
             }
             return Ok(());
         }
-        // A run-time f32 cast to bool (a ReLU's gradient mask, cast(cast(y, bool), f32)): the
-        // kernel IR has no bools, so the bool is kept as an f32 mask of ones and zeros
-        // (`Act::NotZero`), which a cast back to f32 reads as it is. Any other use of it still
-        // fails below, as a bool computed at run time.
-        let bool_mask = matches!(node.op, Op::Cast { to: DType::Bool })
-            && matches!(locs.first(), Some(Some(Loc::F32(_))));
-        if non_f32 && !bool_mask {
-            if matches!(&node.op, Op::Cast { .. }) {
-                return Err(err(
-                    "a cast to an integer type of a value computed at run time is not supported \
-                     by the kernel IR yet"
-                        .into(),
-                ));
+        // Bools and integers computed at run time (a Keras `Masking` layer's mask, the count of
+        // its true elements) are kept as f32 values: bools as masks of 0 and 1, integers as
+        // whole numbers (exact below 2^24). Only ops that keep that exact may make them; any
+        // other is refused below.
+        if non_f32 {
+            let src = operands
+                .first()
+                .copied()
+                .flatten()
+                .map(|v| g.value_type(v).dtype);
+            if let Some(why) = runtime_non_f32_refused(&node.op, src) {
+                return Err(err(why));
             }
-            return Err(err(
-                "integer and bool values computed at run time are not supported by the kernel IR \
-                 (only constant shapes, axes, indices and lengths)"
-                    .into(),
-            ));
         }
-        if needs_folding(&node.op) && !matches!(node.op, Op::Softmax { .. } | Op::LogSoftmax { .. })
+        // Constant bool and integer operands of ops that compute on run-time bools are read as
+        // f32 constants, like the run-time ones.
+        if runtime_logic(&node.op) {
+            for l in locs.iter_mut().flatten() {
+                if let Loc::Known(t) = l {
+                    let t = t.cast(DType::F32);
+                    let a = t.as_f32().expect("cast to f32");
+                    let id = self.prog.add_const(
+                        &format!("{}.const", node.name),
+                        a.shape(),
+                        a.iter().copied().collect(),
+                    );
+                    *l = Loc::F32(View::constant(id, a.shape()));
+                }
+            }
+        }
+        if needs_folding(&node.op)
+            && !matches!(
+                node.op,
+                Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Where
+            )
         {
             return Err(err(format!(
                 "{} on a value computed at run time is not supported by the kernel IR yet",
@@ -782,6 +796,127 @@ impl Lowerer<'_> {
                 }
             }
             Op::Unary(act) => self.unary(g, sc, val(0), *act, &f32_at(0)?, &dims, hoist)?,
+            // a > b as is_positive(a - b): exact for finite values (with gradual underflow,
+            // a - b is 0 only when a == b and has its sign), NaN false; docs/kernels.md says
+            // where infinities differ from IEEE.
+            Op::Compare(c) => {
+                let (a, b) = (f32_at(0)?, f32_at(1)?);
+                let (a, b, act) = match c {
+                    CmpOp::Equal => (a, b, Act::IsZero),
+                    CmpOp::Greater => (a, b, Act::IsPositive),
+                    CmpOp::Less => (b, a, Act::IsPositive),
+                    CmpOp::GreaterOrEqual => (a, b, Act::IsNonNegative),
+                    CmpOp::LessOrEqual => (b, a, Act::IsNonNegative),
+                };
+                let d = self.binary_temp(sc, BinOp::Sub, &a, &b, &dims, name, hoist)?;
+                self.unary(g, sc, val(0), act, &d, &dims, hoist)?
+            }
+            // On masks of 0 and 1: and = a·b, or = [a + b != 0], xor = [a - b != 0].
+            Op::Logic(l) => {
+                let (a, b) = (f32_at(0)?, f32_at(1)?);
+                match l {
+                    LogicOp::And => {
+                        let a = view::broadcast_to(&a, &dims)?;
+                        let b = view::broadcast_to(&b, &dims)?;
+                        let out = self.home(g, sc, val(0), &dims, hoist);
+                        set(sc, 0, out.clone());
+                        self.binary(sc, BinOp::Mul, out, a, b, hoist);
+                    }
+                    LogicOp::Or | LogicOp::Xor => {
+                        let op = if *l == LogicOp::Or {
+                            BinOp::Add
+                        } else {
+                            BinOp::Sub
+                        };
+                        let t = self.binary_temp(sc, op, &a, &b, &dims, name, hoist)?;
+                        self.unary(g, sc, val(0), Act::NotZero, &t, &dims, hoist)?
+                    }
+                }
+            }
+            Op::Not => {
+                let not = Act::Affine {
+                    alpha: -1.0,
+                    beta: 1.0,
+                };
+                self.unary(g, sc, val(0), not, &f32_at(0)?, &dims, hoist)?
+            }
+            // m·x + (1 - m)·y: exact for finite x and y (an infinity or NaN in the branch not
+            // taken gives NaN, docs/kernels.md).
+            Op::Where => {
+                let m = f32_at(0)?;
+                let (x, y) = (f32_at(1)?, f32_at(2)?);
+                let mx = self.binary_temp(sc, BinOp::Mul, &m, &x, &dims, name, hoist)?;
+                let not = Act::Affine {
+                    alpha: -1.0,
+                    beta: 1.0,
+                };
+                let mb = view::broadcast_to(&m, &dims)?;
+                let nm = self.temp(sc, &format!("{name}.not"), &dims, hoist);
+                let (mut o, mut xm) = (nm.clone(), mb);
+                view::coalesce(&mut [&mut o, &mut xm]);
+                if !o.is_empty() {
+                    self.emit(
+                        sc,
+                        Stmt::Unary {
+                            op: not,
+                            out: o,
+                            x: xm,
+                        },
+                        hoist,
+                    );
+                }
+                let ny = self.binary_temp(sc, BinOp::Mul, &nm, &y, &dims, name, hoist)?;
+                let out = self.home(g, sc, val(0), &dims, hoist);
+                set(sc, 0, out.clone());
+                self.binary(sc, BinOp::Add, out, mx, ny, hoist);
+            }
+            // A product with a column of ones over the reduced axes (moved last by a view).
+            Op::ReduceSum {
+                noop_with_empty_axes,
+                ..
+            } => {
+                let x = f32_at(0)?;
+                let r = rank_of(&x);
+                let axes = known_at(1, "reduce_sum axes")?.unwrap_or_default();
+                let reduced =
+                    hlstm_ir::interp::kernels::reduced_axes(r, &axes, *noop_with_empty_axes)?;
+                if !reduced.contains(&true) {
+                    set(sc, 0, x);
+                } else {
+                    let perm: Vec<usize> = (0..r)
+                        .filter(|&d| !reduced[d])
+                        .chain((0..r).filter(|&d| reduced[d]))
+                        .collect();
+                    let rows: usize = (0..r).filter(|&d| !reduced[d]).map(|d| x.dims[d]).product();
+                    let k: usize = (0..r).filter(|&d| reduced[d]).map(|d| x.dims[d]).product();
+                    if rows != dims.iter().product::<usize>() {
+                        return Err(format!(
+                            "reduce_sum of {} gives {} elements, its type says {}",
+                            hlstm_ir::dims_text(&x.dims),
+                            rows,
+                            hlstm_ir::dims_text(&dims)
+                        ));
+                    }
+                    let xp = view::permute(&x, &perm);
+                    let xm = match view::reshape(&xp, &[rows, k]) {
+                        Some(v) => v,
+                        None => {
+                            let c = self.materialize(sc, &xp, name);
+                            view::reshape(&c, &[rows, k]).expect("a row-major copy reshapes")
+                        }
+                    };
+                    let ones = self
+                        .prog
+                        .add_const(&format!("{name}.ones"), &[k, 1], vec![1.0; k]);
+                    let out = self.home(g, sc, val(0), &dims, hoist);
+                    set(sc, 0, out.clone());
+                    let out2 = match view::reshape(&out, &[rows, 1]) {
+                        Some(o) => o,
+                        None => return Err("reduce_sum's result is not row-major".into()),
+                    };
+                    self.matmul2(sc, out2, xm, View::constant(ones, &[k, 1]), name, hoist);
+                }
+            }
             Op::Binary(op) => {
                 let a = view::broadcast_to(&f32_at(0)?, &dims)?;
                 let b = view::broadcast_to(&f32_at(1)?, &dims)?;
@@ -1024,7 +1159,6 @@ impl Lowerer<'_> {
             Op::Input
             | Op::Const(_)
             | Op::Recurrence(_)
-            | Op::Where
             | Op::ConstantOfShape { .. }
             | Op::Shape { .. } => {
                 return Err(format!(
@@ -1056,6 +1190,25 @@ impl Lowerer<'_> {
             self.emit(sc, Stmt::Unary { op: act, out, x }, hoist);
         }
         Ok(())
+    }
+
+    /// A new temporary holding `a op b`, both broadcast to `dims`.
+    #[allow(clippy::too_many_arguments)]
+    fn binary_temp(
+        &mut self,
+        sc: &mut Scope,
+        op: BinOp,
+        a: &View,
+        b: &View,
+        dims: &[usize],
+        name: &str,
+        hoist: bool,
+    ) -> Result<View, String> {
+        let a = view::broadcast_to(a, dims)?;
+        let b = view::broadcast_to(b, dims)?;
+        let t = self.temp(sc, &format!("{name}.{}", op.name()), dims, hoist);
+        self.binary(sc, op, t.clone(), a, b, hoist);
+        Ok(t)
     }
 
     fn binary(&mut self, sc: &mut Scope, op: BinOp, out: View, a: View, b: View, hoist: bool) {
@@ -1139,6 +1292,51 @@ impl Lowerer<'_> {
         }
         v.strides.extend_from_slice(&flat_view.strides[ax + 1..]);
         Ok(v)
+    }
+}
+
+/// Ops on run-time bools whose constant bool or integer operands are read as f32 constants.
+fn runtime_logic(op: &Op) -> bool {
+    matches!(op, Op::Compare(_) | Op::Logic(_) | Op::Not | Op::Where)
+}
+
+/// Why an op with a bool or integer result cannot compute it at run time, or None when it
+/// can, exactly, on the f32 representation (bools as 0 and 1, integers as whole numbers):
+/// comparisons, logic, casts from bools and integers and to bool, sums, selections and the ops
+/// that only move data. `src` is the type of the first operand.
+fn runtime_non_f32_refused(op: &Op, src: Option<DType>) -> Option<String> {
+    match op {
+        Op::Compare(_)
+        | Op::Logic(_)
+        | Op::Not
+        | Op::ReduceSum { .. }
+        | Op::Where
+        | Op::Identity
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice
+        | Op::Gather { .. }
+        | Op::Unsqueeze
+        | Op::Squeeze
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Expand
+        | Op::Reverse { .. } => None,
+        // To bool from anything (a mask of 0 and 1); to an integer from a bool or an integer.
+        Op::Cast { to: DType::Bool } => None,
+        Op::Cast { .. } if src != Some(DType::F32) => None,
+        Op::Cast { .. } => Some(
+            "a cast to an integer type of a value computed at run time is not supported by the \
+             kernel IR yet"
+                .into(),
+        ),
+        _ => Some(
+            "integer and bool values computed at run time are supported by the kernel IR only \
+             from comparisons, logic, casts, reduce_sum, where and ops that move data (this \
+             op computes one otherwise)"
+                .into(),
+        ),
     }
 }
 

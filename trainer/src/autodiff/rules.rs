@@ -43,7 +43,34 @@ pub(crate) fn vjp(
     match &node.op {
         Op::Identity => Ok(vec![Some(g)]),
         Op::Cast { to: DType::F32 } if b.dtype(x[0]) == DType::F32 => Ok(vec![Some(g)]),
+        // Comparisons, logic and the step functions are piecewise constant: zero gradient.
+        Op::Compare(_)
+        | Op::Logic(_)
+        | Op::Not
+        | Op::Unary(Act::IsZero | Act::IsPositive | Act::IsNonNegative) => Ok(vec![None; x.len()]),
         Op::Unary(act) => one(unary(b, *act, x[0], y, g, &tmp)),
+        // Every summed element gets the sum's adjoint: g with the reduced axes put back (when
+        // the sum dropped them), expanded to x's shape.
+        Op::ReduceSum { keepdims, .. } => {
+            if need(1) {
+                return Err(at("no gradient for reduce_sum's axes".into()));
+            }
+            let g = match (keepdims, ops.get(1).copied().flatten()) {
+                (false, Some(axes)) => b.op(&tmp, Op::Unsqueeze, &[g, axes]).map_err(at)?,
+                _ => g,
+            };
+            let shape = b
+                .op(
+                    &tmp,
+                    Op::Shape {
+                        start: 0,
+                        end: None,
+                    },
+                    &[x[0]],
+                )
+                .map_err(at)?;
+            one(b.op(&tmp, Op::Expand, &[g, shape]))
+        }
         Op::Binary(op) => {
             binary(b, *op, [x[0], x[1]], (y, g), [need(0), need(1)], &tmp).map_err(at)
         }

@@ -1,7 +1,7 @@
 //! Elementwise ops, activations, Clip, Where, Cast, Softmax.
 
 use super::{need, opt, out_names};
-use crate::onnx::ctx::{Ctx, attr, attr_f, attr_i};
+use crate::onnx::ctx::{Ctx, attr, attr_f, attr_i, attr_ints};
 use crate::onnx::tensor::{dtype_of, stored_of};
 use hlstm_ir::{Act, BinOp, Op, Tensor, Value};
 use onnx_protobuf::NodeProto;
@@ -186,4 +186,24 @@ pub fn softmax(
         &[Some(y), Some(shape)],
         &out_names(node),
     )
+}
+
+/// ReduceSum: axes are an input from opset 13 on, an attribute before.
+pub fn reduce_sum(
+    ctx: &mut Ctx,
+    node: &NodeProto,
+    label: &str,
+    ops: &[Option<Value>],
+) -> Result<Vec<Value>, String> {
+    let x = need(ops, 0, "data")?;
+    let axes = if ctx.opset >= 13 {
+        opt(ops, 1)
+    } else {
+        attr_ints(node, "axes").map(|a| ctx.int_const(&format!("{label}/axes"), &a))
+    };
+    let op = Op::ReduceSum {
+        keepdims: attr_i(node, "keepdims", 1) != 0,
+        noop_with_empty_axes: attr_i(node, "noop_with_empty_axes", 0) != 0,
+    };
+    ctx.add(label, op, &[Some(x), axes], &out_names(node))
 }

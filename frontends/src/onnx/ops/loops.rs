@@ -1,6 +1,7 @@
 //! `Loop` onto `recurrence` when it is a counted loop over a sequence (what tf2onnx writes for
-//! Keras `GRU`, `SimpleRNN` and `LSTM` layers it does not map to ONNX's RNN ops), and the
-//! comparisons and logic such loops are controlled by, folded at import.
+//! Keras `GRU`, `SimpleRNN` and `LSTM` layers it does not map to ONNX's RNN ops, and for any
+//! Keras layer behind `Masking`), and the comparisons and logic such loops are controlled by,
+//! folded at import (on run-time values they are IR ops).
 //!
 //! A Loop is counted when its trip count `M` and initial condition are constants and its
 //! condition is computed, step after step, only from counters (the iteration number, and states
@@ -16,7 +17,7 @@ use crate::onnx::ctx::{Ctx, attr_g, attr_i};
 use crate::onnx::export::value_info;
 use crate::onnx::shape_values::dims_of_value;
 use crate::onnx::{import_graph, tensor};
-use hlstm_ir::{DType, Op, Recurrence, Tensor, TensorType, Value};
+use hlstm_ir::{CmpOp, DType, LogicOp, Op, Recurrence, Tensor, TensorType, Value};
 use ndarray::{ArrayD, IxDyn};
 use onnx_protobuf::{GraphProto, NodeProto, TensorProto};
 use std::collections::{HashMap, HashSet};
@@ -25,28 +26,48 @@ use std::collections::{HashMap, HashSet};
 const MAX_TRIPS: i64 = 1 << 24;
 
 /// Comparisons and logic (`Less`, `Greater`, `LessOrEqual`, `GreaterOrEqual`, `Equal`, `And`,
-/// `Or`, `Xor`, `Not`) on constants: folded at import. The IR has no boolean arithmetic at run
-/// time, so the same ops on computed values are an error.
+/// `Or`, `Xor`, `Not`): folded at import on constants (loop conditions, shape arithmetic), the
+/// IR's `compare`, `and`/`or`/`xor` and `not` ops on values computed at run time (a Keras
+/// `Masking` layer's mask).
 pub fn logic(
     ctx: &mut Ctx,
     node: &NodeProto,
-    _label: &str,
+    label: &str,
     ops: &[Option<Value>],
 ) -> Result<Vec<Value>, String> {
-    let args: Vec<&Tensor> = ops
+    let consts: Option<Vec<&Tensor>> = ops
         .iter()
         .map(|o| o.and_then(|v| ctx.const_value(v)))
-        .collect::<Option<_>>()
-        .ok_or_else(|| {
-            format!(
-                "{} of values computed at run time is not supported: hlstmc folds comparisons \
-                 and logic only on constants (loop conditions, shape arithmetic)",
-                node.op_type
-            )
-        })?;
-    let out = fold_logic(&node.op_type, &args)?;
-    let name = out_names(node).first().copied().unwrap_or("").to_string();
-    Ok(vec![ctx.constant(&name, out)])
+        .collect();
+    if let Some(args) = consts {
+        let out = fold_logic(&node.op_type, &args)?;
+        let name = out_names(node).first().copied().unwrap_or("").to_string();
+        return Ok(vec![ctx.constant(&name, out)]);
+    }
+    let op = match node.op_type.as_str() {
+        "Not" => Op::Not,
+        "And" => Op::Logic(LogicOp::And),
+        "Or" => Op::Logic(LogicOp::Or),
+        "Xor" => Op::Logic(LogicOp::Xor),
+        other => Op::Compare(
+            *CmpOp::ALL
+                .iter()
+                .find(|c| c.onnx() == other)
+                .ok_or_else(|| format!("{other} is not a comparison"))?,
+        ),
+    };
+    let want = if matches!(op, Op::Not) { 1 } else { 2 };
+    if ops.len() != want {
+        return Err(format!(
+            "{} takes {want} inputs, got {}",
+            node.op_type,
+            ops.len()
+        ));
+    }
+    let args: Vec<Option<Value>> = (0..want)
+        .map(|i| super::need(ops, i, if i == 0 { "A" } else { "B" }).map(Some))
+        .collect::<Result<_, _>>()?;
+    ctx.add(label, op, &args, &out_names(node))
 }
 
 fn as_f64(t: &Tensor) -> ArrayD<f64> {

@@ -36,6 +36,7 @@ pub fn lookup(op_type: &str) -> Option<ImportFn> {
         "Identity" => elementwise::identity,
         "Where" => elementwise::where_,
         "Cast" => elementwise::cast,
+        "ReduceSum" => elementwise::reduce_sum,
         "Softmax" | "LogSoftmax" => elementwise::softmax,
         "MatMul" => linalg::matmul,
         "Gemm" => linalg::gemm,
