@@ -243,6 +243,9 @@ fn all_acts() -> Vec<Act> {
         Act::Softsign,
         Act::Softplus,
         Act::NotZero,
+        Act::IsZero,
+        Act::IsPositive,
+        Act::IsNonNegative,
     ]
 }
 
@@ -284,6 +287,85 @@ fn unary_every_activation_vector_scalar_and_looped() {
         xs[8] = -40.0;
         xs[9] = 1e-20;
         check_rel(&p, &[xs], 2e-6);
+    }
+}
+
+/// The step activations that comparisons lower to are exact: the same bits as the interpreter
+/// on zeros of both signs, the smallest subnormals, infinities and NaN, in the vector loop, the
+/// unrolled vectors and the scalar remainder.
+#[test]
+fn step_activations_exact_on_special_values() {
+    let special = [
+        0.0,
+        -0.0,
+        1e-45,
+        -1e-45,
+        1.1754942e-38,
+        -1.1754942e-38,
+        1.0,
+        -1.0,
+        3e38,
+        -3e38,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+    ];
+    let xs: Vec<f32> = special.iter().cycle().take(103).copied().collect();
+    let n = xs.len();
+    for act in [
+        Act::IsZero,
+        Act::IsPositive,
+        Act::IsNonNegative,
+        Act::NotZero,
+    ] {
+        let mut p = Program::default();
+        let x = p.add_buffer("X", BufKind::Input(0), &[n]);
+        let y = p.add_buffer("Y", BufKind::Output(0), &[n]);
+        let z = p.add_buffer("Z", BufKind::Output(1), &[13]);
+        p.inputs = vec![x];
+        p.outputs = vec![y, z];
+        p.body = vec![
+            Stmt::Unary {
+                op: act,
+                out: View::whole(y, &[n]),
+                x: View::whole(x, &[n]),
+            },
+            Stmt::Unary {
+                op: act,
+                out: View::whole(z, &[13]),
+                x: view(x, 1, &[13], &[1], 0),
+            },
+        ];
+        let j = JitProgram::compile(&p, &native()).unwrap();
+        let (mut out, mut out2) = (vec![7.0; n], vec![7.0; 13]);
+        j.run(&[&xs], &mut [&mut out, &mut out2]).unwrap();
+        for (i, v) in xs.iter().enumerate() {
+            assert_eq!(
+                out[i].to_bits(),
+                act.apply(*v).to_bits(),
+                "{}({v})",
+                act.name()
+            );
+        }
+        for i in 0..13 {
+            let v = xs[i + 1];
+            assert_eq!(
+                out2[i].to_bits(),
+                act.apply(v).to_bits(),
+                "{}({v})",
+                act.name()
+            );
+        }
+    }
+    // The reference itself: IEEE comparisons with 0, NaN false.
+    assert_eq!(Act::IsZero.apply(-0.0), 1.0);
+    assert_eq!(Act::IsZero.apply(1e-45), 0.0);
+    assert_eq!(Act::IsPositive.apply(1e-45), 1.0);
+    assert_eq!(Act::IsNonNegative.apply(-0.0), 1.0);
+    assert_eq!(Act::IsNonNegative.apply(-1e-45), 0.0);
+    for act in [Act::IsZero, Act::IsPositive, Act::IsNonNegative] {
+        assert_eq!(act.apply(f32::NAN), 0.0);
     }
 }
 
@@ -1222,9 +1304,16 @@ fn activation_accuracy() {
         }];
         let j = JitProgram::compile(&p2, &native()).unwrap();
         j.run(&[&nan], &mut [&mut out]).unwrap();
-        // thresholded_relu(NaN) is 0 (NaN > alpha is false), in the interpreter too; so is
-        // not_zero(NaN) (|NaN| > 0 is false).
-        let want_nan = !matches!(act, Act::ThresholdedRelu { .. } | Act::NotZero);
+        // thresholded_relu(NaN) is 0 (NaN > alpha is false), in the interpreter too; so are
+        // not_zero(NaN) (|NaN| > 0 is false) and the comparisons with 0.
+        let want_nan = !matches!(
+            act,
+            Act::ThresholdedRelu { .. }
+                | Act::NotZero
+                | Act::IsZero
+                | Act::IsPositive
+                | Act::IsNonNegative
+        );
         assert!(
             out.iter().all(|v| v.is_nan() == want_nan),
             "{}: {out:?}",

@@ -384,10 +384,19 @@ impl<'a, 'f> Fx<'a, 'f> {
                 let (zero, one) = (self.c(0.0), self.c(1.0));
                 self.sel_lt(zero, ax, one, zero)
             }
-            // Ordered comparisons: NaN gives 0.
+            // Ordered comparisons (NaN gives 0) with the operand first and as `==`, `<`, `<=`:
+            // Cranelift 0.135's x64 backend swaps the operands of a vector `>`/`>=`, and with
+            // the operand second it folded an unaligned load into `cmpps` (a crash at run
+            // time, found by backends/tests/jit.rs on a view at offset 3). x > 0 is -x < 0.
             Act::IsZero => self.mask_cmp(FloatCC::Equal, x),
-            Act::IsPositive => self.mask_cmp(FloatCC::GreaterThan, x),
-            Act::IsNonNegative => self.mask_cmp(FloatCC::GreaterThanOrEqual, x),
+            Act::IsPositive => {
+                let n = self.b.ins().fneg(x);
+                self.mask_cmp(FloatCC::LessThan, n)
+            }
+            Act::IsNonNegative => {
+                let n = self.b.ins().fneg(x);
+                self.mask_cmp(FloatCC::LessThanOrEqual, n)
+            }
         }
     }
 
