@@ -171,6 +171,20 @@ pub struct Train {
     /// changes the rounding of sparse models' training, and the shipped results were trained
     /// without it (docs/trainer.md).
     pub sparse_kernels: bool,
+    /// Weight gradients of masked matrices computed only at their masks' kept positions (a
+    /// sampled product, `exec::sampled`) outside growth epochs, which need the dense gradient.
+    /// Default: as `sparse_kernels` (it changes the rounding of sparse models' training too).
+    pub sampled_gradients: Option<bool>,
+    /// Threads of a training step (jit engine: the compiled program's thread split; the
+    /// sampled weight gradients). Results do not depend on it (docs/trainer.md).
+    pub threads: usize,
+}
+
+impl Train {
+    /// Whether masked weight gradients are sampled (`sampled_gradients`, else `sparse_kernels`).
+    pub fn sampled(&self) -> bool {
+        self.sampled_gradients.unwrap_or(self.sparse_kernels)
+    }
 }
 
 impl Default for Train {
@@ -194,6 +208,8 @@ impl Default for Train {
             min_lr_fraction: 0.05,
             recompute: false,
             sparse_kernels: false,
+            sampled_gradients: None,
+            threads: 1,
         }
     }
 }
@@ -366,6 +382,10 @@ impl Config {
         need(
             t.clip_norm >= 0.0,
             "train.clip_norm must be at least 0 (0: no clipping)",
+        );
+        need(
+            (1..=64).contains(&t.threads),
+            "train.threads must be in 1..=64",
         );
         need(t.step_every > 0, "train.step_every must be at least 1");
         need(t.step_gamma > 0.0, "train.step_gamma must be positive");

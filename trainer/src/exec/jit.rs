@@ -18,6 +18,8 @@ pub struct Jit;
 
 struct Loaded {
     graph: Graph,
+    /// Threads of the build (`BuildOptions::threads`).
+    threads: usize,
     /// The state of the library's JIT build of the graph for the current masks (it holds the
     /// build).
     state: Box<dyn State>,
@@ -27,19 +29,20 @@ struct Loaded {
 
 type Patterns = Vec<Option<Arc<Vec<f32>>>>;
 
-/// The library's JIT options for these input patterns.
-fn options(patterns: Patterns) -> BuildOptions {
+/// The library's JIT options for these input patterns and threads.
+fn options(patterns: Patterns, threads: usize) -> BuildOptions {
     BuildOptions {
         input_patterns: patterns,
+        threads,
         ..BuildOptions::default()
     }
 }
 
 /// Builds `g` with the library: compiled at once when its input shapes are all known (so a
 /// graph the JIT cannot take fails here), else on the first run with each new set of shapes.
-fn build(g: &Graph, patterns: Patterns) -> Result<Box<dyn State>, Error> {
+fn build(g: &Graph, patterns: Patterns, threads: usize) -> Result<Box<dyn State>, Error> {
     let runnable = Model::from_graph(g.clone())
-        .and_then(|m| m.into_runnable(&options(patterns)))
+        .and_then(|m| m.into_runnable(&options(patterns, threads)))
         .map_err(|e| Error::new(format!("the JIT engine: {e}")))?;
     runnable
         .new_state()
@@ -48,9 +51,13 @@ fn build(g: &Graph, patterns: Patterns) -> Result<Box<dyn State>, Error> {
 
 impl Engine for Jit {
     fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error> {
-        let state = build(g, Vec::new())?;
+        self.load_threads(g, 1)
+    }
+    fn load_threads(&self, g: &Graph, threads: usize) -> Result<Box<dyn Executable>, Error> {
+        let state = build(g, Vec::new(), threads)?;
         Ok(Box::new(Loaded {
             graph: g.clone(),
+            threads,
             state,
             masks: Vec::new(),
         }))
@@ -64,7 +71,7 @@ impl Engine for Jit {
 /// its last inputs (the parameters; empty: none, see [`Executable::set_masks`]). For dumps
 /// (`hlstm_ir::kernel::print`) and tests.
 pub fn kernel_program(g: &Graph, masks: &Masks) -> Result<Program, Error> {
-    hlstm_driver::kernel_program(g, &options(patterns(g, masks)))
+    hlstm_driver::kernel_program(g, &options(patterns(g, masks), 1))
         .map_err(|e| Error::new(format!("the JIT engine: {e}")))
 }
 
@@ -81,8 +88,14 @@ fn patterns(g: &Graph, masks: &Masks) -> Patterns {
 
 impl Executable for Loaded {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
+        let mut out = Vec::new();
+        self.run_into(inputs, &mut out)?;
+        Ok(out)
+    }
+
+    fn run_into(&mut self, inputs: &[Tensor], out: &mut Vec<Tensor>) -> Result<(), Error> {
         self.state
-            .run(inputs)
+            .run_into(inputs, out)
             .map_err(|e| Error::new(format!("running the graph: {e}")))
     }
 
@@ -91,7 +104,7 @@ impl Executable for Loaded {
             return;
         }
         // The graph built once already; a failure here would have shown at load.
-        if let Ok(state) = build(&self.graph, patterns(&self.graph, masks)) {
+        if let Ok(state) = build(&self.graph, patterns(&self.graph, masks), self.threads) {
             self.state = state;
             self.masks = masks.clone();
         }

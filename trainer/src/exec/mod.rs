@@ -4,7 +4,9 @@
 //! `Fast` its f32 variant (`fast-interp`), `Jit` the Cranelift JIT with the masks as input
 //! patterns. Swapping engines changes no training code.
 
+pub mod factored;
 mod jit;
+pub mod products;
 
 pub use jit::{Jit, kernel_program};
 
@@ -16,6 +18,12 @@ use hlstm_ir::{Graph, Tensor};
 pub trait Executable {
     /// Runs on inputs in the graph's input order; outputs in its output order.
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error>;
+    /// [`Executable::run`] into `out`, whose tensors an engine may write over when they have
+    /// this run's shapes (the JIT then allocates nothing for its outputs).
+    fn run_into(&mut self, inputs: &[Tensor], out: &mut Vec<Tensor>) -> Result<(), Error> {
+        *out = self.run(inputs)?;
+        Ok(())
+    }
     /// Where the parameters, the graph's last `masks.len()` inputs, are zero from now on:
     /// outside their masks (`None`: anywhere). An engine that can skip the zeros (the JIT)
     /// compiles again when the masks change; the others need not know.
@@ -25,6 +33,13 @@ pub trait Executable {
 /// Prepares graphs for running.
 pub trait Engine {
     fn load(&self, g: &Graph) -> Result<Box<dyn Executable>, Error>;
+    /// [`Engine::load`] on `threads` threads (`train.threads`). An engine that runs on one
+    /// thread only (the interpreters) ignores it; the JIT splits each step's work across them,
+    /// with the same arithmetic per element, so the results do not depend on the count.
+    fn load_threads(&self, g: &Graph, threads: usize) -> Result<Box<dyn Executable>, Error> {
+        let _ = threads;
+        self.load(g)
+    }
     fn name(&self) -> &'static str;
 }
 

@@ -14,6 +14,7 @@ pub use task::{Eval, Split, Task};
 
 use crate::config::{Cell, Config, Data, OptimizerName, ScheduleName};
 use crate::data::SeqSet;
+use crate::exec::factored::{self, Plan};
 use crate::exec::{Engine, Executable};
 use crate::gp::{self, Masks};
 use crate::models::{self, CellKind, Dims, Head, InputKind, Model, ModelConfig};
@@ -70,6 +71,13 @@ pub struct Session {
     pub forward: Model,
     train_exec: Box<dyn Executable>,
     eval_exec: Box<dyn Executable>,
+    /// With `train.sampled_gradients`: how the weight gradients the training graph leaves to
+    /// the trainer are made (`exec::factored`).
+    grads: Option<Plan>,
+    /// The training graph's outputs of the last step (as the engine gives them, and as the
+    /// original training graph has them), kept for their memory.
+    raw: Vec<Tensor>,
+    out: Vec<Tensor>,
     /// Weights in `model.params` order, flat; zero outside their masks.
     pub params: Vec<Vec<f32>>,
     pub masks: Masks,
@@ -146,20 +154,6 @@ impl Session {
             SaveMode::Intermediates
         };
         let tg = model.training_graph(&Options { save })?;
-        let train_exec = engine.load(&tg)?;
-        let eval_exec = engine.load(&forward.graph)?;
-        let mut rng = Rng::new(cfg.seed);
-        let params: Vec<Vec<f32>> = model
-            .init_params(rng.next_u64())
-            .iter()
-            .map(|t| {
-                t.as_f32()
-                    .expect("parameters are f32")
-                    .iter()
-                    .copied()
-                    .collect()
-            })
-            .collect();
         let exclude = cfg
             .gp
             .as_ref()
@@ -178,6 +172,35 @@ impl Session {
             .iter()
             .map(|p| {
                 (p.dims.len() == 2 && !exclude.contains(&p.name)).then(|| p.dims.iter().product())
+            })
+            .collect();
+        let threads = cfg.train.threads;
+        let (train_exec, grads) = if cfg.train.sampled() {
+            // The masked matrices' gradients: the last outputs, in parameter order.
+            let first = tg.outputs.len() - sizes.len();
+            let which: Vec<(usize, usize)> = (0..sizes.len())
+                .filter(|&i| sizes[i].is_some())
+                .map(|i| (first + i, i))
+                .collect();
+            let f = factored::factor(&tg, &which);
+            (
+                engine.load_threads(&f.graph, threads)?,
+                Some(Plan::new(&f, threads)),
+            )
+        } else {
+            (engine.load_threads(&tg, threads)?, None)
+        };
+        let eval_exec = engine.load_threads(&forward.graph, threads)?;
+        let mut rng = Rng::new(cfg.seed);
+        let params: Vec<Vec<f32>> = model
+            .init_params(rng.next_u64())
+            .iter()
+            .map(|t| {
+                t.as_f32()
+                    .expect("parameters are f32")
+                    .iter()
+                    .copied()
+                    .collect()
             })
             .collect();
         let density = cfg.gp.as_ref().map_or(1.0, |g| g.seed_density);
@@ -202,6 +225,9 @@ impl Session {
             forward,
             train_exec,
             eval_exec,
+            grads,
+            raw: Vec::new(),
+            out: Vec::new(),
             params,
             masks,
             opt: Optimizer::new(rule, t.weight_decay, &lens),
@@ -250,13 +276,32 @@ impl Session {
     pub fn epoch(
         &mut self,
         lr: f32,
-        mut scores: Option<&mut Vec<Vec<f32>>>,
+        scores: Option<&mut Vec<Vec<f32>>>,
         on_batch: &mut dyn FnMut(usize, usize, f64) -> bool,
     ) -> Result<EpochStats, Error> {
-        let batch = self.cfg.train.batch;
         if self.cfg.train.sparse_kernels {
             self.train_exec.set_masks(&self.masks);
         }
+        if let Some(p) = &mut self.grads {
+            // Growth ranks dormant connections by |dL/dw|: its epochs need the dense products.
+            p.set_masks(&self.masks, scores.is_some());
+        }
+        let (mut raw, mut out) = (std::mem::take(&mut self.raw), std::mem::take(&mut self.out));
+        let result = self.epoch_with(lr, scores, on_batch, &mut raw, &mut out);
+        (self.raw, self.out) = (raw, out);
+        result
+    }
+
+    /// [`Session::epoch`] with the buffers of the training graph's outputs.
+    fn epoch_with(
+        &mut self,
+        lr: f32,
+        mut scores: Option<&mut Vec<Vec<f32>>>,
+        on_batch: &mut dyn FnMut(usize, usize, f64) -> bool,
+        raw: &mut Vec<Tensor>,
+        out: &mut Vec<Tensor>,
+    ) -> Result<EpochStats, Error> {
+        let batch = self.cfg.train.batch;
         let batches = self.task.batches(&mut self.rng, batch)?;
         let nstates = self.model.states.len();
         let mut state: Vec<Tensor> = Vec::new();
@@ -279,7 +324,13 @@ impl Session {
                 inputs.push(models::dropout_mask(&mut self.rng, &dims, p));
             }
             inputs.extend(self.param_tensors());
-            let out = self.train_exec.run(&inputs)?;
+            match &self.grads {
+                Some(plan) => {
+                    self.train_exec.run_into(&inputs, raw)?;
+                    plan.finish(raw, out)?;
+                }
+                None => self.train_exec.run_into(&inputs, out)?,
+            }
             let loss = out[1]
                 .as_f32()
                 .and_then(|a| a.iter().next().copied())
