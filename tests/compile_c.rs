@@ -1119,7 +1119,8 @@ fn take_rows(data: &[f32], dims: &[usize], axis: usize, n: usize) -> Vec<f32> {
 }
 
 /// Exports with a symbolic batch (issue 15): Keras layers that tf2onnx writes as an ONNX `Loop`
-/// (GRU forward, backward and final state only, SimpleRNN; `x [batch, 6, 5]`), torch's dynamo
+/// (GRU forward, backward and final state only, SimpleRNN, LSTM and GRU behind `Masking`;
+/// `x [batch, 6, 5]`), torch's dynamo
 /// exporter (`x [6, batch, 5]`, zero states and output reshape computed from the batch) and
 /// paddle2onnx (`x [batch, 6, 5]`). Each compiles at the fixture's batch against ONNX Runtime's reference, and with
 /// `--max-batch 4` gives at every batch from 1 to 4 the reference interpreter's outputs for
@@ -1135,6 +1136,8 @@ fn symbolic_batch_exports_compile_at_every_batch() {
         ("keras_gru_backwards_T6", [4, 6, 5], 0),
         ("keras_gru_state_T6", [4, 6, 5], 0),
         ("keras_simplernn_T6", [4, 6, 5], 0),
+        ("keras_lstm_masked_T6", [4, 6, 5], 0),
+        ("keras_gru_masked_T6", [4, 6, 5], 0),
         ("torch_dynamo_lstm_dynbatch", [6, 4, 5], 1),
         ("torch_dynamo_gru_dynbatch", [6, 4, 5], 1),
         ("paddle_lstm_dynbatch", [4, 6, 5], 0),
