@@ -242,12 +242,14 @@ pub fn compile_library(
     let needs_cc = lib.threads > 1 || lib.target == LibraryTarget::Ptx;
     let (cc, ar) = emit_tools(&lib.emit, needs_cc)?;
     let (model, axes) = fix_shapes(model, &lib.shapes, lib.max_batch)?;
-    let model = model.optimize(opt)?;
+    let model = hlstm_ir::timing::phase("optimize", || model.optimize(opt))?;
     let g = model.graph();
-    let mut p = model.lower(&hlstm_passes::lower::LowerOptions {
-        strategy: lib.strategy,
-        selector: Some(lib.target.selector()),
-        ..Default::default()
+    let mut p = hlstm_ir::timing::phase("compile/lower", || {
+        model.lower(&hlstm_passes::lower::LowerOptions {
+            strategy: lib.strategy,
+            selector: Some(lib.target.selector()),
+            ..Default::default()
+        })
     })?;
     p.name = name.clone();
     if let Some(axes) = axes {
@@ -287,13 +289,13 @@ fn x86_64(
     } else {
         Vec::new()
     };
-    let obj =
-        aot::compile_object(p, &parts, &opts, name, batch, want(Artifact::Asm)).map_err(|msg| {
-            Error::Codegen {
-                target: "x86_64",
-                msg,
-            }
-        })?;
+    let obj = hlstm_ir::timing::phase("compile/codegen", || {
+        aot::compile_object(p, &parts, &opts, name, batch, want(Artifact::Asm))
+    })
+    .map_err(|msg| Error::Codegen {
+        target: "x86_64",
+        msg,
+    })?;
     let (inputs, outputs) = header_tensors(g, &obj.input_dims, &obj.output_dims);
     let header = aot::c_header(name, &obj.info, &lib.source, &inputs, &outputs);
     let files = write_artifacts(out, name, |tmp| {
@@ -484,6 +486,10 @@ fn tool(var: &str, default: &str, why: &str) -> Result<String> {
 }
 
 fn run_tool(cmd: &mut Command) -> Result<()> {
+    hlstm_ir::timing::phase("compile/link (cc, ar)", || run_tool_untimed(cmd))
+}
+
+fn run_tool_untimed(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().map_err(|e| Error::Codegen {
         target: "link",
         msg: format!("cannot run {cmd:?}: {e}"),

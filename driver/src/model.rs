@@ -27,7 +27,8 @@ impl Model {
     /// read once; nothing later reads it again.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = hlstm_frontends::onnx::read_model_file(path).map_err(|e| match e {
+        let read = || hlstm_frontends::onnx::read_model_file(path);
+        let bytes = hlstm_ir::timing::phase("import/read file", read).map_err(|e| match e {
             ImportError::Io { path, err } => Error::Io {
                 action: "read",
                 path,

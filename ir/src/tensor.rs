@@ -239,7 +239,10 @@ impl Tensor {
     /// Number of elements that are not zero (false for bool).
     pub fn nonzeros(&self) -> usize {
         match self {
-            Tensor::F32(a) => a.iter().filter(|v| **v != 0.0).count(),
+            Tensor::F32(a) => match a.as_slice() {
+                Some(s) => s.iter().filter(|v| **v != 0.0).count(),
+                None => a.iter().filter(|v| **v != 0.0).count(),
+            },
             Tensor::I64(a) => a.iter().filter(|v| **v != 0).count(),
             Tensor::I32(a) => a.iter().filter(|v| **v != 0).count(),
             Tensor::Bool(a) => a.iter().filter(|v| **v).count(),

@@ -22,6 +22,9 @@ pub fn phase<T>(name: impl Into<Cow<'static, str>>, f: impl FnOnce() -> T) -> T 
     if !recording() {
         return f();
     }
+    // The phase takes its place in the order now, before the phases it runs.
+    let name = name.into();
+    add(name.clone(), Duration::ZERO);
     let t0 = Instant::now();
     let out = f();
     add(name, t0.elapsed());

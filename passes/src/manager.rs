@@ -133,6 +133,9 @@ impl PassManager {
                 .run(g)
                 .map_err(|e| format!("pass '{name}' failed: {e}"))?;
             let time = start.elapsed();
+            if hlstm_ir::timing::recording() {
+                hlstm_ir::timing::add(format!("optimize/{name}"), time);
+            }
             if let Some(reference) = reference {
                 hlstm_ir::verify::verify(g).map_err(|e| {
                     format!("--verify-each: after pass '{name}' the graph is ill-formed: {e}")

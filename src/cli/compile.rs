@@ -186,7 +186,10 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
     lib.source = a.model.display().to_string();
     // Options the library checks before reading the file are checked on a model read after
     // them; a bad --name or --emit still fails before the model is optimized.
-    let model = super::load_model(&a.model)?;
+    let t0 = std::time::Instant::now();
+    let (model, mut phases) = hlstmc::ir::timing::record(|| super::load_model(&a.model));
+    let model = model?;
+    let import = t0.elapsed();
     // Ctrl-C mid-compile removes the temporary folder at once (a large model's is 100+ MB);
     // the lock keeps it from landing between two renames, so the library is all old or all new.
     let (tmp, out) = (hlstmc::library::temp_folder(&a.out, &name), a.out.clone());
@@ -203,7 +206,10 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
             eprintln!("error: interrupted");
         }
     })?;
-    let written = compile_library(model, &opt, &lib, &a.out);
+    let t0 = std::time::Instant::now();
+    let (written, more) = hlstmc::ir::timing::record(|| compile_library(model, &opt, &lib, &a.out));
+    let rest = t0.elapsed();
+    phases.extend(more);
     if written.is_err() {
         super::interrupt::yield_to_cleanup();
     }
@@ -213,6 +219,20 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
     })?;
     for f in &written.files {
         outln!("wrote {}", f.display());
+    }
+    if a.opt.time_passes {
+        // compile_library times its optimization as the phase "optimize"; the rest of it is
+        // lowering, code generation, linking and writing the files.
+        let optimize = phases
+            .iter()
+            .find(|(n, _)| n == "optimize")
+            .map_or(std::time::Duration::ZERO, |(_, d)| *d);
+        let stages = [
+            ("import", import),
+            ("optimize", optimize),
+            ("compile", rest.saturating_sub(optimize)),
+        ];
+        eprint!("{}", super::setup_time::table(&stages, &phases));
     }
     eprintln!("{}", written.summary);
     Ok(ExitCode::SUCCESS)

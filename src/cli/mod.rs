@@ -30,6 +30,7 @@ mod optimize;
 mod passes;
 mod print_ir;
 mod run;
+mod setup_time;
 mod train;
 
 use anyhow::{Result, anyhow};

@@ -35,7 +35,7 @@
 //! The object is generated with `is_pic = true` (a non-PIC object linked into a shared library
 //! reads garbage, see shared/notes/stack-facts.md).
 
-use super::codegen::{ThreadPart, define_program_linkage, define_program_part, mem};
+use super::codegen::{Keep, ThreadPart, define_program_linkage, define_program_part, mem};
 use super::{CpuOptions, build_isa};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -231,7 +231,7 @@ pub fn compile_object(
                 part,
                 &format!("{name}_kernel_{index}"),
                 Linkage::Hidden,
-                asm && index == 0,
+                Keep::text(asm && index == 0),
                 Some(t),
             )?);
         }

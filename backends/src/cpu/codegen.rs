@@ -36,7 +36,8 @@ pub struct Compiled {
     pub func_id: FuncId,
     /// The read-only data object, when the program needs one.
     pub data_id: Option<DataId>,
-    /// The CLIF text of the function as generated (before Cranelift's own optimizations).
+    /// The CLIF text of the function as generated (before Cranelift's own optimizations);
+    /// empty unless [`Keep::clif`].
     pub clif: String,
     /// Workspace length the function needs, in f32 elements.
     pub work_len: usize,
@@ -94,7 +95,23 @@ pub fn define_program_linkage<M: Module>(
     linkage: Linkage,
     asm: bool,
 ) -> Result<Compiled, String> {
-    define_program_part(module, p, name, linkage, asm, None)
+    define_program_part(module, p, name, linkage, Keep::text(asm), None)
+}
+
+/// What [`define_program_part`] keeps besides the code: the CLIF text of the function as
+/// generated ([`Compiled::clif`]; printing it costs about a tenth of the compile time of a large
+/// unrolled kernel) and Cranelift's disassembly.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Keep {
+    pub clif: bool,
+    pub asm: bool,
+}
+
+impl Keep {
+    /// The CLIF text, and the disassembly when `asm`.
+    pub fn text(asm: bool) -> Keep {
+        Keep { clif: true, asm }
+    }
 }
 
 /// One thread's program of a program split across threads (`passes::lower::threads::split`):
@@ -121,16 +138,17 @@ pub fn define_program_part<M: Module>(
     p: &Program,
     name: &str,
     linkage: Linkage,
-    asm: bool,
+    keep: Keep,
     part: Option<ThreadPart>,
 ) -> Result<Compiled, String> {
+    let asm = keep.asm;
     if module.target_config().pointer_type() != I64 {
         return Err("code generation supports 64-bit targets only".into());
     }
-    let l = match part {
-        None => layout::layout(p)?,
-        Some(t) => layout::layout_part(p, t.whole, t.index, t.count)?,
-    };
+    let l = hlstm_ir::timing::phase("compile/codegen/layout", || match part {
+        None => layout::layout(p),
+        Some(t) => layout::layout_part(p, t.whole, t.index, t.count),
+    })?;
     let fma = isa_has_fma(module.isa());
     let sig = program_signature(module);
     let func_id = module
@@ -166,6 +184,7 @@ pub fn define_program_part<M: Module>(
     let gv = data_id.map(|d| module.declare_data_in_func(d, &mut ctx.func));
     let barrier = barrier_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let mut fbc = FunctionBuilderContext::new();
+    let build_start = std::time::Instant::now();
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
         let entry = b.create_block();
@@ -186,11 +205,19 @@ pub fn define_program_part<M: Module>(
         cx.b.ins().return_(&[]);
         b.finalize(module.target_config());
     }
-    let clif = ctx.func.display().to_string();
+    hlstm_ir::timing::add("compile/codegen/build CLIF", build_start.elapsed());
+    let clif = if keep.clif {
+        hlstm_ir::timing::phase("compile/codegen/CLIF text", || {
+            ctx.func.display().to_string()
+        })
+    } else {
+        String::new()
+    };
     ctx.set_disasm(asm);
-    module
-        .define_function(func_id, &mut ctx)
-        .map_err(|e| format!("cranelift: {e:?}"))?;
+    hlstm_ir::timing::phase("compile/codegen/cranelift", || {
+        module.define_function(func_id, &mut ctx)
+    })
+    .map_err(|e| format!("cranelift: {e:?}"))?;
     let asm = if asm {
         ctx.compiled_code().and_then(|c| c.vcode.clone())
     } else {

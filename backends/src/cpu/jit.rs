@@ -1,6 +1,6 @@
 //! The JIT: a program compiled in memory, with its workspace allocated once.
 
-use super::codegen::{BARRIER_SYMBOL, ThreadPart, define_program_opts, define_program_part};
+use super::codegen::{BARRIER_SYMBOL, Keep, ThreadPart, define_program_part};
 use super::pool::{Entry, Job, Pool, Runtime, call, hlstm_barrier};
 use super::{CpuIsa, CpuOptions, build_isa};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -213,6 +213,17 @@ impl JitProgram {
         opts: &CpuOptions,
         asm: bool,
     ) -> Result<JitProgram, String> {
+        Self::compile_parts_keep(p, parts, opts, Keep::text(asm))
+    }
+
+    /// [`JitProgram::compile_parts`], keeping the CLIF text ([`JitProgram::clif`]) and the
+    /// disassembly only as `keep` says: an engine that never prints them skips their cost.
+    pub fn compile_parts_keep(
+        p: &Program,
+        parts: &[Program],
+        opts: &CpuOptions,
+        keep: Keep,
+    ) -> Result<JitProgram, String> {
         if !host_supports(opts.isa) {
             return Err(format!(
                 "this machine cannot run {} code in the JIT",
@@ -242,7 +253,14 @@ impl JitProgram {
         let threads = parts.len().max(1);
         let mut compiled = Vec::with_capacity(threads);
         if threads == 1 {
-            compiled.push(define_program_opts(module, p, "hlstm_program", asm)?);
+            compiled.push(define_program_part(
+                module,
+                p,
+                "hlstm_program",
+                Linkage::Export,
+                keep,
+                None,
+            )?);
         } else {
             for (index, part) in parts.iter().enumerate() {
                 let t = ThreadPart {
@@ -252,19 +270,21 @@ impl JitProgram {
                     barrier: BARRIER_SYMBOL,
                 };
                 let name = format!("hlstm_program_{index}");
-                let a = asm && index == 0;
+                let k = Keep {
+                    clif: keep.clif,
+                    asm: keep.asm && index == 0,
+                };
                 compiled.push(define_program_part(
                     module,
                     part,
                     &name,
                     Linkage::Export,
-                    a,
+                    k,
                     Some(t),
                 )?);
             }
         }
-        module
-            .finalize_definitions()
+        hlstm_ir::timing::phase("compile/codegen/finalize", || module.finalize_definitions())
             .map_err(|e| format!("cranelift: {e}"))?;
         let mut entries = Vec::with_capacity(threads);
         for c in &compiled {
@@ -429,7 +449,8 @@ impl JitProgram {
         self.steps.streamable
     }
 
-    /// The CLIF text of the generated function.
+    /// The CLIF text of the generated function (empty when compiled without it:
+    /// [`JitProgram::compile_parts_keep`]).
     pub fn clif(&self) -> String {
         self.clif.clone()
     }

@@ -43,14 +43,20 @@ pub fn kernel_program(g: &Graph, opts: &BuildOptions) -> Result<Program> {
 }
 
 fn lower(g: &Graph, opts: &BuildOptions) -> Result<(Program, Vec<Feed>)> {
-    let mut lowered = g.clone();
-    let feeds = onehot_inputs(&mut lowered)?;
-    if feeds.iter().any(|f| *f != Feed::Plain) {
-        // The gathers the one-hot replaced leave their tables' producers behind.
-        hlstm_passes::dce::dce_graph(&mut lowered);
-    }
-    let program =
-        hlstm_passes::lower::lower(&lowered, &lower_options(opts)).map_err(Error::Lower)?;
+    use hlstm_ir::timing::phase;
+    let (lowered, feeds) = phase("compile/one-hot inputs", || -> Result<_> {
+        let mut lowered = g.clone();
+        let feeds = onehot_inputs(&mut lowered)?;
+        if feeds.iter().any(|f| *f != Feed::Plain) {
+            // The gathers the one-hot replaced leave their tables' producers behind.
+            hlstm_passes::dce::dce_graph(&mut lowered);
+        }
+        Ok((lowered, feeds))
+    })?;
+    let program = phase("compile/lower", || {
+        hlstm_passes::lower::lower(&lowered, &lower_options(opts))
+    })
+    .map_err(Error::Lower)?;
     Ok((program, feeds))
 }
 
@@ -112,7 +118,9 @@ impl KernelRunnable {
 /// split across them). Every JIT build goes through here: the engine's and the trainer's.
 pub fn compile_jit(program: &Program, opts: &BuildOptions) -> Result<JitProgram> {
     let parts = if opts.threads > 1 {
-        hlstm_passes::lower::threads::split(program, opts.threads)
+        hlstm_ir::timing::phase("compile/split threads", || {
+            hlstm_passes::lower::threads::split(program, opts.threads)
+        })
     } else {
         Vec::new()
     };
@@ -120,8 +128,11 @@ pub fn compile_jit(program: &Program, opts: &BuildOptions) -> Result<JitProgram>
         isa: opts.cpu,
         ..CpuOptions::default()
     };
-    JitProgram::compile_parts(program, &parts, &cpu, false)
-        .map_err(|msg| Error::Codegen { target: "jit", msg })
+    hlstm_ir::timing::phase("compile/codegen", || {
+        // The engines never print the CLIF text: not kept (it costs about a tenth of the time).
+        JitProgram::compile_parts_keep(program, &parts, &cpu, Default::default())
+    })
+    .map_err(|msg| Error::Codegen { target: "jit", msg })
 }
 
 /// Lowers and compiles a graph with static input shapes.

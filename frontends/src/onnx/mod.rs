@@ -116,9 +116,12 @@ pub fn import_bytes_with_warnings(
     model_dir: Option<&Path>,
 ) -> Result<(Graph, Vec<String>), ImportError> {
     MODELS_DECODED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let model =
-        ModelProto::parse_from_bytes(bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
-    import_model_with_warnings(&model, model_dir)
+    let model = hlstm_ir::timing::phase("import/parse protobuf", || {
+        ModelProto::parse_from_bytes(bytes).map_err(|e| ImportError::Decode(e.to_string()))
+    })?;
+    hlstm_ir::timing::phase("import/graph", || {
+        import_model_with_warnings(&model, model_dir)
+    })
 }
 
 pub fn opset_of(model: &ModelProto) -> Result<i64, ImportError> {
@@ -156,7 +159,7 @@ pub fn import_model_with_warnings(
     check_supported(graph)?;
     let mut ctx = Ctx::new(opset, model_dir, None);
     import_graph(&mut ctx, graph, &[])?;
-    hlstm_ir::verify::verify(&ctx.g)
+    hlstm_ir::timing::phase("import/graph/verify", || hlstm_ir::verify::verify(&ctx.g))
         .map_err(|m| ImportError::Model(format!("the imported graph is ill-formed: {m}")))?;
     Ok((ctx.g, ctx.warnings))
 }
@@ -283,8 +286,10 @@ pub fn import_graph(
                 init.name
             )));
         }
-        let t = tensor::decode(init, ctx.model_dir)
-            .map_err(|m| ImportError::Model(format!("initializer '{}': {m}", init.name)))?;
+        let t = hlstm_ir::timing::phase("import/graph/initializers", || {
+            tensor::decode(init, ctx.model_dir)
+        })
+        .map_err(|m| ImportError::Model(format!("initializer '{}': {m}", init.name)))?;
         let v = ctx.constant(&init.name, t);
         ctx.g
             .stored

@@ -105,6 +105,17 @@ fn layer_consts(eg: &HEGraph, s: &Subst, w2_rank: usize) -> Option<LayerConsts> 
     })
 }
 
+/// How many columns (`cols`) or rows of a constant class are all zero, and its last dim, from
+/// the analysis's sparsity summary: known without copying or scanning the weight, so a rule
+/// with nothing to do returns before it does either.
+fn zero_lines(eg: &HEGraph, id: Id, cols: bool) -> Option<(usize, usize)> {
+    let d = &eg[id].data;
+    let sp = d.sparsity.as_ref()?;
+    let dims = d.concrete()?;
+    let zero = if cols { &sp.zero_cols } else { &sp.zero_rows };
+    Some((zero.len(), *dims.last()?))
+}
+
 fn zero_cols(w: &ArrayD<f32>) -> Vec<bool> {
     let n = w.shape()[1];
     let mut zero = vec![true; n];
@@ -145,6 +156,21 @@ impl Applier<HLang, TensorAnalysis> for Compact {
         _: Option<&PatternAst<HLang>>,
         _: Symbol,
     ) -> Vec<Id> {
+        // Dead neurons: columns of W1 with no incoming weight, or rows of W2 with no outgoing
+        // one. None, or all of them: nothing to do.
+        let (w1, w2) = (s[var("?w1")], s[var("?w2")]);
+        let summary = if self.incoming {
+            zero_lines(eg, w1, true)
+        } else {
+            zero_lines(eg, w2, false)
+                .zip(zero_lines(eg, w1, true).map(|(_, n)| n))
+                .map(|((dead, _), n)| (dead, n))
+        };
+        if let Some((dead, n)) = summary
+            && (dead == 0 || dead == n)
+        {
+            return vec![];
+        }
         let Some(c) = layer_consts(eg, s, 2) else {
             return vec![];
         };
@@ -255,6 +281,12 @@ impl Applier<HLang, TensorAnalysis> for Mask {
         _: Option<&PatternAst<HLang>>,
         _: Symbol,
     ) -> Vec<Id> {
+        // Neurons with no incoming weight are zero columns of W1: none, nothing to do.
+        if self.incoming
+            && let Some((0, _)) = zero_lines(eg, s[var("?w1")], true)
+        {
+            return vec![];
+        }
         let Some(c) = layer_consts(eg, s, 3) else {
             return vec![];
         };

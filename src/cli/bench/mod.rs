@@ -7,6 +7,7 @@ use super::engine::{Cpu, Engine, SparseStrategy, build_options};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use hlstmc::ir::stats::graph_stats;
+use hlstmc::ir::timing::record;
 use hlstmc::ir::{DType, Dim, Graph, Op, Tensor};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -161,24 +162,30 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
     };
     let opt = a.opt.options()?;
     let t0 = Instant::now();
-    let model = super::load_model(&a.model)?;
-    // Test data fixes the dims an export left open (as `run` does).
-    let given = match &a.test_data {
-        Some(dir) => {
-            let infos = model.inputs();
-            let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
-            Some(hlstmc::test_data::TestData::load(dir, &names, 0)?.inputs)
-        }
-        None => None,
-    };
-    let model = match &given {
-        Some(inputs) => model.specialize_to(inputs)?,
-        None => model,
-    };
+    let (loaded, mut phases) = record(|| -> Result<_> {
+        let model = super::load_model(&a.model)?;
+        // Test data fixes the dims an export left open (as `run` does).
+        let given = match &a.test_data {
+            Some(dir) => {
+                let infos = model.inputs();
+                let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+                Some(hlstmc::test_data::TestData::load(dir, &names, 0)?.inputs)
+            }
+            None => None,
+        };
+        let model = match &given {
+            Some(inputs) => model.specialize_to(inputs)?,
+            None => model,
+        };
+        Ok((model, given))
+    });
+    let (model, given) = loaded?;
     let import = t0.elapsed();
     let t0 = Instant::now();
-    let model = model.optimize(&opt)?;
+    let (model, more) = record(|| model.optimize(&opt));
+    let model = model?;
     let optimize = t0.elapsed();
+    phases.extend(more);
     let inputs = match given {
         Some(inputs) => inputs,
         None => random_inputs(model.graph())?,
@@ -200,8 +207,13 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
     // One call: a whole sequence in one state (for the GPU: the inputs copied to it, the
     // kernel launched and waited for, the outputs copied back).
     let opts = build_options(a.engine.into(), a.sparse_strategy, a.cpu, threads as u64);
-    let runnable = model.into_runnable(&opts)?;
-    let mut state = runnable.new_state()?;
+    let (built, more) = record(|| -> Result<_> {
+        let runnable = model.into_runnable(&opts)?;
+        let state = runnable.new_state()?;
+        Ok((runnable, state))
+    });
+    let (_runnable, mut state) = built?;
+    phases.extend(more);
     let mut outputs = Vec::new();
     let mut call = || -> Result<()> {
         state.run_into(&inputs, &mut outputs)?;
@@ -219,6 +231,7 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         import,
         optimize,
         compile,
+        phases: &phases,
         plan,
         warmup: a.warmup,
         runs: per_call_us.len() as u64,
@@ -228,6 +241,14 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         batch: st.batch,
         macs_per_call,
     };
+    if a.opt.time_passes {
+        let stages = [
+            ("import", import),
+            ("optimize", optimize),
+            ("compile", compile),
+        ];
+        eprint!("{}", super::setup_time::table(&stages, &phases));
+    }
     if a.json {
         report.print_json()?;
     } else {

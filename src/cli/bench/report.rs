@@ -14,6 +14,8 @@ pub struct Report<'a> {
     pub import: Duration,
     pub optimize: Duration,
     pub compile: Duration,
+    /// The named phases of the three (`hlstm_ir::timing`).
+    pub phases: &'a crate::cli::setup_time::Phases,
     pub plan: Plan,
     pub warmup: u64,
     pub runs: u64,
@@ -53,6 +55,7 @@ impl Report<'_> {
             "optimize_ms": Self::ms(self.optimize),
             "compile_ms": Self::ms(self.compile),
             "setup_ms": Self::ms(self.import + self.optimize + self.compile),
+            "phases": crate::cli::setup_time::json(self.phases),
             "mode": mode,
             "warmup": self.warmup,
             "runs": self.runs,
