@@ -612,15 +612,16 @@ fn what_the_kernel_ir_does_not_support_is_a_clear_error() {
         e.contains("input 'x'") && e.contains("static shapes"),
         "{e}"
     );
-    // A bool computed at run time becomes an f32 mask, which `where` cannot take.
+    // A bool computed at run time is an f32 mask (`where` takes it: passes/tests/lower_logic.rs);
+    // an integer from a run-time f32 would need truncation.
     let e = lower_err(
         r#"graph (%x: f32[2,4]) -> (y = %y) {
-  %c = cast{to=bool}(%x) : bool[2,4]
-  %y = where(%c, %x, %x) "sel" : f32[2,4]
+  %c = cast{to=i64}(%x) "trunc" : i64[2,4]
+  %y = cast{to=f32}(%c) : f32[2,4]
 }"#,
     );
     assert!(
-        e.contains("node 'sel' (where)") && e.contains("not supported by the kernel IR yet"),
+        e.contains("node 'trunc' (cast)") && e.contains("not supported by the kernel IR yet"),
         "{e}"
     );
     let e = lower_err(
