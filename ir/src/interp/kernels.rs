@@ -504,7 +504,7 @@ pub fn split_sizes(len: usize, sizes: Option<&[i64]>, num: usize) -> KResult<Vec
         if s.iter().any(|&v| v < 0) || sum != Some(len as i64) || s.len() != num {
             return Err(format!(
                 "split sizes {} do not sum to {len} in {num} parts",
-                dims_text(&s)
+                dims_text(s)
             ));
         }
         return Ok(s.iter().map(|&v| v as usize).collect());

@@ -444,8 +444,8 @@ pub fn loop_(
     // step outputs out, invariants read under their outer names.
     let carried: Vec<usize> = (0..n).filter(|&i| states[i] == State::Carried).collect();
     let mut rename: HashMap<String, String> = HashMap::new();
-    for i in 0..n {
-        if states[i] == State::Invariant {
+    for (i, state) in states.iter().enumerate() {
+        if *state == State::Invariant {
             rename.insert(body.input[2 + i].name.clone(), node.input[2 + i].clone());
         }
     }
