@@ -300,30 +300,46 @@ fn x86_64(
     let header = aot::c_header(name, &obj.info, &lib.source, &inputs, &outputs);
     let files = write_artifacts(out, name, |tmp| {
         let o = format!("{name}.o");
-        if let (true, Some(cc)) = (threads > 1, tools.cc.as_deref()) {
-            // The runtime's object and Cranelift's, linked into one relocatable NAME.o (cc is
-            // there whenever obj, so or a is asked for).
-            let (code, rt_c, rt_o) = (
-                format!("{name}_code.o"),
-                format!("{name}_rt.c"),
-                format!("{name}_rt.o"),
-            );
+        // C parts the code calls: the thread runtime (several threads) and the wide-vector
+        // kernels (a target with AVX2 or AVX-512). Each is compiled and linked with
+        // Cranelift's object into one relocatable NAME.o (cc is there whenever obj, so or a
+        // is asked for).
+        let mut c_parts: Vec<(String, String, &[&str])> = Vec::new();
+        if threads > 1 {
+            c_parts.push((
+                format!("{name}_rt"),
+                hlstm_backends::cpu::runtime::c_source(name, threads),
+                &["-std=c11", "-O2", "-fPIC", "-pthread"],
+            ));
+        }
+        if obj.calls_wide {
+            c_parts.push((
+                format!("{name}_wide"),
+                hlstm_backends::cpu::wide::c_source(name),
+                hlstm_backends::cpu::wide::C_FLAGS,
+            ));
+        }
+        if let (false, Some(cc)) = (c_parts.is_empty(), tools.cc.as_deref()) {
+            let code = format!("{name}_code.o");
             write(&tmp.join(&code), &obj.object)?;
-            write(
-                &tmp.join(&rt_c),
-                hlstm_backends::cpu::runtime::c_source(name, threads).as_bytes(),
+            let mut objects = vec![code];
+            for (stem, source, flags) in &c_parts {
+                let (c, co) = (format!("{stem}.c"), format!("{stem}.o"));
+                write(&tmp.join(&c), source.as_bytes())?;
+                run_tool(
+                    Command::new(cc)
+                        .current_dir(tmp)
+                        .args(*flags)
+                        .args(["-c", &c, "-o", &co]),
+                )?;
+                objects.push(co);
+            }
+            run_tool(
+                Command::new(cc)
+                    .current_dir(tmp)
+                    .args(["-r", "-nostdlib", "-o", &o])
+                    .args(&objects),
             )?;
-            run_tool(Command::new(cc).current_dir(tmp).args([
-                "-std=c11", "-O2", "-fPIC", "-pthread", "-c", &rt_c, "-o", &rt_o,
-            ]))?;
-            run_tool(Command::new(cc).current_dir(tmp).args([
-                "-r",
-                "-nostdlib",
-                "-o",
-                &o,
-                &code,
-                &rt_o,
-            ]))?;
         } else {
             write(&tmp.join(&o), &obj.object)?;
         }

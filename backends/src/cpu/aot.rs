@@ -35,7 +35,7 @@
 //! The object is generated with `is_pic = true` (a non-PIC object linked into a shared library
 //! reads garbage, see shared/notes/stack-facts.md).
 
-use super::codegen::{Keep, ThreadPart, define_program_linkage, define_program_part, mem};
+use super::codegen::{Keep, ThreadPart, define_program_with, mem};
 use super::{CpuOptions, build_isa};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -96,6 +96,9 @@ pub struct AotObject {
     /// The program function's CLIF and, when asked for, its disassembly.
     pub clif: String,
     pub asm: Option<String>,
+    /// Whether the code calls the wide kernels: then the object must be linked with
+    /// [`super::wide::c_source`] compiled (`NAME_gemm_*`, `NAME_spmm_*`).
+    pub calls_wide: bool,
 }
 
 /// What the ABI functions need to know about the program.
@@ -205,12 +208,14 @@ pub fn compile_object(
     let mut module = ObjectModule::new(builder);
     let threads = parts.len().max(1);
     let (c, kernels) = if threads == 1 {
-        let c = define_program_linkage(
+        let c = define_program_with(
             &mut module,
             p,
             &format!("{name}_kernel"),
             Linkage::Local,
-            asm,
+            Keep::text(asm),
+            None,
+            &format!("{name}_"),
         )?;
         let id = c.func_id;
         (c, vec![id])
@@ -226,13 +231,14 @@ pub fn compile_object(
                 whole: p,
                 barrier: &barrier,
             };
-            all.push(define_program_part(
+            all.push(define_program_with(
                 &mut module,
                 part,
                 &format!("{name}_kernel_{index}"),
                 Linkage::Hidden,
                 Keep::text(asm && index == 0),
                 Some(t),
+                &format!("{name}_"),
             )?);
         }
         let ids = all.iter().map(|c| c.func_id).collect();
@@ -240,6 +246,13 @@ pub fn compile_object(
         c.work_len = all.iter().map(|x| x.work_len).fold(c.work_len, usize::max);
         c.code_len += all.iter().map(|x| x.code_len).sum::<usize>();
         c.rodata_len += all.iter().map(|x| x.rodata_len).sum::<usize>();
+        for x in &all {
+            for sym in &x.wide_symbols {
+                if !c.wide_symbols.contains(sym) {
+                    c.wide_symbols.push(sym.clone());
+                }
+            }
+        }
         (c, ids)
     };
 
@@ -337,6 +350,7 @@ pub fn compile_object(
         fma: c.fma,
         code_len: c.code_len,
         rodata_len: c.rodata_len,
+        calls_wide: !c.wide_symbols.is_empty(),
         clif: c.clif,
         asm: c.asm,
     })

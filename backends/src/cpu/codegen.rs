@@ -20,6 +20,7 @@ use super::isa_has_fma;
 use super::layout::{self, Layout};
 use super::matmul;
 use super::softmax;
+use super::wide::WideIsa;
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
@@ -50,6 +51,9 @@ pub struct Compiled {
     pub asm: Option<String>,
     /// Machine code size in bytes.
     pub code_len: usize,
+    /// The wide kernels' symbols the function calls (empty when it calls none): a library
+    /// links [`super::wide::c_source`] in when any part calls one.
+    pub wide_symbols: Vec<String>,
 }
 
 /// The signature of a generated program function:
@@ -141,15 +145,55 @@ pub fn define_program_part<M: Module>(
     keep: Keep,
     part: Option<ThreadPart>,
 ) -> Result<Compiled, String> {
+    define_program_with(module, p, name, linkage, keep, part, JIT_KERNEL_PREFIX)
+}
+
+/// The prefix of the wide kernels' symbols in the JIT (`hlstm_gemm_avx512`, ...); a library
+/// uses its name (`NAME_gemm_avx512`), and links [`super::wide::c_source`] in.
+pub const JIT_KERNEL_PREFIX: &str = "hlstm_";
+
+/// [`define_program_part`], the wide kernels' symbols starting with `kernel_prefix`.
+pub fn define_program_with<M: Module>(
+    module: &mut M,
+    p: &Program,
+    name: &str,
+    linkage: Linkage,
+    keep: Keep,
+    part: Option<ThreadPart>,
+    kernel_prefix: &str,
+) -> Result<Compiled, String> {
     let asm = keep.asm;
     if module.target_config().pointer_type() != I64 {
         return Err("code generation supports 64-bit targets only".into());
     }
+    let wide = WideIsa::of(module.isa());
     let l = hlstm_ir::timing::phase("compile/codegen/layout", || match part {
-        None => layout::layout(p),
-        Some(t) => layout::layout_part(p, t.whole, t.index, t.count),
+        None => layout::layout(p, wide.is_some()),
+        Some(t) => layout::layout_part(p, t.whole, t.index, t.count, wide.is_some()),
     })?;
     let fma = isa_has_fma(module.isa());
+    // The wide kernels the program calls, declared as imports.
+    let (calls_gemm, calls_spmm) = matmul::wide_calls(p, &l)?;
+    let mut wide_symbols = Vec::new();
+    let mut import = |module: &mut M, symbol: String, params: usize| {
+        let mut sig = module.make_signature();
+        for _ in 0..params {
+            sig.params.push(AbiParam::new(I64));
+        }
+        let id = module
+            .declare_function(&symbol, Linkage::Import, &sig)
+            .map_err(|e| e.to_string());
+        wide_symbols.push(symbol);
+        id
+    };
+    let gemm_id = match wide {
+        Some(w) if calls_gemm => Some(import(module, w.gemm_symbol(kernel_prefix), 8)?),
+        _ => None,
+    };
+    let spmm_id = match wide {
+        Some(w) if calls_spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 7)?),
+        _ => None,
+    };
     let sig = program_signature(module);
     let func_id = module
         .declare_function(name, linkage, &sig)
@@ -183,6 +227,8 @@ pub fn define_program_part<M: Module>(
     ctx.func = Function::with_name_signature(UserFuncName::user(0, func_id.as_u32()), sig);
     let gv = data_id.map(|d| module.declare_data_in_func(d, &mut ctx.func));
     let barrier = barrier_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
+    let gemm = gemm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
+    let spmm = spmm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let mut fbc = FunctionBuilderContext::new();
     let build_start = std::time::Instant::now();
     {
@@ -196,6 +242,8 @@ pub fn define_program_part<M: Module>(
         let rodata = gv.map(|g| b.ins().symbol_value(ptr, g));
         let mut cx = Cx::new(&mut b, p, &l, ptr, fma, rodata, &params)?;
         cx.barrier = barrier;
+        cx.gemm = gemm;
+        cx.spmm = spmm;
         cx.zero_buffers(&l);
         if barrier.is_some() {
             // Thread 0 zeroed; the others wait for it.
@@ -233,6 +281,7 @@ pub fn define_program_part<M: Module>(
         fma,
         asm,
         code_len,
+        wide_symbols,
     })
 }
 
@@ -271,6 +320,9 @@ pub(crate) struct Cx<'a, 'f> {
     /// The runtime pointer and the barrier function (multi-threaded programs only).
     runtime: Value,
     barrier: Option<FuncRef>,
+    /// The wide kernels this function calls (see `super::wide`): dense, sparse.
+    pub gemm: Option<FuncRef>,
+    pub spmm: Option<FuncRef>,
     /// Number of the statement being generated (1-based, pre-order, as `.kir` lists them):
     /// the source location of its instructions, shown as `@NNNN` (hex) in CLIF.
     stmt_no: u32,
@@ -324,6 +376,8 @@ impl<'a, 'f> Cx<'a, 'f> {
             resume: params[4],
             runtime: params[5],
             barrier: None,
+            gemm: None,
+            spmm: None,
             stmt_no: 0,
         })
     }

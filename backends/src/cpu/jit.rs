@@ -233,6 +233,9 @@ impl JitProgram {
         let isa = build_isa(opts, false)?;
         let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         builder.symbol(BARRIER_SYMBOL, hlstm_barrier as *const u8);
+        for (name, f) in super::wide::jit_symbols() {
+            builder.symbol(name, f);
+        }
         // Code reaches its constants PC-relative (32-bit offsets). With the default provider
         // the code and the constants are separate heap allocations, which in a process with
         // a large heap (a Python interpreter that has loaded numpy and compiled many models)

@@ -35,6 +35,12 @@ pub(crate) struct Layout {
     /// (constant, N) -> byte offset of a dense constant weight [K, N] packed tile-major: for
     /// each tile of 16 columns (the last one padded with zeros), its K×16 block, row by row.
     pub packed: HashMap<(ConstId, usize), usize>,
+    /// Byte offset of each compressed constant's class table for the wide sparse kernel
+    /// (`wide.c`, `NAME_spmm_*`: six i64 per class, {nonzeros, columns, cols_off, weights_off,
+    /// offsets_off, narrow}), for the layouts of vectors of rows, when the target has one.
+    pub csr_table: HashMap<CsrKey, usize>,
+    /// Whether the target has the wide kernels (see `super::wide`).
+    pub wide: bool,
 }
 
 /// (constant, k-stride of the left operand in elements, whether one row at a time, and for a
@@ -94,9 +100,11 @@ fn out_same(xs: &[isize], out: &View) -> bool {
 }
 
 /// Whether a sparse matmul with `m` rows is vectorized across rows, four at a time: `a` is
-/// transposed into scratch (`[K, M]`, row stride M) and each nonzero weight multiplies a
-/// vector of four rows' inputs; the last block of four overlaps the one before when 4 does not
-/// divide M. Returns the transposed row stride M, or None for the one-row-at-a-time path.
+/// transposed into scratch (`[K, M]`, row stride M), each nonzero weight multiplies a vector
+/// of four rows' inputs, and the product is stored transposed (`[N, M]`, after `a`'s rows and
+/// the aliased product in scratch) and then transposed into place; the last block of four
+/// overlaps the one before when 4 does not divide M. Returns the transposed row stride M, or
+/// None for the one-row-at-a-time path.
 pub(crate) fn row_vector_rows(m: usize, w: &Weight) -> Option<usize> {
     let sparse = matches!(
         w,
@@ -115,9 +123,11 @@ fn scratch_len(p: &Program) -> Result<usize, String> {
                 let (m, k, n) = matmul_dims(p, out, a, w)?;
                 let alias =
                     overlap(out, a, trip) || w.view().is_some_and(|v| overlap(out, v, trip));
-                // The transposed rows first, then the aliased product.
-                let transposed = row_vector_rows(m, w).map_or(0, |mp| k * mp);
-                transposed + if alias { m * n } else { 0 }
+                // The transposed rows first, then the aliased product, then (vectors of
+                // rows) the product transposed, [N, M].
+                let (transposed, product_t) =
+                    row_vector_rows(m, w).map_or((0, 0), |mp| (k * mp, n * mp));
+                transposed + if alias { m * n } else { 0 } + product_t
             }
             Stmt::Unary { out, x, .. } | Stmt::Clip { out, x, .. } | Stmt::Copy { out, x } => {
                 if elementwise_alias(out, x, trip)? {
@@ -597,7 +607,16 @@ fn place_rodata(p: &Program, l: &mut Layout) -> Result<(), String> {
             return Ok(());
         };
         match w {
-            Weight::View(_) | Weight::Const(_, Strategy::SparseUnrolled) => {}
+            Weight::View(_) => {}
+            Weight::Const(c, Strategy::SparseUnrolled) => {
+                // The unrolled kernels need no data; the wide sparse kernel reads the
+                // compressed arrays (vectors of rows only).
+                if let Some(mp) = row_vector_rows(out.dims[0], w).filter(|_| l.wide)
+                    && wide_sparse_rows(mp)
+                {
+                    compressed_for_wide(p, l, *c, mp, a.dims[1], out.dims[1])?;
+                }
+            }
             Weight::Const(c, Strategy::Dense) => {
                 let n = out.dims[1];
                 if n == 0 || l.packed.contains_key(&(*c, n)) {
@@ -620,12 +639,75 @@ fn place_rodata(p: &Program, l: &mut Layout) -> Result<(), String> {
                     let data = &p.consts[c.0].data;
                     let classes =
                         csr_classes(&mut l.rodata, data, k, n, stride, one_row, view_strides)?;
+                    if l.wide
+                        && !one_row
+                        && view_strides.is_none()
+                        && wide_sparse_rows(stride as usize)
+                    {
+                        let off = class_table(&mut l.rodata, &classes);
+                        l.csr_table.insert(key, off);
+                    }
                     l.csr.insert(key, classes);
                 }
             }
         }
         Ok(())
     })
+}
+
+/// Whether a sparse matmul over vectors of `rows` rows (the transposed operand's row stride)
+/// runs the wide kernel when the target has one: from 8 rows, where a 16-lane vector is at
+/// least half full (under 8, four rows in Cranelift's 128-bit vectors do as well).
+pub(crate) fn wide_sparse_rows(rows: usize) -> bool {
+    rows >= 8
+}
+
+/// The compressed arrays and class table of constant `c` ([k, n]) for the wide sparse kernel
+/// on `rows` transposed rows.
+fn compressed_for_wide(
+    p: &Program,
+    l: &mut Layout,
+    c: ConstId,
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> Result<(), String> {
+    let key = (c, rows as isize, false, None);
+    if l.csr.contains_key(&key) {
+        return Ok(());
+    }
+    let classes = csr_classes(
+        &mut l.rodata,
+        &p.consts[c.0].data,
+        k,
+        n,
+        rows as isize,
+        false,
+        None,
+    )?;
+    let off = class_table(&mut l.rodata, &classes);
+    l.csr_table.insert(key, off);
+    l.csr.insert(key, classes);
+    Ok(())
+}
+
+/// Appends the class table the wide sparse kernel reads (see [`Layout::csr_table`]).
+fn class_table(rodata: &mut Vec<u8>, classes: &[CsrClass]) -> usize {
+    let mut bytes = Vec::with_capacity(classes.len() * 48);
+    for c in classes {
+        debug_assert_eq!(c.quads, 0, "vectors of rows have no column groups");
+        for v in [
+            c.nonzeros,
+            c.columns,
+            c.cols_off,
+            c.weights_off,
+            c.offsets_off,
+            c.narrow as usize,
+        ] {
+            bytes.extend_from_slice(&(v as i64).to_le_bytes());
+        }
+    }
+    push_bytes(rodata, &bytes)
 }
 
 /// The layout of thread `index`'s part of `whole` split across `count` threads: the buffers
@@ -637,9 +719,10 @@ pub(crate) fn layout_part(
     whole: &Program,
     index: usize,
     count: usize,
+    wide: bool,
 ) -> Result<Layout, String> {
-    let w = layout(whole)?;
-    let mut l = layout(p)?;
+    let w = layout(whole, wide)?;
+    let mut l = layout(p, wide)?;
     if l.temp_off != w.temp_off {
         return Err("a thread's program has other buffers than the whole program".into());
     }
@@ -653,7 +736,9 @@ pub(crate) fn layout_part(
     Ok(l)
 }
 
-pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
+/// `wide`: the target has the wide kernels (`super::wide`), whose sparse one reads class
+/// tables.
+pub(crate) fn layout(p: &Program, wide: bool) -> Result<Layout, String> {
     hlstm_ir::kernel::verify(p)?;
     let scratch = scratch_len(p)?;
 
@@ -679,6 +764,8 @@ pub(crate) fn layout(p: &Program) -> Result<Layout, String> {
         const_off: HashMap::new(),
         csr: HashMap::new(),
         packed: HashMap::new(),
+        csr_table: HashMap::new(),
+        wide,
     };
     place_rodata(p, &mut l)?;
     if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty() || !l.packed.is_empty())

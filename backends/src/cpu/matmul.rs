@@ -24,13 +24,13 @@
 
 use super::codegen::{Count, Cx, Rv, mem_ro};
 use super::elementwise::{self, EOp};
-use super::layout::{CsrClass, row_vector_rows};
+use super::layout::{CsrClass, Layout, row_vector_rows};
 use super::math::{Fx, SCALAR, VEC};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_codegen::ir::types::{I8X16, I32, I64};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use hlstm_ir::kernel::verify::{matmul_dims, overlap};
-use hlstm_ir::kernel::{ConstId, Strategy, View, Weight};
+use hlstm_ir::kernel::{ConstId, Program, Stmt, Strategy, View, Weight, visit};
 
 /// A base pointer and a byte offset from it.
 type Pos = (Value, i64);
@@ -96,11 +96,23 @@ pub(crate) fn emit(
         k,
         n,
     };
+    // With vectors of rows, the product goes to scratch transposed ([N, M], after `a`'s
+    // transposed rows and the aliased product): whole-vector stores of four rows, where
+    // storing into [M, N] takes a lane extract and a store per element, and sixteen rows
+    // of a wide output (a row stride a multiple of 4 KiB) fall in one set of the L1 cache.
+    // It is transposed into `rout` afterwards in 4x4 blocks.
+    let rout_t = row_vec.map(|mm| Rv {
+        base: cx.scratch,
+        off: (k * mm + if alias { m * n } else { 0 }) as i64 * 4,
+        strides: vec![4, mm as i64 * 4],
+    });
     match (row_vec, w, rows_rt) {
         (Some(mm), Weight::Const(c, strategy), Count::Static(_)) => {
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
             let sink = Sink::Rows4 { m: rows_rt };
-            sparse(cx, sw(*c, *strategy), &at, &rout, sink, mm as isize);
+            let rt = rout_t.expect("with vectors of rows");
+            sparse(cx, sw(*c, *strategy), &at, &rt, sink, mm as isize);
+            untranspose(cx, &rt, &rout, rows_rt, n);
         }
         (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) if scratch_out(cx, out) => {
             // The output is the program's own buffer, with room for M >= 4 rows: a call with
@@ -110,7 +122,9 @@ pub(crate) fn emit(
             let four = cx.b.ins().iconst(I64, 4);
             let m4 = cx.b.ins().smax(rows, four);
             let sink = Sink::Rows4 { m: Count::Dyn(m4) };
-            sparse(cx, sw(*c, *strategy), &at, &rout, sink, mm as isize);
+            let rt = rout_t.expect("with vectors of rows");
+            sparse(cx, sw(*c, *strategy), &at, &rt, sink, mm as isize);
+            untranspose(cx, &rt, &rout, Count::Dyn(m4), n);
         }
         (Some(mm), Weight::Const(c, strategy), Count::Dyn(rows)) => {
             // Four rows at a time when the call has four or more, else one at a time.
@@ -127,7 +141,9 @@ pub(crate) fn emit(
             cx.b.seal_block(many);
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
             let sink = Sink::Rows4 { m: rows_rt };
-            sparse(cx, sw(*c, *strategy), &at, &rout, sink, mm as isize);
+            let rt = rout_t.expect("with vectors of rows");
+            sparse(cx, sw(*c, *strategy), &at, &rt, sink, mm as isize);
+            untranspose(cx, &rt, &rout, rows_rt, n);
             cx.b.ins().jump(done, &[]);
             cx.b.switch_to_block(few);
             cx.b.seal_block(few);
@@ -136,6 +152,29 @@ pub(crate) fn emit(
             cx.b.ins().jump(done, &[]);
             cx.b.switch_to_block(done);
             cx.b.seal_block(done);
+        }
+        (_, Weight::Const(c, Strategy::Dense), _)
+            if cx.gemm.is_some()
+                && gemm_fits(k, n)
+                && ra.strides[1] == 4
+                && rout.strides[1] == 4 =>
+        {
+            // The wide kernel (see `super::wide`), on the same packed weight.
+            let gemm = cx.gemm.expect("checked");
+            let w_off = cx.l.packed[&(*c, n)] as i64;
+            let rodata = cx.rodata();
+            let m_v = count_value(cx, rows_rt);
+            let (k_v, n_v) = (
+                cx.b.ins().iconst(I64, k as i64),
+                cx.b.ins().iconst(I64, n as i64),
+            );
+            let a_p = cx.b.ins().iadd_imm_s(ra.base, ra.off);
+            let lda = cx.b.ins().iconst(I64, ra.strides[0] / 4);
+            let w_p = cx.b.ins().iadd_imm_s(rodata, w_off);
+            let o_p = cx.b.ins().iadd_imm_s(rout.base, rout.off);
+            let ldo = cx.b.ins().iconst(I64, rout.strides[0] / 4);
+            cx.b.ins()
+                .call(gemm, &[m_v, k_v, n_v, a_p, lda, w_p, o_p, ldo]);
         }
         (_, Weight::Const(c, Strategy::Dense), _) => {
             // Packed tile-major (see `Layout::packed`): rows of 16 floats, tiles of K rows.
@@ -208,13 +247,25 @@ fn row_of(v: &Rv) -> Rv {
 }
 
 /// Copies the `rows` rows of `ra` ([rows, K]) transposed into scratch: element (i, q) at
-/// q * M + i (M = `mm`, the most rows).
+/// q * M + i (M = `mm`, the most rows). `rows` >= 4 (at run time for a run-time count).
 fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Result<Rv, String> {
     let at = Rv {
         base: cx.scratch,
         off: 0,
         strides: vec![4, mm as i64 * 4],
     };
+    if k >= 4 && ra.strides[1] == 4 {
+        transpose4(
+            cx,
+            (ra.base, ra.off),
+            ra.strides[0],
+            (at.base, at.off),
+            at.strides[1],
+            rows_rt,
+            Count::Static(k),
+        );
+        return Ok(at);
+    }
     match rows_rt {
         Count::Static(m) => {
             elementwise::emit(cx, EOp::Copy, &[m, k], &at, std::slice::from_ref(ra))?
@@ -242,6 +293,115 @@ fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Resul
     Ok(at)
 }
 
+/// Copies the transposed product `rt` ([N, M] in scratch, rows contiguous) into `rout`
+/// ([M, N]) for the first `m` rows (`m` >= 4).
+fn untranspose(cx: &mut Cx, rt: &Rv, rout: &Rv, m: Count, n: usize) {
+    if n >= 4 && rout.strides[1] == 4 {
+        transpose4(
+            cx,
+            (rt.base, rt.off),
+            rt.strides[1],
+            (rout.base, rout.off),
+            rout.strides[0],
+            Count::Static(n),
+            m,
+        );
+        return;
+    }
+    // Narrow or strided output columns: element by element, row by row.
+    let row_out = row_of(rout);
+    let row_t = Rv {
+        strides: vec![rt.strides[1]],
+        ..rt.clone()
+    };
+    let src_rows = Rv {
+        strides: vec![rt.strides[0], rt.strides[1]],
+        ..rt.clone()
+    };
+    rows(cx, m, &src_rows, rout, &mut |cx, src, dst| {
+        let d = Rv {
+            base: dst.0,
+            off: dst.1,
+            ..row_out.clone()
+        };
+        let s = Rv {
+            base: src.0,
+            off: src.1,
+            ..row_t.clone()
+        };
+        let _ = elementwise::emit(cx, EOp::Copy, &[n], &d, &[s]);
+    });
+}
+
+/// Byte masks of `shuffle` on two f32x4 seen as bytes (lanes 0-3 from the first operand,
+/// 4-7 from the second): the interleaves x86 does in one instruction each (unpcklps,
+/// unpckhps, punpcklqdq, punpckhqdq).
+const INTERLEAVE_LO32: [u8; 16] = [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23];
+const INTERLEAVE_HI32: [u8; 16] = [8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31];
+const INTERLEAVE_LO64: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23];
+const INTERLEAVE_HI64: [u8; 16] = [8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31];
+
+fn shuffle(cx: &mut Cx, a: Value, b: Value, mask: [u8; 16]) -> Value {
+    let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+    let a = cx.b.ins().bitcast(I8X16, flags, a);
+    let b = cx.b.ins().bitcast(I8X16, flags, b);
+    let imm = cx.b.func.dfg.immediates.push(ConstantData::from(&mask[..]));
+    let s = cx.b.ins().shuffle(a, b, imm);
+    cx.b.ins().bitcast(VEC, flags, s)
+}
+
+/// Copies `r` rows of `c` f32s at `src` (row stride `src_row` bytes, elements contiguous)
+/// transposed to `dst` (row stride `dst_row` bytes): dst[j][i] = src[i][j], in 4x4 blocks of
+/// four vector loads, eight interleaves and four vector stores. `r`, `c` >= 4 (at run time for
+/// a run-time count): the last block of each goes back to r - 4 (c - 4), overlapping the one
+/// before it, which copies the same values again.
+fn transpose4(cx: &mut Cx, src: Pos, src_row: i64, dst: Pos, dst_row: i64, r: Count, c: Count) {
+    fn blocks(cx: &mut Cx, n: Count) -> (Count, Value) {
+        match n {
+            Count::Static(n) => (
+                Count::Static(n.div_ceil(4)),
+                cx.b.ins().iconst(I64, n as i64 - 4),
+            ),
+            Count::Dyn(n) => {
+                let up = cx.b.ins().iadd_imm_s(n, 3);
+                let blocks = cx.b.ins().ushr_imm_u(up, 2);
+                (Count::Dyn(blocks), cx.b.ins().iadd_imm_s(n, -4))
+            }
+        }
+    }
+    let (row_blocks, row_last) = blocks(cx, r);
+    let (col_blocks, col_last) = blocks(cx, c);
+    let _ = cx.loop_n(row_blocks, &mut |cx, i| {
+        let i = cx.b.ins().imul_imm_s(i, 4);
+        let i = cx.b.ins().umin(i, row_last);
+        let s_rows = cx.advance(src.0, i, src_row);
+        let d_cols = cx.advance(dst.0, i, 4);
+        cx.loop_n(col_blocks, &mut |cx, j| {
+            let j = cx.b.ins().imul_imm_s(j, 4);
+            let j = cx.b.ins().umin(j, col_last);
+            let s = cx.advance(s_rows, j, 4);
+            let d = cx.advance(d_cols, j, dst_row);
+            let x: Vec<Value> = (0..4)
+                .map(|q| cx.load(VEC, s, src.1 + q * src_row))
+                .collect();
+            let t0 = shuffle(cx, x[0], x[1], INTERLEAVE_LO32);
+            let t1 = shuffle(cx, x[0], x[1], INTERLEAVE_HI32);
+            let t2 = shuffle(cx, x[2], x[3], INTERLEAVE_LO32);
+            let t3 = shuffle(cx, x[2], x[3], INTERLEAVE_HI32);
+            let cols = [
+                shuffle(cx, t0, t2, INTERLEAVE_LO64),
+                shuffle(cx, t0, t2, INTERLEAVE_HI64),
+                shuffle(cx, t1, t3, INTERLEAVE_LO64),
+                shuffle(cx, t1, t3, INTERLEAVE_HI64),
+            ];
+            for (q, v) in cols.into_iter().enumerate() {
+                cx.store(v, d, dst.1 + q as i64 * dst_row);
+            }
+            Ok(())
+        })
+    });
+}
+
 /// A sparse weight through its strategy (a masked one: compressed); `stride` is `a`'s k-stride
 /// in elements, the key of its compressed layout.
 fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: isize) {
@@ -253,6 +413,23 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
         n,
     } = w;
     let one_row = matches!(sink, Sink::Rows1 { .. });
+    if let (Some(spmm), Sink::Rows4 { m }, None) = (cx.spmm, sink, masked)
+        && let Some(&table) = cx.l.csr_table.get(&(c, stride, false, None))
+    {
+        // The wide kernel (see `super::wide`) on the transposed rows, into the transposed
+        // product.
+        let classes = cx.l.csr[&(c, stride, false, None)].len() as i64;
+        let rodata = cx.rodata();
+        let m_v = count_value(cx, m);
+        let at = cx.b.ins().iadd_imm_s(ra.base, ra.off);
+        let table = cx.b.ins().iadd_imm_s(rodata, table as i64);
+        let classes = cx.b.ins().iconst(I64, classes);
+        let outt = cx.b.ins().iadd_imm_s(rout.base, rout.off);
+        let ldo = cx.b.ins().iconst(I64, rout.strides[1] / 4);
+        cx.b.ins()
+            .call(spmm, &[m_v, at, rodata, table, classes, outt, ldo]);
+        return;
+    }
     if strategy == Strategy::SparseUnrolled && masked.is_none() {
         return unrolled(cx, c, k, n, ra, rout, sink);
     }
@@ -266,6 +443,47 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
         _ => sink,
     };
     csr(cx, &classes, masked.map(|m| m.base), ra, rout, sink);
+}
+
+/// Whether a dense [k, n] constant weight is multiplied by the wide kernel when the target has
+/// one: every matrix but the smallest (under `GEMM_MIN_WEIGHTS` weights the call costs more
+/// than the vector width saves).
+fn gemm_fits(k: usize, n: usize) -> bool {
+    k * n >= GEMM_MIN_WEIGHTS
+}
+
+const GEMM_MIN_WEIGHTS: usize = 1024;
+
+/// Whether the program's matmuls call the wide dense and sparse kernels (when the target has
+/// them, `l.wide`): what the code generator declares as imports.
+pub(crate) fn wide_calls(p: &Program, l: &Layout) -> Result<(bool, bool), String> {
+    let (mut gemm, mut spmm) = (false, false);
+    if !l.wide {
+        return Ok((false, false));
+    }
+    visit::try_walk(&p.body, &mut |s, _| {
+        if let Stmt::MatMul { out, a, w, .. } = s {
+            let (m, k, n) = matmul_dims(p, out, a, w)?;
+            match w {
+                Weight::Const(_, Strategy::Dense) => gemm |= m > 0 && gemm_fits(k, n),
+                Weight::Const(c, _) => {
+                    spmm |= row_vector_rows(m, w)
+                        .is_some_and(|mm| l.csr_table.contains_key(&(*c, mm as isize, false, None)))
+                }
+                _ => {}
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok((gemm, spmm))
+}
+
+/// A count as an i64 value.
+fn count_value(cx: &mut Cx, n: Count) -> Value {
+    match n {
+        Count::Static(n) => cx.b.ins().iconst(I64, n as i64),
+        Count::Dyn(v) => v,
+    }
 }
 
 /// A sparse [K, N] weight as its kernels take it: the constant (values, or a masked weight's
@@ -793,6 +1011,10 @@ impl Sink {
     fn store(self, cx: &mut Cx, v: Value, o: Pos, col_off: i64, so_m: i64) {
         match self {
             Sink::Rows1 { .. } => cx.store(v, o.0, o.1 + col_off),
+            // Rows contiguous (the transposed product): one store.
+            Sink::Rows4 { .. } | Sink::Rows16 { .. } if so_m == 4 => {
+                cx.store(v, o.0, o.1 + col_off)
+            }
             Sink::Rows4 { .. } | Sink::Rows16 { .. } => {
                 for l in 0..4u8 {
                     let e = cx.b.ins().extractlane(v, l);

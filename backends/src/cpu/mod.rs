@@ -21,6 +21,7 @@ mod pool;
 pub mod runtime;
 pub mod select;
 mod softmax;
+pub mod wide;
 
 pub use codegen::{Compiled, define_program, define_program_opts, program_signature};
 pub use jit::{JitContext, JitProgram};

@@ -1,0 +1,282 @@
+/* Matrix products with wide vectors, called by code hlstmc generates (docs/kernels.md, "Wide
+ * kernels"): Cranelift's vectors are 128 bits wide, and a matmul over many rows is bound by the
+ * multiply-add rate, where AVX2's 256-bit and AVX-512's 512-bit multiply-adds do two and four
+ * times the work. Compiled into hlstmc for the JIT and, with NAME_ replaced by the library's
+ * name, into each library whose code calls them (all symbols hidden). Each exists for AVX-512
+ * (_avx512) and for AVX2 with FMA (_avx2); the code generator calls the one its target has.
+ *
+ * Dense (NAME_gemm_*):
+ *
+ *   out[i][j] = sum_q a[i * lda + q] * W(q, j)   for i < m, j < n
+ *
+ * W is packed in 16-column tiles (Layout::packed): W(q, j) = w[(j / 16) * 16 k + 16 q + j % 16],
+ * the last tile zero-padded. Columns past n are never stored.
+ *
+ * Loop order: blocks of ROW_BLOCK rows; in each, groups of tiles; in each, the rows in register
+ * tiles (micro kernels of MR rows by NT tiles, accumulators in registers, one weight vector
+ * load shared by MR rows, one broadcast of a[i][q] shared by NT tiles). A group's weight panel
+ * (k x 16 NT floats) is read by every row of the block while it is in the cache. With fewer
+ * than four rows (a step at batch 1 to 3) each row walks all tiles with eight independent
+ * accumulators (a matrix-vector product is bound by the weight loads). */
+#include <immintrin.h>
+#include <stdint.h>
+
+#define HIDDEN __attribute__((visibility("hidden")))
+#define TILE 16
+#define ROW_BLOCK 64
+
+/* Valid columns of tile t of a group whose first column is `first`, of n. */
+static inline int64_t tile_cols(int64_t n, int64_t first, int t) {
+    int64_t c = n - first - (int64_t)t * TILE;
+    return c < 0 ? 0 : (c > TILE ? TILE : c);
+}
+
+/* ---- AVX-512: a tile is one 16-lane vector. ---- */
+
+#define MICRO512(MR, NT)                                                                       \
+    __attribute__((target("avx512f,fma"))) static void micro512_##MR##x##NT(                 \
+        int64_t k, const float *a, int64_t lda, const float *w, int64_t tstride, float *out,     \
+        int64_t ldo, int64_t n, int64_t first) {                                               \
+        __m512 acc[MR][NT];                                                                    \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                   \
+            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps(); \
+        for (int64_t q = 0; q < k; q++) {                                                      \
+            __m512 wv[NT];                                                                     \
+            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)                               \
+                wv[t] = _mm512_loadu_ps(w + t * tstride + q * TILE);                           \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                             \
+                __m512 x = _mm512_set1_ps(a[r * lda + q]);                                     \
+                _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)                           \
+                    acc[r][t] = _mm512_fmadd_ps(x, wv[t], acc[r][t]);                          \
+            }                                                                                  \
+        }                                                                                      \
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {                                 \
+            int64_t c = tile_cols(n, first, t);                                                \
+            __mmask16 mask = (__mmask16)(c >= TILE ? 0xffff : (1u << c) - 1);                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                               \
+                _mm512_mask_storeu_ps(out + r * ldo + t * TILE, mask, acc[r][t]);              \
+        }                                                                                      \
+    }
+
+MICRO512(8, 2)
+MICRO512(4, 2)
+MICRO512(2, 2)
+MICRO512(1, 2)
+MICRO512(1, 8)
+MICRO512(1, 1)
+
+/* ---- AVX2: a tile is two 8-lane vectors. ---- */
+
+static inline __attribute__((target("avx2"))) __m256i mask8(int64_t c) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)c), lanes);
+}
+
+#define MICRO256(MR, NT)                                                                       \
+    __attribute__((target("avx2,fma"))) static void micro256_##MR##x##NT(                    \
+        int64_t k, const float *a, int64_t lda, const float *w, int64_t tstride, float *out,     \
+        int64_t ldo, int64_t n, int64_t first) {                                               \
+        __m256 acc[MR][2 * NT];                                                                \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                   \
+            _Pragma("GCC unroll 8") for (int v = 0; v < 2 * NT; v++) acc[r][v] = _mm256_setzero_ps(); \
+        for (int64_t q = 0; q < k; q++) {                                                      \
+            __m256 wv[2 * NT];                                                                 \
+            _Pragma("GCC unroll 8") for (int v = 0; v < 2 * NT; v++)                           \
+                wv[v] = _mm256_loadu_ps(w + (v / 2) * tstride + q * TILE + (v % 2) * 8);       \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                             \
+                __m256 x = _mm256_broadcast_ss(a + r * lda + q);                               \
+                _Pragma("GCC unroll 8") for (int v = 0; v < 2 * NT; v++)                       \
+                    acc[r][v] = _mm256_fmadd_ps(x, wv[v], acc[r][v]);                          \
+            }                                                                                  \
+        }                                                                                      \
+        _Pragma("GCC unroll 8") for (int v = 0; v < 2 * NT; v++) {                             \
+            int64_t c = tile_cols(n, first, v / 2) - (v % 2) * 8;                              \
+            __m256i mask = mask8(c);                                                           \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                               \
+                _mm256_maskstore_ps(out + r * ldo + (v / 2) * TILE + (v % 2) * 8, mask, acc[r][v]); \
+        }                                                                                      \
+    }
+
+MICRO256(6, 1)
+MICRO256(4, 1)
+MICRO256(2, 1)
+MICRO256(1, 1)
+MICRO256(1, 4)
+
+typedef void (*micro_fn)(int64_t, const float *, int64_t, const float *, int64_t, float *, int64_t,
+                         int64_t, int64_t);
+
+/* The blocked loops around one ISA's micro kernels: `big` takes `big_rows` rows (and then the
+ * rows of `mid` and `small` in turn take the rest) over a group of `nt` tiles; `wide`
+ * (one row, `wide_nt` tiles) and `one` (one row, one tile) serve the matrix-vector case. */
+struct kernels {
+    micro_fn big, mid, pair, single;
+    int big_rows, nt;
+    micro_fn wide, one;
+    int wide_nt;
+};
+
+static void gemm(const struct kernels *kn, int64_t m, int64_t k, int64_t n, const float *a,
+                 int64_t lda, const float *w, float *out, int64_t ldo) {
+    const int64_t tiles = (n + TILE - 1) / TILE, tstride = k * TILE;
+    if (m < 4) {
+        for (int64_t i = 0; i < m; i++) {
+            int64_t t = 0;
+            for (; t + kn->wide_nt <= tiles; t += kn->wide_nt)
+                kn->wide(k, a + i * lda, lda, w + t * tstride, tstride, out + i * ldo + t * TILE,
+                         ldo, n, t * TILE);
+            for (; t < tiles; t++)
+                kn->one(k, a + i * lda, lda, w + t * tstride, tstride, out + i * ldo + t * TILE,
+                        ldo, n, t * TILE);
+        }
+        return;
+    }
+    for (int64_t i0 = 0; i0 < m; i0 += ROW_BLOCK) {
+        const int64_t i1 = m < i0 + ROW_BLOCK ? m : i0 + ROW_BLOCK;
+        for (int64_t t = 0; t < tiles; t += kn->nt) {
+            /* A last group of fewer tiles reads the zero padding past the last tile: the
+             * groups are laid out tile after tile, so read it only while inside w. */
+            const float *wt = w + t * tstride;
+            float *ot = out + t * TILE;
+            const int64_t first = t * TILE;
+            int64_t i = i0;
+            if (t + kn->nt <= tiles) {
+                for (; i + kn->big_rows <= i1; i += kn->big_rows)
+                    kn->big(k, a + i * lda, lda, wt, tstride, ot + i * ldo, ldo, n, first);
+                for (; i + 4 <= i1; i += 4)
+                    kn->mid(k, a + i * lda, lda, wt, tstride, ot + i * ldo, ldo, n, first);
+                for (; i + 2 <= i1; i += 2)
+                    kn->pair(k, a + i * lda, lda, wt, tstride, ot + i * ldo, ldo, n, first);
+                for (; i < i1; i++)
+                    kn->single(k, a + i * lda, lda, wt, tstride, ot + i * ldo, ldo, n, first);
+            } else {
+                for (int64_t tt = t; tt < tiles; tt++)
+                    for (int64_t r = i0; r < i1; r++)
+                        kn->one(k, a + r * lda, lda, w + tt * tstride, tstride,
+                                out + r * ldo + tt * TILE, ldo, n, tt * TILE);
+            }
+        }
+    }
+}
+
+HIDDEN void NAME_gemm_avx512(int64_t m, int64_t k, int64_t n, const float *a, int64_t lda,
+                             const float *w, float *out, int64_t ldo) {
+    static const struct kernels kn = {micro512_8x2, micro512_4x2, micro512_2x2, micro512_1x2,
+                                      8, 2, micro512_1x8, micro512_1x1, 8};
+    gemm(&kn, m, k, n, a, lda, w, out, ldo);
+}
+
+HIDDEN void NAME_gemm_avx2(int64_t m, int64_t k, int64_t n, const float *a, int64_t lda,
+                           const float *w, float *out, int64_t ldo) {
+    static const struct kernels kn = {micro256_6x1, micro256_4x1, micro256_2x1, micro256_1x1,
+                                      6, 1, micro256_1x4, micro256_1x1, 4};
+    gemm(&kn, m, k, n, a, lda, w, out, ldo);
+}
+
+/* Sparse, on the transposed operand (NAME_spmm_*): the rows of the left operand are the lanes.
+ *
+ *   outt[j * ldo + i] = sum_e w[e] * at[off[e] / 4 + i]   for i < m, and each column j,
+ *
+ * at = a transposed ([K, M], row k at byte offset k * 4M), outt = the product transposed
+ * ([N, M]). The columns come in classes of equal nonzero count (Layout's CsrClass, the same
+ * arrays the Cranelift kernels read): a table of NCLASS rows of six i64s, {nonzeros, columns,
+ * cols_off, weights_off, offsets_off, narrow}, offsets in bytes from `ro`; a class's columns'
+ * indices are i32, their weights f32 (nonzeros per column), their inputs' byte offsets in `at`
+ * u16 (narrow) or i32. Rows go sixteen at a time (one AVX-512 vector or two AVX2 vectors, the
+ * last block masked); each column's products go round-robin to CHAINS accumulators, so the
+ * multiply-adds of one column do not wait on each other. */
+
+#define CHAINS 4
+
+static inline int64_t input_off(const uint8_t *o, int narrow, int64_t e) {
+    if (narrow) {
+        uint16_t v;
+        __builtin_memcpy(&v, o + 2 * e, 2);
+        return v;
+    }
+    int32_t v;
+    __builtin_memcpy(&v, o + 4 * e, 4);
+    return v;
+}
+
+__attribute__((target("avx512f,fma"))) static void spmm512_class(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo) {
+    const int64_t nnz = c[0], cols = c[1];
+    const int32_t *col = (const int32_t *)(ro + c[2]);
+    const float *w = (const float *)(ro + c[3]);
+    const uint8_t *off = ro + c[4];
+    const int narrow = (int)c[5];
+    for (int64_t r0 = 0; r0 < m; r0 += 16) {
+        const int64_t left = m - r0;
+        const __mmask16 mask = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        const uint8_t *a = at + 4 * r0;
+        for (int64_t j = 0; j < cols; j++) {
+            const float *wj = w + j * nnz;
+            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+            __m512 acc[CHAINS];
+            for (int q = 0; q < CHAINS; q++) acc[q] = _mm512_setzero_ps();
+            int64_t e = 0;
+            for (; e + CHAINS <= nnz; e += CHAINS) {
+                _Pragma("GCC unroll 4") for (int q = 0; q < CHAINS; q++) {
+                    __m512 x = _mm512_maskz_loadu_ps(mask, a + input_off(oj, narrow, e + q));
+                    acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(wj[e + q]), x, acc[q]);
+                }
+            }
+            for (; e < nnz; e++) {
+                __m512 x = _mm512_maskz_loadu_ps(mask, a + input_off(oj, narrow, e));
+                acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(wj[e]), x, acc[0]);
+            }
+            __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            _mm512_mask_storeu_ps(outt + (int64_t)col[j] * ldo + r0, mask, sum);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void spmm256_class(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo) {
+    const int64_t nnz = c[0], cols = c[1];
+    const int32_t *col = (const int32_t *)(ro + c[2]);
+    const float *w = (const float *)(ro + c[3]);
+    const uint8_t *off = ro + c[4];
+    const int narrow = (int)c[5];
+    for (int64_t r0 = 0; r0 < m; r0 += 16) {
+        const int64_t left = m - r0;
+        const __m256i lo = mask8(left), hi = mask8(left - 8);
+        const uint8_t *a = at + 4 * r0;
+        for (int64_t j = 0; j < cols; j++) {
+            const float *wj = w + j * nnz;
+            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+            /* Two chains of two halves: four accumulators in flight. */
+            __m256 acc[2][2];
+            for (int q = 0; q < 2; q++) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
+            int64_t e = 0;
+            for (; e + 2 <= nnz; e += 2) {
+                _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+                    const float *x = (const float *)(a + input_off(oj, narrow, e + q));
+                    __m256 wv = _mm256_broadcast_ss(wj + e + q);
+                    acc[q][0] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x, lo), acc[q][0]);
+                    acc[q][1] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x + 8, hi), acc[q][1]);
+                }
+            }
+            for (; e < nnz; e++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e));
+                __m256 wv = _mm256_broadcast_ss(wj + e);
+                acc[0][0] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x, lo), acc[0][0]);
+                acc[0][1] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x + 8, hi), acc[0][1]);
+            }
+            float *o = outt + (int64_t)col[j] * ldo + r0;
+            _mm256_maskstore_ps(o, lo, _mm256_add_ps(acc[0][0], acc[1][0]));
+            _mm256_maskstore_ps(o + 8, hi, _mm256_add_ps(acc[0][1], acc[1][1]));
+        }
+    }
+}
+
+HIDDEN void NAME_spmm_avx512(int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table,
+                             int64_t nclass, float *outt, int64_t ldo) {
+    for (int64_t c = 0; c < nclass; c++) spmm512_class(m, at, ro, table + 6 * c, outt, ldo);
+}
+
+HIDDEN void NAME_spmm_avx2(int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table,
+                           int64_t nclass, float *outt, int64_t ldo) {
+    for (int64_t c = 0; c < nclass; c++) spmm256_class(m, at, ro, table + 6 * c, outt, ldo);
+}

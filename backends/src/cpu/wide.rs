@@ -1,0 +1,81 @@
+//! Matrix products with the target's widest vectors, in C (`wide.c`), called from generated
+//! code: Cranelift's vectors are 128 bits wide, and a matmul over many rows is bound by the
+//! multiply-add rate, which AVX2 doubles and AVX-512 quadruples. See docs/kernels.md, "Wide
+//! kernels". The JIT calls the copy compiled into this crate (`build.rs`, names `hlstm_*`); a
+//! library compiles [`c_source`] with its own name and links it into its object.
+
+use cranelift_codegen::isa::TargetIsa;
+
+/// The wide kernels a target can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WideIsa {
+    /// AVX-512F (and FMA): 16 lanes.
+    Avx512,
+    /// AVX2 and FMA: 8 lanes.
+    Avx2,
+}
+
+impl WideIsa {
+    /// The widest kernels `isa` has, if any (none below x86-64-v3).
+    pub fn of(isa: &dyn TargetIsa) -> Option<WideIsa> {
+        let flag = |n: &str| {
+            isa.isa_flags()
+                .iter()
+                .any(|v| v.name == n && v.as_bool() == Some(true))
+        };
+        if !(flag("has_fma") && flag("has_avx")) {
+            None
+        } else if flag("has_avx512f") {
+            Some(WideIsa::Avx512)
+        } else if flag("has_avx2") {
+            Some(WideIsa::Avx2)
+        } else {
+            None
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            WideIsa::Avx512 => "avx512",
+            WideIsa::Avx2 => "avx2",
+        }
+    }
+
+    /// The dense kernel's symbol with `prefix` (`hlstm_` in the JIT, `NAME_` in a library):
+    /// `void gemm(i64 m, i64 k, i64 n, const float *a, i64 lda, const float *w_packed,
+    /// float *out, i64 ldo)`.
+    pub fn gemm_symbol(self, prefix: &str) -> String {
+        format!("{prefix}gemm_{}", self.suffix())
+    }
+
+    /// The sparse kernel's symbol: `void spmm(i64 m, const u8 *at, const u8 *rodata,
+    /// const i64 *classes, i64 nclasses, float *outt, i64 ldo)`.
+    pub fn spmm_symbol(self, prefix: &str) -> String {
+        format!("{prefix}spmm_{}", self.suffix())
+    }
+}
+
+/// The kernels' C source for library `name` (a C identifier): every symbol `NAME_…`, hidden.
+pub fn c_source(name: &str) -> String {
+    include_str!("wide.c").replace("NAME_", &format!("{name}_"))
+}
+
+/// Compiler flags for [`c_source`] (the functions carry their own target attributes).
+pub const C_FLAGS: &[&str] = &["-std=c11", "-O3", "-fPIC"];
+
+unsafe extern "C" {
+    fn hlstm_gemm_avx512();
+    fn hlstm_gemm_avx2();
+    fn hlstm_spmm_avx512();
+    fn hlstm_spmm_avx2();
+}
+
+/// The JIT's symbols for the kernels compiled into this crate.
+pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 4] {
+    [
+        ("hlstm_gemm_avx512", hlstm_gemm_avx512 as *const u8),
+        ("hlstm_gemm_avx2", hlstm_gemm_avx2 as *const u8),
+        ("hlstm_spmm_avx512", hlstm_spmm_avx512 as *const u8),
+        ("hlstm_spmm_avx2", hlstm_spmm_avx2 as *const u8),
+    ]
+}
