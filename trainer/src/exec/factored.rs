@@ -67,18 +67,67 @@ fn factors(g: &Graph, v: Value) -> Option<(Value, Value)> {
     }
 }
 
+/// A factor that the backward recurrence only passes through: `reshape(y)` where its per-step
+/// output y is one of its scanned inputs (a forward value saved per step, such as the gates'
+/// [x, h] or a hidden layer's output), stacked in step order like the input. Every use of y
+/// then reads that input instead, so the backward loop stops copying it (one copy per weight
+/// that reads it) and dead-code elimination drops y.
+fn pass_through(g: &mut Graph, a: Value) {
+    if !matches!(g.nodes[a.node].op, Op::Reshape { .. }) {
+        return;
+    }
+    let Some(Some(y)) = g.operands(a.node).first().copied() else {
+        return;
+    };
+    let Op::Recurrence(rec) = &g.nodes[y.node].op else {
+        return;
+    };
+    let Some((_, out)) = rec.body.outputs.get(y.slot) else {
+        return;
+    };
+    let Some(i) = rec.body.inputs.iter().position(|&n| n == out.node) else {
+        return;
+    };
+    let scanned = rec.num_carried..rec.num_carried + rec.num_scanned;
+    if y.slot < rec.num_carried || !scanned.contains(&i) {
+        return;
+    }
+    if let Some(Some(x)) = g.operands(y.node).get(i).copied()
+        && g.value_type(x) == g.value_type(y)
+    {
+        g.replace_uses(y, x);
+    }
+}
+
+/// What a factor reads: a reshape's operand and its shape, or the value itself. Factors that
+/// read the same are one output of the factored graph.
+fn key(g: &Graph, v: Value) -> (Value, Option<(usize, usize)>) {
+    if matches!(g.nodes[v.node].op, Op::Reshape { .. })
+        && let Some(Some(x)) = g.operands(v.node).first().copied()
+    {
+        return (x, dims2(g, v));
+    }
+    (v, None)
+}
+
 /// Takes the products of `grads` (by output index of `tg`: (output, parameter index)) out of
 /// `tg` where they have the factored form; other outputs stay.
 pub fn factor(tg: &Graph, grads: &[(usize, usize)]) -> Factored {
     let mut g = tg.clone();
+    for &(o, _) in grads {
+        if let Some((a, _)) = tg.outputs.get(o).and_then(|(_, v)| factors(tg, *v)) {
+            pass_through(&mut g, a);
+        }
+    }
     let mut outputs: Vec<(String, Value)> = Vec::new();
-    let mut slot: HashMap<Value, usize> = HashMap::new();
-    let mut add = |outputs: &mut Vec<(String, Value)>, name: String, v: Value| -> usize {
-        *slot.entry(v).or_insert_with(|| {
-            outputs.push((name, v));
-            outputs.len() - 1
-        })
-    };
+    let mut slot: HashMap<(Value, Option<(usize, usize)>), usize> = HashMap::new();
+    let mut add =
+        |g: &Graph, outputs: &mut Vec<(String, Value)>, name: String, v: Value| -> usize {
+            *slot.entry(key(g, v)).or_insert_with(|| {
+                outputs.push((name, v));
+                outputs.len() - 1
+            })
+        };
     let mut sources = Vec::new();
     for (i, (name, v)) in tg.outputs.iter().enumerate() {
         let product = grads.iter().find(|(o, _)| *o == i).and_then(|&(_, param)| {
@@ -92,8 +141,8 @@ pub fn factor(tg: &Graph, grads: &[(usize, usize)]) -> Factored {
                 let bn = format!("factor.{}", tg.value_info(b).name);
                 Source::Product {
                     param,
-                    a: add(&mut outputs, an, a),
-                    g: add(&mut outputs, bn, b),
+                    a: add(&g, &mut outputs, an, a),
+                    g: add(&g, &mut outputs, bn, b),
                     r,
                     k,
                     m,
