@@ -14,6 +14,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cache;
 mod engines;
 mod error;
 mod files;

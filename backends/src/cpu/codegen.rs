@@ -51,6 +51,8 @@ pub struct Compiled {
     pub asm: Option<String>,
     /// Machine code size in bytes.
     pub code_len: usize,
+    /// The function as bytes, when [`Keep::image`] asked for it (or why it cannot be).
+    pub image: Option<Result<super::image::FuncImage, String>>,
     /// The wide kernels' symbols the function calls (empty when it calls none): a library
     /// links [`super::wide::c_source`] in when any part calls one.
     pub wide_symbols: Vec<String>,
@@ -109,12 +111,19 @@ pub fn define_program_linkage<M: Module>(
 pub struct Keep {
     pub clif: bool,
     pub asm: bool,
+    /// The machine code, its relocations and read-only data as bytes
+    /// ([`super::image::FuncImage`], for a compiled-code cache).
+    pub image: bool,
 }
 
 impl Keep {
     /// The CLIF text, and the disassembly when `asm`.
     pub fn text(asm: bool) -> Keep {
-        Keep { clif: true, asm }
+        Keep {
+            clif: true,
+            asm,
+            image: false,
+        }
     }
 }
 
@@ -272,6 +281,10 @@ pub fn define_program_with<M: Module>(
         None
     };
     let code_len = ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+    let image = keep.image.then(|| {
+        let rodata = (!l.rodata.is_empty()).then(|| l.rodata.clone());
+        super::image::capture(module, &ctx, func_id, name, rodata)
+    });
     Ok(Compiled {
         func_id,
         data_id,
@@ -281,6 +294,7 @@ pub fn define_program_with<M: Module>(
         fma,
         asm,
         code_len,
+        image,
         wide_symbols,
     })
 }

@@ -1,10 +1,11 @@
 //! The JIT: a program compiled in memory, with its workspace allocated once.
 
-use super::codegen::{BARRIER_SYMBOL, Keep, ThreadPart, define_program_part};
+use super::codegen::{BARRIER_SYMBOL, Keep, ThreadPart, define_program_part, program_signature};
+use super::image::{CodeImage, StepsImage, Target, module_reloc};
 use super::pool::{Entry, Job, Pool, Runtime, call, hlstm_barrier};
 use super::{CpuIsa, CpuOptions, build_isa};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::Linkage;
+use cranelift_module::{Linkage, Module};
 use hlstm_ir::kernel::Program;
 use std::sync::Mutex;
 
@@ -65,10 +66,12 @@ pub struct JitProgram {
     work_len: usize,
     /// The context of [`JitProgram::run`] and [`JitProgram::run_steps`].
     ctx: Mutex<JitContext>,
-    /// The inputs' and outputs' buffers, and the program (for their lengths per step count).
-    in_bufs: Vec<hlstm_ir::kernel::BufId>,
-    out_bufs: Vec<hlstm_ir::kernel::BufId>,
+    /// The number of inputs and outputs.
+    n_in: usize,
+    n_out: usize,
     steps: StepsInfo,
+    /// The program as bytes, when compiled with [`Keep::image`].
+    image: Option<Result<CodeImage, String>>,
     clif: String,
     fma: bool,
     rodata_len: usize,
@@ -112,6 +115,30 @@ impl StepsInfo {
             seq_lens: p.seq_lens_input(),
             inputs: lens(&p.inputs),
             outputs: lens(&p.outputs),
+        }
+    }
+
+    fn image(&self) -> StepsImage {
+        StepsImage {
+            max: self.max,
+            dynamic: self.dynamic,
+            streamable: self.streamable,
+            reason: self.reason.clone(),
+            seq_lens: self.seq_lens,
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+        }
+    }
+
+    fn from_image(s: &StepsImage) -> StepsInfo {
+        StepsInfo {
+            max: s.max,
+            dynamic: s.dynamic,
+            streamable: s.streamable,
+            reason: s.reason.clone(),
+            seq_lens: s.seq_lens,
+            inputs: s.inputs.clone(),
+            outputs: s.outputs.clone(),
         }
     }
 
@@ -230,28 +257,12 @@ impl JitProgram {
                 opts.isa.name()
             ));
         }
-        let isa = build_isa(opts, false)?;
-        let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-        builder.symbol(BARRIER_SYMBOL, hlstm_barrier as *const u8);
-        for (name, f) in super::wide::jit_symbols() {
-            builder.symbol(name, f);
-        }
-        // Code reaches its constants PC-relative (32-bit offsets). With the default provider
-        // the code and the constants are separate heap allocations, which in a process with
-        // a large heap (a Python interpreter that has loaded numpy and compiled many models)
-        // can land more than 2 GiB apart: cranelift-jit then panics while relocating. One
-        // arena per module keeps every segment within the reservation, which is address space
-        // only (PROT_NONE until used) and is unmapped with the module.
         let const_bytes: usize = std::iter::once(p)
             .chain(parts)
             .flat_map(|q| q.consts.iter())
             .map(|c| c.data.len() * 4)
             .sum();
-        let reserve = (ARENA_BASE + 16 * const_bytes).min(ARENA_MAX);
-        let arena = cranelift_jit::ArenaMemoryProvider::new_with_size(reserve)
-            .map_err(|e| format!("cannot reserve {reserve} bytes for the JIT's code: {e}"))?;
-        builder.memory_provider(Box::new(arena));
-        let mut code = Code(Some(JITModule::new(builder)));
+        let mut code = Code(Some(new_module(opts, const_bytes)?));
         let module = code.0.as_mut().expect("module");
         let threads = parts.len().max(1);
         let mut compiled = Vec::with_capacity(threads);
@@ -274,8 +285,8 @@ impl JitProgram {
                 };
                 let name = format!("hlstm_program_{index}");
                 let k = Keep {
-                    clif: keep.clif,
                     asm: keep.asm && index == 0,
+                    ..keep
                 };
                 compiled.push(define_program_part(
                     module,
@@ -300,27 +311,166 @@ impl JitProgram {
             // "C" on this host.
             entries.push(unsafe { std::mem::transmute::<*const u8, Entry>(ptr) });
         }
+        let code_len: usize = compiled.iter().map(|x| x.code_len).sum();
+        let rodata_len: usize = compiled.iter().map(|x| x.rodata_len).sum();
+        let steps = StepsInfo::of(p);
+        let image = keep.image.then(|| -> Result<CodeImage, String> {
+            let funcs = compiled
+                .iter_mut()
+                .map(|c| c.image.take().unwrap_or(Err("not imaged".into())))
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(CodeImage {
+                funcs,
+                work_len: compiled[0].work_len,
+                fma: compiled[0].fma,
+                code_len,
+                rodata_len,
+                steps: steps.image(),
+            })
+        });
         let c = compiled.swap_remove(0);
-        let code_len = c.code_len + compiled.iter().map(|x| x.code_len).sum::<usize>();
-        let rodata_len = c.rodata_len + compiled.iter().map(|x| x.rodata_len).sum::<usize>();
-        let id = NEXT_PROGRAM_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let work_len = c.work_len.max(1);
-        let ctx = JitContext::new(id, &entries, work_len, p.inputs.len(), p.outputs.len());
-        Ok(JitProgram {
+        let mut j = Self::assemble(entries, work_len, steps, c.fma, code_len, rodata_len, code);
+        j.clif = c.clif;
+        j.asm = c.asm;
+        j.image = image;
+        Ok(j)
+    }
+
+    /// The program's parts put together, with a context for [`JitProgram::run`].
+    fn assemble(
+        entries: Vec<Entry>,
+        work_len: usize,
+        steps: StepsInfo,
+        fma: bool,
+        code_len: usize,
+        rodata_len: usize,
+        code: Code,
+    ) -> JitProgram {
+        let id = NEXT_PROGRAM_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (n_in, n_out) = (steps.inputs.len(), steps.outputs.len());
+        let ctx = JitContext::new(id, &entries, work_len, n_in, n_out);
+        JitProgram {
             id,
             entries,
             work_len,
             ctx: Mutex::new(ctx),
-            in_bufs: p.inputs.clone(),
-            out_bufs: p.outputs.clone(),
-            steps: StepsInfo::of(p),
-            clif: c.clif,
-            fma: c.fma,
+            n_in,
+            n_out,
+            steps,
+            image: None,
+            clif: String::new(),
+            fma,
             rodata_len,
-            asm: c.asm,
+            asm: None,
             code_len,
             _code: code,
-        })
+        }
+    }
+
+    /// The program as bytes, when it was compiled with [`Keep::image`]; an error says why
+    /// there is none (not asked for, or code an image cannot hold).
+    pub fn image(&self) -> Result<&CodeImage, String> {
+        match &self.image {
+            Some(Ok(i)) => Ok(i),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("compiled without an image".into()),
+        }
+    }
+
+    /// Loads a program from its image ([`JitProgram::image`]) for the CPU `opts` names, which
+    /// must be the one it was compiled for: its code and data are laid out in a fresh module,
+    /// relocated and finalized, without compiling anything.
+    pub fn from_image(img: &CodeImage, opts: &CpuOptions) -> Result<JitProgram, String> {
+        if !host_supports(opts.isa) {
+            return Err(format!(
+                "this machine cannot run {} code in the JIT",
+                opts.isa.name()
+            ));
+        }
+        let data_bytes: usize = img
+            .funcs
+            .iter()
+            .filter_map(|f| f.rodata.as_ref())
+            .map(Vec::len)
+            .sum();
+        // The arena is sized as for the compiled program (16 bytes per constant byte).
+        let mut code = Code(Some(new_module(opts, data_bytes)?));
+        let module = code.0.as_mut().expect("module");
+        let sig = program_signature(module);
+        let mut ids = Vec::with_capacity(img.funcs.len());
+        for f in &img.funcs {
+            let id = module
+                .declare_function(&f.name, Linkage::Export, &sig)
+                .map_err(|e| e.to_string())?;
+            if let Some(d) = &f.rodata {
+                let did = module
+                    .declare_data(&format!("{}_rodata", f.name), Linkage::Local, false, false)
+                    .map_err(|e| e.to_string())?;
+                let mut desc = cranelift_module::DataDescription::new();
+                desc.define(d.clone().into_boxed_slice());
+                desc.set_align(64);
+                module.define_data(did, &desc).map_err(|e| e.to_string())?;
+            }
+            ids.push(id);
+        }
+        let imports: std::collections::BTreeSet<&str> = img
+            .funcs
+            .iter()
+            .flat_map(|f| &f.relocs)
+            .filter_map(|r| match &r.target {
+                Target::Import(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        for n in imports {
+            // The symbols `new_module` gives the JIT; a relocation needs only the address, so
+            // the declaration's signature does not matter.
+            let provided =
+                n == BARRIER_SYMBOL || super::wide::jit_symbols().iter().any(|(s, _)| *s == n);
+            if !provided {
+                return Err(format!(
+                    "the image imports {n}, which the JIT does not provide"
+                ));
+            }
+            let bsig = module.make_signature();
+            module
+                .declare_function(n, Linkage::Import, &bsig)
+                .map_err(|e| e.to_string())?;
+        }
+        for (f, &id) in img.funcs.iter().zip(&ids) {
+            let relocs = f
+                .relocs
+                .iter()
+                .map(|r| module_reloc(module, r))
+                .collect::<Result<Vec<_>, String>>()?;
+            module
+                .define_function_bytes(id, f.alignment, &f.code, &relocs)
+                .map_err(|e| format!("cranelift: {e}"))?;
+        }
+        module
+            .finalize_definitions()
+            .map_err(|e| format!("cranelift: {e}"))?;
+        let entries = ids
+            .iter()
+            .map(|&id| {
+                let ptr = module.get_finalized_function(id);
+                // SAFETY: as in `compile_parts_keep`: the bytes are those Cranelift made for
+                // a function of `program_signature`.
+                unsafe { std::mem::transmute::<*const u8, Entry>(ptr) }
+            })
+            .collect();
+        let mut j = Self::assemble(
+            entries,
+            img.work_len.max(1),
+            StepsInfo::from_image(&img.steps),
+            img.fma,
+            img.code_len,
+            img.rodata_len,
+            code,
+        );
+        j.image = None;
+        Ok(j)
     }
 
     /// Runs the program on a whole sequence (its longest, when its length is a run-time one):
@@ -349,8 +499,7 @@ impl JitProgram {
     /// A new context for this program: a workspace of its own (and worker threads, for a
     /// program split across threads), so that callers on several threads run at once.
     pub fn new_context(&self) -> JitContext {
-        let (ins, outs) = (self.in_bufs.len(), self.out_bufs.len());
-        JitContext::new(self.id, &self.entries, self.work_len, ins, outs)
+        JitContext::new(self.id, &self.entries, self.work_len, self.n_in, self.n_out)
     }
 
     /// [`JitProgram::run_steps`] in a context of this program's ([`JitProgram::new_context`]).
@@ -373,17 +522,17 @@ impl JitProgram {
                     .into(),
             );
         }
-        if inputs.len() != self.in_bufs.len() {
+        if inputs.len() != self.n_in {
             return Err(format!(
                 "expected {} inputs, got {}",
-                self.in_bufs.len(),
+                self.n_in,
                 inputs.len()
             ));
         }
-        if outputs.len() != self.out_bufs.len() {
+        if outputs.len() != self.n_out {
             return Err(format!(
                 "expected {} outputs, got {}",
-                self.out_bufs.len(),
+                self.n_out,
                 outputs.len()
             ));
         }
@@ -482,4 +631,26 @@ impl JitProgram {
     pub fn rodata_len(&self) -> usize {
         self.rodata_len
     }
+}
+
+/// A JIT module for `opts` in an arena of its own.
+///
+/// Code reaches its constants PC-relative (32-bit offsets). With the default provider the code
+/// and the constants are separate heap allocations, which in a process with a large heap (a
+/// Python interpreter that has loaded numpy and compiled many models) can land more than 2 GiB
+/// apart: cranelift-jit then panics while relocating. One arena per module keeps every segment
+/// within the reservation, which is address space only (PROT_NONE until used) and is unmapped
+/// with the module.
+fn new_module(opts: &CpuOptions, const_bytes: usize) -> Result<JITModule, String> {
+    let isa = build_isa(opts, false)?;
+    let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    builder.symbol(BARRIER_SYMBOL, hlstm_barrier as *const u8);
+    for (name, f) in super::wide::jit_symbols() {
+        builder.symbol(name, f);
+    }
+    let reserve = (ARENA_BASE + 16 * const_bytes).min(ARENA_MAX);
+    let arena = cranelift_jit::ArenaMemoryProvider::new_with_size(reserve)
+        .map_err(|e| format!("cannot reserve {reserve} bytes for the JIT's code: {e}"))?;
+    builder.memory_provider(Box::new(arena));
+    Ok(JITModule::new(builder))
 }

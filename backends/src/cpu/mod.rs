@@ -13,6 +13,7 @@
 pub mod aot;
 pub mod codegen;
 mod elementwise;
+pub mod image;
 mod jit;
 mod layout;
 pub mod math;

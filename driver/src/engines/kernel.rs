@@ -135,6 +135,32 @@ pub fn compile_jit(program: &Program, opts: &BuildOptions) -> Result<JitProgram>
     .map_err(|msg| Error::Codegen { target: "jit", msg })
 }
 
+/// [`compile_jit`], keeping what `keep` asks for (the image, for the compiled-code cache).
+pub(crate) fn compile_jit_keep(
+    program: &Program,
+    opts: &BuildOptions,
+    keep: hlstm_backends::cpu::codegen::Keep,
+) -> Result<JitProgram> {
+    let parts = if opts.threads > 1 {
+        hlstm_passes::lower::threads::split(program, opts.threads)
+    } else {
+        Vec::new()
+    };
+    let cpu = CpuOptions {
+        isa: opts.cpu,
+        ..CpuOptions::default()
+    };
+    JitProgram::compile_parts_keep(program, &parts, &cpu, keep)
+        .map_err(|msg| Error::Codegen { target: "jit", msg })
+}
+
+/// The kernel program of a graph with static input shapes, and whether every input is fed
+/// as it is (no one-hot input).
+pub(crate) fn lower_plain(g: &Graph, opts: &BuildOptions) -> Result<(Program, bool)> {
+    let (p, feeds) = lower(g, opts)?;
+    Ok((p, feeds.iter().all(|f| *f == Feed::Plain)))
+}
+
 /// Lowers and compiles a graph with static input shapes.
 fn compile(sh: &Shared, g: &Graph) -> Result<Variant> {
     let (program, feeds) = lower(g, &sh.opts)?;

@@ -13,6 +13,7 @@ use crate::{BuildOptions, Engine, Error, Model, Result};
 use std::sync::Arc;
 
 pub use kernel::{compile_jit, kernel_program, lower_options};
+pub(crate) use kernel::{compile_jit_keep, lower_plain};
 
 /// Builds `model` for `opts.engine`.
 pub(crate) fn build(model: Model, opts: &BuildOptions) -> Result<Arc<dyn Runnable>> {

@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// Print one JSON object (on the last line) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Keep the compiled code in DIR and reuse it (jit engine; docs/cache.md): a second run of
+    /// the same model with the same options skips import, optimization and compilation.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub opt: super::optimize::OptArgs,
 }
@@ -161,9 +165,51 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         },
     };
     let opt = a.opt.options()?;
+    let opts = build_options(a.engine.into(), a.sparse_strategy, a.cpu, threads as u64);
+    let mut preloaded = None;
+    let mut cache_note = None;
+    if let Some(dir) = &a.cache_dir {
+        if !matches!(a.engine, Engine::Jit) {
+            bail!("--cache-dir holds JIT code: use it with --engine jit");
+        }
+        let cache = hlstmc::cache::Cache::new(dir);
+        let t0 = Instant::now();
+        let extra = |m: &hlstmc::Model| {
+            let st = graph_stats(m.graph());
+            serde_json::json!({
+                "steps": sequence_steps(m.graph()),
+                "batch": st.batch,
+                "macs_per_call": st.macs_per_step_nonzero * st.steps as f64 * st.batch as f64,
+            })
+        };
+        let (found, phases) = record(|| cache.load_or_build(&a.model, &opt, &opts, &extra));
+        let total = t0.elapsed();
+        match found {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {}: {w}", a.model.display());
+                }
+                if let hlstmc::cache::Outcome::Rebuilt(why) = &c.outcome {
+                    eprintln!("warning: cache entry {}: {why}; rebuilt", c.path.display());
+                }
+                return cached_bench(&a, c, total, phases, plan);
+            }
+            Err(Ok(nc)) => {
+                eprintln!("note: not cached: {}", nc.reason);
+                cache_note = Some(format!("not cached: {}", nc.reason));
+                preloaded = Some(nc.model);
+            }
+            Err(Err(e)) => {
+                return Err(anyhow::Error::from(e).context(a.model.display().to_string()));
+            }
+        }
+    }
     let t0 = Instant::now();
     let (loaded, mut phases) = record(|| -> Result<_> {
-        let model = super::load_model(&a.model)?;
+        let model = match preloaded.take() {
+            Some(m) => m,
+            None => super::load_model(&a.model)?,
+        };
         // Test data fixes the dims an export left open (as `run` does).
         let given = match &a.test_data {
             Some(dir) => {
@@ -206,7 +252,6 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
     }
     // One call: a whole sequence in one state (for the GPU: the inputs copied to it, the
     // kernel launched and waited for, the outputs copied back).
-    let opts = build_options(a.engine.into(), a.sparse_strategy, a.cpu, threads as u64);
     let (built, more) = record(|| -> Result<_> {
         let runnable = model.into_runnable(&opts)?;
         let state = runnable.new_state()?;
@@ -232,6 +277,7 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         optimize,
         compile,
         phases: &phases,
+        cache: cache_note,
         plan,
         warmup: a.warmup,
         runs: per_call_us.len() as u64,
@@ -255,6 +301,116 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         report.print_text()?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `bench` of a model from the compiled-code cache (hit, or miss and stored): the setup is
+/// split into its stages by the phases recorded (import: reading and hashing the file, and on
+/// a miss importing it; optimize; the rest: lowering and code generation, or loading the
+/// cached code).
+fn cached_bench(
+    a: &BenchArgs,
+    c: hlstmc::cache::Cached,
+    total: std::time::Duration,
+    phases: super::setup_time::Phases,
+    plan: Plan,
+) -> Result<ExitCode> {
+    use std::time::Duration;
+    let top = |stage: &str| -> Duration {
+        phases
+            .iter()
+            .filter(|(n, _)| {
+                n == stage || (n.starts_with(&format!("{stage}/")) && n.matches('/').count() == 1)
+            })
+            .map(|(_, d)| *d)
+            .sum()
+    };
+    let import = top("import");
+    let optimize = phases
+        .iter()
+        .find(|(n, _)| n == "optimize")
+        .map_or(Duration::ZERO, |(_, d)| *d);
+    let compile = total.saturating_sub(import + optimize);
+    let steps = c.extra["steps"].as_u64().map(|t| t as usize);
+    let batch = c.extra["batch"].as_u64().unwrap_or(1) as usize;
+    let macs_per_call = c.extra["macs_per_call"].as_f64().unwrap_or(0.0);
+    let inputs = match &a.test_data {
+        Some(dir) => {
+            let infos = c.runnable.inputs();
+            let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+            hlstmc::test_data::TestData::load(dir, &names, 0)?.inputs
+        }
+        None => random_inputs_of(c.runnable.inputs(), steps.unwrap_or(1))?,
+    };
+    let mut state = c.runnable.new_state()?;
+    let mut outputs = Vec::new();
+    let mut call = || -> Result<()> {
+        state.run_into(&inputs, &mut outputs)?;
+        Ok(())
+    };
+    let (per_call_us, iters) = measure(&mut call, a.warmup, plan)?;
+    let report = report::Report {
+        model: &a.model,
+        engine: "jit",
+        device: None,
+        threads: a.threads as usize,
+        test_data: a.test_data.is_some(),
+        import,
+        optimize,
+        compile,
+        phases: &phases,
+        cache: Some(format!("{} {}", c.outcome.name(), c.path.display())),
+        plan,
+        warmup: a.warmup,
+        runs: per_call_us.len() as u64,
+        iters,
+        summary: summarize(per_call_us),
+        steps,
+        batch,
+        macs_per_call,
+    };
+    if a.opt.time_passes {
+        let stages = [
+            ("import", import),
+            ("optimize", optimize),
+            ("compile", compile),
+        ];
+        eprint!("{}", super::setup_time::table(&stages, &phases));
+    }
+    if a.json {
+        report.print_json()?;
+    } else {
+        report.print_text()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// [`random_inputs`] from the inputs' declared types alone (a model from the cache has no
+/// graph): the same generator, seed and order, so the same values.
+fn random_inputs_of(infos: &[hlstmc::TensorInfo], steps: usize) -> Result<Vec<Tensor>> {
+    let mut rng = hlstmc::ir::rng::Rng::new(INPUT_SEED);
+    infos
+        .iter()
+        .map(|i| {
+            let dims: Vec<usize> =
+                i.ty.shape
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|d| d.known().unwrap_or(2))
+                    .collect();
+            let n: usize = dims.iter().product();
+            Ok(match i.ty.dtype {
+                DType::F32 => Tensor::from_f32(&dims, rng.vec(n, -1.0, 1.0))
+                    .ok_or_else(|| anyhow!("input '{}': too large", i.name))?,
+                DType::Bool => Tensor::from_f32(&dims, vec![1.0; n])
+                    .ok_or_else(|| anyhow!("input '{}': too large", i.name))?
+                    .cast(DType::Bool),
+                d => Tensor::from_f32(&dims, vec![steps as f32; n])
+                    .ok_or_else(|| anyhow!("input '{}': too large", i.name))?
+                    .cast(d),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub struct Report<'a> {
     pub compile: Duration,
     /// The named phases of the three (`hlstm_ir::timing`).
     pub phases: &'a crate::cli::setup_time::Phases,
+    /// With --cache-dir: `hit PATH`, `miss PATH`, `rebuilt PATH` or `not cached: why`.
+    pub cache: Option<String>,
     pub plan: Plan,
     pub warmup: u64,
     pub runs: u64,
@@ -76,6 +78,16 @@ impl Report<'_> {
         if let Some(d) = self.device {
             obj["device"] = serde_json::json!(d);
         }
+        if let Some(c) = &self.cache {
+            let (what, path) = c.split_once(' ').unwrap_or((c, ""));
+            match what {
+                "hit" | "miss" | "rebuilt" => {
+                    obj["cache"] = serde_json::json!(what);
+                    obj["cache_file"] = serde_json::json!(path);
+                }
+                _ => obj["cache"] = serde_json::json!(c),
+            }
+        }
         outln!("{obj}");
         Ok(())
     }
@@ -102,6 +114,9 @@ impl Report<'_> {
             "compile:  {:.2} ms (lowering and code generation)",
             Self::ms(self.compile)
         );
+        if let Some(c) = &self.cache {
+            outln!("cache:    {c}");
+        }
         let (runs, warmup, iters) = (self.runs, self.warmup, self.iters);
         match self.plan {
             Plan::Runs(_) => outln!("timed:    {runs} calls after {warmup} warm-up calls"),
