@@ -1,24 +1,32 @@
 #!/usr/bin/env python3
-"""Training speed: hlstmc's trainer against PyTorch on CPU, same model, same batch.
+"""Training speed: hlstmc's trainer against PyTorch on CPU, same model, same batch, on one and
+two threads.
 
     python3 bench/train_speed.py                 # prints a markdown table (BENCHMARKS.md, Training)
     python3 bench/train_speed.py --steps 20 --json out.json
+    python3 bench/train_speed.py --only masked   # the rows whose name contains "masked"
 
 For each model, hlstmc's side is `cargo run --release -p hlstm-trainer --example
-train_step_time` on a generated config, once with the `fast` engine and once with the `jit`
-engine (both single-threaded): the wall time of each training step (forward and backward pass, clipping to norm 5, Adam, the masks). PyTorch's
-side times the same step (forward, cross-entropy, backward, clip_grad_norm_, Adam) for the same
-model, batch and sequence length, with 1 thread and with every core. Both skip two warm-up
-steps and report the median of the next --steps. Throughput is training samples per second:
-sequences for the digits classifiers, characters for the language model.
+train_step_time` on a generated config with the `jit` engine, once with `train.threads = 1` and
+once with 2 (`--fast` adds the `fast` engine, single-threaded): the wall time of each training
+step (forward and backward pass, the weight-gradient products, clipping to norm 5, Adam, the
+masks). PyTorch's side times the same step (forward, cross-entropy, backward, clip_grad_norm_,
+Adam) for the same model, batch and sequence length, with torch.set_num_threads(1) and (2).
+Both sides run one after the other for each model, so that a busy machine slows both alike, skip
+two warm-up steps and report the median of the next --steps. The table gives steps per second
+(and ms per step); throughput in samples is steps/s times samples/step (sequences for the
+digits classifiers, characters for the language models).
 
-Models: the digits H-LSTM (hidden 64, one ReLU layer of 64 per gate, dropout 0.2, trained
-dense: grow-and-prune masks do not change the dense kernels' cost on either side), the digits
-2 x 64 stacked LSTM, and the character models of the text results: the 2 x 256 stacked LSTM
-and the H-LSTM of state 256 with one ReLU layer of 256 per gate (embedding 32, windows of 100,
-batch 32; the state is carried across windows); and that H-LSTM with its weight matrices masked
-to 10%, the jit column with `train.sparse_kernels` (PyTorch times the same dense model: its
-kernels do not skip the zeros).
+Models: the digits H-LSTM (hidden 64, one ReLU layer of 64 per gate, dropout 0.2, dense), the
+digits 2 x 64 stacked LSTM, and the character models of the text results: the 2 x 256 stacked
+LSTM (also with `train.sampled_gradients = true`: its weight gradients aᵀ·g made by the
+trainer's AVX2 product instead of the compiled graph) and the H-LSTM of state 256 with one ReLU
+layer of 256 per gate (embedding 32, windows of 100, batch 32; the state is carried across
+windows); and that H-LSTM with its weight matrices masked to 10%, with `train.sparse_kernels`
+(compressed kernels over the masks), first with the weight gradients dense as before
+(`sampled_gradients = false`), then sampled at the masks' kept positions (the default with
+sparse kernels). PyTorch times the same dense model for the masked rows: its kernels do not
+skip the zeros.
 """
 import argparse
 import json
@@ -35,9 +43,10 @@ DIGITS = os.path.join(ROOT, "trainer/data/digits/digits.csv.gz")
 TEXT = os.path.join(ROOT, "examples/data/text/fortunes-en.txt.gz")
 TEXT_CHARS = 100_000  # enough windows for the timed steps
 
-ENGINES = ["fast", "jit"]
+THREADS = [1, 2]
 
 COMMON_TRAIN = """engine = "ENGINE"
+threads = THREADS
 batch = 32
 optimizer = "adam"
 lr = 0.005
@@ -48,12 +57,17 @@ MODELS = {
     "digits H-LSTM (64, 1x64 per gate)": dict(kind="hlstm", hidden=64, layers=1, T=8, F=8),
     "digits LSTM 2x64": dict(kind="lstm", hidden=64, layers=2, T=8, F=8),
     "text LSTM 2x256 (embed 32, window 100)": dict(kind="lm", hidden=256, layers=2, T=100, E=32),
+    "text LSTM 2x256, weight gradients by the trainer":
+        dict(kind="lm", hidden=256, layers=2, T=100, E=32, extra="sampled_gradients = true"),
     "text H-LSTM 256 (1x256 per gate, embed 32, window 100)":
         dict(kind="hlm", hidden=256, layers=1, T=100, E=32),
-    # The same with every weight matrix but the embedding masked to 10% (a grow-and-prune
-    # model's density): the jit engine multiplies by compressed kernels over the masks
-    # (`train.sparse_kernels`); the fast engine and PyTorch pay the dense cost.
-    "text H-LSTM 256 masked to 10% (jit: sparse kernels)":
+    # Every weight matrix but the embedding masked to 10% (a grow-and-prune model's density),
+    # multiplied by compressed kernels over the masks (`train.sparse_kernels`): the weight
+    # gradients dense (before issue 20), then sampled at the kept positions.
+    "text H-LSTM 256 masked to 10%, sparse kernels, dense weight gradients":
+        dict(kind="hlm", hidden=256, layers=1, T=100, E=32, density=0.1,
+             extra="sampled_gradients = false"),
+    "text H-LSTM 256 masked to 10%, sparse kernels, sampled weight gradients":
         dict(kind="hlm", hidden=256, layers=1, T=100, E=32, density=0.1),
 }
 
@@ -85,6 +99,8 @@ split = {{ modulus = 5, test = [4], validation = [3] }}
         else:
             model = f'cell = "lstm"\nhidden = {m["hidden"]}\nlayers = {m["layers"]}\n'
     text = f"seed = 1\n{data}\n[model]\n{model}\n[train]\n{COMMON_TRAIN}"
+    if "extra" in m:
+        text += m["extra"] + "\n"
     if "density" in m:
         text += (f'sparse_kernels = true\n\n[gp]\nseed_density = {m["density"]}\n'
                  'exclude = ["embed"]\n')
@@ -97,10 +113,10 @@ def vocab_size(text):
         return len(set(f.read(TEXT_CHARS)))
 
 
-def time_hlstmc(m, text, steps, tmp, engine):
-    path = os.path.join(tmp, f"{m['kind']}-{engine}.toml")
+def time_hlstmc(m, text, steps, tmp, engine, threads):
+    path = os.path.join(tmp, f"{m['kind']}-{engine}-{threads}.toml")
     with open(path, "w") as f:
-        f.write(config(m, text).replace("ENGINE", engine))
+        f.write(config(m, text).replace("ENGINE", engine).replace("THREADS", str(threads)))
     out = subprocess.run(
         ["cargo", "run", "-q", "--release", "-p", "hlstm-trainer", "--example",
          "train_step_time", "--", path, str(steps)],
@@ -221,6 +237,8 @@ def main():
     ap.add_argument("--steps", type=int, default=20, help="timed steps per side (default 20)")
     ap.add_argument("--text", default=TEXT, help="the text data (default examples/data/text)")
     ap.add_argument("--json", help="also write the numbers here")
+    ap.add_argument("--only", help="only the models whose name contains this")
+    ap.add_argument("--fast", action="store_true", help="also time the fast engine (1 thread)")
     a = ap.parse_args()
     try:
         import torch
@@ -230,16 +248,23 @@ def main():
         print("PyTorch is not installed: only hlstmc is timed", file=sys.stderr)
     cores = os.cpu_count()
     vocab = vocab_size(a.text)
+    # Build first, so that no timed run waits for the compiler.
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "hlstm-trainer", "--example",
+                    "train_step_time"], cwd=ROOT, check=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, m in MODELS.items():
+            if a.only and a.only not in name:
+                continue
             row = {"model": name, "batch": 32}
-            for engine in ENGINES:
-                s, per = time_hlstmc(m, a.text, a.steps, tmp, engine)
-                row[f"hlstmc_{engine}_s"], row["per_step"] = s, per
-            if torch_version:
-                row["torch1_s"], _ = time_torch(m, vocab, a.steps, 1)
-                row["torchN_s"], _ = time_torch(m, vocab, a.steps, cores)
+            if a.fast:
+                row["hlstmc_fast_s"], row["per_step"] = time_hlstmc(m, a.text, a.steps, tmp,
+                                                                    "fast", 1)
+            for t in THREADS:
+                row[f"hlstmc_{t}_s"], row["per_step"] = time_hlstmc(m, a.text, a.steps, tmp,
+                                                                    "jit", t)
+                if torch_version:
+                    row[f"torch_{t}_s"], _ = time_torch(m, vocab, a.steps, t)
             rows.append(row)
             print(f"{name}: {row}", file=sys.stderr)
     cpu = platform.machine()
@@ -248,21 +273,31 @@ def main():
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    head = (f"machine: {cpu}, {cores} cores; "
+    try:
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "?"
+    head = (f"machine: {cpu}, {cores} cores, load average {load} at the end; "
             f"PyTorch {torch_version or 'absent'}; {time.strftime('%Y-%m-%d', time.gmtime())}")
-    lines = [head, "",
-             f"| model (batch 32) | samples/step | hlstmc fast, 1 thread | hlstmc jit, 1 thread "
-             f"| PyTorch, 1 thread | PyTorch, {cores} threads | hlstmc jit / PyTorch (1 thread) |",
-             "|---|---|---|---|---|---|---|"]
+    cols = ["model (batch 32)", "samples/step"]
+    if a.fast:
+        cols.append("hlstmc fast, 1 thread")
+    for t in THREADS:
+        cols += [f"hlstmc jit, {t} thread{'s' * (t > 1)}", f"PyTorch, {t} thread{'s' * (t > 1)}"]
+    cols += [f"hlstmc / PyTorch, {t} thread{'s' * (t > 1)}" for t in THREADS]
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rate = lambda s: f"{1 / s:.2f}/s ({1000 * s:.1f} ms)"
     for r in rows:
-        rate = lambda s: f"{r['per_step'] / s:,.0f}/s ({1000 * s:.1f} ms)"
-        ours = " | ".join(rate(r[f"hlstmc_{e}_s"]) for e in ENGINES)
-        if torch_version:
-            lines.append(f"| {r['model']} | {r['per_step']} | {ours} | "
-                         f"{rate(r['torch1_s'])} | {rate(r['torchN_s'])} | "
-                         f"{r['torch1_s'] / r['hlstmc_jit_s']:.2f}x |")
-        else:
-            lines.append(f"| {r['model']} | {r['per_step']} | {ours} | - | - | - |")
+        cells = [r["model"], str(r["per_step"])]
+        if a.fast:
+            cells.append(rate(r["hlstmc_fast_s"]))
+        for t in THREADS:
+            cells.append(rate(r[f"hlstmc_{t}_s"]))
+            cells.append(rate(r[f"torch_{t}_s"]) if torch_version else "-")
+        for t in THREADS:
+            cells.append(f"{r[f'torch_{t}_s'] / r[f'hlstmc_{t}_s']:.2f}x" if torch_version
+                         else "-")
+        lines.append("| " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if a.json:
         with open(a.json, "w") as f:

@@ -19,7 +19,7 @@ fn f32s(t: &Tensor) -> Vec<f32> {
 }
 
 /// One training step of `cfg`'s model (T = 5, batch 3) with its weight matrices masked at about
-/// 30% (some under `SAMPLED_MAX_DENSITY`, some over): the factored graph's outputs against the
+/// 15% or 50% (under `SAMPLED_MAX_DENSITY` and over): the factored graph's outputs against the
 /// whole graph's, with sampled products where the mask allows and dense ones.
 fn factored_matches(cfg: ModelConfig, save: SaveMode) {
     let (t, n) = (5, 3);
@@ -53,12 +53,13 @@ fn factored_matches(cfg: ModelConfig, save: SaveMode) {
         inputs.push(Tensor::from_f32(&dims, rng.vec(dims.iter().product(), 0.0, 1.0)).unwrap());
     }
     let mut masks: Masks = Vec::new();
-    for p in m.init_params(5) {
+    for (i, p) in m.init_params(5).iter().enumerate() {
         let dims = p.shape().to_vec();
-        let mut w = f32s(&p);
+        let mut w = f32s(p);
+        let density = [0.15, 0.5][i % 2];
         let mask = (dims.len() == 2).then(|| {
             (0..w.len())
-                .map(|_| rng.vec(1, 0.0, 1.0)[0] < 0.3)
+                .map(|_| rng.vec(1, 0.0, 1.0)[0] < density)
                 .collect::<Vec<bool>>()
         });
         if let Some(mask) = &mask {

@@ -4,7 +4,8 @@
 //! sampled dense-dense product, SDDMM).
 //!
 //! Both are deterministic and do not depend on the thread count, the CPU's vector width or
-//! whether AVX2 is there (the scalar path does the same operations, with fused multiply-adds):
+//! whether AVX2 or AVX-512 is there (the scalar path does the same operations, with fused
+//! multiply-adds):
 //!
 //! - [`dense`]: every element is the chain `acc = fma(a[r,k], g[r,m], acc)` over r = 0, 1, ...
 //!   from 0, in row order. Tiles and threads only decide which elements are computed where.
@@ -51,6 +52,17 @@ impl Pattern {
     /// Kept positions.
     pub fn nnz(&self) -> usize {
         self.col.len()
+    }
+}
+
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -116,7 +128,10 @@ pub fn dense_on(
     assert!(a.len() == r * k && g.len() == r * m && out.len() == k * m);
     out.fill(0.0);
     let fast = path.fast();
-    let parts = ranges(k, threads, TK);
+    // AVX-512: tiles of 8 x 32 in sixteen registers; else 6 x 16 (the same bits: tiles only
+    // decide where each element's chain is computed).
+    let wide = fast && avx512();
+    let parts = ranges(k, threads, if wide { 8 } else { TK });
     let mut rest: &mut [f32] = out;
     let mut jobs = Vec::new();
     for range in parts {
@@ -125,7 +140,17 @@ pub fn dense_on(
         jobs.push((range, mine));
     }
     let work = |(range, mine): (std::ops::Range<usize>, &mut [f32])| {
-        dense_rows(a, g, r, k, m, range, mine, fast)
+        if wide {
+            #[cfg(target_arch = "x86_64")]
+            dense_rows::<8, 32>(a, g, r, k, m, range, mine, &|a, lda, g, ldg, rows, c| {
+                // SAFETY: AVX-512F is present (`avx512`); `tile` checked the bounds.
+                unsafe { x86::tile512(a.as_ptr(), lda, g.as_ptr(), ldg, rows, c) }
+            });
+        } else {
+            dense_rows::<TK, TM>(a, g, r, k, m, range, mine, &|a, lda, g, ldg, rows, c| {
+                tile(a, lda, g, ldg, rows, c, fast)
+            });
+        }
     };
     if jobs.len() == 1 {
         jobs.into_iter().for_each(work);
@@ -144,9 +169,13 @@ const TM: usize = 16;
 /// Rows of a and g per pass over a tile (g's tile columns stay in L1).
 const CHUNK: usize = 256;
 
-/// Rows `ks` of out (`mine`, row-major [ks.len(), m]).
+/// A tile kernel: c[i][j] = fma chain of a[r*lda + i] * g[r*ldg + j] over r in 0..rows.
+type Tile<'a, const TK: usize, const TM: usize> =
+    &'a dyn Fn(&[f32], usize, &[f32], usize, usize, &mut [[f32; TM]; TK]);
+
+/// Rows `ks` of out (`mine`, row-major [ks.len(), m]) in tiles of TK x TM.
 #[allow(clippy::too_many_arguments)]
-fn dense_rows(
+fn dense_rows<const TK: usize, const TM: usize>(
     a: &[f32],
     g: &[f32],
     r: usize,
@@ -154,7 +183,7 @@ fn dense_rows(
     m: usize,
     ks: std::ops::Range<usize>,
     mine: &mut [f32],
-    fast: bool,
+    tile: Tile<TK, TM>,
 ) {
     // Zero-padded copies of an edge tile's operands, so the tile kernel always runs whole.
     let mut pa = vec![0f32; CHUNK * TK];
@@ -194,7 +223,8 @@ fn dense_rows(
                     let at = (k0 - ks.start + i) * m + m0;
                     row[..nm].copy_from_slice(&mine[at..at + nm]);
                 }
-                tile(ap, lda, gp, ldg, rows, &mut c, fast);
+                assert!(ap.len() >= (rows - 1) * lda + TK && gp.len() >= (rows - 1) * ldg + TM);
+                tile(ap, lda, gp, ldg, rows, &mut c);
                 for (i, row) in c.iter().enumerate().take(nk) {
                     let at = (k0 - ks.start + i) * m + m0;
                     mine[at..at + nm].copy_from_slice(&row[..nm]);
@@ -479,6 +509,41 @@ mod x86 {
             ];
             for (j, v) in o.iter().enumerate() {
                 _mm256_storeu_ps(dst.add(j * ldd), *v);
+            }
+        }
+    }
+
+    /// See `super::tile`: an 8 x 32 tile in sixteen AVX-512 registers.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile512(
+        a: *const f32,
+        lda: usize,
+        g: *const f32,
+        ldg: usize,
+        rows: usize,
+        c: &mut [[f32; 32]; 8],
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+            for (i, row) in c.iter().enumerate() {
+                acc[i] = [
+                    _mm512_loadu_ps(row.as_ptr()),
+                    _mm512_loadu_ps(row.as_ptr().add(16)),
+                ];
+            }
+            for r in 0..rows {
+                let gr = g.add(r * ldg);
+                let (g0, g1) = (_mm512_loadu_ps(gr), _mm512_loadu_ps(gr.add(16)));
+                let ar = a.add(r * lda);
+                for (i, v) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*ar.add(i));
+                    v[0] = _mm512_fmadd_ps(x, g0, v[0]);
+                    v[1] = _mm512_fmadd_ps(x, g1, v[1]);
+                }
+            }
+            for (i, row) in c.iter_mut().enumerate() {
+                _mm512_storeu_ps(row.as_mut_ptr(), acc[i][0]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[i][1]);
             }
         }
     }
