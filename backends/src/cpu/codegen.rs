@@ -203,6 +203,14 @@ pub fn define_program_with<M: Module>(
         Some(w) if calls_spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 7)?),
         _ => None,
     };
+    let act_id = match wide {
+        Some(w) if wide_activations(p)? => Some(import(module, w.act_symbol(kernel_prefix), 4)?),
+        _ => None,
+    };
+    let binary_id = match wide {
+        Some(w) if wide_binaries(p)? => Some(import(module, w.binary_symbol(kernel_prefix), 9)?),
+        _ => None,
+    };
     let sig = program_signature(module);
     let func_id = module
         .declare_function(name, linkage, &sig)
@@ -238,6 +246,8 @@ pub fn define_program_with<M: Module>(
     let barrier = barrier_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let gemm = gemm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let spmm = spmm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
+    let act = act_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
+    let binary = binary_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let mut fbc = FunctionBuilderContext::new();
     let build_start = std::time::Instant::now();
     {
@@ -253,6 +263,8 @@ pub fn define_program_with<M: Module>(
         cx.barrier = barrier;
         cx.gemm = gemm;
         cx.spmm = spmm;
+        cx.act = act;
+        cx.binary = binary;
         cx.zero_buffers(&l);
         if barrier.is_some() {
             // Thread 0 zeroed; the others wait for it.
@@ -299,6 +311,91 @@ pub fn define_program_with<M: Module>(
     })
 }
 
+/// The wide activation kernel's `kind` for `out = act(x)` when it runs it: sigmoid (0), tanh
+/// (1) or relu (2), `out` and `x` each one contiguous run of at least `WIDE_ACT_MIN` elements, the
+/// same run or not overlapping.
+fn wide_activation_kind(act: hlstm_ir::Act, out: &View, x: &View) -> Option<i64> {
+    let kind = match act {
+        hlstm_ir::Act::Sigmoid => 0,
+        hlstm_ir::Act::Tanh => 1,
+        hlstm_ir::Act::Relu => 2,
+        _ => return None,
+    };
+    let contiguous = |v: &View| {
+        v.dims == out.dims
+            && v.strides
+                == hlstm_ir::kernel::row_major_strides(&v.dims)
+                    .iter()
+                    .map(|s| *s as isize)
+                    .collect::<Vec<_>>()
+    };
+    let same_or_apart = x.storage != out.storage
+        || (x.offset == out.offset && x.step_stride == out.step_stride)
+        || !hlstm_ir::kernel::verify::overlap(out, x, 1);
+    (out.len() >= WIDE_ACT_MIN && contiguous(out) && contiguous(x) && same_or_apart).then_some(kind)
+}
+
+/// Elements from which sigmoid and tanh call the wide kernel (under that, the call and the
+/// masked tail cost more than the wider vectors save).
+const WIDE_ACT_MIN: usize = 64;
+
+/// Rows, columns and the row strides (elements) of `ins` and `out` when a binary statement runs
+/// the wide kernel: at least `WIDE_ACT_MIN` elements, every operand's last dim contiguous and
+/// its rows at any stride (0: broadcast), at most two dims, no operand overlapping the output
+/// other than element for element.
+fn wide_binary_shape(
+    out: &View,
+    ins: &[&View],
+    trip: usize,
+) -> Result<Option<(usize, usize, [isize; 3])>, String> {
+    let (rows, cols) = match out.dims[..] {
+        [n] => (1, n),
+        [r, c] => (r, c),
+        _ => return Ok(None),
+    };
+    if out.len() < WIDE_ACT_MIN || *out.strides.last().expect("a dim") != 1 {
+        return Ok(None);
+    }
+    let mut strides = [0isize; 3];
+    for (i, x) in ins.iter().enumerate() {
+        let s = hlstm_ir::kernel::verify::bcast_strides(x, &out.dims)?;
+        if *s.last().expect("a dim") != 1 || layout::elementwise_alias(out, x, trip)? {
+            return Ok(None);
+        }
+        strides[i] = if s.len() == 2 { s[0] } else { 0 };
+    }
+    strides[2] = if out.dims.len() == 2 {
+        out.strides[0]
+    } else {
+        0
+    };
+    Ok(Some((rows, cols, strides)))
+}
+
+/// Whether any statement of `p` runs the wide binary kernel.
+fn wide_binaries(p: &Program) -> Result<bool, String> {
+    let mut any = false;
+    hlstm_ir::kernel::visit::try_walk(&p.body, &mut |s, site| {
+        if let Stmt::Binary { out, a, b, .. } = s {
+            any |= wide_binary_shape(out, &[a, b], site.trip)?.is_some();
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok(any)
+}
+
+/// Whether any statement of `p` runs the wide activation kernel.
+fn wide_activations(p: &Program) -> Result<bool, String> {
+    let mut any = false;
+    hlstm_ir::kernel::visit::try_walk(&p.body, &mut |s, _| {
+        if let Stmt::Unary { op, out, x } = s {
+            any |= wide_activation_kind(*op, out, x).is_some();
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok(any)
+}
+
 /// A trip count: known when generating, or a run-time value (the sequence length).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Count {
@@ -337,6 +434,9 @@ pub(crate) struct Cx<'a, 'f> {
     /// The wide kernels this function calls (see `super::wide`): dense, sparse.
     pub gemm: Option<FuncRef>,
     pub spmm: Option<FuncRef>,
+    /// The wide sigmoid and tanh (see `super::wide`).
+    pub act: Option<FuncRef>,
+    pub binary: Option<FuncRef>,
     /// Number of the statement being generated (1-based, pre-order, as `.kir` lists them):
     /// the source location of its instructions, shown as `@NNNN` (hex) in CLIF.
     stmt_no: u32,
@@ -392,6 +492,8 @@ impl<'a, 'f> Cx<'a, 'f> {
             barrier: None,
             gemm: None,
             spmm: None,
+            act: None,
+            binary: None,
             stmt_no: 0,
         })
     }
@@ -642,6 +744,41 @@ impl<'a, 'f> Cx<'a, 'f> {
 
     fn elementwise(&mut self, op: EOp, out: &View, ins: &[&View]) -> Result<(), String> {
         if out.dims.contains(&0) {
+            return Ok(());
+        }
+        if let (Some(f), EOp::Act(act), [x]) = (self.act, op, ins)
+            && let Some(kind) = wide_activation_kind(act, out, x)
+        {
+            // The wide kernel over the contiguous run (see `super::wide`).
+            let (rx, rout) = (self.resolve(x), self.resolve(out));
+            let kind = self.b.ins().iconst(I64, kind);
+            let n = self.b.ins().iconst(I64, out.len() as i64);
+            let xp = self.b.ins().iadd_imm_s(rx.base, rx.off);
+            let op = self.b.ins().iadd_imm_s(rout.base, rout.off);
+            self.b.ins().call(f, &[kind, n, xp, op]);
+            return Ok(());
+        }
+        if let (Some(f), EOp::Bin(bop), [a, b]) = (self.binary, op, ins)
+            && let Some((rows, cols, strides)) = wide_binary_shape(out, &[a, b], self.trip)?
+        {
+            // The wide kernel over rows of contiguous elements (see `super::wide`).
+            let code = match bop {
+                hlstm_ir::BinOp::Add => 0,
+                hlstm_ir::BinOp::Sub => 1,
+                hlstm_ir::BinOp::Mul => 2,
+                hlstm_ir::BinOp::Div => 3,
+            };
+            let mut args = vec![
+                self.b.ins().iconst(I64, code),
+                self.b.ins().iconst(I64, rows as i64),
+                self.b.ins().iconst(I64, cols as i64),
+            ];
+            for (v, stride) in [a, b, out].into_iter().zip(strides) {
+                let rv = self.resolve(v);
+                args.push(self.b.ins().iadd_imm_s(rv.base, rv.off));
+                args.push(self.b.ins().iconst(I64, stride as i64));
+            }
+            self.b.ins().call(f, &args);
             return Ok(());
         }
         let mut alias = false;

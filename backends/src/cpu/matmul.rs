@@ -371,16 +371,20 @@ fn transpose4(cx: &mut Cx, src: Pos, src_row: i64, dst: Pos, dst_row: i64, r: Co
     }
     let (row_blocks, row_last) = blocks(cx, r);
     let (col_blocks, col_last) = blocks(cx, c);
-    let _ = cx.loop_n(row_blocks, &mut |cx, i| {
-        let i = cx.b.ins().imul_imm_s(i, 4);
-        let i = cx.b.ins().umin(i, row_last);
-        let s_rows = cx.advance(src.0, i, src_row);
-        let d_cols = cx.advance(dst.0, i, 4);
-        cx.loop_n(col_blocks, &mut |cx, j| {
-            let j = cx.b.ins().imul_imm_s(j, 4);
-            let j = cx.b.ins().umin(j, col_last);
-            let s = cx.advance(s_rows, j, 4);
-            let d = cx.advance(d_cols, j, dst_row);
+    // The blocks of four destination rows outside, so that the stores walk along them: four
+    // lines at a time, where walking down the destination's columns (the other order) stores
+    // to as many rows as the source has columns, which in a wide output all fall in one set of
+    // the L1 cache.
+    let _ = cx.loop_n(col_blocks, &mut |cx, j| {
+        let j = cx.b.ins().imul_imm_s(j, 4);
+        let j = cx.b.ins().umin(j, col_last);
+        let s_cols = cx.advance(src.0, j, 4);
+        let d_rows = cx.advance(dst.0, j, dst_row);
+        cx.loop_n(row_blocks, &mut |cx, i| {
+            let i = cx.b.ins().imul_imm_s(i, 4);
+            let i = cx.b.ins().umin(i, row_last);
+            let s = cx.advance(s_cols, i, src_row);
+            let d = cx.advance(d_rows, i, 4);
             let x: Vec<Value> = (0..4)
                 .map(|q| cx.load(VEC, s, src.1 + q * src_row))
                 .collect();

@@ -280,3 +280,190 @@ HIDDEN void NAME_spmm_avx2(int64_t m, const uint8_t *at, const uint8_t *ro, cons
                            int64_t nclass, float *outt, int64_t ldo) {
     for (int64_t c = 0; c < nclass; c++) spmm256_class(m, at, ro, table + 6 * c, outt, ldo);
 }
+
+/* Sigmoid, tanh and relu over a contiguous run (NAME_act_*): out[i] = f(x[i]) for i < n; kind 0
+ * is sigmoid, 1 tanh, 2 relu. The same algorithms, constants and operation order as the inline code
+ * (backends/src/cpu/math.rs, with fused multiply-adds), so the results are the same bits, with
+ * 16 or 8 lanes where Cranelift has 4: at batch 16 the gates' activations were most of a step's
+ * elementwise work. Kind 2 is relu (max(0, x), a NaN kept). out may be x itself. */
+
+#define MAGIC 12582912.0f
+#define LOG2E 1.44269504088896341f
+#define EXP_C1 0.693359375f
+#define EXP_C2 -2.12194440e-4f
+static const float EXP_P[6] = {1.9875691e-4f, 1.3981999e-3f, 8.3334519e-3f,
+                               4.1665796e-2f, 1.6666665e-1f, 5.0000001e-1f};
+static const float TANH_P[5] = {-5.7049887e-3f, 2.0639089e-2f, -5.3739716e-2f, 1.3331442e-1f,
+                                -3.3333282e-1f};
+
+/* One ISA's activations, from its vector type V, its integer vector type VI and the
+ * operations below (each a macro of that ISA). */
+#define DEFINE_ACTS(SUF, TARGET, V, VI, LANES)                                                   \
+    __attribute__((target(TARGET))) static inline V exp_bounded_##SUF(V x) {                     \
+        x = SEL_LT(SET1(88.0f), x, SET1(88.0f), x);                                             \
+        x = SEL_LT(x, SET1(-87.0f), SET1(-87.0f), x);                                           \
+        V t = FMA(x, SET1(LOG2E), SET1(MAGIC));                                                 \
+        V nf = SUB(t, SET1(MAGIC));                                                             \
+        VI ni = ISUB(CASTI(t), SET1I((int)0x4b400000));                                         \
+        V r = FMA(nf, SET1(-EXP_C1), x);                                                        \
+        r = FMA(nf, SET1(-EXP_C2), r);                                                          \
+        V p = SET1(EXP_P[0]);                                                                   \
+        for (int k = 1; k < 6; k++) p = FMA(p, r, SET1(EXP_P[k]));                              \
+        V em1 = FMA(p, MUL(r, r), r);                                                           \
+        V s = CASTF(ISHL23(IADD(ni, SET1I(127))));                                              \
+        return FMA(em1, s, s);                                                                  \
+    }                                                                                           \
+    __attribute__((target(TARGET))) static inline V sigmoid_##SUF(V x) {                         \
+        V e = exp_bounded_##SUF(NEG(x));                                                        \
+        return DIV(SET1(1.0f), ADD(SET1(1.0f), e));                                             \
+    }                                                                                           \
+    __attribute__((target(TARGET))) static inline V tanh_##SUF(V x) {                            \
+        V ax = ABS(x);                                                                          \
+        V e = exp_bounded_##SUF(ADD(ax, ax));                                                   \
+        V q = DIV(SET1(2.0f), ADD(e, SET1(1.0f)));                                              \
+        V yl = SUB(SET1(1.0f), q);                                                              \
+        yl = CASTF(IOR(CASTI(yl), IAND(CASTI(x), SET1I((int)0x80000000))));                   \
+        V z = MUL(x, x);                                                                        \
+        V p = SET1(TANH_P[0]);                                                                  \
+        for (int k = 1; k < 5; k++) p = FMA(p, z, SET1(TANH_P[k]));                             \
+        V ys = FMA(MUL(p, z), x, x);                                                            \
+        return SEL_LT(ax, SET1(0.625f), ys, yl);                                                \
+    }                                                                                           \
+    HIDDEN __attribute__((target(TARGET))) void NAME_act_##SUF(int64_t kind, int64_t n,          \
+                                                               const float *x, float *out) {     \
+        int64_t i = 0;                                                                          \
+        if (kind == 0) {                                                                        \
+            for (; i + LANES <= n; i += LANES) STORE(out + i, sigmoid_##SUF(LOAD(x + i)));       \
+            if (i < n) STORE_TAIL(out + i, sigmoid_##SUF(LOAD_TAIL(x + i, n - i)), n - i);      \
+        } else if (kind == 1) {                                                                 \
+            for (; i + LANES <= n; i += LANES) STORE(out + i, tanh_##SUF(LOAD(x + i)));          \
+            if (i < n) STORE_TAIL(out + i, tanh_##SUF(LOAD_TAIL(x + i, n - i)), n - i);         \
+        } else {                                                                                \
+            /* relu: max(0, x), which keeps a NaN x (the second operand), as the inline code. */ \
+            for (; i + LANES <= n; i += LANES) STORE(out + i, MAX(SET1(0.0f), LOAD(x + i)));     \
+            if (i < n) STORE_TAIL(out + i, MAX(SET1(0.0f), LOAD_TAIL(x + i, n - i)), n - i);    \
+        }                                                                                       \
+    }
+
+#define SET1(c) _mm512_set1_ps(c)
+#define SET1I(c) _mm512_set1_epi32(c)
+#define FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define ADD(a, b) _mm512_add_ps(a, b)
+#define SUB(a, b) _mm512_sub_ps(a, b)
+#define MUL(a, b) _mm512_mul_ps(a, b)
+#define DIV(a, b) _mm512_div_ps(a, b)
+#define MAX(a, b) _mm512_max_ps(a, b)
+#define NEG(a) CASTF(_mm512_xor_si512(CASTI(a), SET1I((int)0x80000000)))
+#define ABS(a) CASTF(_mm512_and_si512(CASTI(a), SET1I(0x7fffffff)))
+#define CASTI(a) _mm512_castps_si512(a)
+#define CASTF(a) _mm512_castsi512_ps(a)
+#define ISUB(a, b) _mm512_sub_epi32(a, b)
+#define IADD(a, b) _mm512_add_epi32(a, b)
+#define IOR(a, b) _mm512_or_si512(a, b)
+#define IAND(a, b) _mm512_and_si512(a, b)
+#define ISHL23(a) _mm512_slli_epi32(a, 23)
+/* a < b ? x : y, ordered (a NaN picks y). */
+#define SEL_LT(a, b, x, y) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x)
+#define LOAD(p) _mm512_loadu_ps(p)
+#define STORE(p, v) _mm512_storeu_ps(p, v)
+#define TAIL_MASK(k) ((__mmask16)((1u << (k)) - 1))
+#define LOAD_TAIL(p, k) _mm512_maskz_loadu_ps(TAIL_MASK(k), p)
+#define STORE_TAIL(p, v, k) _mm512_mask_storeu_ps(p, TAIL_MASK(k), v)
+DEFINE_ACTS(avx512, "avx512f,fma", __m512, __m512i, 16)
+#undef SET1
+#undef SET1I
+#undef FMA
+#undef ADD
+#undef SUB
+#undef MUL
+#undef DIV
+#undef MAX
+#undef NEG
+#undef ABS
+#undef CASTI
+#undef CASTF
+#undef ISUB
+#undef IADD
+#undef IOR
+#undef IAND
+#undef ISHL23
+#undef SEL_LT
+#undef LOAD
+#undef STORE
+#undef LOAD_TAIL
+#undef STORE_TAIL
+
+#define SET1(c) _mm256_set1_ps(c)
+#define SET1I(c) _mm256_set1_epi32(c)
+#define FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define ADD(a, b) _mm256_add_ps(a, b)
+#define SUB(a, b) _mm256_sub_ps(a, b)
+#define MUL(a, b) _mm256_mul_ps(a, b)
+#define DIV(a, b) _mm256_div_ps(a, b)
+#define MAX(a, b) _mm256_max_ps(a, b)
+#define NEG(a) CASTF(_mm256_xor_si256(CASTI(a), SET1I((int)0x80000000)))
+#define ABS(a) CASTF(_mm256_and_si256(CASTI(a), SET1I(0x7fffffff)))
+#define CASTI(a) _mm256_castps_si256(a)
+#define CASTF(a) _mm256_castsi256_ps(a)
+#define ISUB(a, b) _mm256_sub_epi32(a, b)
+#define IADD(a, b) _mm256_add_epi32(a, b)
+#define IOR(a, b) _mm256_or_si256(a, b)
+#define IAND(a, b) _mm256_and_si256(a, b)
+#define ISHL23(a) _mm256_slli_epi32(a, 23)
+#define SEL_LT(a, b, x, y) _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ))
+#define LOAD(p) _mm256_loadu_ps(p)
+#define STORE(p, v) _mm256_storeu_ps(p, v)
+#define LOAD_TAIL(p, k) _mm256_maskload_ps(p, mask8(k))
+#define STORE_TAIL(p, v, k) _mm256_maskstore_ps(p, mask8(k), v)
+DEFINE_ACTS(avx2, "avx2,fma", __m256, __m256i, 8)
+
+#define LOAD_TAIL512(p, k) _mm512_maskz_loadu_ps((__mmask16)((1u << (k)) - 1), p)
+#define STORE_TAIL512(p, v, k) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (k)) - 1), v)
+#define LOAD_TAIL256(p, k) _mm256_maskload_ps(p, mask8(k))
+#define STORE_TAIL256(p, v, k) _mm256_maskstore_ps(p, mask8(k), v)
+
+/* Binary elementwise operations over rows of contiguous elements (NAME_binary_*):
+ * out[r * so + j] = a[r * sa + j] OP b[r * sb + j] for r < rows, j < cols, op 0 add, 1 sub,
+ * 2 mul, 3 div (IEEE, as the inline code). A row stride of 0 broadcasts that operand's row. */
+#define DEFINE_BINARY(SUF, TARGET, V, LANES, LOADU, STOREU, LOADT, STORET, ADDV, SUBV, MULV, DIVV)  \
+    HIDDEN __attribute__((target(TARGET))) void NAME_binary_##SUF(                               \
+        int64_t op, int64_t rows, int64_t cols, const float *a, int64_t sa, const float *b,        \
+        int64_t sb, float *out, int64_t so) {                                                     \
+        for (int64_t r = 0; r < rows; r++) {                                                      \
+            const float *ar = a + r * sa, *br = b + r * sb;                                       \
+            float *orow = out + r * so;                                                           \
+            int64_t j = 0;                                                                        \
+            switch (op) {                                                                         \
+            case 0:                                                                               \
+                for (; j + LANES <= cols; j += LANES)                                             \
+                    STOREU(orow + j, ADDV(LOADU(ar + j), LOADU(br + j)));                         \
+                if (j < cols)                                                                     \
+                    STORET(orow + j, ADDV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j); \
+                break;                                                                            \
+            case 1:                                                                               \
+                for (; j + LANES <= cols; j += LANES)                                             \
+                    STOREU(orow + j, SUBV(LOADU(ar + j), LOADU(br + j)));                         \
+                if (j < cols)                                                                     \
+                    STORET(orow + j, SUBV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j); \
+                break;                                                                            \
+            case 2:                                                                               \
+                for (; j + LANES <= cols; j += LANES)                                             \
+                    STOREU(orow + j, MULV(LOADU(ar + j), LOADU(br + j)));                         \
+                if (j < cols)                                                                     \
+                    STORET(orow + j, MULV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j); \
+                break;                                                                            \
+            default:                                                                              \
+                for (; j + LANES <= cols; j += LANES)                                             \
+                    STOREU(orow + j, DIVV(LOADU(ar + j), LOADU(br + j)));                         \
+                /* A masked-off lane divides 0 by 0: discarded, and masked stores do not fault. */ \
+                if (j < cols)                                                                     \
+                    STORET(orow + j, DIVV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j); \
+                break;                                                                            \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+DEFINE_BINARY(avx512, "avx512f", __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps, LOAD_TAIL512,
+              STORE_TAIL512, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_div_ps)
+DEFINE_BINARY(avx2, "avx2", __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, LOAD_TAIL256,
+              STORE_TAIL256, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_div_ps)

@@ -55,6 +55,20 @@ impl WideIsa {
     }
 }
 
+impl WideIsa {
+    /// The activations' symbol: `void act(i64 kind, i64 n, const float *x, float *out)`,
+    /// kind 0 sigmoid, 1 tanh, 2 relu.
+    pub fn act_symbol(self, prefix: &str) -> String {
+        format!("{prefix}act_{}", self.suffix())
+    }
+
+    /// The binary operations' symbol: `void binary(i64 op, i64 rows, i64 cols, const float *a,
+    /// i64 sa, const float *b, i64 sb, float *out, i64 so)`, op 0 add, 1 sub, 2 mul, 3 div.
+    pub fn binary_symbol(self, prefix: &str) -> String {
+        format!("{prefix}binary_{}", self.suffix())
+    }
+}
+
 /// The kernels' C source for library `name` (a C identifier): every symbol `NAME_…`, hidden.
 pub fn c_source(name: &str) -> String {
     include_str!("wide.c").replace("NAME_", &format!("{name}_"))
@@ -68,14 +82,22 @@ unsafe extern "C" {
     fn hlstm_gemm_avx2();
     fn hlstm_spmm_avx512();
     fn hlstm_spmm_avx2();
+    fn hlstm_act_avx512();
+    fn hlstm_act_avx2();
+    fn hlstm_binary_avx512();
+    fn hlstm_binary_avx2();
 }
 
 /// The JIT's symbols for the kernels compiled into this crate.
-pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 4] {
+pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 8] {
     [
         ("hlstm_gemm_avx512", hlstm_gemm_avx512 as *const u8),
         ("hlstm_gemm_avx2", hlstm_gemm_avx2 as *const u8),
         ("hlstm_spmm_avx512", hlstm_spmm_avx512 as *const u8),
         ("hlstm_spmm_avx2", hlstm_spmm_avx2 as *const u8),
+        ("hlstm_act_avx512", hlstm_act_avx512 as *const u8),
+        ("hlstm_act_avx2", hlstm_act_avx2 as *const u8),
+        ("hlstm_binary_avx512", hlstm_binary_avx512 as *const u8),
+        ("hlstm_binary_avx2", hlstm_binary_avx2 as *const u8),
     ]
 }
