@@ -182,7 +182,7 @@ pub fn define_program_with<M: Module>(
     })?;
     let fma = isa_has_fma(module.isa());
     // The wide kernels the program calls, declared as imports.
-    let (calls_gemm, calls_spmm) = matmul::wide_calls(p, &l)?;
+    let calls = matmul::wide_calls(p, &l)?;
     let mut wide_symbols = Vec::new();
     let mut import = |module: &mut M, symbol: String, params: usize| {
         let mut sig = module.make_signature();
@@ -196,11 +196,15 @@ pub fn define_program_with<M: Module>(
         id
     };
     let gemm_id = match wide {
-        Some(w) if calls_gemm => Some(import(module, w.gemm_symbol(kernel_prefix), 8)?),
+        Some(w) if calls.gemm => Some(import(module, w.gemm_symbol(kernel_prefix), 8)?),
         _ => None,
     };
     let spmm_id = match wide {
-        Some(w) if calls_spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 7)?),
+        Some(w) if calls.spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 7)?),
+        _ => None,
+    };
+    let transpose_id = match wide {
+        Some(w) if calls.transpose => Some(import(module, w.transpose_symbol(kernel_prefix), 6)?),
         _ => None,
     };
     let act_id = match wide {
@@ -247,6 +251,7 @@ pub fn define_program_with<M: Module>(
     let gemm = gemm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let spmm = spmm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let act = act_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
+    let transpose = transpose_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let binary = binary_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let mut fbc = FunctionBuilderContext::new();
     let build_start = std::time::Instant::now();
@@ -264,6 +269,7 @@ pub fn define_program_with<M: Module>(
         cx.gemm = gemm;
         cx.spmm = spmm;
         cx.act = act;
+        cx.transpose = transpose;
         cx.binary = binary;
         cx.zero_buffers(&l);
         if barrier.is_some() {
@@ -436,6 +442,8 @@ pub(crate) struct Cx<'a, 'f> {
     pub spmm: Option<FuncRef>,
     /// The wide sigmoid and tanh (see `super::wide`).
     pub act: Option<FuncRef>,
+    /// The wide transpose of vectors of rows' operands and products.
+    pub transpose: Option<FuncRef>,
     pub binary: Option<FuncRef>,
     /// Number of the statement being generated (1-based, pre-order, as `.kir` lists them):
     /// the source location of its instructions, shown as `@NNNN` (hex) in CLIF.
@@ -493,6 +501,7 @@ impl<'a, 'f> Cx<'a, 'f> {
             gemm: None,
             spmm: None,
             act: None,
+            transpose: None,
             binary: None,
             stmt_no: 0,
         })

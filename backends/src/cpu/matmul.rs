@@ -254,6 +254,21 @@ fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Resul
         off: 0,
         strides: vec![4, mm as i64 * 4],
     };
+    if let Some(f) = cx.transpose
+        && ra.strides[1] == 4
+    {
+        transpose_call(
+            cx,
+            f,
+            rows_rt,
+            Count::Static(k),
+            (ra.base, ra.off),
+            ra.strides[0],
+            (at.base, at.off),
+            at.strides[1],
+        );
+        return Ok(at);
+    }
     if k >= 4 && ra.strides[1] == 4 {
         transpose4(
             cx,
@@ -296,6 +311,21 @@ fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Resul
 /// Copies the transposed product `rt` ([N, M] in scratch, rows contiguous) into `rout`
 /// ([M, N]) for the first `m` rows (`m` >= 4).
 fn untranspose(cx: &mut Cx, rt: &Rv, rout: &Rv, m: Count, n: usize) {
+    if let Some(f) = cx.transpose
+        && rout.strides[1] == 4
+    {
+        transpose_call(
+            cx,
+            f,
+            Count::Static(n),
+            m,
+            (rt.base, rt.off),
+            rt.strides[1],
+            (rout.base, rout.off),
+            rout.strides[0],
+        );
+        return;
+    }
     if n >= 4 && rout.strides[1] == 4 {
         transpose4(
             cx,
@@ -331,6 +361,28 @@ fn untranspose(cx: &mut Cx, rt: &Rv, rout: &Rv, m: Count, n: usize) {
         };
         let _ = elementwise::emit(cx, EOp::Copy, &[n], &d, &[s]);
     });
+}
+
+/// The wide transpose (see `super::wide`) of `r` rows of `c` contiguous f32s at `src` (row
+/// stride `src_row` bytes) into `dst` (row stride `dst_row` bytes).
+#[allow(clippy::too_many_arguments)]
+fn transpose_call(
+    cx: &mut Cx,
+    f: cranelift_codegen::ir::FuncRef,
+    r: Count,
+    c: Count,
+    src: Pos,
+    src_row: i64,
+    dst: Pos,
+    dst_row: i64,
+) {
+    let r = count_value(cx, r);
+    let c = count_value(cx, c);
+    let s = cx.b.ins().iadd_imm_s(src.0, src.1);
+    let sr = cx.b.ins().iconst(I64, src_row / 4);
+    let d = cx.b.ins().iadd_imm_s(dst.0, dst.1);
+    let dr = cx.b.ins().iconst(I64, dst_row / 4);
+    cx.b.ins().call(f, &[r, c, s, sr, d, dr]);
 }
 
 /// Byte masks of `shuffle` on two f32x4 seen as bytes (lanes 0-3 from the first operand,
@@ -460,10 +512,10 @@ const GEMM_MIN_WEIGHTS: usize = 1024;
 
 /// Whether the program's matmuls call the wide dense and sparse kernels (when the target has
 /// them, `l.wide`): what the code generator declares as imports.
-pub(crate) fn wide_calls(p: &Program, l: &Layout) -> Result<(bool, bool), String> {
-    let (mut gemm, mut spmm) = (false, false);
+pub(crate) fn wide_calls(p: &Program, l: &Layout) -> Result<WideCalls, String> {
+    let (mut gemm, mut spmm, mut transpose) = (false, false, false);
     if !l.wide {
-        return Ok((false, false));
+        return Ok(WideCalls::default());
     }
     visit::try_walk(&p.body, &mut |s, _| {
         if let Stmt::MatMul { out, a, w, .. } = s {
@@ -476,10 +528,24 @@ pub(crate) fn wide_calls(p: &Program, l: &Layout) -> Result<(bool, bool), String
                 }
                 _ => {}
             }
+            transpose |= row_vector_rows(m, w).is_some();
         }
         Ok::<(), String>(())
     })?;
-    Ok((gemm, spmm))
+    Ok(WideCalls {
+        gemm,
+        spmm,
+        transpose,
+    })
+}
+
+/// The wide kernels a program's matmuls call (see [`wide_calls`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WideCalls {
+    pub gemm: bool,
+    pub spmm: bool,
+    /// The transposes of vectors of rows.
+    pub transpose: bool,
 }
 
 /// A count as an i64 value.

@@ -467,3 +467,61 @@ DEFINE_BINARY(avx512, "avx512f", __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps, 
               STORE_TAIL512, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_div_ps)
 DEFINE_BINARY(avx2, "avx2", __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, LOAD_TAIL256,
               STORE_TAIL256, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_div_ps)
+
+/* Transposes (NAME_transpose_*): dst[j * dst_row + i] = src[i * src_row + j] for i < r, j < c
+ * (strides in elements), by 8x8 blocks of AVX registers (the AVX-512 variant uses the same 8x8
+ * blocks: the shuffles are what bound it), the rest element by element. Tiles of 64 source rows
+ * outermost, so that a large source (the hoisted projection's product, [N, T B]) is read from
+ * the cache once per tile rather than once per block of destination rows; within a tile the
+ * blocks of destination rows, so that stores go along eight rows at a time. */
+#define TRANSPOSE_TILE 64
+#define TRANSPOSE8(SUF, TARGET)                                                                   \
+    HIDDEN __attribute__((target(TARGET))) void NAME_transpose_##SUF(                             \
+        int64_t r, int64_t c, const float *src, int64_t src_row, float *dst, int64_t dst_row) {   \
+        for (int64_t i0 = 0; i0 < r; i0 += TRANSPOSE_TILE) {                                      \
+            const int64_t i1 = r < i0 + TRANSPOSE_TILE ? r : i0 + TRANSPOSE_TILE;                 \
+            int64_t j = 0;                                                                        \
+            for (; j + 8 <= c; j += 8) {                                                          \
+                int64_t i = i0;                                                                   \
+                for (; i + 8 <= i1; i += 8) {                                                     \
+                    const float *s = src + i * src_row + j;                                       \
+                    __m256 x0 = _mm256_loadu_ps(s), x1 = _mm256_loadu_ps(s + src_row);           \
+                    __m256 x2 = _mm256_loadu_ps(s + 2 * src_row);                                 \
+                    __m256 x3 = _mm256_loadu_ps(s + 3 * src_row);                                 \
+                    __m256 x4 = _mm256_loadu_ps(s + 4 * src_row);                                 \
+                    __m256 x5 = _mm256_loadu_ps(s + 5 * src_row);                                 \
+                    __m256 x6 = _mm256_loadu_ps(s + 6 * src_row);                                 \
+                    __m256 x7 = _mm256_loadu_ps(s + 7 * src_row);                                 \
+                    __m256 t0 = _mm256_unpacklo_ps(x0, x1), t1 = _mm256_unpackhi_ps(x0, x1);      \
+                    __m256 t2 = _mm256_unpacklo_ps(x2, x3), t3 = _mm256_unpackhi_ps(x2, x3);      \
+                    __m256 t4 = _mm256_unpacklo_ps(x4, x5), t5 = _mm256_unpackhi_ps(x4, x5);      \
+                    __m256 t6 = _mm256_unpacklo_ps(x6, x7), t7 = _mm256_unpackhi_ps(x6, x7);      \
+                    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44);                                  \
+                    __m256 u1 = _mm256_shuffle_ps(t0, t2, 0xee);                                  \
+                    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44);                                  \
+                    __m256 u3 = _mm256_shuffle_ps(t1, t3, 0xee);                                  \
+                    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44);                                  \
+                    __m256 u5 = _mm256_shuffle_ps(t4, t6, 0xee);                                  \
+                    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44);                                  \
+                    __m256 u7 = _mm256_shuffle_ps(t5, t7, 0xee);                                  \
+                    float *d = dst + j * dst_row + i;                                             \
+                    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));                    \
+                    _mm256_storeu_ps(d + dst_row, _mm256_permute2f128_ps(u1, u5, 0x20));          \
+                    _mm256_storeu_ps(d + 2 * dst_row, _mm256_permute2f128_ps(u2, u6, 0x20));      \
+                    _mm256_storeu_ps(d + 3 * dst_row, _mm256_permute2f128_ps(u3, u7, 0x20));      \
+                    _mm256_storeu_ps(d + 4 * dst_row, _mm256_permute2f128_ps(u0, u4, 0x31));      \
+                    _mm256_storeu_ps(d + 5 * dst_row, _mm256_permute2f128_ps(u1, u5, 0x31));      \
+                    _mm256_storeu_ps(d + 6 * dst_row, _mm256_permute2f128_ps(u2, u6, 0x31));      \
+                    _mm256_storeu_ps(d + 7 * dst_row, _mm256_permute2f128_ps(u3, u7, 0x31));      \
+                }                                                                                 \
+                for (; i < i1; i++)                                                               \
+                    for (int64_t q = 0; q < 8; q++)                                               \
+                        dst[(j + q) * dst_row + i] = src[i * src_row + j + q];                    \
+            }                                                                                     \
+            for (; j < c; j++)                                                                    \
+                for (int64_t i = i0; i < i1; i++) dst[j * dst_row + i] = src[i * src_row + j];     \
+        }                                                                                         \
+    }
+
+TRANSPOSE8(avx512, "avx2")
+TRANSPOSE8(avx2, "avx2")

@@ -62,6 +62,12 @@ impl WideIsa {
         format!("{prefix}act_{}", self.suffix())
     }
 
+    /// The transpose's symbol: `void transpose(i64 r, i64 c, const float *src, i64 src_row,
+    /// float *dst, i64 dst_row)` (strides in elements).
+    pub fn transpose_symbol(self, prefix: &str) -> String {
+        format!("{prefix}transpose_{}", self.suffix())
+    }
+
     /// The binary operations' symbol: `void binary(i64 op, i64 rows, i64 cols, const float *a,
     /// i64 sa, const float *b, i64 sb, float *out, i64 so)`, op 0 add, 1 sub, 2 mul, 3 div.
     pub fn binary_symbol(self, prefix: &str) -> String {
@@ -86,10 +92,12 @@ unsafe extern "C" {
     fn hlstm_act_avx2();
     fn hlstm_binary_avx512();
     fn hlstm_binary_avx2();
+    fn hlstm_transpose_avx512();
+    fn hlstm_transpose_avx2();
 }
 
 /// The JIT's symbols for the kernels compiled into this crate.
-pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 8] {
+pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 10] {
     [
         ("hlstm_gemm_avx512", hlstm_gemm_avx512 as *const u8),
         ("hlstm_gemm_avx2", hlstm_gemm_avx2 as *const u8),
@@ -99,5 +107,10 @@ pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 8] {
         ("hlstm_act_avx2", hlstm_act_avx2 as *const u8),
         ("hlstm_binary_avx512", hlstm_binary_avx512 as *const u8),
         ("hlstm_binary_avx2", hlstm_binary_avx2 as *const u8),
+        (
+            "hlstm_transpose_avx512",
+            hlstm_transpose_avx512 as *const u8,
+        ),
+        ("hlstm_transpose_avx2", hlstm_transpose_avx2 as *const u8),
     ]
 }
