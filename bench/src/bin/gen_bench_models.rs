@@ -11,9 +11,12 @@
 //! Batch 1 has no suffix (the file names of earlier runs); batch B > 1 ends in `_B{B}`.
 //!
 //! ```text
-//! cargo run --release -p hlstm-bench --bin gen_bench_models -- OUT_DIR [--batches 1,16,64] [--only SUBSTRING]
+//! cargo run --release -p hlstm-bench --bin gen_bench_models -- OUT_DIR [--batches 1,16,64] [--only SUBSTRING] [--size X,H,T]...
 //! ```
 //!
+//! `--size X,H,T` (repeatable) writes the models of these sizes instead of the three above, e.g.
+//! `--size 1024,1024,16 --only lstm_X1024_H1024_T16_sp97 --batches 1` for the 32 MB LSTM of
+//! BENCHMARKS.md's "Memory" section.
 //! `--batches` picks the batch sizes (default 1,16,64); `--only S` writes only the models whose
 //! file name (without the batch suffix) contains S, e.g. `--only hlstm_X512_H512_T16_sp97`.
 //! Prints each file and its number of nonzero weights.
@@ -26,7 +29,8 @@ use std::path::{Path, PathBuf};
 const SIZES: [(usize, usize, usize); 3] = [(32, 64, 8), (512, 512, 16), (256, 800, 50)];
 const DENSITIES: [(&str, f64); 3] = [("dense", 1.0), ("sp90", 0.10), ("sp97", 0.03)];
 const DEFAULT_BATCHES: [usize; 3] = [1, 16, 64];
-const USAGE: &str = "usage: gen_bench_models OUT_DIR [--batches B,B,...] [--only SUBSTRING]";
+const USAGE: &str =
+    "usage: gen_bench_models OUT_DIR [--batches B,B,...] [--only SUBSTRING] [--size X,H,T]...";
 
 /// The file name of a model at batch `b`: no suffix at batch 1.
 fn file_name(stem: &str, b: usize) -> String {
@@ -41,11 +45,13 @@ struct Args {
     dir: PathBuf,
     batches: Vec<usize>,
     only: Option<String>,
+    sizes: Vec<(usize, usize, usize)>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut dir, mut batches, mut only) = (None, DEFAULT_BATCHES.to_vec(), None);
+    let mut sizes = Vec::new();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--batches" => {
@@ -59,6 +65,18 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--only" => only = Some(it.next().ok_or("--only needs a substring")?),
+            "--size" => {
+                let v = it.next().ok_or("--size needs X,H,T, e.g. 1024,1024,16")?;
+                let n: Vec<usize> = v
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n >= 1))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| format!("--size: '{v}' is not X,H,T of sizes >= 1"))?;
+                match n[..] {
+                    [x, h, t] => sizes.push((x, h, t)),
+                    _ => return Err(format!("--size: '{v}' is not X,H,T")),
+                }
+            }
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ if dir.is_none() => dir = Some(PathBuf::from(a)),
@@ -69,6 +87,11 @@ fn parse_args() -> Result<Args, String> {
         dir: dir.ok_or("no OUT_DIR given")?,
         batches,
         only,
+        sizes: if sizes.is_empty() {
+            SIZES.to_vec()
+        } else {
+            sizes
+        },
     })
 }
 
@@ -95,7 +118,7 @@ fn main() {
         std::process::exit(1);
     }
     let wanted = |stem: &str| a.only.as_deref().is_none_or(|s| stem.contains(s));
-    for (x, h, t) in SIZES {
+    for &(x, h, t) in &a.sizes {
         for (tag, density) in DENSITIES {
             let stem = format!("hlstm_X{x}_H{h}_T{t}_{tag}");
             if wanted(&stem) {

@@ -270,8 +270,7 @@ impl Lowerer<'_> {
             return Ok(*id);
         }
         let a = c.value.as_f32().ok_or("not an f32 constant")?;
-        let data: Vec<f32> = a.iter().copied().collect();
-        let id = self.prog.add_const(&c.name, c.value.shape(), data);
+        let id = self.prog.add_const(&c.name, c.value.shape(), f32_data(a));
         self.consts.insert(Arc::as_ptr(c), id);
         Ok(id)
     }
@@ -655,11 +654,9 @@ impl Lowerer<'_> {
             for (slot, t) in results.into_iter().enumerate() {
                 let loc = match &t {
                     Tensor::F32(a) => {
-                        let id = self.prog.add_const(
-                            &node.results[slot].name,
-                            a.shape(),
-                            a.iter().copied().collect(),
-                        );
+                        let id =
+                            self.prog
+                                .add_const(&node.results[slot].name, a.shape(), f32_data(a));
                         Loc::F32(View::constant(id, a.shape()))
                     }
                     _ => Loc::Known(t),
@@ -689,11 +686,9 @@ impl Lowerer<'_> {
                 if let Loc::Known(t) = l {
                     let t = t.cast(DType::F32);
                     let a = t.as_f32().expect("cast to f32");
-                    let id = self.prog.add_const(
-                        &format!("{}.const", node.name),
-                        a.shape(),
-                        a.iter().copied().collect(),
-                    );
+                    let id =
+                        self.prog
+                            .add_const(&format!("{}.const", node.name), a.shape(), f32_data(a));
                     *l = Loc::F32(View::constant(id, a.shape()));
                 }
             }
@@ -1472,4 +1467,57 @@ fn check_sizes(g: &Graph) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The elements of `a` in row-major order: one copy of the memory of an array in standard
+/// layout; a matrix of other strides (a transposed weight) copied in blocks that fit the L1
+/// cache, any other array one row at a time (element by element through ndarray's iterator
+/// of a dynamic rank took most of the lowering's time).
+fn f32_data(a: &ndarray::ArrayD<f32>) -> Vec<f32> {
+    if let Some(s) = a.as_slice() {
+        return s.to_vec();
+    }
+    if let Ok(m) = a.view().into_dimensionality::<ndarray::Ix2>() {
+        const B: usize = 64;
+        let (rows, cols) = m.dim();
+        let mut out = vec![0.0f32; rows * cols];
+        for i0 in (0..rows).step_by(B) {
+            for j0 in (0..cols).step_by(B) {
+                let block = m.slice(ndarray::s![i0..(i0 + B).min(rows), j0..(j0 + B).min(cols)]);
+                for (di, row) in block.rows().into_iter().enumerate() {
+                    let at = (i0 + di) * cols + j0;
+                    for (o, v) in out[at..at + row.len()].iter_mut().zip(row) {
+                        *o = *v;
+                    }
+                }
+            }
+        }
+        return out;
+    }
+    let mut out = Vec::with_capacity(a.len());
+    for row in a.rows() {
+        out.extend(row.iter().copied());
+    }
+    out
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::f32_data;
+    use ndarray::{ArrayD, IxDyn};
+
+    #[test]
+    fn f32_data_is_row_major_for_every_layout() {
+        for (r, c) in [(1, 1), (3, 5), (64, 64), (65, 130), (200, 7)] {
+            let a = ArrayD::from_shape_fn(IxDyn(&[r, c]), |i| (i[0] * 1000 + i[1]) as f32);
+            assert_eq!(f32_data(&a), a.iter().copied().collect::<Vec<_>>());
+            let t = a.clone().reversed_axes();
+            assert_eq!(f32_data(&t), t.iter().copied().collect::<Vec<_>>());
+            let s = a.slice(ndarray::s![.., ..;2]).to_owned().into_dyn();
+            assert_eq!(f32_data(&s), s.iter().copied().collect::<Vec<_>>());
+        }
+        let a = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| (i[0] * 100 + i[1] * 10 + i[2]) as f32);
+        let p = a.permuted_axes(IxDyn(&[2, 0, 1]));
+        assert_eq!(f32_data(&p), p.iter().copied().collect::<Vec<_>>());
+    }
 }
