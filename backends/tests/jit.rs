@@ -643,15 +643,16 @@ proptest! {
     }
 }
 
-/// The wide kernels are called where they should be: a library for x86-64-v3 links them for a
-/// large dense weight at any batch and for a sparse one at 8 rows or more, not for a sparse
-/// one at 4 rows (Cranelift's vectors of four rows) nor for x86-64-v2 (no AVX2).
+/// The wide kernels are called where they should be: a library for x86-64-v3 calls the dense
+/// one for a large dense weight at any batch, the sparse one for a sparse weight over 8 rows or
+/// more, only the transpose for one over 4 to 7 rows (Cranelift's vectors of four rows), and
+/// none for one row nor for x86-64-v2 (no AVX2).
 #[test]
 fn wide_kernels_are_called_for_large_dense_and_batched_sparse_weights() {
     use hlstm_backends::cpu::aot::compile_object;
     let calls = |m, k, n, s, density, isa| {
         let (p, _) = matmul_program(m, k, n, W::Const(s), density, false, false, 3);
-        compile_object(
+        let o = compile_object(
             &p,
             &[],
             &CpuOptions {
@@ -662,21 +663,42 @@ fn wide_kernels_are_called_for_large_dense_and_batched_sparse_weights() {
             1,
             false,
         )
-        .expect("compiles")
-        .calls_wide
+        .expect("compiles");
+        assert_eq!(o.calls_wide, !o.wide_symbols.is_empty());
+        let mut kinds: Vec<String> = o
+            .wide_symbols
+            .iter()
+            .map(|s| {
+                s.trim_start_matches("t_")
+                    .trim_end_matches("_avx2")
+                    .to_string()
+            })
+            .collect();
+        kinds.sort();
+        kinds.join(",")
     };
     let v3 = CpuIsa::X86_64V3;
-    assert!(calls(1, 64, 64, Strategy::Dense, 1.0, v3));
-    assert!(calls(16, 64, 64, Strategy::Dense, 1.0, v3));
-    assert!(
-        !calls(16, 8, 8, Strategy::Dense, 1.0, v3),
+    assert_eq!(calls(1, 64, 64, Strategy::Dense, 1.0, v3), "gemm");
+    assert_eq!(calls(16, 64, 64, Strategy::Dense, 1.0, v3), "gemm");
+    assert_eq!(
+        calls(16, 8, 8, Strategy::Dense, 1.0, v3),
+        "",
         "too small to call"
     );
-    assert!(calls(8, 64, 64, Strategy::SparseCsr, 0.1, v3));
-    assert!(calls(16, 64, 64, Strategy::SparseUnrolled, 0.1, v3));
-    assert!(!calls(4, 64, 64, Strategy::SparseCsr, 0.1, v3));
-    assert!(!calls(1, 64, 64, Strategy::SparseUnrolled, 0.1, v3));
-    assert!(!calls(16, 64, 64, Strategy::Dense, 1.0, CpuIsa::X86_64V2));
+    assert_eq!(
+        calls(8, 64, 64, Strategy::SparseCsr, 0.1, v3),
+        "spmm,transpose"
+    );
+    assert_eq!(
+        calls(16, 64, 64, Strategy::SparseUnrolled, 0.1, v3),
+        "spmm,transpose"
+    );
+    assert_eq!(calls(4, 64, 64, Strategy::SparseCsr, 0.1, v3), "transpose");
+    assert_eq!(calls(1, 64, 64, Strategy::SparseUnrolled, 0.1, v3), "");
+    assert_eq!(
+        calls(16, 64, 64, Strategy::Dense, 1.0, CpuIsa::X86_64V2),
+        ""
+    );
 }
 
 /// Softmax statements against the interpreter: contiguous and strided rows, rank 1 and 3, in

@@ -97,8 +97,10 @@ pub struct AotObject {
     pub clif: String,
     pub asm: Option<String>,
     /// Whether the code calls the wide kernels: then the object must be linked with
-    /// [`super::wide::c_source`] compiled (`NAME_gemm_*`, `NAME_spmm_*`).
+    /// [`super::wide::c_source`] compiled (`NAME_gemm_*`, `NAME_spmm_*`, ...).
     pub calls_wide: bool,
+    /// The wide kernels' symbols the code calls.
+    pub wide_symbols: Vec<String>,
 }
 
 /// What the ABI functions need to know about the program.
@@ -351,6 +353,7 @@ pub fn compile_object(
         code_len: c.code_len,
         rodata_len: c.rodata_len,
         calls_wide: !c.wide_symbols.is_empty(),
+        wide_symbols: c.wide_symbols.clone(),
         clif: c.clif,
         asm: c.asm,
     })
