@@ -268,3 +268,132 @@ fn two_processes_filling_one_cache_both_succeed() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `hlstmc run MODEL --cache-dir DIR --time-passes ARGS`: stdout, and the names of the setup
+/// phases its report lists (from stderr).
+fn run_cached(model: &str, dir: &Path, args: &[&str]) -> (String, Vec<String>, String) {
+    let d = dir.display().to_string();
+    let mut all = vec!["run", model, "--cache-dir", &d, "--time-passes"];
+    all.extend_from_slice(args);
+    let o = hlstmc(&all);
+    assert!(o.status.success(), "{all:?}: {}", stderr(&o));
+    let err = stderr(&o);
+    // The setup report's rows: "   time   pct%  name", nested by indentation; the path of each.
+    let report = err
+        .split("Setup time report")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no setup report in {err}"));
+    let mut path: Vec<String> = Vec::new();
+    let mut names = Vec::new();
+    for line in report.lines() {
+        let Some((_, rest)) = line.split_once("%  ") else {
+            continue;
+        };
+        let depth = (rest.len() - rest.trim_start().len()) / 2;
+        path.truncate(depth);
+        path.push(rest.trim().to_string());
+        names.push(path.join("/"));
+    }
+    (stdout(&o), names, err)
+}
+
+fn read_dir_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn run_with_a_cache_dir_skips_the_build_on_a_second_run_and_gives_the_same_outputs() {
+    let dir = cache_dir("run");
+    let m = fixture("lstm_std_H64_X32_T8_sp97");
+    let data = Path::new(&m).parent().unwrap().join("test_data_set_0");
+    let input = format!("X={}", data.join("input_0.pb").display());
+    let outs: Vec<PathBuf> = (0..3)
+        .map(|k| {
+            std::env::temp_dir().join(format!("hlstmc_cache_run_out_{}_{k}", std::process::id()))
+        })
+        .collect();
+    for o in &outs {
+        let _ = std::fs::remove_dir_all(o);
+    }
+    let out = |k: usize| outs[k].display().to_string();
+    let (_, first, _) = run_cached(&m, &dir, &["-i", &input, "-o", &out(0)]);
+    for built in [
+        "import/parse protobuf",
+        "optimize",
+        "compile/codegen",
+        "cache/write entry",
+    ] {
+        assert!(first.iter().any(|p| p == built), "{built} not in {first:?}");
+    }
+    assert_eq!(entries(&dir).len(), 1);
+    let (_, second, _) = run_cached(&m, &dir, &["-i", &input, "-o", &out(1)]);
+    assert!(second.iter().any(|p| p == "cache/load"), "{second:?}");
+    for absent in [
+        "import/parse protobuf",
+        "optimize",
+        "compile/lower",
+        "compile/codegen",
+    ] {
+        assert!(
+            !second.iter().any(|p| p.starts_with(absent)),
+            "{absent} in {second:?}"
+        );
+    }
+    // Without the cache: the same files, bit for bit.
+    let o = hlstmc(&["run", &m, "-i", &input, "-o", &out(2)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fresh = read_dir_files(&outs[2]);
+    assert_eq!(
+        fresh.len(),
+        2,
+        "{:?}",
+        fresh.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert_eq!(read_dir_files(&outs[0]), fresh);
+    assert_eq!(read_dir_files(&outs[1]), fresh);
+    // --test-data on a hit: the inputs and outputs are found by the cached entry's names.
+    let td = data.display().to_string();
+    let (stdout, third, _) = run_cached(&m, &dir, &["--test-data", &td]);
+    assert!(third.iter().any(|p| p == "cache/load"), "{third:?}");
+    assert!(!third.iter().any(|p| p == "optimize"), "{third:?}");
+    assert!(stdout.trim_end().ends_with("PASS"), "{stdout}");
+    assert_eq!(entries(&dir).len(), 1);
+    // A damaged entry is rebuilt with a warning, and the run still passes.
+    let e = &entries(&dir)[0];
+    let bytes = std::fs::read(e).unwrap();
+    std::fs::write(e, &bytes[..bytes.len() / 2]).unwrap();
+    let (stdout, again, err) = run_cached(&m, &dir, &["--test-data", &td]);
+    assert!(err.contains("rebuilt"), "{err}");
+    assert!(again.iter().any(|p| p == "compile/codegen"), "{again:?}");
+    assert!(stdout.trim_end().ends_with("PASS"), "{stdout}");
+    for o in &outs {
+        let _ = std::fs::remove_dir_all(o);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_with_a_cache_dir_refuses_other_engines() {
+    let dir = cache_dir("run_engine");
+    let m = fixture("lstm_std_H64_X32_T8_sp97");
+    let d = dir.display().to_string();
+    let o = hlstmc(&["run", &m, "--cache-dir", &d, "--engine", "interp"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--cache-dir holds JIT code"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,9 @@ use std::sync::Arc;
 ///
 /// The default optimization pipeline runs first; -O0 runs the imported graph as it is.
 ///
+/// `--cache-dir DIR` keeps the compiled code in DIR (jit engine; docs/cache.md): a second run of
+/// the same model with the same options reads it instead of importing, optimizing and compiling.
+///
 /// Examples:
 ///   hlstmc run examples/hlstm_sp97/model.onnx -i X=examples/hlstm_sp97/test_data_set_0/input_0.pb
 ///   hlstmc run examples/hlstm_sp97/model.onnx -i X=examples/hlstm_sp97/test_data_set_0/input_0.pb -o out/
@@ -84,8 +87,18 @@ pub struct RunArgs {
     /// With --engine jit: threads that split each step's work (1 to 64).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,
+    /// Keep the compiled code in DIR and reuse it (jit engine; docs/cache.md): a second run of
+    /// the same model with the same options skips import, optimization and compilation.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub opt: super::optimize::OptArgs,
+}
+
+/// What runs: a model to build, or code from the compiled-code cache.
+enum Source {
+    Model(Model),
+    Cached(Arc<dyn Runnable>),
 }
 
 pub fn main(a: RunArgs) -> Result<ExitCode> {
@@ -103,24 +116,48 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
     if matches!(a.engine, Some(Engine::Cuda)) {
         super::check_cuda_driver()?;
     }
-    let model = super::load_model(&a.model)?;
-    let infos = model.inputs();
+    let (source, mut phases) = hlstmc::ir::timing::record(|| match &a.cache_dir {
+        Some(dir) => from_cache(dir, &opt, &a),
+        None => Ok(Source::Model(super::load_model(&a.model)?)),
+    });
+    let source = source?;
+    // A model from the cache is all f32 (docs/cache.md): it has no other stored types.
+    let (infos, outputs_count, stored) = match &source {
+        Source::Model(m) => (m.inputs(), m.outputs().len(), m.stored_types().clone()),
+        Source::Cached(r) => (
+            r.inputs().to_vec(),
+            r.outputs().len(),
+            StoredTypes::default(),
+        ),
+    };
     let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
-    let stored = model.stored_types().clone();
     let (inputs, references) = match &a.test_data {
         Some(dir) => {
-            let data = TestData::load(dir, &names, model.outputs().len())?;
+            let data = TestData::load(dir, &names, outputs_count)?;
             let refs = data.outputs.into_iter().zip(data.output_types);
             (data.inputs, refs.map(|(t, s)| t.map(|t| (t, s))).collect())
         }
         None => (named_inputs(&names, &stored, &a.inputs)?, Vec::new()),
     };
-    // A model exported with an open batch or sequence length runs at the one it is given.
-    let model = model
-        .specialize_to(&inputs)
-        .with_context(|| format!("{} (with the inputs' shapes)", a.model.display()))?
-        .optimize(&opt)?;
-    let runnable = build(model, &a)?;
+    let (runnable, more) = hlstmc::ir::timing::record(|| -> Result<_> {
+        Ok(match source {
+            Source::Cached(r) => r,
+            Source::Model(model) => {
+                // A model exported with an open batch or sequence length runs at the one it is
+                // given.
+                let model = model
+                    .specialize_to(&inputs)
+                    .with_context(|| format!("{} (with the inputs' shapes)", a.model.display()))?
+                    .optimize(&opt)?;
+                build(model, &a)?
+            }
+        })
+    });
+    let runnable = runnable?;
+    phases.extend(more);
+    if a.opt.time_passes {
+        eprint!("{}", super::setup_time::table(&stages(&phases), &phases));
+    }
     let outputs = runnable.run(&inputs)?;
     if let Some(dir) = &a.test_data {
         let infos = runnable.outputs();
@@ -141,6 +178,63 @@ pub fn main(a: RunArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stages of a run's setup in the order they ran (import, optimize, compile; cache for
+/// the compiled-code cache), each the time of its phase of its own name or else the sum of
+/// its phases one level down.
+fn stages(phases: &super::setup_time::Phases) -> Vec<(&str, std::time::Duration)> {
+    let mut out: Vec<(&str, std::time::Duration)> = Vec::new();
+    for (n, _) in phases {
+        let stage = n.split('/').next().unwrap_or(n);
+        if out.iter().any(|(s, _)| *s == stage) {
+            continue;
+        }
+        let whole = phases.iter().find(|(p, _)| p == stage).map(|(_, d)| *d);
+        let parts = phases
+            .iter()
+            .filter(|(p, _)| {
+                p.strip_prefix(stage)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .is_some_and(|r| !r.contains('/'))
+            })
+            .map(|(_, d)| *d)
+            .sum();
+        out.push((stage, whole.unwrap_or(parts)));
+    }
+    out
+}
+
+/// The model from the compiled-code cache in `dir` (a hit, or built and stored), or imported
+/// for the usual build where the cache does not take it (with a note why).
+fn from_cache(dir: &Path, opt: &hlstmc::OptimizeOptions, a: &RunArgs) -> Result<Source> {
+    if a.engine.is_some_and(|e| !matches!(e, Engine::Jit)) {
+        bail!("--cache-dir holds JIT code: use it with --engine jit (the default)");
+    }
+    let cache = hlstmc::cache::Cache::new(dir);
+    let opts = build_options(hlstmc::Engine::Jit, a.sparse_strategy, a.cpu, a.threads);
+    match cache.load_or_build(&a.model, opt, &opts, &|_| serde_json::Value::Null) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {}: {w}", a.model.display());
+            }
+            if let hlstmc::cache::Outcome::Rebuilt(why) = &c.outcome {
+                eprintln!("warning: cache entry {}: {why}; rebuilt", c.path.display());
+            }
+            Ok(Source::Cached(c.runnable))
+        }
+        Err(Ok(nc)) => {
+            eprintln!("note: not cached: {}", nc.reason);
+            for w in nc.model.warnings() {
+                eprintln!("warning: {}: {w}", a.model.display());
+            }
+            Ok(Source::Model(nc.model))
+        }
+        // Without --engine, a model the JIT cannot take runs on the interpreter, as it does
+        // without the cache: it is imported again and built as usual (which says why).
+        Err(Err(_)) if a.engine.is_none() => Ok(Source::Model(super::load_model(&a.model)?)),
+        Err(Err(e)) => Err(anyhow::Error::from(e).context(a.model.display().to_string())),
+    }
 }
 
 /// The model built for the engine asked for; without one, the JIT, or the interpreter (with a
