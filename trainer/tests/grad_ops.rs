@@ -235,3 +235,28 @@ fn where_and_clip() {
     c.loss(y);
     c.check(Options::default());
 }
+
+/// reduce_sum's gradient (issue 15's masked Keras layers sum their masks): over one axis and
+/// dropping it, over two kept as ones, over every axis (no axes operand), each followed by a
+/// product so that the adjoint reaching the sum is not all ones.
+#[test]
+fn reduce_sum_over_axes() {
+    let cases: [(&[i64], bool); 3] = [(&[1], false), (&[0, 2], true), (&[], false)];
+    for (i, (axes, keepdims)) in cases.into_iter().enumerate() {
+        let mut c = Case::new(700 + i as u64);
+        let x = c.param("x", &[2, 3, 4], -1.0, 1.0);
+        let op = Op::ReduceSum {
+            keepdims,
+            noop_with_empty_axes: false,
+        };
+        let s = if axes.is_empty() {
+            c.b.op("s", op, &[x]).unwrap()
+        } else {
+            let a = c.b.ints(axes);
+            c.b.op("s", op, &[x, a]).unwrap()
+        };
+        let y = c.b.bin("y", BinOp::Mul, s, s).unwrap();
+        c.loss(y);
+        c.check(Options::default());
+    }
+}

@@ -59,16 +59,15 @@ pub(crate) fn vjp(
                 (false, Some(axes)) => b.op(&tmp, Op::Unsqueeze, &[g, axes]).map_err(at)?,
                 _ => g,
             };
-            let shape = b
-                .op(
-                    &tmp,
-                    Op::Shape {
-                        start: 0,
-                        end: None,
-                    },
-                    &[x[0]],
-                )
-                .map_err(at)?;
+            // x's static dims as a constant (a computed Shape would leave the gradient's
+            // dims unknown to shape inference).
+            let dims: Vec<i64> = b
+                .dims(x[0])
+                .map_err(at)?
+                .iter()
+                .map(|&d| d as i64)
+                .collect();
+            let shape = b.ints(&dims);
             one(b.op(&tmp, Op::Expand, &[g, shape]))
         }
         Op::Binary(op) => {
