@@ -44,7 +44,11 @@ impl Model {
                 d
             }
         });
-        Self::from_bytes(&bytes, dir)
+        // The file's bytes are dropped once parsed: the weights are not held three times.
+        let parsed = hlstm_frontends::onnx::parse_model_bytes(&bytes)?;
+        drop(bytes);
+        let (graph, warnings) = hlstm_frontends::onnx::import_parsed_with_warnings(parsed, dir)?;
+        Ok(Model { graph, warnings })
     }
 
     /// Imports a serialized ONNX model; `model_dir` is where its external data files are.
@@ -52,6 +56,11 @@ impl Model {
         let (graph, warnings) =
             hlstm_frontends::onnx::import_bytes_with_warnings(bytes, model_dir)?;
         Ok(Model { graph, warnings })
+    }
+
+    /// A model of a graph and its import's warnings, as they were (no check).
+    pub(crate) fn from_parts(graph: Graph, warnings: Vec<String>) -> Model {
+        Model { graph, warnings }
     }
 
     /// A model from a graph built in memory (the trainer's, or a parsed `.hir`); it is
@@ -195,12 +204,19 @@ impl Model {
             engine,
             ..opts.clone()
         };
-        match self.clone().into_runnable(&with(crate::Engine::Jit)) {
-            Ok(r) => Ok((r, None)),
-            Err(e @ Error::Lower(_)) => {
-                Ok((self.into_runnable(&with(crate::Engine::Interp))?, Some(e)))
+        let jit = with(crate::Engine::Jit);
+        if jit.threads == 0 || jit.threads > BuildOptions::MAX_THREADS {
+            // The error of an invalid thread count, as the engines give it.
+            return Ok((self.into_runnable(&jit)?, None));
+        }
+        let stored = self.graph.stored.clone();
+        // The model is given back where it does not lower: it is not copied for the fallback.
+        match crate::engines::kernel::KernelRunnable::new_or_back(self, &jit) {
+            Ok(r) => Ok((crate::precision::declared(Arc::new(r), &stored), None)),
+            Err((e @ Error::Lower(_), Some(model))) => {
+                Ok((model.into_runnable(&with(crate::Engine::Interp))?, Some(e)))
             }
-            Err(e) => Err(e),
+            Err((e, _)) => Err(e),
         }
     }
 }

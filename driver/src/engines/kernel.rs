@@ -93,11 +93,25 @@ pub(crate) struct KernelRunnable(Arc<Shared>);
 
 impl KernelRunnable {
     pub(crate) fn new(model: Model, opts: &BuildOptions) -> Result<Self> {
+        Self::new_or_back(model, opts).map_err(|(e, _)| e)
+    }
+
+    /// [`KernelRunnable::new`]; where the model does not lower, the error and the model given
+    /// back (for another engine, without a copy of its weights kept beside this attempt).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn new_or_back(
+        model: Model,
+        opts: &BuildOptions,
+    ) -> std::result::Result<Self, (Error, Option<Model>)> {
         if opts.engine == Engine::Cuda && !hlstm_backends::cuda::driver_present() {
-            return Err(Error::Unsupported(hlstm_backends::cuda::no_driver_message()));
+            return Err((
+                Error::Unsupported(hlstm_backends::cuda::no_driver_message()),
+                Some(model),
+            ));
         }
         let (inputs, outputs) = (model.inputs(), model.outputs());
         let static_inputs = model.has_static_inputs();
+        let warnings = model.warnings().to_vec();
         let mut shared = Shared {
             engine: opts.engine,
             opts: opts.clone(),
@@ -108,7 +122,16 @@ impl KernelRunnable {
             graph: model.into_graph(),
         };
         if static_inputs {
-            shared.fixed = Some(Arc::new(compile(&shared, &shared.graph)?));
+            let (program, feeds) = match lower(&shared.graph, opts) {
+                Ok(p) => p,
+                Err(e) => return Err((e, Some(Model::from_parts(shared.graph, warnings)))),
+            };
+            // A model of static shapes is never specialized: its graph, and the weights the
+            // program holds a copy of, are not kept while the code is generated and run.
+            shared.graph = Graph::default();
+            shared.fixed = Some(Arc::new(
+                finish(&shared, program, feeds).map_err(|e| (e, None))?,
+            ));
         }
         Ok(KernelRunnable(Arc::new(shared)))
     }
@@ -164,6 +187,11 @@ pub(crate) fn lower_plain(g: &Graph, opts: &BuildOptions) -> Result<(Program, bo
 /// Lowers and compiles a graph with static input shapes.
 fn compile(sh: &Shared, g: &Graph) -> Result<Variant> {
     let (program, feeds) = lower(g, &sh.opts)?;
+    finish(sh, program, feeds)
+}
+
+/// Generates the code of a lowered program.
+fn finish(sh: &Shared, program: Program, feeds: Vec<Feed>) -> Result<Variant> {
     let code = match sh.engine {
         Engine::Jit => Code::Jit(compile_jit(&program, &sh.opts)?),
         Engine::Cuda => {

@@ -5,7 +5,7 @@
 
 mod fast;
 mod interp;
-mod kernel;
+pub(crate) mod kernel;
 mod onehot;
 
 use crate::runtime::Runnable;

@@ -11,7 +11,7 @@ pub mod tensor;
 
 use ctx::Ctx;
 use hlstm_ir::{Dim, Graph, StoredType, TensorType};
-use onnx_protobuf::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use onnx_protobuf::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use protobuf::Message;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -115,12 +115,31 @@ pub fn import_bytes_with_warnings(
     bytes: &[u8],
     model_dir: Option<&Path>,
 ) -> Result<(Graph, Vec<String>), ImportError> {
+    import_parsed_with_warnings(parse_model_bytes(bytes)?, model_dir)
+}
+
+/// The first half of [`import_bytes`]: the protobuf decoded (every initializer's bytes are
+/// copied out of `bytes`, which the caller may drop before [`import_parsed_with_warnings`]).
+pub fn parse_model_bytes(bytes: &[u8]) -> Result<ModelProto, ImportError> {
     MODELS_DECODED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let model = hlstm_ir::timing::phase("import/parse protobuf", || {
+    hlstm_ir::timing::phase("import/parse protobuf", || {
         ModelProto::parse_from_bytes(bytes).map_err(|e| ImportError::Decode(e.to_string()))
-    })?;
+    })
+}
+
+/// The second half of [`import_bytes`]: a parsed model imported, each top-level initializer's
+/// bytes freed as soon as it is decoded (a model's weights are held twice at most one
+/// initializer at a time).
+pub fn import_parsed_with_warnings(
+    mut model: ModelProto,
+    model_dir: Option<&Path>,
+) -> Result<(Graph, Vec<String>), ImportError> {
+    let inits = model
+        .graph
+        .as_mut()
+        .map(|g| std::mem::take(&mut g.initializer));
     hlstm_ir::timing::phase("import/graph", || {
-        import_model_with_warnings(&model, model_dir)
+        import_model_inner(&model, inits, model_dir)
     })
 }
 
@@ -148,6 +167,16 @@ pub fn import_model_with_warnings(
     model: &ModelProto,
     model_dir: Option<&Path>,
 ) -> Result<(Graph, Vec<String>), ImportError> {
+    import_model_inner(model, None, model_dir)
+}
+
+/// [`import_model_with_warnings`]; `inits`, when given, are the top-level graph's initializers
+/// taken out of `model` (decoded and dropped one by one).
+fn import_model_inner(
+    model: &ModelProto,
+    inits: Option<Vec<TensorProto>>,
+    model_dir: Option<&Path>,
+) -> Result<(Graph, Vec<String>), ImportError> {
     let graph = model
         .graph
         .as_ref()
@@ -158,7 +187,7 @@ pub fn import_model_with_warnings(
     let opset = opset_of(model)?;
     check_supported(graph)?;
     let mut ctx = Ctx::new(opset, model_dir, None);
-    import_graph(&mut ctx, graph, &[])?;
+    import_graph_with(&mut ctx, graph, &[], inits)?;
     hlstm_ir::timing::phase("import/graph/verify", || hlstm_ir::verify::verify(&ctx.g))
         .map_err(|m| ImportError::Model(format!("the imported graph is ill-formed: {m}")))?;
     Ok((ctx.g, ctx.warnings))
@@ -276,8 +305,23 @@ pub fn import_graph(
     graph: &GraphProto,
     formal: &[TensorType],
 ) -> Result<(), ImportError> {
+    import_graph_with(ctx, graph, formal, None)
+}
+
+/// [`import_graph`]; `owned`, when given, holds the graph's initializers (taken out of it):
+/// each is dropped once decoded.
+fn import_graph_with(
+    ctx: &mut Ctx,
+    graph: &GraphProto,
+    formal: &[TensorType],
+    owned: Option<Vec<TensorProto>>,
+) -> Result<(), ImportError> {
     let mut initialized = std::collections::HashSet::new();
-    for init in &graph.initializer {
+    let inits: Box<dyn Iterator<Item = std::borrow::Cow<TensorProto>>> = match owned {
+        Some(v) => Box::new(v.into_iter().map(std::borrow::Cow::Owned)),
+        None => Box::new(graph.initializer.iter().map(std::borrow::Cow::Borrowed)),
+    };
+    for init in inits {
         // ONNX Runtime takes the first of two initializers of one name, and hlstmc took the
         // last: the outputs differed. onnx.checker rejects the model; so does hlstmc.
         if initialized.contains(&init.name) {
@@ -287,7 +331,7 @@ pub fn import_graph(
             )));
         }
         let t = hlstm_ir::timing::phase("import/graph/initializers", || {
-            tensor::decode(init, ctx.model_dir)
+            tensor::decode(&init, ctx.model_dir)
         })
         .map_err(|m| ImportError::Model(format!("initializer '{}': {m}", init.name)))?;
         let v = ctx.constant(&init.name, t);

@@ -164,8 +164,8 @@ pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, Strin
             s => s.size_bytes(),
         };
     let external = t.data_location.value() == 1 || !t.external_data.is_empty();
-    let raw: Option<Vec<u8>> = if external {
-        Some(external_bytes(t, model_dir, want)?)
+    let raw: Option<std::borrow::Cow<[u8]>> = if external {
+        Some(std::borrow::Cow::Owned(external_bytes(t, model_dir, want)?))
     } else if !t.raw_data.is_empty() {
         if t.raw_data.len() != want {
             return Err(format!(
@@ -174,7 +174,7 @@ pub fn decode(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, Strin
                 dims_text(&dims)
             ));
         }
-        Some(t.raw_data.clone())
+        Some(std::borrow::Cow::Borrowed(&t.raw_data[..]))
     } else {
         None
     };
