@@ -210,19 +210,7 @@ pub(crate) fn emit(
     }
     if alias {
         let (row_out, row_in) = (row_of(&rout_final), row_of(&rout));
-        rows(cx, rows_rt, &rout, &rout_final, &mut |cx, src, dst| {
-            let d = Rv {
-                base: dst.0,
-                off: dst.1,
-                ..row_out.clone()
-            };
-            let s = Rv {
-                base: src.0,
-                off: src.1,
-                ..row_in.clone()
-            };
-            let _ = elementwise::emit(cx, EOp::Copy, &[n], &d, &[s]);
-        });
+        copy_rows(cx, rows_rt, (&rout, &row_in), (&rout_final, &row_out), n);
     }
     Ok(())
 }
@@ -290,19 +278,7 @@ fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Resul
                 strides: vec![mm as i64 * 4],
                 ..at.clone()
             };
-            rows(cx, rows_rt, ra, &at, &mut |cx, src, dst| {
-                let d = Rv {
-                    base: dst.0,
-                    off: dst.1,
-                    ..col.clone()
-                };
-                let s = Rv {
-                    base: src.0,
-                    off: src.1,
-                    ..row_of(ra)
-                };
-                let _ = elementwise::emit(cx, EOp::Copy, &[k], &d, &[s]);
-            });
+            copy_rows(cx, rows_rt, (ra, &row_of(ra)), (&at, &col), k);
         }
     }
     Ok(at)
@@ -348,18 +324,24 @@ fn untranspose(cx: &mut Cx, rt: &Rv, rout: &Rv, m: Count, n: usize) {
         strides: vec![rt.strides[0], rt.strides[1]],
         ..rt.clone()
     };
-    rows(cx, m, &src_rows, rout, &mut |cx, src, dst| {
+    copy_rows(cx, m, (&src_rows, &row_t), (rout, &row_out), n);
+}
+
+/// Copies `m` rows of `len` elements: row i of `src.0` (one row's elements as `src.1` walks
+/// them) to row i of `dst.0` (`dst.1`).
+fn copy_rows(cx: &mut Cx, m: Count, src: (&Rv, &Rv), dst: (&Rv, &Rv), len: usize) {
+    rows(cx, m, src.0, dst.0, &mut |cx, s, d| {
         let d = Rv {
-            base: dst.0,
-            off: dst.1,
-            ..row_out.clone()
+            base: d.0,
+            off: d.1,
+            ..dst.1.clone()
         };
         let s = Rv {
-            base: src.0,
-            off: src.1,
-            ..row_t.clone()
+            base: s.0,
+            off: s.1,
+            ..src.1.clone()
         };
-        let _ = elementwise::emit(cx, EOp::Copy, &[n], &d, &[s]);
+        let _ = elementwise::emit(cx, EOp::Copy, &[len], &d, &[s]);
     });
 }
 

@@ -425,6 +425,12 @@ DEFINE_ACTS(avx2, "avx2,fma", __m256, __m256i, 8)
 /* Binary elementwise operations over rows of contiguous elements (NAME_binary_*):
  * out[r * so + j] = a[r * sa + j] OP b[r * sb + j] for r < rows, j < cols, op 0 add, 1 sub,
  * 2 mul, 3 div (IEEE, as the inline code). A row stride of 0 broadcasts that operand's row. */
+/* One operation over a row: whole vectors, then a masked tail. */
+#define BINARY_ROW(OPV, LANES, LOADU, STOREU, LOADT, STORET)                                     \
+    for (; j + LANES <= cols; j += LANES) STOREU(orow + j, OPV(LOADU(ar + j), LOADU(br + j)));   \
+    /* A masked-off lane of a division divides 0 by 0: discarded; masked stores never fault. */ \
+    if (j < cols) STORET(orow + j, OPV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j)
+
 #define DEFINE_BINARY(SUF, TARGET, V, LANES, LOADU, STOREU, LOADT, STORET, ADDV, SUBV, MULV, DIVV)  \
     HIDDEN __attribute__((target(TARGET))) void NAME_binary_##SUF(                               \
         int64_t op, int64_t rows, int64_t cols, const float *a, int64_t sa, const float *b,        \
@@ -433,32 +439,14 @@ DEFINE_ACTS(avx2, "avx2,fma", __m256, __m256i, 8)
             const float *ar = a + r * sa, *br = b + r * sb;                                       \
             float *orow = out + r * so;                                                           \
             int64_t j = 0;                                                                        \
-            switch (op) {                                                                         \
-            case 0:                                                                               \
-                for (; j + LANES <= cols; j += LANES)                                             \
-                    STOREU(orow + j, ADDV(LOADU(ar + j), LOADU(br + j)));                         \
-                if (j < cols)                                                                     \
-                    STORET(orow + j, ADDV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j); \
-                break;                                                                            \
-            case 1:                                                                               \
-                for (; j + LANES <= cols; j += LANES)                                             \
-                    STOREU(orow + j, SUBV(LOADU(ar + j), LOADU(br + j)));                         \
-                if (j < cols)                                                                     \
-                    STORET(orow + j, SUBV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j); \
-                break;                                                                            \
-            case 2:                                                                               \
-                for (; j + LANES <= cols; j += LANES)                                             \
-                    STOREU(orow + j, MULV(LOADU(ar + j), LOADU(br + j)));                         \
-                if (j < cols)                                                                     \
-                    STORET(orow + j, MULV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j); \
-                break;                                                                            \
-            default:                                                                              \
-                for (; j + LANES <= cols; j += LANES)                                             \
-                    STOREU(orow + j, DIVV(LOADU(ar + j), LOADU(br + j)));                         \
-                /* A masked-off lane divides 0 by 0: discarded, and masked stores do not fault. */ \
-                if (j < cols)                                                                     \
-                    STORET(orow + j, DIVV(LOADT(ar + j, cols - j), LOADT(br + j, cols - j)), cols - j); \
-                break;                                                                            \
+            if (op == 0) {                                                                        \
+                BINARY_ROW(ADDV, LANES, LOADU, STOREU, LOADT, STORET);                            \
+            } else if (op == 1) {                                                                 \
+                BINARY_ROW(SUBV, LANES, LOADU, STOREU, LOADT, STORET);                            \
+            } else if (op == 2) {                                                                 \
+                BINARY_ROW(MULV, LANES, LOADU, STOREU, LOADT, STORET);                            \
+            } else {                                                                              \
+                BINARY_ROW(DIVV, LANES, LOADU, STOREU, LOADT, STORET);                            \
             }                                                                                     \
         }                                                                                         \
     }
