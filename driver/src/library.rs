@@ -238,8 +238,11 @@ pub fn compile_library(
         }
     }
     // The tools first: no work is done if one is missing. With threads, or for the GPU, the
-    // runtime is C, so every library file needs cc.
-    let needs_cc = lib.threads > 1 || lib.target == LibraryTarget::Ptx;
+    // runtime is C, and for a CPU with AVX2 the code may call the wide kernels, also C
+    // (docs/kernels.md): so every library file needs cc.
+    let wide = lib.target == LibraryTarget::X86_64
+        && hlstm_backends::cpu::wide::WideIsa::for_cpu(lib.cpu).is_some();
+    let needs_cc = lib.threads > 1 || lib.target == LibraryTarget::Ptx || wide;
     let (cc, ar) = emit_tools(&lib.emit, needs_cc)?;
     let (model, axes) = fix_shapes(model, &lib.shapes, lib.max_batch)?;
     let model = hlstm_ir::timing::phase("optimize", || model.optimize(opt))?;
@@ -524,8 +527,8 @@ fn run_tool_untimed(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// The tools the artifacts need: `cc` for `so` (and, with `obj_needs_cc`, for `obj` and `a`),
-/// `ar` for `a`.
+/// The tools the artifacts need: `cc` for `so` (and, with `obj_needs_cc`: threads, the GPU's
+/// host code, or a CPU with the wide kernels, for `obj` and `a`), `ar` for `a`.
 fn emit_tools(emit: &[Artifact], obj_needs_cc: bool) -> Result<(Option<String>, Option<String>)> {
     let want = |e: Artifact| emit.contains(&e);
     let cc = if want(Artifact::So) || (obj_needs_cc && (want(Artifact::Obj) || want(Artifact::A))) {

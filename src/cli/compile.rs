@@ -20,7 +20,8 @@ use std::process::ExitCode;
 /// time). `--emit clif,asm,kir` also writes the lower levels: NAME.clif (Cranelift IR), NAME.s
 /// (the machine instructions after register allocation) and NAME.kir (the kernel IR). The files
 /// are written under temporary names and renamed once all of them are made, so each is whole or
-/// absent. `cc` and `ar` (or $CC and $AR) are needed only for `so` and `a`.
+/// absent. `cc` and `ar` (or $CC and $AR) are needed only for `so` and `a`, and `cc` for `obj`
+/// too unless `--cpu x86-64-v2` (the AVX2 and AVX-512 kernels the code calls are C).
 ///
 /// With --target ptx: NAME.ptx and NAME.launch.json, and the same library and header over the
 /// CUDA driver (generated C compiled by `cc`: needed for obj, so and a; link with -ldl).

@@ -34,6 +34,17 @@ impl WideIsa {
         }
     }
 
+    /// The widest kernels code generated for `cpu` can call (what a library then links in).
+    pub fn for_cpu(cpu: super::CpuIsa) -> Option<WideIsa> {
+        let opts = super::CpuOptions {
+            isa: cpu,
+            ..Default::default()
+        };
+        super::build_isa(&opts, true)
+            .ok()
+            .and_then(|isa| WideIsa::of(&*isa))
+    }
+
     fn suffix(self) -> &'static str {
         match self {
             WideIsa::Avx512 => "avx512",
