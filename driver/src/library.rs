@@ -767,6 +767,24 @@ pub fn temp_folder(out: &Path, name: &str) -> PathBuf {
     out.join(format!(".hlstmc-{name}-{}.partial", std::process::id()))
 }
 
+/// Removes a compile's temporary folder while a tool it started (cc, ar) may still be writing
+/// into it, as after Ctrl-C: removal fails while the tool adds a file between the listing and
+/// the final rmdir, so it is retried (for up to two seconds); once the folder is gone the tool
+/// cannot create anything in it. Whether the folder is gone.
+pub fn remove_temp_folder(tmp: &Path) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let _ = std::fs::remove_dir_all(tmp);
+        if !tmp.exists() {
+            return true;
+        }
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Held while a library's files are renamed into place. A program that ends itself on Ctrl-C

@@ -198,7 +198,7 @@ pub fn main(a: CompileArgs) -> Result<ExitCode> {
         let _commit = hlstmc::library::commit_lock()
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if std::fs::remove_dir_all(&tmp).is_ok() {
+        if hlstmc::library::remove_temp_folder(&tmp) {
             eprintln!(
                 "error: interrupted; nothing was written to {}",
                 out.display()
