@@ -201,6 +201,16 @@ impl Plan {
     /// The original graph's outputs into `out` from the factored graph's `raw` (whose tensors
     /// are swapped with `out`'s, so that both keep their memory across runs).
     pub fn finish(&self, raw: &mut [Tensor], out: &mut Vec<Tensor>) -> Result<(), Error> {
+        let wanted = self.sources.iter().map(|s| match *s {
+            Source::Output(j) => j,
+            Source::Product { a, g, .. } => a.max(g),
+        });
+        if wanted.max().is_some_and(|j| j >= raw.len()) {
+            return Err(Error::new(format!(
+                "internal error: the training graph gave {} outputs, fewer than its plan reads",
+                raw.len()
+            )));
+        }
         out.resize_with(self.sources.len(), || Tensor::zeros(DType::F32, &[0]));
         for (i, s) in self.sources.iter().enumerate() {
             match *s {

@@ -301,12 +301,12 @@ pub fn sampled_all(path: Path, r: usize, jobs: &mut [Sampled], threads: usize) {
         for (q, dst) in mine.chunks_mut(nnz.max(1)).enumerate() {
             let r0 = (first + q) * PANEL;
             let rows = PANEL.min(r - r0);
-            let mut have: Option<*const f32> = None;
+            let mut have: Option<(*const f32, usize)> = None;
             for (i, &(a, g, p)) in jobs_ro.iter().enumerate() {
                 let (k, m) = (p.rows, p.cols);
-                if have != Some(a.as_ptr()) {
+                if have != Some((a.as_ptr(), a.len())) {
                     transpose(&a[r0 * k..(r0 + rows) * k], rows, k, &mut at, fast);
-                    have = Some(a.as_ptr());
+                    have = Some((a.as_ptr(), a.len()));
                 }
                 transpose(&g[r0 * m..(r0 + rows) * m], rows, m, &mut gt, fast);
                 panel_dots(&at, &gt, p, &mut dst[base[i]..base[i + 1]], fast);
