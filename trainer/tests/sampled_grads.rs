@@ -14,7 +14,7 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            if s % 7 == 0 {
+            if s.is_multiple_of(7) {
                 0.0
             } else {
                 (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0

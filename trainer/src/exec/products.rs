@@ -398,9 +398,9 @@ fn panel_dots(at: &[f32], gt: &[f32], p: &Pattern, dst: &mut [f32], fast: bool) 
         while i < e {
             let n = (e - i).min(4);
             let mut rows = [arow; 4];
-            for j in 0..n {
-                let c = p.col[i + j] as usize;
-                rows[j] = &gt[c * PANEL..(c + 1) * PANEL];
+            for (row, &c) in rows.iter_mut().zip(&p.col[i..i + n]) {
+                let c = c as usize;
+                *row = &gt[c * PANEL..(c + 1) * PANEL];
             }
             let d = dot4(arow, rows, fast);
             dst[i..i + n].copy_from_slice(&d[..n]);
