@@ -686,9 +686,11 @@ impl Lowerer<'_> {
                 if let Loc::Known(t) = l {
                     let t = t.cast(DType::F32);
                     let a = t.as_f32().expect("cast to f32");
-                    let id =
-                        self.prog
-                            .add_const(&format!("{}.const", node.name), a.shape(), f32_data(a));
+                    let id = self.prog.add_const(
+                        &format!("{}.const", node.name),
+                        a.shape(),
+                        f32_data(a),
+                    );
                     *l = Loc::F32(View::constant(id, a.shape()));
                 }
             }
@@ -1516,7 +1518,9 @@ mod copy_tests {
             let s = a.slice(ndarray::s![.., ..;2]).to_owned().into_dyn();
             assert_eq!(f32_data(&s), s.iter().copied().collect::<Vec<_>>());
         }
-        let a = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| (i[0] * 100 + i[1] * 10 + i[2]) as f32);
+        let a = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| {
+            (i[0] * 100 + i[1] * 10 + i[2]) as f32
+        });
         let p = a.permuted_axes(IxDyn(&[2, 0, 1]));
         assert_eq!(f32_data(&p), p.iter().copied().collect::<Vec<_>>());
     }
