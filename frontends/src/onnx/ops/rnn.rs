@@ -667,8 +667,18 @@ fn dir_weights(
     let gather = |ctx: &mut Ctx, nm: &str, v: Value| {
         ctx.add1(nm, Op::Gather { axis: 0 }, &[Some(v), Some(idx)])
     };
+    // A folded intermediate (the direction's slice of a constant weight, its parts) is freed
+    // as soon as what is made from it exists: each is as large as the weight (16 MiB for an
+    // LSTM of 1024 units), and it would otherwise stay in the graph until dead-code
+    // elimination.
+    let drop_temp = |ctx: &mut Ctx, v: Value, source: Value| {
+        if v != source && ctx.const_value(v).is_some() && ctx.g.users(v.node).is_empty() {
+            ctx.g.nodes.remove_node(v.node);
+        }
+    };
     let w_d = gather(ctx, &format!("{dl}/W"), w)?;
     let w_t = t(ctx, &format!("{dl}/W_t"), w_d)?;
+    drop_temp(ctx, w_d, w);
     let r_d = gather(ctx, &format!("{dl}/R"), r)?;
     let lbr0 = matches!(
         kind,
@@ -687,12 +697,16 @@ fn dir_weights(
             &[Some(r_d), Some(sizes)],
             &[],
         )?;
-        (
-            t(ctx, &format!("{dl}/R_zr_t"), parts[0])?,
-            Some(t(ctx, &format!("{dl}/R_h_t"), parts[1])?),
-        )
+        let zr = t(ctx, &format!("{dl}/R_zr_t"), parts[0])?;
+        let h_t = t(ctx, &format!("{dl}/R_h_t"), parts[1])?;
+        drop_temp(ctx, r_d, r);
+        drop_temp(ctx, parts[0], r);
+        drop_temp(ctx, parts[1], r);
+        (zr, Some(h_t))
     } else {
-        (t(ctx, &format!("{dl}/R_t"), r_d)?, None)
+        let r_t = t(ctx, &format!("{dl}/R_t"), r_d)?;
+        drop_temp(ctx, r_d, r);
+        (r_t, None)
     };
     let (bias_x, bias_h) = match b {
         None => (None, None),
