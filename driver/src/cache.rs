@@ -459,7 +459,6 @@ fn load(
 /// Writes `bytes` to `file` in `dir` through a temporary file of a name no other writer uses,
 /// renamed into place.
 fn write_entry(dir: &Path, file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
@@ -472,19 +471,7 @@ fn write_entry(dir: &Path, file: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|_| std::fs::rename(&tmp, file));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::files::write_through(&tmp, file, bytes)
 }
 
 /// A model run from cached code: the JIT program and what a call needs, shared with its

@@ -13,18 +13,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
     // A stale file (or link) of that name from an earlier crash is removed, not written through.
     let _ = std::fs::remove_file(&tmp);
+    write_through(&tmp, path, bytes)
+}
+
+/// Writes `bytes` to the new file `tmp` (created exclusively: an existing file or link there is
+/// an error), syncs it and renames it to `path`; on failure `tmp` is removed.
+pub(crate) fn write_through(tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let written = std::fs::File::options()
         .write(true)
         .create_new(true)
-        .open(&tmp)
+        .open(tmp)
         .and_then(|mut f| {
             f.write_all(bytes)?;
             f.sync_all()
         })
-        .and_then(|_| std::fs::rename(&tmp, path));
+        .and_then(|_| std::fs::rename(tmp, path));
     if written.is_err() {
         // Best effort: the error that matters is the write's.
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     written
 }
