@@ -608,26 +608,7 @@ impl CachedState {
     }
 }
 
-impl State for CachedState {
-    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        let mut out = Vec::new();
-        self.run_into(inputs, &mut out)?;
-        Ok(out)
-    }
-    fn run_into(&mut self, inputs: &[Tensor], out: &mut Vec<Tensor>) -> Result<()> {
-        self.resume = false;
-        self.call(inputs, false, out)
-    }
-    fn step(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        let mut out = Vec::new();
-        self.call(inputs, self.resume, &mut out)?;
-        self.resume = true;
-        Ok(out)
-    }
-    fn reset(&mut self) {
-        self.resume = false;
-    }
-}
+crate::engines::kernel::resumable_state!(CachedState);
 
 #[cfg(test)]
 mod tests {

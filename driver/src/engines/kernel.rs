@@ -401,26 +401,36 @@ fn copy_into(views: &mut [&mut [f32]], outs: Vec<Vec<f32>>) -> Result<()> {
     Ok(())
 }
 
-impl State for KernelState {
-    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        let mut out = Vec::new();
-        self.run_into(inputs, &mut out)?;
-        Ok(out)
-    }
-    fn run_into(&mut self, inputs: &[Tensor], out: &mut Vec<Tensor>) -> Result<()> {
-        self.resume = false;
-        self.call(inputs, false, out)
-    }
-    fn step(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        let mut out = Vec::new();
-        self.call(inputs, self.resume, &mut out)?;
-        self.resume = true;
-        Ok(out)
-    }
-    fn reset(&mut self) {
-        self.resume = false;
-    }
+/// `State` for a type with a `resume: bool` field and `fn call(&mut self, inputs, resume,
+/// outputs) -> Result<()>` that runs from the initial state or continues the last sequence
+/// (the compiled engines and the cached one).
+macro_rules! resumable_state {
+    ($t:ty) => {
+        impl $crate::runtime::State for $t {
+            fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+                let mut out = Vec::new();
+                self.run_into(inputs, &mut out)?;
+                Ok(out)
+            }
+            fn run_into(&mut self, inputs: &[Tensor], out: &mut Vec<Tensor>) -> Result<()> {
+                self.resume = false;
+                self.call(inputs, false, out)
+            }
+            fn step(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+                let mut out = Vec::new();
+                self.call(inputs, self.resume, &mut out)?;
+                self.resume = true;
+                Ok(out)
+            }
+            fn reset(&mut self) {
+                self.resume = false;
+            }
+        }
+    };
 }
+pub(crate) use resumable_state;
+
+resumable_state!(KernelState);
 
 /// Whether buffer `b` holds one row per step and the program takes fewer steps than the
 /// longest (then axis 0 of its dims is the sequence).
