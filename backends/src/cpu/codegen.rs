@@ -327,14 +327,8 @@ fn wide_activation_kind(act: hlstm_ir::Act, out: &View, x: &View) -> Option<i64>
         hlstm_ir::Act::Relu => 2,
         _ => return None,
     };
-    let contiguous = |v: &View| {
-        v.dims == out.dims
-            && v.strides
-                == hlstm_ir::kernel::row_major_strides(&v.dims)
-                    .iter()
-                    .map(|s| *s as isize)
-                    .collect::<Vec<_>>()
-    };
+    let contiguous =
+        |v: &View| v.dims == out.dims && v.strides == hlstm_ir::kernel::row_major_strides(&v.dims);
     let same_or_apart = x.storage != out.storage
         || (x.offset == out.offset && x.step_stride == out.step_stride)
         || !hlstm_ir::kernel::verify::overlap(out, x, 1);
