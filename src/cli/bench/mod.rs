@@ -287,20 +287,7 @@ pub fn main(a: BenchArgs) -> Result<ExitCode> {
         batch: st.batch,
         macs_per_call,
     };
-    if a.opt.time_passes {
-        let stages = [
-            ("import", import),
-            ("optimize", optimize),
-            ("compile", compile),
-        ];
-        eprint!("{}", super::setup_time::table(&stages, &phases));
-    }
-    if a.json {
-        report.print_json()?;
-    } else {
-        report.print_text()?;
-    }
-    Ok(ExitCode::SUCCESS)
+    finish(&a, &report, [import, optimize, compile], &phases)
 }
 
 /// `bench` of a model from the compiled-code cache (hit, or miss and stored): the setup is
@@ -368,20 +355,7 @@ fn cached_bench(
         batch,
         macs_per_call,
     };
-    if a.opt.time_passes {
-        let stages = [
-            ("import", import),
-            ("optimize", optimize),
-            ("compile", compile),
-        ];
-        eprint!("{}", super::setup_time::table(&stages, &phases));
-    }
-    if a.json {
-        report.print_json()?;
-    } else {
-        report.print_text()?;
-    }
-    Ok(ExitCode::SUCCESS)
+    finish(&a, &report, [import, optimize, compile], &phases)
 }
 
 /// [`random_inputs`] from the inputs' declared types alone (a model from the cache has no
@@ -423,4 +397,28 @@ mod tests {
         let e = checked_threads(65).unwrap_err().to_string();
         assert!(e.contains("at most 64"), "{e}");
     }
+}
+
+/// Prints the setup time report (with --time-passes: the import, optimize and compile times
+/// and their phases) and the report, as JSON or text.
+fn finish(
+    a: &BenchArgs,
+    report: &report::Report,
+    [import, optimize, compile]: [std::time::Duration; 3],
+    phases: &super::setup_time::Phases,
+) -> anyhow::Result<ExitCode> {
+    if a.opt.time_passes {
+        let stages = [
+            ("import", import),
+            ("optimize", optimize),
+            ("compile", compile),
+        ];
+        eprint!("{}", super::setup_time::table(&stages, phases));
+    }
+    if a.json {
+        report.print_json()?;
+    } else {
+        report.print_text()?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
