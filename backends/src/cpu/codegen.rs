@@ -182,7 +182,7 @@ pub fn define_program_with<M: Module>(
     })?;
     let fma = isa_has_fma(module.isa());
     // The wide kernels the program calls, declared as imports.
-    let calls = matmul::wide_calls(p, &l)?;
+    let calls = wide_calls(p, &l)?;
     let mut wide_symbols = Vec::new();
     let mut import = |module: &mut M, symbol: String, params: usize| {
         let mut sig = module.make_signature();
@@ -208,11 +208,11 @@ pub fn define_program_with<M: Module>(
         _ => None,
     };
     let act_id = match wide {
-        Some(w) if wide_activations(p)? => Some(import(module, w.act_symbol(kernel_prefix), 4)?),
+        Some(w) if calls.act => Some(import(module, w.act_symbol(kernel_prefix), 4)?),
         _ => None,
     };
     let binary_id = match wide {
-        Some(w) if wide_binaries(p)? => Some(import(module, w.binary_symbol(kernel_prefix), 9)?),
+        Some(w) if calls.binary => Some(import(module, w.binary_symbol(kernel_prefix), 9)?),
         _ => None,
     };
     let sig = program_signature(module);
@@ -372,28 +372,35 @@ fn wide_binary_shape(
     Ok(Some((rows, cols, strides)))
 }
 
-/// Whether any statement of `p` runs the wide binary kernel.
-fn wide_binaries(p: &Program) -> Result<bool, String> {
-    let mut any = false;
-    hlstm_ir::kernel::visit::try_walk(&p.body, &mut |s, site| {
-        if let Stmt::Binary { out, a, b, .. } = s {
-            any |= wide_binary_shape(out, &[a, b], site.trip)?.is_some();
-        }
-        Ok::<(), String>(())
-    })?;
-    Ok(any)
+/// The wide kernels a program calls (see `super::wide`): one walk over its statements, the
+/// same decisions as the code generation makes (the matmuls' in `matmul::note_wide_calls`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WideCalls {
+    pub gemm: bool,
+    pub spmm: bool,
+    /// The transposes of vectors of rows.
+    pub transpose: bool,
+    pub act: bool,
+    pub binary: bool,
 }
 
-/// Whether any statement of `p` runs the wide activation kernel.
-fn wide_activations(p: &Program) -> Result<bool, String> {
-    let mut any = false;
-    hlstm_ir::kernel::visit::try_walk(&p.body, &mut |s, _| {
-        if let Stmt::Unary { op, out, x } = s {
-            any |= wide_activation_kind(*op, out, x).is_some();
+fn wide_calls(p: &Program, l: &Layout) -> Result<WideCalls, String> {
+    let mut calls = WideCalls::default();
+    if !l.wide {
+        return Ok(calls);
+    }
+    hlstm_ir::kernel::visit::try_walk(&p.body, &mut |s, site| {
+        match s {
+            Stmt::MatMul { out, a, w, .. } => matmul::note_wide_calls(p, l, out, a, w, &mut calls)?,
+            Stmt::Unary { op, out, x } => calls.act |= wide_activation_kind(*op, out, x).is_some(),
+            Stmt::Binary { out, a, b, .. } => {
+                calls.binary |= wide_binary_shape(out, &[a, b], site.trip)?.is_some()
+            }
+            _ => {}
         }
         Ok::<(), String>(())
     })?;
-    Ok(any)
+    Ok(calls)
 }
 
 /// A trip count: known when generating, or a run-time value (the sequence length).

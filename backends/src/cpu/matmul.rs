@@ -30,7 +30,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I8X16, I32, I64};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use hlstm_ir::kernel::verify::{matmul_dims, overlap};
-use hlstm_ir::kernel::{ConstId, Program, Stmt, Strategy, View, Weight, visit};
+use hlstm_ir::kernel::{ConstId, Program, Strategy, View, Weight};
 
 /// A base pointer and a byte offset from it.
 type Pos = (Value, i64);
@@ -100,17 +100,18 @@ pub(crate) fn emit(
     // transposed rows and the aliased product): whole-vector stores of four rows, where
     // storing into [M, N] takes a lane extract and a store per element, and sixteen rows
     // of a wide output (a row stride a multiple of 4 KiB) fall in one set of the L1 cache.
-    // It is transposed into `rout` afterwards in 4x4 blocks.
-    let rout_t = row_vec.map(|mm| Rv {
-        base: cx.scratch,
+    // It is transposed into `rout` afterwards.
+    let scratch = cx.scratch;
+    let rout_t = |mm: usize| Rv {
+        base: scratch,
         off: (k * mm + if alias { m * n } else { 0 }) as i64 * 4,
         strides: vec![4, mm as i64 * 4],
-    });
+    };
     match (row_vec, w, rows_rt) {
         (Some(mm), Weight::Const(c, strategy), Count::Static(_)) => {
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
             let sink = Sink::Rows4 { m: rows_rt };
-            let rt = rout_t.expect("with vectors of rows");
+            let rt = rout_t(mm);
             sparse(cx, sw(*c, *strategy), &at, &rt, sink, mm as isize);
             untranspose(cx, &rt, &rout, rows_rt, n);
         }
@@ -122,7 +123,7 @@ pub(crate) fn emit(
             let four = cx.b.ins().iconst(I64, 4);
             let m4 = cx.b.ins().smax(rows, four);
             let sink = Sink::Rows4 { m: Count::Dyn(m4) };
-            let rt = rout_t.expect("with vectors of rows");
+            let rt = rout_t(mm);
             sparse(cx, sw(*c, *strategy), &at, &rt, sink, mm as isize);
             untranspose(cx, &rt, &rout, Count::Dyn(m4), n);
         }
@@ -141,7 +142,7 @@ pub(crate) fn emit(
             cx.b.seal_block(many);
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
             let sink = Sink::Rows4 { m: rows_rt };
-            let rt = rout_t.expect("with vectors of rows");
+            let rt = rout_t(mm);
             sparse(cx, sw(*c, *strategy), &at, &rt, sink, mm as isize);
             untranspose(cx, &rt, &rout, rows_rt, n);
             cx.b.ins().jump(done, &[]);
@@ -492,42 +493,28 @@ fn gemm_fits(k: usize, n: usize) -> bool {
 
 const GEMM_MIN_WEIGHTS: usize = 1024;
 
-/// Whether the program's matmuls call the wide dense and sparse kernels (when the target has
-/// them, `l.wide`): what the code generator declares as imports.
-pub(crate) fn wide_calls(p: &Program, l: &Layout) -> Result<WideCalls, String> {
-    let (mut gemm, mut spmm, mut transpose) = (false, false, false);
-    if !l.wide {
-        return Ok(WideCalls::default());
-    }
-    visit::try_walk(&p.body, &mut |s, _| {
-        if let Stmt::MatMul { out, a, w, .. } = s {
-            let (m, k, n) = matmul_dims(p, out, a, w)?;
-            match w {
-                Weight::Const(_, Strategy::Dense) => gemm |= m > 0 && gemm_fits(k, n),
-                Weight::Const(c, _) => {
-                    spmm |= row_vector_rows(m, w)
-                        .is_some_and(|mm| l.csr_table.contains_key(&(*c, mm as isize, false, None)))
-                }
-                _ => {}
-            }
-            transpose |= row_vector_rows(m, w).is_some();
+/// Notes which wide kernels the matmul `out = a x w` calls (the target has them, `l.wide`):
+/// what the code generator declares as imports.
+pub(crate) fn note_wide_calls(
+    p: &Program,
+    l: &Layout,
+    out: &View,
+    a: &View,
+    w: &Weight,
+    calls: &mut super::codegen::WideCalls,
+) -> Result<(), String> {
+    let (m, k, n) = matmul_dims(p, out, a, w)?;
+    let rows = row_vector_rows(m, w);
+    match w {
+        Weight::Const(_, Strategy::Dense) => calls.gemm |= m > 0 && gemm_fits(k, n),
+        Weight::Const(c, _) => {
+            calls.spmm |=
+                rows.is_some_and(|mm| l.csr_table.contains_key(&(*c, mm as isize, false, None)))
         }
-        Ok::<(), String>(())
-    })?;
-    Ok(WideCalls {
-        gemm,
-        spmm,
-        transpose,
-    })
-}
-
-/// The wide kernels a program's matmuls call (see [`wide_calls`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct WideCalls {
-    pub gemm: bool,
-    pub spmm: bool,
-    /// The transposes of vectors of rows.
-    pub transpose: bool,
+        _ => {}
+    }
+    calls.transpose |= rows.is_some();
+    Ok(())
 }
 
 /// A count as an i64 value.
