@@ -264,15 +264,20 @@ fn an_open_batch_is_fixed_by_the_input() {
 }
 
 /// A lowering that names no target chooses as the CPU target does (the passes crate repeats
-/// the CPU's thresholds for it: it does not depend on the backends).
+/// the CPU's thresholds for it: it does not depend on the backends); the PTX target makes the
+/// CPU's choice of kernels but keeps every buffer's rows outermost.
 #[test]
 fn the_default_kernel_selection_is_the_cpus() {
+    use hlstmc::backends::{cpu, ptx};
+    use hlstmc::ir::kernel::KernelSelector;
+    assert_eq!(hlstmc::passes::lower::NO_TARGET, cpu::select::SELECTOR);
     assert_eq!(
-        hlstmc::passes::lower::NO_TARGET,
-        hlstmc::backends::cpu::select::SELECTOR
+        ptx::select::SELECTOR,
+        hlstmc::ir::kernel::select::Thresholds {
+            rows_innermost: None,
+            ..cpu::select::SELECTOR
+        }
     );
-    assert_eq!(
-        hlstmc::backends::ptx::select::SELECTOR,
-        hlstmc::backends::cpu::select::SELECTOR
-    );
+    assert_eq!(cpu::select::SELECTOR.rows_innermost(), Some(4));
+    assert_eq!(ptx::select::SELECTOR.rows_innermost(), None);
 }

@@ -94,7 +94,18 @@ fn check_guarantees(p: &Program, body: &[Stmt], in_loop: bool) -> Result<(), Str
                     return Err(format!("a matmul of rank != 2: {st:?}"));
                 }
                 let k = a.dims[1];
-                if (a.strides[1] != 1 && k > 1) || (out.strides[1] != 1 && out.dims[1] > 1) {
+                let m = a.dims[0];
+                // Rows innermost (a sparse constant weight over 4 rows or more): `a` is
+                // [M, K] with strides [1, M], `out` has a row stride of 1.
+                let vectors = m >= 4
+                    && matches!(
+                        w,
+                        Weight::Const(_, Strategy::SparseUnrolled | Strategy::SparseCsr)
+                    );
+                let a_ok = a.strides[1] == 1 || k <= 1 || (vectors && a.strides == [1, m as isize]);
+                let out_ok =
+                    out.strides[1] == 1 || out.dims[1] <= 1 || (vectors && out.strides[0] == 1);
+                if !a_ok || !out_ok {
                     return Err(format!("a matmul operand with a strided last dim: {st:?}"));
                 }
                 match w {

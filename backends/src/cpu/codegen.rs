@@ -335,6 +335,26 @@ fn wide_activation_kind(act: hlstm_ir::Act, out: &View, x: &View) -> Option<i64>
     (out.len() >= WIDE_ACT_MIN && contiguous(out) && contiguous(x) && same_or_apart).then_some(kind)
 }
 
+/// `out = x` as a transpose, when it is one: two dims, `out` contiguous along the second and
+/// `x` along the first (a copy between a buffer stored rows innermost and one stored rows
+/// outermost, `hlstm_passes::lower::rows_inner`), not overlapping. Returns the rows and
+/// columns of the source (x's second dim, then its first) and the row strides of source and
+/// destination, in elements.
+fn transposing_copy(out: &View, x: &View, trip: usize) -> Option<(usize, usize, isize, isize)> {
+    let [d0, d1] = out.dims[..] else {
+        return None;
+    };
+    let xs = hlstm_ir::kernel::verify::bcast_strides(x, &out.dims).ok()?;
+    let transposed = d0 >= 4 && d1 >= 4 && out.strides[1] == 1 && xs[0] == 1;
+    let apart = !hlstm_ir::kernel::verify::overlap(out, x, trip);
+    (transposed && apart && xs[1] > 0 && out.strides[0] > 0).then_some((
+        d1,
+        d0,
+        xs[1],
+        out.strides[0],
+    ))
+}
+
 /// Elements from which sigmoid and tanh call the wide kernel (under that, the call and the
 /// masked tail cost more than the wider vectors save).
 const WIDE_ACT_MIN: usize = 64;
@@ -393,6 +413,9 @@ fn wide_calls(p: &Program, l: &Layout) -> Result<WideCalls, String> {
         match s {
             Stmt::MatMul { out, a, w, .. } => matmul::note_wide_calls(p, l, out, a, w, &mut calls)?,
             Stmt::Unary { op, out, x } => calls.act |= wide_activation_kind(*op, out, x).is_some(),
+            Stmt::Copy { out, x } => {
+                calls.transpose |= transposing_copy(out, x, site.trip).is_some()
+            }
             Stmt::Binary { out, a, b, .. } => {
                 calls.binary |= wide_binary_shape(out, &[a, b], site.trip)?.is_some()
             }
@@ -790,6 +813,16 @@ impl<'a, 'f> Cx<'a, 'f> {
             }
             self.b.ins().call(f, &args);
             return Ok(());
+        }
+        if let (EOp::Copy, [x]) = (op, ins)
+            && let Some((r, c, src_row, dst_row)) = transposing_copy(out, x, self.trip)
+        {
+            let (rx, rout) = (self.resolve(x), self.resolve(out));
+            let (src, dst) = ((rx.base, rx.off), (rout.base, rout.off));
+            if matmul::transpose_copy(self, r, c, src, src_row as i64 * 4, dst, dst_row as i64 * 4)
+            {
+                return Ok(());
+            }
         }
         let mut alias = false;
         for x in ins {

@@ -101,11 +101,18 @@ pub(crate) fn emit(
     // storing into [M, N] takes a lane extract and a store per element, and sixteen rows
     // of a wide output (a row stride a multiple of 4 KiB) fall in one set of the L1 cache.
     // It is transposed into `rout` afterwards.
+    // An output stored rows innermost (`hlstm_passes::lower::rows_inner`) takes the
+    // transposed product in place.
     let scratch = cx.scratch;
-    let rout_t = |mm: usize| Rv {
-        base: scratch,
-        off: (k * mm + if alias { m * n } else { 0 }) as i64 * 4,
-        strides: vec![4, mm as i64 * 4],
+    let rout_t = |mm: usize| {
+        if !alias && rout.strides[0] == 4 {
+            return rout.clone();
+        }
+        Rv {
+            base: scratch,
+            off: (k * mm + if alias { m * n } else { 0 }) as i64 * 4,
+            strides: vec![4, mm as i64 * 4],
+        }
     };
     match (row_vec, w, rows_rt) {
         (Some(mm), Weight::Const(c, strategy), Count::Static(_)) => {
@@ -236,8 +243,13 @@ fn row_of(v: &Rv) -> Rv {
 }
 
 /// Copies the `rows` rows of `ra` ([rows, K]) transposed into scratch: element (i, q) at
-/// q * M + i (M = `mm`, the most rows). `rows` >= 4 (at run time for a run-time count).
+/// q * M + i (M = `mm`, the most rows), unless `ra` is laid out so already. `rows` >= 4 (at
+/// run time for a run-time count).
 fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Result<Rv, String> {
+    if ra.strides == [4, mm as i64 * 4] {
+        // Stored rows innermost already (`hlstm_passes::lower::rows_inner`).
+        return Ok(ra.clone());
+    }
     let at = Rv {
         base: cx.scratch,
         off: 0,
@@ -288,6 +300,10 @@ fn transpose(cx: &mut Cx, rows_rt: Count, k: usize, mm: usize, ra: &Rv) -> Resul
 /// Copies the transposed product `rt` ([N, M] in scratch, rows contiguous) into `rout`
 /// ([M, N]) for the first `m` rows (`m` >= 4).
 fn untranspose(cx: &mut Cx, rt: &Rv, rout: &Rv, m: Count, n: usize) {
+    if rt.base == rout.base && rt.off == rout.off && rt.strides == rout.strides {
+        // The product went to the output in place (see `rout_t`).
+        return;
+    }
     if let Some(f) = cx.transpose
         && rout.strides[1] == 4
     {
@@ -366,6 +382,33 @@ fn transpose_call(
     let d = cx.b.ins().iadd_imm_s(dst.0, dst.1);
     let dr = cx.b.ins().iconst(I64, dst_row / 4);
     cx.b.ins().call(f, &[r, c, s, sr, d, dr]);
+}
+
+/// Copies `r` rows of `c` contiguous f32s at `src` (row stride `src_row` bytes) transposed to
+/// `dst` (row stride `dst_row` bytes): by the wide kernel when the program has it, else in
+/// 4x4 blocks; false (nothing emitted) when neither applies (fewer than 4 rows or columns).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transpose_copy(
+    cx: &mut Cx,
+    r: usize,
+    c: usize,
+    src: Pos,
+    src_row: i64,
+    dst: Pos,
+    dst_row: i64,
+) -> bool {
+    let (r, c) = (Count::Static(r), Count::Static(c));
+    if let Some(f) = cx.transpose {
+        transpose_call(cx, f, r, c, src, src_row, dst, dst_row);
+        return true;
+    }
+    match (r, c) {
+        (Count::Static(rn), Count::Static(cn)) if rn >= 4 && cn >= 4 => {
+            transpose4(cx, src, src_row, dst, dst_row, r, c);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Byte masks of `shuffle` on two f32x4 seen as bytes (lanes 0-3 from the first operand,

@@ -27,4 +27,11 @@ pub const SPARSE_MAX_DENSITY: f64 = 0.3;
 pub const SELECTOR: Thresholds = Thresholds {
     sparse_max_density: SPARSE_MAX_DENSITY,
     unroll_max_nonzeros: UNROLL_MAX_NONZEROS,
+    rows_innermost: Some(ROWS_INNERMOST),
 };
+
+/// Rows from which the sparse kernels' operands and results are stored rows innermost
+/// (`hlstm_passes::lower::rows_inner`): the kernels take vectors of rows from four rows
+/// (`layout::row_vector_rows`), and with the rows innermost they read and write them in place
+/// instead of transposing them into scratch and back.
+pub const ROWS_INNERMOST: usize = 4;

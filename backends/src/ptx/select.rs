@@ -13,5 +13,9 @@
 
 use hlstm_ir::kernel::select::Thresholds;
 
-/// The CPU's thresholds (see the module's documentation).
-pub const SELECTOR: Thresholds = crate::cpu::select::SELECTOR;
+/// The CPU's thresholds (see the module's documentation), with the rows of every buffer
+/// outermost: the PTX kernels read a matmul's operand by rows.
+pub const SELECTOR: Thresholds = Thresholds {
+    rows_innermost: None,
+    ..crate::cpu::select::SELECTOR
+};

@@ -17,6 +17,12 @@ pub trait KernelSelector: Debug + Send + Sync {
     /// nonzeros (a trainer's mask) gets a kernel over the pattern ([`super::Weight::Masked`])
     /// instead of a dense one.
     fn masked(&self, k: usize, n: usize, nonzeros: usize) -> bool;
+
+    /// From how many rows the target's sparse kernels want their operands and results stored
+    /// with the rows innermost (`hlstm_passes::lower::rows_inner`); None: never.
+    fn rows_innermost(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The cost model of two thresholds: dense above `sparse_max_density`; otherwise unrolled up to
@@ -28,6 +34,8 @@ pub struct Thresholds {
     pub sparse_max_density: f64,
     /// Most nonzeros of a matrix generated fully unrolled.
     pub unroll_max_nonzeros: usize,
+    /// See [`KernelSelector::rows_innermost`].
+    pub rows_innermost: Option<usize>,
 }
 
 impl KernelSelector for Thresholds {
@@ -46,6 +54,10 @@ impl KernelSelector for Thresholds {
     fn masked(&self, k: usize, n: usize, nonzeros: usize) -> bool {
         nonzeros as f64 <= self.sparse_max_density * (k * n) as f64
     }
+
+    fn rows_innermost(&self) -> Option<usize> {
+        self.rows_innermost
+    }
 }
 
 #[cfg(test)]
@@ -57,6 +69,7 @@ mod tests {
         let t = Thresholds {
             sparse_max_density: 0.3,
             unroll_max_nonzeros: 100,
+            rows_innermost: None,
         };
         assert_eq!(t.choose(10, 10, 31, 1), Strategy::Dense);
         assert_eq!(t.choose(10, 10, 30, 1), Strategy::SparseUnrolled);

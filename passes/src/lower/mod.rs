@@ -18,6 +18,7 @@
 
 pub mod batch;
 mod recurrence;
+pub mod rows_inner;
 pub mod steps;
 pub mod threads;
 pub mod view;
@@ -55,6 +56,7 @@ pub struct LowerOptions {
 pub const NO_TARGET: Thresholds = Thresholds {
     sparse_max_density: 0.3,
     unroll_max_nonzeros: 4096,
+    rows_innermost: Some(4),
 };
 
 impl LowerOptions {
@@ -164,6 +166,9 @@ pub fn lower(g: &Graph, opts: &LowerOptions) -> Result<Program, String> {
     // fuzzer found the JIT refusing it only when run).
     if lw.prog.longest_steps() == 0 {
         return Err("the sequence has 0 steps: the kernel engines run 1 step or more".into());
+    }
+    if let Some(min_rows) = opts.selector().rows_innermost() {
+        rows_inner::rows_innermost(&mut lw.prog, min_rows);
     }
     Ok(lw.prog)
 }
