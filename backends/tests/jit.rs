@@ -624,10 +624,11 @@ proptest! {
     /// Batched matmuls (issue 18) against the kernel interpreter: the wide kernels (dense
     /// `gemm` from 1024 weights, sparse `spmm` from 8 rows, under every ISA the host has, and
     /// Cranelift's own kernels where the ISA has none), over batch sizes around the vector
-    /// widths, shapes and sparsity, with contiguous and strided operands.
+    /// widths (64 and 97: `spmm`'s blocks of four vectors, then the rest), shapes and
+    /// sparsity, with contiguous and strided operands.
     #[test]
     fn batched_matmuls_match_the_interpreter(
-        m in prop::sample::select(vec![1usize, 2, 3, 4, 5, 8, 16, 17, 33]),
+        m in prop::sample::select(vec![1usize, 2, 3, 4, 5, 8, 16, 17, 33, 64, 97]),
         k in 1usize..90,
         n in 1usize..90,
         density in prop::sample::select(vec![1.0f64, 0.3, 0.05]),

@@ -182,9 +182,10 @@ HIDDEN void NAME_gemm_avx2(int64_t m, int64_t k, int64_t n, const float *a, int6
  * arrays the Cranelift kernels read): a table of NCLASS rows of six i64s, {nonzeros, columns,
  * cols_off, weights_off, offsets_off, narrow}, offsets in bytes from `ro`; a class's columns'
  * indices are i32, their weights f32 (nonzeros per column), their inputs' byte offsets in `at`
- * u16 (narrow) or i32. Rows go sixteen at a time (one AVX-512 vector or two AVX2 vectors, the
- * last block masked); each column's products go round-robin to CHAINS accumulators, so the
- * multiply-adds of one column do not wait on each other. */
+ * u16 (narrow) or i32. Rows go 64 (AVX-512) or 32 (AVX2) at a time while there are that many,
+ * four vectors sharing each weight and offset load, then sixteen at a time (one AVX-512 vector
+ * or two AVX2 vectors, the last block masked), each column's products round-robin over CHAINS
+ * accumulators so that the multiply-adds of one column do not wait on each other. */
 
 #define CHAINS 4
 
@@ -206,7 +207,28 @@ __attribute__((target("avx512f,fma"))) static void spmm512_class(
     const float *w = (const float *)(ro + c[3]);
     const uint8_t *off = ro + c[4];
     const int narrow = (int)c[5];
-    for (int64_t r0 = 0; r0 < m; r0 += 16) {
+    int64_t r0 = 0;
+    /* Four vectors of rows at a time while there are 64: each weight and offset loaded once
+     * for four multiply-adds (the hoisted projection's T * batch rows), the four vectors the
+     * independent chains. */
+    for (; r0 + 64 <= m; r0 += 64) {
+        const uint8_t *a = at + 4 * r0;
+        for (int64_t j = 0; j < cols; j++) {
+            const float *wj = w + j * nnz;
+            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+            __m512 acc[4];
+            for (int q = 0; q < 4; q++) acc[q] = _mm512_setzero_ps();
+            for (int64_t e = 0; e < nnz; e++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e));
+                const __m512 wv = _mm512_set1_ps(wj[e]);
+                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) acc[q] =
+                    _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + 16 * q), acc[q]);
+            }
+            float *o = outt + (int64_t)col[j] * ldo + r0;
+            for (int q = 0; q < 4; q++) _mm512_storeu_ps(o + 16 * q, acc[q]);
+        }
+    }
+    for (; r0 < m; r0 += 16) {
         const int64_t left = m - r0;
         const __mmask16 mask = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
         const uint8_t *a = at + 4 * r0;
@@ -239,7 +261,26 @@ __attribute__((target("avx2,fma"))) static void spmm256_class(
     const float *w = (const float *)(ro + c[3]);
     const uint8_t *off = ro + c[4];
     const int narrow = (int)c[5];
-    for (int64_t r0 = 0; r0 < m; r0 += 16) {
+    int64_t r0 = 0;
+    /* Four vectors of rows at a time while there are 32 (as in spmm512_class). */
+    for (; r0 + 32 <= m; r0 += 32) {
+        const uint8_t *a = at + 4 * r0;
+        for (int64_t j = 0; j < cols; j++) {
+            const float *wj = w + j * nnz;
+            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+            __m256 acc[4];
+            for (int q = 0; q < 4; q++) acc[q] = _mm256_setzero_ps();
+            for (int64_t e = 0; e < nnz; e++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e));
+                const __m256 wv = _mm256_broadcast_ss(wj + e);
+                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) acc[q] =
+                    _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + 8 * q), acc[q]);
+            }
+            float *o = outt + (int64_t)col[j] * ldo + r0;
+            for (int q = 0; q < 4; q++) _mm256_storeu_ps(o + 8 * q, acc[q]);
+        }
+    }
+    for (; r0 < m; r0 += 16) {
         const int64_t left = m - r0;
         const __m256i lo = mask8(left), hi = mask8(left - 8);
         const uint8_t *a = at + 4 * r0;
