@@ -22,6 +22,7 @@ macro_rules! out {
 mod bench;
 mod compile;
 mod engine;
+mod eval;
 mod inspect;
 mod interrupt;
 mod io;
@@ -79,6 +80,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     Compile(compile::CompileArgs),
     Train(train::TrainArgs),
+    Eval(eval::EvalArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -94,6 +96,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(a) => bench::main(a),
         Command::Compile(a) => compile::main(a),
         Command::Train(a) => train::main(a),
+        Command::Eval(a) => eval::main(a),
     }
 }
 

@@ -9,7 +9,7 @@ mod text;
 
 pub use csv::{Table, parse_csv, read_csv};
 pub use npy::{read_npy_f32, read_npy_i64};
-pub use text::{TextSplit, Vocab, read_text, split_text};
+pub use text::{TextSplit, Vocab, read_text, split_bounds, split_text, truncate_chars};
 
 use crate::Error;
 use hlstm_ir::Tensor;

@@ -6,10 +6,16 @@
 //! N is symbolic, constants when the export batch is fixed. A language model keeps its state
 //! inputs and outputs (`h0.l<k>`, `c0.l<k>`, `hT.l<k>`, `cT.l<k>`) so it can stream.
 //!
+//! A language model on text also carries its vocabulary, window and split as the metadata
+//! property `hlstmc.text` (`text_meta.rs`), which `hlstmc eval --text` reads.
+//!
 //! A stacked LSTM is written with ONNX `LSTM` ops instead (`lstm_op.rs`) unless the config's
 //! `export.lstm_op` is false.
 
 mod lstm_op;
+mod text_meta;
+
+pub use text_meta::{KEY as TEXT_METADATA_KEY, TextMeta};
 
 use crate::builder::{Builder, compact};
 use crate::models::CellKind;
@@ -125,7 +131,7 @@ pub fn frozen(s: &Session) -> Result<Graph, Error> {
 /// The session's trained model as serialized ONNX.
 pub fn onnx_bytes(s: &Session) -> Result<Vec<u8>, Error> {
     let mc = model_config(&s.cfg, &s.task);
-    let model = if mc.cell == CellKind::Lstm && s.cfg.export.lstm_op {
+    let mut model = if mc.cell == CellKind::Lstm && s.cfg.export.lstm_op {
         let steps = match &s.task {
             Task::Classify { train, .. } => Some(train.steps),
             Task::Lm { .. } => None,
@@ -135,6 +141,11 @@ pub fn onnx_bytes(s: &Session) -> Result<Vec<u8>, Error> {
         hlstm_frontends::onnx::export::export(&frozen(s)?, "hlstmc train")
     }
     .map_err(|e| Error::new(format!("ONNX export: {e}")))?;
+    if let Task::Lm { vocab, .. } = &s.task
+        && let Some(meta) = TextMeta::of(&s.cfg.data, vocab)
+    {
+        meta.write_to(&mut model);
+    }
     model
         .write_to_bytes()
         .map_err(|e| Error::new(format!("ONNX export: {e}")))

@@ -151,11 +151,7 @@ impl Task {
                 max_chars,
             } => {
                 let mut text = data::read_text(path)?;
-                if let Some(n) = max_chars
-                    && let Some((i, _)) = text.char_indices().nth(*n)
-                {
-                    text.truncate(i);
-                }
+                data::truncate_chars(&mut text, *max_chars);
                 let vocab = Vocab::of(&text);
                 let split = data::split_text(&vocab.encode(&text)?, *validation, *test)?;
                 if split.train.len() < 2 * window + 2
