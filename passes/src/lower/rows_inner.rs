@@ -546,3 +546,70 @@ fn tidy(s: Stmt) -> Stmt {
         .collect();
     with_views(s, views)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(offset: isize, dims: &[usize], strides: &[isize], step: isize) -> View {
+        View {
+            storage: Storage::Buf(BufId(0)),
+            offset,
+            dims: dims.to_vec(),
+            strides: strides.to_vec(),
+            step_stride: step,
+        }
+    }
+
+    const G: Grid = Grid { rows: 16, cols: 2048 };
+
+    #[test]
+    fn a_slice_of_columns_maps_to_rows_innermost() {
+        // Rows 0..16, columns 1536..2048 of a [16, 2048] buffer.
+        let v = map_view(&view(1536, &[16, 512], &[2048, 1], 0), G).expect("maps");
+        assert_eq!((v.offset, v.strides.clone()), (1536 * 16, vec![1, 16]));
+        // A step of a stacked [T, 16, 2048] buffer moves by whole columns' worth of rows.
+        let g = Grid { rows: 256, cols: 2048 };
+        let v = map_view(&view(0, &[16, 2048], &[2048, 1], 32768), g).expect("maps");
+        assert_eq!((v.strides.clone(), v.step_stride), (vec![1, 256], 16));
+    }
+
+    #[test]
+    fn views_across_a_columns_end_split_or_are_refused() {
+        // A flat run over the whole buffer splits at whole columns, then maps.
+        let mut vs = vec![view(0, &[32768], &[1], 0), view(0, &[32768], &[1], 0)];
+        assert!(split_for(&mut vs, &[Some(G), None]));
+        assert_eq!(vs[0].dims, [16, 2048]);
+        assert_eq!(vs[1].strides, [2048, 1], "every view of the statement splits alike");
+        assert_eq!(map_view(&vs[0], G).expect("maps").strides, [1, 16]);
+        // A run starting inside a column cannot split at columns' ends.
+        let mut vs = vec![view(5, &[4096], &[1], 0)];
+        assert!(!split_for(&mut vs, &[Some(G)]));
+        // A stride mixing rows and columns, or a step inside a row, does not map.
+        assert!(map_view(&view(0, &[4], &[2049], 0), G).is_none());
+        assert!(map_view(&view(0, &[4], &[1], 7), G).is_none());
+        assert!(map_view(&view(2046, &[4], &[1], 0), G).is_none());
+    }
+
+    #[test]
+    fn tidy_orders_dims_by_the_output_and_merges_them() {
+        let s = Stmt::Copy {
+            out: view(0, &[16, 512], &[1, 16], 0),
+            x: view(0, &[16, 512], &[1, 16], 0),
+        };
+        let Stmt::Copy { out, x } = tidy(s) else {
+            unreachable!()
+        };
+        assert_eq!((out.dims, out.strides), (vec![8192], vec![1]));
+        assert_eq!(x.strides, [1]);
+        // A transposing copy keeps two dims, the output contiguous innermost.
+        let s = Stmt::Copy {
+            out: view(0, &[16, 512], &[512, 1], 0),
+            x: view(0, &[16, 512], &[1, 16], 0),
+        };
+        let Stmt::Copy { out, x } = tidy(s) else {
+            unreachable!()
+        };
+        assert_eq!((out.strides, x.strides), (vec![512, 1], vec![1, 16]));
+    }
+}
