@@ -561,7 +561,10 @@ mod tests {
         }
     }
 
-    const G: Grid = Grid { rows: 16, cols: 2048 };
+    const G: Grid = Grid {
+        rows: 16,
+        cols: 2048,
+    };
 
     #[test]
     fn a_slice_of_columns_maps_to_rows_innermost() {
@@ -569,7 +572,10 @@ mod tests {
         let v = map_view(&view(1536, &[16, 512], &[2048, 1], 0), G).expect("maps");
         assert_eq!((v.offset, v.strides.clone()), (1536 * 16, vec![1, 16]));
         // A step of a stacked [T, 16, 2048] buffer moves by whole columns' worth of rows.
-        let g = Grid { rows: 256, cols: 2048 };
+        let g = Grid {
+            rows: 256,
+            cols: 2048,
+        };
         let v = map_view(&view(0, &[16, 2048], &[2048, 1], 32768), g).expect("maps");
         assert_eq!((v.strides.clone(), v.step_stride), (vec![1, 256], 16));
     }
@@ -580,7 +586,11 @@ mod tests {
         let mut vs = vec![view(0, &[32768], &[1], 0), view(0, &[32768], &[1], 0)];
         assert!(split_for(&mut vs, &[Some(G), None]));
         assert_eq!(vs[0].dims, [16, 2048]);
-        assert_eq!(vs[1].strides, [2048, 1], "every view of the statement splits alike");
+        assert_eq!(
+            vs[1].strides,
+            [2048, 1],
+            "every view of the statement splits alike"
+        );
         assert_eq!(map_view(&vs[0], G).expect("maps").strides, [1, 16]);
         // A run starting inside a column cannot split at columns' ends.
         let mut vs = vec![view(5, &[4096], &[1], 0)];
