@@ -26,27 +26,38 @@ impl Sparsity {
                 let mut row_nz = vec![false; r];
                 let mut col_nz = vec![false; c];
                 let mut nonzeros = 0;
-                // One pass over the elements in row-major order, row by row (no division per
-                // element): the weights of a large model are scanned here once per constant.
-                let mut count_row = |i: usize, row: &mut dyn Iterator<Item = f32>| {
-                    for (j, v) in row.enumerate() {
-                        if v != 0.0 {
-                            nonzeros += 1;
-                            row_nz[i % r] = true;
-                            col_nz[j] = true;
-                        }
+                // One pass over the elements in the order they lie in memory (the weights of a
+                // large model are scanned here once per constant, many of them transposed
+                // views): row by row, or column by column for a column-major matrix; other
+                // layouts through ndarray's iterator.
+                let mut mark = |i: usize, j: usize, v: f32| {
+                    if v != 0.0 {
+                        nonzeros += 1;
+                        row_nz[i] = true;
+                        col_nz[j] = true;
                     }
                 };
-                if c > 0 {
-                    match a.as_slice() {
-                        Some(flat) => flat
-                            .chunks_exact(c)
-                            .enumerate()
-                            .for_each(|(i, row)| count_row(i, &mut row.iter().copied())),
-                        None => {
-                            let mut it = a.iter().copied();
-                            for i in 0..elements / c {
-                                count_row(i, &mut it.by_ref().take(c));
+                if r > 0 && c > 0 {
+                    let column_major = s.len() == 2 && a.strides() == [1, r as isize];
+                    match (a.as_slice(), a.as_slice_memory_order()) {
+                        (Some(flat), _) => {
+                            for (i, row) in flat.chunks_exact(c).enumerate() {
+                                let i = i % r;
+                                for (j, &v) in row.iter().enumerate() {
+                                    mark(i, j, v);
+                                }
+                            }
+                        }
+                        (None, Some(flat)) if column_major => {
+                            for (j, col) in flat.chunks_exact(r).enumerate() {
+                                for (i, &v) in col.iter().enumerate() {
+                                    mark(i, j, v);
+                                }
+                            }
+                        }
+                        _ => {
+                            for (k, &v) in a.iter().enumerate() {
+                                mark((k / c) % r, k % c, v);
                             }
                         }
                     }
@@ -75,6 +86,62 @@ impl Sparsity {
             0.0
         } else {
             self.nonzeros as f64 / self.elements as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+    use proptest::prelude::*;
+
+    /// The counts by definition: element (.., i, j) by its index.
+    fn naive(a: &ArrayD<f32>) -> (usize, Vec<usize>, Vec<usize>) {
+        let s = a.shape();
+        let (r, c) = (s[s.len() - 2], s[s.len() - 1]);
+        let (mut rows, mut cols, mut n) = (vec![false; r], vec![false; c], 0);
+        for (idx, &v) in a.indexed_iter() {
+            if v != 0.0 {
+                n += 1;
+                rows[idx[s.len() - 2]] = true;
+                cols[idx[s.len() - 1]] = true;
+            }
+        }
+        let zeros = |v: Vec<bool>| (0..v.len()).filter(|&i| !v[i]).collect();
+        (n, zeros(rows), zeros(cols))
+    }
+
+    proptest! {
+        /// Row-major, column-major (a transposed view) and other layouts (a transposed
+        /// rank-3 tensor) give the counts of the definition.
+        #[test]
+        fn every_layout_counts_alike(
+            dims in prop::collection::vec(1usize..6, 2..4),
+            seed in 0u64..1000,
+            layout in 0usize..3,
+        ) {
+            let n: usize = dims.iter().product();
+            let data: Vec<f32> = (0..n as u64)
+                .map(|k| f32::from((k.wrapping_mul(seed + 7) ^ seed) % 3 == 0))
+                .collect();
+            let base = ArrayD::from_shape_vec(IxDyn(&dims), data).expect("shape");
+            let a = match layout {
+                0 => base,
+                1 => base.reversed_axes(),
+                _ => {
+                    let mut v = base;
+                    let last = v.ndim() - 1;
+                    v.swap_axes(0, last);
+                    v
+                }
+            };
+            let sp = Sparsity::of(&Tensor::F32(a.clone()));
+            let (nz, rows, cols) = naive(&a);
+            prop_assert_eq!(sp.nonzeros, nz);
+            prop_assert_eq!(sp.zero_rows, rows);
+            prop_assert_eq!(sp.zero_cols, cols);
+            prop_assert_eq!(sp.elements, n);
         }
     }
 }

@@ -429,9 +429,19 @@ fn csr_classes(
             None => 0.0,
         },
     };
-    let counts: Vec<usize> = (0..n)
-        .map(|j| (0..k).filter(|q| data[q * n + j] != 0.0).count())
-        .collect();
+    // Each column's nonzeros (row, value), gathered in one pass along the rows: walking down
+    // the columns of a large weight (its rows 8 KiB apart) took most of the layout's time.
+    let mut by_column: Vec<Vec<(usize, f32)>> = vec![Vec::new(); n];
+    if n > 0 {
+        for (q, row) in data.chunks_exact(n).take(k).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                if v != 0.0 {
+                    by_column[j].push((q, v));
+                }
+            }
+        }
+    }
+    let counts: Vec<usize> = by_column.iter().map(Vec::len).collect();
     // Each class costs code for its count of products (twice: the two-column body, and the
     // odd column): when the counts are spread wide, round them up to a coarser grain, padding
     // columns with zero weights, until the bodies fit the budget.
@@ -457,17 +467,14 @@ fn csr_classes(
         // input.
         let column = |j: usize| -> Result<(Vec<f32>, Vec<i32>), String> {
             let (mut w, mut o) = (Vec::with_capacity(nonzeros), Vec::with_capacity(nonzeros));
-            for q in 0..k {
-                let mut v = data[q * n + j];
-                if v != 0.0 {
-                    if let Some([sk, sn]) = view_strides {
-                        let at = (q as i64 * sk as i64 + j as i64 * sn as i64) * 4;
-                        v = f32::from_bits(i32::try_from(at).map_err(|_| too_large())? as u32);
-                    }
-                    w.push(v);
-                    let off = q as i64 * stride as i64 * 4;
-                    o.push(i32::try_from(off).map_err(|_| too_large())?);
+            for &(q, mut v) in &by_column[j] {
+                if let Some([sk, sn]) = view_strides {
+                    let at = (q as i64 * sk as i64 + j as i64 * sn as i64) * 4;
+                    v = f32::from_bits(i32::try_from(at).map_err(|_| too_large())? as u32);
                 }
+                w.push(v);
+                let off = q as i64 * stride as i64 * 4;
+                o.push(i32::try_from(off).map_err(|_| too_large())?);
             }
             w.resize(nonzeros, pad);
             o.resize(nonzeros, 0);
