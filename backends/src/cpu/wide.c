@@ -200,6 +200,37 @@ static inline int64_t input_off(const uint8_t *o, int narrow, int64_t e) {
     return v;
 }
 
+/* Sixteen rows (one vector, `full`, or the first bits of `mask`) of every column of a class. */
+static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512_rows16(
+    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *off, int narrow,
+    const uint8_t *a, float *outt, int64_t ldo, __mmask16 mask, int full) {
+    for (int64_t j = 0; j < cols; j++) {
+        const float *wj = w + j * nnz;
+        const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+#define LOAD16(p) (full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask, p))
+        __m512 acc[CHAINS];
+        for (int q = 0; q < CHAINS; q++) acc[q] = _mm512_setzero_ps();
+        int64_t e = 0;
+        for (; e + CHAINS <= nnz; e += CHAINS) {
+            _Pragma("GCC unroll 4") for (int q = 0; q < CHAINS; q++) {
+                __m512 x = LOAD16(a + input_off(oj, narrow, e + q));
+                acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(wj[e + q]), x, acc[q]);
+            }
+        }
+        for (; e < nnz; e++) {
+            __m512 x = LOAD16(a + input_off(oj, narrow, e));
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(wj[e]), x, acc[0]);
+        }
+#undef LOAD16
+        __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        float *o = outt + (int64_t)col[j] * ldo;
+        if (full)
+            _mm512_storeu_ps(o, sum);
+        else
+            _mm512_mask_storeu_ps(o, mask, sum);
+    }
+}
+
 __attribute__((target("avx512f,fma"))) static void spmm512_class(
     int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo) {
     const int64_t nnz = c[0], cols = c[1];
@@ -230,28 +261,54 @@ __attribute__((target("avx512f,fma"))) static void spmm512_class(
     }
     for (; r0 < m; r0 += 16) {
         const int64_t left = m - r0;
-        const __mmask16 mask = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
-        const uint8_t *a = at + 4 * r0;
-        for (int64_t j = 0; j < cols; j++) {
-            const float *wj = w + j * nnz;
-            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
-            __m512 acc[CHAINS];
-            for (int q = 0; q < CHAINS; q++) acc[q] = _mm512_setzero_ps();
-            int64_t e = 0;
-            for (; e + CHAINS <= nnz; e += CHAINS) {
-                _Pragma("GCC unroll 4") for (int q = 0; q < CHAINS; q++) {
-                    __m512 x = _mm512_maskz_loadu_ps(mask, a + input_off(oj, narrow, e + q));
-                    acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(wj[e + q]), x, acc[q]);
-                }
+        /* Whole blocks without a mask: a masked load kept reloading its mask register from the
+         * stack, a fourth load per multiply-add. */
+        if (left >= 16)
+            spmm512_rows16(nnz, cols, col, w, off, narrow, at + 4 * r0, outt + r0, ldo, 0xffff, 1);
+        else
+            spmm512_rows16(nnz, cols, col, w, off, narrow, at + 4 * r0, outt + r0, ldo,
+                           (__mmask16)((1u << left) - 1), 0);
+    }
+}
+
+/* Sixteen rows (two vectors, `full`, or the lanes of `lo` and `hi`) of every column of a
+ * class. */
+static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_rows16(
+    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *off, int narrow,
+    const uint8_t *a, float *outt, int64_t ldo, __m256i lo, __m256i hi, int full) {
+#define LOAD8(p, m) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
+    for (int64_t j = 0; j < cols; j++) {
+        const float *wj = w + j * nnz;
+        const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+        /* Two chains of two halves: four accumulators in flight. */
+        __m256 acc[2][2];
+        for (int q = 0; q < 2; q++) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
+        int64_t e = 0;
+        for (; e + 2 <= nnz; e += 2) {
+            _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e + q));
+                __m256 wv = _mm256_broadcast_ss(wj + e + q);
+                acc[q][0] = _mm256_fmadd_ps(wv, LOAD8(x, lo), acc[q][0]);
+                acc[q][1] = _mm256_fmadd_ps(wv, LOAD8(x + 8, hi), acc[q][1]);
             }
-            for (; e < nnz; e++) {
-                __m512 x = _mm512_maskz_loadu_ps(mask, a + input_off(oj, narrow, e));
-                acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(wj[e]), x, acc[0]);
-            }
-            __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-            _mm512_mask_storeu_ps(outt + (int64_t)col[j] * ldo + r0, mask, sum);
+        }
+        for (; e < nnz; e++) {
+            const float *x = (const float *)(a + input_off(oj, narrow, e));
+            __m256 wv = _mm256_broadcast_ss(wj + e);
+            acc[0][0] = _mm256_fmadd_ps(wv, LOAD8(x, lo), acc[0][0]);
+            acc[0][1] = _mm256_fmadd_ps(wv, LOAD8(x + 8, hi), acc[0][1]);
+        }
+        float *o = outt + (int64_t)col[j] * ldo;
+        const __m256 s0 = _mm256_add_ps(acc[0][0], acc[1][0]), s1 = _mm256_add_ps(acc[0][1], acc[1][1]);
+        if (full) {
+            _mm256_storeu_ps(o, s0);
+            _mm256_storeu_ps(o + 8, s1);
+        } else {
+            _mm256_maskstore_ps(o, lo, s0);
+            _mm256_maskstore_ps(o + 8, hi, s1);
         }
     }
+#undef LOAD8
 }
 
 __attribute__((target("avx2,fma"))) static void spmm256_class(
@@ -282,33 +339,13 @@ __attribute__((target("avx2,fma"))) static void spmm256_class(
     }
     for (; r0 < m; r0 += 16) {
         const int64_t left = m - r0;
-        const __m256i lo = mask8(left), hi = mask8(left - 8);
-        const uint8_t *a = at + 4 * r0;
-        for (int64_t j = 0; j < cols; j++) {
-            const float *wj = w + j * nnz;
-            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
-            /* Two chains of two halves: four accumulators in flight. */
-            __m256 acc[2][2];
-            for (int q = 0; q < 2; q++) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
-            int64_t e = 0;
-            for (; e + 2 <= nnz; e += 2) {
-                _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
-                    const float *x = (const float *)(a + input_off(oj, narrow, e + q));
-                    __m256 wv = _mm256_broadcast_ss(wj + e + q);
-                    acc[q][0] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x, lo), acc[q][0]);
-                    acc[q][1] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x + 8, hi), acc[q][1]);
-                }
-            }
-            for (; e < nnz; e++) {
-                const float *x = (const float *)(a + input_off(oj, narrow, e));
-                __m256 wv = _mm256_broadcast_ss(wj + e);
-                acc[0][0] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x, lo), acc[0][0]);
-                acc[0][1] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x + 8, hi), acc[0][1]);
-            }
-            float *o = outt + (int64_t)col[j] * ldo + r0;
-            _mm256_maskstore_ps(o, lo, _mm256_add_ps(acc[0][0], acc[1][0]));
-            _mm256_maskstore_ps(o + 8, hi, _mm256_add_ps(acc[0][1], acc[1][1]));
-        }
+        /* Whole blocks with plain loads and stores (as spmm512_rows16). */
+        if (left >= 16)
+            spmm256_rows16(nnz, cols, col, w, off, narrow, at + 4 * r0, outt + r0, ldo, mask8(16),
+                           mask8(8), 1);
+        else
+            spmm256_rows16(nnz, cols, col, w, off, narrow, at + 4 * r0, outt + r0, ldo,
+                           mask8(left), mask8(left - 8), 0);
     }
 }
 
