@@ -7,6 +7,10 @@ weights, for the configs in examples/text/ (standard library only).
     python3 tools/text_results.py --only lstm-2x256     # one config (about 40 minutes on one core)
     python3 tools/text_results.py --epochs 1 --only lstm-2x256 --out out/text-quick   # a smoke run
     python3 tools/text_results.py --epochs 1 --max-chars 100000 --out out/text-smoke  # all, minutes
+    python3 tools/text_results.py --group search --only hlstm-256-d0.14-gradual-39ep   # the search
+
+`--group search` reads the configs of the text search (examples/text/search/, docs/results.md,
+"Text: the search") instead of the published seven (examples/text/), into out/text-search.
 
 Each config is trained with `hlstmc train` (skipped when OUT/<name>.summary.json exists, so an
 interrupted run resumes), then OUT/results.md gets a table: test bits per character, nonzero
@@ -24,7 +28,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, "examples/text")
+GROUPS = {"results": "examples/text", "search": "examples/text/search"}
 
 
 def cost(text):
@@ -55,7 +59,9 @@ def shorten(text, epochs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=os.path.join(ROOT, "out/text-results"))
+    ap.add_argument("--group", choices=sorted(GROUPS), default="results",
+                    help="results: the configs of examples/text/; search: examples/text/search/")
+    ap.add_argument("--out", help="default: out/text-results (out/text-search for the search)")
     ap.add_argument("--hlstmc", help="an hlstmc binary (default: build target/release/hlstmc)")
     ap.add_argument("--only", action="append", help="a config name (repeatable)")
     ap.add_argument("--epochs", type=int, help="cut every phase to this many epochs (smoke run)")
@@ -63,19 +69,27 @@ def main():
     ap.add_argument("--jobs", type=int, default=1,
                     help="configs trained at once (each `hlstmc train` uses one thread)")
     a = ap.parse_args()
+    configs = os.path.join(ROOT, GROUPS[a.group])
+    if not a.out:
+        a.out = os.path.join(ROOT, "out/text-" + a.group)
     hlstmc = a.hlstmc
     if not hlstmc:
         subprocess.run(["cargo", "build", "--release", "--bin", "hlstmc"], cwd=ROOT, check=True)
         hlstmc = os.path.join(ROOT, "target/release/hlstmc")
     os.makedirs(a.out, exist_ok=True)
-    names = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONFIGS, "*.toml")))
+    names = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(configs, "*.toml")))
     names = [n for n in names if not a.only or n in a.only]
     # Write every config, then train those without a summary, --jobs at a time.
     todo = []
     for name in names:
-        with open(os.path.join(CONFIGS, f"{name}.toml")) as f:
+        with open(os.path.join(configs, f"{name}.toml")) as f:
             text = f.read()
         text = text.replace("../../../shared/", os.path.join(ROOT, "../shared/"))
+        # The copy is written to OUT: its relative data path is made absolute from the config's
+        # folder, where it was written for.
+        text = re.sub(r'^path = "([^/"][^"]*)"',
+                      lambda m: f'path = "{os.path.normpath(os.path.join(configs, m.group(1)))}"',
+                      text, count=1, flags=re.M)
         if a.epochs:
             text = shorten(text, a.epochs)
         if a.max_chars:
@@ -110,14 +124,15 @@ def main():
         summary = os.path.join(a.out, f"{name}.summary.json")
         with open(summary) as f:
             s = json.load(f)
-        epochs = 0
         with open(os.path.join(a.out, f"{name}.log.jsonl")) as f:
-            epochs = sum(1 for line in f if '"kind":"epoch"' in line)
-        rows.append((name, s, epochs))
-    md = ["| config | test bits/char | nonzero weights | density | epochs | hours |",
-          "|---|---|---|---|---|---|"]
-    for name, s, epochs in rows:
-        md.append(f"| {name} | {s['test_bpc']:.3f} | {s['nonzero_weights']:,} | "
+            records = [json.loads(line) for line in f if '"kind":"epoch"' in line]
+        rows.append((name, s, len(records), records[-1].get("val_bpc") if records else None))
+    md = ["| config | test bits/char | last validation bits/char | nonzero weights | density "
+          "| epochs | hours |",
+          "|---|---|---|---|---|---|---|"]
+    for name, s, epochs, val in rows:
+        val = "-" if val is None else f"{val:.3f}"
+        md.append(f"| {name} | {s['test_bpc']:.3f} | {val} | {s['nonzero_weights']:,} | "
                   f"{100 * s['density']:.1f}% | {epochs} | {s['seconds'] / 3600:.2f} |")
     text = "\n".join(md) + "\n"
     with open(os.path.join(a.out, "results.md"), "w") as f:
