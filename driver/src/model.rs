@@ -47,7 +47,18 @@ impl Model {
         // The file's bytes are dropped once parsed: the weights are not held three times.
         let parsed = hlstm_frontends::onnx::parse_model_bytes(&bytes)?;
         drop(bytes);
-        let (graph, warnings) = hlstm_frontends::onnx::import_parsed_with_warnings(parsed, dir)?;
+        Model::from_parsed(parsed, dir)
+    }
+
+    /// Imports an ONNX model already decoded (`hlstm_frontends::onnx::parse_model_bytes`), for
+    /// a caller that reads more of it than the graph; `model_dir` is where its external data
+    /// files are.
+    pub fn from_parsed(
+        parsed: hlstm_frontends::onnx::ParsedModel,
+        model_dir: Option<&Path>,
+    ) -> Result<Model> {
+        let (graph, warnings) =
+            hlstm_frontends::onnx::import_parsed_with_warnings(parsed, model_dir)?;
         Ok(Model { graph, warnings })
     }
 

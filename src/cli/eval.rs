@@ -292,12 +292,13 @@ fn load(path: &Path) -> Result<(Model, Option<TextMeta>)> {
     let named = |e: &dyn std::fmt::Display| anyhow!("{}: {e}", path.display());
     let proto = hlstmc::frontends::onnx::parse_model_bytes(&bytes).map_err(|e| named(&e))?;
     let meta = TextMeta::read_from(&proto).map_err(|e| named(&e))?;
-    drop(proto);
+    drop(bytes);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let model = Model::from_bytes(&bytes, Some(dir)).map_err(|e| named(&e))?;
+    // The decoded protobuf is imported as it is: the weights are decoded once.
+    let model = Model::from_parsed(proto, Some(dir)).map_err(|e| named(&e))?;
     for w in model.warnings() {
         eprintln!("warning: {}: {w}", path.display());
     }

@@ -335,8 +335,8 @@ fn wide_activation_kind(act: hlstm_ir::Act, out: &View, x: &View) -> Option<i64>
     (out.len() >= WIDE_ACT_MIN && contiguous(out) && contiguous(x) && same_or_apart).then_some(kind)
 }
 
-/// `out = x` as a transpose, when it is one: two dims, `out` contiguous along the second and
-/// `x` along the first (a copy between a buffer stored rows innermost and one stored rows
+/// `out = x` as a transpose, when it is one: two dims of at least 4, `out` contiguous along
+/// the second and `x` along the first (a copy between a buffer stored rows innermost and one stored rows
 /// outermost, `hlstm_passes::lower::rows_inner`), not overlapping. Returns the rows and
 /// columns of the source (x's second dim, then its first) and the row strides of source and
 /// destination, in elements.
@@ -819,10 +819,8 @@ impl<'a, 'f> Cx<'a, 'f> {
         {
             let (rx, rout) = (self.resolve(x), self.resolve(out));
             let (src, dst) = ((rx.base, rx.off), (rout.base, rout.off));
-            if matmul::transpose_copy(self, r, c, src, src_row as i64 * 4, dst, dst_row as i64 * 4)
-            {
-                return Ok(());
-            }
+            matmul::transpose_copy(self, r, c, src, src_row as i64 * 4, dst, dst_row as i64 * 4);
+            return Ok(());
         }
         let mut alias = false;
         for x in ins {

@@ -386,7 +386,7 @@ fn transpose_call(
 
 /// Copies `r` rows of `c` contiguous f32s at `src` (row stride `src_row` bytes) transposed to
 /// `dst` (row stride `dst_row` bytes): by the wide kernel when the program has it, else in
-/// 4x4 blocks; false (nothing emitted) when neither applies (fewer than 4 rows or columns).
+/// 4x4 blocks (`r`, `c` >= 4).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn transpose_copy(
     cx: &mut Cx,
@@ -396,18 +396,11 @@ pub(crate) fn transpose_copy(
     src_row: i64,
     dst: Pos,
     dst_row: i64,
-) -> bool {
+) {
     let (r, c) = (Count::Static(r), Count::Static(c));
-    if let Some(f) = cx.transpose {
-        transpose_call(cx, f, r, c, src, src_row, dst, dst_row);
-        return true;
-    }
-    match (r, c) {
-        (Count::Static(rn), Count::Static(cn)) if rn >= 4 && cn >= 4 => {
-            transpose4(cx, src, src_row, dst, dst_row, r, c);
-            true
-        }
-        _ => false,
+    match cx.transpose {
+        Some(f) => transpose_call(cx, f, r, c, src, src_row, dst, dst_row),
+        None => transpose4(cx, src, src_row, dst, dst_row, r, c),
     }
 }
 

@@ -118,6 +118,10 @@ pub fn import_bytes_with_warnings(
     import_parsed_with_warnings(parse_model_bytes(bytes)?, model_dir)
 }
 
+/// The decoded model [`parse_model_bytes`] gives, for callers that read more of it than the
+/// graph (its metadata) before importing it.
+pub use onnx_protobuf::ModelProto as ParsedModel;
+
 /// The first half of [`import_bytes`]: the protobuf decoded (every initializer's bytes are
 /// copied out of `bytes`, which the caller may drop before [`import_parsed_with_warnings`]).
 pub fn parse_model_bytes(bytes: &[u8]) -> Result<ModelProto, ImportError> {
