@@ -1363,3 +1363,60 @@ fn unequal_runtime_lengths_fail_at_run_time() {
     let e = run_model(&m, &feeds).unwrap_err();
     assert!(e.contains("sequence_lens"), "{e}");
 }
+
+/// A single direction's constant `W` and `R` are moved out of the graph, not copied, when no
+/// later node reads them (`Ctx::take_unread_const`, BENCHMARKS.md "Memory"). Weights that a
+/// later node, a graph output or another operand of the same node still reads must stay, with
+/// their values.
+#[test]
+fn lstm_weights_read_elsewhere_are_not_moved() {
+    let (tn, bn, h) = (4, 2, 3);
+    // Input size = hidden size, so that one tensor can be both W and R; no bias or initial
+    // state (the node below has W and R only).
+    let bare = |seed| RefData {
+        bias: None,
+        h0: None,
+        c0: None,
+        ..ref_data(K::Lstm, 1, tn, bn, h, h, seed)
+    };
+    let d = bare(40);
+    let cfg = lstm_cfg(h, 1);
+    let hs = a_int("hidden_size", h as i64);
+    let x = t(&[tn, bn, h], d.x.clone());
+    let (w, r) = (
+        t(&[1, 4 * h, h], d.w.clone()),
+        t(&[1, 4 * h, h], d.r.clone()),
+    );
+    let (y, _, _) = reference(&cfg, &d, &[false]);
+    let want_y = t(&[tn, 1, bn, h], y);
+
+    // W read again by a later node, R a graph output.
+    let (mut m, feeds) = one_node(
+        "LSTM",
+        vec![hs.clone()],
+        vec![input(x.clone()), init(w.clone()), init(r.clone())],
+        &["Y"],
+    );
+    let g = m.graph.as_mut().unwrap();
+    let mut copy = NodeProto::new();
+    copy.op_type = "Identity".into();
+    copy.name = "reads_W_after".into();
+    copy.input.push("W".into());
+    copy.output.push("W_again".into());
+    g.node.push(copy);
+    g.output.push(vi("W_again", FLOAT, None));
+    g.output.push(vi("R", FLOAT, None));
+    let got = run_model(&m, &feeds).unwrap();
+    compare("Y", &got[0], &want_y).unwrap();
+    compare("W_again", &got[1], &w).unwrap();
+    compare("R", &got[2], &r).unwrap();
+
+    // One initializer as both W and R.
+    let mut same = bare(40);
+    same.r = same.w.clone();
+    let (y, _, _) = reference(&cfg, &same, &[false]);
+    let (mut m, feeds) = one_node("LSTM", vec![hs], vec![input(x), init(w)], &["Y"]);
+    m.graph.as_mut().unwrap().node[0].input.push("W".into());
+    let got = run_model(&m, &feeds).unwrap();
+    compare("Y", &got[0], &t(&[tn, 1, bn, h], y)).unwrap();
+}

@@ -117,6 +117,12 @@ impl Graph {
 
     /// Adds a named constant.
     pub fn add_const(&mut self, name: &str, value: Tensor) -> Value {
+        self.add_shared_const(name, Arc::new(value))
+    }
+
+    /// Adds a named constant whose tensor may be shared (with another graph, or the optimizer's
+    /// tables): no copy of it is made.
+    pub fn add_shared_const(&mut self, name: &str, value: Arc<Tensor>) -> Value {
         let ty = value.ty();
         let n = self.nodes.add_node(Node {
             name: name.to_string(),

@@ -226,13 +226,23 @@ pub fn check_nesting(what: impl FnOnce() -> String, depth: usize) -> Result<(), 
 /// before the rest is read: a model reader refuses bytes that cannot start its format.
 /// Errors: `FileTooLarge` over the limit, `InvalidData` from `head`, else the reader's.
 pub fn read_bounded(
+    reader: impl Read,
+    what: &str,
+    head: impl FnOnce(&[u8]) -> Result<(), String>,
+) -> std::io::Result<Vec<u8>> {
+    read_bounded_into(Vec::new(), reader, what, head)
+}
+
+/// [`read_bounded`] into `out`, whose capacity may be the expected size: a vector grown by
+/// doubling ends at up to twice the size read (64 MiB for a model of 33 MB).
+fn read_bounded_into(
+    mut out: Vec<u8>,
     mut reader: impl Read,
     what: &str,
     head: impl FnOnce(&[u8]) -> Result<(), String>,
 ) -> std::io::Result<Vec<u8>> {
     const HEAD: usize = 64 << 10;
     let limit = current().bytes;
-    let mut out = Vec::new();
     (&mut reader)
         .take((HEAD as u64).min(limit.saturating_add(1)))
         .read_to_end(&mut out)?;
@@ -264,11 +274,13 @@ pub fn read_file(
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     let what = path.display().to_string();
+    let mut out = Vec::new();
     if meta.is_file() {
         check_bytes(|| what.clone(), meta.len())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::FileTooLarge, e.to_string()))?;
+        out.reserve_exact(usize::try_from(meta.len()).unwrap_or(0));
     }
-    read_bounded(file, &what, head)
+    read_bounded_into(out, file, &what, head)
 }
 
 /// A UTF-8 text file (a config, `.hir` text) read as [`read_file`] reads.

@@ -302,7 +302,8 @@ impl LogicOp {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Constant {
     pub name: String,
-    pub value: Tensor,
+    /// Shared: the optimizer's e-graph and the kernel program read it without a copy.
+    pub value: Arc<Tensor>,
 }
 
 /// The `recurrence` op: a time loop over a cell body.

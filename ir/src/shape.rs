@@ -583,7 +583,7 @@ pub fn infer_in(
         .map(|o| {
             o.map(|v| Operand {
                 ty: g.value_type(v),
-                value: g.constant(v).map(|c| &c.value),
+                value: g.constant(v).map(|c| &*c.value),
             })
         })
         .collect();

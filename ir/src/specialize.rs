@@ -284,7 +284,7 @@ fn fold(
         .iter()
         .map(|o| match o {
             None => Some(None),
-            Some(v) => g.constant(*v).map(|c| Some(&c.value)),
+            Some(v) => g.constant(*v).map(|c| Some(&*c.value)),
         })
         .collect();
     let Some(vals) = vals else {

@@ -37,7 +37,7 @@ fn add(g: &mut Graph, name: &str, op: Op, operands: &[Option<Value>]) -> Vec<Val
             o.map(|v| {
                 (
                     g.value_type(v).clone(),
-                    g.constant(v).map(|c| c.value.clone()),
+                    g.constant(v).map(|c| (*c.value).clone()),
                 )
             })
         })
@@ -809,7 +809,7 @@ fn non_canonical_graphs_round_trip() {
         name: "node name".into(),
         op: Op::Const(std::sync::Arc::new(hlstm_ir::Constant {
             name: "init name".into(),
-            value: i64t(&[3], &[1, -2, 3]),
+            value: std::sync::Arc::new(i64t(&[3], &[1, -2, 3])),
         })),
         results: vec![ValueInfo {
             name: "value name".into(),

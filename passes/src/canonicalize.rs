@@ -57,7 +57,7 @@ fn canonicalize_graph(g: &mut Graph) -> Result<usize, String> {
 fn add(g: &mut Graph, name: &str, op: Op, operands: &[Option<Value>]) -> Result<Value, String> {
     let consts: Option<Vec<Option<Tensor>>> = operands
         .iter()
-        .map(|o| o.map(|v| g.constant(v).map(|c| c.value.clone())))
+        .map(|o| o.map(|v| g.constant(v).map(|c| (*c.value).clone())))
         .map(|o| o.map_or(Some(None), |c| c.map(Some)))
         .collect();
     if let Some(vals) = consts {

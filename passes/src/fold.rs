@@ -47,7 +47,7 @@ fn fold_graph(g: &mut Graph) -> Result<usize, String> {
             .iter()
             .map(|o| match o {
                 None => Some(None),
-                Some(v) => g.constant(*v).map(|c| Some(c.value.clone())),
+                Some(v) => g.constant(*v).map(|c| Some((*c.value).clone())),
             })
             .collect();
         let Some(vals) = vals else { continue };

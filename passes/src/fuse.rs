@@ -51,7 +51,7 @@ fn fuse_graph(g: &mut Graph) -> Result<usize, String> {
         };
         let is_matrix = g
             .constant(*w)
-            .is_some_and(|c| matches!(&c.value, Tensor::F32(a) if a.ndim() == 2));
+            .is_some_and(|c| matches!(&*c.value, Tensor::F32(a) if a.ndim() == 2));
         if is_matrix && g.constant(*x).is_none() {
             groups.entry(*x).or_default().push(n);
         }
@@ -63,7 +63,7 @@ fn fuse_graph(g: &mut Graph) -> Result<usize, String> {
         let weights: Vec<ndarray::ArrayD<f32>> = members
             .iter()
             .map(|&m| {
-                match &g
+                match &*g
                     .constant(g.operands(m)[1].expect("checked"))
                     .expect("checked")
                     .value

@@ -260,7 +260,7 @@ fn build_outside(
     }
     let node = &body.nodes[v.node];
     let out = match (&node.op, kind[&v]) {
-        (Op::Const(c), _) => g.add_const(&c.name, c.value.clone()),
+        (Op::Const(c), _) => g.add_shared_const(&c.name, c.value.clone()),
         (op, Kind::Stacked) => {
             let mut operands = Vec::new();
             for o in body.operands(v.node) {

@@ -109,7 +109,7 @@ fn unbatch(g: &mut Graph, n: NodeIndex) -> Result<Option<Value>, String> {
     let (Some(Some(r)), Some(Some(w))) = (ops.first().copied(), ops.get(1).copied()) else {
         return Ok(None);
     };
-    let Some(Tensor::F32(wv)) = g.constant(w).map(|c| c.value.clone()) else {
+    let Some(Tensor::F32(wv)) = g.constant(w).map(|c| (*c.value).clone()) else {
         return Ok(None);
     };
     if wv.ndim() != 3 || !matches!(g.nodes[r.node].op, Op::Reshape { .. }) {
@@ -206,7 +206,7 @@ fn member_operand(
     if d.len() < rank {
         return Ok(Some(v));
     }
-    match g.constant(v).map(|c| c.value.clone()) {
+    match g.constant(v).map(|c| (*c.value).clone()) {
         Some(Tensor::F32(c)) if d.len() == rank && (d[0] == count || d[0] == 1) => {
             let i = if d[0] == 1 { 0 } else { k };
             Ok(Some(g.add_const(
@@ -423,9 +423,9 @@ fn sink_slices(g: &mut Graph) -> Result<usize, String> {
                     let parts: Vec<Tensor> = members
                         .iter()
                         .map(|m| {
-                            g.constant(m.3[i].expect("a constant"))
+                            (*g.constant(m.3[i].expect("a constant"))
                                 .expect("a constant")
-                                .value
+                                .value)
                                 .clone()
                         })
                         .collect();

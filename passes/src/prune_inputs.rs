@@ -60,7 +60,7 @@ fn prune_graph(g: &mut Graph, scanned: std::ops::Range<usize>) -> Result<(usize,
             continue;
         }
         let Some(c) = g.constant(w) else { continue };
-        let Tensor::F32(wv) = &c.value else { continue };
+        let Tensor::F32(wv) = &*c.value else { continue };
         if wv.ndim() != 2 {
             continue;
         }

@@ -593,7 +593,7 @@ fn build(
                     Src::Inv(v) => Some(match g.constant(*v) {
                         Some(c) => *consts
                             .entry(*v)
-                            .or_insert_with(|| body.add_const(&c.name, c.value.clone())),
+                            .or_insert_with(|| body.add_shared_const(&c.name, c.value.clone())),
                         None => *inv_in.entry(*v).or_insert_with(|| {
                             invariants.push(*v);
                             let info = g.value_info(*v).clone();

@@ -102,7 +102,7 @@ impl Builder {
             .map(|v| {
                 (
                     self.g.value_type(*v).clone(),
-                    self.g.constant(*v).map(|c| c.value.clone()),
+                    self.g.constant(*v).map(|c| (*c.value).clone()),
                 )
             })
             .collect();

@@ -8,6 +8,7 @@ use hlstm_ir::{Graph, Op, Tensor, TensorType, Value, ValueInfo};
 use onnx_protobuf::{AttributeProto, GraphProto, NodeProto, TensorProto};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 pub struct Ctx<'a> {
     pub g: Graph,
@@ -22,6 +23,13 @@ pub struct Ctx<'a> {
     pub warnings: Vec<String>,
     /// Counter for generated names.
     fresh: usize,
+    /// The position in its graph of the ONNX node being imported, and for each ONNX name the
+    /// position of the last node that reads it (directly or from a body; `usize::MAX` for the
+    /// graph's outputs). With them a weight is freed, or moved into what is made of it, as soon
+    /// as nothing later can read it: a weight of 16 MiB otherwise lives, and is copied, until
+    /// dead-code elimination (BENCHMARKS.md, "Memory").
+    pub node_at: usize,
+    pub last_read: HashMap<String, usize>,
 }
 
 impl<'a> Ctx<'a> {
@@ -35,6 +43,8 @@ impl<'a> Ctx<'a> {
             captures: Vec::new(),
             warnings: Vec::new(),
             fresh: 0,
+            node_at: 0,
+            last_read: HashMap::new(),
         }
     }
 
@@ -43,16 +53,16 @@ impl<'a> Ctx<'a> {
         format!("{base}#{}", self.fresh)
     }
 
-    /// Looks an ONNX value name up here, then in enclosing graphs. An outer constant is copied in;
-    /// any other outer value becomes an invariant input of this body.
+    /// Looks an ONNX value name up here, then in enclosing graphs. An outer constant is shared
+    /// in (its tensor, not a copy); any other outer value becomes an invariant input of this body.
     pub fn lookup(&mut self, name: &str) -> Option<Value> {
         if let Some(v) = self.values.get(name) {
             return Some(*v);
         }
         let outer = self.outer?;
         let ov = outer.lookup_readonly(name)?;
-        let v = match outer.const_value(ov) {
-            Some(t) => self.g.add_const(name, t.clone()),
+        let v = match outer.g.constant(ov) {
+            Some(c) => self.g.add_shared_const(name, c.value.clone()),
             None => {
                 let ty = outer.type_of_readonly(name)?;
                 let v = self.g.add_input(name, ty);
@@ -73,7 +83,52 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn const_value(&self, v: Value) -> Option<&Tensor> {
-        self.g.constant(v).map(|c| &c.value)
+        self.g.constant(v).map(|c| &*c.value)
+    }
+
+    /// Removes the constant `v` from the graph and returns its tensor when nothing can read it
+    /// any more: no node of the graph reads it, it is no output, and every ONNX name bound to
+    /// it is read by no node after the current one (a name whose readers are unknown, as in a
+    /// body built by an importer, is never taken). `None` leaves the graph as it was.
+    pub fn take_unread_const(&mut self, v: Value) -> Option<Tensor> {
+        self.g.nodes.node_weight(v.node)?;
+        self.const_value(v)?;
+        if !self.g.users(v.node).is_empty() || self.g.outputs.iter().any(|(_, o)| *o == v) {
+            return None;
+        }
+        let names: Vec<String> = self
+            .values
+            .iter()
+            .filter(|&(_, &bound)| bound == v)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if names
+            .iter()
+            .any(|n| self.last_read.get(n).is_none_or(|&at| at > self.node_at))
+        {
+            return None;
+        }
+        for n in &names {
+            self.values.remove(n);
+        }
+        match self.g.nodes.remove_node(v.node)?.op {
+            Op::Const(c) => Some(Arc::unwrap_or_clone(Arc::unwrap_or_clone(c).value)),
+            _ => None,
+        }
+    }
+
+    /// Frees the constants bound to names that no node after the current one reads (between
+    /// two nodes of the import).
+    pub fn free_unread_consts(&mut self) {
+        let done: Vec<Value> = self
+            .last_read
+            .iter()
+            .filter(|&(_, &at)| at == self.node_at)
+            .filter_map(|(n, _)| self.values.get(n).copied())
+            .collect();
+        for v in done {
+            self.take_unread_const(v);
+        }
     }
 
     pub fn ty(&self, v: Value) -> &TensorType {
@@ -129,20 +184,18 @@ impl<'a> Ctx<'a> {
                 .map(|(t, nm)| self.g.add_const(nm, t))
                 .collect());
         }
-        let types: Vec<Option<(TensorType, Option<Tensor>)>> = operands
+        // Borrowed, not cloned: an operand may be a weight of many megabytes.
+        let args: Vec<Option<Operand>> = operands
             .iter()
-            .map(|o| o.map(|v| (self.ty(v).clone(), self.const_value(v).cloned())))
-            .collect();
-        let args: Vec<Option<Operand>> = types
-            .iter()
-            .map(|t| {
-                t.as_ref().map(|(ty, val)| Operand {
-                    ty,
-                    value: val.as_ref(),
+            .map(|o| {
+                o.map(|v| Operand {
+                    ty: self.ty(v),
+                    value: self.const_value(v),
                 })
             })
             .collect();
         let mut tys = infer(&op, &args)?;
+        drop(args);
         super::shape_values::refine(self, &op, operands, &mut tys);
         let results = tys
             .into_iter()

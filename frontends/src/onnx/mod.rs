@@ -13,7 +13,7 @@ use ctx::Ctx;
 use hlstm_ir::{Dim, Graph, StoredType, TensorType};
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use protobuf::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -389,8 +389,11 @@ fn import_graph_with(
         let v = ctx.g.add_input(&inp.name, ty);
         ctx.values.insert(inp.name.clone(), v);
     }
-    for node in &graph.node {
+    ctx.last_read = last_reads(graph);
+    for (at, node) in graph.node.iter().enumerate() {
+        ctx.node_at = at;
         import_node(ctx, node)?;
+        ctx.free_unread_consts();
     }
     for out in &graph.output {
         let v = ctx.lookup(&out.name).ok_or_else(|| {
@@ -412,6 +415,43 @@ fn import_graph_with(
     }
     remove_dead(&mut ctx.g);
     Ok(())
+}
+
+/// For each name a node of `graph` reads (an input, or any name a node of its bodies reads,
+/// which may be captured from here), the position of the last such node; `usize::MAX` for the
+/// graph's outputs, which are read after every node.
+fn last_reads(graph: &GraphProto) -> HashMap<String, usize> {
+    fn reads(g: &GraphProto, out: &mut Vec<String>) {
+        for n in &g.node {
+            out.extend(n.input.iter().filter(|i| !i.is_empty()).cloned());
+            for a in &n.attribute {
+                for b in a.g.as_ref().into_iter().chain(&a.graphs) {
+                    reads(b, out);
+                }
+            }
+        }
+    }
+    let mut last = HashMap::new();
+    for (at, node) in graph.node.iter().enumerate() {
+        let mut names: Vec<String> = node
+            .input
+            .iter()
+            .filter(|i| !i.is_empty())
+            .cloned()
+            .collect();
+        for a in &node.attribute {
+            for b in a.g.as_ref().into_iter().chain(&a.graphs) {
+                reads(b, &mut names);
+            }
+        }
+        for n in names {
+            last.insert(n, at);
+        }
+    }
+    for out in &graph.output {
+        last.insert(out.name.clone(), usize::MAX);
+    }
+    last
 }
 
 /// Removes nodes whose results nobody reads (left behind by folding at import), except inputs.

@@ -131,7 +131,7 @@ pub fn eval_op(op: &Op, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>, String>
     let one = |t: Tensor| Ok(vec![t]);
     match op {
         Op::Input => Err("inputs are not evaluated".into()),
-        Op::Const(c) => one(c.value.clone()),
+        Op::Const(c) => one((*c.value).clone()),
         Op::Identity => one(arg(args, 0)?.clone()),
         Op::Unary(a) => one(k::unary(*a, arg(args, 0)?)?),
         Op::Binary(b) => one(k::binary(*b, arg(args, 0)?, arg(args, 1)?)?),

@@ -157,7 +157,7 @@ impl Run<'_> {
                     let (m, k, n) = (out.dims[0], a.dims[1], out.dims[1]);
                     let av = read(p, bufs, a, t)?;
                     let wv = match w {
-                        Weight::Const(c, _) => p.consts[c.0].data.as_ref().clone(),
+                        Weight::Const(c, _) => p.consts[c.0].data.to_vec(),
                         Weight::View(v) => read(p, bufs, v, t)?,
                         Weight::Masked(v, c) => {
                             let mut w = read(p, bufs, v, t)?;

@@ -81,7 +81,55 @@ impl Buffer {
 pub struct Const {
     pub name: String,
     pub dims: Vec<usize>,
-    pub data: Arc<Vec<f32>>,
+    pub data: ConstData,
+}
+
+/// A constant's elements, row-major, shared and read-only. The lowering shares a graph
+/// constant's own storage where it is already row-major, so that a weight of many megabytes is
+/// not held twice while the graph and its program both live (BENCHMARKS.md, "Memory").
+#[derive(Clone)]
+pub struct ConstData(ConstRepr);
+
+#[derive(Clone)]
+enum ConstRepr {
+    Own(Arc<Vec<f32>>),
+    /// An f32 graph constant in standard layout (checked when made).
+    Graph(Arc<crate::Constant>),
+}
+
+impl ConstData {
+    pub fn new(data: Vec<f32>) -> ConstData {
+        ConstData(ConstRepr::Own(Arc::new(data)))
+    }
+
+    /// The elements of a graph constant in place, where it is an f32 tensor in standard layout.
+    pub fn of_graph(c: &Arc<crate::Constant>) -> Option<ConstData> {
+        c.value.as_f32()?.as_slice()?;
+        Some(ConstData(ConstRepr::Graph(c.clone())))
+    }
+}
+
+impl std::ops::Deref for ConstData {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &self.0 {
+            ConstRepr::Own(v) => v,
+            // `of_graph` checked the layout, and a graph constant is never mutated.
+            ConstRepr::Graph(c) => c.value.as_f32().and_then(|a| a.as_slice()).unwrap_or(&[]),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConstData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for ConstData {
+    fn eq(&self, other: &ConstData) -> bool {
+        **self == **other
+    }
 }
 
 impl Const {
@@ -400,10 +448,15 @@ impl Program {
         BufId(self.buffers.len() - 1)
     }
     pub fn add_const(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> ConstId {
+        self.add_const_data(name, dims, ConstData::new(data))
+    }
+
+    /// [`Program::add_const`] of elements that may be shared (a graph constant's).
+    pub fn add_const_data(&mut self, name: &str, dims: &[usize], data: ConstData) -> ConstId {
         self.consts.push(Const {
             name: name.to_string(),
             dims: dims.to_vec(),
-            data: Arc::new(data),
+            data,
         });
         ConstId(self.consts.len() - 1)
     }

@@ -9,12 +9,11 @@
 //! each input and output number is given once.
 
 use super::{
-    BatchAxes, BufId, BufKind, Buffer, Const, ConstId, LoopRun, Program, Stmt, Storage, Strategy,
-    View, Weight,
+    BatchAxes, BufId, BufKind, Buffer, Const, ConstData, ConstId, LoopRun, Program, Stmt, Storage,
+    Strategy, View, Weight,
 };
 use crate::op::{Act, BinOp};
 use crate::text::{WeightStore, unhex};
-use std::sync::Arc;
 
 /// The most elements a buffer or constant may have (as the interpreter's limit).
 
@@ -517,7 +516,7 @@ impl<'a> Parser<'a> {
         let k = Const {
             name,
             dims,
-            data: Arc::new(data),
+            data: ConstData::new(data),
         };
         if k.nonzeros() != nnz {
             return Err(c.err(format!(

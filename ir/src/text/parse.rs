@@ -585,7 +585,7 @@ impl Parser<'_> {
         if let Some((cname, value)) = konst.take() {
             op = Op::Const(Arc::new(Constant {
                 name: cname.unwrap_or_else(|| node_name.clone()),
-                value,
+                value: Arc::new(value),
             }));
         }
         if let Op::Recurrence(r) = &mut op {

@@ -25,7 +25,8 @@ pub mod view;
 
 use hlstm_ir::kernel::select::{KernelSelector, Thresholds};
 use hlstm_ir::kernel::{
-    BufId, BufKind, Const, ConstId, Program, Stmt, Storage, Strategy, View, Weight, visit,
+    BufId, BufKind, Const, ConstData, ConstId, Program, Stmt, Storage, Strategy, View, Weight,
+    visit,
 };
 use hlstm_ir::{Act, BinOp, CmpOp, Constant, DType, Graph, LogicOp, Op, Tensor, Value};
 use petgraph::stable_graph::NodeIndex;
@@ -275,7 +276,8 @@ impl Lowerer<'_> {
             return Ok(*id);
         }
         let a = c.value.as_f32().ok_or("not an f32 constant")?;
-        let id = self.prog.add_const(&c.name, c.value.shape(), f32_data(a));
+        let data = ConstData::of_graph(c).unwrap_or_else(|| ConstData::new(f32_data(a)));
+        let id = self.prog.add_const_data(&c.name, c.value.shape(), data);
         self.consts.insert(Arc::as_ptr(c), id);
         Ok(id)
     }
@@ -331,7 +333,7 @@ impl Lowerer<'_> {
         let data = if v.offset == 0 && view::is_contiguous(v) && v.len() == whole.data.len() {
             whole.data.clone()
         } else {
-            Arc::new(self.const_data(v)?)
+            ConstData::new(self.const_data(v)?)
         };
         let name = format!("{}{}", whole.name, view_suffix(v, &whole.dims));
         self.prog.consts.push(Const {
@@ -602,7 +604,7 @@ impl Lowerer<'_> {
                     let id = self.const_id(c).map_err(err)?;
                     Loc::F32(View::constant(id, c.value.shape()))
                 } else {
-                    Loc::Known(c.value.clone())
+                    Loc::Known((*c.value).clone())
                 };
                 sc.env.insert(val(0), loc);
                 return Ok(());

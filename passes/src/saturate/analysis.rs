@@ -118,6 +118,11 @@ impl Tables {
     /// Adds a constant, or returns the key of an equal one (bit for bit): equal constants must be
     /// one leaf, or rules that build constants could go on making new copies of the same value.
     pub fn add_const(&mut self, name: String, value: Tensor) -> ConstKey {
+        self.add_shared_const(name, Arc::new(value))
+    }
+
+    /// [`Tables::add_const`] of a tensor shared with the graph it came from: no copy is made.
+    pub fn add_shared_const(&mut self, name: String, value: Arc<Tensor>) -> ConstKey {
         let h = content_hash(&value);
         if let Some(keys) = self.by_content.get(&h)
             && let Some(k) = keys
@@ -129,7 +134,7 @@ impl Tables {
         let sparsity = Sparsity::of(&value);
         self.consts.push(ConstEntry {
             name,
-            value: Arc::new(value),
+            value,
             sparsity,
         });
         let k = ConstKey(self.consts.len() as u32 - 1);

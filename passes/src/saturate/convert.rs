@@ -42,7 +42,7 @@ pub fn to_egraph(g: &Graph, carried: usize, fold_limit: usize) -> Result<(HEGrap
                 let k = eg
                     .analysis
                     .tables
-                    .add_const(c.name.clone(), c.value.clone());
+                    .add_shared_const(c.name.clone(), c.value.clone());
                 ids.insert(Value { node: n, slot: 0 }, eg.add(HLang::Const(k)));
             }
             op => {
@@ -142,7 +142,7 @@ pub fn from_expr(expr: &RecExpr<HLang>, eg: &HEGraph, like: &Graph) -> Result<Gr
             }),
             HLang::Const(k) => Some(*const_nodes.entry(*k).or_insert_with(|| {
                 let c = &tables.consts[k.0 as usize];
-                g.add_const(&c.name, (*c.value).clone())
+                g.add_shared_const(&c.name, c.value.clone())
             })),
             HLang::Outputs(children) => {
                 for ((name, _), c) in like.outputs.iter().zip(children.iter()) {

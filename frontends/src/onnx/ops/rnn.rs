@@ -17,6 +17,7 @@ use super::{need, opt, out_names};
 use crate::onnx::ctx::{Ctx, attr, attr_floats, attr_i, attr_s, attr_strings};
 use hlstm_ir::{Act, BinOp, DType, Dim, Op, Recurrence, Tensor, TensorType, Value};
 use onnx_protobuf::NodeProto;
+use std::collections::HashMap;
 
 pub fn lstm(
     ctx: &mut Ctx,
@@ -472,7 +473,14 @@ fn expand(
             &format!("{dl}/index"),
             Tensor::I64(ndarray::arr0(d as i64).into_dyn()),
         );
-        let weights = dir_weights(ctx, &dl, kind, h, idx, w, r, b, p)?;
+        // A single direction's constant weights that no other operand of the node names are
+        // moved out of the graph rather than copied (`take_unread_const`).
+        let movable: Vec<Value> = [Some(w), Some(r), b, p]
+            .into_iter()
+            .flatten()
+            .filter(|&v| nd == 1 && ops.iter().flatten().filter(|&&o| o == v).count() == 1)
+            .collect();
+        let weights = dir_weights(ctx, &dl, kind, h, idx, &movable, [w, r], b, p)?;
         let state_axis = if layout == 0 { 0 } else { 1 };
         let mut init = Vec::new();
         for (what, v) in [("h0", init_h), ("c0", init_c)] {
@@ -650,8 +658,8 @@ fn dir_weights(
     kind: Kind,
     h: usize,
     idx: Value,
-    w: Value,
-    r: Value,
+    movable: &[Value],
+    [w, r]: [Value; 2],
     b: Option<Value>,
     p: Option<Value>,
 ) -> Result<DirWeights, String> {
@@ -665,6 +673,17 @@ fn dir_weights(
         )
     };
     let gather = |ctx: &mut Ctx, nm: &str, v: Value| {
+        // The only direction of a weight nothing else reads: its leading dim of 1 is dropped
+        // in place, where a folded Gather would copy the whole weight.
+        if movable.contains(&v)
+            && ctx
+                .const_value(v)
+                .is_some_and(|t| t.shape().first() == Some(&1))
+            && let Some(t) = ctx.take_unread_const(v)
+        {
+            let t = hlstm_ir::map_tensor!(t, a => a.index_axis_move(ndarray::Axis(0), 0));
+            return Ok(ctx.constant(nm, t));
+        }
         ctx.add1(nm, Op::Gather { axis: 0 }, &[Some(v), Some(idx)])
     };
     // A folded intermediate (the direction's slice of a constant weight, its parts) is freed
@@ -827,7 +846,7 @@ impl Body<'_> {
 /// Builds one direction's cell. Body inputs: h (, c), x_t, then the run-time weights; returns
 /// the body and the outer values to pass as its invariants.
 fn build_body(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     dl: &str,
     a: &Attrs,
     wts: &DirWeights,
@@ -848,16 +867,26 @@ fn build_body(
     };
     let xv = body.b.g.add_input("x", x_ty.clone());
 
-    // Weights: constants are copied in, run-time values become invariant inputs.
+    // Weights: constants are moved in (copied where the outer graph still reads them), run-time
+    // values become invariant inputs. One outer value brought twice gives one body value.
     let mut invariants = Vec::new();
+    let mut brought: HashMap<Value, Value> = HashMap::new();
     let mut bring = |body: &mut Body, nm: &str, v: Value| -> Value {
-        match ctx.const_value(v) {
-            Some(t) => body.b.constant(&format!("{dl}/{nm}"), t.clone()),
-            None => {
-                invariants.push(v);
-                body.b.g.add_input(nm, ctx.ty(v).clone())
-            }
+        if let Some(&in_body) = brought.get(&v) {
+            return in_body;
         }
+        let in_body = match ctx.take_unread_const(v) {
+            Some(t) => body.b.constant(&format!("{dl}/{nm}"), t),
+            None => match ctx.const_value(v) {
+                Some(t) => body.b.constant(&format!("{dl}/{nm}"), t.clone()),
+                None => {
+                    invariants.push(v);
+                    body.b.g.add_input(nm, ctx.ty(v).clone())
+                }
+            },
+        };
+        brought.insert(v, in_body);
+        in_body
     };
     let w_t = bring(&mut body, "W_t", wts.w_t);
     let r_t = bring(&mut body, "R_t", wts.r_t);
