@@ -315,17 +315,26 @@ fn x86_64(
                 &["-std=c11", "-O2", "-fPIC", "-pthread"],
             ));
         }
-        if obj.calls_wide {
-            c_parts.push((
-                format!("{name}_wide"),
-                hlstm_backends::cpu::wide::c_source(name),
-                hlstm_backends::cpu::wide::C_FLAGS,
-            ));
-        }
-        if let (false, Some(cc)) = (c_parts.is_empty(), tools.cc.as_deref()) {
+        // The wide kernels come compiled (`wide::library_object`), renamed for this library.
+        let wide = match obj.calls_wide {
+            true => Some(
+                hlstm_backends::cpu::wide::library_object(name).map_err(|msg| Error::Codegen {
+                    target: "x86_64",
+                    msg,
+                })?,
+            ),
+            false => None,
+        };
+        let merge = !c_parts.is_empty() || wide.is_some();
+        if let (true, Some(cc)) = (merge, tools.cc.as_deref()) {
             let code = format!("{name}_code.o");
             write(&tmp.join(&code), &obj.object)?;
             let mut objects = vec![code];
+            if let Some(wide) = &wide {
+                let wo = format!("{name}_wide.o");
+                write(&tmp.join(&wo), wide)?;
+                objects.push(wo);
+            }
             for (stem, source, flags) in &c_parts {
                 let (c, co) = (format!("{stem}.c"), format!("{stem}.o"));
                 write(&tmp.join(&c), source.as_bytes())?;

@@ -87,12 +87,34 @@ impl WideIsa {
 }
 
 /// The kernels' C source for library `name` (a C identifier): every symbol `NAME_…`, hidden.
+/// Libraries link [`library_object`], this source compiled when hlstmc was built.
 pub fn c_source(name: &str) -> String {
     include_str!("wide.c").replace("NAME_", &format!("{name}_"))
 }
 
-/// Compiler flags for [`c_source`] (the functions carry their own target attributes).
-pub const C_FLAGS: &[&str] = &["-std=c11", "-O3", "-fPIC"];
+/// The prefix of every symbol of [`LIBRARY_OBJECT`] that [`c_source`] names `NAME_…`.
+const LIBRARY_PREFIX: &str = "hlstmc_wide_lib_";
+
+/// `wide.c` compiled when hlstmc was built (build.rs): position-independent, at `-O3`, its
+/// `NAME_` symbols named [`LIBRARY_PREFIX`]`…`.
+static LIBRARY_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/wide_lib.o"));
+
+/// The kernels as an ELF object for library `name` (a C identifier): the object compiled when
+/// hlstmc was built, each symbol renamed as [`c_source`] would name it. `hlstmc compile` links
+/// it instead of compiling the source, which took about a second and was the peak of the
+/// command's memory (BENCHMARKS.md, "Memory").
+pub fn library_object(name: &str) -> Result<Vec<u8>, String> {
+    let err = |e: object::build::Error| format!("the wide kernels' object: {e}");
+    let mut elf = object::build::elf::Builder::read(LIBRARY_OBJECT).map_err(err)?;
+    for sym in elf.symbols.iter_mut() {
+        if let Some(rest) = sym.name.strip_prefix(LIBRARY_PREFIX.as_bytes()) {
+            sym.name = [name.as_bytes(), b"_", rest].concat().into();
+        }
+    }
+    let mut out = Vec::new();
+    elf.write(&mut out).map_err(err)?;
+    Ok(out)
+}
 
 unsafe extern "C" {
     fn hlstm_gemm_avx512();
@@ -124,4 +146,48 @@ pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 10] {
         ),
         ("hlstm_transpose_avx2", hlstm_transpose_avx2 as *const u8),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::{Object, ObjectSymbol};
+
+    /// Every kernel a library calls is defined in its object under the library's name, hidden
+    /// (two libraries linked into one program do not collide), and no placeholder name is left.
+    #[test]
+    fn the_library_object_names_every_kernel_for_its_library() {
+        let bytes = library_object("model_7").unwrap();
+        let obj = object::File::parse(bytes.as_slice()).unwrap();
+        let defined: Vec<_> = obj.symbols().filter(|s| s.is_definition()).collect();
+        assert!(
+            obj.symbols().all(|s| !s
+                .name()
+                .unwrap()
+                .contains(LIBRARY_PREFIX.trim_end_matches('_'))),
+            "a placeholder name is left"
+        );
+        for isa in [WideIsa::Avx512, WideIsa::Avx2] {
+            for want in [
+                isa.gemm_symbol("model_7_"),
+                isa.spmm_symbol("model_7_"),
+                isa.act_symbol("model_7_"),
+                isa.transpose_symbol("model_7_"),
+                isa.binary_symbol("model_7_"),
+            ] {
+                let s = defined
+                    .iter()
+                    .find(|s| s.name() == Ok(want.as_str()))
+                    .unwrap_or_else(|| panic!("{want} is not defined"));
+                assert!(s.is_global(), "{want} is not global");
+                let elf_hidden = match s.flags() {
+                    object::SymbolFlags::Elf { st_other, .. } => {
+                        st_other & 0x3 == object::elf::STV_HIDDEN
+                    }
+                    _ => false,
+                };
+                assert!(elf_hidden, "{want} is not hidden");
+            }
+        }
+    }
 }
