@@ -394,8 +394,11 @@ fn zero_set_coarse(p: &Program) -> Vec<BufId> {
 }
 
 /// Most products, summed over the classes of a compressed matrix, that the generated loop
-/// bodies may hold (about 17 bytes of code each).
-const CSR_BODY_BUDGET: usize = 8192;
+/// bodies may hold (about 100 bytes of code each: the four-column, two-column and odd-column
+/// bodies). Past it the counts are padded to a coarser grain: streaming a larger body through
+/// the instruction cache every step cost more than the padding's extra products (at 8192 the
+/// 90%-pruned H-LSTM 512 ran at 2.0 ms, at 512 at 1.0 ms; docs/kernels.md, `sparse-csr`).
+const CSR_BODY_BUDGET: usize = 512;
 
 /// Columns a class needs before they go four to a group (fewer run two at a time).
 const QUAD_MIN_COLUMNS: usize = 8;
