@@ -167,9 +167,9 @@ pub struct Train {
     /// Recompute each step's cell in the backward pass instead of saving its values.
     pub recompute: bool,
     /// jit engine: multiply masked weight matrices at most 30% dense by compressed kernels
-    /// over their masks, compiled again whenever the masks change. Off by default for now: it
-    /// changes the rounding of sparse models' training, and the shipped results were trained
-    /// without it (docs/trainer.md).
+    /// over their masks, compiled again whenever the masks change. On by default since the
+    /// digits results were rerun with it (docs/results.md); it changes the rounding of sparse
+    /// models' training, so configs trained before pin it off (docs/trainer.md).
     pub sparse_kernels: bool,
     /// Weight gradients of masked matrices computed only at their masks' kept positions (a
     /// sampled product, `exec::sampled`) outside growth epochs, which need the dense gradient.
@@ -207,7 +207,7 @@ impl Default for Train {
             step_gamma: 0.5,
             min_lr_fraction: 0.05,
             recompute: false,
-            sparse_kernels: false,
+            sparse_kernels: true,
             sampled_gradients: None,
             threads: 1,
         }

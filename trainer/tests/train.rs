@@ -170,7 +170,7 @@ fn sparse_kernels_train_like_dense_ones() {
         .replace("seed_density = 0.5", "seed_density = 0.25")
         .replace("growth_ratio = 0.25", "growth_ratio = 0.3")
         .replace("target_density = 0.3", "target_density = 0.1");
-    let dense = digits(&gp);
+    let dense = digits(&format!("sparse_kernels = false\n{gp}"));
     let sparse = digits(&format!("sparse_kernels = true\n{gp}"));
     assert!(sparse.train.sparse_kernels && !dense.train.sparse_kernels);
     let run = |cfg: &Config| {
