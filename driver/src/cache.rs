@@ -140,10 +140,15 @@ fn host_features() -> String {
     }
 }
 
+/// This build's identity in the key: `VERSION+SOURCE_HASH` (build.rs).
+const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("HLSTMC_BUILD_ID"));
+
 impl Cache {
-    /// The cache in `dir` (created when an entry is first written), for this build of hlstmc.
+    /// The cache in `dir` (created when an entry is first written), for this build of hlstmc:
+    /// its version and the hash of the sources it was built from (build.rs), so that a
+    /// rebuild with other code misses where the version number did not change.
     pub fn new(dir: impl Into<PathBuf>) -> Cache {
-        Self::with_version(dir, env!("CARGO_PKG_VERSION"))
+        Self::with_version(dir, BUILD)
     }
 
     /// The cache in `dir` as a build of hlstmc of version `version` sees it: entries of other
@@ -622,5 +627,20 @@ mod tests {
         assert_ne!(hash128(&a), hash128(&b));
         assert_ne!(hash128(&a), hash128(&a[..999]));
         assert_eq!(hash128(&a), hash128(&a.clone()));
+    }
+
+    /// A build of the same version number from other sources is another key: the version
+    /// carries the sources' hash, which this workspace's build computes.
+    #[test]
+    fn the_key_names_the_build_not_only_the_version() {
+        let this = Cache::new("d");
+        let same_number = Cache::with_version("d", env!("CARGO_PKG_VERSION"));
+        assert_ne!(this.version, same_number.version);
+        let id = BUILD.rsplit('+').next().unwrap();
+        assert!(
+            id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{BUILD}"
+        );
+        assert!(this.version.contains(BUILD));
     }
 }
