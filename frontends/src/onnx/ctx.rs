@@ -23,13 +23,24 @@ pub struct Ctx<'a> {
     pub warnings: Vec<String>,
     /// Counter for generated names.
     fresh: usize,
-    /// The position in its graph of the ONNX node being imported, and for each ONNX name the
-    /// position of the last node that reads it (directly or from a body; `usize::MAX` for the
-    /// graph's outputs). With them a weight is freed, or moved into what is made of it, as soon
-    /// as nothing later can read it: a weight of 16 MiB otherwise lives, and is copied, until
-    /// dead-code elimination (BENCHMARKS.md, "Memory").
+    /// The position in its graph of the ONNX node being imported, and when each name is last
+    /// read ([`LastReads`]). With them a weight is freed, or moved into what is made of it, as
+    /// soon as nothing later can read it: a weight of 16 MiB otherwise lives, and is copied,
+    /// until dead-code elimination (BENCHMARKS.md, "Memory").
     pub node_at: usize,
-    pub last_read: HashMap<String, usize>,
+    pub last_read: LastReads,
+    /// The names bound to each value ([`Ctx::bind`]): what [`Ctx::take_unread_const`] checks,
+    /// without a scan of every name per constant.
+    names_of: HashMap<Value, Vec<String>>,
+}
+
+/// For each ONNX name of a graph, the position of the last node that reads it (directly or
+/// from a body; `usize::MAX` for the graph's outputs), and for each node the names it reads
+/// last.
+#[derive(Default)]
+pub struct LastReads {
+    pub at: HashMap<String, usize>,
+    pub by_node: Vec<Vec<String>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -44,7 +55,8 @@ impl<'a> Ctx<'a> {
             warnings: Vec::new(),
             fresh: 0,
             node_at: 0,
-            last_read: HashMap::new(),
+            last_read: LastReads::default(),
+            names_of: HashMap::new(),
         }
     }
 
@@ -70,8 +82,14 @@ impl<'a> Ctx<'a> {
                 v
             }
         };
-        self.values.insert(name.to_string(), v);
+        self.bind(name, v);
         Some(v)
+    }
+
+    /// Binds the ONNX name `name` to `v`; returns the value it was bound to before.
+    pub fn bind(&mut self, name: &str, v: Value) -> Option<Value> {
+        self.names_of.entry(v).or_default().push(name.to_string());
+        self.values.insert(name.to_string(), v)
     }
 
     fn lookup_readonly(&self, name: &str) -> Option<Value> {
@@ -96,21 +114,26 @@ impl<'a> Ctx<'a> {
         if !self.g.users(v.node).is_empty() || self.g.outputs.iter().any(|(_, o)| *o == v) {
             return None;
         }
+        // Names bound to `v` and not bound again since (an ONNX graph binds each name once,
+        // so that is every one of them).
         let names: Vec<String> = self
-            .values
-            .iter()
-            .filter(|&(_, &bound)| bound == v)
-            .map(|(n, _)| n.clone())
+            .names_of
+            .get(&v)
+            .into_iter()
+            .flatten()
+            .filter(|n| self.values.get(*n) == Some(&v))
+            .cloned()
             .collect();
         if names
             .iter()
-            .any(|n| self.last_read.get(n).is_none_or(|&at| at > self.node_at))
+            .any(|n| self.last_read.at.get(n).is_none_or(|&at| at > self.node_at))
         {
             return None;
         }
         for n in &names {
             self.values.remove(n);
         }
+        self.names_of.remove(&v);
         match self.g.nodes.remove_node(v.node)?.op {
             Op::Const(c) => Some(Arc::unwrap_or_clone(Arc::unwrap_or_clone(c).value)),
             _ => None,
@@ -122,9 +145,11 @@ impl<'a> Ctx<'a> {
     pub fn free_unread_consts(&mut self) {
         let done: Vec<Value> = self
             .last_read
-            .iter()
-            .filter(|&(_, &at)| at == self.node_at)
-            .filter_map(|(n, _)| self.values.get(n).copied())
+            .by_node
+            .get(self.node_at)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.values.get(n).copied())
             .collect();
         for v in done {
             self.take_unread_const(v);

@@ -342,7 +342,7 @@ fn import_graph_with(
         ctx.g
             .stored
             .set_weight(&init.name, tensor::stored_of(init.data_type));
-        ctx.values.insert(init.name.clone(), v);
+        ctx.bind(&init.name, v);
         initialized.insert(init.name.clone());
     }
     if !graph.sparse_initializer.is_empty() {
@@ -387,7 +387,7 @@ fn import_graph_with(
         k += 1;
         ctx.g.stored.set_input(&inp.name, value_stored(inp));
         let v = ctx.g.add_input(&inp.name, ty);
-        ctx.values.insert(inp.name.clone(), v);
+        ctx.bind(&inp.name, v);
     }
     ctx.last_read = last_reads(graph);
     for (at, node) in graph.node.iter().enumerate() {
@@ -420,7 +420,7 @@ fn import_graph_with(
 /// For each name a node of `graph` reads (an input, or any name a node of its bodies reads,
 /// which may be captured from here), the position of the last such node; `usize::MAX` for the
 /// graph's outputs, which are read after every node.
-fn last_reads(graph: &GraphProto) -> HashMap<String, usize> {
+fn last_reads(graph: &GraphProto) -> ctx::LastReads {
     fn reads(g: &GraphProto, out: &mut Vec<String>) {
         for n in &g.node {
             out.extend(n.input.iter().filter(|i| !i.is_empty()).cloned());
@@ -451,7 +451,13 @@ fn last_reads(graph: &GraphProto) -> HashMap<String, usize> {
     for out in &graph.output {
         last.insert(out.name.clone(), usize::MAX);
     }
-    last
+    let mut by_node = vec![Vec::new(); graph.node.len()];
+    for (name, &at) in &last {
+        if let Some(names) = by_node.get_mut(at) {
+            names.push(name.clone());
+        }
+    }
+    ctx::LastReads { at: last, by_node }
 }
 
 /// Removes nodes whose results nobody reads (left behind by folding at import), except inputs.
@@ -594,7 +600,7 @@ fn import_node(ctx: &mut Ctx, node: &NodeProto) -> Result<(), ImportError> {
         }
     }
     for (name, v) in node.output.iter().zip(results) {
-        if !name.is_empty() && ctx.values.insert(name.clone(), v).is_some() {
+        if !name.is_empty() && ctx.bind(name, v).is_some() {
             // Values are assigned once (SSA); a second assignment silently replaced the first.
             return Err(err(format!(
                 "output '{name}' is already defined by an initializer, a graph input or an earlier node"
