@@ -633,14 +633,137 @@ proptest! {
         n in 1usize..90,
         density in prop::sample::select(vec![1.0f64, 0.3, 0.05]),
         strategy in prop::sample::select(vec![
-            Strategy::Dense, Strategy::SparseUnrolled, Strategy::SparseCsr,
+            W::Const(Strategy::Dense),
+            W::Const(Strategy::SparseUnrolled),
+            W::Const(Strategy::SparseCsr),
+            // Run-time weights: row-major ones by the wide kernel on the weight in place (fewer
+            // than four rows) or through panels (`gemm_rm`), transposed ones by Cranelift's.
+            W::Runtime { transposed: false },
+            W::Runtime { transposed: true },
         ]),
         strided in any::<bool>(),
         seed in 0u64..1000,
     ) {
-        let (p, ins) =
-            matmul_program(m, k, n, W::Const(strategy), density, strided, strided, seed);
+        let (p, ins) = matmul_program(m, k, n, strategy, density, strided, strided, seed);
         check_rel(&p, &ins, 1e-4);
+    }
+}
+
+/// A recurrence over run-time weights, as the trainer's programs have: products inside a loop
+/// by weights that are program inputs (packed once before the loop, `Layout::pack_before`),
+/// one by a weight the loop itself rewrites every step (which must be read as it is at each
+/// step, not packed), and an inner loop whose weight the outer loop writes (packed before the
+/// inner loop, at each outer step). Row counts around the micro kernels' (4, 6, 8) and column
+/// counts that leave a partial tile; every ISA the host has, against the interpreter.
+#[test]
+fn run_time_weights_inside_loops() {
+    for (rows, k, n) in [(4, 40, 48), (6, 33, 70), (9, 64, 100), (32, 96, 64)] {
+        let mut r = Rng::new(rows as u64 * 31 + k as u64);
+        let (steps, inner) = (5, 3);
+        let mut p = Program::default();
+        let x = p.add_buffer("X", BufKind::Input(0), &[steps, rows, k]);
+        let w = p.add_buffer("W", BufKind::Input(1), &[k, n]);
+        let u = p.add_buffer("U", BufKind::Input(2), &[n, k]);
+        let y = p.add_buffer("Y", BufKind::Output(0), &[steps, rows, n]);
+        let z = p.add_buffer("Z", BufKind::Output(1), &[steps, rows, k]);
+        let moving = p.add_buffer("moving", BufKind::Temp, &[k, n]);
+        let h = p.add_buffer("h", BufKind::Temp, &[rows, n]);
+        p.inputs = vec![x, w, u];
+        p.outputs = vec![y, z];
+        let whole = View::whole;
+        let xt = view(x, 0, &[rows, k], &[k as isize, 1], (rows * k) as isize);
+        let yt = view(y, 0, &[rows, n], &[n as isize, 1], (rows * n) as isize);
+        let zt = view(z, 0, &[rows, k], &[k as isize, 1], (rows * k) as isize);
+        p.body = vec![
+            Stmt::Copy {
+                out: whole(moving, &[k, n]),
+                x: whole(w, &[k, n]),
+            },
+            Stmt::Loop {
+                run: LoopRun::Fixed,
+                trip: steps,
+                reverse: false,
+                body: vec![
+                    // y_t = x_t W, z_t = y_t U: weights the loop never writes.
+                    Stmt::MatMul {
+                        rows_per_step: None,
+                        out: yt.clone(),
+                        a: xt.clone(),
+                        w: Weight::View(whole(w, &[k, n])),
+                    },
+                    Stmt::MatMul {
+                        rows_per_step: None,
+                        out: zt.clone(),
+                        a: yt.clone(),
+                        w: Weight::View(whole(u, &[n, k])),
+                    },
+                    // A product by the weight this loop rewrites, then the rewrite.
+                    Stmt::MatMul {
+                        rows_per_step: None,
+                        out: whole(h, &[rows, n]),
+                        a: xt.clone(),
+                        w: Weight::View(whole(moving, &[k, n])),
+                    },
+                    Stmt::Unary {
+                        op: Act::Tanh,
+                        out: whole(moving, &[k, n]),
+                        x: whole(moving, &[k, n]),
+                    },
+                    Stmt::Binary {
+                        op: BinOp::Add,
+                        out: yt.clone(),
+                        a: yt.clone(),
+                        b: whole(h, &[rows, n]),
+                    },
+                    // An inner loop reading the weight the outer one rewrites.
+                    Stmt::Loop {
+                        run: LoopRun::Fixed,
+                        trip: inner,
+                        reverse: false,
+                        body: vec![
+                            Stmt::MatMul {
+                                rows_per_step: None,
+                                out: whole(h, &[rows, n]),
+                                a: xt.clone(),
+                                w: Weight::View(whole(moving, &[k, n])),
+                            },
+                            Stmt::Binary {
+                                op: BinOp::Add,
+                                out: yt.clone(),
+                                a: yt.clone(),
+                                b: whole(h, &[rows, n]),
+                            },
+                        ],
+                    },
+                ],
+            },
+        ];
+        let ins = vec![
+            r.vec(steps * rows * k, 1.0),
+            r.vec(k * n, 0.3),
+            r.vec(n * k, 0.3),
+        ];
+        check_rel(&p, &ins, 1e-4);
+        // Packed before the loops: the library calls the packing and the packed weights' kernel.
+        let o = hlstm_backends::cpu::aot::compile_object(
+            &p,
+            &[],
+            &CpuOptions {
+                isa: CpuIsa::X86_64V3,
+                opt_level: OptLevel::Speed,
+            },
+            "t",
+            1,
+            false,
+        )
+        .expect("compiles");
+        for want in ["t_pack", "t_gemm_avx2"] {
+            assert!(
+                o.wide_symbols.iter().any(|s| s == want),
+                "{want} not called: {:?}",
+                o.wide_symbols
+            );
+        }
     }
 }
 

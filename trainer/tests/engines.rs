@@ -20,15 +20,42 @@ fn check(
     save: SaveMode,
     density: Option<f64>,
 ) {
+    let small = Size {
+        hidden: 7,
+        steps: 5,
+        batch: 3,
+        threads: 1,
+    };
+    check_sized(engine, cell, head, input, save, density, small);
+}
+
+/// A model's size and the engine's threads.
+#[derive(Clone, Copy)]
+struct Size {
+    hidden: usize,
+    steps: usize,
+    batch: usize,
+    threads: usize,
+}
+
+fn check_sized(
+    engine: &dyn Engine,
+    cell: CellKind,
+    head: Head,
+    input: InputKind,
+    save: SaveMode,
+    density: Option<f64>,
+    size: Size,
+) {
     let cfg = ModelConfig {
         cell,
         input: input.clone(),
         head: head.clone(),
         layers: 2,
-        hidden: 7,
+        hidden: size.hidden,
         dropout: true,
     };
-    let (t, n) = (5, 3);
+    let (t, n) = (size.steps, size.batch);
     let m = models::build(&cfg, &Dims::known(t, n), true).unwrap();
     let tg = m.training_graph(&Options { save }).unwrap();
     let mut rng = Rng::new(11);
@@ -88,7 +115,7 @@ fn check(
     }
     inputs.extend(params);
     let want = Interp.load(&tg).unwrap().run(&inputs).unwrap();
-    let mut exe = engine.load(&tg).unwrap();
+    let mut exe = engine.load_threads(&tg, size.threads).unwrap();
     exe.set_masks(&masks);
     let got = exe.run(&inputs).unwrap();
     assert_eq!(want.len(), got.len());
@@ -176,6 +203,30 @@ fn fast_engine_agrees_with_the_interpreter() {
 #[test]
 fn jit_engine_agrees_with_the_interpreter() {
     agrees_with_the_interpreter(&Jit);
+}
+
+/// Dense weights large enough for the wide kernels and batches of four rows or more: the JIT
+/// packs the run-time weights its time loops multiply by once before each loop
+/// (backends' `Layout::pack_before`), on one thread and split across two and three.
+#[test]
+fn jit_engine_on_batched_dense_weights_and_threads() {
+    let toks = InputKind::Tokens {
+        vocab: 11,
+        embed: 6,
+    };
+    for threads in [1, 2, 3] {
+        for (hidden, batch) in [(24, 4), (20, 9)] {
+            let size = Size {
+                hidden,
+                steps: 4,
+                batch,
+                threads,
+            };
+            let next = Head::NextToken { vocab: 11 };
+            let lm = (toks.clone(), SaveMode::Intermediates);
+            check_sized(&Jit, CellKind::Lstm, next, lm.0, lm.1, None, size);
+        }
+    }
 }
 
 #[test]

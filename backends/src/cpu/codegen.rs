@@ -31,6 +31,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use hlstm_ir::kernel::{BufKind, LoopRun, Program, Stmt, Storage, View};
+use std::collections::HashMap;
 
 /// What [`define_program`] declared and defined.
 pub struct Compiled {
@@ -199,6 +200,14 @@ pub fn define_program_with<M: Module>(
         Some(w) if calls.gemm => Some(import(module, w.gemm_symbol(kernel_prefix), 8)?),
         _ => None,
     };
+    let gemm_rm_id = match wide {
+        Some(w) if calls.gemm_rm => Some(import(module, w.gemm_rm_symbol(kernel_prefix), 9)?),
+        _ => None,
+    };
+    let pack_id = match wide {
+        Some(_) if calls.pack => Some(import(module, WideIsa::pack_symbol(kernel_prefix), 5)?),
+        _ => None,
+    };
     let spmm_id = match wide {
         Some(w) if calls.spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 7)?),
         _ => None,
@@ -249,7 +258,9 @@ pub fn define_program_with<M: Module>(
     let gv = data_id.map(|d| module.declare_data_in_func(d, &mut ctx.func));
     let barrier = barrier_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let gemm = gemm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
+    let gemm_rm = gemm_rm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let spmm = spmm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
+    let pack = pack_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let act = act_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let transpose = transpose_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let binary = binary_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
@@ -267,6 +278,8 @@ pub fn define_program_with<M: Module>(
         let mut cx = Cx::new(&mut b, p, &l, ptr, fma, rodata, &params)?;
         cx.barrier = barrier;
         cx.gemm = gemm;
+        cx.gemm_rm = gemm_rm;
+        cx.pack = pack;
         cx.spmm = spmm;
         cx.act = act;
         cx.transpose = transpose;
@@ -397,6 +410,10 @@ fn wide_binary_shape(
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct WideCalls {
     pub gemm: bool,
+    /// The dense products by a row-major run-time weight.
+    pub gemm_rm: bool,
+    /// The packing of run-time weights before loops (`Layout::pack_before`).
+    pub pack: bool,
     pub spmm: bool,
     /// The transposes of vectors of rows.
     pub transpose: bool,
@@ -409,6 +426,8 @@ fn wide_calls(p: &Program, l: &Layout) -> Result<WideCalls, String> {
     if !l.wide {
         return Ok(calls);
     }
+    calls.pack = !l.pack_before.is_empty();
+    calls.gemm |= calls.pack;
     hlstm_ir::kernel::visit::try_walk(&p.body, &mut |s, site| {
         match s {
             Stmt::MatMul { out, a, w, .. } => matmul::note_wide_calls(p, l, out, a, w, &mut calls)?,
@@ -461,8 +480,14 @@ pub(crate) struct Cx<'a, 'f> {
     /// The runtime pointer and the barrier function (multi-threaded programs only).
     runtime: Value,
     barrier: Option<FuncRef>,
-    /// The wide kernels this function calls (see `super::wide`): dense, sparse.
+    /// The wide kernels this function calls (see `super::wide`): dense (a packed constant
+    /// weight, a row-major run-time one), sparse.
     pub gemm: Option<FuncRef>,
+    pub gemm_rm: Option<FuncRef>,
+    /// The packing of a run-time weight, and the weights packed for the loops being generated
+    /// (`Layout::pack_before`): element offset from the scratch area's base.
+    pub pack: Option<FuncRef>,
+    pub packed_rt: HashMap<layout::PackedKey, usize>,
     pub spmm: Option<FuncRef>,
     /// The wide sigmoid and tanh (see `super::wide`).
     pub act: Option<FuncRef>,
@@ -523,6 +548,9 @@ impl<'a, 'f> Cx<'a, 'f> {
             runtime: params[5],
             barrier: None,
             gemm: None,
+            gemm_rm: None,
+            pack: None,
+            packed_rt: HashMap::new(),
             spmm: None,
             act: None,
             transpose: None,
@@ -708,6 +736,7 @@ impl<'a, 'f> Cx<'a, 'f> {
                 if *trip == 0 {
                     return Ok(());
                 }
+                let packed = self.pack_weights(body);
                 let (saved_t, saved_trip) = (self.t, self.trip);
                 self.trip = *trip;
                 let reverse = *reverse;
@@ -739,9 +768,39 @@ impl<'a, 'f> Cx<'a, 'f> {
                 })?;
                 self.t = saved_t;
                 self.trip = saved_trip;
+                for key in packed {
+                    self.packed_rt.remove(&key);
+                }
                 Ok(())
             }
         }
+    }
+
+    /// Packs the run-time weights the layout packs before the loop whose body is `body`
+    /// (`Layout::pack_before`), for the products inside to read; returns their keys.
+    fn pack_weights(&mut self, body: &[Stmt]) -> Vec<layout::PackedKey> {
+        let l = self.l;
+        let (Some(list), Some(pack)) = (l.pack_before.get(&(body.as_ptr() as usize)), self.pack)
+        else {
+            return Vec::new();
+        };
+        let mut keys = Vec::with_capacity(list.len());
+        for (v, off) in list {
+            let rw = self.resolve(v);
+            let (k, n) = (v.dims[0], v.dims[1]);
+            let args = [
+                self.b.ins().iconst(I64, k as i64),
+                self.b.ins().iconst(I64, n as i64),
+                self.b.ins().iadd_imm_s(rw.base, rw.off),
+                self.b.ins().iconst(I64, rw.strides[0] / 4),
+                self.b.ins().iadd_imm_s(self.scratch, *off as i64 * 4),
+            ];
+            self.b.ins().call(pack, &args);
+            let key = layout::packed_key(v);
+            self.packed_rt.insert(key, *off);
+            keys.push(key);
+        }
+        keys
     }
 
     /// A loop of `n` iterations, static or known at run time (then possibly none).

@@ -7,7 +7,7 @@ use hlstm_ir::kernel::verify::{bcast_strides, matmul_dims, overlap};
 use hlstm_ir::kernel::{
     BufId, BufKind, ConstId, LoopRun, Program, Stmt, Storage, Strategy, View, Weight, visit,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Alignment of each workspace buffer and each read-only array, in f32 elements (64 bytes).
 const ALIGN: usize = 16;
@@ -41,6 +41,110 @@ pub(crate) struct Layout {
     pub csr_table: HashMap<CsrKey, usize>,
     /// Whether the target has the wide kernels (see `super::wide`).
     pub wide: bool,
+    /// Run-time weights (`Weight::View`) that products inside a loop read and nothing in the
+    /// loop writes, packed tile-major (as [`Layout::packed`]) into the scratch area before the
+    /// loop runs: by the loop (the address of its body, in the program laid out), each weight's
+    /// view and its element offset from `scratch_off`. The products inside then read the packed
+    /// copy, as they read a constant weight's: a weight given row-major is read by every row
+    /// block of every step, and its rows, 4 KiB apart for 1024 columns, compete for a few sets of
+    /// the caches (docs/kernels.md, "Run-time weights").
+    pub pack_before: HashMap<usize, Vec<(View, usize)>>,
+}
+
+/// A run-time weight as [`Layout::pack_before`] names it: its view's storage, offset, row
+/// stride, K and N.
+pub(crate) type PackedKey = (Storage, isize, isize, usize, usize);
+
+pub(crate) fn packed_key(v: &View) -> PackedKey {
+    (v.storage, v.offset, v.strides[0], v.dims[0], v.dims[1])
+}
+
+/// Elements of a [K, N] weight packed tile-major.
+fn packed_len(k: usize, n: usize) -> usize {
+    k * n.div_ceil(16) * 16
+}
+
+/// The storages a statement list writes, at any depth.
+fn written(body: &[Stmt]) -> HashSet<Storage> {
+    let mut w = HashSet::new();
+    visit::walk(body, &mut |s, _| {
+        if let Some(v) = s.output() {
+            w.insert(v.storage);
+        }
+    });
+    w
+}
+
+/// The storages written inside any loop of `p`: what a thread's part may not pack, since
+/// another thread's part may write it in the loop.
+pub(crate) fn written_in_loops(p: &Program) -> HashSet<Storage> {
+    let mut w = HashSet::new();
+    visit::walk(&p.body, &mut |s, _| {
+        if let Stmt::Loop { body, .. } = s {
+            w.extend(written(body));
+        }
+    });
+    w
+}
+
+/// Plans [`Layout::pack_before`] for `body`, the weights in `packed` already packed by an
+/// enclosing loop: each loop packs the weights it is the outermost loop invariant for, from
+/// offset `next` on; loops one after the other reuse the space. Returns the elements needed.
+fn plan_packing(
+    p: &Program,
+    body: &[Stmt],
+    excluded: &HashSet<Storage>,
+    packed: &HashSet<PackedKey>,
+    next: usize,
+    plan: &mut HashMap<usize, Vec<(View, usize)>>,
+) -> Result<usize, String> {
+    let mut peak = next;
+    for s in body {
+        match s {
+            Stmt::Loop {
+                body, run, trip, ..
+            } if *run != LoopRun::LastStep && *trip > 1 => {
+                let writes = written(body);
+                let mut inner = packed.clone();
+                let mut here = Vec::new();
+                let mut end = next;
+                visit::try_walk(body, &mut |s, _| {
+                    let Stmt::MatMul {
+                        out,
+                        a,
+                        w: Weight::View(v),
+                        ..
+                    } = s
+                    else {
+                        return Ok(());
+                    };
+                    let (m, k, n) = matmul_dims(p, out, a, &Weight::View(v.clone()))?;
+                    let key = packed_key(v);
+                    if m >= 4
+                        && super::matmul::gemm_fits(k, n)
+                        && v.strides[1] == 1
+                        && v.step_stride == 0
+                        && !writes.contains(&v.storage)
+                        && !excluded.contains(&v.storage)
+                        && inner.insert(key)
+                    {
+                        here.push((v.clone(), end));
+                        end = align_up(end + packed_len(k, n));
+                    }
+                    Ok::<(), String>(())
+                })?;
+                if !here.is_empty() {
+                    plan.insert(body.as_ptr() as usize, here);
+                }
+                peak = peak.max(plan_packing(p, body, excluded, &inner, end, plan)?);
+            }
+            Stmt::Loop { body, .. } | Stmt::Start { body } => {
+                peak = peak.max(plan_packing(p, body, excluded, packed, next, plan)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(peak)
 }
 
 /// (constant, k-stride of the left operand in elements, whether one row at a time, and for a
@@ -732,7 +836,7 @@ pub(crate) fn layout_part(
     wide: bool,
 ) -> Result<Layout, String> {
     let w = layout(whole, wide)?;
-    let mut l = layout(p, wide)?;
+    let mut l = layout_with(p, wide, &written_in_loops(whole))?;
     if l.temp_off != w.temp_off {
         return Err("a thread's program has other buffers than the whole program".into());
     }
@@ -749,8 +853,27 @@ pub(crate) fn layout_part(
 /// `wide`: the target has the wide kernels (`super::wide`), whose sparse one reads class
 /// tables.
 pub(crate) fn layout(p: &Program, wide: bool) -> Result<Layout, String> {
+    layout_with(p, wide, &HashSet::new())
+}
+
+/// [`layout`], packing no weight stored in `excluded` before a loop.
+fn layout_with(p: &Program, wide: bool, excluded: &HashSet<Storage>) -> Result<Layout, String> {
     hlstm_ir::kernel::verify(p)?;
-    let scratch = scratch_len(p)?;
+    let mut pack_before = HashMap::new();
+    // The packed weights live after the scratch, which the products inside the loop use.
+    let scratch_end = align_up(scratch_len(p)?);
+    let scratch = if wide {
+        plan_packing(
+            p,
+            &p.body,
+            excluded,
+            &HashSet::new(),
+            scratch_end,
+            &mut pack_before,
+        )?
+    } else {
+        scratch_end
+    };
 
     let mut temp_off = vec![None; p.buffers.len()];
     let mut off = 0usize;
@@ -776,6 +899,7 @@ pub(crate) fn layout(p: &Program, wide: bool) -> Result<Layout, String> {
         packed: HashMap::new(),
         csr_table: HashMap::new(),
         wide,
+        pack_before,
     };
     place_rodata(p, &mut l)?;
     if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty() || !l.packed.is_empty())

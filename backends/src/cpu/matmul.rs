@@ -24,7 +24,7 @@
 
 use super::codegen::{Count, Cx, Rv, mem_ro};
 use super::elementwise::{self, EOp};
-use super::layout::{CsrClass, Layout, row_vector_rows};
+use super::layout::{self, CsrClass, Layout, row_vector_rows};
 use super::math::{Fx, SCALAR, VEC};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I8X16, I32, I64};
@@ -161,52 +161,42 @@ pub(crate) fn emit(
             cx.b.switch_to_block(done);
             cx.b.seal_block(done);
         }
-        (_, Weight::Const(c, Strategy::Dense), _)
-            if cx.gemm.is_some()
-                && gemm_fits(k, n)
-                && ra.strides[1] == 4
-                && rout.strides[1] == 4 =>
-        {
-            // The wide kernel (see `super::wide`), on the same packed weight.
-            let gemm = cx.gemm.expect("checked");
-            let w_off = cx.l.packed[&(*c, n)] as i64;
-            let rodata = cx.rodata();
-            let m_v = count_value(cx, rows_rt);
-            let (k_v, n_v) = (
-                cx.b.ins().iconst(I64, k as i64),
-                cx.b.ins().iconst(I64, n as i64),
-            );
-            let a_p = cx.b.ins().iadd_imm_s(ra.base, ra.off);
-            let lda = cx.b.ins().iconst(I64, ra.strides[0] / 4);
-            let w_p = cx.b.ins().iadd_imm_s(rodata, w_off);
-            let o_p = cx.b.ins().iadd_imm_s(rout.base, rout.off);
-            let ldo = cx.b.ins().iconst(I64, rout.strides[0] / 4);
-            cx.b.ins()
-                .call(gemm, &[m_v, k_v, n_v, a_p, lda, w_p, o_p, ldo]);
-        }
         (_, Weight::Const(c, Strategy::Dense), _) => {
-            // Packed tile-major (see `Layout::packed`): rows of 16 floats, tiles of K rows.
-            let rw = Rv {
-                base: cx.rodata(),
-                off: cx.l.packed[&(*c, n)] as i64,
-                strides: vec![64, 4],
-            };
-            dense(
-                cx,
-                rows_rt,
-                k,
-                n,
-                &ra,
-                &rw,
-                true,
-                Some(k as i64 * 64),
-                &rout,
-            );
+            let packed = (cx.rodata(), cx.l.packed[&(*c, n)] as i64);
+            dense_packed(cx, rows_rt, k, n, &ra, packed, true, &rout);
+        }
+        (_, Weight::View(v), _) if cx.packed_rt.contains_key(&layout::packed_key(v)) => {
+            // Packed before the loop (`Layout::pack_before`): as a dense constant's.
+            let packed = (cx.scratch, cx.packed_rt[&layout::packed_key(v)] as i64 * 4);
+            dense_packed(cx, rows_rt, k, n, &ra, packed, false, &rout);
         }
         (_, Weight::View(v), _) => {
             let ro = matches!(v.storage, hlstm_ir::kernel::Storage::Const(_));
             let rw = cx.resolve(v);
-            dense(cx, rows_rt, k, n, &ra, &rw, ro, None, &rout);
+            match cx.gemm_rm {
+                Some(gemm_rm)
+                    if gemm_fits(k, n)
+                        && ra.strides[1] == 4
+                        && rw.strides[1] == 4
+                        && rout.strides[1] == 4 =>
+                {
+                    // The wide kernel (see `super::wide`), reading the weight in place.
+                    let m_v = count_value(cx, rows_rt);
+                    let (k_v, n_v) = (
+                        cx.b.ins().iconst(I64, k as i64),
+                        cx.b.ins().iconst(I64, n as i64),
+                    );
+                    let a_p = cx.b.ins().iadd_imm_s(ra.base, ra.off);
+                    let lda = cx.b.ins().iconst(I64, ra.strides[0] / 4);
+                    let w_p = cx.b.ins().iadd_imm_s(rw.base, rw.off);
+                    let ldw = cx.b.ins().iconst(I64, rw.strides[0] / 4);
+                    let o_p = cx.b.ins().iadd_imm_s(rout.base, rout.off);
+                    let ldo = cx.b.ins().iconst(I64, rout.strides[0] / 4);
+                    cx.b.ins()
+                        .call(gemm_rm, &[m_v, k_v, n_v, a_p, lda, w_p, ldw, o_p, ldo]);
+                }
+                _ => dense(cx, rows_rt, k, n, &ra, &rw, ro, None, &rout),
+            }
         }
         (_, Weight::Masked(..), _) => {
             return Err("a masked weight is mapped to its compressed layout above".into());
@@ -221,6 +211,46 @@ pub(crate) fn emit(
         copy_rows(cx, rows_rt, (&rout, &row_in), (&rout_final, &row_out), n);
     }
     Ok(())
+}
+
+/// `rout = ra x W` with W [k, n] packed tile-major at `packed` (see `Layout::packed`: rows of
+/// 16 floats, tiles of k rows), read-only data when `ro`: by the wide kernel (see
+/// `super::wide`) when the program has it and the rows are contiguous, else by the dense loops.
+#[allow(clippy::too_many_arguments)]
+fn dense_packed(
+    cx: &mut Cx,
+    rows_rt: Count,
+    k: usize,
+    n: usize,
+    ra: &Rv,
+    packed: Pos,
+    ro: bool,
+    rout: &Rv,
+) {
+    match cx.gemm {
+        Some(gemm) if gemm_fits(k, n) && ra.strides[1] == 4 && rout.strides[1] == 4 => {
+            let m_v = count_value(cx, rows_rt);
+            let (k_v, n_v) = (
+                cx.b.ins().iconst(I64, k as i64),
+                cx.b.ins().iconst(I64, n as i64),
+            );
+            let a_p = cx.b.ins().iadd_imm_s(ra.base, ra.off);
+            let lda = cx.b.ins().iconst(I64, ra.strides[0] / 4);
+            let w_p = cx.b.ins().iadd_imm_s(packed.0, packed.1);
+            let o_p = cx.b.ins().iadd_imm_s(rout.base, rout.off);
+            let ldo = cx.b.ins().iconst(I64, rout.strides[0] / 4);
+            cx.b.ins()
+                .call(gemm, &[m_v, k_v, n_v, a_p, lda, w_p, o_p, ldo]);
+        }
+        _ => {
+            let rw = Rv {
+                base: packed.0,
+                off: packed.1,
+                strides: vec![64, 4],
+            };
+            dense(cx, rows_rt, k, n, ra, &rw, ro, Some(k as i64 * 64), rout);
+        }
+    }
 }
 
 /// Whether a matmul writes a buffer the program owns (not the caller's output).
@@ -523,7 +553,7 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
 /// Whether a dense [k, n] constant weight is multiplied by the wide kernel when the target has
 /// one: every matrix but the smallest (under `GEMM_MIN_WEIGHTS` weights the call costs more
 /// than the vector width saves).
-fn gemm_fits(k: usize, n: usize) -> bool {
+pub(crate) fn gemm_fits(k: usize, n: usize) -> bool {
     k * n >= GEMM_MIN_WEIGHTS
 }
 
@@ -543,6 +573,7 @@ pub(crate) fn note_wide_calls(
     let rows = row_vector_rows(m, w);
     match w {
         Weight::Const(_, Strategy::Dense) => calls.gemm |= m > 0 && gemm_fits(k, n),
+        Weight::View(_) => calls.gemm_rm |= m > 0 && gemm_fits(k, n),
         Weight::Const(c, _) => {
             calls.spmm |=
                 rows.is_some_and(|mm| l.csr_table.contains_key(&(*c, mm as isize, false, None)))

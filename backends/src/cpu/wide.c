@@ -10,7 +10,8 @@
  *   out[i][j] = sum_q a[i * lda + q] * W(q, j)   for i < m, j < n
  *
  * W is packed in 16-column tiles (Layout::packed): W(q, j) = w[(j / 16) * 16 k + 16 q + j % 16],
- * the last tile zero-padded. Columns past n are never stored.
+ * the last tile zero-padded. Columns past n are never stored. NAME_gemm_rm_* takes W row-major
+ * (W(q, j) = w[q * ldw + j]) instead, as a run-time weight comes.
  *
  * Loop order: blocks of ROW_BLOCK rows; in each, groups of tiles; in each, the rows in register
  * tiles (micro kernels of MR rows by NT tiles, accumulators in registers, one weight vector
@@ -35,15 +36,19 @@ static inline int64_t tile_cols(int64_t n, int64_t first, int t) {
 
 #define MICRO512(MR, NT)                                                                       \
     __attribute__((target("avx512f,fma"))) static void micro512_##MR##x##NT(                 \
-        int64_t k, const float *a, int64_t lda, const float *w, int64_t tstride, float *out,     \
-        int64_t ldo, int64_t n, int64_t first) {                                               \
+        int64_t k, const float *a, int64_t lda, const float *w, int64_t tstride, int64_t qstride, \
+        float *out, int64_t ldo, int64_t n, int64_t first, int add) {                          \
         __m512 acc[MR][NT];                                                                    \
-        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                   \
-            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps(); \
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {                                 \
+            int64_t c = tile_cols(n, first, t);                                                \
+            __mmask16 mask = (__mmask16)(c >= TILE ? 0xffff : (1u << c) - 1);                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) acc[r][t] =                   \
+                add ? _mm512_maskz_loadu_ps(mask, out + r * ldo + t * TILE) : _mm512_setzero_ps(); \
+        }                                                                                      \
         for (int64_t q = 0; q < k; q++) {                                                      \
             __m512 wv[NT];                                                                     \
             _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)                               \
-                wv[t] = _mm512_loadu_ps(w + t * tstride + q * TILE);                           \
+                wv[t] = _mm512_loadu_ps(w + t * tstride + q * qstride);                           \
             _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                             \
                 __m512 x = _mm512_set1_ps(a[r * lda + q]);                                     \
                 _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)                           \
@@ -74,15 +79,19 @@ static inline __attribute__((target("avx2"))) __m256i mask8(int64_t c) {
 
 #define MICRO256(MR, NT)                                                                       \
     __attribute__((target("avx2,fma"))) static void micro256_##MR##x##NT(                    \
-        int64_t k, const float *a, int64_t lda, const float *w, int64_t tstride, float *out,     \
-        int64_t ldo, int64_t n, int64_t first) {                                               \
+        int64_t k, const float *a, int64_t lda, const float *w, int64_t tstride, int64_t qstride, \
+        float *out, int64_t ldo, int64_t n, int64_t first, int add) {                          \
         __m256 acc[MR][2 * NT];                                                                \
-        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                   \
-            _Pragma("GCC unroll 8") for (int v = 0; v < 2 * NT; v++) acc[r][v] = _mm256_setzero_ps(); \
+        _Pragma("GCC unroll 8") for (int v = 0; v < 2 * NT; v++) {                             \
+            __m256i mask = mask8(tile_cols(n, first, v / 2) - (v % 2) * 8);                    \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) acc[r][v] = add               \
+                ? _mm256_maskload_ps(out + r * ldo + (v / 2) * TILE + (v % 2) * 8, mask)       \
+                : _mm256_setzero_ps();                                                         \
+        }                                                                                      \
         for (int64_t q = 0; q < k; q++) {                                                      \
             __m256 wv[2 * NT];                                                                 \
             _Pragma("GCC unroll 8") for (int v = 0; v < 2 * NT; v++)                           \
-                wv[v] = _mm256_loadu_ps(w + (v / 2) * tstride + q * TILE + (v % 2) * 8);       \
+                wv[v] = _mm256_loadu_ps(w + (v / 2) * tstride + q * qstride + (v % 2) * 8);       \
             _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                             \
                 __m256 x = _mm256_broadcast_ss(a + r * lda + q);                               \
                 _Pragma("GCC unroll 8") for (int v = 0; v < 2 * NT; v++)                       \
@@ -103,74 +112,224 @@ MICRO256(2, 1)
 MICRO256(1, 1)
 MICRO256(1, 4)
 
-typedef void (*micro_fn)(int64_t, const float *, int64_t, const float *, int64_t, float *, int64_t,
-                         int64_t, int64_t);
+/* The last tile of a row-major weight whose columns are not a multiple of 16: one row, its
+ * loads masked (the tile's columns past n may lie past the end of the weight). */
+__attribute__((target("avx512f,fma"))) static void tail512(int64_t k, const float *a, int64_t lda,
+                                                          const float *w, int64_t tstride,
+                                                          int64_t qstride, float *out, int64_t ldo,
+                                                          int64_t n, int64_t first, int add) {
+    (void)lda, (void)tstride, (void)ldo, (void)add;
+    const int64_t c = tile_cols(n, first, 0);
+    const __mmask16 mask = (__mmask16)(c >= TILE ? 0xffff : (1u << c) - 1);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t q = 0;
+    for (; q + 2 <= k; q += 2) {
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(a[q]), _mm512_maskz_loadu_ps(mask, w + q * qstride),
+                               acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(a[q + 1]),
+                               _mm512_maskz_loadu_ps(mask, w + (q + 1) * qstride), acc1);
+    }
+    if (q < k)
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(a[q]), _mm512_maskz_loadu_ps(mask, w + q * qstride),
+                               acc0);
+    _mm512_mask_storeu_ps(out, mask, _mm512_add_ps(acc0, acc1));
+}
+
+__attribute__((target("avx2,fma"))) static void tail256(int64_t k, const float *a, int64_t lda,
+                                                       const float *w, int64_t tstride,
+                                                       int64_t qstride, float *out, int64_t ldo,
+                                                       int64_t n, int64_t first, int add) {
+    (void)lda, (void)tstride, (void)ldo, (void)add;
+    const int64_t c = tile_cols(n, first, 0);
+    const __m256i lo = mask8(c), hi = mask8(c - 8);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t q = 0; q < k; q++) {
+        const __m256 x = _mm256_broadcast_ss(a + q);
+        acc0 = _mm256_fmadd_ps(x, _mm256_maskload_ps(w + q * qstride, lo), acc0);
+        acc1 = _mm256_fmadd_ps(x, _mm256_maskload_ps(w + q * qstride + 8, hi), acc1);
+    }
+    _mm256_maskstore_ps(out, lo, acc0);
+    _mm256_maskstore_ps(out + 8, hi, acc1);
+}
+
+/* (k, a, lda, w, tstride, qstride, out, ldo, n, first, add): out = a x W over k, or with `add`
+ * out += a x W (a product over blocks of k). `tail` always stores. */
+typedef void (*micro_fn)(int64_t, const float *, int64_t, const float *, int64_t, int64_t, float *,
+                         int64_t, int64_t, int64_t, int);
 
 /* The blocked loops around one ISA's micro kernels: `big` takes `big_rows` rows (and then the
  * rows of `mid` and `small` in turn take the rest) over a group of `nt` tiles; `wide`
- * (one row, `wide_nt` tiles) and `one` (one row, one tile) serve the matrix-vector case. */
+ * (one row, `wide_nt` tiles) and `one` (one row, one tile) serve the matrix-vector case, and
+ * `tail` a row-major weight's last, partial tile. */
 struct kernels {
     micro_fn big, mid, pair, single;
     int big_rows, nt;
-    micro_fn wide, one;
+    micro_fn wide, one, tail;
     int wide_nt;
 };
 
+/* Tile t's row q of the weight is at w + t * tstride + q * qstride: packed (16 k, 16) or
+ * row-major (16, the row stride). The first `full` tiles can be read whole (every tile of a
+ * packed weight, zero-padded; a row-major weight's whole tiles); a last one past them is read
+ * by `tail`. */
 static void gemm(const struct kernels *kn, int64_t m, int64_t k, int64_t n, const float *a,
-                 int64_t lda, const float *w, float *out, int64_t ldo) {
-    const int64_t tiles = (n + TILE - 1) / TILE, tstride = k * TILE;
+                 int64_t lda, const float *w, int64_t tstride, int64_t qstride, int64_t full,
+                 float *out, int64_t ldo) {
+    const int64_t tiles = (n + TILE - 1) / TILE;
+#define TILE_ARGS(t) w + (t) * tstride, tstride, qstride
     if (m < 4) {
         for (int64_t i = 0; i < m; i++) {
+            const float *ai = a + i * lda;
+            float *oi = out + i * ldo;
             int64_t t = 0;
-            for (; t + kn->wide_nt <= tiles; t += kn->wide_nt)
-                kn->wide(k, a + i * lda, lda, w + t * tstride, tstride, out + i * ldo + t * TILE,
-                         ldo, n, t * TILE);
-            for (; t < tiles; t++)
-                kn->one(k, a + i * lda, lda, w + t * tstride, tstride, out + i * ldo + t * TILE,
-                        ldo, n, t * TILE);
+            for (; t + kn->wide_nt <= full; t += kn->wide_nt)
+                kn->wide(k, ai, lda, TILE_ARGS(t), oi + t * TILE, ldo, n, t * TILE, 0);
+            for (; t < full; t++)
+                kn->one(k, ai, lda, TILE_ARGS(t), oi + t * TILE, ldo, n, t * TILE, 0);
+            if (full < tiles)
+                kn->tail(k, ai, lda, TILE_ARGS(full), oi + full * TILE, ldo, n, full * TILE, 0);
         }
         return;
     }
     for (int64_t i0 = 0; i0 < m; i0 += ROW_BLOCK) {
         const int64_t i1 = m < i0 + ROW_BLOCK ? m : i0 + ROW_BLOCK;
-        for (int64_t t = 0; t < tiles; t += kn->nt) {
-            /* A last group of fewer tiles reads the zero padding past the last tile: the
-             * groups are laid out tile after tile, so read it only while inside w. */
-            const float *wt = w + t * tstride;
+        for (int64_t t = 0; t < full; t += kn->nt) {
             float *ot = out + t * TILE;
             const int64_t first = t * TILE;
             int64_t i = i0;
-            if (t + kn->nt <= tiles) {
+            if (t + kn->nt <= full) {
                 for (; i + kn->big_rows <= i1; i += kn->big_rows)
-                    kn->big(k, a + i * lda, lda, wt, tstride, ot + i * ldo, ldo, n, first);
+                    kn->big(k, a + i * lda, lda, TILE_ARGS(t), ot + i * ldo, ldo, n, first, 0);
                 for (; i + 4 <= i1; i += 4)
-                    kn->mid(k, a + i * lda, lda, wt, tstride, ot + i * ldo, ldo, n, first);
+                    kn->mid(k, a + i * lda, lda, TILE_ARGS(t), ot + i * ldo, ldo, n, first, 0);
                 for (; i + 2 <= i1; i += 2)
-                    kn->pair(k, a + i * lda, lda, wt, tstride, ot + i * ldo, ldo, n, first);
+                    kn->pair(k, a + i * lda, lda, TILE_ARGS(t), ot + i * ldo, ldo, n, first, 0);
                 for (; i < i1; i++)
-                    kn->single(k, a + i * lda, lda, wt, tstride, ot + i * ldo, ldo, n, first);
+                    kn->single(k, a + i * lda, lda, TILE_ARGS(t), ot + i * ldo, ldo, n, first, 0);
             } else {
-                for (int64_t tt = t; tt < tiles; tt++)
+                /* A last group of fewer tiles: a group reads nt whole tiles, which past the
+                 * last one would lie outside w. */
+                for (int64_t tt = t; tt < full; tt++)
                     for (int64_t r = i0; r < i1; r++)
-                        kn->one(k, a + r * lda, lda, w + tt * tstride, tstride,
-                                out + r * ldo + tt * TILE, ldo, n, tt * TILE);
+                        kn->one(k, a + r * lda, lda, TILE_ARGS(tt), out + r * ldo + tt * TILE, ldo,
+                                n, tt * TILE, 0);
             }
         }
+        if (full < tiles)
+            for (int64_t r = i0; r < i1; r++)
+                kn->tail(k, a + r * lda, lda, TILE_ARGS(full), out + r * ldo + full * TILE, ldo, n,
+                         full * TILE, 0);
     }
+#undef TILE_ARGS
 }
+
+static const struct kernels KERNELS_512 = {micro512_8x2, micro512_4x2, micro512_2x2, micro512_1x2,
+                                           8, 2, micro512_1x8, micro512_1x1, tail512, 8};
+static const struct kernels KERNELS_256 = {micro256_6x1, micro256_4x1, micro256_2x1, micro256_1x1,
+                                           6, 1, micro256_1x4, micro256_1x1, tail256, 4};
 
 HIDDEN void NAME_gemm_avx512(int64_t m, int64_t k, int64_t n, const float *a, int64_t lda,
                              const float *w, float *out, int64_t ldo) {
-    static const struct kernels kn = {micro512_8x2, micro512_4x2, micro512_2x2, micro512_1x2,
-                                      8, 2, micro512_1x8, micro512_1x1, 8};
-    gemm(&kn, m, k, n, a, lda, w, out, ldo);
+    const int64_t tiles = (n + TILE - 1) / TILE;
+    gemm(&KERNELS_512, m, k, n, a, lda, w, k * TILE, TILE, tiles, out, ldo);
 }
 
 HIDDEN void NAME_gemm_avx2(int64_t m, int64_t k, int64_t n, const float *a, int64_t lda,
                            const float *w, float *out, int64_t ldo) {
-    static const struct kernels kn = {micro256_6x1, micro256_4x1, micro256_2x1, micro256_1x1,
-                                      6, 1, micro256_1x4, micro256_1x1, 4};
-    gemm(&kn, m, k, n, a, lda, w, out, ldo);
+    const int64_t tiles = (n + TILE - 1) / TILE;
+    gemm(&KERNELS_256, m, k, n, a, lda, w, k * TILE, TILE, tiles, out, ldo);
+}
+
+/* Rows of a row-major weight's tile group copied into one contiguous panel at a time: at most
+ * PANEL_ROWS rows of MAX_NT tiles (32 KiB, on the stack). */
+#define PANEL_ROWS 256
+#define MAX_NT 2
+
+/* A row-major weight, four rows or more: each group of tiles is copied, PANEL_ROWS rows of k at
+ * a time, into a contiguous panel that every row's micro kernel then reads, adding into the
+ * output after the first block. Read in place, a tile's rows lie ldw floats apart, and with
+ * ldw a multiple of 1024 (a 4 KiB stride: 1024 or 512 columns) they all fall in one set of the
+ * L1 cache and a few of the L2: the panel that each row's micro kernel reads again was evicted
+ * since the last (BENCHMARKS.md, Training). The copy reads the weight once per call. */
+static void gemm_rm_panels(const struct kernels *kn, int64_t m, int64_t k, int64_t n,
+                           const float *a, int64_t lda, const float *w, int64_t ldw, float *out,
+                           int64_t ldo) {
+    _Alignas(64) float panel[PANEL_ROWS * TILE * MAX_NT];
+    const int64_t full = n / TILE;
+    for (int64_t t = 0; t < full; t += kn->nt) {
+        const int64_t nt = full - t < kn->nt ? full - t : kn->nt;
+        for (int64_t q0 = 0; q0 < k; q0 += PANEL_ROWS) {
+            const int64_t kc = k - q0 < PANEL_ROWS ? k - q0 : PANEL_ROWS;
+            for (int64_t tt = 0; tt < nt; tt++)
+                for (int64_t q = 0; q < kc; q++)
+                    __builtin_memcpy(panel + (tt * kc + q) * TILE, w + (q0 + q) * ldw + (t + tt) * TILE,
+                                     TILE * sizeof(float));
+            const int add = q0 > 0;
+            const float *aq = a + q0;
+            float *ot = out + t * TILE;
+            const int64_t first = t * TILE, ts = kc * TILE;
+            int64_t i = 0;
+            if (nt == kn->nt) {
+                for (; i + kn->big_rows <= m; i += kn->big_rows)
+                    kn->big(kc, aq + i * lda, lda, panel, ts, TILE, ot + i * ldo, ldo, n, first, add);
+                for (; i + 4 <= m; i += 4)
+                    kn->mid(kc, aq + i * lda, lda, panel, ts, TILE, ot + i * ldo, ldo, n, first, add);
+                for (; i + 2 <= m; i += 2)
+                    kn->pair(kc, aq + i * lda, lda, panel, ts, TILE, ot + i * ldo, ldo, n, first, add);
+                for (; i < m; i++)
+                    kn->single(kc, aq + i * lda, lda, panel, ts, TILE, ot + i * ldo, ldo, n, first,
+                               add);
+            } else {
+                for (int64_t tt = 0; tt < nt; tt++)
+                    for (i = 0; i < m; i++)
+                        kn->one(kc, aq + i * lda, lda, panel + tt * ts, ts, TILE,
+                                ot + i * ldo + tt * TILE, ldo, n, first + tt * TILE, add);
+            }
+        }
+    }
+    if (full * TILE < n)
+        for (int64_t i = 0; i < m; i++)
+            kn->tail(k, a + i * lda, lda, w + full * TILE, TILE, ldw, out + i * ldo + full * TILE, ldo,
+                     n, full * TILE, 0);
+}
+
+/* Dense with a row-major weight (NAME_gemm_rm_*): W(q, j) = w[q * ldw + j], as given at run
+ * time (a weight that is a model input, the trainer's weights). Fewer than four rows read it in
+ * place (each weight once), more through panels (above). */
+HIDDEN void NAME_gemm_rm_avx512(int64_t m, int64_t k, int64_t n, const float *a, int64_t lda,
+                                const float *w, int64_t ldw, float *out, int64_t ldo) {
+    if (m < 4)
+        gemm(&KERNELS_512, m, k, n, a, lda, w, TILE, ldw, n / TILE, out, ldo);
+    else
+        gemm_rm_panels(&KERNELS_512, m, k, n, a, lda, w, ldw, out, ldo);
+}
+
+HIDDEN void NAME_gemm_rm_avx2(int64_t m, int64_t k, int64_t n, const float *a, int64_t lda,
+                              const float *w, int64_t ldw, float *out, int64_t ldo) {
+    if (m < 4)
+        gemm(&KERNELS_256, m, k, n, a, lda, w, TILE, ldw, n / TILE, out, ldo);
+    else
+        gemm_rm_panels(&KERNELS_256, m, k, n, a, lda, w, ldw, out, ldo);
+}
+
+/* A row-major [k, n] weight (row stride ldw) packed for NAME_gemm_*: tiles of 16 columns, each
+ * k rows of 16, the last tile's columns past n zero. Generated code packs a run-time weight
+ * before a loop whose products read it (docs/kernels.md, "Run-time weights"). */
+HIDDEN void NAME_pack(int64_t k, int64_t n, const float *w, int64_t ldw, float *dst) {
+    const int64_t tiles = (n + TILE - 1) / TILE;
+    for (int64_t t = 0; t < tiles; t++) {
+        const int64_t c = tile_cols(n, 0, t);
+        float *d = dst + t * k * TILE;
+        const float *src = w + t * TILE;
+        if (c == TILE) {
+            for (int64_t q = 0; q < k; q++)
+                __builtin_memcpy(d + q * TILE, src + q * ldw, TILE * sizeof(float));
+        } else {
+            for (int64_t q = 0; q < k; q++)
+                for (int64_t j = 0; j < TILE; j++)
+                    d[q * TILE + j] = j < c ? src[q * ldw + j] : 0.0f;
+        }
+    }
 }
 
 /* Sparse, on the transposed operand (NAME_spmm_*): the rows of the left operand are the lanes.

@@ -59,6 +59,18 @@ impl WideIsa {
         format!("{prefix}gemm_{}", self.suffix())
     }
 
+    /// The dense kernel on a row-major weight (a run-time one): `void gemm_rm(i64 m, i64 k,
+    /// i64 n, const float *a, i64 lda, const float *w, i64 ldw, float *out, i64 ldo)`.
+    pub fn gemm_rm_symbol(self, prefix: &str) -> String {
+        format!("{prefix}gemm_rm_{}", self.suffix())
+    }
+
+    /// The packing of a row-major weight for the dense kernel (any ISA): `void pack(i64 k,
+    /// i64 n, const float *w, i64 ldw, float *dst)`, `dst` [tiles][k][16].
+    pub fn pack_symbol(prefix: &str) -> String {
+        format!("{prefix}pack")
+    }
+
     /// The sparse kernel's symbol: `void spmm(i64 m, const u8 *at, const u8 *rodata,
     /// const i64 *classes, i64 nclasses, float *outt, i64 ldo)`.
     pub fn spmm_symbol(self, prefix: &str) -> String {
@@ -119,6 +131,9 @@ pub fn library_object(name: &str) -> Result<Vec<u8>, String> {
 unsafe extern "C" {
     fn hlstm_gemm_avx512();
     fn hlstm_gemm_avx2();
+    fn hlstm_gemm_rm_avx512();
+    fn hlstm_gemm_rm_avx2();
+    fn hlstm_pack();
     fn hlstm_spmm_avx512();
     fn hlstm_spmm_avx2();
     fn hlstm_act_avx512();
@@ -130,10 +145,13 @@ unsafe extern "C" {
 }
 
 /// The JIT's symbols for the kernels compiled into this crate.
-pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 10] {
+pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 13] {
     [
         ("hlstm_gemm_avx512", hlstm_gemm_avx512 as *const u8),
         ("hlstm_gemm_avx2", hlstm_gemm_avx2 as *const u8),
+        ("hlstm_gemm_rm_avx512", hlstm_gemm_rm_avx512 as *const u8),
+        ("hlstm_gemm_rm_avx2", hlstm_gemm_rm_avx2 as *const u8),
+        ("hlstm_pack", hlstm_pack as *const u8),
         ("hlstm_spmm_avx512", hlstm_spmm_avx512 as *const u8),
         ("hlstm_spmm_avx2", hlstm_spmm_avx2 as *const u8),
         ("hlstm_act_avx512", hlstm_act_avx512 as *const u8),
@@ -170,6 +188,8 @@ mod tests {
         for isa in [WideIsa::Avx512, WideIsa::Avx2] {
             for want in [
                 isa.gemm_symbol("model_7_"),
+                isa.gemm_rm_symbol("model_7_"),
+                WideIsa::pack_symbol("model_7_"),
                 isa.spmm_symbol("model_7_"),
                 isa.act_symbol("model_7_"),
                 isa.transpose_symbol("model_7_"),
