@@ -640,6 +640,9 @@ proptest! {
             // than four rows) or through panels (`gemm_rm`), transposed ones by Cranelift's.
             W::Runtime { transposed: false },
             W::Runtime { transposed: true },
+            // Masked run-time weights: the wide sparse kernel reading values through the view.
+            W::Masked { transposed: false },
+            W::Masked { transposed: true },
         ]),
         strided in any::<bool>(),
         seed in 0u64..1000,
@@ -768,14 +771,14 @@ fn run_time_weights_inside_loops() {
 }
 
 /// The wide kernels are called where they should be: a library for x86-64-v3 calls the dense
-/// one for a large dense weight at any batch, the sparse one for a sparse weight over 8 rows or
-/// more, only the transpose for one over 4 to 7 rows (Cranelift's vectors of four rows), and
-/// none for one row nor for x86-64-v2 (no AVX2).
+/// one for a large dense weight at any batch, the sparse one for a sparse weight (constant or
+/// masked) over 8 rows or more, only the transpose for one over 4 to 7 rows (Cranelift's
+/// vectors of four rows), and none for one row nor for x86-64-v2 (no AVX2).
 #[test]
 fn wide_kernels_are_called_for_large_dense_and_batched_sparse_weights() {
     use hlstm_backends::cpu::aot::compile_object;
-    let calls = |m, k, n, s, density, isa| {
-        let (p, _) = matmul_program(m, k, n, W::Const(s), density, false, false, 3);
+    let calls_w = |m, k, n, w, density, isa| {
+        let (p, _) = matmul_program(m, k, n, w, density, false, false, 3);
         let o = compile_object(
             &p,
             &[],
@@ -801,6 +804,7 @@ fn wide_kernels_are_called_for_large_dense_and_batched_sparse_weights() {
         kinds.sort();
         kinds.join(",")
     };
+    let calls = |m, k, n, s, density, isa| calls_w(m, k, n, W::Const(s), density, isa);
     let v3 = CpuIsa::X86_64V3;
     assert_eq!(calls(1, 64, 64, Strategy::Dense, 1.0, v3), "gemm");
     assert_eq!(calls(16, 64, 64, Strategy::Dense, 1.0, v3), "gemm");
@@ -823,6 +827,14 @@ fn wide_kernels_are_called_for_large_dense_and_batched_sparse_weights() {
         calls(16, 64, 64, Strategy::Dense, 1.0, CpuIsa::X86_64V2),
         ""
     );
+    // Run-time weights: a row-major one by the wide kernel on the weight as it is, a masked one
+    // (over 8 rows or more) by the sparse kernel reading its values through the view.
+    let masked = W::Masked { transposed: false };
+    assert_eq!(calls_w(16, 64, 64, masked, 0.1, v3), "spmm,transpose");
+    assert_eq!(calls_w(4, 64, 64, masked, 0.1, v3), "transpose");
+    let runtime = W::Runtime { transposed: false };
+    assert_eq!(calls_w(16, 64, 64, runtime, 1.0, v3), "gemm_rm");
+    assert_eq!(calls_w(1, 64, 64, runtime, 1.0, v3), "gemm_rm");
 }
 
 /// Softmax statements against the interpreter: contiguous and strided rows, rank 1 and 3, in

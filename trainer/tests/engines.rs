@@ -205,11 +205,12 @@ fn jit_engine_agrees_with_the_interpreter() {
     agrees_with_the_interpreter(&Jit);
 }
 
-/// Dense weights large enough for the wide kernels and batches of four rows or more: the JIT
-/// packs the run-time weights its time loops multiply by once before each loop
-/// (backends' `Layout::pack_before`), on one thread and split across two and three.
+/// Weights large enough for the wide kernels and batches of four rows or more: the JIT packs
+/// the dense run-time weights its time loops multiply by once before each loop (backends'
+/// `Layout::pack_before`), and from eight rows multiplies masked ones by the wide sparse
+/// kernel, on one thread and split across two and three.
 #[test]
-fn jit_engine_on_batched_dense_weights_and_threads() {
+fn jit_engine_on_batched_weights_and_threads() {
     let toks = InputKind::Tokens {
         vocab: 11,
         embed: 6,
@@ -222,9 +223,11 @@ fn jit_engine_on_batched_dense_weights_and_threads() {
                 batch,
                 threads,
             };
-            let next = Head::NextToken { vocab: 11 };
-            let lm = (toks.clone(), SaveMode::Intermediates);
-            check_sized(&Jit, CellKind::Lstm, next, lm.0, lm.1, None, size);
+            for density in [None, Some(0.2)] {
+                let next = Head::NextToken { vocab: 11 };
+                let lm = (toks.clone(), SaveMode::Intermediates);
+                check_sized(&Jit, CellKind::Lstm, next, lm.0, lm.1, density, size);
+            }
         }
     }
 }

@@ -209,7 +209,7 @@ pub fn define_program_with<M: Module>(
         _ => None,
     };
     let spmm_id = match wide {
-        Some(w) if calls.spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 7)?),
+        Some(w) if calls.spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 8)?),
         _ => None,
     };
     let transpose_id = match wide {

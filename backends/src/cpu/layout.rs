@@ -753,11 +753,7 @@ fn place_rodata(p: &Program, l: &mut Layout) -> Result<(), String> {
                     let data = &p.consts[c.0].data;
                     let classes =
                         csr_classes(&mut l.rodata, data, k, n, stride, one_row, view_strides)?;
-                    if l.wide
-                        && !one_row
-                        && view_strides.is_none()
-                        && wide_sparse_rows(stride as usize)
-                    {
+                    if l.wide && !one_row && wide_sparse_rows(stride as usize) {
                         let off = class_table(&mut l.rodata, &classes);
                         l.csr_table.insert(key, off);
                     }

@@ -518,12 +518,13 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
         n,
     } = w;
     let one_row = matches!(sink, Sink::Rows1 { .. });
-    if let (Some(spmm), Sink::Rows4 { m }, None) = (cx.spmm, sink, masked)
-        && let Some(&table) = cx.l.csr_table.get(&(c, stride, false, None))
+    let key = (c, stride, false, masked.map(|m| m.strides));
+    if let (Some(spmm), Sink::Rows4 { m }) = (cx.spmm, sink)
+        && let Some(&table) = cx.l.csr_table.get(&key)
     {
         // The wide kernel (see `super::wide`) on the transposed rows, into the transposed
-        // product.
-        let classes = cx.l.csr[&(c, stride, false, None)].len() as i64;
+        // product; a masked weight's values read through its view.
+        let classes = cx.l.csr[&key].len() as i64;
         let rodata = cx.rodata();
         let m_v = count_value(cx, m);
         let at = cx.b.ins().iadd_imm_s(ra.base, ra.off);
@@ -531,8 +532,12 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
         let classes = cx.b.ins().iconst(I64, classes);
         let outt = cx.b.ins().iadd_imm_s(rout.base, rout.off);
         let ldo = cx.b.ins().iconst(I64, rout.strides[1] / 4);
+        let wv = match masked {
+            Some(Masked { base, .. }) => cx.b.ins().iadd_imm_s(base.0, base.1),
+            None => cx.b.ins().iconst(I64, 0),
+        };
         cx.b.ins()
-            .call(spmm, &[m_v, at, rodata, table, classes, outt, ldo]);
+            .call(spmm, &[m_v, at, rodata, table, classes, outt, ldo, wv]);
         return;
     }
     if strategy == Strategy::SparseUnrolled && masked.is_none() {
@@ -578,7 +583,11 @@ pub(crate) fn note_wide_calls(
             calls.spmm |=
                 rows.is_some_and(|mm| l.csr_table.contains_key(&(*c, mm as isize, false, None)))
         }
-        _ => {}
+        Weight::Masked(v, c) => {
+            let strides = Some([v.strides[0], v.strides[1]]);
+            calls.spmm |=
+                rows.is_some_and(|mm| l.csr_table.contains_key(&(*c, mm as isize, false, strides)))
+        }
     }
     calls.transpose |= rows.is_some();
     Ok(())

@@ -121,18 +121,13 @@ __attribute__((target("avx512f,fma"))) static void tail512(int64_t k, const floa
     (void)lda, (void)tstride, (void)ldo, (void)add;
     const int64_t c = tile_cols(n, first, 0);
     const __mmask16 mask = (__mmask16)(c >= TILE ? 0xffff : (1u << c) - 1);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    int64_t q = 0;
-    for (; q + 2 <= k; q += 2) {
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(a[q]), _mm512_maskz_loadu_ps(mask, w + q * qstride),
-                               acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(a[q + 1]),
-                               _mm512_maskz_loadu_ps(mask, w + (q + 1) * qstride), acc1);
-    }
-    if (q < k)
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(a[q]), _mm512_maskz_loadu_ps(mask, w + q * qstride),
-                               acc0);
-    _mm512_mask_storeu_ps(out, mask, _mm512_add_ps(acc0, acc1));
+    /* One accumulator, q in order, as every micro kernel: a column's bits do not depend on
+     * which kernel computes it (a thread's share of the columns may end in a partial tile). */
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t q = 0; q < k; q++)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(a[q]), _mm512_maskz_loadu_ps(mask, w + q * qstride),
+                              acc);
+    _mm512_mask_storeu_ps(out, mask, acc);
 }
 
 __attribute__((target("avx2,fma"))) static void tail256(int64_t k, const float *a, int64_t lda,
@@ -341,10 +336,12 @@ HIDDEN void NAME_pack(int64_t k, int64_t n, const float *w, int64_t ldw, float *
  * arrays the Cranelift kernels read): a table of NCLASS rows of six i64s, {nonzeros, columns,
  * cols_off, weights_off, offsets_off, narrow}, offsets in bytes from `ro`; a class's columns'
  * indices are i32, their weights f32 (nonzeros per column), their inputs' byte offsets in `at`
- * u16 (narrow) or i32. Rows go 64 (AVX-512) or 32 (AVX2) at a time while there are that many,
- * four vectors sharing each weight and offset load, then sixteen at a time (one AVX-512 vector
- * or two AVX2 vectors, the last block masked), each column's products round-robin over CHAINS
- * accumulators so that the multiply-adds of one column do not wait on each other. */
+ * u16 (narrow) or i32. A masked run-time weight (`wv` not null) has, in place of each weight,
+ * the byte offset of its value in the weight's view at wv (an i32). Rows go 64 (AVX-512) or 32
+ * (AVX2) at a time while there are that many, four vectors sharing each weight and offset load,
+ * then (AVX-512) 32 at a time, two vectors sharing them, then sixteen at a time (one AVX-512
+ * vector or two AVX2 vectors, the last block masked), each column's products round-robin over
+ * CHAINS accumulators so that the multiply-adds of one column do not wait on each other. */
 
 #define CHAINS 4
 
@@ -359,10 +356,25 @@ static inline int64_t input_off(const uint8_t *o, int narrow, int64_t e) {
     return v;
 }
 
+/* Weight e of a column whose weights are at w: the value, or for a masked run-time weight (`wv`
+ * not null) its byte offset in the weight's view at wv, an i32. Inlined into callers that pass
+ * a null `wv` literally, the test folds away. */
+static inline __attribute__((always_inline)) float weight_at(const float *w, const uint8_t *wv,
+                                                              int64_t e) {
+    if (!wv)
+        return w[e];
+    int32_t o;
+    float v;
+    __builtin_memcpy(&o, w + e, 4);
+    __builtin_memcpy(&v, wv + o, 4);
+    return v;
+}
+
 /* Sixteen rows (one vector, `full`, or the first bits of `mask`) of every column of a class. */
 static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512_rows16(
-    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *off, int narrow,
-    const uint8_t *a, float *outt, int64_t ldo, __mmask16 mask, int full) {
+    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *wv,
+    const uint8_t *off, int narrow, const uint8_t *a, float *outt, int64_t ldo, __mmask16 mask,
+    int full) {
     for (int64_t j = 0; j < cols; j++) {
         const float *wj = w + j * nnz;
         const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
@@ -373,12 +385,12 @@ static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512
         for (; e + CHAINS <= nnz; e += CHAINS) {
             _Pragma("GCC unroll 4") for (int q = 0; q < CHAINS; q++) {
                 __m512 x = LOAD16(a + input_off(oj, narrow, e + q));
-                acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(wj[e + q]), x, acc[q]);
+                acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(weight_at(wj, wv, e + q)), x, acc[q]);
             }
         }
         for (; e < nnz; e++) {
             __m512 x = LOAD16(a + input_off(oj, narrow, e));
-            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(wj[e]), x, acc[0]);
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(weight_at(wj, wv, e)), x, acc[0]);
         }
 #undef LOAD16
         __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
@@ -390,8 +402,9 @@ static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512
     }
 }
 
-__attribute__((target("avx512f,fma"))) static void spmm512_class(
-    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo) {
+static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512_class(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo,
+    const uint8_t *wv) {
     const int64_t nnz = c[0], cols = c[1];
     const int32_t *col = (const int32_t *)(ro + c[2]);
     const float *w = (const float *)(ro + c[3]);
@@ -410,12 +423,41 @@ __attribute__((target("avx512f,fma"))) static void spmm512_class(
             for (int q = 0; q < 4; q++) acc[q] = _mm512_setzero_ps();
             for (int64_t e = 0; e < nnz; e++) {
                 const float *x = (const float *)(a + input_off(oj, narrow, e));
-                const __m512 wv = _mm512_set1_ps(wj[e]);
+                const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e));
                 _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) acc[q] =
-                    _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + 16 * q), acc[q]);
+                    _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16 * q), acc[q]);
             }
             float *o = outt + (int64_t)col[j] * ldo + r0;
             for (int q = 0; q < 4; q++) _mm512_storeu_ps(o + 16 * q, acc[q]);
+        }
+    }
+    /* Two vectors at a time while there are 32 rows (a training batch of 32): each weight and
+     * offset loaded once for both, and two chains of products per vector. */
+    for (; r0 + 32 <= m; r0 += 32) {
+        const uint8_t *a = at + 4 * r0;
+        for (int64_t j = 0; j < cols; j++) {
+            const float *wj = w + j * nnz;
+            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+            __m512 acc[2][2];
+            for (int q = 0; q < 2; q++) acc[q][0] = acc[q][1] = _mm512_setzero_ps();
+            int64_t e = 0;
+            for (; e + 2 <= nnz; e += 2) {
+                _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+                    const float *x = (const float *)(a + input_off(oj, narrow, e + q));
+                    const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e + q));
+                    acc[q][0] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x), acc[q][0]);
+                    acc[q][1] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16), acc[q][1]);
+                }
+            }
+            for (; e < nnz; e++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e));
+                const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e));
+                acc[0][0] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x), acc[0][0]);
+                acc[0][1] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16), acc[0][1]);
+            }
+            float *o = outt + (int64_t)col[j] * ldo + r0;
+            _mm512_storeu_ps(o, _mm512_add_ps(acc[0][0], acc[1][0]));
+            _mm512_storeu_ps(o + 16, _mm512_add_ps(acc[0][1], acc[1][1]));
         }
     }
     for (; r0 < m; r0 += 16) {
@@ -423,9 +465,9 @@ __attribute__((target("avx512f,fma"))) static void spmm512_class(
         /* Whole blocks without a mask: a masked load kept reloading its mask register from the
          * stack, a fourth load per multiply-add. */
         if (left >= 16)
-            spmm512_rows16(nnz, cols, col, w, off, narrow, at + 4 * r0, outt + r0, ldo, 0xffff, 1);
+            spmm512_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo, 0xffff, 1);
         else
-            spmm512_rows16(nnz, cols, col, w, off, narrow, at + 4 * r0, outt + r0, ldo,
+            spmm512_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo,
                            (__mmask16)((1u << left) - 1), 0);
     }
 }
@@ -433,8 +475,9 @@ __attribute__((target("avx512f,fma"))) static void spmm512_class(
 /* Sixteen rows (two vectors, `full`, or the lanes of `lo` and `hi`) of every column of a
  * class. */
 static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_rows16(
-    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *off, int narrow,
-    const uint8_t *a, float *outt, int64_t ldo, __m256i lo, __m256i hi, int full) {
+    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *wv,
+    const uint8_t *off, int narrow, const uint8_t *a, float *outt, int64_t ldo, __m256i lo,
+    __m256i hi, int full) {
 #define LOAD8(p, m) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
     for (int64_t j = 0; j < cols; j++) {
         const float *wj = w + j * nnz;
@@ -446,16 +489,16 @@ static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_ro
         for (; e + 2 <= nnz; e += 2) {
             _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
                 const float *x = (const float *)(a + input_off(oj, narrow, e + q));
-                __m256 wv = _mm256_broadcast_ss(wj + e + q);
-                acc[q][0] = _mm256_fmadd_ps(wv, LOAD8(x, lo), acc[q][0]);
-                acc[q][1] = _mm256_fmadd_ps(wv, LOAD8(x + 8, hi), acc[q][1]);
+                __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e + q));
+                acc[q][0] = _mm256_fmadd_ps(wb, LOAD8(x, lo), acc[q][0]);
+                acc[q][1] = _mm256_fmadd_ps(wb, LOAD8(x + 8, hi), acc[q][1]);
             }
         }
         for (; e < nnz; e++) {
             const float *x = (const float *)(a + input_off(oj, narrow, e));
-            __m256 wv = _mm256_broadcast_ss(wj + e);
-            acc[0][0] = _mm256_fmadd_ps(wv, LOAD8(x, lo), acc[0][0]);
-            acc[0][1] = _mm256_fmadd_ps(wv, LOAD8(x + 8, hi), acc[0][1]);
+            __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e));
+            acc[0][0] = _mm256_fmadd_ps(wb, LOAD8(x, lo), acc[0][0]);
+            acc[0][1] = _mm256_fmadd_ps(wb, LOAD8(x + 8, hi), acc[0][1]);
         }
         float *o = outt + (int64_t)col[j] * ldo;
         const __m256 s0 = _mm256_add_ps(acc[0][0], acc[1][0]), s1 = _mm256_add_ps(acc[0][1], acc[1][1]);
@@ -470,8 +513,9 @@ static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_ro
 #undef LOAD8
 }
 
-__attribute__((target("avx2,fma"))) static void spmm256_class(
-    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo) {
+static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_class(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo,
+    const uint8_t *wv) {
     const int64_t nnz = c[0], cols = c[1];
     const int32_t *col = (const int32_t *)(ro + c[2]);
     const float *w = (const float *)(ro + c[3]);
@@ -488,9 +532,9 @@ __attribute__((target("avx2,fma"))) static void spmm256_class(
             for (int q = 0; q < 4; q++) acc[q] = _mm256_setzero_ps();
             for (int64_t e = 0; e < nnz; e++) {
                 const float *x = (const float *)(a + input_off(oj, narrow, e));
-                const __m256 wv = _mm256_broadcast_ss(wj + e);
+                const __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e));
                 _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) acc[q] =
-                    _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + 8 * q), acc[q]);
+                    _mm256_fmadd_ps(wb, _mm256_loadu_ps(x + 8 * q), acc[q]);
             }
             float *o = outt + (int64_t)col[j] * ldo + r0;
             for (int q = 0; q < 4; q++) _mm256_storeu_ps(o + 8 * q, acc[q]);
@@ -500,22 +544,32 @@ __attribute__((target("avx2,fma"))) static void spmm256_class(
         const int64_t left = m - r0;
         /* Whole blocks with plain loads and stores (as spmm512_rows16). */
         if (left >= 16)
-            spmm256_rows16(nnz, cols, col, w, off, narrow, at + 4 * r0, outt + r0, ldo, mask8(16),
+            spmm256_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo, mask8(16),
                            mask8(8), 1);
         else
-            spmm256_rows16(nnz, cols, col, w, off, narrow, at + 4 * r0, outt + r0, ldo,
+            spmm256_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo,
                            mask8(left), mask8(left - 8), 0);
     }
 }
 
-HIDDEN void NAME_spmm_avx512(int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table,
-                             int64_t nclass, float *outt, int64_t ldo) {
-    for (int64_t c = 0; c < nclass; c++) spmm512_class(m, at, ro, table + 6 * c, outt, ldo);
+HIDDEN __attribute__((target("avx512f,fma"))) void NAME_spmm_avx512(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
+    float *outt, int64_t ldo, const uint8_t *wv) {
+    if (wv)
+        for (int64_t c = 0; c < nclass; c++) spmm512_class(m, at, ro, table + 6 * c, outt, ldo, wv);
+    else
+        for (int64_t c = 0; c < nclass; c++)
+            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0);
 }
 
-HIDDEN void NAME_spmm_avx2(int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table,
-                           int64_t nclass, float *outt, int64_t ldo) {
-    for (int64_t c = 0; c < nclass; c++) spmm256_class(m, at, ro, table + 6 * c, outt, ldo);
+HIDDEN __attribute__((target("avx2,fma"))) void NAME_spmm_avx2(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
+    float *outt, int64_t ldo, const uint8_t *wv) {
+    if (wv)
+        for (int64_t c = 0; c < nclass; c++) spmm256_class(m, at, ro, table + 6 * c, outt, ldo, wv);
+    else
+        for (int64_t c = 0; c < nclass; c++)
+            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0);
 }
 
 /* Sigmoid, tanh and relu over a contiguous run (NAME_act_*): out[i] = f(x[i]) for i < n; kind 0

@@ -72,7 +72,8 @@ impl WideIsa {
     }
 
     /// The sparse kernel's symbol: `void spmm(i64 m, const u8 *at, const u8 *rodata,
-    /// const i64 *classes, i64 nclasses, float *outt, i64 ldo)`.
+    /// const i64 *classes, i64 nclasses, float *outt, i64 ldo, const u8 *wv)`, `wv` the view
+    /// of a masked run-time weight (the classes' weights are byte offsets into it) or null.
     pub fn spmm_symbol(self, prefix: &str) -> String {
         format!("{prefix}spmm_{}", self.suffix())
     }
