@@ -653,10 +653,11 @@ proptest! {
 }
 
 /// A recurrence over run-time weights, as the trainer's programs have: products inside a loop
-/// by weights that are program inputs (packed once before the loop, `Layout::pack_before`),
-/// one by a weight the loop itself rewrites every step (which must be read as it is at each
-/// step, not packed), and an inner loop whose weight the outer loop writes (packed before the
-/// inner loop, at each outer step). Row counts around the micro kernels' (4, 6, 8) and column
+/// by weights that are program inputs (packed once before the loop, `Layout::pack_before`;
+/// a masked one's values gathered, from 8 rows), one dense and one masked by weights the loop
+/// itself rewrites every step (which must be read as they are at each step, not packed), and
+/// an inner loop whose weight the outer loop writes (packed before the inner loop, at each
+/// outer step). Row counts around the micro kernels' (4, 6, 8) and column
 /// counts that leave a partial tile; every ISA the host has, against the interpreter.
 #[test]
 fn run_time_weights_inside_loops() {
@@ -667,11 +668,17 @@ fn run_time_weights_inside_loops() {
         let x = p.add_buffer("X", BufKind::Input(0), &[steps, rows, k]);
         let w = p.add_buffer("W", BufKind::Input(1), &[k, n]);
         let u = p.add_buffer("U", BufKind::Input(2), &[n, k]);
+        // A masked weight (zero outside `pattern`, about 20% dense) and a copy the loop
+        // rewrites (tanh keeps the zeros).
+        let mw = p.add_buffer("M", BufKind::Input(3), &[k, n]);
+        let pattern: Vec<f32> = (0..k * n).map(|_| f32::from(r.f() > 0.6)).collect();
+        let pat = p.add_const("pattern", &[k, n], pattern.clone());
+        let mmoving = p.add_buffer("mmoving", BufKind::Temp, &[k, n]);
         let y = p.add_buffer("Y", BufKind::Output(0), &[steps, rows, n]);
         let z = p.add_buffer("Z", BufKind::Output(1), &[steps, rows, k]);
         let moving = p.add_buffer("moving", BufKind::Temp, &[k, n]);
         let h = p.add_buffer("h", BufKind::Temp, &[rows, n]);
-        p.inputs = vec![x, w, u];
+        p.inputs = vec![x, w, u, mw];
         p.outputs = vec![y, z];
         let whole = View::whole;
         let xt = view(x, 0, &[rows, k], &[k as isize, 1], (rows * k) as isize);
@@ -681,6 +688,10 @@ fn run_time_weights_inside_loops() {
             Stmt::Copy {
                 out: whole(moving, &[k, n]),
                 x: whole(w, &[k, n]),
+            },
+            Stmt::Copy {
+                out: whole(mmoving, &[k, n]),
+                x: whole(mw, &[k, n]),
             },
             Stmt::Loop {
                 run: LoopRun::Fixed,
@@ -718,6 +729,37 @@ fn run_time_weights_inside_loops() {
                         a: yt.clone(),
                         b: whole(h, &[rows, n]),
                     },
+                    // Masked: one the loop never writes (its values gathered before the loop
+                    // from 8 rows), one it rewrites after reading it.
+                    Stmt::MatMul {
+                        rows_per_step: None,
+                        out: whole(h, &[rows, n]),
+                        a: xt.clone(),
+                        w: Weight::Masked(whole(mw, &[k, n]), pat),
+                    },
+                    Stmt::Binary {
+                        op: BinOp::Add,
+                        out: yt.clone(),
+                        a: yt.clone(),
+                        b: whole(h, &[rows, n]),
+                    },
+                    Stmt::MatMul {
+                        rows_per_step: None,
+                        out: whole(h, &[rows, n]),
+                        a: xt.clone(),
+                        w: Weight::Masked(whole(mmoving, &[k, n]), pat),
+                    },
+                    Stmt::Binary {
+                        op: BinOp::Add,
+                        out: yt.clone(),
+                        a: yt.clone(),
+                        b: whole(h, &[rows, n]),
+                    },
+                    Stmt::Unary {
+                        op: Act::Tanh,
+                        out: whole(mmoving, &[k, n]),
+                        x: whole(mmoving, &[k, n]),
+                    },
                     // An inner loop reading the weight the outer one rewrites.
                     Stmt::Loop {
                         run: LoopRun::Fixed,
@@ -745,6 +787,11 @@ fn run_time_weights_inside_loops() {
             r.vec(steps * rows * k, 1.0),
             r.vec(k * n, 0.3),
             r.vec(n * k, 0.3),
+            r.vec(k * n, 0.5)
+                .iter()
+                .zip(&pattern)
+                .map(|(v, on)| v * on)
+                .collect(),
         ];
         check_rel(&p, &ins, 1e-4);
         // Packed before the loops: the library calls the packing and the packed weights' kernel.
@@ -760,7 +807,8 @@ fn run_time_weights_inside_loops() {
             false,
         )
         .expect("compiles");
-        for want in ["t_pack", "t_gemm_avx2"] {
+        let gathered = (rows >= 8).then_some("t_gather");
+        for want in ["t_pack", "t_gemm_avx2"].into_iter().chain(gathered) {
             assert!(
                 o.wide_symbols.iter().any(|s| s == want),
                 "{want} not called: {:?}",

@@ -208,8 +208,12 @@ pub fn define_program_with<M: Module>(
         Some(_) if calls.pack => Some(import(module, WideIsa::pack_symbol(kernel_prefix), 5)?),
         _ => None,
     };
+    let gather_id = match wide {
+        Some(_) if calls.gather => Some(import(module, WideIsa::gather_symbol(kernel_prefix), 6)?),
+        _ => None,
+    };
     let spmm_id = match wide {
-        Some(w) if calls.spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 8)?),
+        Some(w) if calls.spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 10)?),
         _ => None,
     };
     let transpose_id = match wide {
@@ -261,6 +265,7 @@ pub fn define_program_with<M: Module>(
     let gemm_rm = gemm_rm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let spmm = spmm_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let pack = pack_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
+    let gather = gather_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let act = act_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let transpose = transpose_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
     let binary = binary_id.map(|id| module.declare_func_in_func(id, &mut ctx.func));
@@ -280,6 +285,7 @@ pub fn define_program_with<M: Module>(
         cx.gemm = gemm;
         cx.gemm_rm = gemm_rm;
         cx.pack = pack;
+        cx.gather = gather;
         cx.spmm = spmm;
         cx.act = act;
         cx.transpose = transpose;
@@ -412,8 +418,10 @@ pub(crate) struct WideCalls {
     pub gemm: bool,
     /// The dense products by a row-major run-time weight.
     pub gemm_rm: bool,
-    /// The packing of run-time weights before loops (`Layout::pack_before`).
+    /// The packing of dense run-time weights and the gathering of masked ones before loops
+    /// (`Layout::pack_before`).
     pub pack: bool,
+    pub gather: bool,
     pub spmm: bool,
     /// The transposes of vectors of rows.
     pub transpose: bool,
@@ -426,8 +434,18 @@ fn wide_calls(p: &Program, l: &Layout) -> Result<WideCalls, String> {
     if !l.wide {
         return Ok(calls);
     }
-    calls.pack = !l.pack_before.is_empty();
-    calls.gemm |= calls.pack;
+    for (packed, _) in l.pack_before.values().flatten() {
+        match packed {
+            layout::Packed::Dense(_) => {
+                calls.pack = true;
+                calls.gemm = true;
+            }
+            layout::Packed::Masked { .. } => {
+                calls.gather = true;
+                calls.spmm = true;
+            }
+        }
+    }
     hlstm_ir::kernel::visit::try_walk(&p.body, &mut |s, site| {
         match s {
             Stmt::MatMul { out, a, w, .. } => matmul::note_wide_calls(p, l, out, a, w, &mut calls)?,
@@ -484,10 +502,12 @@ pub(crate) struct Cx<'a, 'f> {
     /// weight, a row-major run-time one), sparse.
     pub gemm: Option<FuncRef>,
     pub gemm_rm: Option<FuncRef>,
-    /// The packing of a run-time weight, and the weights packed for the loops being generated
-    /// (`Layout::pack_before`): element offset from the scratch area's base.
+    /// The packing of a dense run-time weight and the gathering of a masked one, and the
+    /// weights packed for the loops being generated (`Layout::pack_before`): element offset
+    /// from the scratch area's base, and a gathered masked weight's `first` (0 for a dense one).
     pub pack: Option<FuncRef>,
-    pub packed_rt: HashMap<layout::PackedKey, usize>,
+    pub gather: Option<FuncRef>,
+    pub packed_rt: HashMap<layout::PackKey, (usize, usize)>,
     pub spmm: Option<FuncRef>,
     /// The wide sigmoid and tanh (see `super::wide`).
     pub act: Option<FuncRef>,
@@ -550,6 +570,7 @@ impl<'a, 'f> Cx<'a, 'f> {
             gemm: None,
             gemm_rm: None,
             pack: None,
+            gather: None,
             packed_rt: HashMap::new(),
             spmm: None,
             act: None,
@@ -778,26 +799,48 @@ impl<'a, 'f> Cx<'a, 'f> {
 
     /// Packs the run-time weights the layout packs before the loop whose body is `body`
     /// (`Layout::pack_before`), for the products inside to read; returns their keys.
-    fn pack_weights(&mut self, body: &[Stmt]) -> Vec<layout::PackedKey> {
+    fn pack_weights(&mut self, body: &[Stmt]) -> Vec<layout::PackKey> {
         let l = self.l;
-        let (Some(list), Some(pack)) = (l.pack_before.get(&(body.as_ptr() as usize)), self.pack)
-        else {
+        let Some(list) = l.pack_before.get(&(body.as_ptr() as usize)) else {
             return Vec::new();
         };
         let mut keys = Vec::with_capacity(list.len());
-        for (v, off) in list {
-            let rw = self.resolve(v);
-            let (k, n) = (v.dims[0], v.dims[1]);
-            let args = [
-                self.b.ins().iconst(I64, k as i64),
-                self.b.ins().iconst(I64, n as i64),
-                self.b.ins().iadd_imm_s(rw.base, rw.off),
-                self.b.ins().iconst(I64, rw.strides[0] / 4),
-                self.b.ins().iadd_imm_s(self.scratch, *off as i64 * 4),
-            ];
-            self.b.ins().call(pack, &args);
-            let key = layout::packed_key(v);
-            self.packed_rt.insert(key, *off);
+        for (packed, off) in list {
+            let dst = self.b.ins().iadd_imm_s(self.scratch, *off as i64 * 4);
+            match packed {
+                layout::Packed::Dense(v) => {
+                    let pack = self.pack.expect("declared with the packed weights");
+                    let rw = self.resolve(v);
+                    let args = [
+                        self.b.ins().iconst(I64, v.dims[0] as i64),
+                        self.b.ins().iconst(I64, v.dims[1] as i64),
+                        self.b.ins().iadd_imm_s(rw.base, rw.off),
+                        self.b.ins().iconst(I64, rw.strides[0] / 4),
+                        dst,
+                    ];
+                    self.b.ins().call(pack, &args);
+                }
+                layout::Packed::Masked { view, key, first } => {
+                    let gather = self.gather.expect("declared with the gathered weights");
+                    let rw = self.resolve(view);
+                    let rodata = self.rodata();
+                    let args = [
+                        rodata,
+                        self.b.ins().iadd_imm_s(rodata, l.csr_table[key] as i64),
+                        self.b.ins().iconst(I64, l.csr[key].len() as i64),
+                        self.b.ins().iadd_imm_s(rw.base, rw.off),
+                        dst,
+                        self.b.ins().iconst(I64, *first as i64),
+                    ];
+                    self.b.ins().call(gather, &args);
+                }
+            }
+            let first = match packed {
+                layout::Packed::Masked { first, .. } => *first,
+                layout::Packed::Dense(_) => 0,
+            };
+            let key = packed.key();
+            self.packed_rt.insert(key, (*off, first));
             keys.push(key);
         }
         keys

@@ -41,17 +41,46 @@ pub(crate) struct Layout {
     pub csr_table: HashMap<CsrKey, usize>,
     /// Whether the target has the wide kernels (see `super::wide`).
     pub wide: bool,
-    /// Run-time weights (`Weight::View`) that products inside a loop read and nothing in the
-    /// loop writes, packed tile-major (as [`Layout::packed`]) into the scratch area before the
-    /// loop runs: by the loop (the address of its body, in the program laid out), each weight's
-    /// view and its element offset from `scratch_off`. The products inside then read the packed
-    /// copy, as they read a constant weight's: a weight given row-major is read by every row
-    /// block of every step, and its rows, 4 KiB apart for 1024 columns, compete for a few sets of
-    /// the caches (docs/kernels.md, "Run-time weights").
-    pub pack_before: HashMap<usize, Vec<(View, usize)>>,
+    /// Run-time weights that products inside a loop read and nothing in the loop writes,
+    /// packed into the scratch area before the loop runs: by the loop (the address of its body,
+    /// in the program laid out), each weight and its element offset from `scratch_off`. The
+    /// products inside then read the packed copy as they read a constant weight's: a dense
+    /// weight given row-major is read by every row block of every step, and its rows, 4 KiB
+    /// apart for 1024 columns, compete for a few sets of the caches; a masked weight's values
+    /// are read at its nonzeros, scattered over the whole matrix (docs/kernels.md, "Run-time
+    /// weights").
+    pub pack_before: HashMap<usize, Vec<(Packed, usize)>>,
 }
 
-/// A run-time weight as [`Layout::pack_before`] names it: its view's storage, offset, row
+/// A run-time weight packed before a loop (see [`Layout::pack_before`]).
+#[derive(Clone, Debug)]
+pub(crate) enum Packed {
+    /// A dense weight, into 16-column tiles as [`Layout::packed`].
+    Dense(View),
+    /// A masked weight's values gathered in the order of its compressed classes (`key`, as the
+    /// wide sparse kernel reads them): the value of the nonzero whose view offset is at byte
+    /// `o` of the read-only data lands at byte `o - first` of the copy.
+    Masked {
+        view: View,
+        key: CsrKey,
+        first: usize,
+    },
+}
+
+impl Packed {
+    /// How the products inside the loop find the packed copy.
+    pub(crate) fn key(&self) -> PackKey {
+        match self {
+            Packed::Dense(v) => (packed_key(v), None),
+            Packed::Masked { view, key, .. } => (packed_key(view), Some(*key)),
+        }
+    }
+}
+
+/// A packed run-time weight: its view and, for a masked one, its compressed layout.
+pub(crate) type PackKey = (PackedKey, Option<CsrKey>);
+
+/// A run-time weight's view as [`Layout::pack_before`] names it: its storage, offset, row
 /// stride, K and N.
 pub(crate) type PackedKey = (Storage, isize, isize, usize, usize);
 
@@ -62,6 +91,18 @@ pub(crate) fn packed_key(v: &View) -> PackedKey {
 /// Elements of a [K, N] weight packed tile-major.
 fn packed_len(k: usize, n: usize) -> usize {
     k * n.div_ceil(16) * 16
+}
+
+/// The byte span in the read-only data of a compressed layout's weights (for a masked weight,
+/// the view offsets of its nonzeros): where the first class's start and the last one's end.
+pub(crate) fn weights_span(classes: &[CsrClass]) -> (usize, usize) {
+    let first = classes.iter().map(|c| c.weights_off).min().unwrap_or(0);
+    let end = classes
+        .iter()
+        .map(|c| c.weights_off + 4 * c.nonzeros * c.columns)
+        .max()
+        .unwrap_or(0);
+    (first, end.max(first))
 }
 
 /// The storages a statement list writes, at any depth.
@@ -92,11 +133,12 @@ pub(crate) fn written_in_loops(p: &Program) -> HashSet<Storage> {
 /// offset `next` on; loops one after the other reuse the space. Returns the elements needed.
 fn plan_packing(
     p: &Program,
+    l: &Layout,
     body: &[Stmt],
     excluded: &HashSet<Storage>,
-    packed: &HashSet<PackedKey>,
+    packed: &HashSet<PackKey>,
     next: usize,
-    plan: &mut HashMap<usize, Vec<(View, usize)>>,
+    plan: &mut HashMap<usize, Vec<(Packed, usize)>>,
 ) -> Result<usize, String> {
     let mut peak = next;
     for s in body {
@@ -109,37 +151,54 @@ fn plan_packing(
                 let mut here = Vec::new();
                 let mut end = next;
                 visit::try_walk(body, &mut |s, _| {
-                    let Stmt::MatMul {
-                        out,
-                        a,
-                        w: Weight::View(v),
-                        ..
-                    } = s
-                    else {
+                    let Stmt::MatMul { out, a, w, .. } = s else {
                         return Ok(());
                     };
-                    let (m, k, n) = matmul_dims(p, out, a, &Weight::View(v.clone()))?;
-                    let key = packed_key(v);
-                    if m >= 4
-                        && super::matmul::gemm_fits(k, n)
-                        && v.strides[1] == 1
-                        && v.step_stride == 0
-                        && !writes.contains(&v.storage)
-                        && !excluded.contains(&v.storage)
-                        && inner.insert(key)
+                    let Some(v) = w.view() else {
+                        return Ok(());
+                    };
+                    if v.step_stride != 0
+                        || writes.contains(&v.storage)
+                        || excluded.contains(&v.storage)
                     {
-                        here.push((v.clone(), end));
-                        end = align_up(end + packed_len(k, n));
+                        return Ok(());
+                    }
+                    let (m, k, n) = matmul_dims(p, out, a, w)?;
+                    let (what, len) = match w {
+                        Weight::View(_)
+                            if m >= 4 && super::matmul::gemm_fits(k, n) && v.strides[1] == 1 =>
+                        {
+                            (Packed::Dense(v.clone()), packed_len(k, n))
+                        }
+                        // What the wide sparse kernel multiplies (see `matmul::sparse`).
+                        Weight::Masked(_, c) if row_vector_rows(m, w).is_some() => {
+                            let key = (*c, m as isize, false, Some([v.strides[0], v.strides[1]]));
+                            if !l.csr_table.contains_key(&key) {
+                                return Ok(());
+                            }
+                            let (first, span_end) = weights_span(&l.csr[&key]);
+                            let masked = Packed::Masked {
+                                view: v.clone(),
+                                key,
+                                first,
+                            };
+                            (masked, (span_end - first) / 4)
+                        }
+                        _ => return Ok(()),
+                    };
+                    if inner.insert(what.key()) {
+                        here.push((what, end));
+                        end = align_up(end + len);
                     }
                     Ok::<(), String>(())
                 })?;
                 if !here.is_empty() {
                     plan.insert(body.as_ptr() as usize, here);
                 }
-                peak = peak.max(plan_packing(p, body, excluded, &inner, end, plan)?);
+                peak = peak.max(plan_packing(p, l, body, excluded, &inner, end, plan)?);
             }
             Stmt::Loop { body, .. } | Stmt::Start { body } => {
-                peak = peak.max(plan_packing(p, body, excluded, packed, next, plan)?);
+                peak = peak.max(plan_packing(p, l, body, excluded, packed, next, plan)?);
             }
             _ => {}
         }
@@ -855,22 +914,6 @@ pub(crate) fn layout(p: &Program, wide: bool) -> Result<Layout, String> {
 /// [`layout`], packing no weight stored in `excluded` before a loop.
 fn layout_with(p: &Program, wide: bool, excluded: &HashSet<Storage>) -> Result<Layout, String> {
     hlstm_ir::kernel::verify(p)?;
-    let mut pack_before = HashMap::new();
-    // The packed weights live after the scratch, which the products inside the loop use.
-    let scratch_end = align_up(scratch_len(p)?);
-    let scratch = if wide {
-        plan_packing(
-            p,
-            &p.body,
-            excluded,
-            &HashSet::new(),
-            scratch_end,
-            &mut pack_before,
-        )?
-    } else {
-        scratch_end
-    };
-
     let mut temp_off = vec![None; p.buffers.len()];
     let mut off = 0usize;
     for (i, b) in p.buffers.iter().enumerate() {
@@ -880,14 +923,10 @@ fn layout_with(p: &Program, wide: bool, excluded: &HashSet<Storage>) -> Result<L
         }
     }
     let scratch_off = off;
-    off = align_up(off + scratch);
-    if off > 1 << 29 {
-        return Err("the workspace is too large".into());
-    }
     let mut l = Layout {
         temp_off,
         scratch_off,
-        work_len: off,
+        work_len: 0,
         zero: zero_set(p),
         rodata: Vec::new(),
         const_off: HashMap::new(),
@@ -895,9 +934,31 @@ fn layout_with(p: &Program, wide: bool, excluded: &HashSet<Storage>) -> Result<L
         packed: HashMap::new(),
         csr_table: HashMap::new(),
         wide,
-        pack_before,
+        pack_before: HashMap::new(),
     };
     place_rodata(p, &mut l)?;
+    // The packed weights live after the scratch, which the products inside the loop use.
+    let scratch_end = align_up(scratch_len(p)?);
+    let mut pack_before = HashMap::new();
+    let scratch = if wide {
+        let none = HashSet::new();
+        plan_packing(
+            p,
+            &l,
+            &p.body,
+            excluded,
+            &none,
+            scratch_end,
+            &mut pack_before,
+        )?
+    } else {
+        scratch_end
+    };
+    l.pack_before = pack_before;
+    l.work_len = align_up(scratch_off + scratch);
+    if l.work_len > 1 << 29 {
+        return Err("the workspace is too large".into());
+    }
     if l.rodata.is_empty() && (!l.const_off.is_empty() || !l.csr.is_empty() || !l.packed.is_empty())
     {
         // Only empty constants: keep a (tiny) object so every reference has a base.

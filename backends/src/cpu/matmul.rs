@@ -81,6 +81,7 @@ pub(crate) fn emit(
             masked = Some(Masked {
                 base: (rv.base, rv.off),
                 strides: [v.strides[0], v.strides[1]],
+                view: layout::packed_key(v),
             });
             &Weight::Const(*c, Strategy::SparseCsr)
         }
@@ -165,9 +166,10 @@ pub(crate) fn emit(
             let packed = (cx.rodata(), cx.l.packed[&(*c, n)] as i64);
             dense_packed(cx, rows_rt, k, n, &ra, packed, true, &rout);
         }
-        (_, Weight::View(v), _) if cx.packed_rt.contains_key(&layout::packed_key(v)) => {
+        (_, Weight::View(v), _) if cx.packed_rt.contains_key(&(layout::packed_key(v), None)) => {
             // Packed before the loop (`Layout::pack_before`): as a dense constant's.
-            let packed = (cx.scratch, cx.packed_rt[&layout::packed_key(v)] as i64 * 4);
+            let (off, _) = cx.packed_rt[&(layout::packed_key(v), None)];
+            let packed = (cx.scratch, off as i64 * 4);
             dense_packed(cx, rows_rt, k, n, &ra, packed, false, &rout);
         }
         (_, Weight::View(v), _) => {
@@ -532,12 +534,24 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
         let classes = cx.b.ins().iconst(I64, classes);
         let outt = cx.b.ins().iadd_imm_s(rout.base, rout.off);
         let ldo = cx.b.ins().iconst(I64, rout.strides[1] / 4);
-        let wv = match masked {
-            Some(Masked { base, .. }) => cx.b.ins().iadd_imm_s(base.0, base.1),
-            None => cx.b.ins().iconst(I64, 0),
+        // Where the weights are: the read-only data, a masked weight's values gathered before
+        // the loop (`Layout::pack_before`), or (wv) the masked weight's view itself.
+        let gathered = masked.and_then(|m| cx.packed_rt.get(&(m.view, Some(key))).copied());
+        let (wv, wdata, wfirst) = match (masked, gathered) {
+            (Some(_), Some((off, first))) => {
+                let dst = cx.b.ins().iadd_imm_s(cx.scratch, off as i64 * 4);
+                (cx.b.ins().iconst(I64, 0), dst, first as i64)
+            }
+            (Some(Masked { base, .. }), None) => (cx.b.ins().iadd_imm_s(base.0, base.1), rodata, 0),
+            (None, _) => (cx.b.ins().iconst(I64, 0), rodata, 0),
         };
-        cx.b.ins()
-            .call(spmm, &[m_v, at, rodata, table, classes, outt, ldo, wv]);
+        let wfirst = cx.b.ins().iconst(I64, wfirst);
+        cx.b.ins().call(
+            spmm,
+            &[
+                m_v, at, rodata, table, classes, outt, ldo, wv, wdata, wfirst,
+            ],
+        );
         return;
     }
     if strategy == Strategy::SparseUnrolled && masked.is_none() {
@@ -618,6 +632,8 @@ struct SparseWeight {
 struct Masked {
     base: Pos,
     strides: [isize; 2],
+    /// The view, as `Layout::pack_before` names it.
+    view: layout::PackedKey,
 }
 
 /// Calls `f(a_row, out_row)` for each row (a loop when M > 1).

@@ -336,8 +336,10 @@ HIDDEN void NAME_pack(int64_t k, int64_t n, const float *w, int64_t ldw, float *
  * arrays the Cranelift kernels read): a table of NCLASS rows of six i64s, {nonzeros, columns,
  * cols_off, weights_off, offsets_off, narrow}, offsets in bytes from `ro`; a class's columns'
  * indices are i32, their weights f32 (nonzeros per column), their inputs' byte offsets in `at`
- * u16 (narrow) or i32. A masked run-time weight (`wv` not null) has, in place of each weight,
- * the byte offset of its value in the weight's view at wv (an i32). Rows go 64 (AVX-512) or 32
+ * u16 (narrow) or i32. Class c's weights are at byte c.weights_off - wfirst of wdata: a
+ * constant's in `ro` (wdata = ro, wfirst = 0); a masked run-time weight's gathered before the
+ * loop (NAME_gather, below), or, with `wv` not null, in place: then each "weight" in `ro` is the
+ * byte offset of its value in the weight's view at wv (an i32). Rows go 64 (AVX-512) or 32
  * (AVX2) at a time while there are that many, four vectors sharing each weight and offset load,
  * then (AVX-512) 32 at a time, two vectors sharing them, then sixteen at a time (one AVX-512
  * vector or two AVX2 vectors, the last block masked), each column's products round-robin over
@@ -404,10 +406,10 @@ static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512
 
 static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512_class(
     int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo,
-    const uint8_t *wv) {
+    const uint8_t *wv, const uint8_t *wdata, int64_t wfirst) {
     const int64_t nnz = c[0], cols = c[1];
     const int32_t *col = (const int32_t *)(ro + c[2]);
-    const float *w = (const float *)(ro + c[3]);
+    const float *w = (const float *)(wdata + (c[3] - wfirst));
     const uint8_t *off = ro + c[4];
     const int narrow = (int)c[5];
     int64_t r0 = 0;
@@ -515,10 +517,10 @@ static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_ro
 
 static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_class(
     int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo,
-    const uint8_t *wv) {
+    const uint8_t *wv, const uint8_t *wdata, int64_t wfirst) {
     const int64_t nnz = c[0], cols = c[1];
     const int32_t *col = (const int32_t *)(ro + c[2]);
-    const float *w = (const float *)(ro + c[3]);
+    const float *w = (const float *)(wdata + (c[3] - wfirst));
     const uint8_t *off = ro + c[4];
     const int narrow = (int)c[5];
     int64_t r0 = 0;
@@ -554,22 +556,44 @@ static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_cl
 
 HIDDEN __attribute__((target("avx512f,fma"))) void NAME_spmm_avx512(
     int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
-    float *outt, int64_t ldo, const uint8_t *wv) {
+    float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst) {
     if (wv)
-        for (int64_t c = 0; c < nclass; c++) spmm512_class(m, at, ro, table + 6 * c, outt, ldo, wv);
+        for (int64_t c = 0; c < nclass; c++)
+            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0);
     else
         for (int64_t c = 0; c < nclass; c++)
-            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0);
+            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst);
 }
 
 HIDDEN __attribute__((target("avx2,fma"))) void NAME_spmm_avx2(
     int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
-    float *outt, int64_t ldo, const uint8_t *wv) {
+    float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst) {
     if (wv)
-        for (int64_t c = 0; c < nclass; c++) spmm256_class(m, at, ro, table + 6 * c, outt, ldo, wv);
+        for (int64_t c = 0; c < nclass; c++)
+            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0);
     else
         for (int64_t c = 0; c < nclass; c++)
-            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0);
+            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst);
+}
+
+/* A masked run-time weight's values gathered for NAME_spmm_* (the generated code does it before
+ * a loop whose products read the weight, docs/kernels.md, "Run-time weights"): for each of the
+ * NCLASS classes of `table`, the value at each nonzero's byte offset in the view at wv (the
+ * i32 at byte o of `ro`) is stored at byte o - first of dst. spmm then reads the values in
+ * order, as a constant's, with wdata = dst and wfirst = first. */
+HIDDEN void NAME_gather(const uint8_t *ro, const int64_t *table, int64_t nclass, const uint8_t *wv,
+                        uint8_t *dst, int64_t first) {
+    for (int64_t c = 0; c < nclass; c++) {
+        const int64_t *t = table + 6 * c;
+        const int64_t n = t[0] * t[1];
+        const uint8_t *o = ro + t[3];
+        uint8_t *d = dst + (t[3] - first);
+        for (int64_t i = 0; i < n; i++) {
+            int32_t at;
+            __builtin_memcpy(&at, o + 4 * i, 4);
+            __builtin_memcpy(d + 4 * i, wv + at, 4);
+        }
+    }
 }
 
 /* Sigmoid, tanh and relu over a contiguous run (NAME_act_*): out[i] = f(x[i]) for i < n; kind 0

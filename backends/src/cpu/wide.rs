@@ -71,9 +71,18 @@ impl WideIsa {
         format!("{prefix}pack")
     }
 
+    /// The gathering of a masked run-time weight's values (any ISA): `void gather(const u8
+    /// *rodata, const i64 *classes, i64 nclasses, const u8 *wv, u8 *dst, i64 first)`.
+    pub fn gather_symbol(prefix: &str) -> String {
+        format!("{prefix}gather")
+    }
+
     /// The sparse kernel's symbol: `void spmm(i64 m, const u8 *at, const u8 *rodata,
-    /// const i64 *classes, i64 nclasses, float *outt, i64 ldo, const u8 *wv)`, `wv` the view
-    /// of a masked run-time weight (the classes' weights are byte offsets into it) or null.
+    /// const i64 *classes, i64 nclasses, float *outt, i64 ldo, const u8 *wv,
+    /// const u8 *wdata, i64 wfirst)`: `wv` the view of a masked run-time weight read in place
+    /// (the classes' weights are byte offsets into it) or null, and then the weights at
+    /// `wdata` (the read-only data, or a masked weight's gathered values) from byte
+    /// `weights_off - wfirst`.
     pub fn spmm_symbol(self, prefix: &str) -> String {
         format!("{prefix}spmm_{}", self.suffix())
     }
@@ -135,6 +144,7 @@ unsafe extern "C" {
     fn hlstm_gemm_rm_avx512();
     fn hlstm_gemm_rm_avx2();
     fn hlstm_pack();
+    fn hlstm_gather();
     fn hlstm_spmm_avx512();
     fn hlstm_spmm_avx2();
     fn hlstm_act_avx512();
@@ -146,13 +156,14 @@ unsafe extern "C" {
 }
 
 /// The JIT's symbols for the kernels compiled into this crate.
-pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 13] {
+pub(crate) fn jit_symbols() -> [(&'static str, *const u8); 14] {
     [
         ("hlstm_gemm_avx512", hlstm_gemm_avx512 as *const u8),
         ("hlstm_gemm_avx2", hlstm_gemm_avx2 as *const u8),
         ("hlstm_gemm_rm_avx512", hlstm_gemm_rm_avx512 as *const u8),
         ("hlstm_gemm_rm_avx2", hlstm_gemm_rm_avx2 as *const u8),
         ("hlstm_pack", hlstm_pack as *const u8),
+        ("hlstm_gather", hlstm_gather as *const u8),
         ("hlstm_spmm_avx512", hlstm_spmm_avx512 as *const u8),
         ("hlstm_spmm_avx2", hlstm_spmm_avx2 as *const u8),
         ("hlstm_act_avx512", hlstm_act_avx512 as *const u8),
@@ -191,6 +202,7 @@ mod tests {
                 isa.gemm_symbol("model_7_"),
                 isa.gemm_rm_symbol("model_7_"),
                 WideIsa::pack_symbol("model_7_"),
+                WideIsa::gather_symbol("model_7_"),
                 isa.spmm_symbol("model_7_"),
                 isa.act_symbol("model_7_"),
                 isa.transpose_symbol("model_7_"),
