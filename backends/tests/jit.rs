@@ -652,6 +652,72 @@ proptest! {
     }
 }
 
+/// A temporary accumulated from zero in a loop and copied whole into an output at the end is
+/// computed in the output (`Layout::in_output`): the output, prefilled with NaN, must be
+/// zeroed on entry as the temporary was, at every call; beside it a temporary written whole
+/// per step and copied out, and one the program reads after its copy.
+#[test]
+fn temporaries_computed_in_their_outputs() {
+    let (steps, n) = (6, 40);
+    let mut p = Program::default();
+    let x = p.add_buffer("X", BufKind::Input(0), &[steps, n]);
+    let sum = p.add_buffer("sum", BufKind::Output(0), &[n]);
+    let ys = p.add_buffer("Y", BufKind::Output(1), &[steps, n]);
+    let last = p.add_buffer("last", BufKind::Output(2), &[n]);
+    let acc = p.add_buffer("acc", BufKind::Temp, &[n]);
+    let per_step = p.add_buffer("per_step", BufKind::Temp, &[steps, n]);
+    let read_after = p.add_buffer("read_after", BufKind::Temp, &[n]);
+    p.inputs = vec![x];
+    p.outputs = vec![sum, ys, last];
+    let xt = view(x, 0, &[n], &[1], n as isize);
+    let whole = View::whole;
+    p.body = vec![
+        Stmt::Loop {
+            run: LoopRun::Fixed,
+            trip: steps,
+            reverse: false,
+            body: vec![
+                Stmt::Binary {
+                    op: BinOp::Add,
+                    out: whole(acc, &[n]),
+                    a: whole(acc, &[n]),
+                    b: xt.clone(),
+                },
+                Stmt::Unary {
+                    op: Act::Tanh,
+                    out: view(per_step, 0, &[n], &[1], n as isize),
+                    x: whole(acc, &[n]),
+                },
+            ],
+        },
+        Stmt::Unary {
+            op: Act::Sigmoid,
+            out: whole(read_after, &[n]),
+            x: whole(acc, &[n]),
+        },
+        Stmt::Copy {
+            out: whole(sum, &[n]),
+            x: whole(acc, &[n]),
+        },
+        Stmt::Copy {
+            out: whole(ys, &[steps, n]),
+            x: whole(per_step, &[steps, n]),
+        },
+        Stmt::Copy {
+            out: whole(last, &[n]),
+            x: whole(read_after, &[n]),
+        },
+        Stmt::Binary {
+            op: BinOp::Mul,
+            out: whole(last, &[n]),
+            a: whole(last, &[n]),
+            b: whole(read_after, &[n]),
+        },
+    ];
+    let mut r = Rng::new(9);
+    check(&p, &[r.vec(steps * n, 1.0)]);
+}
+
 /// A recurrence over run-time weights, as the trainer's programs have: products inside a loop
 /// by weights that are program inputs (packed once before the loop, `Layout::pack_before`;
 /// a masked one's values gathered, from 8 rows), one dense and one masked by weights the loop

@@ -545,10 +545,18 @@ impl<'a, 'f> Cx<'a, 'f> {
             let v = match buf.kind {
                 BufKind::Input(k) => b.ins().load(ptr, mem(), inputs, (k * 8) as i32),
                 BufKind::Output(k) => b.ins().load(ptr, mem(), outputs, (k * 8) as i32),
-                BufKind::Temp => {
-                    let off = l.temp_off[i].expect("temp offset") as i64 * 4;
-                    b.ins().iadd_imm_s(work, off)
-                }
+                BufKind::Temp => match l.in_output.get(&hlstm_ir::kernel::BufId(i)) {
+                    Some(o) => {
+                        let BufKind::Output(k) = p.buffers[o.0].kind else {
+                            return Err("a temporary is computed in a non-output".into());
+                        };
+                        b.ins().load(ptr, mem(), outputs, (k * 8) as i32)
+                    }
+                    None => {
+                        let off = l.temp_off[i].expect("temp offset") as i64 * 4;
+                        b.ins().iadd_imm_s(work, off)
+                    }
+                },
             };
             bufs.push(v);
         }
@@ -726,6 +734,8 @@ impl<'a, 'f> Cx<'a, 'f> {
             Stmt::Unary { op, out, x } => self.elementwise(EOp::Act(*op), out, &[x]),
             Stmt::Binary { op, out, a, b } => self.elementwise(EOp::Bin(*op), out, &[a, b]),
             Stmt::Clip { out, x, min, max } => self.elementwise(EOp::Clip(*min, *max), out, &[x]),
+            // The temporary already lives in the output (`Layout::in_output`).
+            Stmt::Copy { out, x } if layout::copy_in_place(self.l, out, x) => Ok(()),
             Stmt::Copy { out, x } => self.elementwise(EOp::Copy, out, &[x]),
             Stmt::Softmax { out, x, log } => softmax::emit(self, out, x, *log),
             Stmt::Barrier => {

@@ -18,8 +18,17 @@ fn align_up(x: usize) -> usize {
 
 /// Where everything lives.
 pub(crate) struct Layout {
-    /// Element offset of each Temp buffer in the workspace (None for inputs and outputs).
+    /// Element offset of each Temp buffer in the workspace (None for inputs and outputs, and
+    /// for the temporaries computed in an output's place).
     pub temp_off: Vec<Option<usize>>,
+    /// Temporaries computed in an output's place (temporary -> output): the output is a copy
+    /// of the whole temporary made once, at the top level of the program, after which nothing
+    /// writes the temporary, and nothing else touches the output; the temporary holds nothing
+    /// from one call to the next (no `start` block touches it: it is written before it is
+    /// read in every call, or zeroed on entry). The temporary then lives in the caller's output buffer and the copy is skipped:
+    /// the trainer's gradient factors (a per-step value of every step, 3.3 MB each for the
+    /// text H-LSTM) were copied into their outputs at the end of every training step.
+    pub in_output: HashMap<BufId, BufId>,
     /// Element offset of the scratch area (for statements whose output overlaps an operand).
     pub scratch_off: usize,
     /// Workspace length in f32 elements.
@@ -879,6 +888,90 @@ fn class_table(rodata: &mut Vec<u8>, classes: &[CsrClass]) -> usize {
     push_bytes(rodata, &bytes)
 }
 
+/// The temporaries to compute in an output's place (see [`Layout::in_output`]). A temporary
+/// that must start at zero still does: the code zeroes it, in the output, at every call.
+fn outputs_in_place(p: &Program) -> HashMap<BufId, BufId> {
+    let mut found = HashMap::new();
+    if p.batch_axes.is_some() {
+        // Run-time batches lay out outputs by the call's batch; temporaries by the largest.
+        return found;
+    }
+    // Every buffer a statement touches, and those a `start` block does.
+    fn touched(body: &[Stmt], in_start: bool, out: &mut Vec<(BufId, bool, bool)>) {
+        for s in body {
+            match s {
+                Stmt::Loop { body, .. } => touched(body, in_start, out),
+                Stmt::Start { body } => touched(body, true, out),
+                _ => {
+                    let buf = |v: &View| match v.storage {
+                        Storage::Buf(b) => Some(b),
+                        Storage::Const(_) => None,
+                    };
+                    out.extend(s.output().and_then(buf).map(|b| (b, true, in_start)));
+                    out.extend(
+                        s.inputs()
+                            .into_iter()
+                            .filter_map(buf)
+                            .map(|b| (b, false, in_start)),
+                    );
+                }
+            }
+        }
+    }
+    let mut all = Vec::new();
+    touched(&p.body, false, &mut all);
+    let whole = |v: &View, b: BufId| {
+        let buf = &p.buffers[b.0];
+        v.offset == 0
+            && v.step_stride == 0
+            && v.len() == buf.len()
+            && v.strides == hlstm_ir::kernel::row_major_strides(&v.dims)
+    };
+    for (i, s) in p.body.iter().enumerate() {
+        let Stmt::Copy { out, x } = s else {
+            continue;
+        };
+        let (Storage::Buf(o), Storage::Buf(t)) = (out.storage, x.storage) else {
+            continue;
+        };
+        let (ob, tb) = (&p.buffers[o.0], &p.buffers[t.0]);
+        let fits = matches!(ob.kind, BufKind::Output(_))
+            && tb.kind == BufKind::Temp
+            && p.seq_lens != Some(t)
+            && ob.step_len == tb.step_len
+            && out.dims == x.dims
+            && whole(out, o)
+            && whole(x, t)
+            && !found.contains_key(&t)
+            && !found.values().any(|&b| b == o)
+            // The copy is the output's only access; the temporary is not state.
+            && all.iter().filter(|(b, ..)| *b == o).count() == 1
+            && !all.iter().any(|&(b, _, start)| b == t && start);
+        if !fits {
+            continue;
+        }
+        let mut later = Vec::new();
+        touched(&p.body[i + 1..], false, &mut later);
+        if !later.iter().any(|&(b, write, _)| b == t && write) {
+            found.insert(t, o);
+        }
+    }
+    found
+}
+
+/// Whether a copy is one that [`Layout::in_output`] makes unnecessary (the temporary already
+/// in the output, element for element).
+pub(crate) fn copy_in_place(l: &Layout, out: &View, x: &View) -> bool {
+    let (Storage::Buf(o), Storage::Buf(t)) = (out.storage, x.storage) else {
+        return false;
+    };
+    l.in_output.get(&t) == Some(&o)
+        && out.offset == x.offset
+        && out.dims == x.dims
+        && out.strides == x.strides
+        && out.step_stride == x.step_stride
+}
+
 /// The layout of thread `index`'s part of `whole` split across `count` threads: the buffers
 /// where the whole program has them, this thread's scratch area after the others' (each as
 /// large as the whole program's, which bounds a part's), and the whole program's zero set on
@@ -891,7 +984,7 @@ pub(crate) fn layout_part(
     wide: bool,
 ) -> Result<Layout, String> {
     let w = layout(whole, wide)?;
-    let mut l = layout_with(p, wide, &written_in_loops(whole))?;
+    let mut l = layout_with(p, wide, &written_in_loops(whole), Some(&w))?;
     if l.temp_off != w.temp_off {
         return Err("a thread's program has other buffers than the whole program".into());
     }
@@ -908,16 +1001,27 @@ pub(crate) fn layout_part(
 /// `wide`: the target has the wide kernels (`super::wide`), whose sparse one reads class
 /// tables.
 pub(crate) fn layout(p: &Program, wide: bool) -> Result<Layout, String> {
-    layout_with(p, wide, &HashSet::new())
+    layout_with(p, wide, &HashSet::new(), None)
 }
 
-/// [`layout`], packing no weight stored in `excluded` before a loop.
-fn layout_with(p: &Program, wide: bool, excluded: &HashSet<Storage>) -> Result<Layout, String> {
+/// [`layout`], packing no weight stored in `excluded` before a loop; a thread's part takes
+/// the temporaries computed in outputs from `whole`'s layout.
+fn layout_with(
+    p: &Program,
+    wide: bool,
+    excluded: &HashSet<Storage>,
+    whole: Option<&Layout>,
+) -> Result<Layout, String> {
     hlstm_ir::kernel::verify(p)?;
+    let zero = zero_set(p);
+    let in_output = match whole {
+        Some(w) => w.in_output.clone(),
+        None => outputs_in_place(p),
+    };
     let mut temp_off = vec![None; p.buffers.len()];
     let mut off = 0usize;
     for (i, b) in p.buffers.iter().enumerate() {
-        if b.kind == BufKind::Temp {
+        if b.kind == BufKind::Temp && !in_output.contains_key(&BufId(i)) {
             temp_off[i] = Some(off);
             off = align_up(off + b.len());
         }
@@ -927,7 +1031,8 @@ fn layout_with(p: &Program, wide: bool, excluded: &HashSet<Storage>) -> Result<L
         temp_off,
         scratch_off,
         work_len: 0,
-        zero: zero_set(p),
+        zero,
+        in_output,
         rodata: Vec::new(),
         const_off: HashMap::new(),
         csr: HashMap::new(),
@@ -1109,6 +1214,69 @@ mod tests {
             },
         ];
         (p, [x, y, part, h, acc])
+    }
+
+    /// A temporary accumulated in a loop (from zero) and copied whole into an output at the
+    /// top level lives in the output; one a `start` block initializes (state carried to the
+    /// next call), one written after its copy, and a copy into an output that something else
+    /// also writes do not; nor does a partial copy.
+    #[test]
+    fn temporaries_computed_in_their_outputs() {
+        let mut p = Program::default();
+        let x = p.add_buffer("x", BufKind::Input(0), &[4, 3]);
+        let outs: Vec<BufId> = (0..5)
+            .map(|k| p.add_buffer(&format!("o{k}"), BufKind::Output(k), &[3]))
+            .collect();
+        let temps: Vec<BufId> = (0..5)
+            .map(|k| p.add_buffer(&format!("t{k}"), BufKind::Temp, &[3]))
+            .collect();
+        p.inputs = vec![x];
+        p.outputs = outs.clone();
+        let w = |b: BufId| View::whole(b, &[3]);
+        let xt = v(x, 0, &[3], &[1], 3);
+        let acc = |t: BufId| Stmt::Binary {
+            op: BinOp::Add,
+            out: w(t),
+            a: w(t),
+            b: xt.clone(),
+        };
+        let copy = |o: BufId, t: BufId| Stmt::Copy { out: w(o), x: w(t) };
+        p.body = vec![
+            Stmt::Start {
+                body: vec![Stmt::Copy {
+                    out: w(temps[1]),
+                    x: v(x, 0, &[3], &[1], 0),
+                }],
+            },
+            Stmt::Loop {
+                run: LoopRun::Fixed,
+                trip: 4,
+                reverse: false,
+                body: temps.iter().map(|&t| acc(t)).collect(),
+            },
+            copy(outs[0], temps[0]),
+            copy(outs[1], temps[1]),
+            copy(outs[2], temps[2]),
+            acc(temps[2]),
+            copy(outs[3], temps[3]),
+            Stmt::Copy {
+                out: w(outs[3]),
+                x: w(temps[4]),
+            },
+            Stmt::Copy {
+                out: v(outs[4], 0, &[2], &[1], 0),
+                x: v(temps[4], 0, &[2], &[1], 0),
+            },
+        ];
+        hlstm_ir::kernel::verify(&p).expect("valid");
+        let l = layout(&p, true).expect("lays out");
+        assert_eq!(l.in_output, HashMap::from([(temps[0], outs[0])]));
+        assert!(l.temp_off[temps[0].0].is_none(), "no workspace for it");
+        assert!(copy_in_place(&l, &w(outs[0]), &w(temps[0])));
+        assert!(!copy_in_place(&l, &w(outs[1]), &w(temps[1])));
+        // A thread's part takes the whole program's choice.
+        let part = layout_part(&p, &p, 1, 2, true).expect("lays out");
+        assert_eq!(part.in_output, l.in_output);
     }
 
     #[test]
