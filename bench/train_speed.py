@@ -22,8 +22,9 @@ digits classifiers, characters for the language models).
 
 Models: the digits H-LSTM (hidden 64, one ReLU layer of 64 per gate, dropout 0.2, dense), the
 digits 2 x 64 stacked LSTM, and the character models of the text results: the 2 x 256 stacked
-LSTM (also with `train.sampled_gradients = true`: its weight gradients aᵀ·g made by the
-trainer's AVX2 product instead of the compiled graph) and the H-LSTM of state 256 with one ReLU
+LSTM (with the defaults, whose sparse kernels leave the weight gradients aᵀ·g to the trainer's
+AVX2/AVX-512 product, dense for a full mask; then with `train.sampled_gradients = false`: in the
+compiled graph) and the H-LSTM of state 256 with one ReLU
 layer of 256 per gate (embedding 32, windows of 100, batch 32; the state is carried across
 windows); and that H-LSTM with its weight matrices masked to 10%, with `train.sparse_kernels`
 (compressed kernels over the masks), first with the weight gradients dense as before
@@ -62,8 +63,10 @@ MODELS = {
     "digits H-LSTM (64, 1x64 per gate)": dict(kind="hlstm", hidden=64, layers=1, T=8, F=8),
     "digits LSTM 2x64": dict(kind="lstm", hidden=64, layers=2, T=8, F=8),
     "text LSTM 2x256 (embed 32, window 100)": dict(kind="lm", hidden=256, layers=2, T=100, E=32),
-    "text LSTM 2x256, weight gradients by the trainer":
-        dict(kind="lm", hidden=256, layers=2, T=100, E=32, extra="sampled_gradients = true"),
+    # The defaults (sparse kernels, so weight gradients by the trainer: dense for a full mask),
+    # then with the weight gradients in the compiled graph.
+    "text LSTM 2x256, weight gradients in the compiled graph":
+        dict(kind="lm", hidden=256, layers=2, T=100, E=32, extra="sampled_gradients = false"),
     "text H-LSTM 256 (1x256 per gate, embed 32, window 100)":
         dict(kind="hlm", hidden=256, layers=1, T=100, E=32),
     # Every weight matrix but the embedding masked to 10% (a grow-and-prune model's density),

@@ -632,18 +632,10 @@ proptest! {
         k in 1usize..90,
         n in 1usize..90,
         density in prop::sample::select(vec![1.0f64, 0.3, 0.05]),
-        strategy in prop::sample::select(vec![
-            W::Const(Strategy::Dense),
-            W::Const(Strategy::SparseUnrolled),
-            W::Const(Strategy::SparseCsr),
-            // Run-time weights: row-major ones by the wide kernel on the weight in place (fewer
-            // than four rows) or through panels (`gemm_rm`), transposed ones by Cranelift's.
-            W::Runtime { transposed: false },
-            W::Runtime { transposed: true },
-            // Masked run-time weights: the wide sparse kernel reading values through the view.
-            W::Masked { transposed: false },
-            W::Masked { transposed: true },
-        ]),
+        // Every strategy; run-time weights row-major by the wide kernel on the weight in place
+        // (fewer than four rows) or through panels (`gemm_rm`), transposed by Cranelift's;
+        // masked ones by the wide sparse kernel reading their values through the view.
+        strategy in prop::sample::select(strategies()),
         strided in any::<bool>(),
         seed in 0u64..1000,
     ) {
@@ -729,7 +721,7 @@ fn temporaries_computed_in_their_outputs() {
 fn run_time_weights_inside_loops() {
     for (rows, k, n) in [(4, 40, 48), (6, 33, 70), (9, 64, 100), (32, 96, 64)] {
         let mut r = Rng::new(rows as u64 * 31 + k as u64);
-        let (steps, inner) = (5, 3);
+        let (steps, inner_trip) = (5, 3);
         let mut p = Program::default();
         let x = p.add_buffer("X", BufKind::Input(0), &[steps, rows, k]);
         let w = p.add_buffer("W", BufKind::Input(1), &[k, n]);
@@ -750,7 +742,29 @@ fn run_time_weights_inside_loops() {
         let xt = view(x, 0, &[rows, k], &[k as isize, 1], (rows * k) as isize);
         let yt = view(y, 0, &[rows, n], &[n as isize, 1], (rows * n) as isize);
         let zt = view(z, 0, &[rows, k], &[k as isize, 1], (rows * k) as isize);
-        p.body = vec![
+        // y_t += x_t w, through h.
+        let add_product = |w: Weight| {
+            [
+                Stmt::MatMul {
+                    rows_per_step: None,
+                    out: whole(h, &[rows, n]),
+                    a: xt.clone(),
+                    w,
+                },
+                Stmt::Binary {
+                    op: BinOp::Add,
+                    out: yt.clone(),
+                    a: yt.clone(),
+                    b: whole(h, &[rows, n]),
+                },
+            ]
+        };
+        let tanh = |b: BufId| Stmt::Unary {
+            op: Act::Tanh,
+            out: whole(b, &[k, n]),
+            x: whole(b, &[k, n]),
+        };
+        let copies = vec![
             Stmt::Copy {
                 out: whole(moving, &[k, n]),
                 x: whole(w, &[k, n]),
@@ -759,96 +773,44 @@ fn run_time_weights_inside_loops() {
                 out: whole(mmoving, &[k, n]),
                 x: whole(mw, &[k, n]),
             },
-            Stmt::Loop {
-                run: LoopRun::Fixed,
-                trip: steps,
-                reverse: false,
-                body: vec![
-                    // y_t = x_t W, z_t = y_t U: weights the loop never writes.
-                    Stmt::MatMul {
-                        rows_per_step: None,
-                        out: yt.clone(),
-                        a: xt.clone(),
-                        w: Weight::View(whole(w, &[k, n])),
-                    },
-                    Stmt::MatMul {
-                        rows_per_step: None,
-                        out: zt.clone(),
-                        a: yt.clone(),
-                        w: Weight::View(whole(u, &[n, k])),
-                    },
-                    // A product by the weight this loop rewrites, then the rewrite.
-                    Stmt::MatMul {
-                        rows_per_step: None,
-                        out: whole(h, &[rows, n]),
-                        a: xt.clone(),
-                        w: Weight::View(whole(moving, &[k, n])),
-                    },
-                    Stmt::Unary {
-                        op: Act::Tanh,
-                        out: whole(moving, &[k, n]),
-                        x: whole(moving, &[k, n]),
-                    },
-                    Stmt::Binary {
-                        op: BinOp::Add,
-                        out: yt.clone(),
-                        a: yt.clone(),
-                        b: whole(h, &[rows, n]),
-                    },
-                    // Masked: one the loop never writes (its values gathered before the loop
-                    // from 8 rows), one it rewrites after reading it.
-                    Stmt::MatMul {
-                        rows_per_step: None,
-                        out: whole(h, &[rows, n]),
-                        a: xt.clone(),
-                        w: Weight::Masked(whole(mw, &[k, n]), pat),
-                    },
-                    Stmt::Binary {
-                        op: BinOp::Add,
-                        out: yt.clone(),
-                        a: yt.clone(),
-                        b: whole(h, &[rows, n]),
-                    },
-                    Stmt::MatMul {
-                        rows_per_step: None,
-                        out: whole(h, &[rows, n]),
-                        a: xt.clone(),
-                        w: Weight::Masked(whole(mmoving, &[k, n]), pat),
-                    },
-                    Stmt::Binary {
-                        op: BinOp::Add,
-                        out: yt.clone(),
-                        a: yt.clone(),
-                        b: whole(h, &[rows, n]),
-                    },
-                    Stmt::Unary {
-                        op: Act::Tanh,
-                        out: whole(mmoving, &[k, n]),
-                        x: whole(mmoving, &[k, n]),
-                    },
-                    // An inner loop reading the weight the outer one rewrites.
-                    Stmt::Loop {
-                        run: LoopRun::Fixed,
-                        trip: inner,
-                        reverse: false,
-                        body: vec![
-                            Stmt::MatMul {
-                                rows_per_step: None,
-                                out: whole(h, &[rows, n]),
-                                a: xt.clone(),
-                                w: Weight::View(whole(moving, &[k, n])),
-                            },
-                            Stmt::Binary {
-                                op: BinOp::Add,
-                                out: yt.clone(),
-                                a: yt.clone(),
-                                b: whole(h, &[rows, n]),
-                            },
-                        ],
-                    },
-                ],
+        ];
+        // y_t = x_t W, z_t = y_t U: weights the loop never writes.
+        let mut step = vec![
+            Stmt::MatMul {
+                rows_per_step: None,
+                out: yt.clone(),
+                a: xt.clone(),
+                w: Weight::View(whole(w, &[k, n])),
+            },
+            Stmt::MatMul {
+                rows_per_step: None,
+                out: zt.clone(),
+                a: yt.clone(),
+                w: Weight::View(whole(u, &[n, k])),
             },
         ];
+        // A product by the weight this loop rewrites, then the rewrite.
+        step.extend(add_product(Weight::View(whole(moving, &[k, n]))));
+        step.push(tanh(moving));
+        // Masked: one the loop never writes (its values gathered before the loop from 8
+        // rows), one it rewrites after reading it.
+        step.extend(add_product(Weight::Masked(whole(mw, &[k, n]), pat)));
+        step.extend(add_product(Weight::Masked(whole(mmoving, &[k, n]), pat)));
+        step.push(tanh(mmoving));
+        // An inner loop reading the weight the outer one rewrites.
+        step.push(Stmt::Loop {
+            run: LoopRun::Fixed,
+            trip: inner_trip,
+            reverse: false,
+            body: add_product(Weight::View(whole(moving, &[k, n]))).to_vec(),
+        });
+        p.body = copies;
+        p.body.push(Stmt::Loop {
+            run: LoopRun::Fixed,
+            trip: steps,
+            reverse: false,
+            body: step,
+        });
         let ins = vec![
             r.vec(steps * rows * k, 1.0),
             r.vec(k * n, 0.3),

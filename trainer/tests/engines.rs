@@ -12,23 +12,6 @@ use hlstm_trainer::{Options, SaveMode};
 /// With `density`, every weight matrix is masked at it (its weights zero outside) and the
 /// engine told so (`Executable::set_masks`): the JIT multiplies the sparse ones by compressed
 /// kernels over their masks.
-fn check(
-    engine: &dyn Engine,
-    cell: CellKind,
-    head: Head,
-    input: InputKind,
-    save: SaveMode,
-    density: Option<f64>,
-) {
-    let small = Size {
-        hidden: 7,
-        steps: 5,
-        batch: 3,
-        threads: 1,
-    };
-    check_sized(engine, cell, head, input, save, density, small);
-}
-
 /// A model's size and the engine's threads.
 #[derive(Clone, Copy)]
 struct Size {
@@ -38,7 +21,15 @@ struct Size {
     threads: usize,
 }
 
-fn check_sized(
+/// The size most checks use: small enough for the interpreter.
+const SMALL: Size = Size {
+    hidden: 7,
+    steps: 5,
+    batch: 3,
+    threads: 1,
+};
+
+fn check(
     engine: &dyn Engine,
     cell: CellKind,
     head: Head,
@@ -145,7 +136,15 @@ fn agrees_with_the_interpreter(engine: &dyn Engine) {
     };
     for save in [SaveMode::Intermediates, SaveMode::Recompute] {
         let classifier = Head::Classifier { classes: 5 };
-        check(engine, hl.clone(), classifier, feats.clone(), save, None);
+        check(
+            engine,
+            hl.clone(),
+            classifier,
+            feats.clone(),
+            save,
+            None,
+            SMALL,
+        );
     }
     let two_hidden = CellKind::Hlstm {
         hidden_layers: 2,
@@ -160,6 +159,7 @@ fn agrees_with_the_interpreter(engine: &dyn Engine) {
         toks.clone(),
         SaveMode::Intermediates,
         None,
+        SMALL,
     );
     check(
         engine,
@@ -168,6 +168,7 @@ fn agrees_with_the_interpreter(engine: &dyn Engine) {
         toks.clone(),
         SaveMode::Intermediates,
         None,
+        SMALL,
     );
     let classifier = Head::Classifier { classes: 3 };
     check(
@@ -177,6 +178,7 @@ fn agrees_with_the_interpreter(engine: &dyn Engine) {
         feats.clone(),
         SaveMode::Recompute,
         None,
+        SMALL,
     );
     // Masked weights, sparse enough for the JIT's compressed kernels: forward products and
     // the input gradients' (transposed) products, in the loops and out of them.
@@ -189,9 +191,18 @@ fn agrees_with_the_interpreter(engine: &dyn Engine) {
             feats.clone(),
             save,
             Some(density),
+            SMALL,
         );
         let lm = (toks.clone(), next.clone());
-        check(engine, CellKind::Lstm, lm.1, lm.0, save, Some(density));
+        check(
+            engine,
+            CellKind::Lstm,
+            lm.1,
+            lm.0,
+            save,
+            Some(density),
+            SMALL,
+        );
     }
 }
 
@@ -226,7 +237,7 @@ fn jit_engine_on_batched_weights_and_threads() {
             for density in [None, Some(0.2)] {
                 let next = Head::NextToken { vocab: 11 };
                 let lm = (toks.clone(), SaveMode::Intermediates);
-                check_sized(&Jit, CellKind::Lstm, next, lm.0, lm.1, density, size);
+                check(&Jit, CellKind::Lstm, next, lm.0, lm.1, density, size);
             }
         }
     }

@@ -183,19 +183,8 @@ pub(crate) fn emit(
                         && rout.strides[1] == 4 =>
                 {
                     // The wide kernel (see `super::wide`), reading the weight in place.
-                    let m_v = count_value(cx, rows_rt);
-                    let (k_v, n_v) = (
-                        cx.b.ins().iconst(I64, k as i64),
-                        cx.b.ins().iconst(I64, n as i64),
-                    );
-                    let a_p = cx.b.ins().iadd_imm_s(ra.base, ra.off);
-                    let lda = cx.b.ins().iconst(I64, ra.strides[0] / 4);
-                    let w_p = cx.b.ins().iadd_imm_s(rw.base, rw.off);
-                    let ldw = cx.b.ins().iconst(I64, rw.strides[0] / 4);
-                    let o_p = cx.b.ins().iadd_imm_s(rout.base, rout.off);
-                    let ldo = cx.b.ins().iconst(I64, rout.strides[0] / 4);
-                    cx.b.ins()
-                        .call(gemm_rm, &[m_v, k_v, n_v, a_p, lda, w_p, ldw, o_p, ldo]);
+                    let w = ((rw.base, rw.off), Some(rw.strides[0] / 4));
+                    call_gemm(cx, gemm_rm, rows_rt, (k, n), &ra, w, &rout);
                 }
                 _ => dense(cx, rows_rt, k, n, &ra, &rw, ro, None, &rout),
             }
@@ -215,6 +204,34 @@ pub(crate) fn emit(
     Ok(())
 }
 
+/// Calls a wide dense kernel (`super::wide`): `gemm(m, k, n, a, lda, w, out, ldo)` on a
+/// packed weight, or with the weight's row stride (`ldw`, in elements) `gemm_rm(m, k, n, a,
+/// lda, w, ldw, out, ldo)` on a row-major one.
+fn call_gemm(
+    cx: &mut Cx,
+    f: cranelift_codegen::ir::FuncRef,
+    rows_rt: Count,
+    (k, n): (usize, usize),
+    ra: &Rv,
+    (w, ldw): (Pos, Option<i64>),
+    rout: &Rv,
+) {
+    let mut args = vec![
+        count_value(cx, rows_rt),
+        cx.b.ins().iconst(I64, k as i64),
+        cx.b.ins().iconst(I64, n as i64),
+        cx.b.ins().iadd_imm_s(ra.base, ra.off),
+        cx.b.ins().iconst(I64, ra.strides[0] / 4),
+        cx.b.ins().iadd_imm_s(w.0, w.1),
+    ];
+    if let Some(ldw) = ldw {
+        args.push(cx.b.ins().iconst(I64, ldw));
+    }
+    args.push(cx.b.ins().iadd_imm_s(rout.base, rout.off));
+    args.push(cx.b.ins().iconst(I64, rout.strides[0] / 4));
+    cx.b.ins().call(f, &args);
+}
+
 /// `rout = ra x W` with W [k, n] packed tile-major at `packed` (see `Layout::packed`: rows of
 /// 16 floats, tiles of k rows), read-only data when `ro`: by the wide kernel (see
 /// `super::wide`) when the program has it and the rows are contiguous, else by the dense loops.
@@ -231,18 +248,7 @@ fn dense_packed(
 ) {
     match cx.gemm {
         Some(gemm) if gemm_fits(k, n) && ra.strides[1] == 4 && rout.strides[1] == 4 => {
-            let m_v = count_value(cx, rows_rt);
-            let (k_v, n_v) = (
-                cx.b.ins().iconst(I64, k as i64),
-                cx.b.ins().iconst(I64, n as i64),
-            );
-            let a_p = cx.b.ins().iadd_imm_s(ra.base, ra.off);
-            let lda = cx.b.ins().iconst(I64, ra.strides[0] / 4);
-            let w_p = cx.b.ins().iadd_imm_s(packed.0, packed.1);
-            let o_p = cx.b.ins().iadd_imm_s(rout.base, rout.off);
-            let ldo = cx.b.ins().iconst(I64, rout.strides[0] / 4);
-            cx.b.ins()
-                .call(gemm, &[m_v, k_v, n_v, a_p, lda, w_p, o_p, ldo]);
+            call_gemm(cx, gemm, rows_rt, (k, n), ra, (packed, None), rout);
         }
         _ => {
             let rw = Rv {
