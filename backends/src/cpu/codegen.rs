@@ -767,7 +767,7 @@ impl<'a, 'f> Cx<'a, 'f> {
                 if *trip == 0 {
                     return Ok(());
                 }
-                let packed = self.pack_weights(body);
+                let packed = self.pack_weights(body)?;
                 let (saved_t, saved_trip) = (self.t, self.trip);
                 self.trip = *trip;
                 let reverse = *reverse;
@@ -809,17 +809,18 @@ impl<'a, 'f> Cx<'a, 'f> {
 
     /// Packs the run-time weights the layout packs before the loop whose body is `body`
     /// (`Layout::pack_before`), for the products inside to read; returns their keys.
-    fn pack_weights(&mut self, body: &[Stmt]) -> Vec<layout::PackKey> {
+    fn pack_weights(&mut self, body: &[Stmt]) -> Result<Vec<layout::PackKey>, String> {
         let l = self.l;
         let Some(list) = l.pack_before.get(&(body.as_ptr() as usize)) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
+        let undeclared = || "a packed weight's kernel was not declared".to_string();
         let mut keys = Vec::with_capacity(list.len());
         for (packed, off) in list {
             let dst = self.b.ins().iadd_imm_s(self.scratch, *off as i64 * 4);
             match packed {
                 layout::Packed::Dense(v) => {
-                    let pack = self.pack.expect("declared with the packed weights");
+                    let pack = self.pack.ok_or_else(undeclared)?;
                     let rw = self.resolve(v);
                     let args = [
                         self.b.ins().iconst(I64, v.dims[0] as i64),
@@ -831,7 +832,7 @@ impl<'a, 'f> Cx<'a, 'f> {
                     self.b.ins().call(pack, &args);
                 }
                 layout::Packed::Masked { view, key, first } => {
-                    let gather = self.gather.expect("declared with the gathered weights");
+                    let gather = self.gather.ok_or_else(undeclared)?;
                     let rw = self.resolve(view);
                     let rodata = self.rodata();
                     let args = [
@@ -853,7 +854,7 @@ impl<'a, 'f> Cx<'a, 'f> {
             self.packed_rt.insert(key, (*off, first));
             keys.push(key);
         }
-        keys
+        Ok(keys)
     }
 
     /// A loop of `n` iterations, static or known at run time (then possibly none).

@@ -25,9 +25,10 @@ pub(crate) struct Layout {
     /// of the whole temporary made once, at the top level of the program, after which nothing
     /// writes the temporary, and nothing else touches the output; the temporary holds nothing
     /// from one call to the next (no `start` block touches it: it is written before it is
-    /// read in every call, or zeroed on entry). The temporary then lives in the caller's output buffer and the copy is skipped:
-    /// the trainer's gradient factors (a per-step value of every step, 3.3 MB each for the
-    /// text H-LSTM) were copied into their outputs at the end of every training step.
+    /// read in every call, or zeroed on entry). The temporary then lives in the caller's
+    /// output buffer and the copy is skipped: the trainer's gradient factors (a per-step value
+    /// of every step, 3.3 MB each for the text H-LSTM) were copied into their outputs at the
+    /// end of every training step.
     pub in_output: HashMap<BufId, BufId>,
     /// Element offset of the scratch area (for statements whose output overlaps an operand).
     pub scratch_off: usize,
@@ -896,30 +897,39 @@ fn outputs_in_place(p: &Program) -> HashMap<BufId, BufId> {
         // Run-time batches lay out outputs by the call's batch; temporaries by the largest.
         return found;
     }
-    // Every buffer a statement touches, and those a `start` block does.
-    fn touched(body: &[Stmt], in_start: bool, out: &mut Vec<(BufId, bool, bool)>) {
+    /// How a program touches one buffer: by how many views, whether in a `start` block, and
+    /// the last top-level statement that writes it (at any depth inside).
+    #[derive(Clone, Copy, Default)]
+    struct Use {
+        views: usize,
+        in_start: bool,
+        last_write: Option<usize>,
+    }
+    fn touch(body: &[Stmt], top: usize, in_start: bool, uses: &mut [Use]) {
         for s in body {
             match s {
-                Stmt::Loop { body, .. } => touched(body, in_start, out),
-                Stmt::Start { body } => touched(body, true, out),
+                Stmt::Loop { body, .. } => touch(body, top, in_start, uses),
+                Stmt::Start { body } => touch(body, top, true, uses),
                 _ => {
-                    let buf = |v: &View| match v.storage {
-                        Storage::Buf(b) => Some(b),
-                        Storage::Const(_) => None,
-                    };
-                    out.extend(s.output().and_then(buf).map(|b| (b, true, in_start)));
-                    out.extend(
-                        s.inputs()
-                            .into_iter()
-                            .filter_map(buf)
-                            .map(|b| (b, false, in_start)),
-                    );
+                    let views = s.output().into_iter().map(|v| (v, true));
+                    for (v, write) in views.chain(s.inputs().into_iter().map(|v| (v, false))) {
+                        if let Storage::Buf(b) = v.storage {
+                            let u = &mut uses[b.0];
+                            u.views += 1;
+                            u.in_start |= in_start;
+                            if write {
+                                u.last_write = Some(top);
+                            }
+                        }
+                    }
                 }
             }
         }
     }
-    let mut all = Vec::new();
-    touched(&p.body, false, &mut all);
+    let mut uses = vec![Use::default(); p.buffers.len()];
+    for (i, s) in p.body.iter().enumerate() {
+        touch(std::slice::from_ref(s), i, false, &mut uses);
+    }
     let whole = |v: &View, b: BufId| {
         let buf = &p.buffers[b.0];
         v.offset == 0
@@ -927,6 +937,7 @@ fn outputs_in_place(p: &Program) -> HashMap<BufId, BufId> {
             && v.len() == buf.len()
             && v.strides == hlstm_ir::kernel::row_major_strides(&v.dims)
     };
+    let mut taken = HashSet::new();
     for (i, s) in p.body.iter().enumerate() {
         let Stmt::Copy { out, x } = s else {
             continue;
@@ -942,17 +953,14 @@ fn outputs_in_place(p: &Program) -> HashMap<BufId, BufId> {
             && out.dims == x.dims
             && whole(out, o)
             && whole(x, t)
+            // The copy is the output's only access; the temporary is not state, and nothing
+            // after the copy writes it.
+            && uses[o.0].views == 1
+            && !uses[t.0].in_start
+            && uses[t.0].last_write.is_none_or(|w| w < i)
             && !found.contains_key(&t)
-            && !found.values().any(|&b| b == o)
-            // The copy is the output's only access; the temporary is not state.
-            && all.iter().filter(|(b, ..)| *b == o).count() == 1
-            && !all.iter().any(|&(b, _, start)| b == t && start);
-        if !fits {
-            continue;
-        }
-        let mut later = Vec::new();
-        touched(&p.body[i + 1..], false, &mut later);
-        if !later.iter().any(|&(b, write, _)| b == t && write) {
+            && taken.insert(o);
+        if fits {
             found.insert(t, o);
         }
     }

@@ -543,13 +543,13 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
         // Where the weights are: the read-only data, a masked weight's values gathered before
         // the loop (`Layout::pack_before`), or (wv) the masked weight's view itself.
         let gathered = masked.and_then(|m| cx.packed_rt.get(&(m.view, Some(key))).copied());
-        let (wv, wdata, wfirst) = match (masked, gathered) {
-            (Some(_), Some((off, first))) => {
+        let (wv, wdata, wfirst) = match (gathered, masked) {
+            (Some((off, first)), _) => {
                 let dst = cx.b.ins().iadd_imm_s(cx.scratch, off as i64 * 4);
                 (cx.b.ins().iconst(I64, 0), dst, first as i64)
             }
-            (Some(Masked { base, .. }), None) => (cx.b.ins().iadd_imm_s(base.0, base.1), rodata, 0),
-            (None, _) => (cx.b.ins().iconst(I64, 0), rodata, 0),
+            (None, Some(Masked { base, .. })) => (cx.b.ins().iadd_imm_s(base.0, base.1), rodata, 0),
+            (None, None) => (cx.b.ins().iconst(I64, 0), rodata, 0),
         };
         let wfirst = cx.b.ins().iconst(I64, wfirst);
         cx.b.ins().call(
