@@ -60,17 +60,21 @@ fn fuse_graph(g: &mut Graph) -> Result<usize, String> {
         if members.len() < 2 {
             continue;
         }
-        let weights: Vec<ndarray::ArrayD<f32>> = members
+        // Shared, not copied: the concatenation below is the one copy of the weights.
+        let shared: Vec<std::sync::Arc<Tensor>> = members
             .iter()
             .map(|&m| {
-                match &*g
-                    .constant(g.operands(m)[1].expect("checked"))
+                g.constant(g.operands(m)[1].expect("checked"))
                     .expect("checked")
                     .value
-                {
-                    Tensor::F32(a) => a.clone(),
-                    _ => unreachable!("checked to be f32"),
-                }
+                    .clone()
+            })
+            .collect();
+        let weights: Vec<&ndarray::ArrayD<f32>> = shared
+            .iter()
+            .map(|t| match &**t {
+                Tensor::F32(a) => a,
+                _ => unreachable!("checked to be f32"),
             })
             .collect();
         let rows = weights[0].shape()[0];

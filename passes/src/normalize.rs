@@ -109,7 +109,11 @@ fn unbatch(g: &mut Graph, n: NodeIndex) -> Result<Option<Value>, String> {
     let (Some(Some(r)), Some(Some(w))) = (ops.first().copied(), ops.get(1).copied()) else {
         return Ok(None);
     };
-    let Some(Tensor::F32(wv)) = g.constant(w).map(|c| (*c.value).clone()) else {
+    // The weight is shared (an Arc), not copied: this runs on every matmul of every sweep.
+    let Some(wt) = g.constant(w).map(|c| c.value.clone()) else {
+        return Ok(None);
+    };
+    let Tensor::F32(wv) = &*wt else {
         return Ok(None);
     };
     if wv.ndim() != 3 || !matches!(g.nodes[r.node].op, Op::Reshape { .. }) {
