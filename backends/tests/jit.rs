@@ -1721,3 +1721,129 @@ fn print_asm_sample() {
     let j = JitProgram::compile_opts(&p, &native(), true).unwrap();
     println!("{}\n{}", j.clif(), j.asm().unwrap());
 }
+
+/// Products by the wide sparse kernel with their epilogues (docs/kernels.md, "Epilogues"): a
+/// per-step addend (the hoisted projection's slice), a bias per column and an activation after
+/// a sparse product, at row counts that take each of the kernel's row blocks (8, 16, 17, 32,
+/// 83 rows), by a constant and a masked run-time weight. The outputs match the interpreter,
+/// and have the same bits as the same statements with the chain cut (a second reader of an
+/// intermediate keeps it a statement of its own), under every ISA the host has.
+#[test]
+fn products_with_their_epilogues() {
+    for (rows, k, n, seed) in [
+        (8, 40, 37, 1),
+        (16, 33, 70, 2),
+        (17, 64, 9, 3),
+        (32, 20, 40, 4),
+        (83, 50, 33, 5),
+    ] {
+        for act in [Act::Sigmoid, Act::Tanh, Act::Relu] {
+            for masked in [false, true] {
+                // cut: 0 fused whole, 1 the activation apart, 2 nothing fused.
+                let outs: Vec<Vec<Vec<f32>>> = (0..3)
+                    .map(|cut| {
+                        let (p, inputs) = epilogue_program(rows, k, n, seed, act, masked, cut);
+                        check_rel(&p, &inputs, 2e-5);
+                        let ins: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+                        let j = JitProgram::compile(&p, &native()).unwrap();
+                        let want = interp::run(&p, &ins).expect("interpreter");
+                        let mut outs: Vec<Vec<f32>> =
+                            want.iter().map(|w| vec![0.0; w.len()]).collect();
+                        let mut om: Vec<&mut [f32]> =
+                            outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                        j.run(&ins, &mut om).unwrap();
+                        outs
+                    })
+                    .collect();
+                let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                for cut in 1..3 {
+                    assert_eq!(
+                        bits(&outs[0][0]),
+                        bits(&outs[cut][0]),
+                        "rows {rows} {act:?} masked {masked}: fused and cut at {cut} differ"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `steps` steps of `y_t = act(x_t W + p_t + b)`, the product and the sums in temporaries of
+/// the product's layout ([N, rows], rows contiguous), the last value flat; `cut` adds a second
+/// reader of the sum (1) or of the product (2), which stops the epilogue there.
+fn epilogue_program(
+    rows: usize,
+    k: usize,
+    n: usize,
+    seed: u64,
+    act: Act,
+    masked: bool,
+    cut: usize,
+) -> (Program, Vec<Vec<f32>>) {
+    let steps = 3;
+    let mut r = Rng::new(seed);
+    let mut p = Program::default();
+    let x = p.add_buffer("X", BufKind::Input(0), &[steps, rows, k]);
+    let pj = p.add_buffer("P", BufKind::Input(1), &[steps, n, rows]);
+    let y = p.add_buffer("Y", BufKind::Output(0), &[steps, n, rows]);
+    let z = p.add_buffer("Z", BufKind::Output(1), &[n, rows]);
+    let prod = p.add_buffer("prod", BufKind::Temp, &[rows, n]);
+    let q = p.add_buffer("q", BufKind::Temp, &[n, rows]);
+    let s = p.add_buffer("s", BufKind::Temp, &[n, rows]);
+    let wdata = r.sparse(k * n, 0.2);
+    let pattern: Vec<f32> = wdata.iter().map(|v| f32::from(*v != 0.0)).collect();
+    let bias = p.add_const("b", &[n], r.vec(n, 1.0));
+    let mut inputs = vec![r.vec(steps * rows * k, 1.0), r.vec(steps * n * rows, 1.0)];
+    let w = if masked {
+        let wb = p.add_buffer("W", BufKind::Input(2), &[k, n]);
+        inputs.push(wdata);
+        let pat = p.add_const("pattern", &[k, n], pattern);
+        p.inputs = vec![x, pj, wb];
+        Weight::Masked(View::whole(wb, &[k, n]), pat)
+    } else {
+        p.inputs = vec![x, pj];
+        Weight::Const(p.add_const("w", &[k, n], wdata), Strategy::SparseCsr)
+    };
+    p.outputs = vec![y, z];
+    let (ri, ni) = (rows as isize, n as isize);
+    let cols_first = |b| view(b, 0, &[n, rows], &[ri, 1], 0);
+    let flat = |b| view(b, 0, &[n * rows], &[1], 0);
+    let mut body = vec![
+        Stmt::MatMul {
+            rows_per_step: None,
+            out: view(prod, 0, &[rows, n], &[1, ri], 0),
+            a: view(x, 0, &[rows, k], &[k as isize, 1], ri * k as isize),
+            w,
+        },
+        Stmt::Binary {
+            op: BinOp::Add,
+            out: cols_first(q),
+            a: view(pj, 0, &[n, rows], &[ri, 1], ni * ri),
+            b: cols_first(prod),
+        },
+        Stmt::Binary {
+            op: BinOp::Add,
+            out: cols_first(s),
+            a: cols_first(q),
+            b: cview(bias, 0, &[n, rows], &[1, 0]),
+        },
+        Stmt::Unary {
+            op: act,
+            out: view(y, 0, &[n * rows], &[1], ni * ri),
+            x: flat(s),
+        },
+    ];
+    if cut > 0 {
+        body.push(Stmt::Copy {
+            out: flat(z),
+            x: flat(if cut == 1 { s } else { prod }),
+        });
+    }
+    p.body = vec![Stmt::Loop {
+        run: LoopRun::Fixed,
+        trip: steps,
+        reverse: false,
+        body,
+    }];
+    (p, inputs)
+}

@@ -213,7 +213,7 @@ pub fn define_program_with<M: Module>(
         _ => None,
     };
     let spmm_id = match wide {
-        Some(w) if calls.spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 10)?),
+        Some(w) if calls.spmm => Some(import(module, w.spmm_symbol(kernel_prefix), 11)?),
         _ => None,
     };
     let transpose_id = match wide {
@@ -287,6 +287,9 @@ pub fn define_program_with<M: Module>(
         cx.pack = pack;
         cx.gather = gather;
         cx.spmm = spmm;
+        if spmm.is_some() && part.is_none() {
+            cx.epilogues = super::epilogue::plan(p, &l);
+        }
         cx.act = act;
         cx.transpose = transpose;
         cx.binary = binary;
@@ -509,6 +512,10 @@ pub(crate) struct Cx<'a, 'f> {
     pub gather: Option<FuncRef>,
     pub packed_rt: HashMap<layout::PackKey, (usize, usize)>,
     pub spmm: Option<FuncRef>,
+    /// The epilogues fused into the wide sparse kernel's products (`super::epilogue`), by
+    /// the address of the product's statement, and the one of the product being generated.
+    epilogues: HashMap<usize, super::epilogue::Epilogue>,
+    pub epilogue: Option<super::epilogue::Epilogue>,
     /// The wide sigmoid and tanh (see `super::wide`).
     pub act: Option<FuncRef>,
     /// The wide transpose of vectors of rows' operands and products.
@@ -581,6 +588,8 @@ impl<'a, 'f> Cx<'a, 'f> {
             gather: None,
             packed_rt: HashMap::new(),
             spmm: None,
+            epilogues: HashMap::new(),
+            epilogue: None,
             act: None,
             transpose: None,
             binary: None,
@@ -715,8 +724,25 @@ impl<'a, 'f> Cx<'a, 'f> {
     }
 
     fn stmts(&mut self, body: &[Stmt]) -> Result<(), String> {
-        for s in body {
+        let mut i = 0;
+        while i < body.len() {
+            let s = &body[i];
+            i += 1;
+            let Some(e) = self.epilogues.get(&(s as *const Stmt as usize)).cloned() else {
+                self.stmt(s)?;
+                continue;
+            };
+            // The product with the statements after it as its epilogue.
+            let fused = e.fused;
+            self.epilogue = Some(e);
             self.stmt(s)?;
+            if self.epilogue.take().is_some() {
+                return Err(
+                    "an epilogue was planned for a product the wide kernel did not take".into(),
+                );
+            }
+            i += fused;
+            self.stmt_no += fused as u32;
         }
         Ok(())
     }

@@ -119,6 +119,18 @@ pub(crate) fn emit(
         (Some(mm), Weight::Const(c, strategy), Count::Static(_)) => {
             let at = transpose(cx, rows_rt, k, mm, &ra)?;
             let sink = Sink::Rows4 { m: rows_rt };
+            if let Some(epi_out) = cx.epilogue.as_ref().map(|e| e.out.clone()) {
+                // The product goes through its epilogue (`super::epilogue`) to the chain's
+                // output, stored rows contiguous.
+                if alias {
+                    return Err(
+                        "an epilogue planned for a product that overlaps its operand".into(),
+                    );
+                }
+                let rt = cx.resolve(&epi_out);
+                sparse(cx, sw(*c, *strategy), &at, &rt, sink, mm as isize);
+                return Ok(());
+            }
             let rt = rout_t(mm);
             sparse(cx, sw(*c, *strategy), &at, &rt, sink, mm as isize);
             untranspose(cx, &rt, &rout, rows_rt, n);
@@ -552,10 +564,14 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
             (None, None) => (cx.b.ins().iconst(I64, 0), rodata, 0),
         };
         let wfirst = cx.b.ins().iconst(I64, wfirst);
+        let epi = match cx.epilogue.take() {
+            Some(e) => epilogue_arg(cx, &e),
+            None => cx.b.ins().iconst(I64, 0),
+        };
         cx.b.ins().call(
             spmm,
             &[
-                m_v, at, rodata, table, classes, outt, ldo, wv, wdata, wfirst,
+                m_v, at, rodata, table, classes, outt, ldo, wv, wdata, wfirst, epi,
             ],
         );
         return;
@@ -573,6 +589,34 @@ fn sparse(cx: &mut Cx, w: SparseWeight, ra: &Rv, rout: &Rv, sink: Sink, stride: 
         _ => sink,
     };
     csr(cx, &classes, masked.map(|m| m.base), ra, rout, sink);
+}
+
+/// The wide sparse kernel's `epi` argument for `e`: seven i64s on the stack, {act, add0,
+/// ld0, rs0, add1, ld1, rs1} (addends absent: null), see `wide.c`.
+fn epilogue_arg(cx: &mut Cx, e: &super::epilogue::Epilogue) -> Value {
+    use cranelift_codegen::ir::{StackSlotData, StackSlotKind};
+    let slot =
+        cx.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 56, 3));
+    let mut words = vec![cx.b.ins().iconst(I64, e.act)];
+    for q in 0..2 {
+        match e.adds.get(q) {
+            Some(v) => {
+                let rv = cx.resolve(v);
+                words.push(cx.b.ins().iadd_imm_s(rv.base, rv.off));
+                words.push(cx.b.ins().iconst(I64, v.strides[0] as i64));
+                words.push(cx.b.ins().iconst(I64, v.strides[1] as i64));
+            }
+            None => {
+                for _ in 0..3 {
+                    words.push(cx.b.ins().iconst(I64, 0));
+                }
+            }
+        }
+    }
+    for (q, w) in words.into_iter().enumerate() {
+        cx.b.ins().stack_store(I64, w, slot, (q * 8) as i32);
+    }
+    cx.b.ins().stack_addr(I64, slot, 0)
 }
 
 /// Whether a dense [k, n] constant weight is multiplied by the wide kernel when the target has

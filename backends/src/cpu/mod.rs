@@ -13,6 +13,7 @@
 pub mod aot;
 pub mod codegen;
 mod elementwise;
+mod epilogue;
 pub mod image;
 mod jit;
 mod layout;

@@ -327,255 +327,6 @@ HIDDEN void NAME_pack(int64_t k, int64_t n, const float *w, int64_t ldw, float *
     }
 }
 
-/* Sparse, on the transposed operand (NAME_spmm_*): the rows of the left operand are the lanes.
- *
- *   outt[j * ldo + i] = sum_e w[e] * at[off[e] / 4 + i]   for i < m, and each column j,
- *
- * at = a transposed ([K, M], row k at byte offset k * 4M), outt = the product transposed
- * ([N, M]). The columns come in classes of equal nonzero count (Layout's CsrClass, the same
- * arrays the Cranelift kernels read): a table of NCLASS rows of six i64s, {nonzeros, columns,
- * cols_off, weights_off, offsets_off, narrow}, offsets in bytes from `ro`; a class's columns'
- * indices are i32, their weights f32 (nonzeros per column), their inputs' byte offsets in `at`
- * u16 (narrow) or i32. Class c's weights are at byte c.weights_off - wfirst of wdata: a
- * constant's in `ro` (wdata = ro, wfirst = 0); a masked run-time weight's gathered before the
- * loop (NAME_gather, below), or, with `wv` not null, in place: then each "weight" in `ro` is the
- * byte offset of its value in the weight's view at wv (an i32). Rows go 64 (AVX-512) or 32
- * (AVX2) at a time while there are that many, four vectors sharing each weight and offset load,
- * then (AVX-512) 32 at a time, two vectors sharing them, then sixteen at a time (one AVX-512
- * vector or two AVX2 vectors, the last block masked), each column's products round-robin over
- * CHAINS accumulators so that the multiply-adds of one column do not wait on each other. */
-
-#define CHAINS 4
-
-static inline int64_t input_off(const uint8_t *o, int narrow, int64_t e) {
-    if (narrow) {
-        uint16_t v;
-        __builtin_memcpy(&v, o + 2 * e, 2);
-        return v;
-    }
-    int32_t v;
-    __builtin_memcpy(&v, o + 4 * e, 4);
-    return v;
-}
-
-/* Weight e of a column whose weights are at w: the value, or for a masked run-time weight (`wv`
- * not null) its byte offset in the weight's view at wv, an i32. Inlined into callers that pass
- * a null `wv` literally, the test folds away. */
-static inline __attribute__((always_inline)) float weight_at(const float *w, const uint8_t *wv,
-                                                              int64_t e) {
-    if (!wv)
-        return w[e];
-    int32_t o;
-    float v;
-    __builtin_memcpy(&o, w + e, 4);
-    __builtin_memcpy(&v, wv + o, 4);
-    return v;
-}
-
-/* Sixteen rows (one vector, `full`, or the first bits of `mask`) of every column of a class. */
-static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512_rows16(
-    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *wv,
-    const uint8_t *off, int narrow, const uint8_t *a, float *outt, int64_t ldo, __mmask16 mask,
-    int full) {
-    for (int64_t j = 0; j < cols; j++) {
-        const float *wj = w + j * nnz;
-        const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
-#define LOAD16(p) (full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask, p))
-        __m512 acc[CHAINS];
-        for (int q = 0; q < CHAINS; q++) acc[q] = _mm512_setzero_ps();
-        int64_t e = 0;
-        for (; e + CHAINS <= nnz; e += CHAINS) {
-            _Pragma("GCC unroll 4") for (int q = 0; q < CHAINS; q++) {
-                __m512 x = LOAD16(a + input_off(oj, narrow, e + q));
-                acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(weight_at(wj, wv, e + q)), x, acc[q]);
-            }
-        }
-        for (; e < nnz; e++) {
-            __m512 x = LOAD16(a + input_off(oj, narrow, e));
-            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(weight_at(wj, wv, e)), x, acc[0]);
-        }
-#undef LOAD16
-        __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        float *o = outt + (int64_t)col[j] * ldo;
-        if (full)
-            _mm512_storeu_ps(o, sum);
-        else
-            _mm512_mask_storeu_ps(o, mask, sum);
-    }
-}
-
-static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512_class(
-    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo,
-    const uint8_t *wv, const uint8_t *wdata, int64_t wfirst) {
-    const int64_t nnz = c[0], cols = c[1];
-    const int32_t *col = (const int32_t *)(ro + c[2]);
-    const float *w = (const float *)(wdata + (c[3] - wfirst));
-    const uint8_t *off = ro + c[4];
-    const int narrow = (int)c[5];
-    int64_t r0 = 0;
-    /* Four vectors of rows at a time while there are 64: each weight and offset loaded once
-     * for four multiply-adds (the hoisted projection's T * batch rows), the four vectors the
-     * independent chains. */
-    for (; r0 + 64 <= m; r0 += 64) {
-        const uint8_t *a = at + 4 * r0;
-        for (int64_t j = 0; j < cols; j++) {
-            const float *wj = w + j * nnz;
-            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
-            __m512 acc[4];
-            for (int q = 0; q < 4; q++) acc[q] = _mm512_setzero_ps();
-            for (int64_t e = 0; e < nnz; e++) {
-                const float *x = (const float *)(a + input_off(oj, narrow, e));
-                const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e));
-                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) acc[q] =
-                    _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16 * q), acc[q]);
-            }
-            float *o = outt + (int64_t)col[j] * ldo + r0;
-            for (int q = 0; q < 4; q++) _mm512_storeu_ps(o + 16 * q, acc[q]);
-        }
-    }
-    /* Two vectors at a time while there are 32 rows (a training batch of 32): each weight and
-     * offset loaded once for both, and two chains of products per vector. */
-    for (; r0 + 32 <= m; r0 += 32) {
-        const uint8_t *a = at + 4 * r0;
-        for (int64_t j = 0; j < cols; j++) {
-            const float *wj = w + j * nnz;
-            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
-            __m512 acc[2][2];
-            for (int q = 0; q < 2; q++) acc[q][0] = acc[q][1] = _mm512_setzero_ps();
-            int64_t e = 0;
-            for (; e + 2 <= nnz; e += 2) {
-                _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
-                    const float *x = (const float *)(a + input_off(oj, narrow, e + q));
-                    const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e + q));
-                    acc[q][0] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x), acc[q][0]);
-                    acc[q][1] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16), acc[q][1]);
-                }
-            }
-            for (; e < nnz; e++) {
-                const float *x = (const float *)(a + input_off(oj, narrow, e));
-                const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e));
-                acc[0][0] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x), acc[0][0]);
-                acc[0][1] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16), acc[0][1]);
-            }
-            float *o = outt + (int64_t)col[j] * ldo + r0;
-            _mm512_storeu_ps(o, _mm512_add_ps(acc[0][0], acc[1][0]));
-            _mm512_storeu_ps(o + 16, _mm512_add_ps(acc[0][1], acc[1][1]));
-        }
-    }
-    for (; r0 < m; r0 += 16) {
-        const int64_t left = m - r0;
-        /* Whole blocks without a mask: a masked load kept reloading its mask register from the
-         * stack, a fourth load per multiply-add. */
-        if (left >= 16)
-            spmm512_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo, 0xffff, 1);
-        else
-            spmm512_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo,
-                           (__mmask16)((1u << left) - 1), 0);
-    }
-}
-
-/* Sixteen rows (two vectors, `full`, or the lanes of `lo` and `hi`) of every column of a
- * class. */
-static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_rows16(
-    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *wv,
-    const uint8_t *off, int narrow, const uint8_t *a, float *outt, int64_t ldo, __m256i lo,
-    __m256i hi, int full) {
-#define LOAD8(p, m) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
-    for (int64_t j = 0; j < cols; j++) {
-        const float *wj = w + j * nnz;
-        const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
-        /* Two chains of two halves: four accumulators in flight. */
-        __m256 acc[2][2];
-        for (int q = 0; q < 2; q++) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
-        int64_t e = 0;
-        for (; e + 2 <= nnz; e += 2) {
-            _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
-                const float *x = (const float *)(a + input_off(oj, narrow, e + q));
-                __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e + q));
-                acc[q][0] = _mm256_fmadd_ps(wb, LOAD8(x, lo), acc[q][0]);
-                acc[q][1] = _mm256_fmadd_ps(wb, LOAD8(x + 8, hi), acc[q][1]);
-            }
-        }
-        for (; e < nnz; e++) {
-            const float *x = (const float *)(a + input_off(oj, narrow, e));
-            __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e));
-            acc[0][0] = _mm256_fmadd_ps(wb, LOAD8(x, lo), acc[0][0]);
-            acc[0][1] = _mm256_fmadd_ps(wb, LOAD8(x + 8, hi), acc[0][1]);
-        }
-        float *o = outt + (int64_t)col[j] * ldo;
-        const __m256 s0 = _mm256_add_ps(acc[0][0], acc[1][0]), s1 = _mm256_add_ps(acc[0][1], acc[1][1]);
-        if (full) {
-            _mm256_storeu_ps(o, s0);
-            _mm256_storeu_ps(o + 8, s1);
-        } else {
-            _mm256_maskstore_ps(o, lo, s0);
-            _mm256_maskstore_ps(o + 8, hi, s1);
-        }
-    }
-#undef LOAD8
-}
-
-static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_class(
-    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo,
-    const uint8_t *wv, const uint8_t *wdata, int64_t wfirst) {
-    const int64_t nnz = c[0], cols = c[1];
-    const int32_t *col = (const int32_t *)(ro + c[2]);
-    const float *w = (const float *)(wdata + (c[3] - wfirst));
-    const uint8_t *off = ro + c[4];
-    const int narrow = (int)c[5];
-    int64_t r0 = 0;
-    /* Four vectors of rows at a time while there are 32 (as in spmm512_class). */
-    for (; r0 + 32 <= m; r0 += 32) {
-        const uint8_t *a = at + 4 * r0;
-        for (int64_t j = 0; j < cols; j++) {
-            const float *wj = w + j * nnz;
-            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
-            __m256 acc[4];
-            for (int q = 0; q < 4; q++) acc[q] = _mm256_setzero_ps();
-            for (int64_t e = 0; e < nnz; e++) {
-                const float *x = (const float *)(a + input_off(oj, narrow, e));
-                const __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e));
-                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) acc[q] =
-                    _mm256_fmadd_ps(wb, _mm256_loadu_ps(x + 8 * q), acc[q]);
-            }
-            float *o = outt + (int64_t)col[j] * ldo + r0;
-            for (int q = 0; q < 4; q++) _mm256_storeu_ps(o + 8 * q, acc[q]);
-        }
-    }
-    for (; r0 < m; r0 += 16) {
-        const int64_t left = m - r0;
-        /* Whole blocks with plain loads and stores (as spmm512_rows16). */
-        if (left >= 16)
-            spmm256_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo, mask8(16),
-                           mask8(8), 1);
-        else
-            spmm256_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo,
-                           mask8(left), mask8(left - 8), 0);
-    }
-}
-
-HIDDEN __attribute__((target("avx512f,fma"))) void NAME_spmm_avx512(
-    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
-    float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst) {
-    if (wv)
-        for (int64_t c = 0; c < nclass; c++)
-            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0);
-    else
-        for (int64_t c = 0; c < nclass; c++)
-            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst);
-}
-
-HIDDEN __attribute__((target("avx2,fma"))) void NAME_spmm_avx2(
-    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
-    float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst) {
-    if (wv)
-        for (int64_t c = 0; c < nclass; c++)
-            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0);
-    else
-        for (int64_t c = 0; c < nclass; c++)
-            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst);
-}
-
 /* A masked run-time weight's values gathered for NAME_spmm_* (the generated code does it before
  * a loop whose products read the weight, docs/kernels.md, "Run-time weights"): for each of the
  * NCLASS classes of `table`, the value at each nonzero's byte offset in the view at wv (the
@@ -731,6 +482,354 @@ DEFINE_ACTS(avx512, "avx512f,fma", __m512, __m512i, 16)
 #define LOAD_TAIL(p, k) _mm256_maskload_ps(p, mask8(k))
 #define STORE_TAIL(p, v, k) _mm256_maskstore_ps(p, mask8(k), v)
 DEFINE_ACTS(avx2, "avx2,fma", __m256, __m256i, 8)
+
+/* Sparse, on the transposed operand (NAME_spmm_*): the rows of the left operand are the lanes.
+ *
+ *   outt[j * ldo + i] = sum_e w[e] * at[off[e] / 4 + i]   for i < m, and each column j,
+ *
+ * at = a transposed ([K, M], row k at byte offset k * 4M), outt = the product transposed
+ * ([N, M]). The columns come in classes of equal nonzero count (Layout's CsrClass, the same
+ * arrays the Cranelift kernels read): a table of NCLASS rows of six i64s, {nonzeros, columns,
+ * cols_off, weights_off, offsets_off, narrow}, offsets in bytes from `ro`; a class's columns'
+ * indices are i32, their weights f32 (nonzeros per column), their inputs' byte offsets in `at`
+ * u16 (narrow) or i32. Class c's weights are at byte c.weights_off - wfirst of wdata: a
+ * constant's in `ro` (wdata = ro, wfirst = 0); a masked run-time weight's gathered before the
+ * loop (NAME_gather, below), or, with `wv` not null, in place: then each "weight" in `ro` is the
+ * byte offset of its value in the weight's view at wv (an i32). Rows go 64 (AVX-512) or 32
+ * (AVX2) at a time while there are that many, four vectors sharing each weight and offset load,
+ * then (AVX-512) 32 at a time, two vectors sharing them, then sixteen at a time (one AVX-512
+ * vector or two AVX2 vectors, the last block masked), each column's products round-robin over
+ * CHAINS accumulators so that the multiply-adds of one column do not wait on each other. `epi`
+ * (null for none) is the epilogue each column gets before its store (below). */
+
+#define CHAINS 4
+
+/* The epilogue of a product (`epi`, null for none; docs/kernels.md, "Epilogues"): seven i64s
+ * {act, add0, ld0, rs0, add1, ld1, rs1}. Before its store, each column j of rows r.. gets the
+ * addends that are not null in order, add_q + j * ld_q + r (rows contiguous, rs_q = 1) or the
+ * one value at add_q + j * ld_q (rs_q = 0), then the activation: act 0 none, 1 sigmoid, 2 tanh,
+ * 3 relu, the same functions as NAME_act_*. The generated code fuses the bias adds, the hoisted
+ * projection's add and the activation after a product into it, so that they happen on the
+ * accumulators instead of in passes over the product's buffer, with the same bits. */
+static inline __attribute__((always_inline, target("avx512f,fma"))) __m512 epi512(
+    const int64_t *epi, int64_t j, int64_t r, __m512 v, __mmask16 mask, int full) {
+    for (int q = 0; q < 2; q++) {
+        const float *p = (const float *)(intptr_t)epi[1 + 3 * q];
+        if (!p)
+            continue;
+        p += j * epi[2 + 3 * q];
+        if (epi[3 + 3 * q])
+            v = _mm512_add_ps(v, full ? _mm512_loadu_ps(p + r) : _mm512_maskz_loadu_ps(mask, p + r));
+        else
+            v = _mm512_add_ps(v, _mm512_set1_ps(*p));
+    }
+    switch (epi[0]) {
+    case 1:
+        return sigmoid_avx512(v);
+    case 2:
+        return tanh_avx512(v);
+    case 3:
+        return _mm512_max_ps(_mm512_setzero_ps(), v);
+    default:
+        return v;
+    }
+}
+
+static inline __attribute__((always_inline, target("avx2,fma"))) __m256 epi256(
+    const int64_t *epi, int64_t j, int64_t r, __m256 v, __m256i mask, int full) {
+    for (int q = 0; q < 2; q++) {
+        const float *p = (const float *)(intptr_t)epi[1 + 3 * q];
+        if (!p)
+            continue;
+        p += j * epi[2 + 3 * q];
+        if (epi[3 + 3 * q])
+            v = _mm256_add_ps(v, full ? _mm256_loadu_ps(p + r) : _mm256_maskload_ps(p + r, mask));
+        else
+            v = _mm256_add_ps(v, _mm256_set1_ps(*p));
+    }
+    switch (epi[0]) {
+    case 1:
+        return sigmoid_avx2(v);
+    case 2:
+        return tanh_avx2(v);
+    case 3:
+        return _mm256_max_ps(_mm256_setzero_ps(), v);
+    default:
+        return v;
+    }
+}
+
+static inline int64_t input_off(const uint8_t *o, int narrow, int64_t e) {
+    if (narrow) {
+        uint16_t v;
+        __builtin_memcpy(&v, o + 2 * e, 2);
+        return v;
+    }
+    int32_t v;
+    __builtin_memcpy(&v, o + 4 * e, 4);
+    return v;
+}
+
+/* Weight e of a column whose weights are at w: the value, or for a masked run-time weight (`wv`
+ * not null) its byte offset in the weight's view at wv, an i32. Inlined into callers that pass
+ * a null `wv` literally, the test folds away. */
+static inline __attribute__((always_inline)) float weight_at(const float *w, const uint8_t *wv,
+                                                              int64_t e) {
+    if (!wv)
+        return w[e];
+    int32_t o;
+    float v;
+    __builtin_memcpy(&o, w + e, 4);
+    __builtin_memcpy(&v, wv + o, 4);
+    return v;
+}
+
+/* Column j's sum over sixteen rows (one vector, `full`, or the first bits of `mask`). */
+static inline __attribute__((always_inline, target("avx512f,fma"))) __m512 col512(
+    int64_t nnz, int64_t j, const float *w, const uint8_t *wv, const uint8_t *off, int narrow,
+    const uint8_t *a, __mmask16 mask, int full) {
+    const float *wj = w + j * nnz;
+    const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+#define LOAD16(p) (full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask, p))
+    __m512 acc[CHAINS];
+    for (int q = 0; q < CHAINS; q++) acc[q] = _mm512_setzero_ps();
+    int64_t e = 0;
+    for (; e + CHAINS <= nnz; e += CHAINS) {
+        _Pragma("GCC unroll 4") for (int q = 0; q < CHAINS; q++) {
+            __m512 x = LOAD16(a + input_off(oj, narrow, e + q));
+            acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(weight_at(wj, wv, e + q)), x, acc[q]);
+        }
+    }
+    for (; e < nnz; e++) {
+        __m512 x = LOAD16(a + input_off(oj, narrow, e));
+        acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(weight_at(wj, wv, e)), x, acc[0]);
+    }
+#undef LOAD16
+    return _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+}
+
+/* Sixteen rows (one vector, `full`, or the first bits of `mask`) of every column of a class.
+ * (Columns four at a time, so that their epilogues overlap, measured no faster.) */
+static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512_rows16(
+    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *wv,
+    const uint8_t *off, int narrow, const uint8_t *a, float *outt, int64_t ldo, __mmask16 mask,
+    int full, const int64_t *epi, int64_t r0) {
+    for (int64_t j = 0; j < cols; j++) {
+        __m512 sum = col512(nnz, j, w, wv, off, narrow, a, mask, full);
+        if (epi)
+            sum = epi512(epi, col[j], r0, sum, mask, full);
+        float *o = outt + (int64_t)col[j] * ldo;
+        if (full)
+            _mm512_storeu_ps(o, sum);
+        else
+            _mm512_mask_storeu_ps(o, mask, sum);
+    }
+}
+
+static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512_class(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo,
+    const uint8_t *wv, const uint8_t *wdata, int64_t wfirst, const int64_t *epi) {
+    const int64_t nnz = c[0], cols = c[1];
+    const int32_t *col = (const int32_t *)(ro + c[2]);
+    const float *w = (const float *)(wdata + (c[3] - wfirst));
+    const uint8_t *off = ro + c[4];
+    const int narrow = (int)c[5];
+    int64_t r0 = 0;
+    /* Four vectors of rows at a time while there are 64: each weight and offset loaded once
+     * for four multiply-adds (the hoisted projection's T * batch rows), the four vectors the
+     * independent chains. */
+    for (; r0 + 64 <= m; r0 += 64) {
+        const uint8_t *a = at + 4 * r0;
+        for (int64_t j = 0; j < cols; j++) {
+            const float *wj = w + j * nnz;
+            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+            __m512 acc[4];
+            for (int q = 0; q < 4; q++) acc[q] = _mm512_setzero_ps();
+            for (int64_t e = 0; e < nnz; e++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e));
+                const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e));
+                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) acc[q] =
+                    _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16 * q), acc[q]);
+            }
+            float *o = outt + (int64_t)col[j] * ldo + r0;
+            if (epi)
+                for (int q = 0; q < 4; q++) acc[q] = epi512(epi, col[j], r0 + 16 * q, acc[q], 0xffff, 1);
+            for (int q = 0; q < 4; q++) _mm512_storeu_ps(o + 16 * q, acc[q]);
+        }
+    }
+    /* Two vectors at a time while there are 32 rows (a training batch of 32): each weight and
+     * offset loaded once for both, and two chains of products per vector. */
+    for (; r0 + 32 <= m; r0 += 32) {
+        const uint8_t *a = at + 4 * r0;
+        for (int64_t j = 0; j < cols; j++) {
+            const float *wj = w + j * nnz;
+            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+            __m512 acc[2][2];
+            for (int q = 0; q < 2; q++) acc[q][0] = acc[q][1] = _mm512_setzero_ps();
+            int64_t e = 0;
+            for (; e + 2 <= nnz; e += 2) {
+                _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+                    const float *x = (const float *)(a + input_off(oj, narrow, e + q));
+                    const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e + q));
+                    acc[q][0] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x), acc[q][0]);
+                    acc[q][1] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16), acc[q][1]);
+                }
+            }
+            for (; e < nnz; e++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e));
+                const __m512 wb = _mm512_set1_ps(weight_at(wj, wv, e));
+                acc[0][0] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x), acc[0][0]);
+                acc[0][1] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + 16), acc[0][1]);
+            }
+            float *o = outt + (int64_t)col[j] * ldo + r0;
+            __m512 s0 = _mm512_add_ps(acc[0][0], acc[1][0]), s1 = _mm512_add_ps(acc[0][1], acc[1][1]);
+            if (epi) {
+                s0 = epi512(epi, col[j], r0, s0, 0xffff, 1);
+                s1 = epi512(epi, col[j], r0 + 16, s1, 0xffff, 1);
+            }
+            _mm512_storeu_ps(o, s0);
+            _mm512_storeu_ps(o + 16, s1);
+        }
+    }
+    for (; r0 < m; r0 += 16) {
+        const int64_t left = m - r0;
+        /* Whole blocks without a mask: a masked load kept reloading its mask register from the
+         * stack, a fourth load per multiply-add. */
+        if (left >= 16)
+            spmm512_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo, 0xffff, 1,
+                           epi, r0);
+        else
+            spmm512_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo,
+                           (__mmask16)((1u << left) - 1), 0, epi, r0);
+    }
+}
+
+/* Sixteen rows (two vectors, `full`, or the lanes of `lo` and `hi`) of every column of a
+ * class. */
+static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_rows16(
+    int64_t nnz, int64_t cols, const int32_t *col, const float *w, const uint8_t *wv,
+    const uint8_t *off, int narrow, const uint8_t *a, float *outt, int64_t ldo, __m256i lo,
+    __m256i hi, int full, const int64_t *epi, int64_t r0) {
+#define LOAD8(p, m) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
+    for (int64_t j = 0; j < cols; j++) {
+        const float *wj = w + j * nnz;
+        const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+        /* Two chains of two halves: four accumulators in flight. */
+        __m256 acc[2][2];
+        for (int q = 0; q < 2; q++) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
+        int64_t e = 0;
+        for (; e + 2 <= nnz; e += 2) {
+            _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e + q));
+                __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e + q));
+                acc[q][0] = _mm256_fmadd_ps(wb, LOAD8(x, lo), acc[q][0]);
+                acc[q][1] = _mm256_fmadd_ps(wb, LOAD8(x + 8, hi), acc[q][1]);
+            }
+        }
+        for (; e < nnz; e++) {
+            const float *x = (const float *)(a + input_off(oj, narrow, e));
+            __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e));
+            acc[0][0] = _mm256_fmadd_ps(wb, LOAD8(x, lo), acc[0][0]);
+            acc[0][1] = _mm256_fmadd_ps(wb, LOAD8(x + 8, hi), acc[0][1]);
+        }
+        float *o = outt + (int64_t)col[j] * ldo;
+        __m256 s0 = _mm256_add_ps(acc[0][0], acc[1][0]), s1 = _mm256_add_ps(acc[0][1], acc[1][1]);
+        if (epi) {
+            s0 = epi256(epi, col[j], r0, s0, lo, full);
+            s1 = epi256(epi, col[j], r0 + 8, s1, hi, full);
+        }
+        if (full) {
+            _mm256_storeu_ps(o, s0);
+            _mm256_storeu_ps(o + 8, s1);
+        } else {
+            _mm256_maskstore_ps(o, lo, s0);
+            _mm256_maskstore_ps(o + 8, hi, s1);
+        }
+    }
+#undef LOAD8
+}
+
+static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_class(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *c, float *outt, int64_t ldo,
+    const uint8_t *wv, const uint8_t *wdata, int64_t wfirst, const int64_t *epi) {
+    const int64_t nnz = c[0], cols = c[1];
+    const int32_t *col = (const int32_t *)(ro + c[2]);
+    const float *w = (const float *)(wdata + (c[3] - wfirst));
+    const uint8_t *off = ro + c[4];
+    const int narrow = (int)c[5];
+    int64_t r0 = 0;
+    /* Four vectors of rows at a time while there are 32 (as in spmm512_class). */
+    for (; r0 + 32 <= m; r0 += 32) {
+        const uint8_t *a = at + 4 * r0;
+        for (int64_t j = 0; j < cols; j++) {
+            const float *wj = w + j * nnz;
+            const uint8_t *oj = off + j * nnz * (narrow ? 2 : 4);
+            __m256 acc[4];
+            for (int q = 0; q < 4; q++) acc[q] = _mm256_setzero_ps();
+            for (int64_t e = 0; e < nnz; e++) {
+                const float *x = (const float *)(a + input_off(oj, narrow, e));
+                const __m256 wb = _mm256_set1_ps(weight_at(wj, wv, e));
+                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) acc[q] =
+                    _mm256_fmadd_ps(wb, _mm256_loadu_ps(x + 8 * q), acc[q]);
+            }
+            float *o = outt + (int64_t)col[j] * ldo + r0;
+            if (epi)
+                for (int q = 0; q < 4; q++) acc[q] = epi256(epi, col[j], r0 + 8 * q, acc[q], mask8(8), 1);
+            for (int q = 0; q < 4; q++) _mm256_storeu_ps(o + 8 * q, acc[q]);
+        }
+    }
+    for (; r0 < m; r0 += 16) {
+        const int64_t left = m - r0;
+        /* Whole blocks with plain loads and stores (as spmm512_rows16). */
+        if (left >= 16)
+            spmm256_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo, mask8(16),
+                           mask8(8), 1, epi, r0);
+        else
+            spmm256_rows16(nnz, cols, col, w, wv, off, narrow, at + 4 * r0, outt + r0, ldo,
+                           mask8(left), mask8(left - 8), 0, epi, r0);
+    }
+}
+
+HIDDEN __attribute__((target("avx512f,fma"))) void NAME_spmm_avx512(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
+    float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst,
+    const int64_t *epi) {
+    /* Each case inlined with its null literals, so that their tests fold away. */
+    const int64_t *none = (const int64_t *)0;
+    if (wv && epi)
+        for (int64_t c = 0; c < nclass; c++)
+            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0, epi);
+    else if (wv)
+        for (int64_t c = 0; c < nclass; c++)
+            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0, none);
+    else if (epi)
+        for (int64_t c = 0; c < nclass; c++)
+            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst, epi);
+    else
+        for (int64_t c = 0; c < nclass; c++)
+            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst, none);
+}
+
+HIDDEN __attribute__((target("avx2,fma"))) void NAME_spmm_avx2(
+    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
+    float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst,
+    const int64_t *epi) {
+    /* Each case inlined with its null literals, so that their tests fold away. */
+    const int64_t *none = (const int64_t *)0;
+    if (wv && epi)
+        for (int64_t c = 0; c < nclass; c++)
+            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0, epi);
+    else if (wv)
+        for (int64_t c = 0; c < nclass; c++)
+            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0, none);
+    else if (epi)
+        for (int64_t c = 0; c < nclass; c++)
+            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst, epi);
+    else
+        for (int64_t c = 0; c < nclass; c++)
+            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst, none);
+}
+
 
 #define LOAD_TAIL512(p, k) _mm512_maskz_loadu_ps((__mmask16)((1u << (k)) - 1), p)
 #define STORE_TAIL512(p, v, k) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (k)) - 1), v)

@@ -82,7 +82,8 @@ impl WideIsa {
     /// const u8 *wdata, i64 wfirst)`: `wv` the view of a masked run-time weight read in place
     /// (the classes' weights are byte offsets into it) or null, and then the weights at
     /// `wdata` (the read-only data, or a masked weight's gathered values) from byte
-    /// `weights_off - wfirst`.
+    /// `weights_off - wfirst`; `const i64 *epi` the epilogue of each column (null for none,
+    /// `super::epilogue`).
     pub fn spmm_symbol(self, prefix: &str) -> String {
         format!("{prefix}spmm_{}", self.suffix())
     }
