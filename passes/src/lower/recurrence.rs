@@ -11,7 +11,10 @@
 //!   invariants are the outer values' views, and body nodes that read only invariants run once,
 //!   before the loop.
 //! - Per-step outputs are computed into their slot of the stacked result (a view with
-//!   `step_stride` = one step's size), or copied there.
+//!   `step_stride` = one step's size), or copied there; one that is also a state's next value
+//!   (an LSTM's h) is computed into the state and copied into its slot, instead of into the
+//!   slot and copied back out of it (at batch 16, with the state stored transposed, that was
+//!   two transposes a step instead of one).
 //! - Final carried values are the state buffers.
 //! - Sequence lengths must be equal: constant ones make the loop run that many steps, and the
 //!   stacked rows past them are zeroed; run-time ones (the program's `seq_lens` input) make it
@@ -264,10 +267,16 @@ impl Lowerer<'_> {
             }
             bs.env.insert(Value { node: inp, slot: 0 }, l);
         }
+        // A per-step output is computed in its slot, unless it is a carried state's next value
+        // too: then in a temporary that becomes the state (below), the slot copied from it. In
+        // the slot, the state would be copied back out of it every step, and where the state is
+        // stored transposed (`rows_inner`) both copies are transposes.
+        let next_states: HashSet<Value> = body.outputs[..nc].iter().map(|o| o.1).collect();
         for (k, slot) in slots.iter().enumerate() {
-            bs.homes
-                .entry(body.outputs[nc + k].1)
-                .or_insert_with(|| slot.clone());
+            let v = body.outputs[nc + k].1;
+            if !next_states.contains(&v) {
+                bs.homes.entry(v).or_insert_with(|| slot.clone());
+            }
         }
         let inner_ctx = format!("{ctx}in the body of recurrence '{node_name}': ");
         self.lower_graph(body, &mut bs, &inner_ctx)?;
