@@ -511,53 +511,34 @@ DEFINE_ACTS(avx2, "avx2,fma", __m256, __m256i, 8)
  * 3 relu, the same functions as NAME_act_*. The generated code fuses the bias adds, the hoisted
  * projection's add and the activation after a product into it, so that they happen on the
  * accumulators instead of in passes over the product's buffer, with the same bits. */
-static inline __attribute__((always_inline, target("avx512f,fma"))) __m512 epi512(
-    const int64_t *epi, int64_t j, int64_t r, __m512 v, __mmask16 mask, int full) {
-    for (int q = 0; q < 2; q++) {
-        const float *p = (const float *)(intptr_t)epi[1 + 3 * q];
-        if (!p)
-            continue;
-        p += j * epi[2 + 3 * q];
-        if (epi[3 + 3 * q])
-            v = _mm512_add_ps(v, full ? _mm512_loadu_ps(p + r) : _mm512_maskz_loadu_ps(mask, p + r));
-        else
-            v = _mm512_add_ps(v, _mm512_set1_ps(*p));
+/* One ISA's epilogue (EPI_LOAD: the rows at p, all or the lanes of `mask`). */
+#define DEFINE_EPI(SUF, TARGET, V, M, EPI_LOAD, ADDV, SET1V, MAXV, ZEROV)                       \
+    static inline __attribute__((always_inline, target(TARGET))) V epi##SUF(                    \
+        const int64_t *epi, int64_t j, int64_t r, V v, M mask, int full) {                      \
+        for (int q = 0; q < 2; q++) {                                                           \
+            const float *p = (const float *)(intptr_t)epi[1 + 3 * q];                           \
+            if (!p)                                                                             \
+                continue;                                                                       \
+            p += j * epi[2 + 3 * q];                                                            \
+            v = ADDV(v, epi[3 + 3 * q] ? EPI_LOAD(p + r, mask, full) : SET1V(*p));              \
+        }                                                                                       \
+        switch (epi[0]) {                                                                       \
+        case 1:                                                                                 \
+            return sigmoid_##SUF(v);                                                            \
+        case 2:                                                                                 \
+            return tanh_##SUF(v);                                                               \
+        case 3:                                                                                 \
+            return MAXV(ZEROV(), v);                                                            \
+        default:                                                                                \
+            return v;                                                                           \
+        }                                                                                       \
     }
-    switch (epi[0]) {
-    case 1:
-        return sigmoid_avx512(v);
-    case 2:
-        return tanh_avx512(v);
-    case 3:
-        return _mm512_max_ps(_mm512_setzero_ps(), v);
-    default:
-        return v;
-    }
-}
-
-static inline __attribute__((always_inline, target("avx2,fma"))) __m256 epi256(
-    const int64_t *epi, int64_t j, int64_t r, __m256 v, __m256i mask, int full) {
-    for (int q = 0; q < 2; q++) {
-        const float *p = (const float *)(intptr_t)epi[1 + 3 * q];
-        if (!p)
-            continue;
-        p += j * epi[2 + 3 * q];
-        if (epi[3 + 3 * q])
-            v = _mm256_add_ps(v, full ? _mm256_loadu_ps(p + r) : _mm256_maskload_ps(p + r, mask));
-        else
-            v = _mm256_add_ps(v, _mm256_set1_ps(*p));
-    }
-    switch (epi[0]) {
-    case 1:
-        return sigmoid_avx2(v);
-    case 2:
-        return tanh_avx2(v);
-    case 3:
-        return _mm256_max_ps(_mm256_setzero_ps(), v);
-    default:
-        return v;
-    }
-}
+#define EPI_LOAD512(p, mask, full) ((full) ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask, p))
+#define EPI_LOAD256(p, mask, full) ((full) ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask))
+DEFINE_EPI(avx512, "avx512f,fma", __m512, __mmask16, EPI_LOAD512, _mm512_add_ps, _mm512_set1_ps,
+           _mm512_max_ps, _mm512_setzero_ps)
+DEFINE_EPI(avx2, "avx2,fma", __m256, __m256i, EPI_LOAD256, _mm256_add_ps, _mm256_set1_ps,
+           _mm256_max_ps, _mm256_setzero_ps)
 
 static inline int64_t input_off(const uint8_t *o, int narrow, int64_t e) {
     if (narrow) {
@@ -617,7 +598,7 @@ static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512
     for (int64_t j = 0; j < cols; j++) {
         __m512 sum = col512(nnz, j, w, wv, off, narrow, a, mask, full);
         if (epi)
-            sum = epi512(epi, col[j], r0, sum, mask, full);
+            sum = epiavx512(epi, col[j], r0, sum, mask, full);
         float *o = outt + (int64_t)col[j] * ldo;
         if (full)
             _mm512_storeu_ps(o, sum);
@@ -653,7 +634,7 @@ static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512
             }
             float *o = outt + (int64_t)col[j] * ldo + r0;
             if (epi)
-                for (int q = 0; q < 4; q++) acc[q] = epi512(epi, col[j], r0 + 16 * q, acc[q], 0xffff, 1);
+                for (int q = 0; q < 4; q++) acc[q] = epiavx512(epi, col[j], r0 + 16 * q, acc[q], 0xffff, 1);
             for (int q = 0; q < 4; q++) _mm512_storeu_ps(o + 16 * q, acc[q]);
         }
     }
@@ -684,8 +665,8 @@ static inline __attribute__((always_inline, target("avx512f,fma"))) void spmm512
             float *o = outt + (int64_t)col[j] * ldo + r0;
             __m512 s0 = _mm512_add_ps(acc[0][0], acc[1][0]), s1 = _mm512_add_ps(acc[0][1], acc[1][1]);
             if (epi) {
-                s0 = epi512(epi, col[j], r0, s0, 0xffff, 1);
-                s1 = epi512(epi, col[j], r0 + 16, s1, 0xffff, 1);
+                s0 = epiavx512(epi, col[j], r0, s0, 0xffff, 1);
+                s1 = epiavx512(epi, col[j], r0 + 16, s1, 0xffff, 1);
             }
             _mm512_storeu_ps(o, s0);
             _mm512_storeu_ps(o + 16, s1);
@@ -735,8 +716,8 @@ static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_ro
         float *o = outt + (int64_t)col[j] * ldo;
         __m256 s0 = _mm256_add_ps(acc[0][0], acc[1][0]), s1 = _mm256_add_ps(acc[0][1], acc[1][1]);
         if (epi) {
-            s0 = epi256(epi, col[j], r0, s0, lo, full);
-            s1 = epi256(epi, col[j], r0 + 8, s1, hi, full);
+            s0 = epiavx2(epi, col[j], r0, s0, lo, full);
+            s1 = epiavx2(epi, col[j], r0 + 8, s1, hi, full);
         }
         if (full) {
             _mm256_storeu_ps(o, s0);
@@ -774,7 +755,7 @@ static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_cl
             }
             float *o = outt + (int64_t)col[j] * ldo + r0;
             if (epi)
-                for (int q = 0; q < 4; q++) acc[q] = epi256(epi, col[j], r0 + 8 * q, acc[q], mask8(8), 1);
+                for (int q = 0; q < 4; q++) acc[q] = epiavx2(epi, col[j], r0 + 8 * q, acc[q], mask8(8), 1);
             for (int q = 0; q < 4; q++) _mm256_storeu_ps(o + 8 * q, acc[q]);
         }
     }
@@ -790,46 +771,28 @@ static inline __attribute__((always_inline, target("avx2,fma"))) void spmm256_cl
     }
 }
 
-HIDDEN __attribute__((target("avx512f,fma"))) void NAME_spmm_avx512(
-    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
-    float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst,
-    const int64_t *epi) {
-    /* Each case inlined with its null literals, so that their tests fold away. */
-    const int64_t *none = (const int64_t *)0;
-    if (wv && epi)
-        for (int64_t c = 0; c < nclass; c++)
-            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0, epi);
-    else if (wv)
-        for (int64_t c = 0; c < nclass; c++)
-            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0, none);
-    else if (epi)
-        for (int64_t c = 0; c < nclass; c++)
-            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst, epi);
-    else
-        for (int64_t c = 0; c < nclass; c++)
-            spmm512_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst, none);
-}
-
-HIDDEN __attribute__((target("avx2,fma"))) void NAME_spmm_avx2(
-    int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,
-    float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst,
-    const int64_t *epi) {
-    /* Each case inlined with its null literals, so that their tests fold away. */
-    const int64_t *none = (const int64_t *)0;
-    if (wv && epi)
-        for (int64_t c = 0; c < nclass; c++)
-            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0, epi);
-    else if (wv)
-        for (int64_t c = 0; c < nclass; c++)
-            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, wv, ro, 0, none);
-    else if (epi)
-        for (int64_t c = 0; c < nclass; c++)
-            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst, epi);
-    else
-        for (int64_t c = 0; c < nclass; c++)
-            spmm256_class(m, at, ro, table + 6 * c, outt, ldo, (const uint8_t *)0, wdata, wfirst, none);
-}
-
+/* The entry points: each case inlined with its null literals, so that their tests fold away. */
+#define DEFINE_SPMM(SUF, TARGET, CLASS)                                                          \
+    HIDDEN __attribute__((target(TARGET))) void NAME_spmm_##SUF(                                 \
+        int64_t m, const uint8_t *at, const uint8_t *ro, const int64_t *table, int64_t nclass,   \
+        float *outt, int64_t ldo, const uint8_t *wv, const uint8_t *wdata, int64_t wfirst,       \
+        const int64_t *epi) {                                                                    \
+        const int64_t *none = (const int64_t *)0;                                                \
+        const uint8_t *no_view = (const uint8_t *)0;                                             \
+        for (int64_t c = 0; c < nclass; c++) {                                                   \
+            const int64_t *t = table + 6 * c;                                                    \
+            if (wv && epi)                                                                       \
+                CLASS(m, at, ro, t, outt, ldo, wv, ro, 0, epi);                                  \
+            else if (wv)                                                                         \
+                CLASS(m, at, ro, t, outt, ldo, wv, ro, 0, none);                                 \
+            else if (epi)                                                                        \
+                CLASS(m, at, ro, t, outt, ldo, no_view, wdata, wfirst, epi);                    \
+            else                                                                                 \
+                CLASS(m, at, ro, t, outt, ldo, no_view, wdata, wfirst, none);                   \
+        }                                                                                        \
+    }
+DEFINE_SPMM(avx512, "avx512f,fma", spmm512_class)
+DEFINE_SPMM(avx2, "avx2,fma", spmm256_class)
 
 #define LOAD_TAIL512(p, k) _mm512_maskz_loadu_ps((__mmask16)((1u << (k)) - 1), p)
 #define STORE_TAIL512(p, v, k) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (k)) - 1), v)
