@@ -50,12 +50,7 @@ impl Sparsity {
                         _ => {
                             let last = s.len() - 1;
                             for (k, row) in a.lanes(ndarray::Axis(last)).into_iter().enumerate() {
-                                let mut n = 0;
-                                for (j, &v) in row.iter().enumerate() {
-                                    let nz = v != 0.0;
-                                    n += usize::from(nz);
-                                    col_nz[j] |= nz;
-                                }
+                                let n = mark_line(&row, &mut col_nz);
                                 nonzeros += n;
                                 row_nz[k % r] |= n > 0;
                             }
@@ -90,9 +85,9 @@ impl Sparsity {
     }
 }
 
-/// The nonzeros of one contiguous line of a matrix, each marked in `seen` by its index along
-/// the line; branch-free, so that the compiler vectorizes it.
-fn mark_line(line: &[f32], seen: &mut [bool]) -> usize {
+/// The nonzeros of one line of a matrix, each marked in `seen` by its index along the line;
+/// branch-free, so that the compiler vectorizes it over a contiguous line.
+fn mark_line<'a>(line: impl IntoIterator<Item = &'a f32>, seen: &mut [bool]) -> usize {
     let mut n = 0;
     for (flag, &v) in seen.iter_mut().zip(line) {
         let nz = v != 0.0;

@@ -10,7 +10,7 @@
 //! part splits the product by columns and the elementwise statements by elements, which do not
 //! line up.
 
-use super::layout::{self, Layout};
+use super::layout::Layout;
 use hlstm_ir::kernel::verify::{bcast_strides, matmul_dims, overlap};
 use hlstm_ir::kernel::{BufId, BufKind, Program, Stmt, Storage, View, Weight};
 use hlstm_ir::{Act, BinOp};
@@ -100,7 +100,7 @@ fn chain(
     writes: &[usize],
 ) -> Option<Epilogue> {
     let (m, _, n) = matmul_dims(p, out, a, w).ok()?;
-    if !takes_spmm(l, m, w)
+    if !l.takes_spmm(m, w)
         || overlap(out, a, trip)
         || w.view().is_some_and(|v| overlap(out, v, trip))
     {
@@ -111,8 +111,10 @@ fn chain(
         Storage::Buf(b) if out.dims == [m, n] && out.strides == [1, m as isize] => b,
         _ => return None,
     };
-    let mut cur = passable(p, l, product, out, m, n, reads, writes)?;
-    // (A view of the product's own [M, N] shape is in row-first order by the test above.)
+    if !passable(p, l, product, out, m, n, reads, writes) {
+        return None;
+    }
+    let mut cur = product;
     let (mut adds, mut act, mut fused, mut last) = (Vec::new(), 0, 0, None);
     for s in after {
         let (next_out, addend, code, order) = match s {
@@ -122,13 +124,10 @@ fn chain(
                 a,
                 b,
             } if act == 0 && adds.len() < 2 => {
-                let (x, other) = if whole(a, cur, m, n).is_some() {
-                    (a, b)
-                } else {
-                    (b, a)
-                };
-                let Some(order) = whole(x, cur, m, n) else {
-                    break;
+                let (x, other, order) = match (whole(a, cur, m, n), whole(b, cur, m, n)) {
+                    (Some(o), _) => (a, b, o),
+                    (None, Some(o)) => (b, a, o),
+                    (None, None) => break,
                 };
                 if other.storage == Storage::Buf(cur) || out.dims != x.dims {
                     break;
@@ -172,11 +171,8 @@ fn chain(
         last = Some(final_view);
         // The chain goes on through the new value only if it is a passable temporary too.
         match next_out.storage {
-            Storage::Buf(b) => match passable(p, l, b, next_out, m, n, reads, writes) {
-                Some(b) => cur = b,
-                None => break,
-            },
-            Storage::Const(_) => break,
+            Storage::Buf(b) if passable(p, l, b, next_out, m, n, reads, writes) => cur = b,
+            _ => break,
         }
     }
     Some(Epilogue {
@@ -187,21 +183,7 @@ fn chain(
     })
 }
 
-/// Whether the product of an [M, K] x [K, N] weight `w` goes to the wide sparse kernel (the
-/// test `matmul::sparse` makes, with the key `matmul::note_wide_calls` uses).
-fn takes_spmm(l: &Layout, m: usize, w: &Weight) -> bool {
-    let Some(mm) = layout::row_vector_rows(m, w) else {
-        return false;
-    };
-    let key = match w {
-        Weight::Const(c, _) => (*c, mm as isize, false, None),
-        Weight::Masked(v, c) => (*c, mm as isize, false, Some([v.strides[0], v.strides[1]])),
-        Weight::View(_) => return false,
-    };
-    l.csr_table.contains_key(&key)
-}
-
-/// `b` (written by `v`) when a chain may pass through it: a temporary the program writes once,
+/// Whether a chain may pass through `b` (written by `v`): a temporary the program writes once,
 /// reads once, does not compute in an output, and that `v` writes whole in the product's
 /// order.
 #[allow(clippy::too_many_arguments)]
@@ -214,16 +196,15 @@ fn passable(
     n: usize,
     reads: &[usize],
     writes: &[usize],
-) -> Option<BufId> {
+) -> bool {
     let buf = &p.buffers[b.0];
-    let ok = buf.kind == BufKind::Temp
+    buf.kind == BufKind::Temp
         && buf.len() == m * n
         && p.seq_lens != Some(b)
         && reads[b.0] == 1
         && writes[b.0] == 1
         && !l.in_output.contains_key(&b)
-        && whole(v, b, m, n).is_some();
-    ok.then_some(b)
+        && whole(v, b, m, n).is_some()
 }
 
 /// How a statement's views index the product's elements: by (row i, column j), by (column
@@ -306,7 +287,7 @@ matmul %2[+0; 8x2 : 1,8] = %0[+0; 8x3 : 3,1] x $0 (sparse-csr)
     }
 
     fn planned(p: &Program) -> Vec<Epilogue> {
-        let l = layout::layout(p, true).expect("layout");
+        let l = crate::cpu::layout::layout(p, true).expect("layout");
         plan(p, &l).into_values().collect()
     }
 

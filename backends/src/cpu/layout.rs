@@ -181,11 +181,12 @@ fn plan_packing(
                             (Packed::Dense(v.clone()), packed_len(k, n))
                         }
                         // What the wide sparse kernel multiplies (see `matmul::sparse`).
-                        Weight::Masked(_, c) if row_vector_rows(m, w).is_some() => {
-                            let key = (*c, m as isize, false, Some([v.strides[0], v.strides[1]]));
-                            if !l.csr_table.contains_key(&key) {
+                        Weight::Masked(..) => {
+                            let Some(key) =
+                                wide_sparse_key(m, w).filter(|k| l.csr_table.contains_key(k))
+                            else {
                                 return Ok(());
-                            }
+                            };
                             let (first, span_end) = weights_span(&l.csr[&key]);
                             let masked = Packed::Masked {
                                 view: v.clone(),
@@ -284,6 +285,25 @@ pub(crate) fn row_vector_rows(m: usize, w: &Weight) -> Option<usize> {
         Weight::Const(_, Strategy::SparseUnrolled | Strategy::SparseCsr) | Weight::Masked(..)
     );
     (sparse && m >= 4).then_some(m)
+}
+
+/// The compressed layout's key of a product of `m` rows by `w` on vectors of rows: the table
+/// the wide sparse kernel reads, when the layout made one (`Layout::csr_table`).
+pub(crate) fn wide_sparse_key(m: usize, w: &Weight) -> Option<CsrKey> {
+    let mm = row_vector_rows(m, w)? as isize;
+    match w {
+        Weight::Const(c, _) => Some((*c, mm, false, None)),
+        Weight::Masked(v, c) => Some((*c, mm, false, Some([v.strides[0], v.strides[1]]))),
+        Weight::View(_) => None,
+    }
+}
+
+impl Layout {
+    /// Whether the product of `m` rows by `w` goes to the wide sparse kernel
+    /// (`matmul::sparse`).
+    pub(crate) fn takes_spmm(&self, m: usize, w: &Weight) -> bool {
+        wide_sparse_key(m, w).is_some_and(|k| self.csr_table.contains_key(&k))
+    }
 }
 
 /// The largest scratch a statement needs (elements), for a verified program.
@@ -642,8 +662,8 @@ fn csr_classes(
         }
         let bodies: usize = by_count.keys().sum();
         // (A masked weight's pattern may have no zero to pad with: only the budget coarsens it.)
-        let cheap = view_strides.is_none() && padding(grain * 2) <= real / CSR_PADDING_SHARE;
-        let fits = bodies <= CSR_BODY_BUDGET && !cheap;
+        let fits = bodies <= CSR_BODY_BUDGET
+            && !(view_strides.is_none() && padding(grain * 2) <= real / CSR_PADDING_SHARE);
         if fits || grain >= k.max(1) {
             break by_count;
         }

@@ -643,15 +643,7 @@ pub(crate) fn note_wide_calls(
     match w {
         Weight::Const(_, Strategy::Dense) => calls.gemm |= m > 0 && gemm_fits(k, n),
         Weight::View(_) => calls.gemm_rm |= m > 0 && gemm_fits(k, n),
-        Weight::Const(c, _) => {
-            calls.spmm |=
-                rows.is_some_and(|mm| l.csr_table.contains_key(&(*c, mm as isize, false, None)))
-        }
-        Weight::Masked(v, c) => {
-            let strides = Some([v.strides[0], v.strides[1]]);
-            calls.spmm |=
-                rows.is_some_and(|mm| l.csr_table.contains_key(&(*c, mm as isize, false, strides)))
-        }
+        Weight::Const(..) | Weight::Masked(..) => calls.spmm |= l.takes_spmm(m, w),
     }
     calls.transpose |= rows.is_some();
     Ok(())
